@@ -1,0 +1,28 @@
+# make demo: bootstrap, then run the main job on the embedded default (SQLite ledger, local tools).
+# make test: bootstrap (with the Debian test servers), the layer contract, then the test suite.
+SHELL := /bin/bash
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: demo test lint bench bootstrap clean
+
+bootstrap:
+	./scripts/bootstrap
+
+demo: bootstrap
+	./scripts/demo
+
+test:
+	./scripts/bootstrap --test-deps
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+lint:
+	$(VENV)/bin/ruff check railiance_ledger tests assets sensors bench
+	$(VENV)/bin/mypy
+
+bench: bootstrap
+	$(VENV)/bin/python bench/ledger.py
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache

@@ -1,0 +1,151 @@
+"""One exception hierarchy for the whole package.
+
+Every exception carries its context (system, operation, address) and says what to do.
+Third-party exceptions are translated at the adapter boundary (``raise AdapterError(...) from exc``)
+and never escape into business code. Policy failures (a gate said no) and technical failures
+(could not ask) are different types, and both fail the gate.
+
+    RailianceError                      base; ``exit_code`` maps to the CLI contract
+    ├── InvalidInput                    exit 2: usage, declaration, digest, duration
+    │   ├── DeclarationError            app.toml invalid; carries a list of DeclarationIssue
+    │   ├── InvalidDigest               image reference not pinned by a well-formed sha256 digest
+    │   └── InvalidDuration             a duration string that does not parse
+    ├── LedgerError                     exit 3: the ledger itself
+    │   ├── ConcurrencyConflict         stale expected_version; re-read and retry
+    │   ├── IntegrityError              hash chain broken (edited, missing, reordered)
+    │   └── RuleViolation               a domain rule refused the append (e.g. skipped stage)
+    ├── GateFailed                      exit 1: a policy failure, the gate said no
+    └── AdapterError                    exit 1: a technical failure, could not ask
+        ├── AdapterTimeout
+        ├── AdapterUnavailable          connection refused, DNS, 5xx
+        ├── AdapterAuthError            401/403
+        ├── AdapterNotFound             404
+        └── AdapterProtocolError        malformed answer
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RailianceError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    exit_code: int = 1
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        if hint:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+class InvalidInput(RailianceError):
+    """The operator gave us something we refuse to act on (exit 2)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class DeclarationIssue:
+    """One problem in a declaration: the TOML path, what is wrong, and how to fix it."""
+
+    path: str
+    message: str
+    hint: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message, "hint": self.hint}
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class DeclarationError(InvalidInput):
+    """``railiance/app.toml`` is missing, unreadable or invalid; ``issues`` lists every problem."""
+
+    def __init__(self, message: str, issues: list[DeclarationIssue] | None = None, *, source: str = "") -> None:
+        super().__init__(message, hint="fix each listed field in railiance/app.toml; see docs/app-toml.md")
+        self.issues = list(issues or [])
+        self.source = source
+
+
+class InvalidDigest(InvalidInput):
+    """An image reference that is not pinned by ``@sha256:<64 lowercase hex>``."""
+
+
+class InvalidDuration(InvalidInput):
+    """A duration that does not parse (use forms like ``90s``, ``15m``, ``1h30m``)."""
+
+
+class LedgerError(RailianceError):
+    """The ledger refused or cannot be trusted (exit 3)."""
+
+    exit_code = 3
+
+
+class ConcurrencyConflict(LedgerError):
+    """Another writer appended to the same stream first; re-read the stream and retry."""
+
+
+class IntegrityError(LedgerError):
+    """The hash chain does not verify; ``seq`` names the first bad event."""
+
+    def __init__(self, message: str, *, seq: int | None = None, problem: str = "") -> None:
+        super().__init__(message, hint="run `railiance ledger verify` and restore from a trusted export")
+        self.seq = seq
+        self.problem = problem
+
+
+class RuleViolation(LedgerError):
+    """A lifecycle rule refused the append (stage skipped, wrong digest, ...)."""
+
+    exit_code = 1
+
+
+class GateFailed(RailianceError):
+    """A policy failure: the gate was asked and said no (exit 1)."""
+
+    exit_code = 1
+
+
+class AdapterError(RailianceError):
+    """A technical failure talking to an external system: the fact could not be collected."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, system: str, operation: str, address: str = "", hint: str = "") -> None:
+        full = f"{system} {operation} failed"
+        if address:
+            full += f" at {address}"
+        full += f": {message}"
+        super().__init__(full, hint=hint)
+        self.system = system
+        self.operation = operation
+        self.address = address
+        self.reason = message
+
+
+class AdapterTimeout(AdapterError):
+    """The system did not answer in time."""
+
+
+class AdapterUnavailable(AdapterError):
+    """Connection refused, name resolution failed, or the server answered 5xx."""
+
+
+class AdapterAuthError(AdapterError):
+    """The system refused our credentials (401/403)."""
+
+
+class AdapterNotFound(AdapterError):
+    """The object asked for does not exist (404)."""
+
+
+class AdapterProtocolError(AdapterError):
+    """The system answered something we cannot parse."""
