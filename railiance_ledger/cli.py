@@ -1,0 +1,541 @@
+"""The ``railiance`` command: parse, call the lifecycle, render.
+
+Thin by design: every command parses its arguments, calls one lifecycle service or ledger read,
+and renders the result as text or ``--json``. Imports are lazy so ``railiance status`` stays cheap,
+and nothing here imports dagster. Every byte printed goes through the one redaction path.
+
+Exit codes: 0 pass/ok, 1 a gate or stage failed, 2 invalid input, 3 ledger integrity/concurrency.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from railiance_ledger.ledger.store import EventStore
+
+app = typer.Typer(
+    name="railiance",
+    help="Railiance Ledger: gated, evidence-recording promotion of workloads (Stage 1 -> 2 -> 3).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+candidate_app = typer.Typer(help="Register candidate artifacts (images by immutable digest).", no_args_is_help=True)
+ledger_app = typer.Typer(help="Ledger integrity and export.", no_args_is_help=True)
+app.add_typer(candidate_app, name="candidate")
+app.add_typer(ledger_app, name="ledger")
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_LEDGER = 0, 1, 2, 3
+
+
+@dataclass
+class Globals:
+    ledger: Optional[str] = None
+    json: bool = False
+    operator: Optional[str] = None
+
+
+G = Globals()
+
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
+OperatorOpt = typer.Option(None, "--operator", help="Who is acting (else RAILIANCE_OPERATOR, else login name).")
+
+
+@app.callback()
+def _main(
+    ledger: Optional[str] = typer.Option(
+        None, "--ledger", help="Ledger URL (else RAILIANCE_LEDGER_URL, else sqlite:///$RAILIANCE_HOME/ledger.db)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    operator: Optional[str] = typer.Option(None, "--operator", help="Who is acting."),
+) -> None:
+    """Railiance Ledger: gated, evidence-recording promotion of workloads."""
+    G.ledger, G.json, G.operator = ledger, json_out, operator
+
+
+# ---------------------------------------------------------------------------- rendering helpers
+
+
+def _redact(value: Any) -> Any:
+    from railiance_ledger.domain.redaction import redact_value
+
+    return redact_value(value)
+
+
+def _echo(text: str, *, err: bool = False) -> None:
+    from railiance_ledger.domain.redaction import redact
+
+    typer.echo(redact(text), err=err)
+
+
+def _emit_json(value: Any) -> None:
+    typer.echo(json.dumps(_redact(value), indent=2, sort_keys=True, default=str))
+
+
+def _want_json(flag: bool) -> bool:
+    return flag or G.json
+
+
+def _fail(exc: Exception, *, as_json: bool) -> NoReturn:
+    from railiance_ledger.errors import DeclarationError, RailianceError
+
+    code = exc.exit_code if isinstance(exc, RailianceError) else EXIT_FAILED
+    if as_json:
+        body: dict[str, Any] = {"ok": False, "error": type(exc).__name__, "message": str(exc), "exit_code": code}
+        if isinstance(exc, DeclarationError):
+            body["issues"] = [i.as_dict() for i in exc.issues]
+        _emit_json(body)
+    else:
+        if isinstance(exc, DeclarationError) and exc.issues:
+            _echo(f"error: {exc.message}", err=True)
+            for issue in exc.issues:
+                _echo(f"  {issue}", err=True)
+        else:
+            _echo(f"error: {exc}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _guard(as_json: bool) -> Iterator[None]:
+    """Translate our errors into the exit-code contract; never show a traceback for them."""
+    from railiance_ledger.errors import RailianceError
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except RailianceError as exc:
+        _fail(exc, as_json=as_json)
+
+
+def _store() -> EventStore:
+    from railiance_ledger import config
+    from railiance_ledger.ledger.store import EventStore
+
+    return EventStore.open(config.ledger_url(G.ledger))
+
+
+def _actor(flag: Optional[str]) -> str:
+    from railiance_ledger import config
+
+    return config.operator(flag or G.operator)
+
+
+def _load(app_dir: Path) -> Any:
+    from railiance_ledger.declaration.loader import load_declaration
+
+    return load_declaration(app_dir)
+
+
+def _as_dict(obj: Any) -> Any:
+    if hasattr(obj, "as_dict"):
+        return obj.as_dict()
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json", by_alias=True)
+    if isinstance(obj, list):
+        return [_as_dict(o) for o in obj]
+    return obj
+
+
+def _render_stage_result(doc: dict[str, Any]) -> None:
+    """Human rendering of a stage-result document: one line per check with verdict and reason."""
+    status = doc.get("status", "fail")
+    cand = doc.get("candidate") or {}
+    _echo(
+        f"Stage {doc.get('stage')} ({doc.get('target_environment')}) for {doc['workload']['name']} "
+        f"{cand.get('digest') or '<no candidate>'}: {status.upper()}"
+    )
+    marks = {"pass": "PASS  ", "fail": "FAIL  ", "waived": "WAIVED"}
+    for check in doc.get("checks", []):
+        reason = check.get("reason") or ""
+        kind = f" [{check['failure']}]" if check.get("failure") else ""
+        _echo(f"  {marks.get(check['status'], check['status'])} {check['name']}{kind}: {reason}")
+    ledger = doc.get("ledger")
+    if ledger:
+        _echo(f"  ledger seq {ledger['seq']} hash {ledger['hash'][:16]}...")
+
+
+def _not_available(command: str, issue: str) -> NoReturn:
+    _echo(f"error: `railiance {command}` is not available yet ({issue} has not landed)", err=True)
+    raise typer.Exit(EXIT_INVALID)
+
+
+# ---------------------------------------------------------------------------- validate
+
+
+@app.command()
+def validate(
+    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    runbook: Optional[Path] = typer.Option(None, "--runbook", help="Write the operator runbook listing missing fields."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Validate APP_DIR/railiance/app.toml; every error on its own line with its TOML path and a hint."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.declaration.loader import validate_app_dir
+
+        report = validate_app_dir(app_dir)
+        if runbook is not None:
+            from railiance_ledger.declaration.runbook import render_runbook
+            from railiance_ledger.domain.redaction import redact
+
+            runbook.write_text(redact(render_runbook(app_dir, report)), encoding="utf-8")
+        ok = report.declaration is not None and not report.issues
+        decl = report.declaration
+        if as_json:
+            _emit_json(
+                {
+                    "ok": ok,
+                    "app_dir": str(app_dir),
+                    "workload": decl.workload.name if decl else None,
+                    "criticality": str(decl.criticality) if decl else None,
+                    "production_critical": decl.production_critical if decl else None,
+                    "observation_window_seconds": decl.observation_window_seconds if decl else None,
+                    "issues": [i.as_dict() for i in report.issues],
+                    "warnings": [i.as_dict() for i in report.warnings],
+                    "runbook": str(runbook) if runbook else None,
+                }
+            )
+        else:
+            for issue in report.issues:
+                _echo(f"error: {issue}", err=True)
+            for warning in report.warnings:
+                _echo(f"warning: {warning}", err=True)
+            if ok and decl is not None:
+                from railiance_ledger.domain.durations import format_duration
+
+                _echo(
+                    f"ok: {decl.workload.name} ({decl.workload.repo}) is a valid railiance.app/v1 declaration; "
+                    f"criticality {decl.criticality}, observation window "
+                    f"{format_duration(decl.observation_window_seconds)}"
+                )
+            else:
+                _echo(f"{len(report.issues)} problem(s) in {app_dir}/railiance/app.toml", err=True)
+            if runbook is not None:
+                _echo(f"runbook written to {runbook}")
+        raise typer.Exit(EXIT_OK if ok else EXIT_INVALID)
+
+
+# ---------------------------------------------------------------------------- candidates
+
+
+@candidate_app.command("add")
+def candidate_add(
+    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    image: str = typer.Option(..., "--image", help="REPOSITORY@sha256:<64 hex>; a tag alone is refused."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Source commit (else read from the work tree)."),
+    operator: Optional[str] = OperatorOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Register a candidate artifact by immutable digest."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.lifecycle.candidates import parse_candidate_image, register_candidate, source_revision
+
+        parse_candidate_image(image)  # refuse bad input before touching anything
+        decl = _load(app_dir)
+        rev = revision or source_revision(decl)
+        store = _store()
+        event, created = register_candidate(store=store, decl=decl, image=image, operator=_actor(operator), revision=rev)
+        if as_json:
+            _emit_json({"ok": True, "created": created, "event": event.model_dump()})
+        else:
+            verb = "registered" if created else "already registered"
+            _echo(
+                f"{verb}: {event.payload.get('image')} for {event.stream} (revision {event.payload.get('revision')}); "
+                f"ledger seq {event.seq}"
+            )
+
+
+# ---------------------------------------------------------------------------- Stage 1
+
+
+@app.command()
+def run(
+    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the newest)."),
+    skip_check: list[str] = typer.Option([], "--skip-check", help="Skip a declared local check (needs a waiver)."),
+    operator: Optional[str] = OperatorOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Stage 1 local validation of the candidate."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        try:
+            from railiance_ledger.lifecycle import stage1
+        except ImportError:
+            _not_available("run", "Stage 1")
+        outcome = stage1.run_cli(
+            store=_store(), app_dir=app_dir, operator=_actor(operator), image=image, skip_checks=list(skip_check)
+        )
+        doc = outcome.document
+        if as_json:
+            _emit_json(doc)
+        else:
+            _render_stage_result(doc)
+            if doc.get("status") == "pass":
+                _echo("Candidate is eligible for Stage 2 review. Stage 1 does not authorize production traffic.")
+        raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def waive(
+    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    gate: str = typer.Option(..., "--gate", help="Gate (check) name, e.g. source_revision_identified."),
+    reason: str = typer.Option(..., "--reason", help="Why the gate is waived (recorded, redacted)."),
+    image: Optional[str] = typer.Option(None, "--image", help="Candidate (else the newest registered)."),
+    stage: Optional[int] = typer.Option(None, "--stage", help="Stage the waiver applies to."),
+    operator: Optional[str] = OperatorOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Record a waiver for one gate of one candidate."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        try:
+            from railiance_ledger.lifecycle import waivers
+        except ImportError:
+            _not_available("waive", "Stage 1")
+        decl = _load(app_dir)
+        digest = None
+        if image:
+            from railiance_ledger.lifecycle.candidates import parse_candidate_image
+
+            digest = parse_candidate_image(image)[1]
+        event = waivers.record_waiver(
+            store=_store(), decl=decl, gate=gate, operator=_require_operator(operator), reason=reason,
+            candidate=digest, **({"stage": stage} if stage else {}),
+        )
+        if as_json:
+            _emit_json({"ok": True, "event": event.model_dump()})
+        else:
+            _echo(f"waiver recorded: {gate} for {event.candidate} by {event.actor} (event {event.event_id})")
+
+
+def _require_operator(flag: Optional[str]) -> str:
+    from railiance_ledger import config
+    from railiance_ledger.errors import InvalidInput
+
+    who = config.explicit_operator(flag or G.operator)
+    if not who:
+        raise InvalidInput("this record needs an operator identity", hint="pass --operator NAME or set RAILIANCE_OPERATOR")
+    return who
+
+
+# ---------------------------------------------------------------------------- later stages
+
+
+@app.command()
+def deploy(
+    app_dir: Path = typer.Argument(...),
+    stage: int = typer.Option(2, "--stage", help="Only Stage 2 (canary) is deployed by this command."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Stage 2 canary deployment (prechecks first)."""
+    _not_available("deploy", "Stage 2")
+
+
+@app.command()
+def observe(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
+    """Stage 2/3 evidence collection over the observation window."""
+    _not_available("observe", "Stage 2")
+
+
+@app.command()
+def approve(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
+    """Record a human approval."""
+    _not_available("approve", "Stage 3")
+
+
+@app.command()
+def exception(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
+    """Record an emergency exception."""
+    _not_available("exception", "Stage 3")
+
+
+@app.command()
+def promote(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
+    """Stage 3 production promotion."""
+    _not_available("promote", "Stage 3")
+
+
+@app.command()
+def rollback(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
+    """Roll back to the previous stable target."""
+    _not_available("rollback", "Stage 3")
+
+
+@app.command()
+def readiness(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
+    """Answer the spec's readiness questions from the declaration and the ledger."""
+    _not_available("readiness", "Stage 3")
+
+
+# ---------------------------------------------------------------------------- projections
+
+
+@app.command()
+def status(workload: str = typer.Argument(..., help="Workload name."), json_out: bool = JsonOpt) -> None:
+    """Each candidate's stage state, the current stable and earlier stables."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.ledger.projections import workload_status
+
+        st = workload_status(_store(), workload)
+        data = _as_dict(st)
+        if as_json:
+            _emit_json(data)
+            return
+        _render_status(data)
+
+
+def _render_status(data: dict[str, Any]) -> None:
+    _echo(f"workload {data.get('workload')}")
+    stable = data.get("current_stable")
+    _echo(f"  stable: {_short(stable)}")
+    for earlier in data.get("earlier_stables") or []:
+        _echo(f"  earlier stable: {_short(earlier)}")
+    cands = data.get("candidates") or []
+    if not cands:
+        _echo("  no candidates registered")
+    for c in cands:
+        _echo(f"  candidate {c.get('image') or c.get('digest')}: {c.get('state')}")
+    for p in data.get("pending_approvals") or []:
+        _echo(f"  pending approval: {p}")
+    for e in data.get("emergency_awaiting_retrospective") or []:
+        _echo(f"  emergency action awaiting retrospective approval: {e}")
+
+
+def _short(stable: Any) -> str:
+    if not stable:
+        return "none"
+    if isinstance(stable, dict):
+        return str(stable.get("image") or stable.get("digest"))
+    return str(stable)
+
+
+@app.command()
+def history(
+    workload: str = typer.Argument(..., help="Workload name."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the newest N events."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """The workload's events, oldest first."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.ledger.projections import history as read_history
+
+        events = read_history(_store(), workload, limit=limit)
+        if as_json:
+            _emit_json([e.model_dump() for e in events])
+            return
+        if not events:
+            _echo(f"no events for {workload}")
+        for e in events:
+            stage = f" stage {e.stage}" if e.stage else ""
+            cand = f" {e.candidate[:19]}" if e.candidate else ""
+            extra = ""
+            if e.kind == "stage.completed":
+                extra = f" -> {e.payload.get('status')}"
+            _echo(f"{e.seq:>8} {e.recorded_at} {e.kind}{stage}{cand}{extra} by {e.actor}")
+
+
+@app.command()
+def lineage(
+    workload: str = typer.Argument(..., help="Workload name."),
+    at: Optional[str] = typer.Option(None, "--at", help="ISO timestamp: what was stable at that moment."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Stable history and the rollback target (what we would roll back to, and how)."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.ledger.projections import lineage as read_lineage
+
+        lin = read_lineage(_store(), workload, at=_normalise_at(at) if at else None)
+        data = _as_dict(lin)
+        if as_json:
+            _emit_json(data)
+            return
+        _echo(f"lineage of {workload}" + (f" at {at}" if at else ""))
+        _echo(f"  current stable: {_short(data.get('current_stable'))}")
+        stables = data.get("stables") or []
+        for s in stables:
+            _echo(f"  stable {_short(s)} promoted at {s.get('promoted_at', '?')} approvals {s.get('approvals', [])}")
+        target = data.get("rollback_target")
+        if target:
+            _echo(f"  rollback target: {_short(target)} ({json.dumps(target.get('restore', {}), sort_keys=True)})")
+        else:
+            _echo("  rollback target: none recorded (no earlier stable)")
+        cands = data.get("candidates") or []
+        for c in cands:
+            _echo(f"  candidate {c.get('image') or c.get('digest')}: {c.get('state', '')}")
+
+
+def _normalise_at(at: str) -> str:
+    from datetime import datetime, timezone
+
+    from railiance_ledger.errors import InvalidInput
+
+    try:
+        ts = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(f"--at {at!r} is not an ISO-8601 timestamp", hint="e.g. 2026-11-26T10:00:00Z") from exc
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+# ---------------------------------------------------------------------------- ledger
+
+
+@ledger_app.command("verify")
+def ledger_verify(json_out: bool = JsonOpt) -> None:
+    """Recompute the hash chain; name the first bad seq and why (edited, missing, reordered)."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.ledger.verify import verify
+
+        report = verify(_store())
+        data = _as_dict(report)
+        if as_json:
+            _emit_json(data)
+        elif report.ok:
+            _echo(f"ok: {report.events_checked} events, hash chain verifies")
+        else:
+            _echo(
+                f"ledger integrity error: first bad seq {report.first_bad_seq} ({report.problem}): {report.detail}",
+                err=True,
+            )
+        raise typer.Exit(EXIT_OK if report.ok else EXIT_LEDGER)
+
+
+@ledger_app.command("export")
+def ledger_export(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
+) -> None:
+    """Export every event as JSON Lines, one canonical envelope per line."""
+    with _guard(False):
+        from railiance_ledger.ledger.verify import export_jsonl
+
+        store = _store()
+        if output is None:
+            export_jsonl(store, sys.stdout)
+        else:
+            with output.open("w", encoding="utf-8") as fp:
+                export_jsonl(store, fp)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
