@@ -1,0 +1,106 @@
+"""Helm, through the real ``helm`` binary.
+
+One private ``_run`` helper executes ``helm`` with a timeout and translates every failure into the
+``AdapterError`` tree (stderr redacted and bounded). Stage 1 uses ``template``; later stages add
+``upgrade``, ``rollback`` and ``history`` as further thin methods over the same helper.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from railiance_ledger.domain.redaction import redact
+from railiance_ledger.errors import AdapterError, AdapterTimeout, AdapterUnavailable
+
+_STDERR_LIMIT = 2000
+
+
+class HelmCommandFailed(AdapterError):
+    """Helm ran and exited non-zero: it was asked and answered no (e.g. a chart that does not
+    render). ``exit_status`` is helm's exit code, ``stderr`` its redacted, bounded error text."""
+
+    def __init__(self, message: str, *, operation: str, address: str, exit_status: int, stderr: str) -> None:
+        super().__init__(message, system="helm", operation=operation, address=address)
+        self.exit_status = exit_status
+        self.stderr = stderr
+
+
+class Helm:
+    """The helm CLI. ``binary`` is a name on ``PATH`` or a path; ``env`` adds environment
+    variables (``KUBECONFIG``, ``HELM_CACHE_HOME`` ...) to the inherited environment."""
+
+    def __init__(self, binary: str = "helm", *, env: Mapping[str, str] | None = None) -> None:
+        self.binary = binary
+        self.env = dict(env or {})
+
+    def _run(self, args: Sequence[str], *, operation: str, timeout: float, address: str = "") -> str:
+        """Run ``helm ARGS`` and return stdout.
+
+        Raises ``AdapterUnavailable`` when the binary cannot be started, ``AdapterTimeout`` after
+        ``timeout`` seconds, and ``HelmCommandFailed`` (an ``AdapterError``) on a non-zero exit,
+        with helm's stderr redacted and cut to a bounded length.
+        """
+        env = {**os.environ, **self.env} if self.env else None
+        try:
+            proc = subprocess.run(
+                [self.binary, *args],
+                capture_output=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise AdapterUnavailable(
+                f"helm binary {self.binary!r} not found", system="helm", operation=operation, address=address,
+                hint="run ./scripts/bootstrap or put helm on PATH",
+            ) from exc
+        except PermissionError as exc:
+            raise AdapterUnavailable(
+                f"helm binary {self.binary!r} is not executable", system="helm", operation=operation, address=address,
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise AdapterTimeout(
+                f"no answer after {timeout:g}s", system="helm", operation=operation, address=address
+            ) from exc
+        if proc.returncode != 0:
+            err = redact(proc.stderr.decode("utf-8", errors="replace").strip())
+            if len(err) > _STDERR_LIMIT:
+                err = err[:_STDERR_LIMIT] + " [...]"
+            raise HelmCommandFailed(
+                f"exit {proc.returncode}: {err}", operation=operation, address=address,
+                exit_status=proc.returncode, stderr=err,
+            )
+        return proc.stdout.decode("utf-8", errors="replace")
+
+    def version(self, *, timeout: float = 10.0) -> str:
+        """``helm version --short`` (e.g. ``v4.1.4+g05fa379``)."""
+        return self._run(["version", "--short"], operation="version", timeout=timeout).strip()
+
+    def template(
+        self,
+        *,
+        chart: Path | str,
+        release: str,
+        namespace: str,
+        values_files: Sequence[Path | str] = (),
+        set_values: Mapping[str, str] | None = None,
+        kube_version: str | None = None,
+        timeout: float = 60.0,
+    ) -> str:
+        """Render ``chart`` offline (``helm template``) and return the multi-document YAML.
+
+        ``values_files`` are applied in order (later wins); ``set_values`` are set as literal
+        strings (``--set-literal``) after them; ``kube_version`` sets ``Capabilities.KubeVersion``.
+        """
+        args: list[str] = ["template", release, str(chart), "--namespace", namespace]
+        for vf in values_files:
+            args += ["--values", str(vf)]
+        for key, value in (set_values or {}).items():
+            args += ["--set-literal", f"{key}={value}"]
+        if kube_version:
+            args += ["--kube-version", kube_version]
+        return self._run(args, operation="template", timeout=timeout, address=str(chart))
