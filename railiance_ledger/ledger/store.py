@@ -1,0 +1,476 @@
+"""The event store: serialized, hash-chained, rule-checked appends and plain reads.
+
+Appends are serialized so the chain never forks: on SQLite every append transaction starts with
+``BEGIN IMMEDIATE`` (pysqlite's own transaction handling is switched off and SQLAlchemy's ``begin``
+hook issues the statement), on PostgreSQL it starts with ``pg_advisory_xact_lock``. Inside the lock
+the store reads the head, checks ``expected_version``, checks the domain rules against the
+candidate's history, assigns ``seq``/``version``/``event_id``/``recorded_at``/hashes and inserts the
+whole batch in one statement. Either every event of a call is stored or none is.
+
+No driver exception escapes: everything is translated to a :class:`~railiance_ledger.errors.LedgerError`
+naming the operation and the ledger URL with its password hidden.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+from railiance_ledger.domain.events import (
+    GENESIS_HASH,
+    EventKind,
+    NewEvent,
+    RecordedEvent,
+    canonical_json,
+    format_timestamp,
+)
+from railiance_ledger.domain.rules import RuleBroken, check_append
+from railiance_ledger.errors import ConcurrencyConflict, LedgerError, RuleViolation
+from railiance_ledger.ledger import schema
+from railiance_ledger.ledger.chain import row_hash
+from railiance_ledger.ledger.schema import ADVISORY_LOCK_KEY, SCHEMA_LOCK_KEY, SCHEMA_VERSION, events
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite writer waits for the write lock before giving up."""
+
+READ_BATCH = 2_000
+"""Rows fetched per query by :meth:`EventStore.read_all`."""
+
+RULE_HISTORY_KINDS: tuple[str, ...] = (
+    EventKind.CANDIDATE_REGISTERED.value,
+    EventKind.STAGE_COMPLETED.value,
+    EventKind.EXCEPTION_EMERGENCY.value,
+)
+"""The kinds ``domain.rules.check_append`` looks at; the append loads only these for the candidate.
+
+Keep in step with ``domain/rules.py``: a rule that starts reading another kind must be added here
+(``test_rule_history_kinds_cover_rules`` pins the current set).
+"""
+
+_DRIVER_MODULES = ("sqlite3", "psycopg", "psycopg2", "psycopg_pool", "sqlalchemy")
+
+_COLS = tuple(events.c[name] for name in schema.EVENT_COLUMNS)
+_SELECT_ROWS = sa.select(*_COLS)
+_HEAD = sa.select(events.c.seq, events.c.hash).order_by(events.c.seq.desc()).limit(1)
+_HEAD_AND_VERSION = sa.select(
+    sa.select(events.c.seq).order_by(events.c.seq.desc()).limit(1).scalar_subquery(),
+    sa.select(events.c.hash).order_by(events.c.seq.desc()).limit(1).scalar_subquery(),
+    sa.select(sa.func.max(events.c.version)).where(events.c.stream == sa.bindparam("stream")).scalar_subquery(),
+)
+_STREAM_VERSION = sa.select(sa.func.max(events.c.version)).where(events.c.stream == sa.bindparam("stream"))
+_RULE_HISTORY = (
+    sa.select(events.c.kind, events.c.candidate, events.c.stage, events.c.payload)
+    .where(
+        events.c.stream == sa.bindparam("stream"),
+        events.c.candidate == sa.bindparam("candidate"),
+        events.c.kind.in_(RULE_HISTORY_KINDS),
+    )
+    .order_by(events.c.seq)
+)
+_INSERT = sa.insert(events)
+_PG_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+
+
+class _HistoryEvent(NamedTuple):
+    """The four fields the domain rules read, without building a pydantic model per row."""
+
+    kind: str
+    candidate: str | None
+    stage: int | None
+    payload: Mapping[str, Any]
+
+
+def redact_url(url: str | URL) -> str:
+    """The URL with any password replaced by ``***``, safe for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is reported without its userinfo
+        text = str(url)
+        if "@" in text and "://" in text:
+            scheme, rest = text.split("://", 1)
+            return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        return text
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a ledger URL: ``sqlite:///path``, ``postgresql://`` (rewritten to psycopg) or
+    ``postgresql+psycopg://``. Anything else is refused with a :class:`LedgerError`."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises ArgumentError for garbage
+        raise LedgerError(
+            f"ledger open failed: {redact_url(url)!r} is not a database URL",
+            hint="use sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
+        ) from exc
+    driver = parsed.drivername
+    if driver in {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg3"}:
+        return parsed.set(drivername="postgresql+psycopg")
+    if driver in {"sqlite", "sqlite+pysqlite"}:
+        return parsed.set(drivername="sqlite+pysqlite")
+    raise LedgerError(
+        f"ledger open failed: unsupported database {driver!r} in {redact_url(parsed)}",
+        hint="use sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
+    )
+
+
+def _driver_reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    return isinstance(exc, (sa_exc.SQLAlchemyError, sqlite3.Error)) or (
+        type(exc).__module__.split(".", 1)[0] in _DRIVER_MODULES
+    )
+
+
+class EventStore:
+    """The append-only, hash-chained event store on SQLite or PostgreSQL.
+
+    Open it with :meth:`open`; one instance per process (it owns a connection pool).
+    """
+
+    def __init__(self, engine: Engine, *, url: str) -> None:
+        self._engine = engine
+        self._url = url
+        self._is_pg = engine.dialect.name == "postgresql"
+
+    # -- opening -----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str) -> EventStore:
+        """Open (and on first use create or migrate) the ledger at ``url``.
+
+        ``sqlite:///PATH`` creates the parent directory; ``postgresql://`` is rewritten to psycopg.
+        """
+        parsed = normalize_url(url)
+        shown = redact_url(parsed)
+        try:
+            if parsed.drivername.startswith("sqlite"):
+                engine = _sqlite_engine(parsed)
+            else:
+                engine = sa.create_engine(parsed, pool_pre_ping=False, pool_size=2, max_overflow=4)
+        except Exception as exc:
+            if isinstance(exc, LedgerError):
+                raise
+            raise LedgerError(f"ledger open failed at {shown}: {_driver_reason(exc)}") from exc
+        store = cls(engine, url=shown)
+        try:
+            store._ensure_schema()
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def _ensure_schema(self) -> None:
+        with self._translated("open"):
+            with self._engine.connect() as conn:
+                version = schema.read_schema_version(conn)
+                conn.rollback()
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"ledger at {self._url} has schema version {version}, newer than this program "
+                    f"supports ({SCHEMA_VERSION})",
+                    hint="upgrade railiance-ledger",
+                )
+            with self._write_transaction() as conn:
+                if self._is_pg:
+                    conn.execute(_PG_LOCK, {"key": SCHEMA_LOCK_KEY})
+                schema.migrate(conn, schema.read_schema_version(conn))
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The ledger URL with its password hidden."""
+        return self._url
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for the read-side projections of this package)."""
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return str(self._engine.dialect.name)
+
+    @contextmanager
+    def _translated(self, operation: str) -> Iterator[None]:
+        """Translate any driver exception into a LedgerError naming ``operation`` and the URL."""
+        try:
+            yield
+        except LedgerError:
+            raise
+        except Exception as exc:
+            if not _is_driver_error(exc):
+                raise
+            raise LedgerError(
+                f"ledger {operation} failed at {self._url}: {_driver_reason(exc)}",
+                hint="check that the database is reachable and writable",
+            ) from exc
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[Connection]:
+        """A transaction that holds the ledger's write lock from its first statement (SQLite)."""
+        with self._engine.connect() as conn:
+            conn.execution_options(railiance_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def reading(self, operation: str) -> Iterator[Connection]:
+        """A read connection whose errors are translated; used by the read side of this package."""
+        with self._translated(operation), self._engine.connect() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self._engine.dispose()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EventStore({self._url!r})"
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: int | None = None,
+        now: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        """Append ``events`` (all of one stream) atomically and return them as recorded.
+
+        ``expected_version`` is the stream's version the caller last saw (0 for a new stream); a
+        different current version raises :class:`ConcurrencyConflict`. A broken lifecycle rule
+        raises :class:`RuleViolation` and nothing is written.
+        """
+        batch = list(events)
+        if not batch:
+            return []
+        stream = batch[0].stream
+        if any(ev.stream != stream for ev in batch):
+            raise LedgerError(
+                "ledger append refused: all events of one append must belong to one stream, got "
+                + ", ".join(sorted({ev.stream for ev in batch}))
+            )
+        ts = now if now is not None else datetime.now(timezone.utc)
+        recorded_at = format_timestamp(ts)
+        payload_texts = [self._payload_text(ev) for ev in batch]
+        with self._translated("append"), self._write_transaction() as conn:
+            if self._is_pg:
+                conn.execute(_PG_LOCK, {"key": ADVISORY_LOCK_KEY})
+            head_seq, head_hash, version = conn.execute(_HEAD_AND_VERSION, {"stream": stream}).one()
+            seq = int(head_seq or 0)
+            prev = str(head_hash) if head_hash is not None else GENESIS_HASH
+            current = int(version or 0)
+            if expected_version is not None and expected_version != current:
+                raise ConcurrencyConflict(
+                    f"stream {stream!r}: expected version {expected_version}, actual {current}; "
+                    "another writer appended first",
+                    hint="re-read the stream and retry",
+                )
+            self._check_rules(conn, stream, batch)
+            rows: list[dict[str, Any]] = []
+            for ev, payload_text in zip(batch, payload_texts):
+                seq += 1
+                current += 1
+                event_id = str(uuid.uuid4())
+                kind = ev.kind.value
+                digest = row_hash(
+                    seq, event_id, stream, current, kind, ev.candidate, ev.stage, ev.actor,
+                    recorded_at, payload_text, prev,
+                )
+                rows.append({
+                    "seq": seq, "event_id": event_id, "stream": stream, "version": current,
+                    "kind": kind, "candidate": ev.candidate, "stage": ev.stage, "actor": ev.actor,
+                    "recorded_at": recorded_at, "payload": payload_text, "prev_hash": prev, "hash": digest,
+                })
+                prev = digest
+            self._insert(conn, stream, rows)
+        return [
+            RecordedEvent.model_construct(**{**row, "payload": ev.payload})
+            for row, ev in zip(rows, batch)
+        ]
+
+    def append_one(self, event: NewEvent, *, expected_version: int | None = None) -> RecordedEvent:
+        """Append a single event; see :meth:`append`."""
+        return self.append([event], expected_version=expected_version)[0]
+
+    @staticmethod
+    def _payload_text(ev: NewEvent) -> str:
+        try:
+            text = canonical_json(ev.payload)
+            text.encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise LedgerError(
+                f"ledger append refused: the payload of {ev.kind.value} for {ev.stream!r} is not plain JSON: {exc}"
+            ) from exc
+        return text
+
+    def _check_rules(self, conn: Connection, stream: str, batch: list[NewEvent]) -> None:
+        """Run the domain rules for each event against its candidate's history (plus the batch so far)."""
+        histories: dict[str, list[_HistoryEvent]] = {}
+        for ev in batch:
+            digest = ev.candidate
+            history: list[_HistoryEvent] = []
+            if digest is not None:
+                if digest not in histories:
+                    histories[digest] = [
+                        _HistoryEvent(kind, cand, stage, json.loads(payload))
+                        for kind, cand, stage, payload in conn.execute(
+                            _RULE_HISTORY, {"stream": stream, "candidate": digest}
+                        )
+                    ]
+                history = histories[digest]
+            try:
+                check_append(list(history), ev)  # type: ignore[arg-type]
+            except RuleBroken as exc:
+                raise RuleViolation(f"ledger append refused for {stream!r}: {exc}") from exc
+            if digest is not None and ev.kind.value in RULE_HISTORY_KINDS:
+                history.append(_HistoryEvent(ev.kind.value, digest, ev.stage, ev.payload))
+
+    def _insert(self, conn: Connection, stream: str, rows: list[dict[str, Any]]) -> None:
+        """Insert the rows; the one place a unique-constraint violation becomes ConcurrencyConflict."""
+        try:
+            conn.execute(_INSERT, rows)
+        except sa_exc.IntegrityError as exc:
+            raise ConcurrencyConflict(
+                f"stream {stream!r}: seq {rows[0]['seq']} or version {rows[0]['version']} was taken by "
+                f"another writer ({_driver_reason(exc)})",
+                hint="re-read the stream and retry",
+            ) from exc
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def stream_version(self, stream: str) -> int:
+        """The stream's current version: the number of events in it, 0 for an unknown stream."""
+        with self.reading("stream_version") as conn:
+            return int(conn.execute(_STREAM_VERSION, {"stream": stream}).scalar() or 0)
+
+    def read_stream(self, stream: str, *, after_version: int = 0) -> list[RecordedEvent]:
+        """The stream's events with version greater than ``after_version``, in order."""
+        stmt = _SELECT_ROWS.where(events.c.stream == stream, events.c.version > after_version).order_by(
+            events.c.version
+        )
+        with self.reading("read_stream") as conn:
+            return [row_to_event(row) for row in conn.execute(stmt)]
+
+    def read_candidate(self, stream: str, candidate: str) -> list[RecordedEvent]:
+        """Every event of ``stream`` about ``candidate`` (a digest), in order."""
+        stmt = _SELECT_ROWS.where(events.c.stream == stream, events.c.candidate == candidate).order_by(
+            events.c.seq
+        )
+        with self.reading("read_candidate") as conn:
+            return [row_to_event(row) for row in conn.execute(stmt)]
+
+    def read_all(self, *, after_seq: int = 0, limit: int | None = None) -> Iterator[RecordedEvent]:
+        """Every event with ``seq > after_seq`` in seq order, fetched in batches (at most ``limit``)."""
+        for rows in self.iter_row_batches(after_seq=after_seq, limit=limit, operation="read_all"):
+            for row in rows:
+                yield row_to_event(row)
+
+    def iter_row_batches(
+        self, *, after_seq: int = 0, limit: int | None = None, batch: int = READ_BATCH, operation: str = "read"
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Raw row tuples (columns in :data:`schema.EVENT_COLUMNS` order) in seq order, batch by batch.
+
+        Keyset pagination: no connection is held between batches, so an abandoned iterator leaks
+        nothing and concurrent appends are never blocked.
+        """
+        last = after_seq
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = batch if remaining is None else min(batch, remaining)
+            stmt = _SELECT_ROWS.where(events.c.seq > last).order_by(events.c.seq).limit(size)
+            with self.reading(operation) as conn:
+                rows = [tuple(r) for r in conn.execute(stmt)]
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
+            if len(rows) < size:
+                return
+
+    def get(self, event_id: str) -> RecordedEvent | None:
+        """The event with this id, or None."""
+        with self.reading("get") as conn:
+            row = conn.execute(_SELECT_ROWS.where(events.c.event_id == event_id)).first()
+        return row_to_event(row) if row is not None else None
+
+    def head(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the last event, ``(0, GENESIS_HASH)`` for an empty ledger."""
+        with self.reading("head") as conn:
+            row = conn.execute(_HEAD).first()
+        return (int(row[0]), str(row[1])) if row is not None else (0, GENESIS_HASH)
+
+    def streams(self) -> list[str]:
+        """Every stream (workload) that has events, sorted."""
+        with self.reading("streams") as conn:
+            return [str(s) for s in conn.execute(sa.select(events.c.stream).distinct().order_by(events.c.stream)).scalars()]
+
+    def count(self) -> int:
+        """The number of stored events."""
+        with self.reading("count") as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() or 0)
+
+
+def row_to_event(row: Sequence[Any]) -> RecordedEvent:
+    """A stored row (columns in :data:`schema.EVENT_COLUMNS` order) as a RecordedEvent."""
+    seq, event_id, stream, version, kind, candidate, stage, actor, recorded_at, payload, prev_hash, digest = row
+    return RecordedEvent.model_construct(
+        seq=int(seq), event_id=event_id, stream=stream, version=int(version), kind=kind,
+        candidate=candidate, stage=None if stage is None else int(stage), actor=actor,
+        recorded_at=recorded_at, payload=json.loads(payload), prev_hash=prev_hash, hash=digest,
+    )
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    """A SQLite engine in WAL mode whose transactions we begin ourselves (BEGIN / BEGIN IMMEDIATE)."""
+    database = url.database
+    kwargs: dict[str, Any] = {}
+    if not database or database == ":memory:":
+        kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+    else:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, **kwargs)
+
+    @sa_event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = FULL")
+        cur.close()
+
+    @sa_event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("railiance_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
