@@ -185,7 +185,7 @@ def free_loopback_port() -> int:
 class LocalProcess:
     """A workload started locally for the duration of a ``with`` block.
 
-    ``{port}`` in the command is replaced by a free loopback port (``self.port``). The process
+    ``{port}`` in the command (and in environment values) is replaced by a free loopback port (``self.port``). The process
     runs in its own process group, its output goes to a private temporary file, and on leaving
     the block the whole group is stopped (SIGTERM, then SIGKILL) whatever happened inside.
     """
@@ -201,7 +201,7 @@ class LocalProcess:
         self.port = port if port is not None else free_loopback_port()
         self.argv = [a.replace("{port}", str(self.port)) for a in argv]
         self.cwd = cwd
-        self.env = env
+        self.env = {k: v.replace("{port}", str(self.port)) for k, v in env.items()} if env is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 

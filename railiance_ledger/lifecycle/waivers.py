@@ -1,0 +1,132 @@
+"""Waivers: a human decision, recorded in the ledger, that one gate may fail for one candidate.
+
+A waiver names the gate, the candidate digest and the stage, the operator, and a reason. A stage
+honours it by turning that gate's ``fail`` (or a declared check that was skipped) into ``waived``
+with the waiver's event id. Some gates can never be waived, because the spec makes them fail
+closed without exception (plaintext secrets, an artifact that cannot be traced to source, a
+workload that cannot say how it will be observed).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from railiance_ledger.domain.digests import is_digest
+from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
+from railiance_ledger.domain.redaction import redact
+from railiance_ledger.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from railiance_ledger.declaration.models import Declaration
+    from railiance_ledger.ledger.store import EventStore
+
+NON_WAIVABLE: dict[int, frozenset[str]] = {
+    1: frozenset({
+        "secrets_by_reference",      # "generated manifests contain plaintext secrets" fails closed
+        "candidate_immutable",       # without a digest there is nothing a waiver could name
+        "artifact_deterministic",    # "the artifact cannot be traced to source" fails closed
+        "observability_declared",    # "cannot state how it will be observed in Stage 2" fails closed
+    }),
+}
+"""Gates, per stage, that the spec makes fail closed without exception."""
+
+_GATE_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(?::[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
+
+
+def stage1_gates(decl: Declaration) -> list[str]:
+    """Every Stage 1 gate name for ``decl``: the required checks, then ``local_check:<name>``."""
+    from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
+
+    return list(REQUIRED_CHECKS) + [f"local_check:{c.name}" for c in (getattr(decl, "local_checks", None) or [])]
+
+
+def record_waiver(
+    *,
+    store: EventStore,
+    decl: Declaration,
+    gate: str,
+    operator: str,
+    reason: str,
+    candidate: str | None = None,
+    stage: int = 1,
+) -> RecordedEvent:
+    """Append ``waiver.granted`` for ``gate`` of ``candidate`` (default: the newest registered one).
+
+    Refuses (``InvalidInput``, nothing written) an empty reason or operator, a gate that is not a
+    gate of that stage, a gate the spec never lets be waived, and a candidate that is not
+    registered for the workload. The reason is stored redacted.
+    """
+    gate = gate.strip()
+    if not operator or not operator.strip():
+        raise InvalidInput("a waiver needs an operator", hint="pass --operator NAME or set RAILIANCE_OPERATOR")
+    if not reason or not reason.strip():
+        raise InvalidInput("a waiver needs a reason", hint="pass --reason TEXT saying why the gate may fail")
+    if stage not in (1, 2, 3):
+        raise InvalidInput(f"stage {stage} does not exist", hint="use --stage 1, 2 or 3")
+    if not _GATE_RE.match(gate):
+        raise InvalidInput(f"gate {gate!r} is not a gate name", hint="use a check name such as local_health")
+    if gate in NON_WAIVABLE.get(stage, frozenset()):
+        raise InvalidInput(
+            f"gate {gate} of stage {stage} cannot be waived: the lifecycle makes it fail closed",
+            hint="fix the cause instead (see docs/stage1.md)",
+        )
+    if stage == 1:
+        known = stage1_gates(decl)
+        if gate not in known:
+            raise InvalidInput(
+                f"{gate!r} is not a Stage 1 gate of {decl.workload.name}",
+                hint="one of: " + ", ".join(g for g in known if g not in NON_WAIVABLE[1]),
+            )
+    workload = decl.workload.name
+    history = store.read_stream(workload)
+    digest = _resolve_candidate(history, workload, candidate)
+    payload: dict[str, Any] = {
+        "gate": gate,
+        "reason": redact(reason.strip()),
+        "operator": operator,
+        "scope": {"gate": gate, "candidate": digest, "stage": stage},
+    }
+    event = NewEvent(
+        stream=workload, kind=EventKind.WAIVER_GRANTED, actor=operator, candidate=digest, stage=stage, payload=payload
+    )
+    return store.append([event])[0]
+
+
+def _resolve_candidate(history: Iterable[RecordedEvent], workload: str, candidate: str | None) -> str:
+    registered = [ev.candidate for ev in history if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.candidate]
+    if candidate is None:
+        if not registered:
+            raise InvalidInput(
+                f"no candidate is registered for {workload}; a waiver names one candidate",
+                hint="register it with `railiance candidate add APP_DIR --image REF@sha256:...`",
+            )
+        return registered[-1]
+    if not is_digest(candidate):
+        raise InvalidInput(f"{candidate!r} is not a sha256 digest", hint="pass --image REPOSITORY@sha256:<64 hex>")
+    if candidate not in registered:
+        raise InvalidInput(
+            f"candidate {candidate} is not registered for {workload}",
+            hint="register it with `railiance candidate add APP_DIR --image REF@sha256:...`",
+        )
+    return candidate
+
+
+def active_waivers(history: Iterable[RecordedEvent], *, digest: str, stage: int) -> dict[str, RecordedEvent]:
+    """The latest ``waiver.granted`` per gate for ``digest`` and ``stage`` (non-waivable gates excluded)."""
+    out: dict[str, RecordedEvent] = {}
+    banned = NON_WAIVABLE.get(stage, frozenset())
+    for ev in history:
+        if ev.kind != EventKind.WAIVER_GRANTED or ev.candidate != digest:
+            continue
+        scope = ev.payload.get("scope") or {}
+        ev_stage = scope.get("stage", ev.stage)
+        if ev_stage is not None and int(ev_stage) != stage:
+            continue
+        if scope.get("candidate") not in (None, digest):
+            continue
+        gate = str(scope.get("gate") or ev.payload.get("gate") or "")
+        if gate and gate not in banned:
+            out[gate] = ev
+    return out
