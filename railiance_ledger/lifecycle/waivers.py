@@ -19,6 +19,7 @@ from railiance_ledger.domain.redaction import redact
 from railiance_ledger.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from railiance_ledger.adapters.statehub import NotePoster
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ledger.store import EventStore
 
@@ -51,12 +52,17 @@ def record_waiver(
     reason: str,
     candidate: str | None = None,
     stage: int = 1,
+    statehub: NotePoster | None = None,
 ) -> RecordedEvent:
     """Append ``waiver.granted`` for ``gate`` of ``candidate`` (default: the newest registered one).
 
     Refuses (``InvalidInput``, nothing written) an empty reason or operator, a gate that is not a
     gate of that stage, a gate the spec never lets be waived, and a candidate that is not
     registered for the workload. The reason is stored redacted.
+
+    The waiver is also posted, redacted, as a State Hub note (``statehub``, else the one named by
+    ``RAILIANCE_STATEHUB_URL``, else none) and the outcome kept in the ledger as ``note.posted``;
+    the returned event is a ``NotedEvent`` whose ``.warnings`` say when the note was not delivered.
     """
     gate = gate.strip()
     if not operator or not operator.strip():
@@ -91,7 +97,32 @@ def record_waiver(
     event = NewEvent(
         stream=workload, kind=EventKind.WAIVER_GRANTED, actor=operator, candidate=digest, stage=stage, payload=payload
     )
-    return store.append([event])[0]
+    recorded = store.append([event])[0]
+    return _post_waiver_note(store=store, decl=decl, event=recorded, statehub=statehub)
+
+
+def _post_waiver_note(
+    *, store: EventStore, decl: Declaration, event: RecordedEvent, statehub: NotePoster | None
+) -> RecordedEvent:
+    """Post the waiver as a State Hub note and record the outcome (see ``lifecycle.notes``)."""
+    from railiance_ledger.lifecycle.notes import NotedEvent, post_and_record, statehub_from_env
+
+    scope = event.payload.get("scope") or {}
+    body = (
+        f"Waiver of gate {scope.get('gate')} (stage {scope.get('stage')}) for {event.candidate} of {event.stream} "
+        f"by {event.actor}.\nReason: {event.payload.get('reason')}.\n"
+        f"Ledger event {event.event_id} (seq {event.seq})."
+    )
+    note = post_and_record(
+        store=store,
+        statehub=statehub if statehub is not None else statehub_from_env(),
+        event=event,
+        title=f"{event.stream}: gate {scope.get('gate')} waived by {event.actor}",
+        body=body,
+        required=bool(getattr(decl, "production_critical", False)),
+        required_reason="waivers of production-critical workloads are operator decisions State Hub should hold",
+    )
+    return NotedEvent.wrap(event, note)
 
 
 def _resolve_candidate(history: Iterable[RecordedEvent], workload: str, candidate: str | None) -> str:

@@ -1,0 +1,277 @@
+"""State Hub notes for ledger events: post, record the outcome, never drop a failure silently.
+
+Every approval, revocation, waiver and emergency exception (and any Stage 2/3 progress note) is
+posted to State Hub when one is configured (``RAILIANCE_STATEHUB_URL``). ``post_and_record`` is the
+one path for that:
+
+1. the note (title, body, evidence) is redacted by the adapter and posted, with bounded retries;
+2. the outcome is appended to the ledger as ``note.posted`` referencing the event it is about:
+   ``delivered: true`` with the State Hub ``note_id``, or ``delivered: false`` with the error;
+3. the returned ``NoteOutcome`` carries a ``warning`` whenever the note was not delivered (or was
+   required and no State Hub is configured), so the CLI prints it. Nothing is dropped silently.
+
+``NotedEvent`` is a ``RecordedEvent`` that also carries its ``NoteOutcome`` (outside the envelope:
+``model_dump()`` and the hash are exactly the stored event's), so services can keep returning
+"the event" while the CLI reads ``event.warnings``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import PrivateAttr
+
+from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
+from railiance_ledger.domain.redaction import redact, redact_value
+from railiance_ledger.errors import AdapterError
+
+if TYPE_CHECKING:
+    from railiance_ledger.adapters.statehub import NotePoster
+    from railiance_ledger.ledger.store import EventStore
+
+__all__ = [
+    "STATEHUB_URL_ENV",
+    "NoteOutcome",
+    "NotedEvent",
+    "post_and_record",
+    "statehub_from_env",
+    "undelivered_notes",
+]
+
+STATEHUB_URL_ENV = "RAILIANCE_STATEHUB_URL"
+"""Environment variable naming the State Hub base URL; unset means no State Hub is configured."""
+
+
+@dataclass(frozen=True)
+class NoteOutcome:
+    """What happened to the State Hub note about one ledger event.
+
+    ``configured`` is False when no State Hub was configured (nothing posted, nothing recorded).
+    ``record`` is the ``note.posted`` event (delivered or not) when one was appended.
+    """
+
+    configured: bool
+    delivered: bool
+    note_id: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    record: RecordedEvent | None = None
+    warning: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the CLI's ``--json`` ``note`` field)."""
+        return {
+            "configured": self.configured,
+            "delivered": self.delivered,
+            "note_id": self.note_id,
+            "error": self.error,
+            "attempts": self.attempts,
+            "ledger_event_id": self.record.event_id if self.record else None,
+            "ledger_seq": self.record.seq if self.record else None,
+            "warning": self.warning,
+        }
+
+
+class NotedEvent(RecordedEvent):
+    """A recorded ledger event plus the outcome of its State Hub note.
+
+    The note outcome is a private attribute: ``model_dump()``, ``envelope()`` and the hash are the
+    stored event's, and equality compares the envelope only, so a ``NotedEvent`` equals the same
+    event read back from the store.
+    """
+
+    _note: NoteOutcome | None = PrivateAttr(default=None)
+    _extra_warnings: tuple[str, ...] = PrivateAttr(default=())
+
+    @classmethod
+    def wrap(cls, event: RecordedEvent, note: NoteOutcome | None, warnings: list[str] | None = None) -> NotedEvent:
+        """``event`` carrying ``note`` and any further ``warnings`` for the CLI."""
+        obj = cls.model_validate(event.model_dump())
+        obj._note = note
+        obj._extra_warnings = tuple(warnings or ())
+        return obj
+
+    @property
+    def note(self) -> NoteOutcome | None:
+        """The State Hub note outcome (``None`` when posting was not attempted)."""
+        return self._note
+
+    @property
+    def warnings(self) -> list[str]:
+        """Everything the operator must be told: undelivered notes, missing State Hub, ..."""
+        out = list(self._extra_warnings)
+        if self._note is not None and self._note.warning:
+            out.append(self._note.warning)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event, its note outcome and warnings, JSON-ready (for ``--json``)."""
+        return {
+            "event": self.model_dump(),
+            "note": self._note.as_dict() if self._note else None,
+            "warnings": self.warnings,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RecordedEvent):
+            return self.model_dump() == other.model_dump()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.seq, self.hash))
+
+
+def statehub_from_env(env: Mapping[str, str] | None = None, *, timeout: float = 5.0) -> NotePoster | None:
+    """A ``StateHub`` for ``RAILIANCE_STATEHUB_URL``, or ``None`` when it is not set.
+
+    The httpx client it builds lives as long as the process (the CLI is short-lived); long-running
+    callers (Dagster resources) should build ``StateHub(client, url)`` themselves and close it.
+    """
+    url = (env if env is not None else os.environ).get(STATEHUB_URL_ENV, "").strip()
+    if not url:
+        return None
+    import httpx
+
+    from railiance_ledger.adapters.statehub import StateHub
+
+    return StateHub(httpx.Client(timeout=timeout), url, timeout=timeout)
+
+
+def post_and_record(
+    *,
+    store: EventStore,
+    statehub: NotePoster | None,
+    event: RecordedEvent,
+    title: str,
+    body: str,
+    evidence: list[dict[str, Any]] | None = None,
+    required: bool = False,
+    required_reason: str = "",
+) -> NoteOutcome:
+    """Post a State Hub note about ``event`` and append ``note.posted`` with the outcome.
+
+    ``statehub=None`` means none is configured: nothing is posted or appended, and when
+    ``required`` is True (e.g. emergency exceptions, production-critical approvals) the outcome
+    carries a warning naming ``required_reason``. When posting fails after the adapter's retries,
+    ``note.posted`` is appended with ``delivered: false`` and the error, and the outcome carries a
+    warning: the failure is reported, never dropped.
+    """
+    if statehub is None:
+        warning = None
+        if required:
+            why = f" ({required_reason})" if required_reason else ""
+            warning = (
+                f"no State Hub configured: the {event.kind} record {event.event_id} is in the ledger only; "
+                f"the spec expects a State Hub note{why}. Set {STATEHUB_URL_ENV} and re-post it."
+            )
+        return NoteOutcome(configured=False, delivered=False, warning=warning)
+
+    note_evidence = [
+        {"kind": "summary", "ref": f"ledger:{event.event_id}", "detail": f"{event.kind} seq {event.seq} hash {event.hash}"},
+    ]
+    if event.candidate:
+        note_evidence.append({"kind": "digest", "ref": event.candidate, "detail": "candidate artifact"})
+    note_evidence.extend(evidence or [])
+    base_url = redact(getattr(statehub, "base_url", "") or "")
+    note_id: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    attempts = 0
+    try:
+        note_id = statehub.post_note(
+            workload=event.stream, kind=event.kind, title=title, body=body, evidence=note_evidence
+        )
+        attempts = 1
+    except AdapterError as exc:
+        error = redact(str(exc))
+        error_type = type(exc).__name__
+        attempts = int(getattr(exc, "attempts", 1) or 1)
+    delivered = note_id is not None
+    payload: dict[str, Any] = {
+        "ref_event_id": event.event_id,
+        "ref_kind": event.kind,
+        "ref_seq": event.seq,
+        "statehub_url": base_url,
+        "title": title,
+        "delivered": delivered,
+        "note_id": note_id,
+    }
+    if not delivered:
+        payload.update({"error": error, "error_type": error_type, "attempts": attempts})
+    record = store.append(
+        [
+            NewEvent(
+                stream=event.stream,
+                kind=EventKind.NOTE_POSTED,
+                actor=event.actor,
+                candidate=event.candidate,
+                stage=event.stage,
+                payload=redact_value(payload),
+            )
+        ]
+    )[0]
+    warning = None
+    if not delivered:
+        warning = (
+            f"State Hub note for {event.kind} {event.event_id} was NOT delivered after {attempts} attempt(s): "
+            f"{error}. Recorded as note.posted delivered=false (ledger seq {record.seq}); "
+            "re-post it once State Hub is reachable."
+        )
+    return NoteOutcome(
+        configured=True,
+        delivered=delivered,
+        note_id=note_id,
+        error=error,
+        attempts=attempts,
+        record=record,
+        warning=warning,
+    )
+
+
+@dataclass(frozen=True)
+class UndeliveredNote:
+    """A ledger event whose State Hub note has not (yet) been delivered."""
+
+    ref_event_id: str
+    ref_kind: str
+    ref_seq: int
+    note_event_id: str
+    error: str | None
+    recorded_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "ref_event_id": self.ref_event_id,
+            "ref_kind": self.ref_kind,
+            "ref_seq": self.ref_seq,
+            "note_event_id": self.note_event_id,
+            "error": self.error,
+            "recorded_at": self.recorded_at,
+        }
+
+
+def undelivered_notes(store: EventStore, workload: str) -> list[UndeliveredNote]:
+    """Events of ``workload`` whose latest ``note.posted`` says ``delivered: false``."""
+    latest: dict[str, RecordedEvent] = {}
+    for ev in store.read_stream(workload):
+        if ev.kind == EventKind.NOTE_POSTED and ev.payload.get("ref_event_id"):
+            latest[str(ev.payload["ref_event_id"])] = ev
+    out: list[UndeliveredNote] = []
+    for ref, ev in latest.items():
+        if ev.payload.get("delivered"):
+            continue
+        out.append(
+            UndeliveredNote(
+                ref_event_id=ref,
+                ref_kind=str(ev.payload.get("ref_kind", "")),
+                ref_seq=int(ev.payload.get("ref_seq", 0) or 0),
+                note_event_id=ev.event_id,
+                error=ev.payload.get("error"),
+                recorded_at=ev.recorded_at,
+            )
+        )
+    return sorted(out, key=lambda n: n.ref_seq)
