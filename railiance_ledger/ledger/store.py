@@ -282,10 +282,7 @@ class EventStore:
         with self._translated("append"), self._write_transaction() as conn:
             if self._is_pg:
                 conn.execute(_PG_LOCK, {"key": ADVISORY_LOCK_KEY})
-            head_seq, head_hash, version = conn.execute(_HEAD_AND_VERSION, {"stream": stream}).one()
-            seq = int(head_seq or 0)
-            prev = str(head_hash) if head_hash is not None else GENESIS_HASH
-            current = int(version or 0)
+            seq, prev, current = self._head_and_version(conn, stream)
             if expected_version is not None and expected_version != current:
                 raise ConcurrencyConflict(
                     f"stream {stream!r}: expected version {expected_version}, actual {current}; "
@@ -314,6 +311,16 @@ class EventStore:
             RecordedEvent.model_construct(**{**row, "payload": ev.payload})
             for row, ev in zip(rows, batch)
         ]
+
+    @staticmethod
+    def _head_and_version(conn: Connection, stream: str) -> tuple[int, str, int]:
+        """``(head seq, head hash, stream version)`` read in one statement, inside the write lock."""
+        head_seq, head_hash, version = conn.execute(_HEAD_AND_VERSION, {"stream": stream}).one()
+        return (
+            int(head_seq or 0),
+            str(head_hash) if head_hash is not None else GENESIS_HASH,
+            int(version or 0),
+        )
 
     def append_one(self, event: NewEvent, *, expected_version: int | None = None) -> RecordedEvent:
         """Append a single event; see :meth:`append`."""
