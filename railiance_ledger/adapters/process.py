@@ -146,8 +146,10 @@ def run_command(
 
     def _reader() -> None:
         nonlocal dropped
-        assert proc.stdout is not None
-        for chunk in iter(lambda: proc.stdout.read1(8192), b""):  # type: ignore[union-attr]
+        stream = proc.stdout
+        assert stream is not None
+        read1 = getattr(stream, "read1", stream.read)  # a BufferedReader: return what is available
+        for chunk in iter(lambda: read1(8192), b""):
             buf.extend(chunk)
             if len(buf) > _WINDOW_BYTES:
                 del buf[: len(buf) - _WINDOW_BYTES]

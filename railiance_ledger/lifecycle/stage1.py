@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from railiance_ledger.adapters.git import GitRepo
 from railiance_ledger.adapters.health import HttpProbe
@@ -344,7 +344,7 @@ def render_chart(ctx: _Ctx, helm: Helm) -> None:
     if base_values:
         files.append(decl.resolve(base_values))
     local_stage = decl.stages.local
-    if getattr(local_stage, "values", None):
+    if local_stage.values:
         files.append(decl.resolve(local_stage.values))
     ctx.values_files = files
     set_values: dict[str, str] = {}
@@ -381,8 +381,8 @@ def _obj_ref(obj: Mapping[str, Any]) -> str:
 def check_manifests(ctx: _Ctx, helm: Helm) -> Check:
     """``manifests_valid``: ``helm template`` renders and every object validates, offline and strict,
     against the schemas of ``workload.kubernetes_version``."""
-    import kubernetes_validate
-    from kubernetes_validate.utils import VersionNotSupportedError
+    import kubernetes_validate  # type: ignore[import-untyped]
+    from kubernetes_validate.utils import VersionNotSupportedError  # type: ignore[import-untyped]
 
     name = "manifests_valid"
     decl = ctx.decl
@@ -522,9 +522,9 @@ def scan_manifest(obj: Mapping[str, Any]) -> tuple[list[SecretFinding], list[str
     if kind == "ConfigMap":
         for fld in ("data", "binaryData"):
             for key, val in (body.get(fld) or {}).items():
-                sk = _secret_kind(str(key), str(val)) if val is not None else None
-                if sk:
-                    findings.append(SecretFinding(ref, f"{fld}.{key}", sk, "manifest"))
+                cm_kind = _secret_kind(str(key), str(val)) if val is not None else None
+                if cm_kind:
+                    findings.append(SecretFinding(ref, f"{fld}.{key}", cm_kind, "manifest"))
         body = {k: v for k, v in body.items() if k not in ("data", "binaryData")}
 
     def visit(node: Any, path: str, parent_key: str) -> None:
