@@ -10,9 +10,10 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import yaml
 
@@ -20,8 +21,14 @@ from tests.kube_emulator import patch as patches
 from tests.kube_emulator import protobuf
 from tests.kube_emulator.behaviour import BehaviourRegistry
 from tests.kube_emulator.discovery import SERVER_VERSION, Discovery, ResourceType
-from tests.kube_emulator.store import SelectorError, Store, fields_match, labels_match, parse_field_selector, \
-    parse_label_selector
+from tests.kube_emulator.store import (
+    SelectorError,
+    Store,
+    fields_match,
+    labels_match,
+    parse_field_selector,
+    parse_label_selector,
+)
 from tests.kube_emulator.validation import apply_defaults, validate
 
 Obj = dict[str, Any]
@@ -103,7 +110,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, code: int, doc: Any) -> "Response":
+    def of(cls, code: int, doc: Any) -> Response:
         """A JSON answer."""
         return cls(code, json.dumps(doc).encode())
 
@@ -216,7 +223,7 @@ class Api:
                 return self._patch(req, t)
             if m == "DELETE":
                 return self._delete(req, t)
-        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -388,8 +395,8 @@ class Api:
                 return patches.strategic_merge(old, body)  # type: ignore[no-any-return]
         except patches.PatchError as exc:
             raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}")
-        raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted "
-                                                    f"media types include: application/json-patch+json, "
+        raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
+                                                    "media types include: application/json-patch+json, "
                                                     "application/merge-patch+json, application/apply-patch+yaml")
 
     def _patch(self, req: Request, t: Target) -> Response:

@@ -8,7 +8,8 @@ the response Content-Type. Only the fields those clients send are decoded.
 from __future__ import annotations
 
 import base64
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 MAGIC = b"k8s\x00"
 Obj = dict[str, Any]

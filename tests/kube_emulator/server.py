@@ -15,10 +15,10 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.kube_emulator.behaviour import BehaviourRegistry
@@ -98,9 +98,9 @@ def gateway_crd() -> dict[str, Any]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _body(self) -> bytes:
@@ -168,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    emulator: "KubeEmulator"
+    emulator: KubeEmulator
     tls: ssl.SSLContext | None = None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -230,7 +230,7 @@ class KubeEmulator:
         """The server URL, ``http://127.0.0.1:<port>``."""
         return f"{'https' if self.ca_path else 'http'}://{self.host}:{self.port}"
 
-    def start(self) -> "KubeEmulator":
+    def start(self) -> Self:
         """Serve and reconcile in background threads; writes the kubeconfig."""
         self.write_kubeconfig(self.kubeconfig_path)
         self._thread.start()
@@ -243,7 +243,7 @@ class KubeEmulator:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "KubeEmulator":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from typing import Any
 
@@ -31,7 +32,10 @@ def required(field: str, detail: str = "") -> Cause:
 
 def invalid(field: str, value: Any, detail: str) -> Cause:
     """A FieldValueInvalid cause."""
-    shown = f'"{value}"' if isinstance(value, str) else repr(value)
+    if isinstance(value, dict):
+        shown = "map[string]string{" + ", ".join(f'"{k}":"{v}"' for k, v in value.items()) + "}"
+    else:
+        shown = f'"{value}"' if isinstance(value, str) else json.dumps(value)
     return {"reason": "FieldValueInvalid", "message": f"Invalid value: {shown}: {detail}", "field": field}
 
 
@@ -147,7 +151,7 @@ def validate(rt: ResourceType, obj: Obj) -> list[Cause]:
         causes.append(invalid("metadata.name", name, SUBDOMAIN_MSG))
     for k, v in (obj.get("metadata", {}).get("labels") or {}).items():
         if not isinstance(v, str) or len(v) > 63 or not re.match(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", v):
-            causes.append(invalid(f"metadata.labels", v, "a valid label must be an empty string or consist "
+            causes.append(invalid("metadata.labels", v, "a valid label must be an empty string or consist "
                                   "of alphanumeric characters, '-', '_' or '.'"))
     spec = obj.get("spec")
     if rt.kind in ("Deployment", "ReplicaSet"):
