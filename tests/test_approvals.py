@@ -20,7 +20,13 @@ from railiance_ledger.adapters.statehub import StateHub
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
 from railiance_ledger.errors import GateFailed, InvalidInput
 from railiance_ledger.lifecycle import approvals
-from railiance_ledger.lifecycle.approvals import approval_state, approve, pending_retrospective, record_exception, revoke
+from railiance_ledger.lifecycle.approvals import (
+    approval_state,
+    approve,
+    pending_retrospective,
+    record_exception,
+    revoke,
+)
 from railiance_ledger.lifecycle.notes import NotedEvent, undelivered_notes
 from tests.fixtures.statehub import StateHubServer
 
@@ -590,7 +596,7 @@ def test_noted_event_round_trips_as_the_stored_event(store: Any, decl: Any) -> N
     register(store, decl)
     event = approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x")
 
-    stored = [e for e in store.read_stream("forge") if e.event_id == event.event_id][0]
+    stored = next(e for e in store.read_stream("forge") if e.event_id == event.event_id)
     assert stored.model_dump() == event.model_dump()
     assert event.hash == event.expected_hash()
     assert {"event", "note", "warnings"} == set(event.as_dict())

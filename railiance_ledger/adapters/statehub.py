@@ -34,7 +34,7 @@ from railiance_ledger.errors import (
     AdapterUnavailable,
 )
 
-__all__ = ["NotePoster", "StateHub", "SYSTEM"]
+__all__ = ["SYSTEM", "NotePoster", "StateHub"]
 
 SYSTEM = "statehub"
 """The system name every State Hub error carries."""

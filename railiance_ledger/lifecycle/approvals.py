@@ -650,13 +650,13 @@ def _in_observation(history: Iterable[RecordedEvent], digest: str) -> int | None
     """The stage (2 or 3) whose ``stage.started`` for ``digest`` has no ``stage.completed`` yet."""
     open_stage: int | None = None
     for ev in history:
-        if ev.candidate != digest or ev.stage not in (2, 3):
+        if ev.candidate != digest:
             continue
-        if ev.kind == EventKind.STAGE_STARTED:
+        if ev.kind == EventKind.STAGE_STARTED and ev.stage in (2, 3):
             open_stage = ev.stage
-        elif ev.kind == EventKind.STAGE_COMPLETED and ev.stage == open_stage:
-            open_stage = None
-        elif ev.kind == EventKind.ROLLBACK_COMPLETED:
+        elif ev.kind == EventKind.ROLLBACK_COMPLETED or (
+            ev.kind == EventKind.STAGE_COMPLETED and ev.stage == open_stage
+        ):
             open_stage = None
     return open_stage
 

@@ -411,8 +411,10 @@ def _previous_stable(store: EventStore, decl: Declaration) -> ReadinessAnswer:
         "previous_stable", answered=False,
         text=f"no stable version in the ledger and no rollback.previous_stable declared; {how}",
         source="ledger lineage, app.toml [rollback]",
-        missing=["a previous stable target: a promotion in the ledger, rollback.previous_stable, "
-                 "or a manual strategy with rollback.runbook"],
+        missing=[(
+            "a previous stable target: a promotion in the ledger, rollback.previous_stable, "
+            "or a manual strategy with rollback.runbook"
+        )],
     )
 
 
