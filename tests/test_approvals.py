@@ -370,6 +370,19 @@ def test_short_window_of_production_critical_workload_needs_a_waiver(store: Any,
     )
 
 
+def test_recorded_stage2_window_waiver_covers_a_stage3_approval(store: Any, decl: Any) -> None:
+    """The window waiver Stage 2 honours (gate observation_window, stage 2) also satisfies the approval."""
+    from railiance_ledger.lifecycle.waivers import record_waiver
+
+    digest = register(store, decl)
+    waiver = record_waiver(store=store, decl=decl, gate=approvals.WINDOW_GATE, operator=OTHER,
+                           reason="maintenance window is 30 minutes", candidate=digest, stage=2)
+
+    event = approve(store=store, decl=decl, operator=APPROVER, stage=3, window="30m", rollback_target="manual: x")
+
+    assert waiver.event_id == event.payload["observation_window"]["waived_by"]
+
+
 def test_empty_waiver_reason_is_refused(store: Any, decl: Any) -> None:
     register(store, decl)
     with pytest.raises(InvalidInput, match="needs a reason"):

@@ -363,8 +363,12 @@ def approve(
     if window_needs_waiver:
         if WINDOW_GATE in waived:
             window_waived_by = "this approval"
-        elif WINDOW_GATE in recorded_waivers:
-            window_waived_by = str(recorded_waivers[WINDOW_GATE]["event_id"])
+        elif window_waiver := next(
+            (w for st in (stage, 2, 3) if (w := _recorded_waivers(history, cand.digest, st).get(WINDOW_GATE))),
+            None,
+        ):
+            # the window is a Stage 2 gate: a waiver recorded for the canary covers a Stage 3 approval too
+            window_waived_by = str(window_waiver["event_id"])
         else:
             raise GateFailed(
                 f"observation window {format_duration(window_seconds)} is under the {format_duration(minimum or 0)} "
