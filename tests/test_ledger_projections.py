@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -34,7 +34,7 @@ from tests.fixtures.ledger import (
 
 W = "hello-web"
 V1, V2, V3, V4 = (digest_of(f"v{i}") for i in range(1, 5))
-T0 = datetime(2026, 2, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
 
 
 def _three_promotions_then_rollback(store: EventStore) -> None:

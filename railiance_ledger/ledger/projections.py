@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -274,11 +274,11 @@ def _normalize_at(at: str | None) -> str | None:
     if at is None:
         return None
     try:
-        ts = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        ts = datetime.fromisoformat(at)
     except ValueError as exc:
         raise LedgerError(f"lineage: {at!r} is not an ISO-8601 timestamp") from exc
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
+        ts = ts.replace(tzinfo=UTC)
     return format_timestamp(ts)
 
 
@@ -294,7 +294,7 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _approval(row: Any, payload: dict[str, Any], *, revoked: bool = False) -> ApprovalRecord:
-    seq, event_id, kind, candidate, stage, actor, recorded_at = row[:7]
+    seq, event_id, _kind, candidate, stage, actor, recorded_at = row[:7]
     return ApprovalRecord(
         event_id=event_id, seq=int(seq), digest=candidate,
         stage=_int_or_none(stage) if stage is not None else _int_or_none(payload.get("stage")),
@@ -462,14 +462,14 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
         for row, payload in exceptions.get(digest, []):
             seq = int(row[0])
             approved = any(s > seq for s in retro_seqs.get(digest, ()))
-            record = ExceptionRecord(
+            exc_record = ExceptionRecord(
                 event_id=row[1], seq=seq, digest=digest, skip_stage=_int_or_none(payload.get("skip_stage")),
                 operator=str(payload.get("operator") or row[5]), reason=str(payload.get("reason") or ""),
                 recorded_at=row[6], retrospectively_approved=approved,
             )
-            its_exceptions.append(record)
+            its_exceptions.append(exc_record)
             if not approved:
-                awaiting.append(record)
+                awaiting.append(exc_record)
         latest = last_stage_event.get(digest)
         if digest == current:
             state = "stable"

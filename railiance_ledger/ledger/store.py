@@ -18,9 +18,9 @@ import sqlite3
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -109,7 +109,7 @@ def normalize_url(url: str) -> URL:
     ``postgresql+psycopg://``. Anything else is refused with a :class:`LedgerError`."""
     try:
         parsed = make_url(url)
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises ArgumentError for garbage
+    except Exception as exc:
         raise LedgerError(
             f"ledger open failed: {redact_url(url)!r} is not a database URL",
             hint="use sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
@@ -243,7 +243,7 @@ class EventStore:
         """Release every pooled connection."""
         self._engine.dispose()
 
-    def __enter__(self) -> EventStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -276,7 +276,7 @@ class EventStore:
                 "ledger append refused: all events of one append must belong to one stream, got "
                 + ", ".join(sorted({ev.stream for ev in batch}))
             )
-        ts = now if now is not None else datetime.now(timezone.utc)
+        ts = now if now is not None else datetime.now(UTC)
         recorded_at = format_timestamp(ts)
         payload_texts = [self._payload_text(ev) for ev in batch]
         with self._translated("append"), self._write_transaction() as conn:
@@ -353,7 +353,7 @@ class EventStore:
                     ]
                 history = histories[digest]
             try:
-                check_append(list(history), ev)  # type: ignore[arg-type]
+                check_append(list(history), ev)
             except RuleBroken as exc:
                 raise RuleViolation(f"ledger append refused for {stream!r}: {exc}") from exc
             if digest is not None and ev.kind.value in RULE_HISTORY_KINDS:
