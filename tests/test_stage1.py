@@ -137,8 +137,8 @@ EXTRA_OBJECTS = {
         "ConfigMap/hello-web-extra", "bogusField",
     ),
     "wrong_type": (
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: hello-web-extra\nspec:\n  ports:\n"
-        "    - port: eighty\n",
+        ("apiVersion: v1\nkind: Service\nmetadata:\n  name: hello-web-extra\nspec:\n  ports:\n"
+         "    - port: eighty\n"),
         "Service/hello-web-extra", "spec.ports.0.port",
     ),
     "unknown_kind": (

@@ -72,14 +72,14 @@ def test_stage1_run_command_missing_executable_is_unavailable(tmp_path: Path) ->
 def test_stage1_local_process_stops_group_even_when_block_raises(tmp_path: Path) -> None:
     """Leaving the block by an exception still stops the process and everything it spawned."""
     pidfile = tmp_path / "pids"
-    with pytest.raises(RuntimeError):
-        with LocalProcess(argv=[PY, str(STAGE1_APPS / "spawns_child.py"), str(pidfile)], cwd=tmp_path) as proc:
-            deadline = time.monotonic() + 10
-            while not pidfile.exists() or not pidfile.read_text().strip():
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-            leader = proc.pid
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), \
+            LocalProcess(argv=[PY, str(STAGE1_APPS / "spawns_child.py"), str(pidfile)], cwd=tmp_path) as proc:
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        leader = proc.pid
+        raise RuntimeError("boom")
     child = int(pidfile.read_text())
     time.sleep(0.2)
     assert leader is not None
@@ -225,4 +225,4 @@ def test_stage1_example_app_serves_health_metrics_and_hello(tmp_path: Path) -> N
         metrics = client.get(f"{proc.base_url}/metrics").text
     assert 'http_requests_total{track="canary",code="200"} 2' in metrics
     assert 'http_request_duration_seconds_count{track="canary"} 2' in metrics
-    assert subprocess.run([PY, "-m", "py_compile", str(EXAMPLE / "app" / "server.py")]).returncode == 0
+    assert 0 == subprocess.run([PY, "-m", "py_compile", str(EXAMPLE / "app" / "server.py")], check=False).returncode

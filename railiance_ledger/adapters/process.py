@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 from railiance_ledger.domain.redaction import redact
 from railiance_ledger.errors import AdapterError, AdapterUnavailable
@@ -217,7 +217,7 @@ class LocalProcess:
         """The process id of the group leader, once started."""
         return self._proc.pid if self._proc else None
 
-    def __enter__(self) -> LocalProcess:
+    def __enter__(self) -> Self:
         self._log = tempfile.TemporaryFile(prefix="railiance-local-")
         try:
             self._proc = _spawn(self.argv, cwd=self.cwd, env=self.env, stdout=self._log)
@@ -274,6 +274,6 @@ class LocalProcess:
                 _kill_group(self._proc, grace_s=0.5)
             if self._log is not None:
                 self._log.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - never raise from a finalizer
             pass
 

@@ -114,10 +114,10 @@ class Stage1Outcome:
         """The human report: one line per check (verdict, name, reason), then the verdict."""
         doc = self.document
         cand = doc["candidate"]
-        lines = [
+        lines = [(
             f"Stage 1 (local validation) of {doc['workload']['name']} "
-            f"candidate {cand.get('image') or cand.get('digest') or '(none)'} at revision {cand.get('revision') or '?'}",
-        ]
+            f"candidate {cand.get('image') or cand.get('digest') or '(none)'} at revision {cand.get('revision') or '?'}"
+        )]
         for c in doc["checks"]:
             mark = {"pass": "PASS", "fail": "FAIL", "waived": "WAIVED"}[c["status"]]
             extra = f" [{c['failure']}]" if c.get("failure") and c["status"] == "fail" else ""
@@ -314,9 +314,7 @@ def check_artifact_deterministic(ctx: _Ctx, history: Sequence[RecordedEvent]) ->
     for ev in history:
         if ev.candidate in (None, ctx.digest):
             continue
-        if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.payload.get("revision") == ctx.revision:
-            others.setdefault(str(ev.candidate), ev.seq)
-        elif (ev.kind == EventKind.STAGE_COMPLETED and ev.stage == STAGE
+        if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.payload.get("revision") == ctx.revision or (ev.kind == EventKind.STAGE_COMPLETED and ev.stage == STAGE
               and (ev.payload.get("candidate") or {}).get("revision") == ctx.revision):
             others.setdefault(str(ev.candidate), ev.seq)
     if others:

@@ -19,7 +19,7 @@ def main() -> None:
     args = parser.parse_args()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             time.sleep(args.delay)
             body = f"status {args.status}\n".encode()
             try:

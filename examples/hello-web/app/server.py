@@ -67,7 +67,7 @@ METRICS = Metrics()
 class Handler(BaseHTTPRequestHandler):
     server_version = "hello-web/1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:
         started = time.perf_counter()
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
@@ -86,7 +86,7 @@ class Handler(BaseHTTPRequestHandler):
         if path != "/metrics":
             METRICS.observe(code, time.perf_counter() - started)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
