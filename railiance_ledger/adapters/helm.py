@@ -104,3 +104,98 @@ class Helm:
         if kube_version:
             args += ["--kube-version", kube_version]
         return self._run(args, operation="template", timeout=timeout, address=str(chart))
+
+    # ------------------------------------------------------------------ releases (Stage 2 and later)
+    # Added for Stage 2: thin methods over ``_run`` against a live cluster (``KUBECONFIG`` in ``env``).
+
+    def install_or_upgrade(
+        self,
+        *,
+        chart: Path | str,
+        release: str,
+        namespace: str,
+        values_files: Sequence[Path | str] = (),
+        set_values: Mapping[str, str] | None = None,
+        wait: bool = False,
+        extra_args: Sequence[str] = (),
+        timeout: float = 300.0,
+    ) -> dict[str, object]:
+        """``helm upgrade --install`` and return helm's JSON status of the release.
+
+        The returned dict carries at least ``name``, ``namespace`` and ``version`` (the revision).
+        ``set_values`` are literal strings (``--set-literal``), applied after ``values_files``;
+        ``extra_args`` are passed through (e.g. ``--disable-openapi-validation`` for API servers
+        that serve no OpenAPI document).
+        """
+        args: list[str] = ["upgrade", "--install", release, str(chart), "--namespace", namespace, "--output", "json"]
+        for vf in values_files:
+            args += ["--values", str(vf)]
+        for key, value in (set_values or {}).items():
+            args += ["--set-literal", f"{key}={value}"]
+        if wait:
+            args += ["--wait", "--timeout", f"{int(timeout)}s"]
+        args += list(extra_args)
+        out = self._run(args, operation="upgrade", timeout=timeout + 30, address=f"{namespace}/{release}")
+        return _json_object(out, operation="upgrade", address=f"{namespace}/{release}")
+
+    def history(self, *, release: str, namespace: str, timeout: float = 60.0) -> list[dict[str, object]]:
+        """``helm history`` as a list of revisions (``revision``, ``status``, ``chart``, ``updated``...).
+
+        A release that does not exist raises ``HelmCommandFailed`` (helm exits 1, "release: not found").
+        """
+        import json
+
+        out = self._run(
+            ["history", release, "--namespace", namespace, "--output", "json"],
+            operation="history", timeout=timeout, address=f"{namespace}/{release}",
+        )
+        try:
+            data = json.loads(out or "[]")
+        except ValueError as exc:
+            from railiance_ledger.errors import AdapterProtocolError
+
+            raise AdapterProtocolError(
+                "history is not JSON", system="helm", operation="history", address=f"{namespace}/{release}"
+            ) from exc
+        return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+    def rollback(
+        self, *, release: str, namespace: str, revision: int | None = None, wait: bool = False, timeout: float = 300.0
+    ) -> None:
+        """``helm rollback RELEASE [REVISION]`` (the previous revision when ``revision`` is None)."""
+        args = ["rollback", release]
+        if revision is not None:
+            args.append(str(int(revision)))
+        args += ["--namespace", namespace]
+        if wait:
+            args += ["--wait", "--timeout", f"{int(timeout)}s"]
+        self._run(args, operation="rollback", timeout=timeout + 30, address=f"{namespace}/{release}")
+
+    def uninstall(self, *, release: str, namespace: str, timeout: float = 300.0) -> None:
+        """``helm uninstall RELEASE`` (removes every object of the release)."""
+        self._run(
+            ["uninstall", release, "--namespace", namespace, "--timeout", f"{int(timeout)}s"],
+            operation="uninstall", timeout=timeout + 30, address=f"{namespace}/{release}",
+        )
+
+    def get_manifest(self, *, release: str, namespace: str, revision: int | None = None, timeout: float = 60.0) -> str:
+        """``helm get manifest`` of the release (at ``revision`` when given): the applied YAML."""
+        args = ["get", "manifest", release, "--namespace", namespace]
+        if revision is not None:
+            args += ["--revision", str(int(revision))]
+        return self._run(args, operation="get manifest", timeout=timeout, address=f"{namespace}/{release}")
+
+
+def _json_object(text: str, *, operation: str, address: str) -> dict[str, object]:
+    """Parse helm's ``--output json`` answer into a dict, or raise ``AdapterProtocolError``."""
+    import json
+
+    from railiance_ledger.errors import AdapterProtocolError
+
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise AdapterProtocolError("answer is not JSON", system="helm", operation=operation, address=address) from exc
+    if not isinstance(data, dict):
+        raise AdapterProtocolError("answer is not a JSON object", system="helm", operation=operation, address=address)
+    return data
