@@ -8,7 +8,6 @@ teardown stops everything it started.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -37,10 +36,13 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float
     """Poll ``predicate`` until it returns true; raise ``HarnessError`` naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        # A server that is still starting may refuse or reset: that is "not yet", not a failure.
-        with contextlib.suppress(Exception):
+        try:
             if predicate():
                 return
+        except HarnessError:
+            raise  # the predicate knows it will never hold (e.g. the child exited)
+        except Exception:  # noqa: BLE001, S110 - a server still starting refuses or resets: "not yet"
+            pass
         if time.monotonic() >= deadline:
             raise HarnessError(f"timed out after {timeout:.1f}s waiting for {what or 'condition'}")
         time.sleep(interval)

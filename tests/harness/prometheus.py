@@ -143,7 +143,14 @@ class PrometheusServer:
 
 def start_prometheus(workdir: Path, *, port: int = 0) -> PrometheusServer:
     """Start Prometheus with no targets yet and return it ready."""
-    return PrometheusServer(workdir=workdir, port=port).start()
+    attempts = 1 if port else 3  # a free port can be taken by someone else before the child binds it
+    for attempt in range(attempts):
+        try:
+            return PrometheusServer(workdir=workdir, port=port).start()
+        except HarnessError as exc:
+            if attempt == attempts - 1 or "address already in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass

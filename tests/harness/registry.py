@@ -294,8 +294,15 @@ class RegistryServer:
 def start_registry(workdir: Path, *, port: int = 0, token_auth: bool = False) -> RegistryServer:
     """Start a registry (optionally with its token server) and return it running."""
     token_server = TokenServer().start() if token_auth else None
+    attempts = 1 if port else 3  # a free port can be taken by someone else before the child binds it
     try:
-        return RegistryServer(workdir=workdir, port=port, token_server=token_server).start()
+        for attempt in range(attempts):
+            try:
+                return RegistryServer(workdir=workdir, port=port, token_server=token_server).start()
+            except HarnessError as exc:
+                if attempt == attempts - 1 or "address already in use" not in str(exc):
+                    raise
+        raise AssertionError("unreachable")
     except BaseException:
         if token_server is not None:
             token_server.stop()
