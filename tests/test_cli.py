@@ -1,0 +1,182 @@
+"""The `railiance` command: exit-code contract, --json, and nothing written on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from railiance_ledger.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "hello-web"
+DIGEST = "sha256:" + "c" * 64
+IMAGE = f"registry.local/railiance/hello-web@{DIGEST}"
+
+
+@pytest.fixture()
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    home = tmp_path / "home"
+    monkeypatch.setenv("RAILIANCE_HOME", str(home))
+    monkeypatch.setenv("RAILIANCE_OPERATOR", "alice")
+    monkeypatch.delenv("RAILIANCE_LEDGER_URL", raising=False)
+    return {"home": str(home), "db": str(home / "ledger.db")}
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def count_events(db: str) -> int:
+    if not os.path.exists(db):
+        return 0
+    with sqlite3.connect(db) as conn:
+        try:
+            return int(conn.execute("select count(*) from events").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
+def test_validate_example_passes_with_exit_0(env: dict[str, str]) -> None:
+    code, out = invoke("validate", str(EXAMPLE))
+    assert 0 == code, out
+    assert "hello-web" in out
+
+
+def test_validate_bad_declaration_lists_each_error_with_its_path_and_exits_2(env: dict[str, str], tmp_path: Path) -> None:
+    app_dir = tmp_path / "bad"
+    (app_dir / "railiance").mkdir(parents=True)
+    text = (EXAMPLE / "railiance" / "app.toml").read_text()
+    text = text.replace('weight = 10 ', 'weight = "ten" ').replace('sample_interval = "30s"', 'sample_interval = "thirty"')
+    text = text.replace("[workload]\n", "[workload]\ncolour = \"blue\"\n", 1)
+    (app_dir / "railiance" / "app.toml").write_text(text)
+    code, out = invoke("--json", "validate", str(app_dir))
+    assert 2 == code
+    paths = {i["path"] for i in json.loads(out)["issues"]}
+    assert {"workload.colour", "canary.weight", "canary.sample_interval"} <= paths
+
+
+def test_validate_writes_runbook_naming_missing_fields(env: dict[str, str], tmp_path: Path) -> None:
+    app_dir = tmp_path / "norunbook"
+    app_dir.mkdir()
+    runbook = tmp_path / "runbook.md"
+    code, _ = invoke("validate", str(app_dir), "--runbook", str(runbook))
+    assert 2 == code
+    text = runbook.read_text()
+    assert "workload.name" in text and "rollback" in text
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "registry.local/railiance/hello-web:v1.0.0",
+        "registry.local/railiance/hello-web@sha256:1234",
+        "registry.local/railiance/hello-web@sha256:" + "Z" * 64,
+    ],
+)
+def test_candidate_add_refuses_tags_and_bad_digests_and_writes_nothing(env: dict[str, str], image: str) -> None:
+    code, out = invoke("candidate", "add", str(EXAMPLE), "--image", image)
+    assert 2 == code, out
+    assert 0 == count_events(env["db"])
+
+
+def test_candidate_add_refuses_bad_declaration_and_writes_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    code, _ = invoke("candidate", "add", str(tmp_path), "--image", IMAGE)
+    assert 2 == code
+    assert 0 == count_events(env["db"])
+
+
+def test_candidate_add_then_status_history_lineage(env: dict[str, str]) -> None:
+    code, out = invoke("--json", "candidate", "add", str(EXAMPLE), "--image", IMAGE, "--revision", "a" * 40)
+    assert 0 == code, out
+    event = json.loads(out)["event"]
+    assert ("candidate.registered", "alice", DIGEST) == (event["kind"], event["actor"], event["candidate"])
+    code, out = invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE, "--revision", "a" * 40)
+    assert 0 == code and "already registered" in out
+    assert 1 == count_events(env["db"])
+
+    code, out = invoke("status", "hello-web", "--json")
+    assert 0 == code
+    status = json.loads(out)
+    assert [DIGEST] == [c["digest"] for c in status["candidates"]]
+
+    code, out = invoke("history", "hello-web", "--json")
+    assert ["candidate.registered"] == [e["kind"] for e in json.loads(out)]
+
+    code, out = invoke("lineage", "hello-web", "--json")
+    assert 0 == code
+    assert json.loads(out)["rollback_target"] is None
+
+
+def test_operator_flag_overrides_environment(env: dict[str, str]) -> None:
+    code, out = invoke("--json", "candidate", "add", str(EXAMPLE), "--image", IMAGE, "--operator", "bob")
+    assert 0 == code, out
+    assert "bob" == json.loads(out)["event"]["actor"]
+
+
+def test_ledger_verify_ok_then_exit_3_naming_seq_after_tampering(env: dict[str, str]) -> None:
+    invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE)
+    invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE.replace("c" * 64, "d" * 64))
+    code, out = invoke("ledger", "verify")
+    assert 0 == code, out
+    with sqlite3.connect(env["db"]) as conn:
+        for (name,) in conn.execute("select name from sqlite_master where type='trigger'").fetchall():
+            conn.execute(f"drop trigger {name}")
+        conn.execute("update events set actor = 'mallory' where seq = 2")
+    code, out = invoke("--json", "ledger", "verify")
+    assert 3 == code
+    report = json.loads(out)
+    assert (2, "edited") == (report["first_bad_seq"], report["problem"])
+
+
+def test_ledger_export_writes_one_event_per_line(env: dict[str, str], tmp_path: Path) -> None:
+    invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE)
+    out_file = tmp_path / "export.jsonl"
+    code, _ = invoke("ledger", "export", "-o", str(out_file))
+    assert 0 == code
+    lines = out_file.read_text().splitlines()
+    assert [1] == [json.loads(line)["seq"] for line in lines]
+
+
+def test_explicit_ledger_url_is_used(env: dict[str, str], tmp_path: Path) -> None:
+    db = tmp_path / "other.db"
+    code, out = invoke("--ledger", f"sqlite:///{db}", "candidate", "add", str(EXAMPLE), "--image", IMAGE)
+    assert 0 == code, out
+    assert (1, 0) == (count_events(str(db)), count_events(env["db"]))
+
+
+def test_cli_status_never_imports_dagster(env: dict[str, str]) -> None:
+    code = (
+        "import sys\n"
+        "from railiance_ledger.cli import main\n"
+        "sys.argv = ['railiance', 'status', 'nothing-here', '--json']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert not [m for m in sys.modules if m == 'dagster' or m.startswith('dagster.')], 'dagster imported'\n"
+        "print('no-dagster')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=False)
+    assert "no-dagster" in proc.stdout, proc.stderr
+
+
+def test_bin_railiance_is_the_same_program(env: dict[str, str]) -> None:
+    proc = subprocess.run([str(ROOT / "bin" / "railiance"), "--help"], capture_output=True, text=True, check=False)
+    assert 0 == proc.returncode
+    for command in ("validate", "candidate", "run", "status", "lineage", "ledger"):
+        assert command in proc.stdout
+
+
+def test_secret_in_cli_output_is_redacted(env: dict[str, str], tmp_path: Path) -> None:
+    app_dir = tmp_path / "leaky"
+    shutil.copytree(EXAMPLE / "railiance", app_dir / "railiance")
+    toml = app_dir / "railiance" / "app.toml"
+    toml.write_text(toml.read_text().replace('repo = "railiance-apps/hello-web"', 'repo = "https://deploy:hunter2hunter2@forge.local/x"'))
+    code, out = invoke("validate", str(app_dir))
+    assert "hunter2hunter2" not in out
