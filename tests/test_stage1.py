@@ -303,7 +303,7 @@ def test_stage1_fails_when_candidate_was_built_from_another_revision(stage1_env:
 
 def test_stage1_fails_without_metrics_declaration(stage1_env: Stage1Env) -> None:
     """Without a metrics endpoint the workload cannot say how Stage 2 observes it."""
-    stage1_env.edit("railiance/app.toml", 'metrics_path = "/metrics"\n', "")
+    stage1_env.sub("railiance/app.toml", r"^metrics_path = .*\n", "")
     stage1_env.register("a")
     out = stage1_env.run()
 
@@ -313,7 +313,7 @@ def test_stage1_fails_without_metrics_declaration(stage1_env: Stage1Env) -> None
 
 def test_stage1_fails_when_migrations_unclassified(stage1_env: Stage1Env) -> None:
     """An absent migrations classification fails migrations_classified."""
-    stage1_env.edit("railiance/app.toml", 'classification = "reversible"', "# unclassified")
+    stage1_env.sub("railiance/app.toml", r"^classification = .*$", "# unclassified")
     stage1_env.register("a")
     out = stage1_env.run()
 
