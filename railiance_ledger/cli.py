@@ -409,7 +409,7 @@ def _render_status(data: dict[str, Any]) -> None:
         _echo(f"  candidate {c.get('image') or c.get('digest')}: {c.get('state')}")
     for p in data.get("pending_approvals") or []:
         _echo(f"  pending approval: {p}")
-    for e in data.get("emergency_awaiting_retrospective") or []:
+    for e in data.get("awaiting_retrospective") or []:
         _echo(f"  emergency action awaiting retrospective approval: {e}")
 
 
