@@ -349,15 +349,115 @@ def observe(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> No
 
 
 @app.command()
-def approve(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
-    """Record a human approval."""
-    _not_available("approve", "Stage 3")
+def approve(
+    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    stage: Optional[int] = typer.Option(None, "--stage", help="Stage being approved (2 canary, 3 promotion)."),
+    image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the newest)."),
+    window: Optional[str] = typer.Option(None, "--window", help="Observation window, e.g. 1h (else the declared one)."),
+    rollback_target: Optional[str] = typer.Option(None, "--rollback-target", help="Pinned image or manual recovery text."),
+    waive: list[str] = typer.Option([], "--waive", help="GATE=REASON waived by this approval (repeatable)."),
+    retrospective: bool = typer.Option(False, "--retrospective", help="Retrospective approval of an emergency action."),
+    revoke: bool = typer.Option(False, "--revoke", help="Revoke an approval instead of granting one."),
+    approval: Optional[str] = typer.Option(None, "--approval", help="With --revoke: the approval event id."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="With --revoke: why (recorded, redacted)."),
+    operator: Optional[str] = OperatorOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Record (or with --revoke, revoke) a human approval: operator, candidate, stage, window, rollback target."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.errors import InvalidInput
+        from railiance_ledger.lifecycle import approvals
+
+        decl = _load(app_dir)
+        who = operator or G.operator
+        if revoke:
+            event = approvals.revoke(
+                store=_store(), decl=decl, operator=who, reason=reason or "", approval_id=approval, image=image
+            )
+            summary = f"approval revoked for {event.candidate} by {event.actor} (event {event.event_id})"
+            if event.payload.get("immediate_rollback"):
+                summary += "; inside the observation window: immediate rollback required"
+        else:
+            if stage is None:
+                raise InvalidInput("approve needs --stage 2 or --stage 3", hint="e.g. railiance approve APP --stage 3")
+            waived: dict[str, str] = {}
+            for item in waive:
+                gate, sep, why = item.partition("=")
+                if not sep or not gate.strip() or not why.strip():
+                    raise InvalidInput(f"--waive {item!r} is not GATE=REASON", hint="e.g. --waive local_health='probe flaky'")
+                waived[gate.strip()] = why.strip()
+            event = approvals.approve(
+                store=_store(), decl=decl, operator=who, stage=stage, image=image, window=window,
+                rollback_target=rollback_target, waived_gates=waived or None, retrospective=retrospective,
+            )
+            summary = (
+                f"approval recorded: stage {event.stage} of {event.candidate} by {event.actor} "
+                f"(event {event.event_id})"
+            )
+        _report_noted(event, summary, as_json=as_json)
+
+
+def _report_noted(event: Any, summary: str, *, as_json: bool) -> None:
+    if as_json:
+        _emit_json(event.as_dict())
+        return
+    _echo(summary)
+    for warning in event.warnings:
+        _echo(f"warning: {warning}", err=True)
 
 
 @app.command()
-def exception(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
-    """Record an emergency exception."""
-    _not_available("exception", "Stage 3")
+def exception(
+    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    skip_stage: int = typer.Option(..., "--skip-stage", help="The stage to skip (1 or 2)."),
+    reason: str = typer.Option(..., "--reason", help="Why delaying would increase production risk."),
+    image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the newest)."),
+    operator: Optional[str] = OperatorOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Record an emergency exception (skip a stage); it awaits a retrospective approval."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.lifecycle import approvals
+
+        event = approvals.record_exception(
+            store=_store(), decl=_load(app_dir), operator=operator or G.operator, skip_stage=skip_stage,
+            reason=reason, image=image,
+        )
+        _report_noted(
+            event,
+            f"emergency exception recorded: skip stage {skip_stage} for {event.candidate} by {event.actor}; "
+            "a retrospective approval is now required",
+            as_json=as_json,
+        )
+
+
+@app.command()
+def readiness(
+    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the newest)."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Answer the spec's readiness questions from the declaration and the ledger (exit 1 while any is missing)."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.lifecycle.readiness import readiness_report
+
+        report = readiness_report(store=_store(), decl=_load(app_dir), image=image)
+        if as_json:
+            _emit_json(report.as_dict())
+        else:
+            for ans in report.answers:
+                mark = "ANSWERED" if ans.answered else "MISSING "
+                _echo(f"{mark} {ans.id}: {ans.text} [{ans.source}]")
+                for item in ans.missing:
+                    _echo(f"  missing: {item}")
+            if report.must_remain_in:
+                _echo(f"  must remain in: {report.must_remain_in}; do not cut over to Stage 3")
+            else:
+                _echo("every readiness question is answered")
+        raise typer.Exit(EXIT_OK if report.ready else EXIT_FAILED)
 
 
 @app.command()
@@ -370,12 +470,6 @@ def promote(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> No
 def rollback(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
     """Roll back to the previous stable target."""
     _not_available("rollback", "Stage 3")
-
-
-@app.command()
-def readiness(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
-    """Answer the spec's readiness questions from the declaration and the ledger."""
-    _not_available("readiness", "Stage 3")
 
 
 # ---------------------------------------------------------------------------- projections
@@ -408,9 +502,13 @@ def _render_status(data: dict[str, Any]) -> None:
     for c in cands:
         _echo(f"  candidate {c.get('image') or c.get('digest')}: {c.get('state')}")
     for p in data.get("pending_approvals") or []:
-        _echo(f"  pending approval: {p}")
+        _echo(f"  pending approval: stage {p.get('stage')} for {p.get('digest')} ({p.get('reason')})")
     for e in data.get("awaiting_retrospective") or []:
-        _echo(f"  emergency action awaiting retrospective approval: {e}")
+        _echo(
+            f"  emergency action awaiting retrospective approval: skip stage {e.get('skip_stage')} for "
+            f"{e.get('digest')} by {e.get('operator')} at {e.get('recorded_at')}: {e.get('reason')} "
+            f"(event {e.get('event_id')})"
+        )
 
 
 def _short(stable: Any) -> str:
