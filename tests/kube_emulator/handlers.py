@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import logging
 import random
 import threading
 import time
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 
@@ -32,6 +34,7 @@ from tests.kube_emulator.store import (
 from tests.kube_emulator.validation import apply_defaults, validate
 
 Obj = dict[str, Any]
+log = logging.getLogger(__name__)
 ProxyFn = Callable[["Request", str, str, str, str], "Response"]
 
 
@@ -145,9 +148,12 @@ class Api:
             return Response.of(err.code, err.body)
         except SelectorError as err:
             return Response.of(400, status_body(400, "BadRequest", str(err)))
+        except Exception as err:  # an emulator bug: answer like the API server would, and say what broke
+            log.exception("kube emulator failed on %s %s", req.method, req.path)
+            return Response.of(500, status_body(500, "InternalError", f"Internal error occurred: {err!r}"))
 
     def _route(self, req: Request) -> Response:
-        parts = [p for p in req.path.split("/") if p]
+        parts = [unquote(p) for p in req.path.split("/") if p]
         if req.path == "/version":
             return Response.of(200, SERVER_VERSION)
         if req.path in ("/healthz", "/livez", "/readyz"):
@@ -368,8 +374,6 @@ class Api:
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(random.choices("bcdfghjklmnpqrstvwxz2456789", k=5))
         self._require_namespace(t.rt, t.namespace)
-        if meta.get("name") and self.store.get(t.rt, t.namespace or "", meta["name"]) is not None:
-            raise conflict(t.rt, meta["name"], "AlreadyExists", f'{t.rt.qualified} "{meta["name"]}" already exists')
         return Response.of(201, self.write(t.rt, body, None, req=req))
 
     def _replace(self, req: Request, t: Target) -> Response:
@@ -442,12 +446,18 @@ class Api:
                         conflicts.append({"reason": "FieldManagerConflict", "field": field,
                                           "message": f'conflict with "{who[0]}" using {t.rt.api_version}'})
         if conflicts:
-            detail = "\n".join(f"- {c['message'].removeprefix('conflict with ')}: {c['field']}" for c in conflicts)
-            raise conflict(t.rt, t.name or "", "Conflict", f"Apply failed with {len(conflicts)} conflict"
-                           f"{'s' if len(conflicts) > 1 else ''}: {detail}", conflicts)
+            if len(conflicts) == 1:
+                detail = f"1 conflict: {conflicts[0]['message']}: {conflicts[0]['field']}"
+            else:
+                by: dict[str, list[str]] = {}
+                for c in conflicts:
+                    by.setdefault(c["message"].replace("conflict with", "conflicts with", 1), []).append(c["field"])
+                detail = f"{len(conflicts)} conflicts: " + "\n".join(
+                    f"{who}:" + "".join(f"\n- {f}" for f in fields) for who, fields in by.items())
+            raise conflict(t.rt, t.name or "", "Conflict", f"Apply failed with {detail}", conflicts)
         merged = patches.strategic_merge(base, {k: v for k, v in applied.items() if k != "status"})
         others = set().union(*[p for who, p in owned.items() if who != me]) if owned else set()
-        for path in owned.get(me, set()) - set(mine) - others:
+        for path in sorted(owned.get(me, set()) - set(mine) - others, key=lambda p: (len(p), p[-1] != ".")):
             patches.remove_at(merged, path)
         owned[me] = set(mine)
         merged["metadata"]["managedFields"] = self._entries(t.rt, owned)
@@ -503,6 +513,8 @@ class Api:
             me = (self._manager(req), "Update")
             owned[me] = owned.get(me, set()) | changed
             meta["managedFields"] = self._entries(rt, owned)
+        if old is None and self.store.get(rt, meta.get("namespace", ""), meta["name"]) is not None:
+            raise conflict(rt, meta["name"], "AlreadyExists", f'{rt.qualified} "{meta["name"]}" already exists')
         if req is not None and req.query.get("dryRun") == "All":
             return new
         return self.store.put(rt, new)

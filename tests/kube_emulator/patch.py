@@ -205,7 +205,7 @@ def value_at(obj: Any, path: Path) -> tuple[bool, Any]:
 
 
 def remove_at(obj: Any, path: Path) -> None:
-    """Delete the field or list item at a fieldsV1 path, if present."""
+    """Delete the field or list item at a fieldsV1 path, if present (and maps it leaves empty)."""
     path = path[:-1] if path and path[-1] == "." else path
     found, parent = value_at(obj, path[:-1])
     if not found or not path:
@@ -213,6 +213,8 @@ def remove_at(obj: Any, path: Path) -> None:
     last = path[-1]
     if last.startswith("f:") and isinstance(parent, dict):
         parent.pop(last[2:], None)
+        if not parent and len(path) > 1 and path[-2].startswith("f:"):
+            remove_at(obj, path[:-1])  # like omitempty: an emptied map disappears
     elif last.startswith("k:") and isinstance(parent, list):
         want = json.loads(last[2:])
         parent[:] = [i for i in parent if not (isinstance(i, dict) and all(i.get(k) == v for k, v in want.items()))]
