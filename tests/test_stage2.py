@@ -166,3 +166,33 @@ def test_stage2_resumes_from_recorded_samples(canary_env: CanaryEnv) -> None:
     res = observe(canary_env)
     assert 0 == res.exit_code
     assert 4 == kinds(canary_env).count(EventKind.CANARY_SAMPLE)
+
+
+
+def test_stage2_gateway_api_weighted_canary_accepted(canary_env: CanaryEnv) -> None:
+    canary_env.edit('provider = "ingress-nginx"', 'provider = "gateway-api"')
+    assert 0 == deploy(canary_env).exit_code
+    route = canary_env.emulator.get("httproutes", "hello-web", "hello-web")
+    weights = {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
+    assert {"hello-web": 90, "hello-web-canary": 10} == weights
+    res = observe(canary_env)
+    assert 0 == res.exit_code, [c for c in res.document["checks"] if c["status"] != "pass"]
+    assert "pass" == res.document["status"]
+
+
+
+
+def test_stage2_fails_when_server_dry_run_refuses(canary_env: CanaryEnv) -> None:
+    canary_env.emulator.faults.add(r"/deployments", status=422, methods=["PATCH", "POST"], times=5)
+    out = deploy(canary_env)
+    assert 1 == out.exit_code
+    assert "fail" == check(out.document, "server_dry_run")["status"]
+    assert canary_env.emulator.get("deployments", "hello-web", "hello-web-canary") is None
+
+
+def test_stage2_prechecks_pass_names_every_check(canary_env: CanaryEnv) -> None:
+    from railiance_ledger.lifecycle.stage2 import PRECHECKS
+
+    out = deploy(canary_env)
+    assert list(PRECHECKS) == [c["name"] for c in out.document["checks"]]
+    assert all(c["status"] == "pass" for c in out.document["checks"])
