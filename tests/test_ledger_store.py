@@ -193,7 +193,7 @@ class EventStoreContract:
     ) -> None:
         """A writer whose view of the head is stale collides on (stream, version)/seq in the database."""
         store.append_one(note(W, 1))
-        monkeypatch.setattr(store, "_head_and_version", lambda conn, stream: (0, GENESIS_HASH, 0))
+        monkeypatch.setattr(store, "_lock_and_read", lambda conn, stream, candidate: (0, GENESIS_HASH, 0, {}))
         with pytest.raises(ConcurrencyConflict, match="taken by another writer"):
             store.append_one(note(W, 2))
         assert 1 == store.count()
@@ -351,6 +351,23 @@ class EventStoreContract:
         finally:
             again.close()
 
+    def test_an_older_schema_is_migrated_on_open(self, url: str, store: EventStore) -> None:
+        store.append_one(note(W, 1))
+        self.raw(url, "UPDATE ledger_meta SET value = '1' WHERE key = 'schema_version'")
+        self.forget_version_2(url)
+        again = EventStore.open(url)
+        try:
+            again.append_one(note(W, 2))
+            assert [(str(schema.SCHEMA_VERSION),)] == self.raw(
+                url, "SELECT value FROM ledger_meta WHERE key = 'schema_version'"
+            )
+            assert verify(again).ok
+        finally:
+            again.close()
+
+    def forget_version_2(self, url: str) -> None:
+        """Undo what migration 1 -> 2 created (nothing on SQLite)."""
+
     def test_a_newer_schema_version_is_refused(self, url: str, store: EventStore) -> None:
         self.raw(url, "UPDATE ledger_meta SET value = '999' WHERE key = 'schema_version'")
         with pytest.raises(LedgerError, match="newer than this program"):
@@ -447,6 +464,9 @@ class TestPostgresEventStore(EventStoreContract):
 
     def drop_triggers(self, url: str) -> None:
         self.raw(url, "DROP TRIGGER events_no_update_delete ON events")
+
+    def forget_version_2(self, url: str) -> None:
+        self.raw(url, "DROP FUNCTION railiance_append_prelude(text, text, text[])")
 
     def test_postgres_refuses_truncate(self, url: str, store: EventStore) -> None:
         store.append_one(note(W, 1))

@@ -40,7 +40,7 @@ from railiance_ledger.domain.rules import RuleBroken, check_append
 from railiance_ledger.errors import ConcurrencyConflict, LedgerError, RuleViolation
 from railiance_ledger.ledger import schema
 from railiance_ledger.ledger.chain import row_hash
-from railiance_ledger.ledger.schema import ADVISORY_LOCK_KEY, SCHEMA_LOCK_KEY, SCHEMA_VERSION, events
+from railiance_ledger.ledger.schema import SCHEMA_LOCK_KEY, SCHEMA_VERSION, events
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for the write lock before giving up."""
@@ -81,6 +81,9 @@ _RULE_HISTORY = (
 )
 _INSERT = sa.insert(events)
 _PG_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+_PG_PRELUDE = sa.text(
+    "SELECT head_seq, head_hash, stream_version, history FROM railiance_append_prelude(:stream, :candidate, :kinds)"
+)
 
 
 class _HistoryEvent(NamedTuple):
@@ -280,16 +283,15 @@ class EventStore:
         recorded_at = format_timestamp(ts)
         payload_texts = [self._payload_text(ev) for ev in batch]
         with self._translated("append"), self._write_transaction() as conn:
-            if self._is_pg:
-                conn.execute(_PG_LOCK, {"key": ADVISORY_LOCK_KEY})
-            seq, prev, current = self._head_and_version(conn, stream)
+            first_candidate = next((ev.candidate for ev in batch if ev.candidate is not None), None)
+            seq, prev, current, histories = self._lock_and_read(conn, stream, first_candidate)
             if expected_version is not None and expected_version != current:
                 raise ConcurrencyConflict(
                     f"stream {stream!r}: expected version {expected_version}, actual {current}; "
                     "another writer appended first",
                     hint="re-read the stream and retry",
                 )
-            self._check_rules(conn, stream, batch)
+            self._check_rules(conn, stream, batch, histories)
             rows: list[dict[str, Any]] = []
             for ev, payload_text in zip(batch, payload_texts):
                 seq += 1
@@ -312,14 +314,31 @@ class EventStore:
             for row, ev in zip(rows, batch)
         ]
 
-    @staticmethod
-    def _head_and_version(conn: Connection, stream: str) -> tuple[int, str, int]:
-        """``(head seq, head hash, stream version)`` read in one statement, inside the write lock."""
-        head_seq, head_hash, version = conn.execute(_HEAD_AND_VERSION, {"stream": stream}).one()
+    def _lock_and_read(
+        self, conn: Connection, stream: str, candidate: str | None
+    ) -> tuple[int, str, int, dict[str, list[_HistoryEvent]]]:
+        """Take the append lock, then read ``(head seq, head hash, stream version, rule histories)``.
+
+        SQLite already holds the write lock (BEGIN IMMEDIATE). PostgreSQL does lock and reads in one
+        round trip through ``railiance_append_prelude`` (the reads run after the lock, with a fresh
+        snapshot), including the rule history of the batch's first candidate.
+        """
+        histories: dict[str, list[_HistoryEvent]] = {}
+        if self._is_pg:
+            head_seq, head_hash, version, history = conn.execute(
+                _PG_PRELUDE, {"stream": stream, "candidate": candidate, "kinds": list(RULE_HISTORY_KINDS)}
+            ).one()
+            if candidate is not None:
+                histories[candidate] = [
+                    _HistoryEvent(kind, candidate, stage, payload) for kind, stage, payload in (history or [])
+                ]
+        else:
+            head_seq, head_hash, version = conn.execute(_HEAD_AND_VERSION, {"stream": stream}).one()
         return (
             int(head_seq or 0),
             str(head_hash) if head_hash is not None else GENESIS_HASH,
             int(version or 0),
+            histories,
         )
 
     def append_one(self, event: NewEvent, *, expected_version: int | None = None) -> RecordedEvent:
@@ -337,9 +356,10 @@ class EventStore:
             ) from exc
         return text
 
-    def _check_rules(self, conn: Connection, stream: str, batch: list[NewEvent]) -> None:
+    def _check_rules(
+        self, conn: Connection, stream: str, batch: list[NewEvent], histories: dict[str, list[_HistoryEvent]]
+    ) -> None:
         """Run the domain rules for each event against its candidate's history (plus the batch so far)."""
-        histories: dict[str, list[_HistoryEvent]] = {}
         for ev in batch:
             digest = ev.candidate
             history: list[_HistoryEvent] = []
