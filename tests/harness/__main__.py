@@ -68,7 +68,7 @@ SERVERS: dict[str, Callable[[int, Path], Service]] = {
     "registry": _start_registry,
     "registry-token": _start_registry_token,
     "prometheus": _start_prometheus,
-    # --- Kubernetes emulator: add  "kube": _start_kube,  here (and its _start_kube above). ---
+    "kube": lambda port, workdir: __import__("tests.harness.kube", fromlist=["start"]).start(port, workdir),
 }
 
 
