@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -315,20 +315,36 @@ _STATUS_KINDS = (
 _LINEAGE_KINDS = (_K.PROMOTION_COMPLETED, _K.ROLLBACK_COMPLETED)
 
 
-def _status_rows(store: EventStore, workload: str) -> list[Any]:
-    """The rows a status needs; stage-result documents contribute only their ``status``."""
-    is_doc = events.c.kind == _K.STAGE_COMPLETED.value
-    stmt = (
-        sa.select(
-            *_BASE_COLS,
-            sa.case((is_doc, sa.null()), else_=events.c.payload).label("payload"),
-            sa.case((is_doc, _json_field(store, "status")), else_=sa.null()).label("status"),
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _status_statement(store: EventStore) -> Any:
+    """The status query for this dialect, built once: stage events ship no payload, results only ``status``."""
+    key = ("status", store.dialect)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        is_doc = events.c.kind == _K.STAGE_COMPLETED.value
+        no_payload = events.c.kind.in_([_K.STAGE_COMPLETED.value, _K.STAGE_STARTED.value])
+        stmt = (
+            sa.select(
+                *_BASE_COLS,
+                sa.case((no_payload, sa.null()), else_=events.c.payload).label("payload"),
+                sa.case((is_doc, _json_field(store, "status")), else_=sa.null()).label("status"),
+            )
+            .where(
+                events.c.stream == sa.bindparam("stream"),
+                events.c.kind.in_([k.value for k in _STATUS_KINDS]),
+            )
+            .order_by(events.c.seq)
         )
-        .where(events.c.stream == workload, events.c.kind.in_([k.value for k in _STATUS_KINDS]))
-        .order_by(events.c.seq)
-    )
+        _STATEMENTS[key] = stmt
+    return stmt
+
+
+def _status_rows(store: EventStore, workload: str) -> list[Any]:
+    """The rows a status needs, in seq order."""
     with store.reading("status") as conn:
-        return list(conn.execute(stmt).all())
+        return list(conn.execute(_status_statement(store), {"stream": workload}).all())
 
 
 # -- stable history ---------------------------------------------------------------------------------
@@ -389,7 +405,7 @@ class _Stack:
             state: StableState = (
                 "current" if index == top else "rolled-back" if index in self.rolled_back else "superseded"
             )
-            out.append(StableRecord(**{**asdict(rec), "approvals": approvals.get(rec.digest, ()), "state": state}))
+            out.append(replace(rec, approvals=approvals.get(rec.digest, ()), state=state))
         return out
 
     @property
@@ -503,7 +519,7 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
 
 
 def _approval_revoked(a: ApprovalRecord) -> ApprovalRecord:
-    return ApprovalRecord(**{**asdict(a), "revoked": True})
+    return replace(a, revoked=True)
 
 
 def candidates(store: EventStore, workload: str) -> list[CandidateStatus]:
@@ -525,26 +541,52 @@ def history(store: EventStore, workload: str, *, limit: int | None = None) -> li
     return [row_to_event(row) for row in rows]
 
 
+_LINEAGE_STMT = (
+    sa.select(*_BASE_COLS, events.c.payload)
+    .where(
+        events.c.stream == sa.bindparam("stream"),
+        events.c.kind.in_([k.value for k in _LINEAGE_KINDS]),
+        events.c.recorded_at <= sa.bindparam("at"),
+    )
+    .order_by(events.c.seq)
+)
+_APPROVALS_STMT = (
+    sa.select(*_BASE_COLS, events.c.payload)
+    .where(
+        events.c.stream == sa.bindparam("stream"),
+        events.c.kind == _K.APPROVAL_GRANTED.value,
+        events.c.candidate.in_(sa.bindparam("digests", expanding=True)),
+        events.c.recorded_at <= sa.bindparam("at"),
+    )
+    .order_by(events.c.seq)
+)
+_END_OF_TIME = "9999-12-31T23:59:59.999999+00:00"
+
+
 def lineage(store: EventStore, workload: str, *, at: str | None = None) -> Lineage:
     """The stable history of ``workload``: promotions push a stable, rollbacks return to ``final_stable``.
 
     With ``at`` (ISO-8601), only events recorded at or before that instant count.
     """
+    return _lineage(store, workload, at=at, all_approvals=True)
+
+
+def _lineage(store: EventStore, workload: str, *, at: str | None, all_approvals: bool) -> Lineage:
     at_norm = _normalize_at(at)
-    conds = [events.c.stream == workload, events.c.kind.in_([k.value for k in _LINEAGE_KINDS])]
-    if at_norm is not None:
-        conds.append(events.c.recorded_at <= at_norm)
-    stmt = sa.select(*_BASE_COLS, events.c.payload).where(*conds).order_by(events.c.seq)
+    bound = at_norm or _END_OF_TIME
     stack = _Stack()
     with store.reading("lineage") as conn:
-        for row in conn.execute(stmt):
+        for row in conn.execute(_LINEAGE_STMT, {"stream": workload, "at": bound}):
             payload = json.loads(row[7])
             if row[2] == _K.PROMOTION_COMPLETED:
                 stack.promote(row, payload)
             else:
                 stack.rollback(row, payload)
-        digests = sorted({rec.digest for rec in stack.records})
-        approvals = _approvals_for(store, conn, workload, digests, at_norm)
+        if all_approvals:
+            digests = sorted({rec.digest for rec in stack.records})
+        else:  # only the rollback target's approvals are asked for
+            digests = [stack.records[stack.stack[-2]].digest] if len(stack.stack) >= 2 else []
+        approvals = _approvals_for(conn, workload, digests, bound)
     records = stack.finish(approvals)
     current = records[stack.stack[-1]] if stack.stack else None
     target: RollbackTarget | None = None
@@ -567,26 +609,19 @@ def lineage(store: EventStore, workload: str, *, at: str | None = None) -> Linea
 
 
 def _approvals_for(
-    store: EventStore, conn: sa.Connection, workload: str, digests: Sequence[str], at: str | None
+    conn: sa.Connection, workload: str, digests: Sequence[str], at: str
 ) -> dict[str, tuple[ApprovalRecord, ...]]:
     if not digests:
         return {}
-    conds = [
-        events.c.stream == workload,
-        events.c.kind == _K.APPROVAL_GRANTED.value,
-        events.c.candidate.in_(list(digests)),
-    ]
-    if at is not None:
-        conds.append(events.c.recorded_at <= at)
     out: dict[str, list[ApprovalRecord]] = {}
-    for row in conn.execute(sa.select(*_BASE_COLS, events.c.payload).where(*conds).order_by(events.c.seq)):
+    for row in conn.execute(_APPROVALS_STMT, {"stream": workload, "digests": list(digests), "at": at}):
         out.setdefault(row[3], []).append(_approval(row, json.loads(row[7])))
     return {k: tuple(v) for k, v in out.items()}
 
 
 def rollback_target(store: EventStore, workload: str) -> RollbackTarget | None:
     """Where a rollback of ``workload`` goes now (None when the ledger knows no earlier stable)."""
-    return lineage(store, workload).rollback_target
+    return _lineage(store, workload, at=None, all_approvals=False).rollback_target
 
 
 def resolve_partition_key(store: EventStore, key: str) -> str:
