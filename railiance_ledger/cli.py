@@ -332,20 +332,127 @@ def _require_operator(flag: Optional[str]) -> str:
 # ---------------------------------------------------------------------------- later stages
 
 
+KubeconfigOpt = typer.Option(None, "--kubeconfig", help="Kubeconfig file (else KUBECONFIG).")
+ContextOpt = typer.Option(None, "--context", help="Kubeconfig context (else RAILIANCE_KUBE_CONTEXT).")
+
+
+def _environment(kubeconfig: Optional[str], context: Optional[str]) -> Any:
+    from railiance_ledger.lifecycle.environment import Environment
+
+    return Environment.from_env(kubeconfig=kubeconfig, context=context)
+
+
+def _render_stage2(outcome: Any, *, as_json: bool) -> None:
+    doc = outcome.document
+    if as_json:
+        _emit_json({**doc, "warnings": outcome.warnings, "rolled_back": outcome.rolled_back})
+    else:
+        phase = doc.get("phase")
+        if phase in (None, "completed"):
+            _render_stage_result(doc)
+            if outcome.rolled_back:
+                _echo("  canary rolled back: routing and workload removed (see rollback.completed in the ledger)")
+        else:
+            cand = (doc.get("candidate") or {}).get("digest")
+            _echo(f"Stage 2 canary {phase} for {doc.get('workload', {}).get('name')} {cand}")
+            for check in doc.get("checks", []):
+                _echo(f"  {check['status'].upper():6} {check['name']}: {check.get('reason', '')}")
+            for key in ("release", "routing", "manifests_sha256", "rollback_target", "statehub_note"):
+                if doc.get(key) is not None:
+                    _echo(f"  {key}: {json.dumps(doc[key], sort_keys=True, default=str)}")
+            if phase == "observing":
+                _echo(f"  {outcome.samples}/{outcome.expected_samples} samples recorded")
+        for warning in outcome.warnings:
+            _echo(f"warning: {warning}", err=True)
+    raise typer.Exit(outcome.exit_code)
+
+
 @app.command()
 def deploy(
-    app_dir: Path = typer.Argument(...),
-    stage: int = typer.Option(2, "--stage", help="Only Stage 2 (canary) is deployed by this command."),
+    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    stage: int = typer.Option(..., "--stage", help="Only Stage 2 (canary) is deployed by this command."),
+    image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the newest)."),
+    kubeconfig: Optional[str] = KubeconfigOpt,
+    context: Optional[str] = ContextOpt,
+    operator: Optional[str] = OperatorOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Stage 2 canary deployment (prechecks first)."""
-    _not_available("deploy", "Stage 2")
+    """Stage 2 canary deployment: every precheck first, then the Helm release and its routing."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.errors import InvalidInput
+
+        if stage != 2:
+            raise InvalidInput(
+                f"deploy --stage {stage} is not a deploy: Stage 1 is `railiance run`, Stage 3 is `railiance promote`",
+                hint="use --stage 2",
+            )
+        from railiance_ledger.lifecycle import stage2
+
+        decl = _load(app_dir)
+        env = _environment(kubeconfig, context)
+        with env.open(decl) as ad:
+            for warning in ad.warnings:
+                _echo(f"warning: {warning}", err=True)
+            outcome = stage2.deploy_canary(
+                store=_store(), decl=decl, operator=_actor(operator), kube=ad.kube, helm=ad.helm,
+                registry=ad.registry, metrics=ad.metrics, http=ad.http, statehub=ad.statehub, image=image,
+                helm_upgrade_args=ad.helm_args,
+            )
+        _render_stage2(outcome, as_json=as_json)
 
 
 @app.command()
-def observe(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
-    """Stage 2/3 evidence collection over the observation window."""
-    _not_available("observe", "Stage 2")
+def observe(
+    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the deployed one)."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Stop after N samples (resume later)."),
+    kubeconfig: Optional[str] = KubeconfigOpt,
+    context: Optional[str] = ContextOpt,
+    operator: Optional[str] = OperatorOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Stage 2 evidence collection over the observation window, with progress; resumable."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.lifecycle import stage2
+
+        decl = _load(app_dir)
+        env = _environment(kubeconfig, context)
+        progress_cb, finish = _progress_bar(enabled=not as_json and sys.stderr.isatty())
+        try:
+            with env.open(decl) as ad:
+                for warning in ad.warnings:
+                    _echo(f"warning: {warning}", err=True)
+                outcome = stage2.observe_canary(
+                    store=_store(), decl=decl, operator=_actor(operator), kube=ad.kube, metrics=ad.metrics,
+                    http=ad.http, helm=ad.helm, statehub=ad.statehub, image=image, on_progress=progress_cb,
+                    max_samples=max_samples,
+                )
+        finally:
+            finish()
+        _render_stage2(outcome, as_json=as_json)
+
+
+def _progress_bar(*, enabled: bool) -> tuple[Any, Any]:
+    """A rich progress bar on a terminal; elsewhere one plain line per sample on stderr."""
+    if not enabled:
+        def plain(done: int, expected: int, sample: Any) -> None:
+            if not G.json:
+                _echo(f"sample {done}/{expected}", err=True)
+
+        return plain, lambda: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("observing canary"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   transient=False)
+    task = bar.add_task("observe", total=None)
+    bar.start()
+
+    def update(done: int, expected: int, sample: Any) -> None:
+        bar.update(task, completed=done, total=expected)
+
+    return update, bar.stop
 
 
 @app.command()
