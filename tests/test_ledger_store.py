@@ -193,7 +193,7 @@ class EventStoreContract:
     ) -> None:
         """A writer whose view of the head is stale collides on (stream, version)/seq in the database."""
         store.append_one(note(W, 1))
-        monkeypatch.setattr(store, "_lock_and_read", lambda conn, stream, candidate: (0, GENESIS_HASH, 0, {}))
+        monkeypatch.setattr(store, "_head", lambda row: (0, GENESIS_HASH, 0))
         with pytest.raises(ConcurrencyConflict, match="taken by another writer"):
             store.append_one(note(W, 2))
         assert 1 == store.count()
@@ -366,7 +366,9 @@ class EventStoreContract:
             again.close()
 
     def forget_version_2(self, url: str) -> None:
-        """Undo what migration 1 -> 2 created (nothing on SQLite)."""
+        """Undo what migration 1 -> 2 did: the old (stream, candidate, seq) index comes back."""
+        self.raw(url, "DROP INDEX ix_events_stream_candidate_kind_seq")
+        self.raw(url, "CREATE INDEX ix_events_stream_candidate_seq ON events (stream, candidate, seq)")
 
     def test_a_newer_schema_version_is_refused(self, url: str, store: EventStore) -> None:
         self.raw(url, "UPDATE ledger_meta SET value = '999' WHERE key = 'schema_version'")
@@ -464,9 +466,6 @@ class TestPostgresEventStore(EventStoreContract):
 
     def drop_triggers(self, url: str) -> None:
         self.raw(url, "DROP TRIGGER events_no_update_delete ON events")
-
-    def forget_version_2(self, url: str) -> None:
-        self.raw(url, "DROP FUNCTION railiance_append_prelude(text, text, text[])")
 
     def test_postgres_refuses_truncate(self, url: str, store: EventStore) -> None:
         store.append_one(note(W, 1))

@@ -46,7 +46,9 @@ events = sa.Table(
     sa.UniqueConstraint("event_id", name="uq_events_event_id"),
     sa.UniqueConstraint("stream", "version", name="uq_events_stream_version"),
     sa.Index("ix_events_stream_kind_seq", "stream", "kind", "seq"),
-    sa.Index("ix_events_stream_candidate_seq", "stream", "candidate", "seq"),
+    # (stream, candidate, kind): the append's rule history asks for three kinds of one candidate,
+    # which may have thousands of canary samples; read_candidate still uses the (stream, candidate) prefix.
+    sa.Index("ix_events_stream_candidate_kind_seq", "stream", "candidate", "kind", "seq"),
     sa.Index("ix_events_kind_seq", "kind", "seq"),
 )
 """The ledger: one row per event, ``seq`` global and gap-free, ``(stream, version)`` unique."""
@@ -89,33 +91,6 @@ _POSTGRES_TRIGGERS = (
 )
 
 
-POSTGRES_APPEND_PRELUDE = f"""CREATE OR REPLACE FUNCTION railiance_append_prelude(
-        p_stream text, p_candidate text, p_kinds text[]
-    ) RETURNS TABLE(head_seq bigint, head_hash text, stream_version integer, history json)
-    LANGUAGE plpgsql VOLATILE AS $$
-    BEGIN
-        -- Serialize appends; the query below runs after the lock with a fresh READ COMMITTED snapshot.
-        PERFORM pg_advisory_xact_lock({ADVISORY_LOCK_KEY});
-        RETURN QUERY SELECT
-            (SELECT e.seq FROM events e ORDER BY e.seq DESC LIMIT 1),
-            (SELECT e.hash FROM events e ORDER BY e.seq DESC LIMIT 1)::text,
-            (SELECT max(e.version) FROM events e WHERE e.stream = p_stream),
-            CASE WHEN p_candidate IS NULL THEN NULL ELSE (
-                SELECT json_agg(json_build_array(e.kind, e.stage, e.payload::json) ORDER BY e.seq)
-                FROM events e
-                WHERE e.stream = p_stream AND e.candidate = p_candidate AND e.kind = ANY(p_kinds)
-            ) END;
-    END
-    $$"""
-"""One round trip for what an append reads under the lock on PostgreSQL: lock, head, version, rule history."""
-
-
-def install_functions(conn: Connection) -> None:
-    """Create the server-side helpers (PostgreSQL only)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text(POSTGRES_APPEND_PRELUDE))
-
-
 def install_triggers(conn: Connection) -> None:
     """Create the triggers that make the database refuse UPDATE and DELETE on ``events``."""
     statements = _POSTGRES_TRIGGERS if conn.dialect.name == "postgresql" else _SQLITE_TRIGGERS
@@ -129,7 +104,9 @@ def _migrate_0_to_1(conn: Connection) -> None:
 
 
 def _migrate_1_to_2(conn: Connection) -> None:
-    install_functions(conn)
+    conn.execute(sa.text("DROP INDEX IF EXISTS ix_events_stream_candidate_seq"))
+    for index in events.indexes:
+        index.create(conn, checkfirst=True)
 
 
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}

@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Self
@@ -40,7 +41,7 @@ from railiance_ledger.domain.rules import RuleBroken, check_append
 from railiance_ledger.errors import ConcurrencyConflict, LedgerError, RuleViolation
 from railiance_ledger.ledger import schema
 from railiance_ledger.ledger.chain import row_hash
-from railiance_ledger.ledger.schema import SCHEMA_LOCK_KEY, SCHEMA_VERSION, events
+from railiance_ledger.ledger.schema import ADVISORY_LOCK_KEY, SCHEMA_LOCK_KEY, SCHEMA_VERSION, events
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for the write lock before giving up."""
@@ -64,26 +65,48 @@ _DRIVER_MODULES = ("sqlite3", "psycopg", "psycopg2", "psycopg_pool", "sqlalchemy
 _COLS = tuple(events.c[name] for name in schema.EVENT_COLUMNS)
 _SELECT_ROWS = sa.select(*_COLS)
 _HEAD = sa.select(events.c.seq, events.c.hash).order_by(events.c.seq.desc()).limit(1)
-_HEAD_AND_VERSION = sa.select(
-    sa.select(events.c.seq).order_by(events.c.seq.desc()).limit(1).scalar_subquery(),
-    sa.select(events.c.hash).order_by(events.c.seq.desc()).limit(1).scalar_subquery(),
-    sa.select(sa.func.max(events.c.version)).where(events.c.stream == sa.bindparam("stream")).scalar_subquery(),
-)
 _STREAM_VERSION = sa.select(sa.func.max(events.c.version)).where(events.c.stream == sa.bindparam("stream"))
-_RULE_HISTORY = (
-    sa.select(events.c.kind, events.c.candidate, events.c.stage, events.c.payload)
-    .where(
-        events.c.stream == sa.bindparam("stream"),
-        events.c.candidate == sa.bindparam("candidate"),
-        events.c.kind.in_(RULE_HISTORY_KINDS),
-    )
-    .order_by(events.c.seq)
-)
-_INSERT = sa.insert(events)
 _PG_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
-_PG_PRELUDE = sa.text(
-    "SELECT head_seq, head_hash, stream_version, history FROM railiance_append_prelude(:stream, :candidate, :kinds)"
-)
+
+
+@dataclass(frozen=True)
+class _AppendSql:
+    """The append's statements in one dialect's DB-API paramstyle.
+
+    The append runs on the driver connection directly: it is the hot path of the append budget, and
+    on PostgreSQL it lets lock + reads travel in one pipelined round trip and insert + commit in another.
+    """
+
+    begin: str | None
+    lock: str | None
+    head: str
+    history: str
+    insert: str
+
+    @classmethod
+    def for_dialect(cls, dialect: str) -> _AppendSql:
+        p = "%s" if dialect == "postgresql" else "?"
+        assert all(k.replace(".", "").replace("_", "").isalnum() for k in RULE_HISTORY_KINDS)
+        # One equality lookup per kind: a prepared (generic) PostgreSQL plan for "kind IN (...)" filters
+        # every event of the candidate instead of seeking (stream, candidate, kind) in the index.
+        history = " UNION ALL ".join(
+            f"SELECT kind, stage, payload, seq FROM events WHERE stream = {p} AND candidate = {p} AND kind = '{k}'"
+            for k in RULE_HISTORY_KINDS
+        )
+        return cls(
+            begin=None if dialect == "postgresql" else "BEGIN IMMEDIATE",
+            lock=f"SELECT pg_advisory_xact_lock({p})" if dialect == "postgresql" else None,
+            head=(
+                "SELECT (SELECT seq FROM events ORDER BY seq DESC LIMIT 1), "
+                "(SELECT hash FROM events ORDER BY seq DESC LIMIT 1), "
+                f"(SELECT max(version) FROM events WHERE stream = {p})"
+            ),
+            history=f"{history} ORDER BY seq",
+            insert=(
+                f"INSERT INTO events ({', '.join(schema.EVENT_COLUMNS)}) "
+                f"VALUES ({', '.join([p] * len(schema.EVENT_COLUMNS))})"
+            ),
+        )
 
 
 class _HistoryEvent(NamedTuple):
@@ -150,6 +173,9 @@ class EventStore:
         self._engine = engine
         self._url = url
         self._is_pg = engine.dialect.name == "postgresql"
+        self._sql = _AppendSql.for_dialect(engine.dialect.name)
+        dbapi = engine.dialect.dbapi
+        self._driver_integrity_error: type[Exception] = getattr(dbapi, "IntegrityError", sa_exc.IntegrityError)
 
     # -- opening -----------------------------------------------------------------------------------
 
@@ -282,64 +308,110 @@ class EventStore:
         ts = now if now is not None else datetime.now(UTC)
         recorded_at = format_timestamp(ts)
         payload_texts = [self._payload_text(ev) for ev in batch]
-        with self._translated("append"), self._write_transaction() as conn:
-            first_candidate = next((ev.candidate for ev in batch if ev.candidate is not None), None)
-            seq, prev, current, histories = self._lock_and_read(conn, stream, first_candidate)
-            if expected_version is not None and expected_version != current:
-                raise ConcurrencyConflict(
-                    f"stream {stream!r}: expected version {expected_version}, actual {current}; "
-                    "another writer appended first",
-                    hint="re-read the stream and retry",
-                )
-            self._check_rules(conn, stream, batch, histories)
-            rows: list[dict[str, Any]] = []
-            for ev, payload_text in zip(batch, payload_texts):
-                seq += 1
-                current += 1
-                event_id = str(uuid.uuid4())
-                kind = ev.kind.value
-                digest = row_hash(
-                    seq, event_id, stream, current, kind, ev.candidate, ev.stage, ev.actor,
-                    recorded_at, payload_text, prev,
-                )
-                rows.append({
-                    "seq": seq, "event_id": event_id, "stream": stream, "version": current,
-                    "kind": kind, "candidate": ev.candidate, "stage": ev.stage, "actor": ev.actor,
-                    "recorded_at": recorded_at, "payload": payload_text, "prev_hash": prev, "hash": digest,
-                })
-                prev = digest
-            self._insert(conn, stream, rows)
-        return [
-            RecordedEvent.model_construct(**{**row, "payload": ev.payload})
-            for row, ev in zip(rows, batch)
-        ]
+        with self._translated("append"), self._engine.connect() as conn:
+            raw: Any = conn.connection.driver_connection
+            try:
+                rows = self._append_locked(raw, stream, batch, payload_texts, recorded_at, expected_version)
+            except BaseException:
+                try:
+                    raw.rollback()
+                except Exception:  # noqa: BLE001 - the original error matters; the pool discards the connection
+                    conn.invalidate()
+                raise
+        return [_recorded(row, ev) for row, ev in zip(rows, batch)]
 
-    def _lock_and_read(
-        self, conn: Connection, stream: str, candidate: str | None
-    ) -> tuple[int, str, int, dict[str, list[_HistoryEvent]]]:
-        """Take the append lock, then read ``(head seq, head hash, stream version, rule histories)``.
+    def _pipeline(self, raw: Any) -> AbstractContextManager[Any]:
+        """psycopg pipeline mode (statements travel together, results are awaited once), else nothing."""
+        if self._is_pg and getattr(raw, "pipeline", None) is not None:
+            return raw.pipeline()  # type: ignore[no-any-return]
+        return nullcontext()
 
-        SQLite already holds the write lock (BEGIN IMMEDIATE). PostgreSQL does lock and reads in one
-        round trip through ``railiance_append_prelude`` (the reads run after the lock, with a fresh
-        snapshot), including the rule history of the batch's first candidate.
-        """
-        histories: dict[str, list[_HistoryEvent]] = {}
-        if self._is_pg:
-            head_seq, head_hash, version, history = conn.execute(
-                _PG_PRELUDE, {"stream": stream, "candidate": candidate, "kinds": list(RULE_HISTORY_KINDS)}
-            ).one()
-            if candidate is not None:
-                histories[candidate] = [
-                    _HistoryEvent(kind, candidate, stage, payload) for kind, stage, payload in (history or [])
-                ]
-        else:
-            head_seq, head_hash, version = conn.execute(_HEAD_AND_VERSION, {"stream": stream}).one()
+    def _append_locked(
+        self,
+        raw: Any,
+        stream: str,
+        batch: list[NewEvent],
+        payload_texts: list[str],
+        recorded_at: str,
+        expected_version: int | None,
+    ) -> list[tuple[Any, ...]]:
+        """Lock, read the head, check version and rules, insert and commit, on the driver connection."""
+        sql = self._sql
+        first_candidate = next((ev.candidate for ev in batch if ev.candidate is not None), None)
+        with self._unique_violation_is_conflict(stream):
+            with self._pipeline(raw):
+                if sql.begin is not None:
+                    raw.execute(sql.begin)  # SQLite: take the write lock now
+                if sql.lock is not None:
+                    raw.cursor().execute(sql.lock, (ADVISORY_LOCK_KEY,))  # PostgreSQL: serialize appends
+                head_cur = raw.cursor()
+                head_cur.execute(sql.head, (stream,))
+                hist_cur = None
+                if first_candidate is not None:
+                    hist_cur = raw.cursor()
+                    hist_cur.execute(sql.history, (stream, first_candidate) * len(RULE_HISTORY_KINDS))
+                seq, prev, current = self._head(head_cur.fetchone())
+                histories: dict[str, list[_HistoryEvent]] = {}
+                if hist_cur is not None and first_candidate is not None:
+                    histories[first_candidate] = self._history_rows(first_candidate, hist_cur.fetchall())
+                if expected_version is not None and expected_version != current:
+                    raise ConcurrencyConflict(
+                        f"stream {stream!r}: expected version {expected_version}, actual {current}; "
+                        "another writer appended first",
+                        hint="re-read the stream and retry",
+                    )
+
+                def load(digest: str) -> list[_HistoryEvent]:
+                    cur = raw.cursor()
+                    cur.execute(sql.history, (stream, digest) * len(RULE_HISTORY_KINDS))
+                    return self._history_rows(digest, cur.fetchall())
+
+                self._check_rules(stream, batch, histories, load)
+                rows: list[tuple[Any, ...]] = []
+                for ev, payload_text in zip(batch, payload_texts):
+                    seq += 1
+                    current += 1
+                    event_id = str(uuid.uuid4())
+                    kind = ev.kind.value
+                    digest = row_hash(
+                        seq, event_id, stream, current, kind, ev.candidate, ev.stage, ev.actor,
+                        recorded_at, payload_text, prev,
+                    )
+                    rows.append((
+                        seq, event_id, stream, current, kind, ev.candidate, ev.stage, ev.actor,
+                        recorded_at, payload_text, prev, digest,
+                    ))
+                    prev = digest
+                # Queued in the pipeline: on PostgreSQL the insert travels with the pipeline's closing sync.
+                raw.cursor().executemany(sql.insert, rows)
+            raw.commit()
+        return rows
+
+    @staticmethod
+    def _head(row: Sequence[Any]) -> tuple[int, str, int]:
+        """``(head seq, head hash, stream version)`` from the head query's row."""
+        head_seq, head_hash, version = row
         return (
             int(head_seq or 0),
             str(head_hash) if head_hash is not None else GENESIS_HASH,
             int(version or 0),
-            histories,
         )
+
+    @staticmethod
+    def _history_rows(digest: str, rows: Sequence[Sequence[Any]]) -> list[_HistoryEvent]:
+        return [_HistoryEvent(kind, digest, stage, json.loads(payload)) for kind, stage, payload, _seq in rows]
+
+    @contextmanager
+    def _unique_violation_is_conflict(self, stream: str) -> Iterator[None]:
+        """The one place a unique-constraint violation (seq, event_id, stream+version) becomes
+        ConcurrencyConflict: another writer took the place this append computed."""
+        try:
+            yield
+        except (sa_exc.IntegrityError, self._driver_integrity_error) as exc:
+            raise ConcurrencyConflict(
+                f"stream {stream!r}: the next seq or version was taken by another writer ({_driver_reason(exc)})",
+                hint="re-read the stream and retry",
+            ) from exc
 
     def append_one(self, event: NewEvent, *, expected_version: int | None = None) -> RecordedEvent:
         """Append a single event; see :meth:`append`."""
@@ -357,7 +429,11 @@ class EventStore:
         return text
 
     def _check_rules(
-        self, conn: Connection, stream: str, batch: list[NewEvent], histories: dict[str, list[_HistoryEvent]]
+        self,
+        stream: str,
+        batch: list[NewEvent],
+        histories: dict[str, list[_HistoryEvent]],
+        load: Callable[[str], list[_HistoryEvent]],
     ) -> None:
         """Run the domain rules for each event against its candidate's history (plus the batch so far)."""
         for ev in batch:
@@ -365,12 +441,7 @@ class EventStore:
             history: list[_HistoryEvent] = []
             if digest is not None:
                 if digest not in histories:
-                    histories[digest] = [
-                        _HistoryEvent(kind, cand, stage, json.loads(payload))
-                        for kind, cand, stage, payload in conn.execute(
-                            _RULE_HISTORY, {"stream": stream, "candidate": digest}
-                        )
-                    ]
+                    histories[digest] = load(digest)
                 history = histories[digest]
             try:
                 check_append(list(history), ev)
@@ -378,17 +449,6 @@ class EventStore:
                 raise RuleViolation(f"ledger append refused for {stream!r}: {exc}") from exc
             if digest is not None and ev.kind.value in RULE_HISTORY_KINDS:
                 history.append(_HistoryEvent(ev.kind.value, digest, ev.stage, ev.payload))
-
-    def _insert(self, conn: Connection, stream: str, rows: list[dict[str, Any]]) -> None:
-        """Insert the rows; the one place a unique-constraint violation becomes ConcurrencyConflict."""
-        try:
-            conn.execute(_INSERT, rows)
-        except sa_exc.IntegrityError as exc:
-            raise ConcurrencyConflict(
-                f"stream {stream!r}: seq {rows[0]['seq']} or version {rows[0]['version']} was taken by "
-                f"another writer ({_driver_reason(exc)})",
-                hint="re-read the stream and retry",
-            ) from exc
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -464,6 +524,14 @@ class EventStore:
         """The number of stored events."""
         with self.reading("count") as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() or 0)
+
+
+def _recorded(row: tuple[Any, ...], ev: NewEvent) -> RecordedEvent:
+    seq, event_id, stream, version, kind, candidate, stage, actor, recorded_at, _payload, prev_hash, digest = row
+    return RecordedEvent.model_construct(
+        seq=seq, event_id=event_id, stream=stream, version=version, kind=kind, candidate=candidate,
+        stage=stage, actor=actor, recorded_at=recorded_at, payload=ev.payload, prev_hash=prev_hash, hash=digest,
+    )
 
 
 def row_to_event(row: Sequence[Any]) -> RecordedEvent:
