@@ -1,0 +1,229 @@
+"""Resources: ``ConfigurableResource``s that build the real adapters from configuration.
+
+Every field defaults to ``None`` and is resolved when used, from the same environment variables the
+CLI reads, so ``dagster dev -w workspace.yaml`` works with no configuration at all and tests pass the
+same classes pointed at their own servers:
+
+=====================  ==========================================  ===================================
+resource               field (environment variable)                 default
+=====================  ==========================================  ===================================
+``ledger``             ``url`` (``RAILIANCE_LEDGER_URL``)           ``sqlite:///$RAILIANCE_HOME/ledger.db``
+``apps``               ``apps_dir`` (``RAILIANCE_APPS_DIR``)        ``examples`` (relative to the repo root)
+``registry``           ``url`` (``RAILIANCE_REGISTRY_URL``),        none: the digest sensor skips
+                       ``username``/``password``/``token``
+                       (``RAILIANCE_REGISTRY_USERNAME`` ...)
+``statehub``           ``url`` (``RAILIANCE_STATEHUB_URL``)         none: notes are reported as not sent
+``kube``               ``kubeconfig`` (``KUBECONFIG``), ``context``  ``~/.kube/config``
+``helm``               ``binary`` (``RAILIANCE_HELM``)              helm on PATH, else ``.venv/bin/helm``
+``metrics``            ``url`` (``RAILIANCE_PROMETHEUS_URL``)       none: Stage 2 monitoring fails closed
+=====================  ==========================================  ===================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+if TYPE_CHECKING:
+    import httpx
+
+    from railiance_ledger.adapters.helm import Helm
+    from railiance_ledger.adapters.kube import Kube
+    from railiance_ledger.adapters.metrics import PrometheusMetrics
+    from railiance_ledger.adapters.registry import OciRegistry
+    from railiance_ledger.adapters.statehub import NotePoster
+    from railiance_ledger.ledger.store import EventStore
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The repository root (the code location's working directory)."""
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+class LedgerResource(ConfigurableResource):  # type: ignore[type-arg]
+    """The Railiance ledger (SQLite by default, PostgreSQL at scale), opened per use.
+
+    ``actor`` is the identity recorded for what Dagster does on its own (Stage runs launched by
+    sensors); a human's identity comes from the run config of the approval job.
+    """
+
+    url: str | None = Field(default=None, description="Ledger URL; else RAILIANCE_LEDGER_URL, else SQLite under RAILIANCE_HOME.")
+    actor: str = Field(default="dagster", description="Actor recorded for automated stage runs.")
+    sensor_actor: str = Field(default="dagster-sensor", description="Actor recorded for sensor registrations.")
+
+    def resolved_url(self) -> str:
+        """The URL the ledger opens (the CLI's resolution order)."""
+        from railiance_ledger import config
+
+        return config.ledger_url(self.url)
+
+    @contextmanager
+    def open(self) -> Iterator[EventStore]:
+        """An open ``EventStore``, closed afterwards."""
+        from railiance_ledger.ledger.store import EventStore
+
+        store = EventStore.open(self.resolved_url())
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+class AppsResource(ConfigurableResource):  # type: ignore[type-arg]
+    """Where workloads are declared: every ``<apps_dir>/*/railiance/app.toml`` is one workload."""
+
+    apps_dir: str | None = Field(default=None, description="Apps directory; else RAILIANCE_APPS_DIR, else 'examples'.")
+
+    def path(self) -> Path:
+        """The apps directory; a relative path is taken from the repository root."""
+        raw = Path(self.apps_dir or _env("RAILIANCE_APPS_DIR") or "examples").expanduser()
+        return raw if raw.is_absolute() else (REPO_ROOT / raw)
+
+
+class RegistryResource(ConfigurableResource):  # type: ignore[type-arg]
+    """The OCI registry the images are pushed to (``OciRegistry``), with optional credentials."""
+
+    url: str | None = Field(default=None, description="Registry base URL (http(s)://host[:port]); else RAILIANCE_REGISTRY_URL.")
+    username: str | None = Field(default=None, description="Else RAILIANCE_REGISTRY_USERNAME.")
+    password: str | None = Field(default=None, description="Else RAILIANCE_REGISTRY_PASSWORD.")
+    token: str | None = Field(default=None, description="Static bearer token; else RAILIANCE_REGISTRY_TOKEN.")
+    timeout: float = Field(default=5.0, description="Seconds per HTTP request.")
+    max_workers: int = Field(default=16, description="Concurrent registry requests.")
+
+    def resolved_url(self) -> str | None:
+        """The registry base URL, or ``None`` when none is configured."""
+        return self.url or _env("RAILIANCE_REGISTRY_URL")
+
+    @contextmanager
+    def open(self) -> Iterator[OciRegistry]:
+        """An ``OciRegistry`` over a pooled ``httpx.Client`` (closed afterwards)."""
+        import httpx
+
+        from railiance_ledger.adapters.registry import OciRegistry
+        from railiance_ledger.errors import InvalidInput
+
+        url = self.resolved_url()
+        if not url:
+            raise InvalidInput("no registry configured", hint="set RAILIANCE_REGISTRY_URL or the registry resource's url")
+        limits = httpx.Limits(max_connections=self.max_workers * 2, max_keepalive_connections=self.max_workers * 2)
+        with httpx.Client(timeout=self.timeout, limits=limits, trust_env=False) as client:
+            username = self.username or _env("RAILIANCE_REGISTRY_USERNAME")
+            password = self.password or _env("RAILIANCE_REGISTRY_PASSWORD")
+            token = self.token or _env("RAILIANCE_REGISTRY_TOKEN")
+            yield OciRegistry(client, url, username=username, password=password,
+                              token=None if username else token, max_workers=self.max_workers)
+
+
+class StateHubResource(ConfigurableResource):  # type: ignore[type-arg]
+    """The State Hub notes are posted to (``StateHub``); unset means none is configured."""
+
+    url: str | None = Field(default=None, description="State Hub base URL; else RAILIANCE_STATEHUB_URL.")
+    timeout: float = Field(default=5.0, description="Seconds per HTTP request.")
+
+    @contextmanager
+    def open(self) -> Iterator[NotePoster | None]:
+        """A ``StateHub`` (closed afterwards), or ``None`` when no URL is configured."""
+        url = self.url or _env("RAILIANCE_STATEHUB_URL")
+        if not url:
+            yield None
+            return
+        import httpx
+
+        from railiance_ledger.adapters.statehub import StateHub
+
+        with httpx.Client(timeout=self.timeout, trust_env=False) as client:
+            yield StateHub(client, url, timeout=self.timeout)
+
+
+class KubeResource(ConfigurableResource):  # type: ignore[type-arg]
+    """The Kubernetes cluster Stage 2 and 3 deploy to (``Kube`` over the official ``ApiClient``)."""
+
+    kubeconfig: str | None = Field(default=None, description="Kubeconfig file; else KUBECONFIG, else ~/.kube/config.")
+    context: str | None = Field(default=None, description="Kubeconfig context; else RAILIANCE_KUBE_CONTEXT, else current.")
+    in_cluster: bool = Field(default=False, description="Use the pod's service account instead of a kubeconfig.")
+    timeout: float = Field(default=10.0, description="Seconds per API request.")
+
+    def build(self) -> Kube:
+        """A ``Kube``; raises a clear ``AdapterError`` when no kubeconfig can be loaded."""
+        from railiance_ledger.adapters.kube import Kube
+
+        if self.in_cluster:
+            return Kube.in_cluster(timeout=self.timeout)
+        return Kube.from_kubeconfig(self.kubeconfig or _env("KUBECONFIG"),
+                                    self.context or _env("RAILIANCE_KUBE_CONTEXT"), timeout=self.timeout)
+
+    def kubeconfig_path(self) -> str | None:
+        """The kubeconfig helm should use too (``KUBECONFIG`` for the helm subprocess)."""
+        return self.kubeconfig or _env("KUBECONFIG")
+
+
+class HelmResource(ConfigurableResource):  # type: ignore[type-arg]
+    """The helm binary (``Helm``)."""
+
+    binary: str | None = Field(default=None, description="helm path; else RAILIANCE_HELM, else helm on PATH or .venv/bin/helm.")
+
+    def build(self, *, kubeconfig: str | None = None, context: str | None = None) -> Helm:
+        """A ``Helm``; ``kubeconfig``/``context`` are passed to helm through its environment."""
+        from railiance_ledger.adapters.helm import Helm
+        from railiance_ledger.lifecycle.stage1 import default_helm
+
+        binary = self.binary or _env("RAILIANCE_HELM")
+        helm = Helm(binary) if binary else default_helm()
+        env: dict[str, str] = {}
+        if kubeconfig:
+            env["KUBECONFIG"] = kubeconfig
+        if context:
+            env["HELM_KUBECONTEXT"] = context
+        return Helm(helm.binary, env=env) if env else helm
+
+
+class MetricsResource(ConfigurableResource):  # type: ignore[type-arg]
+    """Prometheus, for Stage 2 observation (``PrometheusMetrics``)."""
+
+    url: str | None = Field(default=None, description="Prometheus base URL; else RAILIANCE_PROMETHEUS_URL.")
+    timeout: float = Field(default=10.0, description="Seconds per query.")
+
+    @contextmanager
+    def open(self) -> Iterator[PrometheusMetrics]:
+        """A ``PrometheusMetrics`` (closed afterwards); raises ``InvalidInput`` when none is configured."""
+        import httpx
+
+        from railiance_ledger.adapters.metrics import PrometheusMetrics
+        from railiance_ledger.errors import InvalidInput
+
+        url = self.url or _env("RAILIANCE_PROMETHEUS_URL")
+        if not url:
+            raise InvalidInput("no Prometheus configured", hint="set RAILIANCE_PROMETHEUS_URL or the metrics resource's url")
+        with httpx.Client(timeout=self.timeout, trust_env=False) as client:
+            yield PrometheusMetrics(client, url)
+
+
+@contextmanager
+def http_client(timeout: float = 10.0) -> Iterator[httpx.Client]:
+    """A plain ``httpx.Client`` (no proxies from the environment) for probes; closed afterwards."""
+    import httpx
+
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
+        yield client
+
+
+def default_resources() -> dict[str, Any]:
+    """The resources of the code location, each resolving its settings from the environment."""
+    return {
+        "ledger": LedgerResource(),
+        "apps": AppsResource(),
+        "registry": RegistryResource(),
+        "statehub": StateHubResource(),
+        "kube": KubeResource(),
+        "helm": HelmResource(),
+        "metrics": MetricsResource(),
+    }

@@ -1,0 +1,449 @@
+"""Stage assets and their gates, all partitioned by candidate, in lineage order:
+
+``candidate`` -> ``stage1_validation`` -> ``stage2_canary`` -> ``canary_acceptance`` ->
+``promotion_approval`` -> ``stage3_promotion``.
+
+Each asset calls one lifecycle service and materializes what it recorded: the stage-result document
+(redacted), the ledger seq and hash. A failed stage still materializes (the failing document is the
+record); its gates, the ``@asset_check``s named like the document's checks, fail, and because they
+are blocking nothing downstream runs in the same run. Across runs the ledger decides: the gate
+sensor asks it before requesting the next stage.
+"""
+
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+from pydantic import Field
+
+from assets.candidates import (
+    GROUP,
+    candidate,
+    candidates_partitions,
+    check_candidate_matches,
+    ledger_metadata,
+    resolve_digest,
+    resolve_target,
+    workload_of,
+)
+from assets.resources import (
+    AppsResource,
+    HelmResource,
+    KubeResource,
+    LedgerResource,
+    MetricsResource,
+    RegistryResource,
+    StateHubResource,
+    http_client,
+)
+from railiance_ledger.domain.canary import GATE_NAMES
+from railiance_ledger.domain.events import RecordedEvent
+from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
+from railiance_ledger.lifecycle.stage2 import PRECHECKS
+
+STAGE3_MODULES = ("railiance_ledger.lifecycle.stage3", "railiance_ledger.lifecycle.promotion")
+"""Where the Stage 3 service (promote, rollback) is looked for; the first that imports wins."""
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+class StageConfig(Config):
+    """Launchpad config of a stage run (the partition names the candidate)."""
+
+    operator: str = Field(default="", description="Who runs the stage (recorded as actor); empty: 'dagster'.")
+    candidate: str = Field(default="", description="Optional guard: the partition key or digest you mean to act on.")
+
+
+class ApprovalConfig(Config):
+    """Launchpad config of an approval: the human decision, recorded via lifecycle.approvals.approve."""
+
+    operator: str = Field(description="The approving operator (must not have registered or deployed the candidate).")
+    stage: int = Field(default=3, description="2 (canary) or 3 (promotion).")
+    candidate: str = Field(default="", description="Optional guard: the partition key or digest you mean to approve.")
+    window: str = Field(default="", description="Observation window, e.g. 30m; empty: the declared one.")
+    rollback_target: str = Field(default="", description="REPOSITORY@sha256:... or a manual recovery path; empty: ledger/declared.")
+    waive: list[str] = Field(default_factory=list, description="Gates waived by this approval, as GATE=REASON.")
+    reason: str = Field(default="", description="Free text kept with the run (the approval record carries the facts).")
+
+
+def _actor(config: StageConfig, ledger: LedgerResource) -> str:
+    return config.operator.strip() or ledger.actor
+
+
+def _fail_from(exc: BaseException) -> Failure:
+    from railiance_ledger.lifecycle.dagster_support import describe_error
+
+    return Failure(description=describe_error(exc))
+
+
+# ---------------------------------------------------------------------------------------------- assets
+
+
+@asset(
+    partitions_def=candidates_partitions,
+    deps=[candidate],
+    group_name=GROUP,
+    kinds={"python"},
+    description=(
+        "Stage 1 local validation (lifecycle.stage1.run_stage1): source revision, deterministic artifact, "
+        "manifests, secrets by reference, local health, migrations, immutability, observability. The "
+        "materialization carries the stage-result document; the gates are this asset's checks."
+    ),
+)
+def stage1_validation(
+    context: AssetExecutionContext, config: StageConfig, ledger: LedgerResource, apps: AppsResource,
+    helm: HelmResource,
+) -> MaterializeResult:
+    """Run Stage 1 for the partition's candidate and record the result (pass or fail) in the ledger."""
+    from railiance_ledger.errors import RailianceError
+    from railiance_ledger.lifecycle.stage1 import run_stage1
+
+    key = context.partition_key
+    with ledger.open() as store:
+        target = resolve_target(store, apps, key)
+        check_candidate_matches(key, target.digest, config.candidate)
+        try:
+            with http_client() as http:
+                outcome = run_stage1(store=store, app_dir=target.workload.app_dir, operator=_actor(config, ledger),
+                                     image=target.image, helm=helm.build(), http=http)
+        except RailianceError as exc:
+            raise _fail_from(exc) from exc
+    for line in outcome.human_lines():
+        context.log.info(line)
+    return MaterializeResult(metadata=ledger_metadata(outcome.document, outcome.events, digest=target.digest,
+                                                      image=target.image))
+
+
+@asset(
+    partitions_def=candidates_partitions,
+    deps=[stage1_validation],
+    group_name=GROUP,
+    kinds={"kubernetes"},
+    description=(
+        "Stage 2 canary deployment (lifecycle.stage2.deploy_canary): every precheck first, then the canary "
+        "release pinned to the digest and its routing, read back. Needs the kube, helm, registry and "
+        "metrics resources. Production-critical workloads need a stage 2 approval first."
+    ),
+)
+def stage2_canary(
+    context: AssetExecutionContext, config: StageConfig, ledger: LedgerResource, apps: AppsResource,
+    kube: KubeResource, helm: HelmResource, registry: RegistryResource, metrics: MetricsResource,
+    statehub: StateHubResource,
+) -> MaterializeResult:
+    """Deploy the partition's candidate as the Stage 2 canary (or record why the prechecks refused)."""
+    from railiance_ledger.errors import RailianceError
+    from railiance_ledger.lifecycle.stage2 import deploy_canary
+
+    key = context.partition_key
+    try:
+        kube_client = kube.build()
+    except RailianceError as exc:
+        raise Failure(description=f"Stage 2 needs a Kubernetes cluster: {exc}") from exc
+    with ledger.open() as store:
+        target = resolve_target(store, apps, key)
+        check_candidate_matches(key, target.digest, config.candidate)
+        try:
+            with registry.open() as reg, metrics.open() as prom, statehub.open() as hub, http_client() as http:
+                outcome = deploy_canary(
+                    store=store, decl=target.workload.decl, operator=_actor(config, ledger), kube=kube_client,
+                    helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context), registry=reg,
+                    metrics=prom, http=http, statehub=hub, image=target.image,
+                )
+        except RailianceError as exc:
+            raise _fail_from(exc) from exc
+    for warning in outcome.warnings:
+        context.log.warning(warning)
+    return MaterializeResult(metadata=ledger_metadata(outcome.document, outcome.events, digest=target.digest,
+                                                      image=target.image))
+
+
+@asset(
+    partitions_def=candidates_partitions,
+    deps=[stage2_canary],
+    group_name=GROUP,
+    kinds={"prometheus"},
+    description=(
+        "Stage 2 observation and acceptance (lifecycle.stage2.observe_canary): one canary.sample per "
+        "interval over the observation window, immediate rollback on a symptom, then the acceptance gates."
+    ),
+)
+def canary_acceptance(
+    context: AssetExecutionContext, config: StageConfig, ledger: LedgerResource, apps: AppsResource,
+    kube: KubeResource, helm: HelmResource, metrics: MetricsResource, statehub: StateHubResource,
+) -> MaterializeResult:
+    """Observe the deployed canary over its window; accept it, reject it, or roll it back."""
+    from railiance_ledger.errors import RailianceError
+    from railiance_ledger.lifecycle.stage2 import observe_canary
+
+    key = context.partition_key
+    try:
+        kube_client = kube.build()
+    except RailianceError as exc:
+        raise Failure(description=f"Stage 2 observation needs a Kubernetes cluster: {exc}") from exc
+
+    def progress(done: int, expected: int, sample: Any) -> None:
+        context.log.info(f"{key}: sample {done}/{expected} at {getattr(sample, 'at', '?')}")
+
+    with ledger.open() as store:
+        target = resolve_target(store, apps, key)
+        check_candidate_matches(key, target.digest, config.candidate)
+        try:
+            with metrics.open() as prom, statehub.open() as hub, http_client() as http:
+                outcome = observe_canary(
+                    store=store, decl=target.workload.decl, operator=_actor(config, ledger), kube=kube_client,
+                    metrics=prom, http=http, helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
+                    statehub=hub, image=target.image, on_progress=progress,
+                )
+        except RailianceError as exc:
+            raise _fail_from(exc) from exc
+    return MaterializeResult(metadata=ledger_metadata(
+        outcome.document, outcome.events, digest=target.digest, image=target.image,
+        extra={"rolled_back": MetadataValue.bool(outcome.rolled_back),
+               "samples": MetadataValue.text(f"{outcome.samples}/{outcome.expected_samples}")},
+    ))
+
+
+@asset(
+    partitions_def=candidates_partitions,
+    deps=[canary_acceptance],
+    group_name=GROUP,
+    kinds={"human"},
+    description=(
+        "A human approval (lifecycle.approvals.approve) of the candidate, stage 3 by default: the operator, "
+        "observation window, rollback target and waived gates, recorded as approval.granted. Same rules as "
+        "`railiance approve`: an explicit operator, no self-approval (registrar or deployer), declared approvers."
+    ),
+)
+def promotion_approval(
+    context: AssetExecutionContext, config: ApprovalConfig, ledger: LedgerResource, apps: AppsResource,
+    statehub: StateHubResource,
+) -> MaterializeResult:
+    """Record the operator's approval of the partition's candidate; the run fails with the refusal otherwise."""
+    from railiance_ledger.errors import RailianceError
+    from railiance_ledger.lifecycle.approvals import approve
+
+    key = context.partition_key
+    waived: dict[str, str] = {}
+    for item in config.waive:
+        gate, sep, why = item.partition("=")
+        if not sep:
+            raise Failure(description=f"waive entry {item!r} is not GATE=REASON")
+        waived[gate.strip()] = why.strip()
+    with ledger.open() as store:
+        target = resolve_target(store, apps, key)
+        check_candidate_matches(key, target.digest, config.candidate)
+        try:
+            with statehub.open() as hub:
+                event = approve(
+                    store=store, decl=target.workload.decl, operator=config.operator, stage=config.stage,
+                    image=target.image, window=config.window or None, rollback_target=config.rollback_target or None,
+                    waived_gates=waived or None, statehub=hub,
+                )
+        except RailianceError as exc:
+            raise _fail_from(exc) from exc
+    appended: list[RecordedEvent] = [event]
+    if event.note is not None and event.note.record is not None:
+        appended.append(event.note.record)
+    for warning in event.warnings:
+        context.log.warning(warning)
+    context.log.info(f"{key}: stage {config.stage} approved by {event.actor} (event {event.event_id}, seq {event.seq})")
+    return MaterializeResult(metadata=ledger_metadata(
+        {**event.payload, "status": "approved", "ledger": {"seq": event.seq, "hash": event.hash}}, appended,
+        digest=target.digest, image=target.image,
+        extra={"operator": MetadataValue.text(event.actor), "stage": MetadataValue.int(config.stage),
+               "approval_event": MetadataValue.text(event.event_id)},
+    ))
+
+
+def stage3_service() -> Any | None:
+    """The Stage 3 lifecycle module (promote, rollback) once it has landed, else ``None``."""
+    import importlib
+
+    for name in STAGE3_MODULES:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None
+
+
+@asset(
+    partitions_def=candidates_partitions,
+    deps=[promotion_approval],
+    group_name=GROUP,
+    kinds={"kubernetes"},
+    description=(
+        "Stage 3 production promotion (lifecycle Stage 3 promote): the candidate becomes the stable version; "
+        "the materialization carries the result and the workload's lineage (rollback target, as `railiance lineage`)."
+    ),
+)
+def stage3_promotion(
+    context: AssetExecutionContext, config: StageConfig, ledger: LedgerResource, apps: AppsResource,
+    kube: KubeResource, helm: HelmResource, statehub: StateHubResource,
+) -> MaterializeResult:
+    """Promote the partition's candidate to production, when the Stage 3 service is available."""
+    from railiance_ledger.errors import RailianceError
+    from railiance_ledger.ledger.projections import lineage
+
+    service = stage3_service()
+    promote = getattr(service, "promote", None) if service is not None else None
+    if promote is None:
+        raise Failure(description=(
+            "Stage 3 promotion is not available yet: the lifecycle Stage 3 service (promote) has not landed "
+            f"(looked for {', '.join(STAGE3_MODULES)}). Nothing was recorded."
+        ))
+    key = context.partition_key
+    with ledger.open() as store:
+        target = resolve_target(store, apps, key)
+        check_candidate_matches(key, target.digest, config.candidate)
+        try:
+            kube_client = kube.build()
+            with statehub.open() as hub, http_client() as http:
+                outcome = promote(store=store, decl=target.workload.decl, operator=_actor(config, ledger),
+                                  kube=kube_client, helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
+                                  http=http, statehub=hub, image=target.image)
+        except (RailianceError, TypeError) as exc:
+            raise _fail_from(exc) from exc
+        lin = lineage(store, target.workload.name).as_dict()
+    return MaterializeResult(metadata=ledger_metadata(
+        getattr(outcome, "document", None), getattr(outcome, "events", []), digest=target.digest, image=target.image,
+        extra={"lineage": lin, "rollback_target": lin.get("rollback_target") or {}},
+    ))
+
+
+STAGE_ASSETS = [stage1_validation, stage2_canary, canary_acceptance, promotion_approval, stage3_promotion]
+
+
+# ---------------------------------------------------------------------------------------------- gates
+
+DocFinder = Callable[[Sequence[RecordedEvent], str, str], tuple[dict[str, Any], RecordedEvent] | None]
+
+
+def _checks_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {str(c.get("name")): c for c in doc.get("checks") or [] if isinstance(c, dict)}
+
+
+def _stage1_doc(history: Sequence[RecordedEvent], digest: str, _name: str) -> tuple[dict[str, Any], RecordedEvent] | None:
+    """The latest Stage 1 stage-result document of ``digest`` (whatever it reports)."""
+    for ev in reversed(history):
+        if ev.candidate == digest and ev.kind == "stage.completed" and ev.stage == 1:
+            return ev.payload, ev
+    return None
+
+
+def _canary_doc(history: Sequence[RecordedEvent], digest: str, name: str) -> tuple[dict[str, Any], RecordedEvent] | None:
+    """The latest Stage 2 deploy decision: a deploy's prechecks, or a precheck refusal (stage.completed)."""
+    for ev in reversed(history):
+        if ev.candidate != digest or ev.stage != 2:
+            continue
+        if ev.kind == "stage.started":
+            return {"checks": ev.payload.get("prechecks") or [], "status": "pass"}, ev
+        if ev.kind == "stage.completed" and set(_checks_of(ev.payload)) & set(PRECHECKS):
+            return ev.payload, ev
+    return None
+
+
+def _acceptance_doc(history: Sequence[RecordedEvent], digest: str, name: str) -> tuple[dict[str, Any], RecordedEvent] | None:
+    """The latest Stage 2 acceptance document (a stage.completed that reports the acceptance gates)."""
+    for ev in reversed(history):
+        if ev.candidate == digest and ev.kind == "stage.completed" and ev.stage == 2 \
+                and set(_checks_of(ev.payload)) & set(GATE_NAMES):
+            return ev.payload, ev
+    return None
+
+
+def _gate_check(asset_def: Any, name: str, stage_label: str, find: DocFinder) -> AssetChecksDefinition:
+    @asset_check(
+        asset=asset_def,
+        name=name,
+        partitions_def=candidates_partitions,
+        blocking=True,
+        description=f"{stage_label} gate `{name}`: its status and reason in the latest stage-result document "
+                    "for this candidate in the ledger (no result, or the check missing, fails closed).",
+    )
+    def _check(context: AssetCheckExecutionContext, ledger: LedgerResource) -> AssetCheckResult:
+        key = context.op_execution_context.partition_key
+        with ledger.open() as store:
+            digest = resolve_digest(store, key)
+            history = store.read_candidate(workload_of(key), digest)
+        return gate_result(name, find(history, digest, name), stage_label)
+
+    return _check
+
+
+def gate_result(name: str, found: tuple[dict[str, Any], RecordedEvent] | None, stage_label: str) -> AssetCheckResult:
+    """The check result for ``name`` from a stage-result document (pass and waived pass; all else fails)."""
+    from railiance_ledger.domain.redaction import redact, redact_value
+
+    if found is None:
+        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,
+                                description=f"no {stage_label} result for this candidate in the ledger",
+                                metadata={"status": "missing"})
+    doc, ev = found
+    entry = _checks_of(doc).get(name)
+    if entry is None:
+        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,
+                                description=f"the {stage_label} result at ledger seq {ev.seq} does not report {name}",
+                                metadata={"status": "missing", "ledger_seq": ev.seq})
+    status = str(entry.get("status"))
+    reason = redact(str(entry.get("reason") or ""))
+    meta: dict[str, Any] = {
+        "status": MetadataValue.text(status),
+        "reason": MetadataValue.text(reason),
+        "ledger_seq": MetadataValue.int(ev.seq),
+        "ledger_hash": MetadataValue.text(ev.hash),
+    }
+    if entry.get("failure"):
+        meta["failure"] = MetadataValue.text(str(entry["failure"]))
+    if entry.get("waiver"):
+        meta["waiver"] = MetadataValue.text(str(entry["waiver"]))
+    if entry.get("evidence"):
+        meta["evidence"] = MetadataValue.json(redact_value(entry["evidence"]))
+    return AssetCheckResult(passed=status in ("pass", "waived"), severity=AssetCheckSeverity.ERROR,
+                            description=f"{status}: {reason}", metadata=meta)
+
+
+@asset_check(
+    asset=promotion_approval,
+    name="approval_in_force",
+    partitions_def=candidates_partitions,
+    blocking=True,
+    description="A stage 3 approval of this candidate is in force in the ledger (granted, not revoked since).",
+)
+def approval_in_force(context: AssetCheckExecutionContext, ledger: LedgerResource) -> AssetCheckResult:
+    """Pass when the latest stage 3 approval decision of this digest is a grant."""
+    from railiance_ledger.lifecycle.approvals import approval_state
+
+    key = context.op_execution_context.partition_key
+    with ledger.open() as store:
+        state = approval_state(store, workload_of(key), resolve_digest(store, key), 3)
+    if state.granted:
+        why = f"approved by {state.operator} at {state.granted_at} (event {state.approval_id})"
+    elif state.revoked:
+        why = f"revoked by {state.revoked_by} at {state.revoked_at}: {state.revocation_reason}"
+    else:
+        why = "no stage 3 approval recorded"
+    return AssetCheckResult(passed=state.granted, severity=AssetCheckSeverity.ERROR, description=why,
+                            metadata={"approval": MetadataValue.json(state.as_dict())})
+
+
+STAGE1_GATES = [_gate_check(stage1_validation, n, "Stage 1", _stage1_doc) for n in REQUIRED_CHECKS]
+STAGE2_GATES = [_gate_check(stage2_canary, n, "Stage 2 precheck", _canary_doc) for n in PRECHECKS]
+ACCEPTANCE_GATES = [
+    _gate_check(canary_acceptance, n, "Stage 2 acceptance", _acceptance_doc) for n in (*GATE_NAMES, "operator_approval")
+]
+GATES: list[AssetChecksDefinition] = [*STAGE1_GATES, *STAGE2_GATES, *ACCEPTANCE_GATES, approval_in_force]

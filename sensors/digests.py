@@ -1,0 +1,117 @@
+"""``new_digest_sensor``: new image digests in the registry become candidates and get a Stage 1 run."""
+
+
+from typing import Any
+
+from dagster import (
+    AssetMaterialization,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from assets.candidates import candidate, candidates_partitions, ledger_metadata
+from assets.jobs import stage1_job
+from assets.resources import AppsResource, LedgerResource, RegistryResource
+from sensors.settings import default_status, dump_cursor, interval, load_cursor
+
+NAME = "new_digest_sensor"
+
+
+@sensor(
+    name=NAME,
+    job=stage1_job,
+    minimum_interval_seconds=interval(30),
+    default_status=default_status(NAME),
+    description=(
+        "Polls the OCI registry for every workload declared under the apps directory (image.repository, "
+        "tags matching image.tag_pattern), registers each new digest as a candidate in the ledger "
+        "(source 'sensor'), adds its partition and requests Stage 1. Cursor: {workload: {tag: digest}}. "
+        "A registry outage is a skip with the reason."
+    ),
+)
+def new_digest_sensor(
+    context: SensorEvaluationContext, ledger: LedgerResource, apps: AppsResource, registry: RegistryResource
+) -> SensorResult | SkipReason:
+    """One tick: poll every declared workload concurrently, register what is new, request Stage 1."""
+    from railiance_ledger.errors import RailianceError
+    from railiance_ledger.ledger.projections import partition_key
+    from railiance_ledger.lifecycle.dagster_support import discover_workloads, poll_registry, register_polled
+
+    seen: dict[str, dict[str, str]] = load_cursor(context.cursor, {})
+    workloads, problems = discover_workloads(apps.path())
+    for problem in problems:
+        context.log.warning(problem)
+    if not workloads:
+        return SkipReason(f"no workload declared under {apps.path()}" + (f" ({'; '.join(problems)})" if problems else ""))
+    url = registry.resolved_url()
+    if not url:
+        return SkipReason("no registry configured: set RAILIANCE_REGISTRY_URL (or the registry resource's url)")
+    try:
+        with registry.open() as reg:
+            polls = poll_registry(reg, workloads, max_workers=registry.max_workers)
+    except RailianceError as exc:
+        return SkipReason(f"registry {url} could not be asked: {exc}")
+    failed = [p for p in polls if not p.ok]
+    if failed and len(failed) == len(polls):
+        return SkipReason(f"registry {url} unavailable for all {len(polls)} workload(s): {failed[0].error}")
+    for poll in failed:
+        context.log.warning(f"{poll.workload}: {poll.error} (cursor kept; retried next tick)")
+
+    known = set(context.instance.get_dynamic_partitions(candidates_partitions.name or "candidates"))
+    cursor: dict[str, dict[str, str]] = {}
+    run_requests: list[RunRequest] = []
+    new_keys: list[str] = []
+    events: list[Any] = []
+    done: set[tuple[str, str]] = set()
+    with ledger.open() as store:
+        for workload, poll in zip(workloads, polls, strict=True):
+            before = seen.get(workload.name, {})
+            if not poll.ok:
+                cursor[workload.name] = before
+                continue
+            after: dict[str, str] = {}
+            for tag, digest in sorted(poll.tags.items()):
+                after[tag] = digest
+                if before.get(tag) == digest or (workload.name, digest) in done:
+                    continue
+                try:
+                    event, created = register_polled(store=store, workload=workload, tag=tag, digest=digest,
+                                                     operator=ledger.sensor_actor)
+                except RailianceError as exc:
+                    context.log.error(f"{workload.name}:{tag} -> {digest}: not registered: {exc}")
+                    if tag in before:
+                        after[tag] = before[tag]
+                    else:
+                        del after[tag]
+                    continue
+                done.add((workload.name, digest))
+                key = partition_key(workload.name, digest)
+                if key not in known:
+                    known.add(key)
+                    new_keys.append(key)
+                if not created:
+                    context.log.info(f"{key}: {tag} -> {digest} was already registered (seq {event.seq}); no run")
+                    continue
+                context.log.info(f"{key}: new digest {digest} under tag {tag}; registered at seq {event.seq}")
+                events.append(AssetMaterialization(
+                    asset_key=candidate.key, partition=key,
+                    description=f"registered by {NAME} from tag {tag}",
+                    metadata=ledger_metadata(event.payload, [event], digest=digest,
+                                             image=str(event.payload.get("image") or "")),
+                ))
+                run_requests.append(RunRequest(
+                    partition_key=key, run_key=f"{key}:stage1",
+                    tags={"railiance/workload": workload.name, "railiance/digest": digest, "railiance/tag": tag},
+                ))
+            cursor[workload.name] = after
+    skip = None if run_requests else f"no new digest across {len(workloads)} workload(s)"
+    return SensorResult(
+        run_requests=run_requests,
+        skip_reason=skip,
+        cursor=dump_cursor(cursor),
+        dynamic_partitions_requests=[candidates_partitions.build_add_request(new_keys)] if new_keys else None,
+        asset_events=events,
+    )

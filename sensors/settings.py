@@ -1,0 +1,45 @@
+"""Sensor settings from the environment: which sensors start enabled, and how often they tick.
+
+- ``RAILIANCE_DAGSTER_SENSORS``: comma-separated sensor names that start RUNNING (``all`` for every
+  one); the rest start STOPPED and are turned on in the UI (Automation -> sensor -> toggle).
+- ``RAILIANCE_SENSOR_INTERVAL``: seconds between ticks of every sensor (default per sensor).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from dagster import DefaultSensorStatus
+
+
+def default_status(name: str) -> DefaultSensorStatus:
+    """RUNNING when ``name`` (or ``all``) is listed in ``RAILIANCE_DAGSTER_SENSORS``, else STOPPED."""
+    listed = {s.strip() for s in os.environ.get("RAILIANCE_DAGSTER_SENSORS", "").split(",") if s.strip()}
+    return DefaultSensorStatus.RUNNING if ("all" in listed or name in listed) else DefaultSensorStatus.STOPPED
+
+
+def interval(default: int) -> int:
+    """``RAILIANCE_SENSOR_INTERVAL`` seconds, else ``default``."""
+    raw = os.environ.get("RAILIANCE_SENSOR_INTERVAL", "").strip()
+    try:
+        return max(1, int(raw)) if raw else default
+    except ValueError:
+        return default
+
+
+def load_cursor(raw: str | None, default: Any) -> Any:
+    """The JSON cursor, or ``default`` when there is none or it does not parse (logged by the caller)."""
+    if not raw:
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return default
+    return value if isinstance(value, type(default)) else default
+
+
+def dump_cursor(value: Any) -> str:
+    """Canonical JSON for a cursor (sorted keys, compact)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
