@@ -35,18 +35,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
-from railiance_ledger.domain.events import EventKind, NewEvent  # noqa: E402
-from railiance_ledger.ledger.projections import rollback_target, workload_status  # noqa: E402
-from railiance_ledger.ledger.store import EventStore  # noqa: E402
-from railiance_ledger.ledger.verify import verify  # noqa: E402
+from railiance_ledger.domain.events import EventKind, NewEvent
+from railiance_ledger.ledger.projections import rollback_target, workload_status
+from railiance_ledger.ledger.store import EventStore
+from railiance_ledger.ledger.verify import verify
 
 K = EventKind
 VERIFY_BUDGET = 150_000.0
 QUERY_BUDGET_MS = 5.0
 RATIO_BUDGET = 0.5
 CANDIDATES_PER_APPEND = 5
+ROUNDS = 5
 
 
 def digest(name: str) -> str:
@@ -264,18 +265,19 @@ def bench_append(store: EventStore, n: int, result: Result) -> None:
 
     raw_run(50)
     store_run(50)  # warm up both paths (statement caches, prepared statements)
-    raw_rates, store_rates = [], []
-    for _ in range(3):  # interleave to share any drift in disk or server load
+    raw_rates, store_rates, ratios = [], [], []
+    for _ in range(ROUNDS):  # interleave short runs so both sides share any drift in disk or machine load
         raw_rates.append(raw_run(n))
         store_rates.append(store_run(n))
+        ratios.append(store_rates[-1] / raw_rates[-1])
     raw_rate, store_rate = statistics.median(raw_rates), statistics.median(store_rates)
-    ratio = store_rate / raw_rate
+    ratio = statistics.median(ratios)
     ok = "OK" if ratio >= RATIO_BUDGET else "MISSED"
     result.put("raw_insert_per_s", round(raw_rate), f"raw Core single-row insert per transaction: {raw_rate:,.0f}/s")
     result.put("append_one_per_s", round(store_rate),
                f"EventStore.append_one (rule-checked canary.sample): {store_rate:,.0f}/s")
     result.put("append_ratio", round(ratio, 3), f"ratio append/raw: {ratio:.2f} (budget >= {RATIO_BUDGET}: {ok}; "
-               f"median of 3 interleaved runs of {n})")
+               f"median over {ROUNDS} interleaved rounds of {n}; per-round {', '.join(f'{r:.2f}' for r in ratios)})")
 
     batches = max(5, n // 100)
     notes = [NewEvent(stream="bench-batch", kind=K.NOTE_POSTED, actor="bench", payload={"i": i}) for i in range(100)]
@@ -316,15 +318,15 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--workloads", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--appends", type=int, default=1000, help="single-event transactions per timed run")
-    parser.add_argument("--quick", action="store_true", help="100,000 events, 100 workloads, 300 appends")
+    parser.add_argument("--appends", type=int, default=400, help="single-event transactions per timed round")
+    parser.add_argument("--quick", action="store_true", help="100,000 events, 100 workloads, 200 appends per round")
     parser.add_argument("--pg-url", default=os.environ.get("RAILIANCE_BENCH_PG_URL",
                                                            "postgresql://postgres@127.0.0.1:5432/test"),
                         help="admin database; the bench creates and drops its own database")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON at the end")
     args = parser.parse_args()
     if args.quick:
-        args.events, args.workloads, args.appends = 100_000, 100, 300
+        args.events, args.workloads, args.appends = 100_000, 100, 200
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"SQLAlchemy {sa.__version__}; events {args.events:,}, workloads {args.workloads:,}")
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]

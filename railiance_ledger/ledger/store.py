@@ -342,15 +342,15 @@ class EventStore:
             with self._pipeline(raw):
                 if sql.begin is not None:
                     raw.execute(sql.begin)  # SQLite: take the write lock now
+                cur = raw.cursor()
                 if sql.lock is not None:
-                    raw.cursor().execute(sql.lock, (ADVISORY_LOCK_KEY,))  # PostgreSQL: serialize appends
-                head_cur = raw.cursor()
-                head_cur.execute(sql.head, (stream,))
+                    cur.execute(sql.lock, (ADVISORY_LOCK_KEY,))  # PostgreSQL: serialize appends
+                cur.execute(sql.head, (stream,))  # runs after the lock: a fresh READ COMMITTED snapshot
                 hist_cur = None
                 if first_candidate is not None:
                     hist_cur = raw.cursor()
                     hist_cur.execute(sql.history, (stream, first_candidate) * len(RULE_HISTORY_KINDS))
-                seq, prev, current = self._head(head_cur.fetchone())
+                seq, prev, current = self._head(cur.fetchone())
                 histories: dict[str, list[_HistoryEvent]] = {}
                 if hist_cur is not None and first_candidate is not None:
                     histories[first_candidate] = self._history_rows(first_candidate, hist_cur.fetchall())
@@ -383,7 +383,7 @@ class EventStore:
                     ))
                     prev = digest
                 # Queued in the pipeline: on PostgreSQL the insert travels with the pipeline's closing sync.
-                raw.cursor().executemany(sql.insert, rows)
+                cur.executemany(sql.insert, rows)
             raw.commit()
         return rows
 
