@@ -116,7 +116,7 @@ def test_cli_action_is_mirrored_into_the_event_log(dagster_dev_env: DevEnv) -> N
     env = dagster_dev_env
     digest = "sha256:" + "cd" * 32
     app = env.apps_dir / "cli-web"
-    out = subprocess.run(
+    out = subprocess.run(  # noqa: PLW1510 - the return code is asserted below
         [sys.executable, "-m", "railiance_ledger.cli", "--ledger", env.ledger_url, "candidate", "add", str(app),
          "--image", f"registry.local/{env.repositories['cli-web']}@{digest}", "--operator", "carol"],
         capture_output=True, text=True, timeout=60,
