@@ -9,7 +9,9 @@ each is one short service call, so a subprocess per step would only add latency.
 - ``observe``: ``canary_acceptance`` (observation window) and its acceptance gates.
 - ``approve``: ``promotion_approval``; config ``operator`` (required), ``stage`` (default 3).
 - ``promote``: ``stage3_promotion``.
-- ``rollback`` (not partitioned): config ``workload``, ``reason``, ``operator``, optional ``candidate``.
+- ``rollback`` (not partitioned): config ``workload``, ``reason``, ``operator``, optional ``candidate``
+  (``lifecycle.rollback.rollback``: the open Stage 2 canary is removed, else production returns to the
+  previous stable; a run requested by the canary guard acts only while that candidate's canary is open).
 - ``lineage`` (not partitioned): each workload's stable history and rollback target, as ``railiance lineage``.
 """
 
@@ -33,14 +35,20 @@ from dagster import (
 from pydantic import Field
 
 from assets.candidates import candidate, candidates_partitions
-from assets.resources import AppsResource, HelmResource, KubeResource, LedgerResource
+from assets.resources import (
+    AppsResource,
+    HelmResource,
+    KubeResource,
+    LedgerResource,
+    StateHubResource,
+    http_client,
+)
 from assets.stages import (
     canary_acceptance,
     promotion_approval,
     stage1_validation,
     stage2_canary,
     stage3_promotion,
-    stage3_service,
 )
 
 
@@ -77,14 +85,15 @@ class RollbackConfig(Config):
     candidate: str = Field(default="", description="Optional: the candidate (partition key) whose canary triggered it.")
 
 
-@op(description="Roll the workload back: remove the open Stage 2 canary, or (Stage 3) return to the rollback target.")
+@op(description="Roll the workload back with lifecycle.rollback: remove the open Stage 2 canary, or return "
+                 "production to the previous stable (verified), as `railiance rollback`.")
 def rollback_workload(context: OpExecutionContext, config: RollbackConfig, ledger: LedgerResource, apps: AppsResource,
-             kube: KubeResource, helm: HelmResource) -> Output[dict[str, Any]]:
-    """Stage 2: ``stage2.remove_canary`` of the open canary. After promotion: the Stage 3 service's rollback."""
+                      kube: KubeResource, helm: HelmResource, statehub: StateHubResource) -> Output[dict[str, Any]]:
+    """``lifecycle.rollback.rollback``; a guard-triggered run (``candidate`` set) whose canary is no longer open does nothing."""
     from railiance_ledger.errors import RailianceError
     from railiance_ledger.ledger.projections import partition_key
     from railiance_ledger.lifecycle.dagster_support import find_workload, open_canary
-    from railiance_ledger.lifecycle.stage2 import remove_canary
+    from railiance_ledger.lifecycle.rollback import rollback
 
     actor = config.operator.strip() or ledger.actor
     try:
@@ -93,45 +102,41 @@ def rollback_workload(context: OpExecutionContext, config: RollbackConfig, ledge
         raise Failure(description=str(exc)) from exc
     with ledger.open() as store:
         canary = open_canary(store.read_stream(workload.name))
-        if canary is not None and canary.candidate:
-            key = partition_key(workload.name, canary.candidate)
-            try:
-                kube_client = kube.build()
-                events = remove_canary(store=store, decl=workload.decl, operator=actor, kube=kube_client,
-                                       helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
-                                       reason=config.reason)
-            except RailianceError as exc:
-                raise Failure(description=f"rollback of the Stage 2 canary {key} failed: {exc}") from exc
-            seqs = ",".join(str(e.seq) for e in events)
-            context.log_event(AssetObservation(
-                asset_key=stage2_canary.key, partition=key,
-                metadata={"rollback": MetadataValue.text(config.reason), "ledger_seqs": MetadataValue.text(seqs),
-                          "ledger_seq": MetadataValue.int(events[-1].seq), "ledger_hash": MetadataValue.text(events[-1].hash)},
-            ))
-            return Output({"rolled_back": key, "events": [e.kind for e in events]},
-                          metadata={"partition": key, "ledger_seqs": seqs})
-        if config.candidate:
-            context.log.info(f"no Stage 2 canary of {workload.name} is open (already closed or rolled back); "
-                             f"nothing to do for {config.candidate}")
+        open_key = partition_key(workload.name, canary.candidate) if canary is not None and canary.candidate else None
+        if config.candidate and open_key != config.candidate:
+            context.log.info(f"the Stage 2 canary of {config.candidate} is no longer open (closed or rolled back "
+                             "already); nothing to do")
             return Output({"rolled_back": None}, metadata={"note": "canary already closed"})
-        service = stage3_service()
-        stage3_rollback = getattr(service, "rollback", None) if service is not None else None
-        if stage3_rollback is None:
-            raise Failure(description=(
-                f"no Stage 2 canary of {workload.name} is open, and a production rollback (Stage 3) is not available "
-                "yet: the lifecycle Stage 3 service has not landed. Nothing was changed."
-            ))
         try:
-            outcome = stage3_rollback(store=store, decl=workload.decl, operator=actor, kube=kube.build(),
-                                      helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
-                                      reason=config.reason)
-        except (RailianceError, TypeError) as exc:
-            raise Failure(description=f"production rollback of {workload.name} failed: {exc}") from exc
-        return Output({"rolled_back": workload.name, "outcome": str(outcome)})
+            kube_client = kube.build()
+            with statehub.open() as hub, http_client() as http:
+                outcome = rollback(store=store, decl=workload.decl, operator=actor, kube=kube_client,
+                                   helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context), http=http,
+                                   reason=config.reason, statehub=hub, automatic=bool(config.candidate))
+        except RailianceError as exc:
+            raise Failure(description=f"rollback of {workload.name} failed: {exc}") from exc
+    events = list(getattr(outcome, "events", []) or [])
+    seqs = ",".join(str(e.seq) for e in events)
+    observed = [e for e in events if e.candidate]
+    if observed:
+        key = partition_key(workload.name, str(observed[-1].candidate))
+        asset = stage2_canary if open_key is not None else stage3_promotion
+        context.log_event(AssetObservation(
+            asset_key=asset.key, partition=key,
+            metadata={"rollback": MetadataValue.text(config.reason), "ledger_seqs": MetadataValue.text(seqs),
+                      "ledger_seq": MetadataValue.int(events[-1].seq), "ledger_hash": MetadataValue.text(events[-1].hash)},
+        ))
+    document = getattr(outcome, "document", None) or {}
+    exit_code = int(getattr(outcome, "exit_code", 0) or 0)
+    if exit_code != 0:
+        raise Failure(description=f"rollback of {workload.name} did not complete: {document.get('status') or exit_code}",
+                      metadata={"document": MetadataValue.json(document), "ledger_seqs": seqs})
+    return Output({"workload": workload.name, "document": document},
+                  metadata={"document": MetadataValue.json(document), "ledger_seqs": seqs})
 
 
 @job(name="rollback", executor_def=in_process_executor,
-     description="Roll a workload back (Stage 2 canary removal now; Stage 3 rollback once it lands).")
+     description="Roll a workload back: remove the open Stage 2 canary, or return production to the previous stable.")
 def rollback_job() -> None:
     """The ``rollback`` job."""
     rollback_workload()

@@ -53,10 +53,7 @@ from railiance_ledger.domain.canary import GATE_NAMES
 from railiance_ledger.domain.events import RecordedEvent
 from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
 from railiance_ledger.lifecycle.stage2 import PRECHECKS
-
-STAGE3_MODULES = ("railiance_ledger.lifecycle.stage3", "railiance_ledger.lifecycle.promotion")
-"""Where the Stage 3 service (promote, rollback) is looked for; the first that imports wins."""
-
+from railiance_ledger.lifecycle.stage3 import PRECHECKS as STAGE3_PRECHECKS
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -269,59 +266,49 @@ def promotion_approval(
     ))
 
 
-def stage3_service() -> Any | None:
-    """The Stage 3 lifecycle module (promote, rollback) once it has landed, else ``None``."""
-    import importlib
-
-    for name in STAGE3_MODULES:
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    return None
-
-
 @asset(
     partitions_def=candidates_partitions,
     deps=[promotion_approval],
     group_name=GROUP,
     kinds={"kubernetes"},
     description=(
-        "Stage 3 production promotion (lifecycle Stage 3 promote): the candidate becomes the stable version; "
-        "the materialization carries the result and the workload's lineage (rollback target, as `railiance lineage`)."
+        "Stage 3 production promotion (lifecycle.stage3.promote): six prechecks first, then the stable release "
+        "replaced by the candidate pinned by digest, routing read back, smoke checks, automatic rollback on "
+        "failure. The materialization carries the result and the workload's lineage (rollback target, as "
+        "`railiance lineage`)."
     ),
 )
 def stage3_promotion(
     context: AssetExecutionContext, config: StageConfig, ledger: LedgerResource, apps: AppsResource,
     kube: KubeResource, helm: HelmResource, statehub: StateHubResource,
 ) -> MaterializeResult:
-    """Promote the partition's candidate to production, when the Stage 3 service is available."""
+    """Promote the partition's candidate to production (or record why the prechecks refused)."""
     from railiance_ledger.errors import RailianceError
     from railiance_ledger.ledger.projections import lineage
+    from railiance_ledger.lifecycle.stage3 import promote
 
-    service = stage3_service()
-    promote = getattr(service, "promote", None) if service is not None else None
-    if promote is None:
-        raise Failure(description=(
-            "Stage 3 promotion is not available yet: the lifecycle Stage 3 service (promote) has not landed "
-            f"(looked for {', '.join(STAGE3_MODULES)}). Nothing was recorded."
-        ))
     key = context.partition_key
+    try:
+        kube_client = kube.build()
+    except RailianceError as exc:
+        raise Failure(description=f"Stage 3 needs a Kubernetes cluster: {exc}") from exc
     with ledger.open() as store:
         target = resolve_target(store, apps, key)
         check_candidate_matches(key, target.digest, config.candidate)
         try:
-            kube_client = kube.build()
             with statehub.open() as hub, http_client() as http:
                 outcome = promote(store=store, decl=target.workload.decl, operator=_actor(config, ledger),
                                   kube=kube_client, helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
                                   http=http, statehub=hub, image=target.image)
-        except (RailianceError, TypeError) as exc:
+        except RailianceError as exc:
             raise _fail_from(exc) from exc
         lin = lineage(store, target.workload.name).as_dict()
+    for warning in outcome.warnings:
+        context.log.warning(warning)
     return MaterializeResult(metadata=ledger_metadata(
-        getattr(outcome, "document", None), getattr(outcome, "events", []), digest=target.digest, image=target.image,
-        extra={"lineage": lin, "rollback_target": lin.get("rollback_target") or {}},
+        outcome.document, outcome.events, digest=target.digest, image=target.image,
+        extra={"lineage": lin, "rollback_target": lin.get("rollback_target") or {},
+               "rolled_back": MetadataValue.bool(bool(outcome.rolled_back))},
     ))
 
 
@@ -362,6 +349,14 @@ def _acceptance_doc(history: Sequence[RecordedEvent], digest: str, name: str) ->
     for ev in reversed(history):
         if ev.candidate == digest and ev.kind == "stage.completed" and ev.stage == 2 \
                 and set(_checks_of(ev.payload)) & set(GATE_NAMES):
+            return ev.payload, ev
+    return None
+
+
+def _stage3_doc(history: Sequence[RecordedEvent], digest: str, _name: str) -> tuple[dict[str, Any], RecordedEvent] | None:
+    """The latest Stage 3 stage-result document of ``digest``."""
+    for ev in reversed(history):
+        if ev.candidate == digest and ev.kind == "stage.completed" and ev.stage == 3:
             return ev.payload, ev
     return None
 
@@ -446,4 +441,5 @@ STAGE2_GATES = [_gate_check(stage2_canary, n, "Stage 2 precheck", _canary_doc) f
 ACCEPTANCE_GATES = [
     _gate_check(canary_acceptance, n, "Stage 2 acceptance", _acceptance_doc) for n in (*GATE_NAMES, "operator_approval")
 ]
-GATES: list[AssetChecksDefinition] = [*STAGE1_GATES, *STAGE2_GATES, *ACCEPTANCE_GATES, approval_in_force]
+STAGE3_GATES = [_gate_check(stage3_promotion, n, "Stage 3 precheck", _stage3_doc) for n in STAGE3_PRECHECKS]
+GATES: list[AssetChecksDefinition] = [*STAGE1_GATES, *STAGE2_GATES, *ACCEPTANCE_GATES, approval_in_force, *STAGE3_GATES]

@@ -18,7 +18,6 @@ from dagster import (
 from assets.candidates import candidates_partitions
 from assets.jobs import canary_job, observe_job, promote_job, rollback_job
 from assets.resources import AppsResource, LedgerResource
-from assets.stages import stage3_service
 from sensors.settings import default_status, dump_cursor, interval, load_cursor
 
 GATE = "stage_gate_sensor"
@@ -56,9 +55,7 @@ def stage_gate_sensor(context: SensorEvaluationContext, ledger: LedgerResource, 
         events = list(store.read_all(after_seq=after, limit=BATCH))
         if not events:
             return SkipReason(f"no ledger events after seq {after}")
-        service = stage3_service()
-        go, held = next_stage_requests(store, events, _decls(apps, context),
-                                       promote_available=getattr(service, "promote", None) is not None)
+        go, held = next_stage_requests(store, events, _decls(apps, context))
     known = set(context.instance.get_dynamic_partitions(candidates_partitions.name or "candidates"))
     missing = sorted({n.partition_key for n in go} - known)
     for h in held:

@@ -137,18 +137,36 @@ def test_candidate_config_guard_refuses_another_partition(dagster_env: DagsterEn
     assert before == len(_events(dagster_env))
 
 
-def test_promote_is_not_available_yet_with_a_clear_message(dagster_env: DagsterEnv, registry_helper: Any) -> None:
-    """Until the Stage 3 service lands, the promote job fails saying so, and records nothing."""
-    from assets.stages import stage3_promotion, stage3_service
+def test_promote_without_a_cluster_fails_clearly_and_records_nothing(dagster_env: DagsterEnv,
+                                                                    registry_helper: Any) -> None:
+    """The promote job needs a Kubernetes cluster: without a loadable kubeconfig the run fails saying so,
+    before anything is appended to the ledger."""
+    from assets.stages import stage3_promotion
 
-    if stage3_service() is not None:
-        pytest.skip("the Stage 3 service has landed")
     key, _digest = _registered_key(dagster_env, registry_helper)
+    before = len(_events(dagster_env))
+
     result = materialize([stage3_promotion], partition_key=key, resources=dagster_env.resources(),
                          instance=dagster_env.instance, raise_on_error=False)
+
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "not available yet" in str(failure.event_specific_data.error.message) or \
-        "not available yet" in str(failure.event_specific_data)
+    assert "Stage 3 needs a Kubernetes cluster" in str(failure.event_specific_data.error.message)
+    assert before == len(_events(dagster_env))
+
+
+def test_rollback_job_requested_by_guard_does_nothing_once_canary_closed(dagster_env: DagsterEnv) -> None:
+    """A guard-requested rollback whose candidate's canary is no longer open succeeds without touching anything."""
+    from definitions import build_definitions
+
+    before = len(_events(dagster_env))
+    job = build_definitions(dagster_env.resources()).get_job_def("rollback")
+
+    result = job.execute_in_process(instance=dagster_env.instance, run_config={"ops": {"rollback_workload": {"config": {
+        "workload": "hello-web", "reason": "canary guard: approval revoked", "candidate": "hello-web@0123456789ab"}}}})
+
+    assert result.success
+    assert {"rolled_back": None} == result.output_for_node("rollback_workload")
+    assert before == len(_events(dagster_env))
 
 
 def test_lineage_job_agrees_with_projection(dagster_env: DagsterEnv) -> None:

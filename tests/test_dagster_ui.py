@@ -47,7 +47,7 @@ def _skip_onboarding(page: Any) -> None:
     try:
         button.wait_for(timeout=2500)
         button.click()
-    except Exception:  # noqa: BLE001 - the dialog only shows once per instance
+    except Exception:  # noqa: BLE001, S110 - the dialog only shows once per instance
         pass
 
 
