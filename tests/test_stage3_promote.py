@@ -413,3 +413,28 @@ def test_promote_backup_posture_must_be_current_for_stateful_workloads(stage3_en
     out = env.promote(v1)
     assert 0 == out.exit_code, failed(out.document)
     assert "600s old" in check(out.document, "backup_posture_current")["reason"]
+
+
+def test_promote_gateway_api_weighted_canary_shifts_then_replaces(stage3_env: Stage3Env) -> None:
+    """Gateway API: the HTTPRoute sends 100% to the canary, then the stable release takes over and the
+    route is back to the stable service only."""
+    env = stage3_env
+    env.sub(r'^provider = "ingress-nginx"', 'provider = "gateway-api"')
+    v1 = env.through_stage2("v1.0.0")
+    out = env.promote(v1)
+    assert 0 == out.exit_code, failed(out.document)
+    shifted = next(e for e in env.events(EventKind.ROUTING_CHANGED) if e.stage == 3)
+    assert (100, "weighted traffic shifted to the candidate") == (shifted.payload["weight"], shifted.payload["action"])
+    route = env.emulator.get("httproutes", NS, "hello-web")
+    assert route is None or {"hello-web"} == {b["name"] for r in route["spec"]["rules"] for b in r["backendRefs"]}
+    assert env.live_image() == v1
+
+
+def test_promote_refuses_routing_strategy_it_cannot_roll_back(stage3_env: Stage3Env) -> None:
+    """strategy routing would only re-apply routing objects after a release replacement: refused up front."""
+    env = stage3_env
+    env.sub(r'^strategy = "helm-revision"', 'strategy = "routing"')
+    v1 = env.through_stage2("v1.0.0")
+    out = env.promote(v1)
+    assert ["rollback_available"] == failed(out.document)
+    assert env.live_image() == env.stable0

@@ -184,7 +184,7 @@ def clean_object(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 def split_docs(text: str) -> list[dict[str, Any]]:
     """The mappings of a multi-document YAML text."""
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
 
@@ -396,13 +396,14 @@ def restore_stable(*, decl: Declaration, kube: KubeLike, helm: HelmLike, target:
                     [f"no Helm revision and no stored manifests recorded for {target.text}"], cleanup)
     if strategy == "helm-revision":
         action = f"helm rollback {release} {target.helm_revision} --namespace {ns}"
-        try:
-            rollback_fn = getattr(helm, "rollback")
-            rollback_fn(release=release, namespace=ns, revision=target.helm_revision, wait=True)
-        except AdapterError as exc:
-            failures.append(f"{action} failed: {exc.reason}")
-        except AttributeError:
+        rollback_fn = getattr(helm, "rollback", None)
+        if rollback_fn is None:
             failures.append("the Helm adapter cannot roll back releases")
+        else:
+            try:
+                rollback_fn(release=release, namespace=ns, revision=target.helm_revision, wait=True)
+            except AdapterError as exc:
+                failures.append(f"{action} failed: {exc.reason}")
     elif strategy == "digest-and-values":
         if not target.manifests_sha256:
             return (f"re-apply stored manifests of {target.text}",
@@ -686,15 +687,16 @@ def _complete(*, store: EventStore, decl: Declaration, operator: str, plan: _Pla
                           f"{verification['manifests'].get('detail', 'not compared')}.\n"
                           f"Remaining cleanup: {'; '.join(cleanup) or 'none'}.\n"
                           f"Candidate {plan.leaving_image or plan.leaving_digest}: {FATE_TEXT[fate]}."))
+    phase = "rolled-back" if ok else "verification-failed"
     doc = {
-        "kind": "railiance.rollback/v1", "workload": workload, "phase": "rolled-back" if ok else "verification-failed",
+        "kind": "railiance.rollback/v1", "workload": workload, "phase": phase,
         "status": "pass" if ok else "fail", **{k: payload[k] for k in (
             "symptom", "action", "strategy", "from_stable", "final_stable", "final_image", "remaining_cleanup",
             "candidate_disposition", "verification", "failures")},
         "rollback_target": target.as_dict(), "statehub_note": note_id,
         "ledger": {"seq": done.seq, "hash": done.hash},
     }
-    return RollbackOutcome(document=doc, exit_code=0 if ok else 1, phase=doc["phase"], events=events,
+    return RollbackOutcome(document=doc, exit_code=0 if ok else 1, phase=phase, events=events,
                            warnings=warnings)
 
 

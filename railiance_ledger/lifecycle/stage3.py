@@ -309,7 +309,7 @@ def _routing_snapshot(kube: KubeLike, decl: Declaration, namespace: str) -> list
 
 def _snapshot_live(kube: KubeLike, ctx: _Ctx) -> str | None:
     """Store the live objects the production release renders (the pre-ledger stable) in the content store."""
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     from railiance_ledger.lifecycle.stage2 import store_manifests
 
@@ -387,7 +387,7 @@ def _backup_age(text: str, now: datetime) -> int | None:
     m = _LAST.search(text)
     if m:
         try:
-            ts = datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+            ts = datetime.fromisoformat(m.group(1))
         except ValueError:
             return None
         if ts.tzinfo is None:
@@ -492,11 +492,14 @@ def _check_rollback(ctx: _Ctx) -> Check:
                       f"strategy helm-revision but release {ctx.namespace}/{ctx.release} has no deployed revision")
     if rbk.strategy == "digest-and-values" and not prev.manifests_sha256:
         return _check("rollback_available", False, f"strategy digest-and-values but no manifests are stored for {prev.text}")
-    if rbk.strategy == "routing" and not prev.routing_snapshot:
-        return _check("rollback_available", False, "strategy routing but no production routing objects were found")
+    if rbk.strategy == "routing":
+        return _check("rollback_available", False,
+                      "strategy routing rolls back by re-applying the previous routing objects, which only undoes a "
+                      "routing-switch promotion; promote replaces the stable release (routing-switch promotion is not "
+                      "implemented yet), so this rollback could not restore the previous stable. Declare "
+                      "helm-revision or digest-and-values")
     how = {"helm-revision": f"helm rollback {ctx.release} {prev.helm_revision}",
-           "digest-and-values": f"re-apply manifests sha256:{prev.manifests_sha256}",
-           "routing": "re-apply the previous routing objects"}[rbk.strategy]
+           "digest-and-values": f"re-apply manifests sha256:{prev.manifests_sha256}"}[rbk.strategy]
     return _check("rollback_available", True,
                   f"`{rbk.command or 'railiance rollback ' + ctx.workload}` ({how}); verification {rbk.verification}")
 
@@ -527,7 +530,7 @@ def _ingress_services(obj: Mapping[str, Any], host: str | None) -> set[str]:
 
 def _route_services(obj: Mapping[str, Any], host: str | None) -> dict[str, float]:
     spec = obj.get("spec") or {}
-    if host and spec.get("hostnames") and host not in spec.get("hostnames"):
+    if host and spec.get("hostnames") and host not in (spec.get("hostnames") or []):
         return {}
     out: dict[str, float] = {}
     for rule in spec.get("rules") or []:
@@ -562,10 +565,10 @@ def production_routing(kube: KubeLike, decl: Declaration, *, namespace: str, ima
     if kube.has_api(group="gateway.networking.k8s.io", version="v1", kind="HTTPRoute"):
         for obj in kube.list(api_version=GATEWAY_GV, kind="HTTPRoute", namespace=namespace):
             name = f"HTTPRoute/{obj['metadata']['name']}"
-            services = _route_services(obj, host)
-            if canary_service and (services.get(canary_service, 0) > 0 or f"mirror:{canary_service}" in services):
+            weights = _route_services(obj, host)
+            if canary_service and (weights.get(canary_service, 0) > 0 or f"mirror:{canary_service}" in weights):
                 canary_left.append(name)
-            elif services.get(stable, 0) > 0:
+            elif weights.get(stable, 0) > 0:
                 serving.append(name)
     svc = kube.get(api_version="v1", kind="Service", namespace=namespace, name=stable)
     selector = ((svc or {}).get("spec") or {}).get("selector") or {}
