@@ -55,14 +55,16 @@ def _text(page: Any) -> str:
     return str(page.inner_text("body"))
 
 
-def _wait_text(page: Any, needle: str, timeout: float = 30.0) -> str:
+def _wait_text(page: Any, needle: str | list[str], timeout: float = 30.0) -> str:
+    """The page text once every needle is on it (the UI renders lists after their headings)."""
+    needles = [needle] if isinstance(needle, str) else list(needle)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = _text(page)
-        if needle in text:
+        if all(n in text for n in needles):
             return text
         page.wait_for_timeout(500)
-    raise AssertionError(f"{needle!r} not on {page.url}:\n{_text(page)[:3000]}")
+    raise AssertionError(f"{needles!r} not all on {page.url}:\n{_text(page)[:3000]}")
 
 
 def _launch_approval(page: Any, base: str, key: str, operator: str, shot: str) -> str:
@@ -124,7 +126,7 @@ def test_operator_finds_candidate_and_gates_then_approves_from_launchpad(dagster
             assert "pass" in text and "ledger_hash" in text
 
             page.goto(f"{base}/assets/stage1_validation?view=checks")
-            text = _wait_text(page, "Checks (8)")
+            text = _wait_text(page, ["Checks (8)", *REQUIRED_CHECKS])
             page.screenshot(path=str(SHOTS / "2-stage1-checks.png"), full_page=True)
             assert all(name in text for name in REQUIRED_CHECKS)
             assert "Succeeded" in text and "Failed" not in text.split("Checks (8)")[1][:1500]
