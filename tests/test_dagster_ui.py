@@ -120,7 +120,7 @@ def test_operator_finds_candidate_and_gates_then_approves_from_launchpad(dagster
 
             page.goto(f"{base}/assets/stage1_validation?view=partitions&partition={quote(key)}")
             _skip_onboarding(page)
-            text = _wait_text(page, "ledger_seq")
+            text = _wait_text(page, ["ledger_seq", key, digest, "Materialized", "ledger_hash"])
             page.screenshot(path=str(SHOTS / "1-stage1-partition.png"), full_page=True)
             assert key in text and digest in text and "Materialized" in text
             assert "pass" in text and "ledger_hash" in text
