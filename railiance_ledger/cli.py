@@ -47,6 +47,8 @@ G = Globals()
 
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
 OperatorOpt = typer.Option(None, "--operator", help="Who is acting (else RAILIANCE_OPERATOR, else login name).")
+AppDirArg = typer.Argument(..., help="Workload directory containing railiance/app.toml.")
+ImageOpt = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the newest registered).")
 
 
 @app.callback()
@@ -173,7 +175,7 @@ def _not_available(command: str, issue: str) -> NoReturn:
 
 @app.command()
 def validate(
-    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    app_dir: Path = AppDirArg,
     runbook: Optional[Path] = typer.Option(None, "--runbook", help="Write the operator runbook listing missing fields."),
     json_out: bool = JsonOpt,
 ) -> None:
@@ -229,7 +231,7 @@ def validate(
 
 @candidate_app.command("add")
 def candidate_add(
-    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    app_dir: Path = AppDirArg,
     image: str = typer.Option(..., "--image", help="REPOSITORY@sha256:<64 hex>; a tag alone is refused."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Source commit (else read from the work tree)."),
     operator: Optional[str] = OperatorOpt,
@@ -260,8 +262,8 @@ def candidate_add(
 
 @app.command()
 def run(
-    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
-    image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the newest)."),
+    app_dir: Path = AppDirArg,
+    image: Optional[str] = ImageOpt,
     skip_check: list[str] = typer.Option([], "--skip-check", help="Skip a declared local check (needs a waiver)."),
     operator: Optional[str] = OperatorOpt,
     json_out: bool = JsonOpt,
@@ -288,10 +290,10 @@ def run(
 
 @app.command()
 def waive(
-    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    app_dir: Path = AppDirArg,
     gate: str = typer.Option(..., "--gate", help="Gate (check) name, e.g. source_revision_identified."),
     reason: str = typer.Option(..., "--reason", help="Why the gate is waived (recorded, redacted)."),
-    image: Optional[str] = typer.Option(None, "--image", help="Candidate (else the newest registered)."),
+    image: Optional[str] = ImageOpt,
     stage: Optional[int] = typer.Option(None, "--stage", help="Stage the waiver applies to."),
     operator: Optional[str] = OperatorOpt,
     json_out: bool = JsonOpt,
@@ -369,9 +371,9 @@ def _render_stage2(outcome: Any, *, as_json: bool) -> None:
 
 @app.command()
 def deploy(
-    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    app_dir: Path = AppDirArg,
     stage: int = typer.Option(..., "--stage", help="Only Stage 2 (canary) is deployed by this command."),
-    image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the newest)."),
+    image: Optional[str] = ImageOpt,
     kubeconfig: Optional[str] = KubeconfigOpt,
     context: Optional[str] = ContextOpt,
     operator: Optional[str] = OperatorOpt,
@@ -404,7 +406,7 @@ def deploy(
 
 @app.command()
 def observe(
-    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    app_dir: Path = AppDirArg,
     image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the deployed one)."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Stop after N samples (resume later)."),
     kubeconfig: Optional[str] = KubeconfigOpt,
@@ -427,7 +429,7 @@ def observe(
                 outcome = stage2.observe_canary(
                     store=_store(), decl=decl, operator=_actor(operator), kube=ad.kube, metrics=ad.metrics,
                     http=ad.http, helm=ad.helm, statehub=ad.statehub, image=image, on_progress=progress_cb,
-                    max_samples=max_samples,
+                    max_samples=max_samples, ingress_url=ad.ingress_url,
                 )
         finally:
             finish()
@@ -457,9 +459,9 @@ def _progress_bar(*, enabled: bool) -> tuple[Any, Any]:
 
 @app.command()
 def approve(
-    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    app_dir: Path = AppDirArg,
     stage: Optional[int] = typer.Option(None, "--stage", help="Stage being approved (2 canary, 3 promotion)."),
-    image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the newest)."),
+    image: Optional[str] = ImageOpt,
     window: Optional[str] = typer.Option(None, "--window", help="Observation window, e.g. 1h (else the declared one)."),
     rollback_target: Optional[str] = typer.Option(None, "--rollback-target", help="Pinned image or manual recovery text."),
     waive: list[str] = typer.Option([], "--waive", help="GATE=REASON waived by this approval (repeatable)."),
@@ -516,10 +518,10 @@ def _report_noted(event: Any, summary: str, *, as_json: bool) -> None:
 
 @app.command()
 def exception(
-    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
+    app_dir: Path = AppDirArg,
     skip_stage: int = typer.Option(..., "--skip-stage", help="The stage to skip (1 or 2)."),
     reason: str = typer.Option(..., "--reason", help="Why delaying would increase production risk."),
-    image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the newest)."),
+    image: Optional[str] = ImageOpt,
     operator: Optional[str] = OperatorOpt,
     json_out: bool = JsonOpt,
 ) -> None:
@@ -542,8 +544,8 @@ def exception(
 
 @app.command()
 def readiness(
-    app_dir: Path = typer.Argument(..., help="Workload directory containing railiance/app.toml."),
-    image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the newest)."),
+    app_dir: Path = AppDirArg,
+    image: Optional[str] = ImageOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Answer the spec's readiness questions from the declaration and the ledger (exit 1 while any is missing)."""
