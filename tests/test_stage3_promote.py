@@ -278,9 +278,6 @@ def test_stage2_approval_revoked_mid_window_rolls_back(stage3_env: Stage3Env) ->
     assert env.live_image() == v1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stage2._rollback records final_stable as the image text, not the digest, so the lineage projection "
-    "pops every stable (reported to the Stage 2 owner; remove this mark once final_stable is the digest)"))
 def test_rollback_of_stage2_canary_keeps_the_stable_lineage(stage3_env: Stage3Env) -> None:
     """``rollback`` while a canary is observed removes the canary; the stable lineage is unchanged."""
     env = stage3_env

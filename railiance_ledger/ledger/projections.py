@@ -369,11 +369,14 @@ class _Stack:
         self.stack.append(len(self.records) - 1)
 
     def rollback(self, row: Any, payload: dict[str, Any]) -> None:
-        seq, event_id, _kind, candidate, _stage, actor, recorded_at = row[:7]
+        seq, event_id, _kind, candidate, stage, actor, recorded_at = row[:7]
         final = payload.get("final_stable")
         from_stable = self.records[self.stack[-1]].digest if self.stack else None
         if candidate:
             self.rolled_back_digests.add(candidate)
+        if stage == 2:
+            # A Stage 2 rollback removes a canary; stable production never changed, so neither does lineage.
+            final = from_stable
         if final is None:
             popped, self.stack = self.stack, []
         else:
