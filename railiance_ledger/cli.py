@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
@@ -38,9 +40,9 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_LEDGER = 0, 1, 2, 3
 
 @dataclass
 class Globals:
-    ledger: Optional[str] = None
+    ledger: str | None = None
     json: bool = False
-    operator: Optional[str] = None
+    operator: str | None = None
 
 
 G = Globals()
@@ -53,11 +55,11 @@ ImageOpt = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (
 
 @app.callback()
 def _main(
-    ledger: Optional[str] = typer.Option(
+    ledger: str | None = typer.Option(
         None, "--ledger", help="Ledger URL (else RAILIANCE_LEDGER_URL, else sqlite:///$RAILIANCE_HOME/ledger.db)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
-    operator: Optional[str] = typer.Option(None, "--operator", help="Who is acting."),
+    operator: str | None = typer.Option(None, "--operator", help="Who is acting."),
 ) -> None:
     """Railiance Ledger: gated, evidence-recording promotion of workloads."""
     G.ledger, G.json, G.operator = ledger, json_out, operator
@@ -125,7 +127,7 @@ def _store() -> EventStore:
     return EventStore.open(config.ledger_url(G.ledger))
 
 
-def _actor(flag: Optional[str]) -> str:
+def _actor(flag: str | None) -> str:
     from railiance_ledger import config
 
     return config.operator(flag or G.operator)
@@ -165,18 +167,13 @@ def _render_stage_result(doc: dict[str, Any]) -> None:
         _echo(f"  ledger seq {ledger['seq']} hash {ledger['hash'][:16]}...")
 
 
-def _not_available(command: str, issue: str) -> NoReturn:
-    _echo(f"error: `railiance {command}` is not available yet ({issue} has not landed)", err=True)
-    raise typer.Exit(EXIT_INVALID)
-
-
 # ---------------------------------------------------------------------------- validate
 
 
 @app.command()
 def validate(
     app_dir: Path = AppDirArg,
-    runbook: Optional[Path] = typer.Option(None, "--runbook", help="Write the operator runbook listing missing fields."),
+    runbook: Path | None = typer.Option(None, "--runbook", help="Write the operator runbook listing missing fields."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Validate APP_DIR/railiance/app.toml; every error on its own line with its TOML path and a hint."""
@@ -233,14 +230,18 @@ def validate(
 def candidate_add(
     app_dir: Path = AppDirArg,
     image: str = typer.Option(..., "--image", help="REPOSITORY@sha256:<64 hex>; a tag alone is refused."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Source commit (else read from the work tree)."),
-    operator: Optional[str] = OperatorOpt,
+    revision: str | None = typer.Option(None, "--revision", help="Source commit (else read from the work tree)."),
+    operator: str | None = OperatorOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Register a candidate artifact by immutable digest."""
     as_json = _want_json(json_out)
     with _guard(as_json):
-        from railiance_ledger.lifecycle.candidates import parse_candidate_image, register_candidate, source_revision
+        from railiance_ledger.lifecycle.candidates import (
+            parse_candidate_image,
+            register_candidate,
+            source_revision,
+        )
 
         parse_candidate_image(image)  # refuse bad input before touching anything
         decl = _load(app_dir)
@@ -263,18 +264,16 @@ def candidate_add(
 @app.command()
 def run(
     app_dir: Path = AppDirArg,
-    image: Optional[str] = ImageOpt,
+    image: str | None = ImageOpt,
     skip_check: list[str] = typer.Option([], "--skip-check", help="Skip a declared local check (needs a waiver)."),
-    operator: Optional[str] = OperatorOpt,
+    operator: str | None = OperatorOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Stage 1 local validation of the candidate."""
     as_json = _want_json(json_out)
     with _guard(as_json):
-        try:
-            from railiance_ledger.lifecycle import stage1
-        except ImportError:
-            _not_available("run", "Stage 1")
+        from railiance_ledger.lifecycle import stage1
+
         outcome = stage1.run_cli(
             store=_store(), app_dir=app_dir, operator=_actor(operator), image=image, skip_checks=list(skip_check)
         )
@@ -293,18 +292,16 @@ def waive(
     app_dir: Path = AppDirArg,
     gate: str = typer.Option(..., "--gate", help="Gate (check) name, e.g. source_revision_identified."),
     reason: str = typer.Option(..., "--reason", help="Why the gate is waived (recorded, redacted)."),
-    image: Optional[str] = ImageOpt,
-    stage: Optional[int] = typer.Option(None, "--stage", help="Stage the waiver applies to."),
-    operator: Optional[str] = OperatorOpt,
+    image: str | None = ImageOpt,
+    stage: int | None = typer.Option(None, "--stage", help="Stage the waiver applies to."),
+    operator: str | None = OperatorOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Record a waiver for one gate of one candidate."""
     as_json = _want_json(json_out)
     with _guard(as_json):
-        try:
-            from railiance_ledger.lifecycle import waivers
-        except ImportError:
-            _not_available("waive", "Stage 1")
+        from railiance_ledger.lifecycle import waivers
+
         decl = _load(app_dir)
         digest = None
         if image:
@@ -321,7 +318,7 @@ def waive(
             _echo(f"waiver recorded: {gate} for {event.candidate} by {event.actor} (event {event.event_id})")
 
 
-def _require_operator(flag: Optional[str]) -> str:
+def _require_operator(flag: str | None) -> str:
     from railiance_ledger import config
     from railiance_ledger.errors import InvalidInput
 
@@ -338,7 +335,7 @@ KubeconfigOpt = typer.Option(None, "--kubeconfig", help="Kubeconfig file (else K
 ContextOpt = typer.Option(None, "--context", help="Kubeconfig context (else RAILIANCE_KUBE_CONTEXT).")
 
 
-def _environment(kubeconfig: Optional[str], context: Optional[str]) -> Any:
+def _environment(kubeconfig: str | None, context: str | None) -> Any:
     from railiance_ledger.lifecycle.environment import Environment
 
     return Environment.from_env(kubeconfig=kubeconfig, context=context)
@@ -373,10 +370,10 @@ def _render_stage2(outcome: Any, *, as_json: bool) -> None:
 def deploy(
     app_dir: Path = AppDirArg,
     stage: int = typer.Option(..., "--stage", help="Only Stage 2 (canary) is deployed by this command."),
-    image: Optional[str] = ImageOpt,
-    kubeconfig: Optional[str] = KubeconfigOpt,
-    context: Optional[str] = ContextOpt,
-    operator: Optional[str] = OperatorOpt,
+    image: str | None = ImageOpt,
+    kubeconfig: str | None = KubeconfigOpt,
+    context: str | None = ContextOpt,
+    operator: str | None = OperatorOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Stage 2 canary deployment: every precheck first, then the Helm release and its routing."""
@@ -407,11 +404,11 @@ def deploy(
 @app.command()
 def observe(
     app_dir: Path = AppDirArg,
-    image: Optional[str] = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the deployed one)."),
-    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Stop after N samples (resume later)."),
-    kubeconfig: Optional[str] = KubeconfigOpt,
-    context: Optional[str] = ContextOpt,
-    operator: Optional[str] = OperatorOpt,
+    image: str | None = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the deployed one)."),
+    max_samples: int | None = typer.Option(None, "--max-samples", help="Stop after N samples (resume later)."),
+    kubeconfig: str | None = KubeconfigOpt,
+    context: str | None = ContextOpt,
+    operator: str | None = OperatorOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Stage 2 evidence collection over the observation window, with progress; resumable."""
@@ -460,16 +457,16 @@ def _progress_bar(*, enabled: bool) -> tuple[Any, Any]:
 @app.command()
 def approve(
     app_dir: Path = AppDirArg,
-    stage: Optional[int] = typer.Option(None, "--stage", help="Stage being approved (2 canary, 3 promotion)."),
-    image: Optional[str] = ImageOpt,
-    window: Optional[str] = typer.Option(None, "--window", help="Observation window, e.g. 1h (else the declared one)."),
-    rollback_target: Optional[str] = typer.Option(None, "--rollback-target", help="Pinned image or manual recovery text."),
+    stage: int | None = typer.Option(None, "--stage", help="Stage being approved (2 canary, 3 promotion)."),
+    image: str | None = ImageOpt,
+    window: str | None = typer.Option(None, "--window", help="Observation window, e.g. 1h (else the declared one)."),
+    rollback_target: str | None = typer.Option(None, "--rollback-target", help="Pinned image or manual recovery text."),
     waive: list[str] = typer.Option([], "--waive", help="GATE=REASON waived by this approval (repeatable)."),
     retrospective: bool = typer.Option(False, "--retrospective", help="Retrospective approval of an emergency action."),
     revoke: bool = typer.Option(False, "--revoke", help="Revoke an approval instead of granting one."),
-    approval: Optional[str] = typer.Option(None, "--approval", help="With --revoke: the approval event id."),
-    reason: Optional[str] = typer.Option(None, "--reason", help="With --revoke: why (recorded, redacted)."),
-    operator: Optional[str] = OperatorOpt,
+    approval: str | None = typer.Option(None, "--approval", help="With --revoke: the approval event id."),
+    reason: str | None = typer.Option(None, "--reason", help="With --revoke: why (recorded, redacted)."),
+    operator: str | None = OperatorOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Record (or with --revoke, revoke) a human approval: operator, candidate, stage, window, rollback target."""
@@ -521,8 +518,8 @@ def exception(
     app_dir: Path = AppDirArg,
     skip_stage: int = typer.Option(..., "--skip-stage", help="The stage to skip (1 or 2)."),
     reason: str = typer.Option(..., "--reason", help="Why delaying would increase production risk."),
-    image: Optional[str] = ImageOpt,
-    operator: Optional[str] = OperatorOpt,
+    image: str | None = ImageOpt,
+    operator: str | None = OperatorOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Record an emergency exception (skip a stage); it awaits a retrospective approval."""
@@ -545,7 +542,7 @@ def exception(
 @app.command()
 def readiness(
     app_dir: Path = AppDirArg,
-    image: Optional[str] = ImageOpt,
+    image: str | None = ImageOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Answer the spec's readiness questions from the declaration and the ledger (exit 1 while any is missing)."""
@@ -570,15 +567,90 @@ def readiness(
 
 
 @app.command()
-def promote(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
-    """Stage 3 production promotion."""
-    _not_available("promote", "Stage 3")
+def promote(
+    app_dir: Path = AppDirArg,
+    image: str | None = ImageOpt,
+    kubeconfig: str | None = KubeconfigOpt,
+    context: str | None = ContextOpt,
+    operator: str | None = OperatorOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Stage 3 production promotion: six prechecks, the promotion, routing read-back, smoke; rolls back on failure."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.lifecycle import stage3
+
+        decl = _load(app_dir)
+        with _environment(kubeconfig, context).open(decl) as ad:
+            outcome = stage3.promote(
+                store=_store(), decl=decl, operator=_actor(operator), kube=ad.kube, helm=ad.helm, http=ad.http,
+                statehub=ad.statehub, image=image, helm_upgrade_args=ad.helm_args,
+            )
+        doc = outcome.document
+        if as_json:
+            _emit_json({**doc, "warnings": outcome.warnings, "rolled_back": outcome.rolled_back,
+                        "workflow_id": outcome.workflow_id, "rollback": outcome.rollback})
+        else:
+            _render_stage_result(doc)
+            if outcome.workflow_id:
+                _echo(f"  workflow id: {outcome.workflow_id}")
+            if doc.get("rollback_target"):
+                _echo(f"  rollback target retained: {json.dumps(doc['rollback_target'], sort_keys=True, default=str)}")
+            if outcome.rolled_back and outcome.rollback:
+                _echo(f"  promotion failed after changing production; rolled back: {outcome.rollback.get('action')}")
+            for warning in outcome.warnings:
+                _echo(f"warning: {warning}", err=True)
+        raise typer.Exit(outcome.exit_code)
 
 
 @app.command()
-def rollback(app_dir: Path = typer.Argument(...), json_out: bool = JsonOpt) -> None:
-    """Roll back to the previous stable target."""
-    _not_available("rollback", "Stage 3")
+def rollback(
+    app_dir: Path = AppDirArg,
+    reason: str = typer.Option(..., "--reason", help="The triggering symptom (recorded, redacted)."),
+    defer: bool = typer.Option(False, "--defer", help="Defer the rollback (needs --approval of another operator)."),
+    approval: str | None = typer.Option(None, "--approval", help="Approval event id for --defer / --accept-forward-only."),
+    accept_forward_only: bool = typer.Option(
+        False, "--accept-forward-only", help="Roll back past a forward-only migration (needs --approval)."
+    ),
+    candidate: str = typer.Option(
+        "returned-to-stage1", "--candidate", help="Fate of the failed candidate: returned-to-stage1, blocked, abandoned."
+    ),
+    manual_done: bool = typer.Option(False, "--manual-done", help="Manual strategy: the runbook was carried out."),
+    kubeconfig: str | None = KubeconfigOpt,
+    context: str | None = ContextOpt,
+    operator: str | None = OperatorOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Roll back to the previous stable target from the ledger's lineage, then verify and record."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.errors import InvalidInput
+        from railiance_ledger.lifecycle import rollback as rb
+
+        fates = ("returned-to-stage1", "blocked", "abandoned")
+        if candidate not in fates:
+            raise InvalidInput(f"--candidate {candidate!r} is not one of {', '.join(fates)}", hint="e.g. --candidate blocked")
+        decl = _load(app_dir)
+        with _environment(kubeconfig, context).open(decl) as ad:
+            outcome = rb.rollback(
+                store=_store(), decl=decl, operator=_actor(operator), kube=ad.kube, helm=ad.helm, http=ad.http,
+                reason=reason, statehub=ad.statehub, defer=defer, approval_id=approval, candidate_fate=candidate,
+                accept_forward_only=accept_forward_only, manual_done=manual_done,
+            )
+        doc = outcome.document
+        if as_json:
+            _emit_json({**doc, "phase": outcome.phase, "exit_code": outcome.exit_code, "warnings": outcome.warnings})
+        else:
+            _echo(f"rollback of {decl.workload.name}: {outcome.phase}")
+            for key in ("symptom", "action", "final_stable", "verification", "remaining_cleanup",
+                        "candidate_disposition", "statehub_note", "ledger"):
+                if doc.get(key) not in (None, "", [], {}):
+                    value = doc[key]
+                    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+                    _echo(f"  {key}: {text}")
+            for warning in outcome.warnings:
+                _echo(f"warning: {warning}", err=True)
+        raise typer.Exit(outcome.exit_code)
 
 
 # ---------------------------------------------------------------------------- projections
@@ -631,7 +703,7 @@ def _short(stable: Any) -> str:
 @app.command()
 def history(
     workload: str = typer.Argument(..., help="Workload name."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the newest N events."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the newest N events."),
     json_out: bool = JsonOpt,
 ) -> None:
     """The workload's events, oldest first."""
@@ -657,16 +729,15 @@ def history(
 @app.command()
 def lineage(
     workload: str = typer.Argument(..., help="Workload name."),
-    at: Optional[str] = typer.Option(None, "--at", help="ISO timestamp: what was stable at that moment."),
+    at: str | None = typer.Option(None, "--at", help="ISO timestamp: what was stable at that moment."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Stable history and the rollback target (what we would roll back to, and how)."""
     as_json = _want_json(json_out)
     with _guard(as_json):
-        from railiance_ledger.ledger.projections import lineage as read_lineage
+        from railiance_ledger.lifecycle.stage3 import lineage_with_evidence
 
-        lin = read_lineage(_store(), workload, at=_normalise_at(at) if at else None)
-        data = _as_dict(lin)
+        data = lineage_with_evidence(_store(), workload, at=_normalise_at(at) if at else None)
         if as_json:
             _emit_json(data)
             return
@@ -674,7 +745,15 @@ def lineage(
         _echo(f"  current stable: {_short(data.get('current_stable'))}")
         stables = data.get("stables") or []
         for s in stables:
-            _echo(f"  stable {_short(s)} promoted at {s.get('promoted_at', '?')} approvals {s.get('approvals', [])}")
+            approvers = ", ".join(sorted({str(a.get("operator")) for a in s.get("approvals") or []})) or "none recorded"
+            _echo(f"  stable {_short(s)} ({s.get('state', '')}) promoted at {s.get('promoted_at', '?')} "
+                  f"by {s.get('promoted_by', '?')}; approved by {approvers}")
+            ev = s.get("evidence") or {}
+            promo, result = ev.get("promotion") or {}, ev.get("stage_result") or {}
+            if promo or result:
+                _echo(f"    evidence: promotion seq {promo.get('seq')} workflow {promo.get('workflow_id')}; "
+                      f"stage 3 result seq {result.get('seq')} ({result.get('status')}); "
+                      f"State Hub notes {', '.join(ev.get('notes') or []) or 'none'}")
         target = data.get("rollback_target")
         if target:
             _echo(f"  rollback target: {_short(target)} ({json.dumps(target.get('restore', {}), sort_keys=True)})")
@@ -686,17 +765,17 @@ def lineage(
 
 
 def _normalise_at(at: str) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from railiance_ledger.errors import InvalidInput
 
     try:
-        ts = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        ts = datetime.fromisoformat(at)
     except ValueError as exc:
         raise InvalidInput(f"--at {at!r} is not an ISO-8601 timestamp", hint="e.g. 2026-11-26T10:00:00Z") from exc
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 # ---------------------------------------------------------------------------- ledger
@@ -725,7 +804,7 @@ def ledger_verify(json_out: bool = JsonOpt) -> None:
 
 @ledger_app.command("export")
 def ledger_export(
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
 ) -> None:
     """Export every event as JSON Lines, one canonical envelope per line."""
     with _guard(False):
