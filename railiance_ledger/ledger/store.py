@@ -52,6 +52,9 @@ from railiance_ledger.ledger.schema import ADVISORY_LOCK_KEY, SCHEMA_LOCK_KEY, S
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for the write lock before giving up."""
 
+ANALYZE_FROM = 1_024
+"""On PostgreSQL, refresh the planner statistics whenever the ledger crosses a power of two from here on."""
+
 PG_INSERT_CHUNK = 500
 """Rows per multi-row INSERT on PostgreSQL (12 parameters each; the protocol allows 65,535)."""
 
@@ -332,7 +335,25 @@ class EventStore:
                 except Exception:  # noqa: BLE001 - the original error matters; the pool discards the connection
                     conn.invalidate()
                 raise
+            first_seq, last_seq = rows[0][0], rows[-1][0]
+            if self._is_pg and last_seq >= ANALYZE_FROM and (first_seq - 1).bit_length() != last_seq.bit_length():
+                self._refresh_statistics(conn)
         return [_recorded(row, ev) for row, ev in zip(rows, batch)]
+
+    @staticmethod
+    def _refresh_statistics(conn: Connection) -> None:
+        """``ANALYZE events`` each time the ledger doubles in size (PostgreSQL), best effort.
+
+        Prepared statements keep the plan chosen when the table was small (a sequential scan) until
+        the table's statistics change. Servers run autovacuum for that, but not all do (CI's does
+        not); without it every append would scan the whole ledger. Doubling keeps the cost
+        logarithmic: about twenty ANALYZEs for a million events.
+        """
+        try:
+            conn.exec_driver_sql("ANALYZE events")
+            conn.commit()
+        except sa_exc.SQLAlchemyError:
+            conn.rollback()  # e.g. not the table owner: the server's autovacuum is then in charge
 
     def _pipeline(self, raw: Any) -> AbstractContextManager[Any]:
         """psycopg pipeline mode (statements travel together, results are awaited once), else nothing."""
@@ -389,9 +410,13 @@ class EventStore:
                         recorded_at, payload_text, prev, event_hash,
                     ))
                     prev = event_hash
-                # Queued in the pipeline: on PostgreSQL the insert travels with the pipeline's closing sync.
                 self._insert(cur, rows)
-            raw.commit()
+                if self._is_pg:
+                    # Queued behind the insert: both travel with the pipeline's closing sync, so an append
+                    # costs two round trips (raw insert: BEGIN, INSERT, COMMIT = three).
+                    cur.execute("COMMIT")
+            if not self._is_pg:
+                raw.commit()
         return rows
 
     def _insert(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
