@@ -13,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from railiance_ledger.domain.redaction import redact
-from railiance_ledger.errors import AdapterError, AdapterTimeout, AdapterUnavailable
+from railiance_ledger.errors import AdapterError, AdapterNotFound, AdapterTimeout, AdapterUnavailable
 
 _STDERR_LIMIT = 2000
+_RELEASE_OPERATIONS = frozenset({"history", "uninstall", "rollback", "get manifest"})
+"""Operations on an existing release: their "not found" answers raise ``HelmReleaseNotFound``."""
 
 
 class HelmCommandFailed(AdapterError):
@@ -26,6 +28,14 @@ class HelmCommandFailed(AdapterError):
         super().__init__(message, system="helm", operation=operation, address=address)
         self.exit_status = exit_status
         self.stderr = stderr
+
+
+class HelmReleaseNotFound(HelmCommandFailed, AdapterNotFound):
+    """Helm answered that the release does not exist (``history``, ``uninstall``, ``rollback``,
+    ``get manifest`` of an unknown release): a ``HelmCommandFailed`` and an ``AdapterNotFound``."""
+
+
+_NOT_FOUND_MARKERS = ("release: not found", "release not loaded", "has no deployed releases")
 
 
 class Helm:
@@ -70,7 +80,9 @@ class Helm:
             err = redact(proc.stderr.decode("utf-8", errors="replace").strip())
             if len(err) > _STDERR_LIMIT:
                 err = err[:_STDERR_LIMIT] + " [...]"
-            raise HelmCommandFailed(
+            kind = HelmReleaseNotFound if operation in _RELEASE_OPERATIONS and any(
+                m in err.lower() for m in _NOT_FOUND_MARKERS) else HelmCommandFailed
+            raise kind(
                 f"exit {proc.returncode}: {err}", operation=operation, address=address,
                 exit_status=proc.returncode, stderr=err,
             )
@@ -141,7 +153,7 @@ class Helm:
     def history(self, *, release: str, namespace: str, timeout: float = 60.0) -> list[dict[str, object]]:
         """``helm history`` as a list of revisions (``revision``, ``status``, ``chart``, ``updated``...).
 
-        A release that does not exist raises ``HelmCommandFailed`` (helm exits 1, "release: not found").
+        A release that does not exist raises ``HelmReleaseNotFound`` (helm exits 1, "release: not found").
         """
         import json
 
@@ -162,7 +174,11 @@ class Helm:
     def rollback(
         self, *, release: str, namespace: str, revision: int | None = None, wait: bool = False, timeout: float = 300.0
     ) -> None:
-        """``helm rollback RELEASE [REVISION]`` (the previous revision when ``revision`` is None)."""
+        """``helm rollback RELEASE [REVISION]`` (the previous revision when ``revision`` is None).
+
+        ``wait`` waits (up to ``timeout``) until the rolled-back resources are ready; an unknown
+        release raises ``HelmReleaseNotFound``.
+        """
         args = ["rollback", release]
         if revision is not None:
             args.append(str(int(revision)))
@@ -171,15 +187,21 @@ class Helm:
             args += ["--wait", "--timeout", f"{int(timeout)}s"]
         self._run(args, operation="rollback", timeout=timeout + 30, address=f"{namespace}/{release}")
 
-    def uninstall(self, *, release: str, namespace: str, timeout: float = 300.0) -> None:
-        """``helm uninstall RELEASE`` (removes every object of the release)."""
-        self._run(
-            ["uninstall", release, "--namespace", namespace, "--timeout", f"{int(timeout)}s"],
-            operation="uninstall", timeout=timeout + 30, address=f"{namespace}/{release}",
-        )
+    def uninstall(self, *, release: str, namespace: str, timeout: float = 300.0, wait: bool = False) -> None:
+        """``helm uninstall RELEASE``: removes every object of the release and its history.
+
+        ``wait`` waits until the objects are gone; an unknown release raises ``HelmReleaseNotFound``.
+        """
+        args = ["uninstall", release, "--namespace", namespace, "--timeout", f"{int(timeout)}s"]
+        if wait:
+            args.append("--wait")
+        self._run(args, operation="uninstall", timeout=timeout + 30, address=f"{namespace}/{release}")
 
     def get_manifest(self, *, release: str, namespace: str, revision: int | None = None, timeout: float = 60.0) -> str:
-        """``helm get manifest`` of the release (at ``revision`` when given): the applied YAML."""
+        """``helm get manifest`` of the release (at ``revision`` when given): the applied YAML.
+
+        An unknown release (or revision) raises ``HelmReleaseNotFound``.
+        """
         args = ["get", "manifest", release, "--namespace", namespace]
         if revision is not None:
             args += ["--revision", str(int(revision))]

@@ -14,6 +14,11 @@ Environment (flags win where the CLI has one):
 - ``RAILIANCE_STATEHUB_URL``: State Hub for progress notes.
 - ``RAILIANCE_HELM``: the helm binary (default: ``helm`` on PATH, else ``.venv/bin/helm``);
   ``RAILIANCE_HELM_ARGS``: extra arguments for ``helm upgrade --install`` (space separated).
+  helm runs with the same ``KUBECONFIG`` (and ``HELM_KUBECONTEXT`` for the context) and inherits
+  ``HELM_CACHE_HOME``/``HELM_CONFIG_HOME``/``HELM_DATA_HOME`` from the environment.
+- ``RAILIANCE_INGRESS_URL``: where Stage 2 outside health probes enter the cluster (e.g. the
+  ingress controller's address); requests carry ``Host: <routing.host>``. Default: ``routing.host``
+  resolved by DNS.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ if TYPE_CHECKING:
     from railiance_ledger.adapters.kube import Kube
     from railiance_ledger.adapters.metrics import PrometheusMetrics
     from railiance_ledger.adapters.registry import OciRegistry
+    from railiance_ledger.adapters.statehub import NotePoster
     from railiance_ledger.declaration.models import Declaration
-    from railiance_ledger.lifecycle.notes import NotePoster
 
 UNREACHABLE_PROMETHEUS = "http://127.0.0.1:9"
 """Where the metrics adapter points when no Prometheus is configured: the discard port refuses, so
@@ -53,6 +58,7 @@ class Environment:
     prometheus_url: str | None = None
     helm_binary: str | None = None
     helm_args: tuple[str, ...] = ()
+    ingress_url: str | None = None
     timeout: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -71,6 +77,7 @@ class Environment:
             prometheus_url=e.get("RAILIANCE_PROMETHEUS_URL") or None,
             helm_binary=e.get("RAILIANCE_HELM") or None,
             helm_args=tuple(shlex.split(e.get("RAILIANCE_HELM_ARGS", ""))),
+            ingress_url=e.get("RAILIANCE_INGRESS_URL") or None,
         )
 
     def registry_base(self, decl: Declaration) -> str:
@@ -126,6 +133,7 @@ class Environment:
                 statehub=statehub_from_env(),
                 helm_args=self.helm_args,
                 metrics_configured=bool(self.prometheus_url),
+                ingress_url=self.ingress_url,
             )
 
 
@@ -141,6 +149,7 @@ class Adapters:
     statehub: NotePoster | None
     helm_args: tuple[str, ...] = ()
     metrics_configured: bool = True
+    ingress_url: str | None = None
 
     @property
     def warnings(self) -> list[str]:

@@ -47,7 +47,7 @@ from railiance_ledger.domain.stage_result import (
     Workload,
     overall_status,
 )
-from railiance_ledger.errors import AdapterError, InvalidInput, RailianceError, RuleViolation
+from railiance_ledger.errors import AdapterError, AdapterNotFound, InvalidInput, RailianceError, RuleViolation
 
 if TYPE_CHECKING:
     import httpx
@@ -207,6 +207,7 @@ class _Ctx:
     form_decision: dc.FormDecision | None = None
     rollback_target: dict[str, Any] | None = None
     approval_event: RecordedEvent | None = None
+    home: Path | None = None
 
     @property
     def workload(self) -> str:
@@ -283,18 +284,43 @@ def _values_files(decl: Declaration) -> list[Path]:
 
 
 def _set_values(ctx: _Ctx) -> dict[str, str]:
-    """Pin the candidate digest; the canary's routing is ours (chart ingress off), its track is canary."""
+    """Pin the candidate digest (literal strings); booleans go in ``CANARY_OVERRIDES`` instead."""
     return {
         "image.repository": ctx.repository,
         "image.digest": ctx.digest,
-        "ingress.enabled": "false",
-        "canary.enabled": "false",
         "track": "canary",
     }
 
 
+CANARY_OVERRIDES = "# Railiance Stage 2: the canary's routing objects belong to the ledger\n" \
+                   "ingress:\n  enabled: false\ncanary:\n  enabled: false\n"
+"""Typed values applied last to the canary release: the chart's own Ingress (and its canary
+annotations) off. They are a values file, not ``--set-literal``: a literal ``"false"`` is a
+non-empty string, which Go templates treat as true (the chart would render its Ingress anyway)."""
+
+
+def _overrides_file(home: Path | None = None) -> Path:
+    """``CANARY_OVERRIDES`` written once to ``$RAILIANCE_HOME/values/canary-overrides-<sha12>.yaml``."""
+    from railiance_ledger import config
+
+    sha = hashlib.sha256(CANARY_OVERRIDES.encode()).hexdigest()[:12]
+    base = (home or config.railiance_home()) / "values"
+    base.mkdir(parents=True, exist_ok=True)
+    path = base / f"canary-overrides-{sha}.yaml"
+    if not path.exists() or path.read_text(encoding="utf-8") != CANARY_OVERRIDES:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(CANARY_OVERRIDES, encoding="utf-8")
+        tmp.replace(path)
+    return path
+
+
+def _canary_values_files(ctx: _Ctx) -> list[Path]:
+    """The declared values files, then the typed canary overrides."""
+    return [*_values_files(ctx.decl), _overrides_file(ctx.home)]
+
+
 def _split_docs(text: str) -> list[dict[str, Any]]:
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
 
@@ -419,7 +445,7 @@ def _check_dry_run(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> Check:
     decl = ctx.decl
     text = helm.template(
         chart=decl.resolve(decl.chart.path), release=ctx.release, namespace=ctx.namespace,
-        values_files=_values_files(decl), set_values=_set_values(ctx),
+        values_files=_canary_values_files(ctx), set_values=_set_values(ctx),
         kube_version=getattr(decl.workload, "kubernetes_version", None),
     )
     ctx.rendered_text = canonical_manifests(text)
@@ -532,13 +558,17 @@ def _check_monitoring(ctx: _Ctx, kube: KubeLike, metrics: MetricsLike) -> Check:
         metrics.instant(query=f"count(up{{{_strip_braces(obs.prometheus_selector)}}}) or vector(0)")
     except AdapterError as exc:
         return _check("monitoring_available", False, f"metrics unavailable: {exc}", technical=True)
-    pods = kube.list(api_version="v1", kind="Pod", namespace=ctx.namespace)
-    if not pods:
+    # Pod-log reads are proven on a running pod: the canary namespace's, else (an isolated canary
+    # namespace is empty before the deploy) the stable namespace's.
+    namespaces = list(dict.fromkeys([ctx.namespace, ctx.stable_namespace]))
+    found = [(ns, p) for ns in namespaces for p in kube.list(api_version="v1", kind="Pod", namespace=ns)[:1]]
+    if not found:
         return _check("monitoring_available", False,
-                      f"no pod in {ctx.namespace} to prove pod-log reads work", technical=True)
-    labels = (pods[0].get("metadata") or {}).get("labels") or {}
-    name = str(pods[0]["metadata"]["name"])
-    kube.pod_logs(namespace=ctx.namespace, selector=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+                      f"no pod in {' or '.join(namespaces)} to prove pod-log reads work", technical=True)
+    ns, pod = found[0]
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    name = f"{ns}/{pod['metadata']['name']}"
+    kube.pod_logs(namespace=ns, selector=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
                   tail_lines=1, max_pods=1)
     return _check("monitoring_available", True, f"Prometheus answers for {{{selector}}}; pod logs readable ({name})",
                   evidence=[Evidence(kind="query", ref=f"{{{selector}}}", detail="prometheus")])
@@ -685,6 +715,7 @@ def deploy_canary(
     """
     started = now()
     ctx = _make_ctx(store, decl, image)
+    ctx.home = home
     checks: list[Check] = [_guard("canary_form_declared", lambda: _check_form(ctx, kube))]
     checks.append(_guard("stage1_passed", lambda: _check_stage1(ctx)))
     checks.append(_guard("cluster_ready", lambda: _check_cluster(ctx, kube)))
@@ -698,8 +729,8 @@ def deploy_canary(
     checks.append(_guard("observation_window", lambda: _check_window(ctx)))
     checks.append(_guard("operator_approval", lambda: _check_approval(ctx)))
     if overall_status(checks) == "fail":
-        doc, events, warnings = _complete(store, ctx, _result(ctx, checks, [], started, now()), operator)
-        return StageOutcome(document=doc, exit_code=1, events=events, warnings=warnings)
+        doc, events, failed_warnings = _complete(store, ctx, _result(ctx, checks, [], started, now()), operator)
+        return StageOutcome(document=doc, exit_code=1, events=events, warnings=failed_warnings)
 
     assert ctx.routing is not None
     spec = ctx.routing
@@ -708,7 +739,7 @@ def deploy_canary(
     try:
         status = helm.install_or_upgrade(
             chart=decl.resolve(decl.chart.path), release=ctx.release, namespace=ctx.namespace,
-            values_files=_values_files(decl), set_values=_set_values(ctx), extra_args=list(helm_upgrade_args),
+            values_files=_canary_values_files(ctx), set_values=_set_values(ctx), extra_args=list(helm_upgrade_args),
         )
         revision = status.get("version")
         sha, _path = store_manifests(ctx.rendered_text, home)
@@ -726,13 +757,17 @@ def deploy_canary(
         if not ok:
             raise _ApplyFailed(f"routing read back after apply does not match: {reason}")
     except (AdapterError, _ApplyFailed, ValueError) as exc:
+        patched = {(o["kind"], o["metadata"]["name"]) for o in previous}
         cleanup = _remove(kube=kube, helm=helm, spec=spec, release=ctx.release, namespace=ctx.namespace,
-                          creates=[o for o in applied if o not in previous], previous=previous)
+                          creates=[o for o in applied if (o["kind"], o["metadata"]["name"]) not in patched],
+                          previous=previous)
         checks.append(_check("canary_applied", False, f"{exc}; cleanup: {cleanup}", technical=isinstance(exc, AdapterError)))
-        doc, events, warnings = _complete(store, ctx, _result(ctx, checks, [], started, now()), operator)
-        return StageOutcome(document=doc, exit_code=1, events=events, warnings=warnings)
+        doc, events, failed_warnings = _complete(store, ctx, _result(ctx, checks, [], started, now()), operator)
+        return StageOutcome(document=doc, exit_code=1, events=events, warnings=failed_warnings)
 
-    creates = [_clean(o) for o in plan.creates]
+    # A stable HTTPRoute built because none existed is ours: rollback deletes it (nothing to restore).
+    built_route = [o for o in plan.patches if o.get("kind") == "HTTPRoute" and stable_route is None]
+    creates = [_clean(o) for o in [*plan.creates, *built_route]]
     evidence = _deploy_evidence(ctx, revision, sha, spec, reason)
     payload = {
         "phase": "deployed",
@@ -864,8 +899,8 @@ def _remove(*, kube: KubeLike, helm: HelmLike | None, spec: dc.RoutingSpec, rele
             helm.uninstall(release=release, namespace=namespace)
             done.append(f"helm uninstall {release}")
         except AdapterError as exc:
-            text = str(exc).lower()
-            done.append(f"release {release} already gone" if "not found" in text else f"FAILED helm uninstall {release}: {exc.reason}")
+            gone = isinstance(exc, AdapterNotFound) or "not found" in str(exc).lower()
+            done.append(f"release {release} already gone" if gone else f"FAILED helm uninstall {release}: {exc.reason}")
     return "; ".join(done) or "nothing to remove"
 
 
@@ -903,34 +938,6 @@ def _open_deployment(history: Sequence[RecordedEvent], digest: str | None) -> _D
     return _Deployment(started=current, samples=samples, spec=dc.RoutingSpec.from_dict(p["routing"]),
                        release=str(p["release"]["name"]), namespace=str(p["release"]["namespace"]),
                        selector=str(p.get("selector") or ""))
-
-
-def _pod_state(pods: Sequence[Mapping[str, Any]], max_restarts: int) -> dc.PodState:
-    total = ready = restarts = crash = pending = 0
-    pending_reasons: list[str] = []
-    reasons: set[str] = set()
-    for pod in pods:
-        if (pod.get("metadata") or {}).get("deletionTimestamp"):
-            continue
-        total += 1
-        status = pod.get("status") or {}
-        conds = {c.get("type"): c for c in status.get("conditions") or []}
-        if str((conds.get("Ready") or {}).get("status")) == "True":
-            ready += 1
-        for cs in status.get("containerStatuses") or []:
-            restarts = max(restarts, int(cs.get("restartCount") or 0))
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason"):
-                reasons.add(str(waiting["reason"]))
-            if waiting.get("reason") == "CrashLoopBackOff":
-                crash += 1
-        if status.get("phase") == "Pending":
-            pending += 1
-            sched = conds.get("PodScheduled") or {}
-            if sched.get("reason"):
-                pending_reasons.append(str(sched.get("reason")))
-    return dc.PodState(total=total, ready=ready, restarts=restarts, crashloop=crash, pending=pending,
-                       pending_reasons=sorted(set(pending_reasons)), reasons=sorted(reasons))
 
 
 def _metric(value: Any) -> dc.Metric:
@@ -985,7 +992,7 @@ def _scan_pod_logs(kube: KubeLike, namespace: str, selector: str) -> dc.LogScan:
 
 def _collect(*, index: int, at: datetime, elapsed: float, decl: Declaration, dep: _Deployment, kube: KubeLike,
              metrics: MetricsLike, http: httpx.Client, thresholds: dc.Thresholds, history: Sequence[RecordedEvent],
-             digest: str, metrics_window: str) -> dc.CanarySample:
+             digest: str, metrics_window: str, ingress_url: str | None = None) -> dc.CanarySample:
     spec = dep.spec
     try:
         summary = kube.pod_summary(namespace=dep.namespace, selector=dep.selector)
@@ -1007,7 +1014,7 @@ def _collect(*, index: int, at: datetime, elapsed: float, decl: Declaration, dep
         inside = dc.Probe(False, None, redact(exc.reason), f"service/{spec.canary_service}{key.path}")
     outside: dc.Probe | None = None
     if spec.form in (dc.CanaryForm.WEIGHTED, dc.CanaryForm.HEADER, dc.CanaryForm.PATH) and spec.host:
-        outside = _outside_probe(http, spec, key.path, key.expect_status)
+        outside = _outside_probe(http, spec, key.path, key.expect_status, ingress_url)
     obs = decl.observability
     base = _strip_braces(obs.prometheus_selector)
     canary_m = _track(metrics, _join_selector(base, f'{obs.track_label}="canary"'), metrics_window)
@@ -1027,8 +1034,13 @@ def _collect(*, index: int, at: datetime, elapsed: float, decl: Declaration, dep
                            routing=routing, logs=logs, approval_revoked=revoked, production_available=prod_ok)
 
 
-def _outside_probe(http: httpx.Client, spec: dc.RoutingSpec, path: str, expect: int) -> dc.Probe:
-    """GET the production URL the way operator traffic reaches the canary (header / path / weighted)."""
+def _outside_probe(http: httpx.Client, spec: dc.RoutingSpec, path: str, expect: int,
+                   ingress_url: str | None = None) -> dc.Probe:
+    """GET the production URL the way operator traffic reaches the canary (header / path / weighted).
+
+    ``ingress_url`` (``RAILIANCE_INGRESS_URL``) sends the request to that ingress address instead of
+    ``routing.host`` from DNS, with ``Host: <routing.host>`` (as ``curl --resolve`` would).
+    """
     scheme = "https" if spec.tls_secret else "http"
     headers: dict[str, str] = {}
     url_path = path
@@ -1037,6 +1049,9 @@ def _outside_probe(http: httpx.Client, spec: dc.RoutingSpec, path: str, expect: 
     elif spec.form is dc.CanaryForm.PATH:
         url_path = spec.path_prefix.rstrip("/") + path
     url = f"{scheme}://{spec.host}{url_path}"
+    if ingress_url:
+        url = ingress_url.rstrip("/") + url_path
+        headers["Host"] = spec.host
     try:
         r = http.get(url, headers=headers, timeout=5.0)
         return dc.Probe(r.status_code == expect, r.status_code, f"HTTP {r.status_code}", url)
@@ -1071,6 +1086,7 @@ def observe_canary(
     on_progress: Callable[[int, int, dc.CanarySample], None] | None = None,
     max_samples: int | None = None,
     metrics_window: str | None = None,
+    ingress_url: str | None = None,
 ) -> StageOutcome:
     """Observe the deployed canary over the window; accept, reject or roll it back.
 
@@ -1078,6 +1094,8 @@ def observe_canary(
     count toward the window. ``max_samples`` stops after that many new samples (exit 0, phase
     ``observing``) without completing the stage. ``on_progress(done, expected, sample)`` is called
     after every sample. ``helm`` (default: the real binary) uninstalls the canary on rollback.
+    ``metrics_window`` is the PromQL range of each sample (default ``default_metrics_window``);
+    ``ingress_url`` is where outside probes enter (default: ``routing.host`` as DNS resolves it).
     """
     if helm is None:
         from railiance_ledger.lifecycle.stage1 import default_helm
@@ -1100,7 +1118,7 @@ def observe_canary(
     interval = float(decl.canary.sample_interval)
     window = float(decl.observation_window_seconds)
     expected = max(1, math.ceil(window / interval))
-    mwin = metrics_window or f"{max(int(interval * 2), 2)}s"
+    mwin = metrics_window or default_metrics_window(interval)
     samples = list(dep.samples)
     resumed = len(samples)
     events: list[RecordedEvent] = []
@@ -1112,9 +1130,10 @@ def observe_canary(
                                 events=events, samples=len(samples), expected_samples=expected)
         tick = clock()
         history = store.read_stream(workload)
+        ctx.history = history  # approvals revoked mid-window count in the final operator_approval check
         sample = _collect(index=len(samples), at=now(), elapsed=tick - t0 + (samples[-1].elapsed_seconds if samples else 0.0),
                           decl=decl, dep=dep, kube=kube, metrics=metrics, http=http, thresholds=thresholds,
-                          history=history, digest=digest, metrics_window=mwin)
+                          history=history, digest=digest, metrics_window=mwin, ingress_url=ingress_url)
         events += store.append([NewEvent(stream=workload, kind=EventKind.CANARY_SAMPLE, actor=operator,
                                          candidate=digest, stage=2, payload=redact_value(sample.to_payload()))])
         samples.append(sample)
@@ -1130,6 +1149,15 @@ def observe_canary(
             sleep(max(0.0, interval - (clock() - tick)))
     return _finish(store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, statehub=statehub, operator=operator,
                    samples=samples, thresholds=thresholds, expected=expected, events=events, now=now)
+
+
+def default_metrics_window(interval: float) -> str:
+    """The PromQL range each sample reads: three sample intervals, at least 3 s.
+
+    ``rate()`` needs two scrapes inside the range; three intervals keep that true when the scrape
+    interval equals the sample interval, and a rise in errors still shows in the next sample.
+    """
+    return f"{max(math.ceil(interval * 3), 3)}s"
 
 
 def _progress_doc(ctx: _Ctx, dep: _Deployment, samples: Sequence[dc.CanarySample], expected: int, resumed: int) -> dict[str, Any]:
@@ -1236,7 +1264,8 @@ def _rollback(*, store: EventStore, ctx: _Ctx, dep: _Deployment, kube: KubeLike,
                  payload=redact_value({"action": "canary routing removed", "detail": action})),
         NewEvent(stream=workload, kind=EventKind.ROLLBACK_COMPLETED, actor=operator, candidate=digest, stage=2,
                  payload=redact_value({
-                     "symptom": symptom, "action": action, "final_stable": _target_text(target),
+                     "symptom": symptom, "action": action, "final_stable": target.get("digest"),
+                     "final_image": _target_text(target),
                      "remaining_cleanup": "retry the failed removal steps listed in action" if failed else "none",
                      "candidate_disposition": "returned to Stage 1", "succeeded": not failed, "at": _iso(now()),
                  })),

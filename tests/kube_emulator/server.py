@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tests.kube_emulator.behaviour import BehaviourRegistry
 from tests.kube_emulator.controller import Controller
@@ -70,10 +70,15 @@ class Faults:
             self._faults.clear()
 
     def match(self, method: str, path: str) -> Fault | None:
-        """The fault that applies to a request, counting the hit."""
+        """The fault that applies to a request, counting the hit.
+
+        The pattern is tried on the path as sent and percent-decoded, so ``services/web:80/proxy``
+        matches the ``services/web%3A80/proxy`` that clients send (the API server decodes it too).
+        """
+        decoded = unquote(path)
         with self._lock:
             for f in self._faults:
-                if f.pattern.search(path) and (f.methods is None or method in f.methods):
+                if (f.pattern.search(path) or f.pattern.search(decoded)) and (f.methods is None or method in f.methods):
                     if f.times is not None and f.hits >= f.times:
                         continue
                     f.hits += 1
