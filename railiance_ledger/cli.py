@@ -18,22 +18,10 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import typer
+import click
 
 if TYPE_CHECKING:
     from railiance_ledger.ledger.store import EventStore
-
-app = typer.Typer(
-    name="railiance",
-    help="Railiance Ledger: gated, evidence-recording promotion of workloads (Stage 1 -> 2 -> 3).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-candidate_app = typer.Typer(help="Register candidate artifacts (images by immutable digest).", no_args_is_help=True)
-ledger_app = typer.Typer(help="Ledger integrity and export.", no_args_is_help=True)
-app.add_typer(candidate_app, name="candidate")
-app.add_typer(ledger_app, name="ledger")
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_LEDGER = 0, 1, 2, 3
 
@@ -47,22 +35,52 @@ class Globals:
 
 G = Globals()
 
-JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
-OperatorOpt = typer.Option(None, "--operator", help="Who is acting (else RAILIANCE_OPERATOR, else login name).")
-AppDirArg = typer.Argument(..., help="Workload directory containing railiance/app.toml.")
-ImageOpt = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the newest registered).")
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+_json_opt = click.option(
+    "--json", "json_out", is_flag=True, default=False, help="Print machine-readable JSON."
+)
+_operator_opt = click.option(
+    "--operator", "operator", default=None, help="Who is acting (else RAILIANCE_OPERATOR, else login name)."
+)
+_app_dir = click.argument("app_dir", type=click.Path(path_type=Path))
+_image_opt = click.option(
+    "--image", "image", default=None, help="Candidate REPOSITORY@sha256:... (else the newest registered)."
+)
+_kubeconfig_opt = click.option(
+    "--kubeconfig", "kubeconfig", default=None, help="Kubeconfig file (else KUBECONFIG)."
+)
+_context_opt = click.option(
+    "--context", "context", default=None, help="Kubeconfig context (else RAILIANCE_KUBE_CONTEXT)."
+)
 
 
-@app.callback()
-def _main(
-    ledger: str | None = typer.Option(
-        None, "--ledger", help="Ledger URL (else RAILIANCE_LEDGER_URL, else sqlite:///$RAILIANCE_HOME/ledger.db)."
-    ),
-    json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
-    operator: str | None = typer.Option(None, "--operator", help="Who is acting."),
-) -> None:
+@click.group(name="railiance", context_settings=CONTEXT, no_args_is_help=True)
+@click.option(
+    "--ledger",
+    "ledger",
+    default=None,
+    help="Ledger URL (else RAILIANCE_LEDGER_URL, else sqlite:///$RAILIANCE_HOME/ledger.db).",
+)
+@_json_opt
+@click.option("--operator", "operator", default=None, help="Who is acting.")
+def _main(ledger: str | None, json_out: bool, operator: str | None) -> None:
     """Railiance Ledger: gated, evidence-recording promotion of workloads."""
     G.ledger, G.json, G.operator = ledger, json_out, operator
+
+
+app = _main
+candidate_app = click.Group(
+    "candidate",
+    help="Register candidate artifacts (images by immutable digest).",
+    no_args_is_help=True,
+    context_settings=CONTEXT,
+)
+ledger_app = click.Group(
+    "ledger", help="Ledger integrity and export.", no_args_is_help=True, context_settings=CONTEXT
+)
+app.add_command(candidate_app)
+app.add_command(ledger_app)
 
 
 # ---------------------------------------------------------------------------- rendering helpers
@@ -77,11 +95,11 @@ def _redact(value: Any) -> Any:
 def _echo(text: str, *, err: bool = False) -> None:
     from railiance_ledger.domain.redaction import redact
 
-    typer.echo(redact(text), err=err)
+    click.echo(redact(text), err=err)
 
 
 def _emit_json(value: Any) -> None:
-    typer.echo(json.dumps(_redact(value), indent=2, sort_keys=True, default=str))
+    click.echo(json.dumps(_redact(value), indent=2, sort_keys=True, default=str))
 
 
 def _want_json(flag: bool) -> bool:
@@ -93,7 +111,12 @@ def _fail(exc: Exception, *, as_json: bool) -> NoReturn:
 
     code = exc.exit_code if isinstance(exc, RailianceError) else EXIT_FAILED
     if as_json:
-        body: dict[str, Any] = {"ok": False, "error": type(exc).__name__, "message": str(exc), "exit_code": code}
+        body: dict[str, Any] = {
+            "ok": False,
+            "error": type(exc).__name__,
+            "message": str(exc),
+            "exit_code": code,
+        }
         if isinstance(exc, DeclarationError):
             body["issues"] = [i.as_dict() for i in exc.issues]
         _emit_json(body)
@@ -104,7 +127,7 @@ def _fail(exc: Exception, *, as_json: bool) -> NoReturn:
                 _echo(f"  {issue}", err=True)
         else:
             _echo(f"error: {exc}", err=True)
-    raise typer.Exit(code)
+    raise click.exceptions.Exit(code)
 
 
 @contextmanager
@@ -114,7 +137,7 @@ def _guard(as_json: bool) -> Iterator[None]:
 
     try:
         yield
-    except typer.Exit:
+    except click.exceptions.Exit:
         raise
     except RailianceError as exc:
         _fail(exc, as_json=as_json)
@@ -170,12 +193,17 @@ def _render_stage_result(doc: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- validate
 
 
-@app.command()
-def validate(
-    app_dir: Path = AppDirArg,
-    runbook: Path | None = typer.Option(None, "--runbook", help="Write the operator runbook listing missing fields."),
-    json_out: bool = JsonOpt,
-) -> None:
+@app.command("validate")
+@_app_dir
+@click.option(
+    "--runbook",
+    "runbook",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Write the operator runbook listing missing fields.",
+)
+@_json_opt
+def validate(app_dir: Path, runbook: Path | None, json_out: bool) -> None:
     """Validate APP_DIR/railiance/app.toml; every error on its own line with its TOML path and a hint."""
     as_json = _want_json(json_out)
     with _guard(as_json):
@@ -220,19 +248,20 @@ def validate(
                 _echo(f"{len(report.issues)} problem(s) in {app_dir}/railiance/app.toml", err=True)
             if runbook is not None:
                 _echo(f"runbook written to {runbook}")
-        raise typer.Exit(EXIT_OK if ok else EXIT_INVALID)
+        raise click.exceptions.Exit(EXIT_OK if ok else EXIT_INVALID)
 
 
 # ---------------------------------------------------------------------------- candidates
 
 
 @candidate_app.command("add")
+@_app_dir
+@click.option("--image", "image", required=True, help="REPOSITORY@sha256:<64 hex>; a tag alone is refused.")
+@click.option("--revision", "revision", default=None, help="Source commit (else read from the work tree).")
+@_operator_opt
+@_json_opt
 def candidate_add(
-    app_dir: Path = AppDirArg,
-    image: str = typer.Option(..., "--image", help="REPOSITORY@sha256:<64 hex>; a tag alone is refused."),
-    revision: str | None = typer.Option(None, "--revision", help="Source commit (else read from the work tree)."),
-    operator: str | None = OperatorOpt,
-    json_out: bool = JsonOpt,
+    app_dir: Path, image: str, revision: str | None, operator: str | None, json_out: bool
 ) -> None:
     """Register a candidate artifact by immutable digest."""
     as_json = _want_json(json_out)
@@ -247,7 +276,9 @@ def candidate_add(
         decl = _load(app_dir)
         rev = revision or source_revision(decl)
         store = _store()
-        event, created = register_candidate(store=store, decl=decl, image=image, operator=_actor(operator), revision=rev)
+        event, created = register_candidate(
+            store=store, decl=decl, image=image, operator=_actor(operator), revision=rev
+        )
         if as_json:
             _emit_json({"ok": True, "created": created, "event": event.model_dump()})
         else:
@@ -261,13 +292,16 @@ def candidate_add(
 # ---------------------------------------------------------------------------- Stage 1
 
 
-@app.command()
+@app.command("run")
+@_app_dir
+@_image_opt
+@click.option(
+    "--skip-check", "skip_check", multiple=True, help="Skip a declared local check (needs a waiver)."
+)
+@_operator_opt
+@_json_opt
 def run(
-    app_dir: Path = AppDirArg,
-    image: str | None = ImageOpt,
-    skip_check: list[str] = typer.Option([], "--skip-check", help="Skip a declared local check (needs a waiver)."),
-    operator: str | None = OperatorOpt,
-    json_out: bool = JsonOpt,
+    app_dir: Path, image: str | None, skip_check: list[str], operator: str | None, json_out: bool
 ) -> None:
     """Stage 1 local validation of the candidate."""
     as_json = _want_json(json_out)
@@ -275,7 +309,11 @@ def run(
         from railiance_ledger.lifecycle import stage1
 
         outcome = stage1.run_cli(
-            store=_store(), app_dir=app_dir, operator=_actor(operator), image=image, skip_checks=list(skip_check)
+            store=_store(),
+            app_dir=app_dir,
+            operator=_actor(operator),
+            image=image,
+            skip_checks=list(skip_check),
         )
         doc = outcome.document
         if as_json:
@@ -283,19 +321,28 @@ def run(
         else:
             _render_stage_result(doc)
             if doc.get("status") == "pass":
-                _echo("Candidate is eligible for Stage 2 review. Stage 1 does not authorize production traffic.")
-        raise typer.Exit(outcome.exit_code)
+                _echo(
+                    "Candidate is eligible for Stage 2 review. Stage 1 does not authorize production traffic."
+                )
+        raise click.exceptions.Exit(outcome.exit_code)
 
 
-@app.command()
+@app.command("waive")
+@_app_dir
+@click.option("--gate", "gate", required=True, help="Gate (check) name, e.g. source_revision_identified.")
+@click.option("--reason", "reason", required=True, help="Why the gate is waived (recorded, redacted).")
+@_image_opt
+@click.option("--stage", "stage", default=None, type=int, help="Stage the waiver applies to.")
+@_operator_opt
+@_json_opt
 def waive(
-    app_dir: Path = AppDirArg,
-    gate: str = typer.Option(..., "--gate", help="Gate (check) name, e.g. source_revision_identified."),
-    reason: str = typer.Option(..., "--reason", help="Why the gate is waived (recorded, redacted)."),
-    image: str | None = ImageOpt,
-    stage: int | None = typer.Option(None, "--stage", help="Stage the waiver applies to."),
-    operator: str | None = OperatorOpt,
-    json_out: bool = JsonOpt,
+    app_dir: Path,
+    gate: str,
+    reason: str,
+    image: str | None,
+    stage: int | None,
+    operator: str | None,
+    json_out: bool,
 ) -> None:
     """Record a waiver for one gate of one candidate."""
     as_json = _want_json(json_out)
@@ -309,8 +356,13 @@ def waive(
 
             digest = parse_candidate_image(image)[1]
         event = waivers.record_waiver(
-            store=_store(), decl=decl, gate=gate, operator=_require_operator(operator), reason=reason,
-            candidate=digest, **({"stage": stage} if stage else {}),
+            store=_store(),
+            decl=decl,
+            gate=gate,
+            operator=_require_operator(operator),
+            reason=reason,
+            candidate=digest,
+            **({"stage": stage} if stage else {}),
         )
         if as_json:
             _emit_json({"ok": True, "event": event.model_dump()})
@@ -324,15 +376,15 @@ def _require_operator(flag: str | None) -> str:
 
     who = config.explicit_operator(flag or G.operator)
     if not who:
-        raise InvalidInput("this record needs an operator identity", hint="pass --operator NAME or set RAILIANCE_OPERATOR")
+        raise InvalidInput(
+            "this record needs an operator identity", hint="pass --operator NAME or set RAILIANCE_OPERATOR"
+        )
     return who
 
 
 # ---------------------------------------------------------------------------- later stages
 
 
-KubeconfigOpt = typer.Option(None, "--kubeconfig", help="Kubeconfig file (else KUBECONFIG).")
-ContextOpt = typer.Option(None, "--context", help="Kubeconfig context (else RAILIANCE_KUBE_CONTEXT).")
 
 
 def _environment(kubeconfig: str | None, context: str | None) -> Any:
@@ -350,7 +402,9 @@ def _render_stage2(outcome: Any, *, as_json: bool) -> None:
         if phase in (None, "completed"):
             _render_stage_result(doc)
             if outcome.rolled_back:
-                _echo("  canary rolled back: routing and workload removed (see rollback.completed in the ledger)")
+                _echo(
+                    "  canary rolled back: routing and workload removed (see rollback.completed in the ledger)"
+                )
         else:
             cand = (doc.get("candidate") or {}).get("digest")
             _echo(f"Stage 2 canary {phase} for {doc.get('workload', {}).get('name')} {cand}")
@@ -363,18 +417,27 @@ def _render_stage2(outcome: Any, *, as_json: bool) -> None:
                 _echo(f"  {outcome.samples}/{outcome.expected_samples} samples recorded")
         for warning in outcome.warnings:
             _echo(f"warning: {warning}", err=True)
-    raise typer.Exit(outcome.exit_code)
+    raise click.exceptions.Exit(outcome.exit_code)
 
 
-@app.command()
+@app.command("deploy")
+@_app_dir
+@click.option(
+    "--stage", "stage", required=True, type=int, help="Only Stage 2 (canary) is deployed by this command."
+)
+@_image_opt
+@_kubeconfig_opt
+@_context_opt
+@_operator_opt
+@_json_opt
 def deploy(
-    app_dir: Path = AppDirArg,
-    stage: int = typer.Option(..., "--stage", help="Only Stage 2 (canary) is deployed by this command."),
-    image: str | None = ImageOpt,
-    kubeconfig: str | None = KubeconfigOpt,
-    context: str | None = ContextOpt,
-    operator: str | None = OperatorOpt,
-    json_out: bool = JsonOpt,
+    app_dir: Path,
+    stage: int,
+    image: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    operator: str | None,
+    json_out: bool,
 ) -> None:
     """Stage 2 canary deployment: every precheck first, then the Helm release and its routing."""
     as_json = _want_json(json_out)
@@ -394,22 +457,41 @@ def deploy(
             for warning in ad.warnings:
                 _echo(f"warning: {warning}", err=True)
             outcome = stage2.deploy_canary(
-                store=_store(), decl=decl, operator=_actor(operator), kube=ad.kube, helm=ad.helm,
-                registry=ad.registry, metrics=ad.metrics, http=ad.http, statehub=ad.statehub, image=image,
+                store=_store(),
+                decl=decl,
+                operator=_actor(operator),
+                kube=ad.kube,
+                helm=ad.helm,
+                registry=ad.registry,
+                metrics=ad.metrics,
+                http=ad.http,
+                statehub=ad.statehub,
+                image=image,
                 helm_upgrade_args=ad.helm_args,
             )
         _render_stage2(outcome, as_json=as_json)
 
 
-@app.command()
+@app.command("observe")
+@_app_dir
+@click.option(
+    "--image", "image", default=None, help="Candidate REPOSITORY@sha256:... (else the deployed one)."
+)
+@click.option(
+    "--max-samples", "max_samples", default=None, type=int, help="Stop after N samples (resume later)."
+)
+@_kubeconfig_opt
+@_context_opt
+@_operator_opt
+@_json_opt
 def observe(
-    app_dir: Path = AppDirArg,
-    image: str | None = typer.Option(None, "--image", help="Candidate REPOSITORY@sha256:... (else the deployed one)."),
-    max_samples: int | None = typer.Option(None, "--max-samples", help="Stop after N samples (resume later)."),
-    kubeconfig: str | None = KubeconfigOpt,
-    context: str | None = ContextOpt,
-    operator: str | None = OperatorOpt,
-    json_out: bool = JsonOpt,
+    app_dir: Path,
+    image: str | None,
+    max_samples: int | None,
+    kubeconfig: str | None,
+    context: str | None,
+    operator: str | None,
+    json_out: bool,
 ) -> None:
     """Stage 2 evidence collection over the observation window, with progress; resumable."""
     as_json = _want_json(json_out)
@@ -424,9 +506,18 @@ def observe(
                 for warning in ad.warnings:
                     _echo(f"warning: {warning}", err=True)
                 outcome = stage2.observe_canary(
-                    store=_store(), decl=decl, operator=_actor(operator), kube=ad.kube, metrics=ad.metrics,
-                    http=ad.http, helm=ad.helm, statehub=ad.statehub, image=image, on_progress=progress_cb,
-                    max_samples=max_samples, ingress_url=ad.ingress_url,
+                    store=_store(),
+                    decl=decl,
+                    operator=_actor(operator),
+                    kube=ad.kube,
+                    metrics=ad.metrics,
+                    http=ad.http,
+                    helm=ad.helm,
+                    statehub=ad.statehub,
+                    image=image,
+                    on_progress=progress_cb,
+                    max_samples=max_samples,
+                    ingress_url=ad.ingress_url,
                 )
         finally:
             finish()
@@ -436,6 +527,7 @@ def observe(
 def _progress_bar(*, enabled: bool) -> tuple[Any, Any]:
     """A rich progress bar on a terminal; elsewhere one plain line per sample on stderr."""
     if not enabled:
+
         def plain(done: int, expected: int, sample: Any) -> None:
             if not G.json:
                 _echo(f"sample {done}/{expected}", err=True)
@@ -443,8 +535,13 @@ def _progress_bar(*, enabled: bool) -> tuple[Any, Any]:
         return plain, lambda: None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn("observing canary"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   transient=False)
+    bar = Progress(
+        TextColumn("observing canary"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
     task = bar.add_task("observe", total=None)
     bar.start()
 
@@ -454,20 +551,44 @@ def _progress_bar(*, enabled: bool) -> tuple[Any, Any]:
     return update, bar.stop
 
 
-@app.command()
+@app.command("approve")
+@_app_dir
+@click.option(
+    "--stage", "stage", default=None, type=int, help="Stage being approved (2 canary, 3 promotion)."
+)
+@_image_opt
+@click.option("--window", "window", default=None, help="Observation window, e.g. 1h (else the declared one).")
+@click.option(
+    "--rollback-target", "rollback_target", default=None, help="Pinned image or manual recovery text."
+)
+@click.option("--waive", "waive", multiple=True, help="GATE=REASON waived by this approval (repeatable).")
+@click.option(
+    "--retrospective",
+    "retrospective",
+    is_flag=True,
+    default=False,
+    help="Retrospective approval of an emergency action.",
+)
+@click.option(
+    "--revoke", "revoke", is_flag=True, default=False, help="Revoke an approval instead of granting one."
+)
+@click.option("--approval", "approval", default=None, help="With --revoke: the approval event id.")
+@click.option("--reason", "reason", default=None, help="With --revoke: why (recorded, redacted).")
+@_operator_opt
+@_json_opt
 def approve(
-    app_dir: Path = AppDirArg,
-    stage: int | None = typer.Option(None, "--stage", help="Stage being approved (2 canary, 3 promotion)."),
-    image: str | None = ImageOpt,
-    window: str | None = typer.Option(None, "--window", help="Observation window, e.g. 1h (else the declared one)."),
-    rollback_target: str | None = typer.Option(None, "--rollback-target", help="Pinned image or manual recovery text."),
-    waive: list[str] = typer.Option([], "--waive", help="GATE=REASON waived by this approval (repeatable)."),
-    retrospective: bool = typer.Option(False, "--retrospective", help="Retrospective approval of an emergency action."),
-    revoke: bool = typer.Option(False, "--revoke", help="Revoke an approval instead of granting one."),
-    approval: str | None = typer.Option(None, "--approval", help="With --revoke: the approval event id."),
-    reason: str | None = typer.Option(None, "--reason", help="With --revoke: why (recorded, redacted)."),
-    operator: str | None = OperatorOpt,
-    json_out: bool = JsonOpt,
+    app_dir: Path,
+    stage: int | None,
+    image: str | None,
+    window: str | None,
+    rollback_target: str | None,
+    waive: list[str],
+    retrospective: bool,
+    revoke: bool,
+    approval: str | None,
+    reason: str | None,
+    operator: str | None,
+    json_out: bool,
 ) -> None:
     """Record (or with --revoke, revoke) a human approval: operator, candidate, stage, window, rollback target."""
     as_json = _want_json(json_out)
@@ -479,23 +600,39 @@ def approve(
         who = operator or G.operator
         if revoke:
             event = approvals.revoke(
-                store=_store(), decl=decl, operator=who, reason=reason or "", approval_id=approval, image=image
+                store=_store(),
+                decl=decl,
+                operator=who,
+                reason=reason or "",
+                approval_id=approval,
+                image=image,
             )
             summary = f"approval revoked for {event.candidate} by {event.actor} (event {event.event_id})"
             if event.payload.get("immediate_rollback"):
                 summary += "; inside the observation window: immediate rollback required"
         else:
             if stage is None:
-                raise InvalidInput("approve needs --stage 2 or --stage 3", hint="e.g. railiance approve APP --stage 3")
+                raise InvalidInput(
+                    "approve needs --stage 2 or --stage 3", hint="e.g. railiance approve APP --stage 3"
+                )
             waived: dict[str, str] = {}
             for item in waive:
                 gate, sep, why = item.partition("=")
                 if not sep or not gate.strip() or not why.strip():
-                    raise InvalidInput(f"--waive {item!r} is not GATE=REASON", hint="e.g. --waive local_health='probe flaky'")
+                    raise InvalidInput(
+                        f"--waive {item!r} is not GATE=REASON", hint="e.g. --waive local_health='probe flaky'"
+                    )
                 waived[gate.strip()] = why.strip()
             event = approvals.approve(
-                store=_store(), decl=decl, operator=who, stage=stage, image=image, window=window,
-                rollback_target=rollback_target, waived_gates=waived or None, retrospective=retrospective,
+                store=_store(),
+                decl=decl,
+                operator=who,
+                stage=stage,
+                image=image,
+                window=window,
+                rollback_target=rollback_target,
+                waived_gates=waived or None,
+                retrospective=retrospective,
             )
             summary = (
                 f"approval recorded: stage {event.stage} of {event.candidate} by {event.actor} "
@@ -513,14 +650,15 @@ def _report_noted(event: Any, summary: str, *, as_json: bool) -> None:
         _echo(f"warning: {warning}", err=True)
 
 
-@app.command()
+@app.command("exception")
+@_app_dir
+@click.option("--skip-stage", "skip_stage", required=True, type=int, help="The stage to skip (1 or 2).")
+@click.option("--reason", "reason", required=True, help="Why delaying would increase production risk.")
+@_image_opt
+@_operator_opt
+@_json_opt
 def exception(
-    app_dir: Path = AppDirArg,
-    skip_stage: int = typer.Option(..., "--skip-stage", help="The stage to skip (1 or 2)."),
-    reason: str = typer.Option(..., "--reason", help="Why delaying would increase production risk."),
-    image: str | None = ImageOpt,
-    operator: str | None = OperatorOpt,
-    json_out: bool = JsonOpt,
+    app_dir: Path, skip_stage: int, reason: str, image: str | None, operator: str | None, json_out: bool
 ) -> None:
     """Record an emergency exception (skip a stage); it awaits a retrospective approval."""
     as_json = _want_json(json_out)
@@ -528,8 +666,12 @@ def exception(
         from railiance_ledger.lifecycle import approvals
 
         event = approvals.record_exception(
-            store=_store(), decl=_load(app_dir), operator=operator or G.operator, skip_stage=skip_stage,
-            reason=reason, image=image,
+            store=_store(),
+            decl=_load(app_dir),
+            operator=operator or G.operator,
+            skip_stage=skip_stage,
+            reason=reason,
+            image=image,
         )
         _report_noted(
             event,
@@ -539,12 +681,11 @@ def exception(
         )
 
 
-@app.command()
-def readiness(
-    app_dir: Path = AppDirArg,
-    image: str | None = ImageOpt,
-    json_out: bool = JsonOpt,
-) -> None:
+@app.command("readiness")
+@_app_dir
+@_image_opt
+@_json_opt
+def readiness(app_dir: Path, image: str | None, json_out: bool) -> None:
     """Answer the spec's readiness questions from the declaration and the ledger (exit 1 while any is missing)."""
     as_json = _want_json(json_out)
     with _guard(as_json):
@@ -563,17 +704,23 @@ def readiness(
                 _echo(f"  must remain in: {report.must_remain_in}; do not cut over to Stage 3")
             else:
                 _echo("every readiness question is answered")
-        raise typer.Exit(EXIT_OK if report.ready else EXIT_FAILED)
+        raise click.exceptions.Exit(EXIT_OK if report.ready else EXIT_FAILED)
 
 
-@app.command()
+@app.command("promote")
+@_app_dir
+@_image_opt
+@_kubeconfig_opt
+@_context_opt
+@_operator_opt
+@_json_opt
 def promote(
-    app_dir: Path = AppDirArg,
-    image: str | None = ImageOpt,
-    kubeconfig: str | None = KubeconfigOpt,
-    context: str | None = ContextOpt,
-    operator: str | None = OperatorOpt,
-    json_out: bool = JsonOpt,
+    app_dir: Path,
+    image: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    operator: str | None,
+    json_out: bool,
 ) -> None:
     """Stage 3 production promotion: six prechecks, the promotion, routing read-back, smoke; rolls back on failure."""
     as_json = _want_json(json_out)
@@ -583,43 +730,94 @@ def promote(
         decl = _load(app_dir)
         with _environment(kubeconfig, context).open(decl) as ad:
             outcome = stage3.promote(
-                store=_store(), decl=decl, operator=_actor(operator), kube=ad.kube, helm=ad.helm, http=ad.http,
-                statehub=ad.statehub, image=image, helm_upgrade_args=ad.helm_args,
+                store=_store(),
+                decl=decl,
+                operator=_actor(operator),
+                kube=ad.kube,
+                helm=ad.helm,
+                http=ad.http,
+                statehub=ad.statehub,
+                image=image,
+                helm_upgrade_args=ad.helm_args,
             )
         doc = outcome.document
         if as_json:
-            _emit_json({**doc, "warnings": outcome.warnings, "rolled_back": outcome.rolled_back,
-                        "workflow_id": outcome.workflow_id, "rollback": outcome.rollback})
+            _emit_json(
+                {
+                    **doc,
+                    "warnings": outcome.warnings,
+                    "rolled_back": outcome.rolled_back,
+                    "workflow_id": outcome.workflow_id,
+                    "rollback": outcome.rollback,
+                }
+            )
         else:
             _render_stage_result(doc)
             if outcome.workflow_id:
                 _echo(f"  workflow id: {outcome.workflow_id}")
             if doc.get("rollback_target"):
-                _echo(f"  rollback target retained: {json.dumps(doc['rollback_target'], sort_keys=True, default=str)}")
+                _echo(
+                    f"  rollback target retained: {json.dumps(doc['rollback_target'], sort_keys=True, default=str)}"
+                )
             if outcome.rolled_back and outcome.rollback:
-                _echo(f"  promotion failed after changing production; rolled back: {outcome.rollback.get('action')}")
+                _echo(
+                    f"  promotion failed after changing production; rolled back: {outcome.rollback.get('action')}"
+                )
             for warning in outcome.warnings:
                 _echo(f"warning: {warning}", err=True)
-        raise typer.Exit(outcome.exit_code)
+        raise click.exceptions.Exit(outcome.exit_code)
 
 
-@app.command()
+@app.command("rollback")
+@_app_dir
+@click.option("--reason", "reason", required=True, help="The triggering symptom (recorded, redacted).")
+@click.option(
+    "--defer",
+    "defer",
+    is_flag=True,
+    default=False,
+    help="Defer the rollback (needs --approval of another operator).",
+)
+@click.option(
+    "--approval", "approval", default=None, help="Approval event id for --defer / --accept-forward-only."
+)
+@click.option(
+    "--accept-forward-only",
+    "accept_forward_only",
+    is_flag=True,
+    default=False,
+    help="Roll back past a forward-only migration (needs --approval).",
+)
+@click.option(
+    "--candidate",
+    "candidate",
+    default="returned-to-stage1",
+    show_default=True,
+    help="Fate of the failed candidate: returned-to-stage1, blocked, abandoned.",
+)
+@click.option(
+    "--manual-done",
+    "manual_done",
+    is_flag=True,
+    default=False,
+    help="Manual strategy: the runbook was carried out.",
+)
+@_kubeconfig_opt
+@_context_opt
+@_operator_opt
+@_json_opt
 def rollback(
-    app_dir: Path = AppDirArg,
-    reason: str = typer.Option(..., "--reason", help="The triggering symptom (recorded, redacted)."),
-    defer: bool = typer.Option(False, "--defer", help="Defer the rollback (needs --approval of another operator)."),
-    approval: str | None = typer.Option(None, "--approval", help="Approval event id for --defer / --accept-forward-only."),
-    accept_forward_only: bool = typer.Option(
-        False, "--accept-forward-only", help="Roll back past a forward-only migration (needs --approval)."
-    ),
-    candidate: str = typer.Option(
-        "returned-to-stage1", "--candidate", help="Fate of the failed candidate: returned-to-stage1, blocked, abandoned."
-    ),
-    manual_done: bool = typer.Option(False, "--manual-done", help="Manual strategy: the runbook was carried out."),
-    kubeconfig: str | None = KubeconfigOpt,
-    context: str | None = ContextOpt,
-    operator: str | None = OperatorOpt,
-    json_out: bool = JsonOpt,
+    app_dir: Path,
+    reason: str,
+    defer: bool,
+    approval: str | None,
+    accept_forward_only: bool,
+    candidate: str,
+    manual_done: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    operator: str | None,
+    json_out: bool,
 ) -> None:
     """Roll back to the previous stable target from the ledger's lineage, then verify and record."""
     as_json = _want_json(json_out)
@@ -629,35 +827,59 @@ def rollback(
 
         fates = ("returned-to-stage1", "blocked", "abandoned")
         if candidate not in fates:
-            raise InvalidInput(f"--candidate {candidate!r} is not one of {', '.join(fates)}", hint="e.g. --candidate blocked")
+            raise InvalidInput(
+                f"--candidate {candidate!r} is not one of {', '.join(fates)}", hint="e.g. --candidate blocked"
+            )
         decl = _load(app_dir)
         with _environment(kubeconfig, context).open(decl) as ad:
             outcome = rb.rollback(
-                store=_store(), decl=decl, operator=_actor(operator), kube=ad.kube, helm=ad.helm, http=ad.http,
-                reason=reason, statehub=ad.statehub, defer=defer, approval_id=approval, candidate_fate=candidate,
-                accept_forward_only=accept_forward_only, manual_done=manual_done,
+                store=_store(),
+                decl=decl,
+                operator=_actor(operator),
+                kube=ad.kube,
+                helm=ad.helm,
+                http=ad.http,
+                reason=reason,
+                statehub=ad.statehub,
+                defer=defer,
+                approval_id=approval,
+                candidate_fate=candidate,
+                accept_forward_only=accept_forward_only,
+                manual_done=manual_done,
             )
         doc = outcome.document
         if as_json:
-            _emit_json({**doc, "phase": outcome.phase, "exit_code": outcome.exit_code, "warnings": outcome.warnings})
+            _emit_json(
+                {**doc, "phase": outcome.phase, "exit_code": outcome.exit_code, "warnings": outcome.warnings}
+            )
         else:
             _echo(f"rollback of {decl.workload.name}: {outcome.phase}")
-            for key in ("symptom", "action", "final_stable", "verification", "remaining_cleanup",
-                        "candidate_disposition", "statehub_note", "ledger"):
+            for key in (
+                "symptom",
+                "action",
+                "final_stable",
+                "verification",
+                "remaining_cleanup",
+                "candidate_disposition",
+                "statehub_note",
+                "ledger",
+            ):
                 if doc.get(key) not in (None, "", [], {}):
                     value = doc[key]
                     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
                     _echo(f"  {key}: {text}")
             for warning in outcome.warnings:
                 _echo(f"warning: {warning}", err=True)
-        raise typer.Exit(outcome.exit_code)
+        raise click.exceptions.Exit(outcome.exit_code)
 
 
 # ---------------------------------------------------------------------------- projections
 
 
-@app.command()
-def status(workload: str = typer.Argument(..., help="Workload name."), json_out: bool = JsonOpt) -> None:
+@app.command("status")
+@click.argument("workload")
+@_json_opt
+def status(workload: str, json_out: bool) -> None:
     """Each candidate's stage state, the current stable and earlier stables."""
     as_json = _want_json(json_out)
     with _guard(as_json):
@@ -700,12 +922,11 @@ def _short(stable: Any) -> str:
     return str(stable)
 
 
-@app.command()
-def history(
-    workload: str = typer.Argument(..., help="Workload name."),
-    limit: int | None = typer.Option(None, "--limit", help="Only the newest N events."),
-    json_out: bool = JsonOpt,
-) -> None:
+@app.command("history")
+@click.argument("workload")
+@click.option("--limit", "limit", default=None, type=int, help="Only the newest N events.")
+@_json_opt
+def history(workload: str, limit: int | None, json_out: bool) -> None:
     """The workload's events, oldest first."""
     as_json = _want_json(json_out)
     with _guard(as_json):
@@ -726,12 +947,11 @@ def history(
             _echo(f"{e.seq:>8} {e.recorded_at} {e.kind}{stage}{cand}{extra} by {e.actor}")
 
 
-@app.command()
-def lineage(
-    workload: str = typer.Argument(..., help="Workload name."),
-    at: str | None = typer.Option(None, "--at", help="ISO timestamp: what was stable at that moment."),
-    json_out: bool = JsonOpt,
-) -> None:
+@app.command("lineage")
+@click.argument("workload")
+@click.option("--at", "at", default=None, help="ISO timestamp: what was stable at that moment.")
+@_json_opt
+def lineage(workload: str, at: str | None, json_out: bool) -> None:
     """Stable history and the rollback target (what we would roll back to, and how)."""
     as_json = _want_json(json_out)
     with _guard(as_json):
@@ -745,18 +965,27 @@ def lineage(
         _echo(f"  current stable: {_short(data.get('current_stable'))}")
         stables = data.get("stables") or []
         for s in stables:
-            approvers = ", ".join(sorted({str(a.get("operator")) for a in s.get("approvals") or []})) or "none recorded"
-            _echo(f"  stable {_short(s)} ({s.get('state', '')}) promoted at {s.get('promoted_at', '?')} "
-                  f"by {s.get('promoted_by', '?')}; approved by {approvers}")
+            approvers = (
+                ", ".join(sorted({str(a.get("operator")) for a in s.get("approvals") or []}))
+                or "none recorded"
+            )
+            _echo(
+                f"  stable {_short(s)} ({s.get('state', '')}) promoted at {s.get('promoted_at', '?')} "
+                f"by {s.get('promoted_by', '?')}; approved by {approvers}"
+            )
             ev = s.get("evidence") or {}
             promo, result = ev.get("promotion") or {}, ev.get("stage_result") or {}
             if promo or result:
-                _echo(f"    evidence: promotion seq {promo.get('seq')} workflow {promo.get('workflow_id')}; "
-                      f"stage 3 result seq {result.get('seq')} ({result.get('status')}); "
-                      f"State Hub notes {', '.join(ev.get('notes') or []) or 'none'}")
+                _echo(
+                    f"    evidence: promotion seq {promo.get('seq')} workflow {promo.get('workflow_id')}; "
+                    f"stage 3 result seq {result.get('seq')} ({result.get('status')}); "
+                    f"State Hub notes {', '.join(ev.get('notes') or []) or 'none'}"
+                )
         target = data.get("rollback_target")
         if target:
-            _echo(f"  rollback target: {_short(target)} ({json.dumps(target.get('restore', {}), sort_keys=True)})")
+            _echo(
+                f"  rollback target: {_short(target)} ({json.dumps(target.get('restore', {}), sort_keys=True)})"
+            )
         else:
             _echo("  rollback target: none recorded (no earlier stable)")
         cands = data.get("candidates") or []
@@ -772,7 +1001,9 @@ def _normalise_at(at: str) -> str:
     try:
         ts = datetime.fromisoformat(at)
     except ValueError as exc:
-        raise InvalidInput(f"--at {at!r} is not an ISO-8601 timestamp", hint="e.g. 2026-11-26T10:00:00Z") from exc
+        raise InvalidInput(
+            f"--at {at!r} is not an ISO-8601 timestamp", hint="e.g. 2026-11-26T10:00:00Z"
+        ) from exc
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
@@ -782,7 +1013,8 @@ def _normalise_at(at: str) -> str:
 
 
 @ledger_app.command("verify")
-def ledger_verify(json_out: bool = JsonOpt) -> None:
+@_json_opt
+def ledger_verify(json_out: bool) -> None:
     """Recompute the hash chain; name the first bad seq and why (edited, missing, reordered)."""
     as_json = _want_json(json_out)
     with _guard(as_json):
@@ -799,13 +1031,19 @@ def ledger_verify(json_out: bool = JsonOpt) -> None:
                 f"ledger integrity error: first bad seq {report.first_bad_seq} ({report.problem}): {report.detail}",
                 err=True,
             )
-        raise typer.Exit(EXIT_OK if report.ok else EXIT_LEDGER)
+        raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_LEDGER)
 
 
 @ledger_app.command("export")
-def ledger_export(
-    output: Path | None = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
-) -> None:
+@click.option(
+    "--output",
+    "-o",
+    "output",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="File to write (default: stdout).",
+)
+def ledger_export(output: Path | None) -> None:
     """Export every event as JSON Lines, one canonical envelope per line."""
     with _guard(False):
         from railiance_ledger.ledger.verify import export_jsonl
@@ -820,7 +1058,7 @@ def ledger_export(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(prog_name="railiance")
 
 
 if __name__ == "__main__":

@@ -285,7 +285,7 @@ def test_guard_ignores_revocation_outside_window(dagster_env: DagsterEnv, regist
 def test_mirror_reports_cli_events_as_runless_asset_events(dagster_env: DagsterEnv) -> None:
     """A candidate added and a Stage 1 result recorded by the CLI show up as runless materializations (with
     the Stage 1 gate evaluations) on the candidate's partition; Dagster's own events are not repeated."""
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from railiance_ledger.cli import app
 

@@ -68,7 +68,7 @@ class EventKind(StrEnum):
 class NewEvent(BaseModel):
     """An event about to be appended: everything but what the store assigns."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     stream: str = Field(min_length=1, max_length=200)
     kind: EventKind
@@ -81,7 +81,7 @@ class NewEvent(BaseModel):
 class RecordedEvent(BaseModel):
     """An event as stored: the full envelope with its place in the chain."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     seq: int
     event_id: str

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 import re
 from collections import Counter
@@ -130,6 +131,7 @@ def _key_words(name: str) -> list[str]:
     return words
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(name: str) -> bool:
     """True when a key/field/variable name says its value is a secret.
 
@@ -645,11 +647,39 @@ def find_secrets(text: str) -> list[Finding]:
     return merged
 
 
+_INERT_FULL_RE = re.compile(
+    r"sha(?:256|384|512):[0-9a-f]{32,128}"  # a digest
+    r"|[a-z0-9][a-z0-9._\-]*(?::[0-9]{1,5})?(?:/[a-z0-9._\-]+)*(?::[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127})?"
+    r"@sha256:[0-9a-f]{64}"  # an image pinned by digest (no user:password@ can match: ':' only before digits or a tag)
+    r"|\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?"  # a timestamp
+    r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # a uuid
+    r"|[0-9a-f]{40}"  # a commit id
+    r"|-?\d{1,18}(?:\.\d{1,18})?"  # a number
+    r"|[A-Za-z]{0,16}"  # a short word: no detector matches letters alone this short
+)
+"""Whole strings that cannot hold a secret: evidence shapes the spec allows. A fast path only;
+anything else goes through every detector."""
+
+
 def redact(text: str) -> str:
     """``text`` with every secret replaced by ``[REDACTED:<kind>]``; everything else unchanged.
 
     Idempotent: ``redact(redact(t)) == redact(t)``.
     """
+    if _INERT_FULL_RE.fullmatch(text):
+        return text
+    if len(text) <= 256:
+        return _redact_short(text)
+    return _redact_uncached(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _redact_short(text: str) -> str:
+    """Short strings repeat a lot in structured evidence (names, states, reasons): remember them."""
+    return _redact_uncached(text)
+
+
+def _redact_uncached(text: str) -> str:
     findings = find_secrets(text)
     if not findings:
         return text
