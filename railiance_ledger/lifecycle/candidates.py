@@ -66,6 +66,8 @@ def register_candidate(
         "digest": digest,
         "revision": revision,
         "source": source,
+        "criticality": str(decl.criticality),
+        "approval_required": bool(decl.production_critical),
     }
     if extra:
         payload.update(extra)
