@@ -467,6 +467,13 @@ class TestPostgresEventStore(EventStoreContract):
     def drop_triggers(self, url: str) -> None:
         self.raw(url, "DROP TRIGGER events_no_update_delete ON events")
 
+    def test_planner_statistics_are_refreshed_when_the_ledger_doubles(self, url: str, store: EventStore) -> None:
+        """Without autovacuum, prepared plans chosen on a small table would scan the whole ledger."""
+        store.append([note(W, i) for i in range(1000)])
+        store.append([note(W, i) for i in range(100)])  # crosses 1,024: ANALYZE events
+        [(tuples,)] = self.raw(url, "SELECT reltuples::float FROM pg_class WHERE relname = 'events'")
+        assert 1100.0 == tuples
+
     def test_postgres_refuses_truncate(self, url: str, store: EventStore) -> None:
         store.append_one(note(W, 1))
         with pytest.raises(Exception, match="append-only"):
