@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from railiance_ledger.domain.events import EventKind, NewEvent
 from railiance_ledger.errors import LedgerError
 from railiance_ledger.ledger.projections import (
     candidates,
@@ -180,3 +181,23 @@ def test_status_query_stays_fast_on_a_busy_workload(store: EventStore) -> None:
         workload_status(store, W)
         rollback_target(store, W)
     assert time.perf_counter() - started < 5
+
+
+def test_stage2_canary_rollback_leaves_the_stable_lineage_unchanged(store: EventStore) -> None:
+    """Removing a canary (a rollback recorded at stage 2) never changes what is stable in production."""
+    store.append(full_lifecycle(W, V1, None, revision=1), now=T0)
+    store.append([registered(W, V2), stage_started(W, V2, 1), stage_result(W, V2, 1, "pass"), stage_started(W, V2, 2)])
+    store.append_one(NewEvent(stream=W, kind=EventKind.ROLLBACK_COMPLETED, actor="observer", candidate=V2, stage=2,
+                              payload={"symptom": "error rate", "final_stable": None}))
+    lin = lineage(store, W)
+    assert (V1, "rolled-back") == (lin.current_stable.digest, workload_status(store, W).candidate(V2).state)
+
+
+def test_pending_approvals_list_only_candidates_whose_declaration_requires_one(store: EventStore) -> None:
+    """A registration that says approval is not required is not listed as awaiting one; older ones are."""
+    plain = NewEvent(stream=W, kind=EventKind.CANDIDATE_REGISTERED, actor="sensor", candidate=V1,
+                     payload={"image": image_of(V1), "approval_required": False})
+    store.append([plain, stage_started(W, V1, 1), stage_result(W, V1, 1, "pass")])
+    store.append([registered(W, V2), stage_started(W, V2, 1), stage_result(W, V2, 1, "pass")])
+    pending = {p.digest for p in workload_status(store, W).pending_approvals}
+    assert {V2} == pending

@@ -442,7 +442,12 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
         if kind == _K.CANDIDATE_REGISTERED:
             if digest not in info:
                 order.append(digest)
-                info[digest] = {"image": payload.get("image"), "at": recorded_at, "by": actor}
+                info[digest] = {
+                    "image": payload.get("image"), "at": recorded_at, "by": actor,
+                    # Registrations record whether the declaration makes approval mandatory; older
+                    # ones did not, and for those a missing approval is listed (fail closed).
+                    "approval_required": payload.get("approval_required", True) is not False,
+                }
         elif kind == _K.STAGE_COMPLETED and digest and stage is not None:
             result = StageResult(int(stage), str(status or "fail"), int(seq), event_id, recorded_at)
             results.setdefault(digest, {})[int(stage)] = result
@@ -503,7 +508,8 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
             if latest.status == "pass" and latest.stage in (1, 2):
                 nxt = latest.stage + 1
                 state += " (eligible for Stage 2 review)" if nxt == 2 else " (eligible for Stage 3 promotion)"
-                if not any(a.stage == nxt and not a.revoked for a in its_approvals):
+                required = info[digest]["approval_required"]
+                if required and not any(a.stage == nxt and not a.revoked for a in its_approvals):
                     pending.append(PendingApproval(
                         digest=digest, stage=nxt, since=latest.recorded_at,
                         reason=f"stage {latest.stage} passed; no approval for stage {nxt} yet",
