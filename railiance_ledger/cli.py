@@ -1013,19 +1013,40 @@ def _normalise_at(at: str) -> str:
 
 
 @ledger_app.command("verify")
+@click.option(
+    "--expect-head",
+    "expect_head",
+    default=None,
+    help="SEQ:HASH anchor recorded earlier (e.g. in State Hub); detects deleted newest events.",
+)
 @_json_opt
-def ledger_verify(json_out: bool) -> None:
+def ledger_verify(expect_head: str | None, json_out: bool) -> None:
     """Recompute the hash chain; name the first bad seq and why (edited, missing, reordered)."""
     as_json = _want_json(json_out)
     with _guard(as_json):
-        from railiance_ledger.ledger.verify import verify
+        from railiance_ledger.errors import InvalidInput
+        from railiance_ledger.ledger.verify import check_anchor, verify
 
-        report = verify(_store())
+        anchor: tuple[int, str] | None = None
+        if expect_head:
+            seq_text, _, hash_text = expect_head.partition(":")
+            if not seq_text.isdigit() or len(hash_text) != 64:
+                raise InvalidInput(
+                    f"--expect-head {expect_head!r} is not SEQ:HASH", hint="copy it from `railiance ledger verify`"
+                )
+            anchor = (int(seq_text), hash_text)
+        store = _store()
+        report = verify(store)
+        if anchor is not None:
+            report = check_anchor(store, report, seq=anchor[0], hash=anchor[1])
         data = _as_dict(report)
         if as_json:
             _emit_json(data)
         elif report.ok:
-            _echo(f"ok: {report.events_checked} events, hash chain verifies")
+            _echo(
+                f"ok: {report.events_checked} events, hash chain verifies; "
+                f"head {report.head_seq}:{report.head_hash} (keep it as an anchor for --expect-head)"
+            )
         else:
             _echo(
                 f"ledger integrity error: first bad seq {report.first_bad_seq} ({report.problem}): {report.detail}",

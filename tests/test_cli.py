@@ -180,3 +180,21 @@ def test_secret_in_cli_output_is_redacted(env: dict[str, str], tmp_path: Path) -
     toml.write_text(toml.read_text().replace('repo = "railiance-apps/hello-web"', 'repo = "https://deploy:hunter2hunter2@forge.local/x"'))
     code, out = invoke("validate", str(app_dir))
     assert "hunter2hunter2" not in out
+
+
+def test_ledger_verify_with_anchor_detects_deleted_newest_events(env: dict[str, str]) -> None:
+    """The chain alone cannot see its newest events deleted; an anchor recorded earlier can."""
+    invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE)
+    invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE.replace("c" * 64, "d" * 64))
+    code, out = invoke("--json", "ledger", "verify")
+    head = json.loads(out)
+    anchor = f"{head['head_seq']}:{head['head_hash']}"
+    assert (0, 0) == (code, invoke("ledger", "verify", "--expect-head", anchor)[0])
+    with sqlite3.connect(env["db"]) as conn:
+        for (name,) in conn.execute("select name from sqlite_master where type='trigger'").fetchall():
+            conn.execute(f"drop trigger {name}")
+        conn.execute("delete from events where seq = 2")
+    assert 0 == invoke("ledger", "verify")[0]  # what remains still links up
+    code, out = invoke("--json", "ledger", "verify", "--expect-head", anchor)
+    assert (3, 2, "missing") == (code, json.loads(out)["first_bad_seq"], json.loads(out)["problem"])
+    assert 2 == invoke("ledger", "verify", "--expect-head", "nonsense")[0]

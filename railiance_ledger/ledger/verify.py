@@ -21,7 +21,7 @@ import hashlib
 import json.encoder
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import IO, Any, Literal
 
 import sqlalchemy as sa
@@ -191,6 +191,34 @@ def _classify_link(store: EventStore, row: Any, prev: str, prev2: str | None, ch
         f"seq {seq} ({kind} in {stream!r}): prev_hash was changed and links to no stored event",
         prev,
     )
+
+
+def check_anchor(store: EventStore, report: VerifyReport, *, seq: int, hash: str) -> VerifyReport:
+    """Compare a verified chain with an anchor ``(seq, hash)`` recorded elsewhere.
+
+    The chain alone cannot show that its newest events were deleted (what remains still links
+    up). An anchor taken earlier (``ledger verify`` prints the head; State Hub notes keep it) can:
+    the event at ``seq`` must still exist and still carry ``hash``.
+    """
+    if not report.ok:
+        return report
+    if seq > report.head_seq:
+        return replace(
+            report, ok=False, first_bad_seq=report.head_seq + 1, problem="missing",
+            detail=(f"the anchor names seq {seq} but the ledger ends at seq {report.head_seq}: "
+                    f"events {report.head_seq + 1}..{seq} were removed"),
+        )
+    event = next(store.read_all(after_seq=seq - 1, limit=1), None) if seq > 0 else None
+    if event is None or event.seq != seq:
+        return replace(report, ok=False, first_bad_seq=seq, problem="missing",
+                       detail=f"the anchor names seq {seq}, which the ledger no longer holds")
+    if event.hash != hash:
+        return replace(
+            report, ok=False, first_bad_seq=seq, problem="edited",
+            detail=(f"seq {seq} carries hash {event.hash[:16]}... but the anchor recorded {hash[:16]}...: "
+                    "the ledger was rewritten from this point on"),
+        )
+    return report
 
 
 def export_jsonl(store: EventStore, fp: IO[str], *, after_seq: int = 0) -> int:
