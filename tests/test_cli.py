@@ -179,6 +179,7 @@ def test_secret_in_cli_output_is_redacted(env: dict[str, str], tmp_path: Path) -
     toml = app_dir / "railiance" / "app.toml"
     toml.write_text(toml.read_text().replace('repo = "railiance-apps/hello-web"', 'repo = "https://deploy:hunter2hunter2@forge.local/x"'))
     code, out = invoke("validate", str(app_dir))
+    assert (2, True) == (code, "workload.repo" in out)
     assert "hunter2hunter2" not in out
 
 
