@@ -142,7 +142,10 @@ def test_stage2_occasional_authorization_failure_is_not_repeated(canary_env: Can
 
 def test_stage2_pending_pods_fail_canary_pods_stable(canary_env: CanaryEnv) -> None:
     canary_env.emulator.behaviours.set(canary_env.image, "pending")
-    assert 0 == deploy_env(canary_env).exit_code
+    out = deploy_env(canary_env, rollout_timeout=1.0)
+    assert 0 == out.exit_code, not_passed(out.document)
+    assert any(e["kind"] == "pod-status" and e["detail"].endswith("1 pending, 0 crash-looping after 1s")
+               for e in out.document["evidence"]), out.document["evidence"]
     res = observe_env(canary_env, fast=True)
     assert (1, True) == (res.exit_code, res.rolled_back)
     c = check_named(res.document, "canary_pods_stable")

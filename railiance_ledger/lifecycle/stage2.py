@@ -704,6 +704,9 @@ def deploy_canary(
     resolve_host: Callable[[str], bool] = _default_resolve,
     helm_upgrade_args: Sequence[str] = (),
     home: Path | None = None,
+    rollout_timeout: float = 120.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> StageOutcome:
     """Stage 2 deploy: every precheck first, then the canary release, its routing, and the record.
 
@@ -711,7 +714,9 @@ def deploy_canary(
     declared; exit 1 with a failed stage-result document (``stage.completed``, stage 2) when any
     precheck fails (nothing applied) or the apply itself fails (what was applied is removed).
     ``resolve_host`` decides DNS resolution of ``routing.host`` (injected in tests);
-    ``helm_upgrade_args`` are passed to ``helm upgrade``.
+    ``helm_upgrade_args`` are passed to ``helm upgrade``. Routing is applied once the canary's pods
+    are ready, crash-looping, or ``rollout_timeout`` seconds have passed (the observation judges
+    what it finds; the deploy records it as pod-status evidence).
     """
     started = now()
     ctx = _make_ctx(store, decl, image)
@@ -742,6 +747,7 @@ def deploy_canary(
             values_files=_canary_values_files(ctx), set_values=_set_values(ctx), extra_args=list(helm_upgrade_args),
         )
         revision = status.get("version")
+        rollout = _await_rollout(kube, ctx.namespace, _canary_selector(ctx), rollout_timeout, sleep, clock)
         sha, _path = store_manifests(ctx.rendered_text, home)
         stable_ing = kube.get(api_version=INGRESS_GV, kind="Ingress", name=decl.routing.service, namespace=ctx.namespace) \
             if spec.provider is dc.Provider.INGRESS_NGINX and spec.form is dc.CanaryForm.SHADOW else None
@@ -769,6 +775,7 @@ def deploy_canary(
     built_route = [o for o in plan.patches if o.get("kind") == "HTTPRoute" and stable_route is None]
     creates = [_clean(o) for o in [*plan.creates, *built_route]]
     evidence = _deploy_evidence(ctx, revision, sha, spec, reason)
+    evidence.append(Evidence(kind="pod-status", ref=_canary_selector(ctx), detail=rollout))
     payload = {
         "phase": "deployed",
         "release": {"name": ctx.release, "namespace": ctx.namespace, "revision": revision,
@@ -776,6 +783,7 @@ def deploy_canary(
         "manifests": {"sha256": sha, "bytes": len(ctx.rendered_text.encode()),
                       "store": "$RAILIANCE_HOME/manifests/<sha256>.yaml"},
         "selector": _canary_selector(ctx),
+        "rollout": rollout,
         "routing": spec.as_dict(),
         "routing_objects": [f"{o['kind']}/{o['metadata']['name']}" for o in plan.objects],
         "routing_created": creates,
@@ -815,6 +823,25 @@ def deploy_canary(
         "ledger": {"seq": events[-1].seq, "hash": events[-1].hash},
     }
     return StageOutcome(document=doc, exit_code=0, events=events, warnings=warnings)
+
+
+def _await_rollout(kube: KubeLike, namespace: str, selector: str, timeout: float,
+                   sleep: Callable[[float], None], clock: Callable[[], float]) -> str:
+    """Wait until the canary's pods exist and are all ready, one is crash-looping, or ``timeout``.
+
+    Returns the pod summary text for the evidence. Never raises for the pods' state: a canary that
+    is not ready is for the observation to judge (and roll back); only adapter errors propagate.
+    """
+    deadline = clock() + timeout
+    while True:
+        summary = kube.pod_summary(namespace=namespace, selector=selector)
+        text = (f"{summary.ready}/{summary.total} ready, {summary.restarts_max} restarts, "
+                f"{summary.pending} pending, {summary.crashlooping} crash-looping")
+        if summary.total > 0 and (summary.ready == summary.total or summary.crashlooping):
+            return text
+        if clock() >= deadline:
+            return f"{text} after {timeout:g}s"
+        sleep(0.2)
 
 
 class _ApplyFailed(Exception):

@@ -1,0 +1,149 @@
+"""Stage 2 acceptance through the real CLI (``bin/railiance`` in a subprocess), as the issue's
+"Done when" asks: ``railiance run`` (Stage 1) on a git-committed copy of hello-web, then
+``railiance deploy --stage 2`` and ``railiance observe`` against the Kubernetes emulator
+(``KUBECONFIG``; the real helm), the real registry (``RAILIANCE_REGISTRY_URL``), real Prometheus
+(``RAILIANCE_PROMETHEUS_URL``) and the recording State Hub (``RAILIANCE_STATEHUB_URL``).
+Outside probes enter through ``RAILIANCE_INGRESS_URL`` (the canary metrics app plays the ingress).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from railiance_ledger.adapters.kube import Kube
+from railiance_ledger.domain.events import EventKind
+from railiance_ledger.ledger.store import EventStore
+from tests.fixtures.stage1 import _git
+from tests.fixtures.stage2 import (
+    EXAMPLE,
+    EmulatorHelm,
+    MetricsPair,
+    MetricsPairPool,
+    helm_env,
+    install_stable,
+    prepare_app_toml,
+    seed_cluster,
+)
+from tests.fixtures.statehub import StateHubServer
+
+ROOT = Path(__file__).resolve().parents[1]
+RAILIANCE = str(ROOT / "bin" / "railiance")
+
+
+@dataclass
+class CliStage2:
+    app: Path
+    env: dict[str, str]
+    image: str
+    digest: str
+    ledger: str
+    emulator: Any
+    pair: MetricsPair
+
+    def run(self, *args: str) -> tuple[int, dict[str, Any], str]:
+        proc = subprocess.run([RAILIANCE, *args], env=self.env, capture_output=True, text=True, timeout=120,
+                              check=False, cwd=self.app.parent)
+        try:
+            doc = json.loads(proc.stdout)
+        except ValueError:
+            doc = {}
+        return proc.returncode, doc, proc.stdout + proc.stderr
+
+    def events(self) -> list[Any]:
+        store = EventStore.open(self.ledger)
+        try:
+            return store.read_stream("hello-web")
+        finally:
+            store.close()
+
+
+@pytest.fixture
+def cli_stage2(tmp_path: Path, kube_emulator: Any, kube_api_client: Any, registry_server: Any, registry_helper: Any,
+               registry_repository: str, metrics_pair_pool: MetricsPairPool, prometheus_server: Any,
+               statehub: StateHubServer) -> Any:
+    pair = metrics_pair_pool.take()
+    app = tmp_path / "hello-web"
+    shutil.copytree(EXAMPLE, app, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    repository = f"{registry_server.url.split('//', 1)[1]}/{registry_repository}"
+    prepare_app_toml(app, repository=repository, job=pair.job, dependency_url=f"{pair.stable.url}/healthz")
+    toml = app / "railiance" / "app.toml"
+    toml.write_text(toml.read_text().replace('host = "hello.example.internal"', 'host = "localhost"'))
+    _git(app, "init", "-q", "-b", "main")
+    _git(app, "add", "-A")
+    _git(app, "commit", "-q", "-m", "hello-web")
+
+    kube = Kube(kube_api_client)
+    seed_cluster(kube)
+    install_stable(EmulatorHelm(kube, kubeconfig=kube_emulator.kubeconfig_path, home=tmp_path / "helm"),
+                   app / "chart", repository)
+    kube_emulator.register_service_backend("hello-web", "hello-web-canary", 8080, pair.canary.url)
+    digest = registry_helper.push_image(registry_repository, "v1.0.0")
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAILIANCE_")}
+    env.update(helm_env(kube_emulator.kubeconfig_path, tmp_path / "helm"))
+    env.update({
+        "RAILIANCE_HOME": str(tmp_path / "home"), "RAILIANCE_LEDGER_URL": ledger, "RAILIANCE_OPERATOR": "alice",
+        "RAILIANCE_REGISTRY_URL": registry_server.url, "RAILIANCE_PROMETHEUS_URL": prometheus_server.url,
+        "RAILIANCE_STATEHUB_URL": statehub.url, "RAILIANCE_INGRESS_URL": pair.canary.url,
+    })
+    try:
+        yield CliStage2(app, env, f"{repository}@{digest}", digest, ledger, kube_emulator, pair)
+    finally:
+        metrics_pair_pool.release(pair)
+
+
+def test_stage2_cli_run_deploy_observe_accepted(cli_stage2: CliStage2, statehub: StateHubServer) -> None:
+    c = cli_stage2
+    code, doc, out = c.run("run", str(c.app), "--image", c.image, "--json")
+    assert (0, "pass") == (code, doc.get("status")), out
+    code, doc, out = c.run("deploy", "--stage", "2", str(c.app), "--json")
+    assert (0, "deployed") == (code, doc.get("phase")), out
+    code, doc, out = c.run("observe", str(c.app), "--json")
+    assert (0, "pass", False) == (code, doc.get("status"), doc.get("rolled_back")), out
+
+    events = c.events()
+    started = next(e for e in events if e.kind == EventKind.STAGE_STARTED and e.stage == 2)
+    release = started.payload["release"]
+    assert ("hello-web-canary", "hello-web", 1, c.image) == (
+        release["name"], release["namespace"], release["revision"], release["image"])  # namespace/release
+    assert len(started.payload["manifests"]["sha256"]) == 64  # rendered release identity
+    assert (Path(c.env["RAILIANCE_HOME"]) / "manifests" / f"{started.payload['manifests']['sha256']}.yaml").exists()
+    routed = next(e for e in events if e.kind == EventKind.ROUTING_CHANGED)
+    assert "canary weight 10% of localhost as declared" in routed.payload["read_back"]  # routing state
+    completed = [e for e in events if e.kind == EventKind.STAGE_COMPLETED and e.stage == 2][-1]
+    assert "pass" == completed.payload["status"]
+    evidence = completed.payload["evidence"]
+    details = [e["detail"] for e in evidence]
+    assert "rendered release identity" in details
+    assert any(e["kind"] == "pod-status" and e["detail"].startswith("1/1 ready, 0 restarts") for e in evidence)
+    assert any(d.startswith("key health inside: HTTP 200") for d in details)
+    assert any(d.startswith("key health outside: HTTP 200") for d in details)
+    assert any(d.startswith("metrics window: 4 samples") for d in details)
+    notes = [e for e in events if e.kind == EventKind.NOTE_POSTED]
+    assert [True, True] == [n.payload["delivered"] for n in notes]
+    assert {"kind": "statehub", "ref": notes[-1].payload["note_id"], "detail": "progress note"} in evidence
+    assert 2 == len(statehub.notes)
+    assert 4 == sum(1 for e in events if e.kind == EventKind.CANARY_SAMPLE)
+
+
+def test_stage2_cli_crashlooping_canary_exits_1_naming_the_gate(cli_stage2: CliStage2) -> None:
+    c = cli_stage2
+    c.emulator.behaviours.set(c.image, "crashloop", restart_interval=0.2)
+    assert 0 == c.run("run", str(c.app), "--image", c.image, "--json")[0]
+    assert 0 == c.run("deploy", "--stage", "2", str(c.app), "--json")[0]
+    code, doc, out = c.run("observe", str(c.app), "--json")
+    assert (1, "fail", True) == (code, doc.get("status"), doc.get("rolled_back")), out
+    first = doc["checks"][0]
+    assert ("immediate_rollback", "fail") == (first["name"], first["status"])
+    assert "crash-looping" in first["reason"]
+    code, _, text = c.run("observe", str(c.app))  # nothing left to observe: the canary was removed
+    assert 2 == code, text
+    assert c.emulator.get("deployments", "hello-web", "hello-web-canary") is None
