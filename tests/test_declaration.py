@@ -657,3 +657,29 @@ def test_docs_name_every_key_of_every_table() -> None:
         key for key in keys if f"[stages.{key}]" in text or f"[{key}." in text or f".{key}]" in text
     }
     assert set() == keys - documented
+
+
+def test_promotion_form_defaults_to_release_replace_and_routing_switch_needs_routing_rollback(
+    tmp_path: Path,
+) -> None:
+    """[promotion] is optional (release-replace); routing-switch needs rollback.strategy routing (or manual)
+    and a canary in the production namespace."""
+    assert "release-replace" == load_declaration(EXAMPLE_DIR).promotion.form
+
+    switch = variant(tmp_path / "a", lambda d: d.update(promotion={"form": "routing-switch"}))
+    assert "helm-revision" in issue_at(issues_of(switch), "promotion.form").message
+
+    def routed(d: dict[str, Any]) -> None:
+        d["promotion"] = {"form": "routing-switch"}
+        d["rollback"]["strategy"] = "routing"
+
+    assert "routing-switch" == load_declaration(variant(tmp_path / "b", routed)).promotion.form
+
+    def elsewhere(d: dict[str, Any]) -> None:
+        routed(d)
+        d["stages"]["canary"]["namespace"] = "hello-web-canary"
+
+    assert "production namespace" in issue_at(issues_of(variant(tmp_path / "c", elsewhere)), "promotion.form").message
+
+    unknown = variant(tmp_path / "d", lambda d: d.update(promotion={"form": "weight-shift"}))
+    issue_at(issues_of(unknown), "promotion.form")

@@ -55,6 +55,7 @@ __all__ = [
     "LocalCheck",
     "Migrations",
     "Observability",
+    "Promotion",
     "Readiness",
     "Rollback",
     "Routing",
@@ -605,6 +606,19 @@ class Rollback(_Table):
         return self
 
 
+class Promotion(_Table):
+    """``[promotion]`` (optional): how Stage 3 moves the stable path to the accepted candidate.
+
+    ``release-replace`` (the default) upgrades the production Helm release to the candidate (after
+    shifting a weighted canary to 100%). ``routing-switch`` keeps the production release untouched
+    and points the stable Service (``routing.service``) at the accepted canary release's pods; it is
+    undone by restoring the previous routing, so it needs ``rollback.strategy = "routing"`` (or
+    ``manual``) and a canary in the production namespace.
+    """
+
+    form: Literal["release-replace", "routing-switch"] = "release-replace"
+
+
 class Backup(_Table):
     """``[backup]``: backup posture, checked before Stage 3 for stateful workloads."""
 
@@ -709,6 +723,7 @@ class Declaration(_Table):
     migrations: Migrations = Migrations()
     local_checks: Seq[LocalCheck] = ()
     rollback: Rollback
+    promotion: Promotion = Promotion()
     backup: Backup = Backup()
     smoke: Seq[Smoke] = ()
     approval: Approval = Approval()
@@ -882,6 +897,29 @@ class Declaration(_Table):
                     "lengthen the window, shorten sample_interval or lower canary.thresholds.min_samples",
                 )
             )
+        if self.promotion.form == "routing-switch":
+            if self.rollback.strategy not in ("routing", "manual"):
+                problems.append(
+                    (
+                        "promotion.form",
+                        (
+                            "a routing-switch promotion leaves the production release untouched, so it is "
+                            f"undone by restoring the previous routing, not by {self.rollback.strategy}"
+                        ),
+                        'set rollback.strategy = "routing" (or "manual"), or promotion.form = "release-replace"',
+                    )
+                )
+            if canary.namespace != production.namespace:
+                problems.append(
+                    (
+                        "promotion.form",
+                        (
+                            "a routing switch points the stable Service at the canary pods: they must run in "
+                            "the production namespace"
+                        ),
+                        "deploy the canary in the production namespace, or use promotion.form = 'release-replace'",
+                    )
+                )
         if self.rollback.verification is not None and self.rollback.verification not in self.check_names():
             problems.append(
                 (
