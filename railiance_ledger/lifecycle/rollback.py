@@ -433,22 +433,90 @@ def restore_stable(*, decl: Declaration, kube: KubeLike, helm: HelmLike, target:
         cleanup.append(f"Helm's release record of {ns}/{release} still names the rolled-back revision; "
                        "re-sync it with `helm upgrade` pinned to the restored digest at the next promotion")
     elif strategy == "routing":
-        if not target.routing_snapshot:
-            return ("re-apply the previous routing configuration",
-                    [f"no routing configuration was recorded for {target.text}"], cleanup)
-        objs = [clean_object(o) for o in target.routing_snapshot]
-        action = "re-applied the previous routing configuration: " + ", ".join(
+        objs = routing_objects(leaving)
+        if not objs:
+            why = (f"the stable being left ({leaving.get('image') or leaving.get('digest') or 'unknown'}) was not "
+                   "promoted by a routing switch: no previous routing configuration is recorded with it, so a "
+                   f"routing rollback cannot restore {target.text}; declare helm-revision or digest-and-values")
+            return "re-apply the previous routing configuration", [why], cleanup
+        action = "re-applied the previous routing configuration recorded by the routing switch: " + ", ".join(
             f"{o['kind']}/{o['metadata']['name']}" for o in objs)
         try:
             kube.apply(manifests=objs, field_manager=FIELD_MANAGER, force=True)
         except AdapterError as exc:
             failures.append(f"routing apply failed: {exc.reason}")
-        if leaving.get("serving_release") and leaving.get("serving_release") != target.serving_release:
-            cleanup.append(f"release {leaving.get('serving_release')} that served the rolled-back candidate is still "
-                           "installed; uninstall it once the rollback is verified")
     else:
         raise InvalidInput(f"unknown rollback strategy {strategy!r}")
     return action, failures, cleanup
+
+
+def routing_objects(leaving: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The routing objects a routing rollback re-applies: ``routing_previous`` of the stable being left.
+
+    A routing-switch promotion records, in its ``promotion.completed`` payload (and, while it is
+    still open, in its ``stage.started`` ``candidate_restore``), the exact routing objects it
+    replaced (the stable Service with its previous selector, and the Ingress/HTTPRoute objects of
+    the host), cleaned of server fields. Empty when the stable being left was not routing-switched.
+    """
+    return [clean_object(o) for o in leaving.get("routing_previous") or () if isinstance(o, Mapping)]
+
+
+def _selected_pods(kube: KubeLike, namespace: str, service: str) -> tuple[dict[str, Any] | None, str, list[dict[str, Any]]]:
+    """``(Service, selector text, live pods it selects)`` of ``service``."""
+    svc = kube.get(api_version="v1", kind="Service", namespace=namespace, name=service)
+    selector = ((svc or {}).get("spec") or {}).get("selector") or {}
+    sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+    pods = [p for p in (kube.list(api_version="v1", kind="Pod", namespace=namespace, label_selector=sel) if sel else [])
+            if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    return svc, sel, pods
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and str(c.get("status")) == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def routing_read_back(kube: KubeLike, objs: Sequence[Mapping[str, Any]], *, namespace: str, service: str,
+                      image: str | None) -> dict[str, Any]:
+    """Read routing back after a routing switch or a routing rollback.
+
+    ``ok`` when every object of ``objs`` is live with its ``spec`` and labels (a Service's selector
+    must be exactly equal: extra selector keys would select other pods), and the stable Service
+    ``service`` selects at least one ready pod and only pods running ``image`` (when given).
+    """
+    problems: list[str] = []
+    for want in objs:
+        kind, name = str(want.get("kind")), str((want.get("metadata") or {}).get("name"))
+        ns = str((want.get("metadata") or {}).get("namespace") or namespace)
+        live = kube.get(api_version=_api_version_of(want), kind=kind, namespace=ns, name=name)
+        if live is None:
+            problems.append(f"{kind}/{name} is missing")
+            continue
+        problems += [f"{kind}/{name}{m}" for m in subset_mismatches(want.get("spec"), live.get("spec"), ".spec")]
+        problems += [f"{kind}/{name}{m}" for m in subset_mismatches(
+            (want.get("metadata") or {}).get("labels") or {}, (live.get("metadata") or {}).get("labels") or {},
+            ".metadata.labels")]
+        if kind == "Service":
+            have = (live.get("spec") or {}).get("selector") or {}
+            wanted = (want.get("spec") or {}).get("selector") or {}
+            if have != wanted:
+                problems.append(f"Service/{name}.spec.selector: expected exactly {wanted!r}, found {have!r}")
+    svc, sel, pods = _selected_pods(kube, namespace, service)
+    images = sorted({str(c.get("image")) for p in pods for c in (p.get("spec") or {}).get("containers") or []})
+    ready = sum(1 for p in pods if _ready(p))
+    if svc is None:
+        problems.append(f"stable Service {namespace}/{service} not found")
+    elif ready == 0:
+        problems.append(f"the stable Service {service} ({sel or 'no selector'}) selects no ready pod")
+    if image and images and images != [image]:
+        problems.append(f"the stable Service {service} selects pods running {', '.join(images)}, not only {image}")
+    return {
+        "ok": not problems, "objects": [f"{o.get('kind')}/{(o.get('metadata') or {}).get('name')}" for o in objs],
+        "selector": sel, "pods": f"{ready}/{len(pods)} ready", "pod_images": images,
+        "detail": "; ".join(problems[:10]) if problems else
+        f"Service {service} selects {sel}: {ready}/{len(pods)} pods ready on {image or ', '.join(images)}; "
+        f"{len(objs)} routing objects as recorded",
+    }
 
 
 def _find_check(decl: Declaration, name: str | None) -> tuple[str, Any] | None:
@@ -523,8 +591,14 @@ def probe_url(http: httpx.Client, decl: Declaration, path: str, expect: int, *, 
 
 
 def verify_restored(*, decl: Declaration, kube: KubeLike, http: httpx.Client, target: RestoreTarget,
-                    strategy: str, home: Path | None, timeout: float, sleep: Callable[[float], None]) -> dict[str, Any]:
-    """The rollback verification: rollout of the target, live objects vs its manifests, the declared check."""
+                    strategy: str, home: Path | None, timeout: float, sleep: Callable[[float], None],
+                    routing: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The rollback verification: rollout of the target, live objects vs its manifests, the declared check.
+
+    For the ``routing`` strategy the stored manifests are not compared (the target's release was
+    never changed); instead the re-applied ``routing`` objects are read back (``routing_read_back``:
+    exactly as recorded, and the stable Service selects only ready pods of the target image).
+    """
     from railiance_ledger.lifecycle.stage2 import load_manifests
 
     docs: list[dict[str, Any]] = []
@@ -543,9 +617,19 @@ def verify_restored(*, decl: Declaration, kube: KubeLike, http: httpx.Client, ta
         manifests = {"checked": True, "ok": not problems, "sha256": target.manifests_sha256,
                      "objects": [f"{d.get('kind')}/{d['metadata'].get('name')}" for d in docs],
                      "detail": "live objects match the stored manifests" if not problems else "; ".join(problems[:10])}
+    read_back: dict[str, Any] | None = None
+    if strategy == "routing":
+        read_back = routing_read_back(kube, routing, namespace=target.namespace, service=decl.routing.service,
+                                      image=target.image)
+        if not routing:
+            read_back = {**read_back, "ok": False, "detail": "no routing configuration was re-applied"}
     check = run_check(decl=decl, kube=kube, http=http, name=decl.rollback.verification, namespace=target.namespace)
     ok = rollout_ok and check["ok"] and manifests.get("ok", True) is not False
-    return {"ok": ok, "rollout": {"ok": rollout_ok, "detail": rollout}, "manifests": manifests, "check": check}
+    out = {"ok": ok, "rollout": {"ok": rollout_ok, "detail": rollout}, "manifests": manifests, "check": check}
+    if read_back is not None:
+        out["routing"] = read_back
+        out["ok"] = ok and bool(read_back["ok"])
+    return out
 
 
 # ---------------------------------------------------------------------------------------- service
@@ -652,10 +736,42 @@ def _perform(*, store: EventStore, decl: Declaration, operator: str, kube: KubeL
     action, failures, cleanup = restore_stable(decl=decl, kube=kube, helm=helm, target=plan.target,
                                                leaving=plan.leaving_restore, strategy=strategy, home=home)
     verification = verify_restored(decl=decl, kube=kube, http=http, target=plan.target, strategy=strategy, home=home,
-                                   timeout=ready_timeout, sleep=sleep)
+                                   timeout=ready_timeout, sleep=sleep,
+                                   routing=routing_objects(plan.leaving_restore) if strategy == "routing" else ())
+    if strategy == "routing":
+        action = _retire_switched_release(decl=decl, helm=helm, target=plan.target, leaving=plan.leaving_restore,
+                                          verified=not failures and bool(verification.get("ok")), action=action,
+                                          cleanup=cleanup)
     return _complete(store=store, decl=decl, operator=operator, plan=plan, symptom=symptom, fate=fate, action=action,
                      failures=failures, cleanup=cleanup, verification=verification, statehub=statehub, now=now,
                      events=events, strategy=strategy, stage=stage)
+
+
+def _retire_switched_release(*, decl: Declaration, helm: HelmLike, target: RestoreTarget, leaving: Mapping[str, Any],
+                             verified: bool, action: str, cleanup: list[str]) -> str:
+    """After a routing rollback: uninstall the release the left candidate served from, once verified.
+
+    Only a release other than the production release and the target's own serving release is
+    removed (the canary release a routing switch made stable). Unverified: it is kept and named in
+    the remaining cleanup. Returns the action text (with the uninstall appended).
+    """
+    release = str(leaving.get("serving_release") or "")
+    namespace = str(leaving.get("namespace") or target.namespace)
+    keep = {decl.stages.production.release, target.serving_release or target.release}
+    if not release or release in keep:
+        return action
+    if not verified:
+        cleanup.append(f"release {namespace}/{release} that served the rolled-back candidate is still installed; "
+                       "uninstall it once the rollback is verified")
+        return action
+    try:
+        helm.uninstall(release=release, namespace=namespace)
+        return action + f"; helm uninstall {release} (served the rolled-back candidate)"
+    except AdapterError as exc:
+        if "not found" in str(exc).lower():
+            return action + f"; release {release} already gone"
+        cleanup.append(f"helm uninstall {namespace}/{release} failed: {exc.reason}; uninstall it by hand")
+        return action
 
 
 def _complete(*, store: EventStore, decl: Declaration, operator: str, plan: _Plan, symptom: str, fate: str, action: str,

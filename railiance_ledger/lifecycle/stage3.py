@@ -44,6 +44,7 @@ projection plus, per stable, the Stage 3 stage-result ledger reference and the S
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shlex
 import time
@@ -166,10 +167,16 @@ class _Ctx:
     previous: rb.RestoreTarget | None = None
     approval: RecordedEvent | None = None
     canary: RecordedEvent | None = None
+    switch: dict[str, Any] | None = None
 
     @property
     def workload(self) -> str:
         return self.decl.workload.name
+
+    @property
+    def form(self) -> str:
+        """The declared promotion form (``[promotion] form``): ``release-replace`` or ``routing-switch``."""
+        return str(self.decl.promotion.form)
 
 
 def _values_files(decl: Declaration) -> list[Path]:
@@ -211,13 +218,14 @@ def _render(ctx: _Ctx, helm: HelmLike) -> None:
         doc.setdefault("metadata", {}).setdefault("namespace", ctx.namespace)
 
 
-def _store_values(decl: Declaration, home: Path | None) -> list[dict[str, Any]]:
-    """sha256 of every production values file; each copied to ``$RAILIANCE_HOME/values/<sha256>.yaml``."""
+def _store_values(decl: Declaration, home: Path | None,
+                  files: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+    """sha256 of every production values file (or of ``files``); each copied to ``$RAILIANCE_HOME/values/<sha256>.yaml``."""
     from railiance_ledger import config
 
     out: list[dict[str, Any]] = []
     base = (home or config.railiance_home()) / "values"
-    for rel in (decl.chart.values, decl.stages.production.values):
+    for rel in (files if files is not None else (decl.chart.values, decl.stages.production.values)):
         if not rel:
             continue
         path = decl.resolve(rel)
@@ -472,7 +480,7 @@ def _check_human(store: EventStore, ctx: _Ctx) -> Check:
                   evidence=[Evidence(kind="summary", ref=f"ledger:{ev.event_id}", detail=f"approval by {ev.actor}")])
 
 
-def _check_rollback(ctx: _Ctx) -> Check:
+def _check_rollback(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> Check:
     rbk = ctx.decl.rollback
     names = ctx.decl.check_names()
     if not rbk.verification:
@@ -480,9 +488,26 @@ def _check_rollback(ctx: _Ctx) -> Check:
     if rbk.verification not in names:
         return _check("rollback_available", False, f"rollback.verification {rbk.verification!r} names no declared check")
     prev = ctx.previous
+    switch_text = ""
+    if ctx.form == "routing-switch":
+        if prev is None:
+            return _check("rollback_available", False, "no previous stable to switch back to")
+        problem = _plan_switch(ctx, kube, helm)
+        if problem:
+            return _check("rollback_available", False, problem)
+        assert ctx.switch is not None
+        switch_text = (f"; routing switch: Service {ctx.namespace}/{ctx.decl.routing.service} selector "
+                       f"{ctx.switch['selector_before']} -> {ctx.switch['selector_text']}, undone by restoring the "
+                       f"previous selector ({ctx.switch['previous_pods']})")
+    elif prev is not None and (prev.serving_release or prev.release) != ctx.release:
+        return _check("rollback_available", False,
+                      f"the current stable {prev.text} is served by release {prev.serving_release or prev.release} "
+                      f"after a routing switch; replacing release {ctx.release} would leave the stable Service on the "
+                      "switched release and no rollback could restore it. Promote with promotion.form = "
+                      '"routing-switch" (the candidate in another canary release), or roll back first')
     if rbk.strategy == "manual":
         return _check("rollback_available", True,
-                      f"manual recovery path {rbk.runbook}; verification {rbk.verification}")
+                      f"manual recovery path {rbk.runbook}; verification {rbk.verification}{switch_text}")
     if not (rbk.command or rbk.previous_stable):
         return _check("rollback_available", False, "no rollback command or previous-stable reference declared")
     if prev is None:
@@ -492,16 +517,73 @@ def _check_rollback(ctx: _Ctx) -> Check:
                       f"strategy helm-revision but release {ctx.namespace}/{ctx.release} has no deployed revision")
     if rbk.strategy == "digest-and-values" and not prev.manifests_sha256:
         return _check("rollback_available", False, f"strategy digest-and-values but no manifests are stored for {prev.text}")
-    if rbk.strategy == "routing":
+    if rbk.strategy == "routing" and ctx.form != "routing-switch":
         return _check("rollback_available", False,
-                      "strategy routing rolls back by re-applying the previous routing objects, which only undoes a "
-                      "routing-switch promotion; promote replaces the stable release (routing-switch promotion is not "
-                      "implemented yet), so this rollback could not restore the previous stable. Declare "
+                      "strategy routing rolls back by re-applying the routing a routing-switch promotion replaced; "
+                      "this workload promotes by release-replace (promotion.form), so a routing rollback could not "
+                      'restore the previous stable. Declare [promotion] form = "routing-switch", or rollback.strategy '
                       "helm-revision or digest-and-values")
     how = {"helm-revision": f"helm rollback {ctx.release} {prev.helm_revision}",
-           "digest-and-values": f"re-apply manifests sha256:{prev.manifests_sha256}"}[rbk.strategy]
+           "digest-and-values": f"re-apply manifests sha256:{prev.manifests_sha256}",
+           "routing": f"re-apply the previous routing of {prev.text}"}[rbk.strategy]
     return _check("rollback_available", True,
-                  f"`{rbk.command or 'railiance rollback ' + ctx.workload}` ({how}); verification {rbk.verification}")
+                  f"`{rbk.command or 'railiance rollback ' + ctx.workload}` ({how}); verification "
+                  f"{rbk.verification}{switch_text}")
+
+
+def _plan_switch(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> str | None:
+    """What a routing switch would change, checked before anything changes; the problem, or None.
+
+    The candidate's Stage 2 canary release must be deployed in the production namespace, be neither
+    the production release nor the release serving the current stable (else there would be nothing
+    to switch back to), and its Service must select ready pods running exactly the candidate. The
+    stable Service must exist and select ready pods of the previous stable (the rollback target).
+    Sets ``ctx.switch``.
+    """
+    prev = ctx.previous
+    assert prev is not None
+    if ctx.canary is None:
+        return (f"promotion.form routing-switch needs the Stage 2 canary release of {ctx.digest} still deployed "
+                "(the stable Service is pointed at its pods); none is (Stage 2 skipped or its canary removed)")
+    p = ctx.canary.payload
+    release, namespace = str(p["release"]["name"]), str(p["release"]["namespace"])
+    serving = prev.serving_release or prev.release
+    if namespace != ctx.namespace:
+        return f"the canary release {namespace}/{release} is not in the production namespace {ctx.namespace}"
+    if release in (ctx.release, serving):
+        return (f"the canary release {release} is the release serving the current stable {prev.text}: switching to "
+                "it would leave no previous workload to switch back to. With routing-switch, alternate "
+                "stages.canary.release between two names so a canary never lands in the serving release")
+    spec = dc.RoutingSpec.from_dict(p["routing"])
+    service = ctx.decl.routing.service
+    stable_svc, before, prev_pods = rb._selected_pods(kube, ctx.namespace, service)
+    if stable_svc is None:
+        return f"the stable Service {ctx.namespace}/{service} does not exist"
+    canary_svc, after, pods = rb._selected_pods(kube, ctx.namespace, spec.canary_service)
+    selector = ((canary_svc or {}).get("spec") or {}).get("selector") or {}
+    if canary_svc is None or not selector:
+        return f"the canary Service {ctx.namespace}/{spec.canary_service} is missing or selects nothing"
+    images = sorted({str(c.get("image")) for q in pods for c in (q.get("spec") or {}).get("containers") or []})
+    ready = sum(1 for q in pods if rb._ready(q))
+    if images != [ctx.image] or ready == 0:
+        return (f"the canary release's pods ({after}) are not ready on the candidate: {ready}/{len(pods)} ready, "
+                f"images {', '.join(images) or 'none'}")
+    prev_images = sorted({str(c.get("image")) for q in prev_pods for c in (q.get("spec") or {}).get("containers") or []})
+    prev_ready = sum(1 for q in prev_pods if rb._ready(q))
+    if prev_ready == 0 or (prev.image and prev_images != [prev.image]):
+        return (f"the stable Service {service} ({before}) does not select ready pods of the previous stable "
+                f"{prev.text} ({prev_ready}/{len(prev_pods)} ready, images {', '.join(prev_images) or 'none'}): "
+                "a routing rollback would have nothing to switch back to")
+    man = p.get("manifests") or {}
+    ctx.switch = {
+        "release": release, "namespace": namespace, "helm_revision": _helm_revision(helm, release, namespace),
+        "manifests_sha256": man.get("sha256"), "canary_service": spec.canary_service, "spec": spec,
+        "selector": {str(k): str(v) for k, v in selector.items()}, "selector_text": after,
+        "selector_before": before, "service_before": rb.clean_object(stable_svc),
+        "previous_serving_release": serving, "previous_pods": f"{prev_ready}/{len(prev_pods)} pods ready on "
+        f"{prev.image or ', '.join(prev_images)}",
+    }
+    return None
 
 
 # ---------------------------------------------------------------------------------------- routing read-back
@@ -696,7 +778,7 @@ def promote(
     checks.append(_guard("backup_posture_current", lambda: _check_backup(ctx, started)))
     checks.append(_guard("migrations_approved", lambda: _check_migrations(store, ctx)))
     checks.append(_guard("human_approval", lambda: _check_human(store, ctx)))
-    checks.append(_guard("rollback_available", lambda: _check_rollback(ctx)))
+    checks.append(_guard("rollback_available", lambda: _check_rollback(ctx, kube, helm)))
     if overall_status(checks) == "fail":
         doc, events, warnings = _complete(store, ctx, _result(ctx, checks, [], started, now()))
         return PromotionOutcome(document=doc, exit_code=1, events=events, warnings=warnings)
@@ -731,6 +813,9 @@ def _promote(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: KubeLik
              ready_timeout: float, sleep: Callable[[float], None], helm_upgrade_args: Sequence[str]) -> PromotionOutcome:
     from railiance_ledger.lifecycle.stage2 import _remove, store_manifests
 
+    if ctx.form == "routing-switch":
+        return _promote_switch(store=store, ctx=ctx, checks=checks, kube=kube, helm=helm, http=http,
+                               statehub=statehub, now=now, started=started, ready_timeout=ready_timeout, sleep=sleep)
     decl, workload = ctx.decl, ctx.workload
     assert ctx.previous is not None
     workflow_id = rb.new_workflow_id("promote", workload, ctx.digest)
@@ -829,27 +914,171 @@ def _promote(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: KubeLik
         "stage3_started_seq": started_ev.seq,
         "previous_restore": {k: v for k, v in prev.as_dict().items() if k in rb.RESTORE_KEYS},
     }
+    return _record_promotion(store=store, ctx=ctx, checks=checks + steps, payload=payload, routing=routing,
+                             smoke=smoke, statehub=statehub, now=now, started=started, events=events)
+
+
+def _promote_switch(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: KubeLike, helm: HelmLike,
+                    http: httpx.Client, statehub: NotePoster | None, now: Callable[[], datetime], started: datetime,
+                    ready_timeout: float, sleep: Callable[[float], None]) -> PromotionOutcome:
+    """The routing-switch form: the stable Service is pointed at the accepted canary release's pods.
+
+    The production release is not touched (it keeps serving nothing but stays installed as the
+    rollback target's workload). Steps: the canary's own routing is removed (its release is kept:
+    it becomes the stable workload), the exact routing objects are read (``routing_previous``), the
+    stable Service's selector is set to the canary Service's selector, routing is read back, the
+    smoke runs through the production URL. Any failure restores ``routing_previous`` automatically.
+    """
+    from railiance_ledger.lifecycle.stage2 import _remove
+
+    decl, workload = ctx.decl, ctx.workload
+    prev, sw, canary = ctx.previous, ctx.switch, ctx.canary
+    assert prev is not None and sw is not None and canary is not None
+    ns, service = ctx.namespace, decl.routing.service
+    spec: dc.RoutingSpec = sw["spec"]
+    workflow_id = rb.new_workflow_id("promote", workload, ctx.digest)
+    patch = json.dumps({"spec": {"selector": sw["selector"]}}, sort_keys=True, separators=(",", ":"))
+    command = shlex.join(["kubectl", "--namespace", ns, "patch", "service", service, "--type", "merge",
+                          "--patch", patch])
+    values = _store_values(decl, ctx.home, files=(decl.chart.values, decl.stages.canary.values))
+    service_before: dict[str, Any] = sw["service_before"]
+    candidate_restore = {
+        "digest": ctx.digest, "image": ctx.image, "release": sw["release"], "namespace": ns,
+        "serving_release": sw["release"], "helm_revision": sw["helm_revision"],
+        "manifests_sha256": sw["manifests_sha256"], "migrations": decl.migrations.classification,
+        "routing_previous": [service_before],
+    }
+    switch = {"service": f"{ns}/{service}", "selector_before": sw["selector_before"],
+              "selector_after": sw["selector_text"], "canary_release": sw["release"],
+              "canary_service": sw["canary_service"], "canary_helm_revision": sw["helm_revision"],
+              "stable_release_kept": sw["previous_serving_release"]}
+    plan = {
+        "workflow_id": workflow_id, "form": "routing-switch", "command": command, "strategy": decl.rollback.strategy,
+        "candidate": {"digest": ctx.digest, "image": ctx.image, "revision": ctx.revision},
+        "previous_stable": prev.as_dict(), "candidate_restore": candidate_restore, "switch": switch,
+        "manifests": {"sha256": sw["manifests_sha256"]}, "values": values,
+        "prechecks": [c.model_dump(mode="json") for c in checks], "started_at": _iso(started),
+    }
+    events = store.append([NewEvent(stream=workload, kind=EventKind.STAGE_STARTED, actor=ctx.operator,
+                                    candidate=ctx.digest, stage=3, payload=redact_value(plan))])
+    started_ev = events[0]
+    steps: list[Check] = []
+    routing: dict[str, Any] = {}
+    smoke: list[dict[str, Any]] = []
+    routing_previous: list[dict[str, Any]] = [service_before]
+    routing_new: list[dict[str, Any]] = []
+    removal: str | None = None
+    failure: str | None = None
+    p = canary.payload
+    try:
+        removal = _remove(kube=kube, helm=None, spec=spec, release=sw["release"], namespace=ns,
+                          creates=p.get("routing_created") or [], previous=p.get("routing_previous") or [])
+        if "FAILED" in removal:
+            raise _PromotionFailed(f"the canary's own routing could not be removed: {removal}")
+        routing_previous = [service_before, *_routing_snapshot(kube, decl, ns)]
+        switched = rb.clean_object(service_before)
+        switched["spec"] = {**(switched.get("spec") or {}), "selector": dict(sw["selector"])}
+        kube.apply(manifests=[switched], field_manager=FIELD_MANAGER, force=True)
+        live = kube.get(api_version="v1", kind="Service", namespace=ns, name=service)
+        routing_new = [rb.clean_object(live or switched), *routing_previous[1:]]
+        read = rb.routing_read_back(kube, [switched, *routing_previous[1:]], namespace=ns, service=service,
+                                    image=ctx.image)
+        steps.append(_check("promotion_applied", bool(read["ok"]),
+                            f"`{command}` (canary release {sw['release']} revision {sw['helm_revision']} is now the "
+                            f"stable workload; release {ctx.release} untouched); {read['detail']}",
+                            evidence=[Evidence(kind="workflow", ref=workflow_id, detail=command)]))
+        if not read["ok"]:
+            raise _PromotionFailed(f"the stable Service did not read back switched to the candidate: {read['detail']}")
+        routing = production_routing(kube, decl, namespace=ns, image=ctx.image, canary_service=spec.canary_service)
+        routing["canary_removal"] = removal
+        routing["switch"] = switch
+        steps.append(_check("stable_routing_points_at_candidate", routing["ok"], routing["detail"],
+                            evidence=[Evidence(kind="k8s-object", ref=o, detail="serves the host")
+                                      for o in routing["serving_objects"]]
+                            + [Evidence(kind="k8s-object", ref=f"Service/{service}",
+                                        detail=f"selector {sw['selector_before']} -> {sw['selector_text']}")]))
+        events += store.append([NewEvent(
+            stream=workload, kind=EventKind.ROUTING_CHANGED, actor=ctx.operator, candidate=ctx.digest, stage=3,
+            payload=redact_value({"action": "stable Service switched to the canary release's pods; canary routing "
+                                            "removed", "workflow_id": workflow_id, "switch": switch,
+                                  "routing_previous": routing_previous, "routing_new": routing_new,
+                                  "read_back": routing, "canary_removal": removal}))])
+        smoke = _smoke(decl, kube, http, ns)
+        smoke_ok = bool(smoke) and all(s["ok"] for s in smoke)
+        steps.append(_check(
+            "post_promotion_smoke", smoke_ok,
+            "; ".join(f"{s['name']} {s['target']}: {s['detail']}" for s in smoke) or
+            "no [[smoke]] checks declared: Stage 3 requires a smoke result after promotion",
+            evidence=[Evidence(kind="http-status", ref=str(s["target"]), detail=f"{s['name']}: {s['detail']}")
+                      for s in smoke]))
+        if not routing["ok"]:
+            failure = f"stable routing does not point at the promoted candidate: {routing['detail']}"
+        elif not smoke_ok:
+            failure = "post-promotion smoke failed: " + "; ".join(f"{s['name']}: {s['detail']}" for s in smoke if not s["ok"])
+    except (_PromotionFailed, AdapterError, RailianceError) as exc:
+        failure = str(exc)
+        if not any(c.name == "promotion_applied" for c in steps):
+            steps.append(_check("promotion_applied", False, failure, technical=isinstance(exc, AdapterError)))
+    if failure is not None:
+        return _fail_and_restore(store=store, ctx=ctx, checks=checks + steps, kube=kube, helm=helm, http=http,
+                                 statehub=statehub, now=now, started=started, started_ev=started_ev, events=events,
+                                 failure=failure, workflow_id=workflow_id,
+                                 candidate_restore={**candidate_restore, "routing_previous": routing_previous},
+                                 ready_timeout=ready_timeout, sleep=sleep, strategy="routing")
+
+    payload = {
+        "digest": ctx.digest, "image": ctx.image, "revision": ctx.revision,
+        "previous_stable": prev.digest, "previous_image": prev.image,
+        "release": sw["release"], "namespace": ns, "serving_release": sw["release"],
+        "helm_revision": sw["helm_revision"], "previous_helm_revision": prev.helm_revision,
+        "manifests_sha256": sw["manifests_sha256"], "values": values,
+        "routing": {k: v for k, v in routing.items() if k != "ok"},
+        "routing_snapshot": routing_new, "routing_previous": routing_previous, "routing_new": routing_new,
+        "switch": switch,
+        "stable_release": {"name": ctx.release, "namespace": ns, "helm_revision": _helm_revision(helm, ctx.release, ns),
+                           "changed": False},
+        "previous_serving_release": sw["previous_serving_release"],
+        "workflow_id": workflow_id, "command": command, "form": "routing-switch",
+        "strategy": decl.rollback.strategy, "migrations": decl.migrations.classification,
+        "smoke": smoke, "approval_id": ctx.approval.event_id if ctx.approval else None,
+        "stage3_started_seq": started_ev.seq,
+        "previous_restore": {k: v for k, v in prev.as_dict().items() if k in rb.RESTORE_KEYS},
+    }
+    return _record_promotion(store=store, ctx=ctx, checks=checks + steps, payload=payload, routing=routing,
+                             smoke=smoke, statehub=statehub, now=now, started=started, events=events)
+
+
+def _record_promotion(*, store: EventStore, ctx: _Ctx, checks: list[Check], payload: dict[str, Any],
+                      routing: Mapping[str, Any], smoke: Sequence[Mapping[str, Any]], statehub: NotePoster | None,
+                      now: Callable[[], datetime], started: datetime, events: list[RecordedEvent]) -> PromotionOutcome:
+    """``promotion.completed`` (``payload``), the State Hub note, ``stage.completed`` (3): the promotion passed."""
+    from railiance_ledger.lifecycle.notes import post_and_record, statehub_from_env
+
+    prev = ctx.previous
+    assert prev is not None
+    workload, workflow_id, form = ctx.workload, str(payload["workflow_id"]), str(payload["form"])
+    release, new_rev = str(payload["release"]), payload.get("helm_revision")
     promo = store.append([NewEvent(stream=workload, kind=EventKind.PROMOTION_COMPLETED, actor=ctx.operator,
                                    candidate=ctx.digest, stage=3, payload=redact_value(payload))])[0]
     events.append(promo)
     warnings: list[str] = []
-    from railiance_ledger.lifecycle.notes import post_and_record, statehub_from_env
-
     hub = statehub if statehub is not None else statehub_from_env()
-    evidence = _evidence(ctx, workflow_id, command, new_rev, routing, smoke)
+    evidence = _evidence(ctx, workflow_id, str(payload["command"]), new_rev, routing, smoke, release=release)
     note = post_and_record(
         store=store, statehub=hub, event=promo, title=f"{workload}: promoted {ctx.image} to stable",
         body=(f"Stage 3 promotion {workflow_id} of {ctx.image} ({form}).\nPrevious stable: {prev.text}.\n"
-              f"New stable: {ctx.image}, Helm revision {new_rev} of {ctx.namespace}/{ctx.release}.\n"
+              f"New stable: {ctx.image}, Helm revision {new_rev} of {ctx.namespace}/{release}.\n"
               f"Routing: {routing['detail']}.\nSmoke: " + "; ".join(f"{s['name']} {s['detail']}" for s in smoke)
               + f".\nRollback target retained: {prev.text} (Helm revision {prev.helm_revision}, "
-              f"manifests {prev.manifests_sha256 or 'not stored'}).\nLedger event {promo.event_id} (seq {promo.seq})."),
+              f"manifests {prev.manifests_sha256 or 'not stored'}"
+              + (f", previous routing of {len(payload['routing_previous'])} objects" if payload.get("routing_previous")
+                 else "") + f").\nLedger event {promo.event_id} (seq {promo.seq})."),
         evidence=[e.model_dump(mode="json") for e in evidence], required=True,
         required_reason="Stage 3 evidence includes a State Hub progress note")
     if note.warning:
         warnings.append(note.warning)
     evidence.append(Evidence(kind="statehub", ref=note.note_id or "not delivered", detail="progress note"))
-    doc, evs, w = _complete(store, ctx, _result(ctx, checks + steps, evidence, started, now()))
+    doc, evs, w = _complete(store, ctx, _result(ctx, checks, evidence, started, now()))
     doc.update({"workflow_id": workflow_id, "rolled_back": False, "promotion": {"seq": promo.seq, "event_id": promo.event_id},
                 "statehub_note": note.note_id})
     exit_code = 0 if doc["status"] == "pass" else 1
@@ -858,15 +1087,17 @@ def _promote(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: KubeLik
 
 
 def _evidence(ctx: _Ctx, workflow_id: str, command: str, new_rev: Any, routing: Mapping[str, Any],
-              smoke: Sequence[Mapping[str, Any]]) -> list[Evidence]:
+              smoke: Sequence[Mapping[str, Any]], *, release: str | None = None) -> list[Evidence]:
     prev = ctx.previous
     assert prev is not None
+    release = release or ctx.release
     ev = [
         Evidence(kind="workflow", ref=workflow_id, detail=command),
         Evidence(kind="digest", ref=prev.image or prev.digest or "unknown", detail="previous stable"),
         Evidence(kind="digest", ref=ctx.image, detail="new stable"),
-        Evidence(kind="k8s-object", ref=f"helm-release/{ctx.namespace}/{ctx.release}",
-                 detail=f"revision {new_rev} (previous {prev.helm_revision})"),
+        Evidence(kind="k8s-object", ref=f"helm-release/{ctx.namespace}/{release}",
+                 detail=f"revision {new_rev} (previous stable: {prev.serving_release or prev.release} revision "
+                        f"{prev.helm_revision})"),
         Evidence(kind="summary", ref=f"routing:{routing.get('host') or routing.get('stable_service')}",
                  detail=str(routing.get("detail"))),
     ]
@@ -883,9 +1114,14 @@ def _fail_and_restore(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube
                       http: httpx.Client, statehub: NotePoster | None, now: Callable[[], datetime], started: datetime,
                       started_ev: RecordedEvent, events: list[RecordedEvent], failure: str, workflow_id: str,
                       candidate_restore: dict[str, Any], ready_timeout: float,
-                      sleep: Callable[[float], None]) -> PromotionOutcome:
-    """The promotion changed production and failed: restore the previous stable, then record the stage."""
+                      sleep: Callable[[float], None], strategy: str | None = None) -> PromotionOutcome:
+    """The promotion changed production and failed: restore the previous stable, then record the stage.
+
+    ``strategy`` overrides the declared rollback strategy (a routing switch is always undone by
+    restoring the routing it replaced).
+    """
     assert ctx.previous is not None
+    strategy = strategy or ctx.decl.rollback.strategy
     warnings: list[str] = []
     rollback_doc: dict[str, Any] | None = None
     if ctx.decl.migrations.classification == "forward-only":
@@ -898,9 +1134,9 @@ def _fail_and_restore(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube
         plan = rb._Plan(leaving_digest=ctx.digest, leaving_image=ctx.image, leaving_restore=candidate_restore,
                         leaving_seq=started_ev.seq, target=ctx.previous, open_stage3=started_ev)
         out = rb._perform(store=store, decl=ctx.decl, operator=ctx.operator, kube=kube, helm=helm, http=http,
-                          plan=plan, symptom=failure, fate="returned-to-stage1", strategy=ctx.decl.rollback.strategy,
+                          plan=plan, symptom=failure, fate="returned-to-stage1", strategy=strategy,
                           started_payload={"symptom": failure, "reason": failure, "at": _iso(now()), "automatic": True,
-                                           "workflow_id": workflow_id, "strategy": ctx.decl.rollback.strategy,
+                                           "workflow_id": workflow_id, "strategy": strategy,
                                            "from_stable": ctx.digest, "rollback_target": ctx.previous.as_dict()},
                           statehub=statehub, now=now, home=ctx.home, ready_timeout=ready_timeout, sleep=sleep)
         events += out.events
