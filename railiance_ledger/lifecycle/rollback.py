@@ -14,7 +14,9 @@ is blocked, abandoned or returned to Stage 1. ``rollback`` does exactly that:
    (crashed mid-way), the target is the stable it was replacing.
 2. The action follows ``rollback.strategy``: ``helm-revision`` (``helm rollback RELEASE REV``),
    ``digest-and-values`` (re-apply exactly the stored rendered manifests of the target, prune
-   what only the left stable had), ``routing`` (re-apply the recorded routing objects), or
+   what only the left stable had), ``routing`` (re-apply exactly the routing objects the
+   routing-switch promotion of the left stable replaced, its ``routing_previous``, then retire the
+   release the left candidate served from once verified), or
    ``manual`` (record the runbook and act on nothing; call again with ``manual_done=True`` once a
    human has followed it).
 3. A rollback verification follows: the rollout is awaited, the live objects are compared with the

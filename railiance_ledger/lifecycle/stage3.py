@@ -37,6 +37,13 @@ Any failure: ``stage.completed`` (stage 3, fail), nothing changed, exit 1. Other
    and ``stage.completed`` (stage 3, fail) records it; a forward-only migration blocks the automatic
    rollback and the result says that a human must decide.
 
+With ``[promotion] form = "routing-switch"`` steps 1-3 are replaced by a routing switch: the
+canary's own routing is removed (its release is kept: it becomes the stable workload), the exact
+routing objects are recorded (``routing_previous``), the stable Service's selector is set to the
+canary Service's selector, and the production release is left untouched as the previous stable's
+workload. Read-back and smoke follow as above; a failure re-applies ``routing_previous``
+(``rollback`` with strategy ``routing``).
+
 ``lineage_with_evidence`` is the read helper for ``railiance lineage WORKLOAD --at TIMESTAMP``: the
 projection plus, per stable, the Stage 3 stage-result ledger reference and the State Hub note ids.
 """
