@@ -332,7 +332,7 @@ def run(
 @click.option("--gate", "gate", required=True, help="Gate (check) name, e.g. source_revision_identified.")
 @click.option("--reason", "reason", required=True, help="Why the gate is waived (recorded, redacted).")
 @_image_opt
-@click.option("--stage", "stage", default=None, type=int, help="Stage the waiver applies to.")
+@click.option("--stage", "stage", default=None, type=int, help="Stage the waiver applies to (default 1).")
 @_operator_opt
 @_json_opt
 def waive(
@@ -362,7 +362,7 @@ def waive(
             operator=_require_operator(operator),
             reason=reason,
             candidate=digest,
-            **({"stage": stage} if stage else {}),
+            stage=stage or 1,
         )
         if as_json:
             _emit_json({"ok": True, "event": event.model_dump()})

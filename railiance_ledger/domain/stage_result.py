@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_ID = "railiance.stage-result/v1"
+SCHEMA_ID: Literal["railiance.stage-result/v1"] = "railiance.stage-result/v1"
 
 
 class CheckStatus(StrEnum):
