@@ -15,6 +15,8 @@ demo: bootstrap
 test:
 	./scripts/bootstrap --test-deps
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check railiance_ledger
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 lint:

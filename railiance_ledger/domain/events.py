@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -122,6 +122,5 @@ def format_timestamp(ts: datetime) -> str:
     """UTC ISO-8601 with microseconds and ``+00:00``; the one textual form stored in envelopes."""
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValueError("timestamps must be timezone-aware (UTC)")
-    from datetime import timezone
 
-    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
