@@ -138,3 +138,41 @@ def test_overall_status_fails_closed_on_no_checks_and_any_failure() -> None:
     waived = Check(name="b", status=CheckStatus.WAIVED)
     bad = Check(name="c", status=CheckStatus.FAIL, reason="x")
     assert ("fail", "pass", "fail") == (overall_status([]), overall_status([ok, waived]), overall_status([ok, bad]))
+
+
+S1_PASS = Ev("stage.completed", D1, 1, _result(D1, 1, "pass"))
+S2_PASS = Ev("stage.completed", D1, 2, _result(D1, 2, "pass"))
+
+
+def test_rollback_returns_candidate_to_stage1_so_earlier_passes_no_longer_count() -> None:
+    rolled = Ev("rollback.completed", D1, 3, {"candidate_fate": "returned-to-stage1"})
+    with pytest.raises(RuleBroken, match="stage 1"):
+        check_append([REG1, S1_PASS, S2_PASS, rolled], _new(EventKind.STAGE_STARTED, D1, 2))
+    again = Ev("stage.completed", D1, 1, _result(D1, 1, "pass"))
+    check_append([REG1, S1_PASS, S2_PASS, rolled, again], _new(EventKind.STAGE_STARTED, D1, 2))
+
+
+def test_stage2_canary_rollback_prose_disposition_also_returns_to_stage1() -> None:
+    rolled = Ev("rollback.completed", D1, 2, {"candidate_disposition": "returned to Stage 1"})
+    with pytest.raises(RuleBroken, match="stage 1"):
+        check_append([REG1, S1_PASS, rolled], _new(EventKind.STAGE_STARTED, D1, 2))
+
+
+@pytest.mark.parametrize("fate", ["blocked", "abandoned"])
+def test_blocked_or_abandoned_candidate_may_never_progress(fate: str) -> None:
+    rolled = Ev("rollback.completed", D1, 3, {"candidate_fate": fate})
+    hist = [REG1, S1_PASS, S2_PASS, rolled]
+    for new in (
+        _new(EventKind.STAGE_STARTED, D1, 1),
+        _new(EventKind.APPROVAL_GRANTED, D1, 3),
+        _new(EventKind.STAGE_COMPLETED, D1, 1, _result(D1, 1, "pass")),
+    ):
+        with pytest.raises(RuleBroken, match=fate):
+            check_append(hist, new)
+
+
+def test_failing_results_are_always_recorded_even_out_of_order() -> None:
+    """Evidence of a failure is never refused: a Stage 2 precheck failure lands without a Stage 1 pass."""
+    check_append([REG1], _new(EventKind.STAGE_COMPLETED, D1, 2, _result(D1, 2, "fail")))
+    blocked = Ev("rollback.completed", D1, 3, {"candidate_fate": "blocked"})
+    check_append([REG1, blocked], _new(EventKind.STAGE_COMPLETED, D1, 3, _result(D1, 3, "fail")))

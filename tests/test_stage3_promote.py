@@ -387,7 +387,7 @@ def test_promote_emergency_skip_of_stage2_shows_retrospective_pending_in_status(
 
 
 def test_promote_fails_closed_without_stage2_acceptance(stage3_env: Stage3Env) -> None:
-    """No Stage 2 result for the digest: every precheck is named, nothing changes, exit 1."""
+    """No Stage 2 result for the digest: every precheck is named, nothing changes, exit 1, the failure is recorded."""
     env = stage3_env
     v1 = env.push("v1.0.0")
     assert 0 == env.stage1(v1).exit_code
@@ -395,7 +395,10 @@ def test_promote_fails_closed_without_stage2_acceptance(stage3_env: Stage3Env) -
     assert (1, list(PRECHECKS)) == (out.exit_code, [c["name"] for c in out.document["checks"]])
     assert ["stage2_accepted"] == failed(out.document)
     assert env.live_image() == env.stable0 and 1 == len(env.helm.history(release="hello-web", namespace=NS))
-    assert any("stage result not recorded" in w for w in out.warnings)  # the ledger refuses a stage 3 without stage 2
+    recorded = [e for e in env.store.read_stream("hello-web")
+                if e.kind == EventKind.STAGE_COMPLETED and e.stage == 3]
+    # a failing result is evidence and always lands; the ledger would refuse a passing one without stage 2
+    assert ["fail"] == [e.payload["status"] for e in recorded]
 
 
 def test_promote_backup_posture_must_be_current_for_stateful_workloads(stage3_env: Stage3Env) -> None:

@@ -5,6 +5,9 @@
 - A stage result for digest X never satisfies a gate for digest Y: every ``stage.completed``
   payload must name the same digest as its envelope, and history is filtered by digest.
 - Everything about a candidate needs that candidate to be registered first.
+- A rollback resets its candidate: results earned before it no longer count (the candidate returns
+  to Stage 1), and a candidate the rollback ``blocked`` or ``abandoned`` may not progress again.
+- A failing stage result is always recorded (for a registered candidate): evidence is never refused.
 """
 
 from __future__ import annotations
@@ -53,6 +56,40 @@ def is_registered(history: Iterable[EventLike], digest: str) -> bool:
     return any(ev.kind == EventKind.CANDIDATE_REGISTERED and ev.candidate == digest for ev in history)
 
 
+TERMINAL_FATES = frozenset({"blocked", "abandoned"})
+"""Rollback fates after which a candidate may never move toward production again."""
+
+
+def candidate_fate(event: EventLike) -> str | None:
+    """The fate a ``rollback.completed`` recorded for its candidate, or ``None``.
+
+    ``candidate_fate`` is ``returned-to-stage1``, ``blocked`` or ``abandoned``; older records only
+    carry the prose ``candidate_disposition`` ("returned to Stage 1").
+    """
+    fate = event.payload.get("candidate_fate")
+    if fate:
+        return str(fate)
+    text = str(event.payload.get("candidate_disposition") or "").lower()
+    for known in ("blocked", "abandoned"):
+        if known in text:
+            return known
+    return "returned-to-stage1" if "stage 1" in text else None
+
+
+def since_last_rollback(history: list[EventLike], digest: str) -> tuple[list[EventLike], str | None]:
+    """The candidate's events after its latest rollback, and the fate that rollback recorded.
+
+    A rolled-back candidate keeps nothing it had earned: whatever it does next starts again from
+    Stage 1 (``returned-to-stage1``) or is refused (``blocked``/``abandoned``).
+    """
+    fate: str | None = None
+    start = 0
+    for i, ev in enumerate(history):
+        if ev.kind == EventKind.ROLLBACK_COMPLETED and ev.candidate == digest:
+            fate, start = candidate_fate(ev), i + 1
+    return history[start:], fate
+
+
 def check_append(history: list[EventLike], new: NewEvent) -> None:
     """Raise ``RuleBroken`` when ``new`` may not follow ``history`` (the same stream's events)."""
     kind = new.kind
@@ -80,6 +117,17 @@ def check_append(history: list[EventLike], new: NewEvent) -> None:
             )
         if new.payload.get("stage") not in (None, new.stage):
             raise RuleBroken("stage result document and event disagree on the stage")
+    progressing = kind in {EventKind.STAGE_STARTED, EventKind.APPROVAL_GRANTED, EventKind.PROMOTION_COMPLETED} or (
+        kind == EventKind.STAGE_COMPLETED and new.payload.get("status") == "pass"
+    )
+    mine, fate = since_last_rollback(mine, digest)
+    if progressing and fate in TERMINAL_FATES:
+        raise RuleBroken(
+            f"candidate {digest} was {fate} by a rollback and may not move toward production again; "
+            "build and register a new candidate"
+        )
+    if kind == EventKind.STAGE_COMPLETED and not progressing:
+        return  # a failing result is always recorded: evidence of what went wrong is never refused
     target: int | None = None
     if kind in {EventKind.STAGE_STARTED, EventKind.STAGE_COMPLETED}:
         target = new.stage

@@ -65,6 +65,7 @@ RULE_HISTORY_KINDS: tuple[str, ...] = (
     EventKind.CANDIDATE_REGISTERED.value,
     EventKind.STAGE_COMPLETED.value,
     EventKind.EXCEPTION_EMERGENCY.value,
+    EventKind.ROLLBACK_COMPLETED.value,
 )
 """The kinds ``domain.rules.check_append`` looks at; the append loads only these for the candidate.
 
