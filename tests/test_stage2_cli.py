@@ -131,6 +131,10 @@ def test_stage2_cli_run_deploy_observe_accepted(cli_stage2: CliStage2, statehub:
     assert [True, True] == [n.payload["delivered"] for n in notes]
     assert {"kind": "statehub", "ref": notes[-1].payload["note_id"], "detail": "progress note"} in evidence
     assert 2 == len(statehub.notes)
+    # the State Hub note is required evidence: its gate passed with the delivered note's id
+    hub_check = next(ch for ch in completed.payload["checks"] if ch["name"] == "statehub_note")
+    assert ("pass", notes[-1].payload["note_id"]) == (hub_check["status"], hub_check["evidence"][0]["ref"])
+    assert "pass" == next(ch for ch in completed.payload["checks"] if ch["name"] == "canary_release_identity")["status"]
     assert 4 == sum(1 for e in events if e.kind == EventKind.CANARY_SAMPLE)
 
 

@@ -690,6 +690,8 @@ class RoutingState:
     ok: bool = True
     reason: str = ""
     escaped: bool = False
+    available: bool = True
+    """False when the routing objects could not be read back (the state is unknown: fail closed)."""
 
 
 @dataclass(frozen=True)
@@ -876,17 +878,20 @@ def evaluate_sample(
     else:
         out.append(_fail("canary_pods_ready", f"{p.ready}/{p.total} pods ready"))
     problems: list[str] = []
-    if p.crashloop:
+    if not p.available:
+        out.append(_fail("canary_pods_stable", f"restart status unavailable: {p.reason}", technical=True))
+    if p.available and p.crashloop:
         problems.append(f"{p.crashloop} pod(s) in CrashLoopBackOff")
     if p.restarts > thresholds.max_restarts:
         problems.append(f"{p.restarts} restarts (declared at most {thresholds.max_restarts})")
     if p.pending:
         why = ", ".join(p.pending_reasons) or "no reason reported"
         problems.append(f"{p.pending} pod(s) pending ({why})")
-    out.append(
-        _fail("canary_pods_stable", "; ".join(problems)) if problems
-        else _pass("canary_pods_stable", f"no crash loops, {p.restarts} restart(s), nothing pending")
-    )
+    if p.available:
+        out.append(
+            _fail("canary_pods_stable", "; ".join(problems)) if problems
+            else _pass("canary_pods_stable", f"no crash loops, {p.restarts} restart(s), nothing pending")
+        )
     probes = [("inside", sample.health_inside), ("outside", sample.health_outside)]
     applicable = [(where, pr) for where, pr in probes if pr is not None]
     if not applicable:
@@ -908,7 +913,10 @@ def evaluate_sample(
         thresholds.max_saturation, thresholds.max_saturation_increase,
     ))
     r = sample.routing
-    out.append(_pass("canary_routing", r.reason) if r.ok else _fail("canary_routing", r.reason))
+    if not r.available:
+        out.append(_fail("canary_routing", r.reason or "routing state unavailable", technical=True))
+    else:
+        out.append(_pass("canary_routing", r.reason) if r.ok else _fail("canary_routing", r.reason))
     if sample.integrity is None:
         out.append(_pass("canary_side_effects", "no data-integrity check declared"))
     elif sample.integrity.ok:

@@ -55,9 +55,13 @@ if TYPE_CHECKING:
     from railiance_ledger.adapters.statehub import NotePoster
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ledger.store import EventStore
+    from railiance_ledger.lifecycle.notes import NoteOutcome
 
 __all__ = [
+    "ACCEPTANCE_CHECKS",
+    "IDENTITY_GATE",
     "PRECHECKS",
+    "STATEHUB_GATE",
     "KubeLike",
     "StageOutcome",
     "deploy_canary",
@@ -80,6 +84,15 @@ PRECHECKS: tuple[str, ...] = (
     "operator_approval",
 )
 """Every Stage 2 precheck, in the order they run (all before anything is applied)."""
+
+STATEHUB_GATE = "statehub_note"
+"""The end-of-window check that the Stage 2 progress note reached State Hub (required evidence)."""
+IDENTITY_GATE = "canary_release_identity"
+"""The end-of-window check that the recorded canary release (name, namespace, revision, rendered
+manifests sha256) is still what is deployed, pinned to the candidate digest."""
+ACCEPTANCE_CHECKS: tuple[str, ...] = (*dc.GATE_NAMES, IDENTITY_GATE, "operator_approval", STATEHUB_GATE)
+"""Every check of a Stage 2 result completed at the end of the window, in order (an immediate
+rollback puts ``immediate_rollback`` first)."""
 
 GATEWAY_GV = "gateway.networking.k8s.io/v1"
 GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
@@ -806,12 +819,17 @@ def deploy_canary(
                                        "fallback_from": spec.fallback_from})),
     ])
     warnings: list[str] = []
-    note_id = _post_note(store, statehub, events[0], decl,
-                         title=f"{ctx.workload}: Stage 2 canary deployed ({spec.form})",
-                         body=(f"Canary {ctx.image} deployed as release {ctx.release} revision {revision} in "
-                               f"{ctx.namespace}; routing: {reason}. Observation window "
-                               f"{decl.observation_window_seconds}s. Rollback: {_target_text(ctx.rollback_target)}."),
-                         evidence=[e.model_dump(mode="json") for e in evidence], warnings=warnings)
+    note = _post_note(store, statehub, events[0], decl,
+                      title=f"{ctx.workload}: Stage 2 canary deployed ({spec.form})",
+                      body=(f"Canary {ctx.image} deployed as release {ctx.release} revision {revision} in "
+                            f"{ctx.namespace}; routing: {reason}. Observation window "
+                            f"{decl.observation_window_seconds}s. Rollback: {_target_text(ctx.rollback_target)}."),
+                      evidence=[e.model_dump(mode="json") for e in evidence], warnings=warnings)
+    note_id = note.note_id
+    if not note.delivered and STATEHUB_GATE not in ctx.waivers:
+        warnings.append(f"the {STATEHUB_GATE} acceptance gate will fail at the end of the window (and the canary be "
+                        "removed) unless State Hub takes the acceptance note then or a waiver for gate "
+                        f"{STATEHUB_GATE} (stage 2) of this candidate is recorded")
     doc = {
         "phase": "deployed", "stage": 2, "workload": {"name": ctx.workload, "repo": decl.workload.repo},
         "candidate": _candidate(ctx).model_dump(mode="json"), "target_environment": "canary",
@@ -874,7 +892,9 @@ def _target_text(target: Mapping[str, Any] | None) -> str:
 
 
 def _post_note(store: EventStore, statehub: NotePoster | None, event: RecordedEvent, decl: Declaration, *,
-               title: str, body: str, evidence: list[dict[str, Any]], warnings: list[str]) -> str | None:
+               title: str, body: str, evidence: list[dict[str, Any]], warnings: list[str]) -> NoteOutcome:
+    """Post a Stage 2 progress note about ``event`` (``statehub``, else ``RAILIANCE_STATEHUB_URL``, else none)
+    and record the outcome as ``note.posted``; an undelivered or unposted note adds a warning."""
     from railiance_ledger.lifecycle.notes import post_and_record, statehub_from_env
 
     hub = statehub if statehub is not None else statehub_from_env()
@@ -882,7 +902,7 @@ def _post_note(store: EventStore, statehub: NotePoster | None, event: RecordedEv
                            required=True, required_reason="Stage 2 evidence includes a State Hub progress note")
     if note.warning:
         warnings.append(note.warning)
-    return note.note_id
+    return note
 
 
 # ---------------------------------------------------------------------------------------- routing I/O
@@ -1051,7 +1071,7 @@ def _collect(*, index: int, at: datetime, elapsed: float, decl: Declaration, dep
         ok, reason = dc.routing_matches(spec, observed)
         routing = dc.RoutingState(ok, redact(reason), (not ok) and reason.startswith(dc.MORE_TRAFFIC))
     except AdapterError as exc:
-        routing = dc.RoutingState(False, f"routing read-back failed: {redact(exc.reason)}", False)
+        routing = dc.RoutingState(False, f"routing read-back failed: {redact(exc.reason)}", False, available=False)
     logs = _scan_pod_logs(kube, dep.namespace, dep.selector)
     revoked = _approval_revoked_since(history, digest, dep.started.seq)
     er = stable_m.error_rate
@@ -1195,7 +1215,10 @@ def _progress_doc(ctx: _Ctx, dep: _Deployment, samples: Sequence[dc.CanarySample
             if samples else []}
 
 
-def _verdicts(ctx: _Ctx, samples: Sequence[dc.CanarySample], thresholds: dc.Thresholds, expected: int) -> list[Check]:
+def _verdicts(ctx: _Ctx, dep: _Deployment, samples: Sequence[dc.CanarySample], thresholds: dc.Thresholds,
+              expected: int, helm: HelmLike | None, *, read_back: bool) -> list[Check]:
+    """The acceptance gates, ``canary_release_identity`` and ``operator_approval`` (``statehub_note``
+    is added by the caller once the note about them was posted)."""
     rb = ctx.decl.rollback
     target = ctx.rollback_target
     readiness = dc.RollbackReadiness(target_known=bool(target), target=_target_text(target), tested=bool(rb.tested),
@@ -1203,11 +1226,89 @@ def _verdicts(ctx: _Ctx, samples: Sequence[dc.CanarySample], thresholds: dc.Thre
     waivers = {name: ev.event_id for name, ev in ctx.waivers.items()}
     verdicts = dc.evaluate_window(samples, thresholds, expected_samples=expected, rollback=readiness, waivers=waivers)
     checks = [v.to_check() for v in verdicts]
+    identity = _guard(IDENTITY_GATE, lambda: _check_release_identity(ctx, dep, helm if read_back else None))
+    checks.append(_waive(ctx, identity))
     checks.append(_check_approval(ctx))
     return checks
 
 
-def _window_evidence(ctx: _Ctx, dep: _Deployment, samples: Sequence[dc.CanarySample], note_id: str | None) -> list[Evidence]:
+def _waive(ctx: _Ctx, check: Check) -> Check:
+    """``check`` as ``waived`` when it failed and a stage 2 waiver for its name and this candidate is recorded."""
+    waiver = ctx.waivers.get(check.name)
+    if check.status != CheckStatus.FAIL or waiver is None:
+        return check
+    return Check(name=check.name, status=CheckStatus.WAIVED, waiver=waiver.event_id, evidence=check.evidence,
+                 reason=redact(f"{check.reason} (waived by {waiver.actor}, event {waiver.event_id})"))
+
+
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _check_release_identity(ctx: _Ctx, dep: _Deployment, helm: HelmLike | None) -> Check:
+    """``canary_release_identity``: the rendered release identity, namespace and release name were
+    recorded at deploy and, read back from helm, are still what runs: the recorded revision is the
+    deployed one and its manifest pins the candidate digest. ``helm=None`` (the canary was already
+    removed by an immediate rollback) checks the record only and says so."""
+    name = IDENTITY_GATE
+    p = dep.started.payload
+    rel = p.get("release") or {}
+    sha = str((p.get("manifests") or {}).get("sha256") or "")
+    release, namespace, revision = rel.get("name"), rel.get("namespace"), rel.get("revision")
+    missing = [what for what, value in (("release name", release), ("namespace", namespace), ("revision", revision))
+               if value in (None, "")]
+    if len(sha) != 64 or not set(sha) <= _SHA256_HEX:
+        missing.append("rendered manifests sha256")
+    if missing:
+        return _check(name, False, "release identity not recorded in stage.started: missing " + ", ".join(missing),
+                      technical=True)
+    ident = f"release {namespace}/{release} revision {revision}, rendered manifests sha256:{sha}"
+    evidence = [Evidence(kind="k8s-object", ref=f"helm-release/{namespace}/{release}", detail=f"revision {revision}"),
+                Evidence(kind="summary", ref=f"manifests:sha256:{sha}", detail="rendered release identity")]
+    if helm is None:
+        return _check(name, True, f"{ident} recorded (not read back: the immediate rollback removed the release)",
+                      evidence=evidence)
+    try:
+        history = helm.history(release=str(release), namespace=str(namespace))
+    except AdapterNotFound:
+        return _check(name, False, f"canary release {namespace}/{release} not found: removed during the window "
+                                   f"(recorded revision {revision})")
+    deployed = [r for r in history if str(r.get("status", "")).lower() == "deployed"]
+    if not deployed:
+        return _check(name, False, f"canary release {namespace}/{release} has no deployed revision "
+                                   f"(recorded revision {revision})")
+    live = deployed[-1].get("revision")
+    if str(live) != str(revision):
+        return _check(name, False, f"canary release {namespace}/{release} is at revision {live}, not the recorded "
+                                   f"revision {revision}: it was changed during the window")
+    get_manifest: Callable[..., str] | None = getattr(helm, "get_manifest", None)
+    if get_manifest is not None:
+        manifest = get_manifest(release=str(release), namespace=str(namespace), revision=int(str(revision)))
+        if ctx.digest not in manifest:
+            return _check(name, False, f"the deployed manifest of {namespace}/{release} revision {revision} does not "
+                                       f"pin the candidate {ctx.digest}")
+    return _check(name, True, f"{ident}: deployed as recorded, pinned to {ctx.digest}", evidence=evidence)
+
+
+def _check_statehub_note(ctx: _Ctx, note: NoteOutcome) -> Check:
+    """``statehub_note``: the Stage 2 progress note about this result reached State Hub (its id is in
+    the ledger as ``note.posted`` delivered=true); else fail closed with why, unless waived."""
+    from railiance_ledger.lifecycle.notes import STATEHUB_URL_ENV
+
+    rec = note.record
+    if note.delivered and note.note_id and rec is not None and rec.payload.get("delivered"):
+        return _check(STATEHUB_GATE, True,
+                      f"progress note {note.note_id} delivered to State Hub (ledger note.posted seq {rec.seq})",
+                      evidence=[Evidence(kind="statehub", ref=note.note_id, detail=f"note.posted seq {rec.seq}")])
+    if not note.configured:
+        reason = (f"no State Hub configured: {STATEHUB_URL_ENV} is not set, so the required Stage 2 progress "
+                  "note was not posted")
+    else:
+        where = f" (ledger note.posted seq {rec.seq}, delivered=false)" if rec is not None else ""
+        reason = f"State Hub progress note not delivered after {note.attempts} attempt(s): {note.error}{where}"
+    return _waive(ctx, _check(STATEHUB_GATE, False, reason, technical=True))
+
+
+def _window_evidence(ctx: _Ctx, dep: _Deployment, samples: Sequence[dc.CanarySample], note: NoteOutcome) -> list[Evidence]:
     rel = dep.started.payload.get("release") or {}
     man = dep.started.payload.get("manifests") or {}
     last = samples[-1] if samples else None
@@ -1218,15 +1319,18 @@ def _window_evidence(ctx: _Ctx, dep: _Deployment, samples: Sequence[dc.CanarySam
                  detail=f"revision {rel.get('revision')}"),
     ]
     if last is not None:
+        pods = last.pods
         ev.append(Evidence(kind="pod-status", ref=dep.selector,
-                           detail=f"{last.pods.ready}/{last.pods.total} ready, {last.pods.restarts} restarts"))
+                           detail=f"{pods.ready}/{pods.total} ready, {pods.restarts} restarts" if pods.available
+                           else f"pod status unavailable: {pods.reason}"))
         ev.append(Evidence(kind="summary", ref=f"routing:{dep.spec.form}", detail=last.routing.reason))
+        key = ctx.decl.key_health
         if last.health_inside is not None:
             ev.append(Evidence(kind="http-status", ref=last.health_inside.target or "inside",
-                               detail=f"key health inside: {last.health_inside.reason}"))
+                               detail=f"key health inside: {last.health_inside.reason} ({key.name} {key.path})"))
         if last.health_outside is not None:
             ev.append(Evidence(kind="http-status", ref=last.health_outside.target or "outside",
-                               detail=f"key health outside: {last.health_outside.reason}"))
+                               detail=f"key health outside: {last.health_outside.reason} ({key.name} {key.path})"))
         unavailable = [s.index for s in samples if not (s.canary.error_rate.usable and s.canary.p95_latency_ms.usable)]
         if unavailable:
             ev.append(Evidence(kind="query", ref=ctx.decl.observability.prometheus_selector,
@@ -1234,41 +1338,76 @@ def _window_evidence(ctx: _Ctx, dep: _Deployment, samples: Sequence[dc.CanarySam
         else:
             ev.append(Evidence(kind="query", ref=ctx.decl.observability.prometheus_selector,
                                detail=f"metrics window: {len(samples)} samples from {samples[0].at} to {last.at}"))
-    ev.append(Evidence(kind="statehub", ref=note_id or "not delivered", detail="progress note"))
+    ref = note.note_id if note.delivered and note.note_id else ("not configured" if not note.configured else "not delivered")
+    ev.append(Evidence(kind="statehub", ref=ref, detail="progress note"))
     return ev
+
+
+def _refresh(store: EventStore, ctx: _Ctx) -> None:
+    """Re-read the ledger: approvals revoked and waivers recorded during the window count at its end."""
+    ctx.history = store.read_stream(ctx.workload)
+    ctx.waivers = _waivers(ctx.history, ctx.digest)
 
 
 def _finish(*, store: EventStore, ctx: _Ctx, dep: _Deployment, kube: KubeLike, helm: HelmLike, statehub: NotePoster | None,
             operator: str, samples: list[dc.CanarySample], thresholds: dc.Thresholds, expected: int,
             events: list[RecordedEvent], now: Callable[[], datetime]) -> StageOutcome:
-    checks = _verdicts(ctx, samples, thresholds, expected)
-    status = overall_status(checks)
+    """End of the window: the gates; then the State Hub note about them; then ``statehub_note``.
+
+    Gates passed: the note says "acceptance gates passed" (never "accepted": the stage accepts only
+    once the note is recorded as delivered) and ``statehub_note`` judges its delivery; if that fails
+    (no waiver), the canary is rejected and removed like any other. Gates failed: the canary is
+    removed first, then the "rejected" note is posted and ``statehub_note`` judges it too.
+    """
+    _refresh(store, ctx)
+    checks = _verdicts(ctx, dep, samples, thresholds, expected, helm, read_back=True)
     warnings: list[str] = []
     rolled_back = False
-    if status == "fail":
+    if overall_status(checks) == "pass":
+        head = events[-1].seq if events else dep.started.seq
+        note = _post_note(store, statehub, dep.started, ctx.decl, warnings=warnings, evidence=[],
+                          title=f"{ctx.workload}: Stage 2 canary acceptance gates passed",
+                          body=(f"Canary {ctx.image}: every acceptance gate passed over {len(samples)}/{expected} "
+                                f"samples (ledger up to seq {head}). Stage 2 accepts the candidate only once this "
+                                "note is recorded as delivered; the result follows in the ledger as stage.completed "
+                                f"(stage 2) of {ctx.workload} for {ctx.digest}."))
+        checks.append(_check_statehub_note(ctx, note))
+        if overall_status(checks) == "fail":
+            events += _rollback(store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator, now=now,
+                                symptom=f"canary rejected at the end of the window: {STATEHUB_GATE}")
+            rolled_back = True
+    else:
         failed = ", ".join(c.name for c in checks if c.status == CheckStatus.FAIL)
         events += _rollback(store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator,
                             symptom=f"canary rejected at the end of the window: {failed}", now=now)
         rolled_back = True
-    return _close(store=store, ctx=ctx, dep=dep, statehub=statehub, operator=operator, samples=samples, checks=checks,
+        note = _post_rejection(store, ctx, dep, statehub, samples, checks, expected, warnings)
+        checks.append(_check_statehub_note(ctx, note))
+    return _close(store=store, ctx=ctx, dep=dep, note=note, operator=operator, samples=samples, checks=checks,
                   events=events, warnings=warnings, rolled_back=rolled_back, expected=expected, now=now)
 
 
-def _close(*, store: EventStore, ctx: _Ctx, dep: _Deployment, statehub: NotePoster | None, operator: str,
+def _post_rejection(store: EventStore, ctx: _Ctx, dep: _Deployment, statehub: NotePoster | None,
+                    samples: Sequence[dc.CanarySample], checks: Sequence[Check], expected: int,
+                    warnings: list[str]) -> NoteOutcome:
+    """The "rejected" progress note, posted after the canary was removed."""
+    failed = [f"{c.name}: {c.reason}" for c in checks if c.status == CheckStatus.FAIL]
+    body = (f"Canary {ctx.image}: fail; {len(samples)}/{expected} samples. Failed gates: " + "; ".join(failed)
+            + ". The canary was rolled back.")
+    return _post_note(store, statehub, dep.started, ctx.decl, title=f"{ctx.workload}: Stage 2 canary rejected",
+                      body=body, evidence=[], warnings=warnings)
+
+
+def _close(*, store: EventStore, ctx: _Ctx, dep: _Deployment, note: NoteOutcome, operator: str,
            samples: list[dc.CanarySample], checks: list[Check], events: list[RecordedEvent], warnings: list[str],
            rolled_back: bool, expected: int, now: Callable[[], datetime]) -> StageOutcome:
     status = overall_status(checks)
-    title = f"{ctx.workload}: Stage 2 canary {'accepted' if status == 'pass' else 'rejected'}"
-    failed = [f"{c.name}: {c.reason}" for c in checks if c.status == CheckStatus.FAIL]
-    body = (f"Canary {ctx.image}: {status}; {len(samples)}/{expected} samples. "
-            + ("Failed gates: " + "; ".join(failed) if failed else "All acceptance gates passed.")
-            + (" The canary was rolled back." if rolled_back else ""))
-    note_id = _post_note(store, statehub, dep.started, ctx.decl, title=title, body=body, evidence=[], warnings=warnings)
     started = datetime.fromisoformat(str(dep.started.payload.get("started_at") or dep.started.recorded_at))
-    result = _result(ctx, checks, _window_evidence(ctx, dep, samples, note_id), started, now())
+    result = _result(ctx, checks, _window_evidence(ctx, dep, samples, note), started, now())
     doc, evs, w = _complete(store, ctx, result, operator)
     doc["phase"] = "completed"
     doc["rolled_back"] = rolled_back
+    doc["statehub_note"] = note.note_id if note.delivered else None
     return StageOutcome(document=doc, exit_code=0 if status == "pass" else 1, events=events + evs,
                         warnings=warnings + w, rolled_back=rolled_back, samples=len(samples), expected_samples=expected)
 
@@ -1305,10 +1444,14 @@ def _rollback_and_fail(*, store: EventStore, ctx: _Ctx, dep: _Deployment, kube: 
                        thresholds: dc.Thresholds, symptom: str, expected: int, events: list[RecordedEvent],
                        now: Callable[[], datetime]) -> StageOutcome:
     events += _rollback(store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator, symptom=symptom, now=now)
-    checks = _verdicts(ctx, samples, thresholds, expected)
+    _refresh(store, ctx)
+    checks = _verdicts(ctx, dep, samples, thresholds, expected, helm, read_back=False)
     checks.insert(0, _check("immediate_rollback", False, f"rolled back immediately: {symptom}"))
-    return _close(store=store, ctx=ctx, dep=dep, statehub=statehub, operator=operator, samples=samples, checks=checks,
-                  events=events, warnings=[], rolled_back=True, expected=expected, now=now)
+    warnings: list[str] = []
+    note = _post_rejection(store, ctx, dep, statehub, samples, checks, expected, warnings)
+    checks.append(_check_statehub_note(ctx, note))
+    return _close(store=store, ctx=ctx, dep=dep, note=note, operator=operator, samples=samples, checks=checks,
+                  events=events, warnings=warnings, rolled_back=True, expected=expected, now=now)
 
 
 def remove_canary(*, store: EventStore, decl: Declaration, operator: str, kube: KubeLike, helm: HelmLike,

@@ -33,6 +33,21 @@ NON_WAIVABLE: dict[int, frozenset[str]] = {
 }
 """Gates, per stage, that the spec makes fail closed without exception."""
 
+WAIVABLE_STAGE2: frozenset[str] = frozenset({
+    # prechecks a waiver is honoured for
+    "dependencies_healthy",          # "platform dependencies ... explicitly degraded with operator approval"
+    "observation_window",            # production-critical window under 60 minutes "unless explicitly waived"
+    # end-of-window acceptance gates (``domain.canary.GATE_NAMES``) and required evidence
+    "canary_pods_ready", "canary_pods_stable", "canary_health", "canary_error_rate", "canary_latency",
+    "canary_saturation", "canary_statistical_comparison", "canary_routing", "canary_side_effects",
+    "canary_logs_clean", "rollback_ready",
+    "canary_release_identity",       # rendered release identity, namespace and release name read back
+    "statehub_note",                 # "State Hub progress note with non-secret evidence"
+})
+"""Stage 2 gates whose failure ``lifecycle.stage2`` turns into ``waived`` when a waiver names them
+(the spec: "any required evidence is missing and no operator waiver is recorded" fails closed, so a
+recorded waiver is the way through). Other stage 2 names are recorded but no Stage 2 check reads them."""
+
 _GATE_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(?::[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
 
 
