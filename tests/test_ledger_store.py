@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -545,3 +546,21 @@ def test_rule_history_kinds_cover_every_kind_the_rules_read() -> None:
 def test_unsupported_url_is_refused() -> None:
     with pytest.raises(LedgerError, match="unsupported database"):
         EventStore.open("mysql://root:pw@localhost/x")
+
+
+def test_ledger_redacts_every_payload_and_actor_whatever_the_caller_passes(tmp_path: Path) -> None:
+    """The store is a sink of the one redaction path: a caller that forgets to redact stores no secret."""
+    from railiance_ledger.domain.events import EventKind, NewEvent
+
+    store = EventStore.open(f"sqlite:///{tmp_path / 'l.db'}")
+    secret = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    digest = "sha256:" + "ab" * 32
+    [ev] = store.append([NewEvent(
+        stream="w", kind=EventKind.CANDIDATE_REGISTERED, actor="alice", candidate=digest,
+        payload={"image": f"r/w@{digest}", "note": f"token {secret}", "password": "hunter2hunter2"},
+    )])
+    raw = (tmp_path / "l.db").read_bytes()
+    assert secret.encode() not in raw and b"hunter2hunter2" not in raw
+    assert "[REDACTED:github-token]" in ev.payload["note"] and "hunter2" not in str(ev.payload)
+    assert ev == store.get(ev.event_id)
+    store.close()

@@ -43,6 +43,7 @@ from railiance_ledger.domain.events import (
     canonical_json,
     format_timestamp,
 )
+from railiance_ledger.domain.redaction import redact, redact_value
 from railiance_ledger.domain.rules import RuleBroken, check_append
 from railiance_ledger.errors import ConcurrencyConflict, LedgerError, RuleViolation
 from railiance_ledger.ledger import schema
@@ -314,7 +315,9 @@ class EventStore:
         different current version raises :class:`ConcurrencyConflict`. A broken lifecycle rule
         raises :class:`RuleViolation` and nothing is written.
         """
-        batch = list(events)
+        # The ledger is a sink: whatever a caller passes, what is stored went through the one
+        # redaction path (secrets in payloads or actor names never reach the database).
+        batch = [_redacted(ev) for ev in events]
         if not batch:
             return []
         stream = batch[0].stream
@@ -563,6 +566,15 @@ def _recorded(row: tuple[Any, ...], ev: NewEvent) -> RecordedEvent:
         seq=seq, event_id=event_id, stream=stream, version=version, kind=kind, candidate=candidate,
         stage=stage, actor=actor, recorded_at=recorded_at, payload=ev.payload, prev_hash=prev_hash, hash=digest,
     )
+
+
+def _redacted(ev: NewEvent) -> NewEvent:
+    """``ev`` with its payload and actor passed through the redaction path (a copy only if changed)."""
+    payload = redact_value(ev.payload)
+    actor = redact(ev.actor)
+    if payload == ev.payload and actor == ev.actor:
+        return ev
+    return ev.model_copy(update={"payload": payload, "actor": actor})
 
 
 def row_to_event(row: Sequence[Any]) -> RecordedEvent:
