@@ -12,7 +12,12 @@ one ``canary.sample`` per sample, resumes from the recorded samples after a cras
 immediately (helm uninstall of the canary release, canary routing removed, patched stable routing
 restored) when ``domain.canary.immediate_rollback_reason`` names a symptom: the rollback starts in
 the same iteration that saw the symptom, so within two sample intervals of it. At the end of the
-window it appends ``stage.completed`` with the acceptance gates as checks.
+window it appends ``stage.completed`` with the acceptance gates as checks (``ACCEPTANCE_CHECKS``),
+including the required evidence the spec lists: ``canary_release_identity`` (rendered release
+identity, namespace and release name, read back from helm) and ``statehub_note`` (the State Hub
+progress note about the result was delivered). Evidence that could not be collected fails its check
+closed unless a stage 2 waiver names it; a rejected canary is always removed (see ``_finish`` for
+the order of the note and the ``statehub_note`` verdict).
 
 Rendered manifests are stored content-addressed under ``$RAILIANCE_HOME/manifests/<sha256>.yaml``
 (sha256 of the exact rendered text); the ledger records the sha256 and size, so the text is never
