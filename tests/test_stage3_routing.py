@@ -157,8 +157,8 @@ def test_promote_routing_switch_smoke_failure_restores_previous_routing(stage3_e
 
 def test_promote_routing_switch_alternating_canary_releases(stage3_env: Stage3Env) -> None:
     """Two routing switches in a row: the second canary runs in another release (the one serving v1
-    must not be redeployed); a canary in the serving release and a release replace after a switch
-    are refused before anything changes; a rollback returns to v1's release."""
+    must not be redeployed); a release replace after a switch and a canary deployed into the serving
+    release are refused before anything changes; a rollback returns to v1's release."""
     env = stage3_env
     env.use_routing_switch()
     v1 = env.through_stage2("v1.0.0")
@@ -191,10 +191,12 @@ def test_promote_routing_switch_alternating_canary_releases(stage3_env: Stage3En
     assert env.emulator.get("deployments", NS, "hello-web-canary-b") is None
     assert digest(v1) == current_stable(env)
 
-    # a canary deployed into the release that serves the stable leaves nothing to switch back to
+    # a canary aimed at the release that serves the stable is refused before anything is applied
     env.use_canary_release("hello-web-canary")
-    v3 = env.through_stage2("v3.0.0")
-    refused = env.promote(v3)
-    assert ["rollback_available"] == failed(refused.document)
-    assert "is the release serving the current stable" in check(refused.document, "rollback_available")["reason"]
+    v3 = env.push("v3.0.0")
+    assert 0 == env.stage1(v3).exit_code
+    refused = env.deploy(v3)
+    assert ["canary_distinguishable"] == failed(refused.document)
+    assert "serves production" in check(refused.document, "canary_distinguishable")["reason"]
+    assert [v1] == env.served_images()
     assert verify(env.store).ok

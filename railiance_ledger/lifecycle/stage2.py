@@ -76,6 +76,7 @@ __all__ = [
 
 PRECHECKS: tuple[str, ...] = (
     "canary_form_declared",
+    "canary_distinguishable",
     "stage1_passed",
     "cluster_ready",
     "digest_in_registry",
@@ -435,6 +436,30 @@ def _check_form(ctx: _Ctx, kube: KubeLike) -> Check:
     return _check("canary_form_declared", True, decision.reason, evidence=ev)
 
 
+def _check_distinguishable(ctx: _Ctx, store: EventStore) -> Check:
+    """The canary must not land in the release that serves production (spec: Stage 2 fails closed
+    when the canary cannot be distinguished from stable production)."""
+    from railiance_ledger.ledger.projections import lineage
+
+    name = "canary_distinguishable"
+    stable = lineage(store, ctx.workload).current_stable
+    if stable is None:
+        return _check(name, True, f"no stable recorded in the ledger; canary release {ctx.release} in "
+                                  f"{ctx.namespace} is separate from production release {ctx.stable_release}")
+    restore = stable.restore or {}
+    serving = str(restore.get("serving_release") or restore.get("release") or ctx.stable_release)
+    serving_ns = str(restore.get("namespace") or ctx.stable_namespace)
+    if (serving, serving_ns) == (ctx.release, ctx.namespace):
+        return _check(
+            name, False,
+            f"release {ctx.release} in {ctx.namespace} serves production (stable {stable.digest}, promoted at "
+            f"{stable.promoted_at}); deploying the canary into it would silently replace stable production. "
+            "Use another stages.canary.release for this canary (alternate two names after routing switches)",
+        )
+    return _check(name, True, f"canary release {ctx.release} in {ctx.namespace} is separate from the release "
+                              f"serving production ({serving} in {serving_ns})")
+
+
 def _check_stage1(ctx: _Ctx) -> Check:
     if stage_passed(ctx.history, ctx.digest, 1):
         return _check("stage1_passed", True, f"Stage 1 passed for {ctx.digest}",
@@ -740,6 +765,7 @@ def deploy_canary(
     ctx = _make_ctx(store, decl, image)
     ctx.home = home
     checks: list[Check] = [_guard("canary_form_declared", lambda: _check_form(ctx, kube))]
+    checks.append(_guard("canary_distinguishable", lambda: _check_distinguishable(ctx, store)))
     checks.append(_guard("stage1_passed", lambda: _check_stage1(ctx)))
     checks.append(_guard("cluster_ready", lambda: _check_cluster(ctx, kube)))
     checks.append(_guard("digest_in_registry", lambda: _check_registry(ctx, registry)))
