@@ -105,7 +105,7 @@ def test_stage3_full_lifecycle_v1_v2_v3_then_rollback_restores_v2(stage3_env: St
         env.approve(image, "bob")
         out = env.promote(image)
         assert (0, "pass") == (out.exit_code, out.document["status"]), failed(out.document)
-        assert list(PRECHECKS) == [c["name"] for c in out.document["checks"]][:6]
+        assert list(PRECHECKS) == [c["name"] for c in out.document["checks"]][: len(PRECHECKS)]
         assert env.live_image() == image
         assert {"hello-web": "hello-web"} == host_routes(env)  # canary Ingress removed, stable serves the host
         assert env.emulator.get("deployments", NS, "hello-web-canary") is None
@@ -438,3 +438,27 @@ def test_promote_refuses_routing_strategy_it_cannot_roll_back(stage3_env: Stage3
     out = env.promote(v1)
     assert ["rollback_available"] == failed(out.document)
     assert env.live_image() == env.stable0
+
+
+def test_promote_refuses_to_change_production_without_a_state_hub_unless_waived(stage3_env: Stage3Env) -> None:
+    """The State Hub note is required Stage 3 evidence: with nowhere to post it, nothing changes (exit 1,
+    `statehub_configured` named); a stage 3 waiver for statehub_note lets the promotion proceed, recorded."""
+    from railiance_ledger.lifecycle.stage3 import promote
+    from railiance_ledger.lifecycle.waivers import record_waiver
+
+    env = stage3_env
+    v1 = env.through_stage2("v1.0.0")
+
+    def promote_without_hub() -> Any:
+        return promote(store=env.store, decl=env.decl(), operator="alice", kube=env.kube, helm=env.helm,
+                       http=env.http, statehub=None, image=v1, home=env.home, ready_timeout=30.0)
+
+    out = promote_without_hub()
+    assert (1, ["statehub_configured"]) == (out.exit_code, failed(out.document))
+    assert env.live_image() == env.stable0
+    record_waiver(store=env.store, decl=env.decl(), gate="statehub_note", operator="bob", stage=3,
+                  reason="State Hub maintenance window; note filed by hand as INC-42", candidate=digest(v1))
+    out = promote_without_hub()
+    assert 0 == out.exit_code, failed(out.document)
+    assert "waived" == check(out.document, "statehub_configured")["status"]
+    assert env.live_image() == v1

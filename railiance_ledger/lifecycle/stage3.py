@@ -102,8 +102,13 @@ PRECHECKS: tuple[str, ...] = (
     "migrations_approved",
     "human_approval",
     "rollback_available",
+    "statehub_configured",
 )
-"""Every Stage 3 precheck, in the order they run (all before anything changes)."""
+"""Every Stage 3 precheck, in the order they run (all before anything changes): the spec's six, then
+that the required State Hub note has somewhere to go."""
+PROMOTION_CHECKS: tuple[str, ...] = ("promotion_applied", "stable_routing_points_at_candidate", "post_promotion_smoke")
+"""The checks a Stage 3 result reports after the prechecks, once the promotion was attempted (a failed
+one adds ``automatic_rollback``); all pass in a passing result."""
 
 FIELD_MANAGER = "railiance-ledger"
 INGRESS_GV = "networking.k8s.io/v1"
@@ -472,6 +477,23 @@ def _check_migrations(store: EventStore, ctx: _Ctx) -> Check:
     return _check("migrations_approved", True, f"{cls} migrations {why}; sequenced: {seq}{extra}")
 
 
+def _check_statehub(ctx: _Ctx, hub: NotePoster | None) -> Check:
+    """The State Hub progress note is required Stage 3 evidence: production traffic does not change
+    while no State Hub is configured to receive it, unless a stage 3 ``statehub_note`` waiver says so."""
+    from railiance_ledger.lifecycle.waivers import active_waivers
+
+    name = "statehub_configured"
+    if hub is not None:
+        return _check(name, True, "State Hub configured; the promotion note is posted and its id kept in the ledger")
+    waiver = active_waivers(ctx.history, digest=ctx.digest, stage=3).get("statehub_note")
+    if waiver is not None:
+        return Check(name=name, status=CheckStatus.WAIVED, waiver=waiver.event_id,
+                     reason=f"no State Hub configured; waived by {waiver.actor}: {waiver.payload.get('reason', '')}")
+    return _check(name, False, "no State Hub configured (RAILIANCE_STATEHUB_URL is not set): Stage 3 evidence "
+                               "includes a State Hub progress note; configure it or record a stage 3 waiver for "
+                               "statehub_note")
+
+
 def _check_human(store: EventStore, ctx: _Ctx) -> Check:
     if not ctx.decl.production_critical:
         return _check("human_approval", True, "not required (workload is not production-critical)")
@@ -786,6 +808,11 @@ def promote(
     checks.append(_guard("migrations_approved", lambda: _check_migrations(store, ctx)))
     checks.append(_guard("human_approval", lambda: _check_human(store, ctx)))
     checks.append(_guard("rollback_available", lambda: _check_rollback(ctx, kube, helm)))
+    from railiance_ledger.lifecycle.notes import statehub_from_env
+
+    hub = statehub if statehub is not None else statehub_from_env()
+    checks.append(_guard("statehub_configured", lambda: _check_statehub(ctx, hub)))
+    statehub = hub
     if overall_status(checks) == "fail":
         doc, events, warnings = _complete(store, ctx, _result(ctx, checks, [], started, now()))
         return PromotionOutcome(document=doc, exit_code=1, events=events, warnings=warnings)
