@@ -55,6 +55,7 @@ from railiance_ledger.domain.stage_result import (
     overall_status,
 )
 from railiance_ledger.errors import AdapterError, ConcurrencyConflict, InvalidInput, RailianceError
+from railiance_ledger.lifecycle.checks import make_check as _check
 from railiance_ledger.lifecycle.waivers import active_waivers
 
 if TYPE_CHECKING:
@@ -150,21 +151,6 @@ class _Ctx:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _check(
-    name: str,
-    ok: bool,
-    reason: str,
-    *,
-    failure: FailureKind | None = None,
-    evidence: Iterable[Evidence] = (),
-) -> Check:
-    return Check(
-        name=name,
-        status=CheckStatus.PASS if ok else CheckStatus.FAIL,
-        reason=redact(reason),
-        failure=None if ok else (failure or FailureKind.POLICY),
-        evidence=list(evidence),
-    )
 
 
 def _ev(kind: str, ref: str, detail: str = "") -> Evidence:

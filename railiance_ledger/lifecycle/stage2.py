@@ -47,12 +47,13 @@ from railiance_ledger.domain.stage_result import (
     Check,
     CheckStatus,
     Evidence,
-    FailureKind,
     StageResult,
     Workload,
     overall_status,
 )
-from railiance_ledger.errors import AdapterError, AdapterNotFound, InvalidInput, RailianceError, RuleViolation
+from railiance_ledger.errors import AdapterError, AdapterNotFound, InvalidInput, RuleViolation
+from railiance_ledger.lifecycle.checks import guarded as _guard
+from railiance_ledger.lifecycle.checks import make_check as _check
 
 if TYPE_CHECKING:
     import httpx
@@ -182,26 +183,8 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _check(name: str, ok: bool, reason: str, *, technical: bool = False, evidence: list[Evidence] | None = None) -> Check:
-    return Check(
-        name=name,
-        status=CheckStatus.PASS if ok else CheckStatus.FAIL,
-        reason=redact(reason),
-        failure=None if ok else (FailureKind.TECHNICAL if technical else FailureKind.POLICY),
-        evidence=evidence or [],
-    )
 
 
-def _guard(name: str, fn: Callable[[], Check]) -> Check:
-    """Run one check; a technical failure (could not ask) fails it closed with its reason."""
-    try:
-        return fn()
-    except AdapterError as exc:
-        return _check(name, False, str(exc), technical=True)
-    except RailianceError as exc:
-        return _check(name, False, str(exc))
-    except Exception as exc:  # noqa: BLE001 - any unexpected failure fails the check closed
-        return _check(name, False, f"{type(exc).__name__}: {exc}", technical=True)
 
 
 # ---------------------------------------------------------------------------------------- context

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain import canary as dc
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
-from railiance_ledger.domain.redaction import redact, redact_value
+from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.domain.rules import stage_excepted
 from railiance_ledger.domain.stage_result import (
     Approval,
@@ -71,13 +71,14 @@ from railiance_ledger.domain.stage_result import (
     Check,
     CheckStatus,
     Evidence,
-    FailureKind,
     StageResult,
     Workload,
     overall_status,
 )
 from railiance_ledger.errors import AdapterError, RailianceError, RuleViolation
 from railiance_ledger.lifecycle import rollback as rb
+from railiance_ledger.lifecycle.checks import guarded as _guard
+from railiance_ledger.lifecycle.checks import make_check as _check
 from railiance_ledger.lifecycle.stage2 import StageOutcome
 
 if TYPE_CHECKING:
@@ -138,23 +139,8 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _check(name: str, ok: bool, reason: str, *, technical: bool = False,
-           evidence: list[Evidence] | None = None) -> Check:
-    return Check(name=name, status=CheckStatus.PASS if ok else CheckStatus.FAIL, reason=redact(reason),
-                 failure=None if ok else (FailureKind.TECHNICAL if technical else FailureKind.POLICY),
-                 evidence=evidence or [])
 
 
-def _guard(name: str, fn: Callable[[], Check]) -> Check:
-    """Run one check; a technical failure (could not ask) fails it closed with its reason."""
-    try:
-        return fn()
-    except AdapterError as exc:
-        return _check(name, False, str(exc), technical=True)
-    except RailianceError as exc:
-        return _check(name, False, str(exc))
-    except Exception as exc:  # noqa: BLE001 - any unexpected failure fails the check closed
-        return _check(name, False, f"{type(exc).__name__}: {exc}", technical=True)
 
 
 # ---------------------------------------------------------------------------------------- context
