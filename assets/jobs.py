@@ -109,7 +109,8 @@ def rollback_workload(context: OpExecutionContext, config: RollbackConfig, ledge
             return Output({"rolled_back": None}, metadata={"note": "canary already closed"})
         try:
             kube_client = kube.build()
-            with statehub.open() as hub, http_client() as http:
+            with statehub.open() as hub, http_client(ingress_url=kube.resolved_ingress_url(),
+                                                     host=workload.decl.routing.host) as http:
                 outcome = rollback(store=store, decl=workload.decl, operator=actor, kube=kube_client,
                                    helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context), http=http,
                                    reason=config.reason, statehub=hub, automatic=bool(config.candidate))

@@ -14,7 +14,10 @@ resource               field (environment variable)                 default
                        (``RAILIANCE_REGISTRY_USERNAME`` ...)
 ``statehub``           ``url`` (``RAILIANCE_STATEHUB_URL``)         none: notes are reported as not sent
 ``kube``               ``kubeconfig`` (``KUBECONFIG``), ``context``  ``~/.kube/config``
-``helm``               ``binary`` (``RAILIANCE_HELM``)              helm on PATH, else ``.venv/bin/helm``
+                       (``RAILIANCE_KUBE_CONTEXT``), ``ingress_url``
+                       (``RAILIANCE_INGRESS_URL``)                  probes resolve ``routing.host``
+``helm``               ``binary`` (``RAILIANCE_HELM``), ``env``,    helm on PATH, else ``.venv/bin/helm``
+                       ``upgrade_args`` (``RAILIANCE_HELM_ARGS``)
 ``metrics``            ``url`` (``RAILIANCE_PROMETHEUS_URL``)       none: Stage 2 monitoring fails closed
 =====================  ==========================================  ===================================
 """
@@ -151,6 +154,11 @@ class KubeResource(ConfigurableResource):  # type: ignore[type-arg]
     context: str | None = Field(default=None, description="Kubeconfig context; else RAILIANCE_KUBE_CONTEXT, else current.")
     in_cluster: bool = Field(default=False, description="Use the pod's service account instead of a kubeconfig.")
     timeout: float = Field(default=10.0, description="Seconds per API request.")
+    ingress_url: str | None = Field(
+        default=None,
+        description=("Where outside probes enter the cluster (the ingress controller's address); requests carry "
+                     "Host: <routing.host>. Else RAILIANCE_INGRESS_URL, else routing.host as DNS resolves it."),
+    )
 
     def build(self) -> Kube:
         """A ``Kube``; raises a clear ``AdapterError`` when no kubeconfig can be loaded."""
@@ -165,20 +173,39 @@ class KubeResource(ConfigurableResource):  # type: ignore[type-arg]
         """The kubeconfig helm should use too (``KUBECONFIG`` for the helm subprocess)."""
         return self.kubeconfig or _env("KUBECONFIG")
 
+    def resolved_ingress_url(self) -> str | None:
+        """The ingress address outside probes go to, or ``None`` (``routing.host`` by DNS)."""
+        return self.ingress_url or _env("RAILIANCE_INGRESS_URL")
+
 
 class HelmResource(ConfigurableResource):  # type: ignore[type-arg]
     """The helm binary (``Helm``)."""
 
     binary: str | None = Field(default=None, description="helm path; else RAILIANCE_HELM, else helm on PATH or .venv/bin/helm.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment for helm (e.g. HELM_CACHE_HOME, HELM_CONFIG_HOME, HELM_DATA_HOME).",
+    )
+    upgrade_args: list[str] | None = Field(
+        default=None, description="Extra arguments for `helm upgrade --install`; else RAILIANCE_HELM_ARGS (space separated).",
+    )
+
+    def resolved_upgrade_args(self) -> tuple[str, ...]:
+        """The extra ``helm upgrade`` arguments (the CLI's ``RAILIANCE_HELM_ARGS``)."""
+        import shlex
+
+        if self.upgrade_args is not None:
+            return tuple(self.upgrade_args)
+        return tuple(shlex.split(os.environ.get("RAILIANCE_HELM_ARGS", "")))
 
     def build(self, *, kubeconfig: str | None = None, context: str | None = None) -> Helm:
-        """A ``Helm``; ``kubeconfig``/``context`` are passed to helm through its environment."""
+        """A ``Helm``; ``env``, ``kubeconfig`` and ``context`` are passed to helm through its environment."""
         from railiance_ledger.adapters.helm import Helm
         from railiance_ledger.lifecycle.stage1 import default_helm
 
         binary = self.binary or _env("RAILIANCE_HELM")
         helm = Helm(binary) if binary else default_helm()
-        env: dict[str, str] = {}
+        env: dict[str, str] = {**dict(getattr(helm, "env", None) or {}), **self.env}
         if kubeconfig:
             env["KUBECONFIG"] = kubeconfig
         if context:
@@ -208,11 +235,34 @@ class MetricsResource(ConfigurableResource):  # type: ignore[type-arg]
 
 
 @contextmanager
-def http_client(timeout: float = 10.0) -> Iterator[httpx.Client]:
-    """A plain ``httpx.Client`` (no proxies from the environment) for probes; closed afterwards."""
+def http_client(timeout: float = 10.0, *, ingress_url: str | None = None, host: str | None = None) -> Iterator[httpx.Client]:
+    """A plain ``httpx.Client`` (no proxies from the environment) for probes; closed afterwards.
+
+    With ``ingress_url`` and ``host``, requests for ``host`` (the declared ``routing.host``: Stage 3
+    smoke, rollback verification) are sent to ``ingress_url`` with ``Host: <host>``, as ``curl
+    --resolve`` would: the production URL entered through the ingress controller's address.
+    """
     import httpx
 
-    with httpx.Client(timeout=timeout, trust_env=False) as client:
+    if not (ingress_url and host):
+        with httpx.Client(timeout=timeout, trust_env=False) as client:
+            yield client
+        return
+    entry = httpx.URL(ingress_url)
+    inner = httpx.HTTPTransport(trust_env=False)
+
+    class _ThroughIngress(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.host == host:
+                request.headers["Host"] = host
+                request.url = request.url.copy_with(scheme=entry.scheme, host=entry.host, port=entry.port,
+                                                    path=entry.path.rstrip("/") + request.url.path)
+            return inner.handle_request(request)
+
+        def close(self) -> None:
+            inner.close()
+
+    with httpx.Client(timeout=timeout, trust_env=False, transport=_ThroughIngress()) as client:
         yield client
 
 

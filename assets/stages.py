@@ -52,8 +52,13 @@ from assets.resources import (
 from railiance_ledger.domain.canary import GATE_NAMES
 from railiance_ledger.domain.events import RecordedEvent
 from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
-from railiance_ledger.lifecycle.stage2 import PRECHECKS
+from railiance_ledger.lifecycle.stage2 import ACCEPTANCE_CHECKS, PRECHECKS
 from railiance_ledger.lifecycle.stage3 import PRECHECKS as STAGE3_PRECHECKS
+from railiance_ledger.lifecycle.stage3 import PROMOTION_CHECKS
+
+CANARY_APPLIED = "canary_applied"
+"""The Stage 2 deploy gate after the prechecks: the canary release and its routing were applied and read
+back (a ``stage.started`` with phase ``deployed``), else the failed apply's reason."""
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -79,6 +84,11 @@ class ApprovalConfig(Config):
 
 def _actor(config: StageConfig, ledger: LedgerResource) -> str:
     return config.operator.strip() or ledger.actor
+
+
+def _probe_client(kube: KubeResource, decl: Any) -> Any:
+    """The HTTP client of a stage's probes: the production host through ``kube.ingress_url`` when one is set."""
+    return http_client(ingress_url=kube.resolved_ingress_url(), host=decl.routing.host)
 
 
 def _fail_from(exc: BaseException) -> Failure:
@@ -154,11 +164,13 @@ def stage2_canary(
         target = resolve_target(store, apps, key)
         check_candidate_matches(key, target.digest, config.candidate)
         try:
-            with registry.open() as reg, metrics.open() as prom, statehub.open() as hub, http_client() as http:
+            with registry.open() as reg, metrics.open() as prom, statehub.open() as hub, \
+                    _probe_client(kube, target.workload.decl) as http:
                 outcome = deploy_canary(
                     store=store, decl=target.workload.decl, operator=_actor(config, ledger), kube=kube_client,
                     helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context), registry=reg,
                     metrics=prom, http=http, statehub=hub, image=target.image,
+                    helm_upgrade_args=helm.resolved_upgrade_args(),
                 )
         except RailianceError as exc:
             raise _fail_from(exc) from exc
@@ -203,7 +215,7 @@ def canary_acceptance(
                 outcome = observe_canary(
                     store=store, decl=target.workload.decl, operator=_actor(config, ledger), kube=kube_client,
                     metrics=prom, http=http, helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
-                    statehub=hub, image=target.image, on_progress=progress,
+                    statehub=hub, image=target.image, on_progress=progress, ingress_url=kube.resolved_ingress_url(),
                 )
         except RailianceError as exc:
             raise _fail_from(exc) from exc
@@ -272,7 +284,7 @@ def promotion_approval(
     group_name=GROUP,
     kinds={"kubernetes"},
     description=(
-        "Stage 3 production promotion (lifecycle.stage3.promote): six prechecks first, then the stable release "
+        "Stage 3 production promotion (lifecycle.stage3.promote): every precheck first, then the stable release "
         "replaced by the candidate pinned by digest, routing read back, smoke checks, automatic rollback on "
         "failure. The materialization carries the result and the workload's lineage (rollback target, as "
         "`railiance lineage`)."
@@ -296,10 +308,11 @@ def stage3_promotion(
         target = resolve_target(store, apps, key)
         check_candidate_matches(key, target.digest, config.candidate)
         try:
-            with statehub.open() as hub, http_client() as http:
+            with statehub.open() as hub, _probe_client(kube, target.workload.decl) as http:
                 outcome = promote(store=store, decl=target.workload.decl, operator=_actor(config, ledger),
                                   kube=kube_client, helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
-                                  http=http, statehub=hub, image=target.image)
+                                  http=http, statehub=hub, image=target.image,
+                                  helm_upgrade_args=helm.resolved_upgrade_args())
         except RailianceError as exc:
             raise _fail_from(exc) from exc
         lin = lineage(store, target.workload.name).as_dict()
@@ -333,12 +346,18 @@ def _stage1_doc(history: Sequence[RecordedEvent], digest: str, _name: str) -> tu
 
 
 def _canary_doc(history: Sequence[RecordedEvent], digest: str, name: str) -> tuple[dict[str, Any], RecordedEvent] | None:
-    """The latest Stage 2 deploy decision: a deploy's prechecks, or a precheck refusal (stage.completed)."""
+    """The latest Stage 2 deploy decision: a deploy's prechecks (and ``canary_applied`` from its record),
+    or a refusal or failed apply (the stage.completed that reports the prechecks)."""
     for ev in reversed(history):
         if ev.candidate != digest or ev.stage != 2:
             continue
         if ev.kind == "stage.started":
-            return {"checks": ev.payload.get("prechecks") or [], "status": "pass"}, ev
+            release = ev.payload.get("release") or {}
+            applied = {"name": CANARY_APPLIED, "status": "pass" if ev.payload.get("phase") == "deployed" else "fail",
+                       "reason": f"release {release.get('name')} revision {release.get('revision')} in "
+                                 f"{release.get('namespace')} (phase {ev.payload.get('phase')}); routing "
+                                 f"{', '.join(ev.payload.get('routing_objects') or []) or 'none'}"}
+            return {"checks": [*(ev.payload.get("prechecks") or []), applied], "status": "pass"}, ev
         if ev.kind == "stage.completed" and set(_checks_of(ev.payload)) & set(PRECHECKS):
             return ev.payload, ev
     return None
@@ -417,29 +436,41 @@ def gate_result(name: str, found: tuple[dict[str, Any], RecordedEvent] | None, s
     name="approval_in_force",
     partitions_def=candidates_partitions,
     blocking=True,
-    description="A stage 3 approval of this candidate is in force in the ledger (granted, not revoked since).",
+    description=("The approval this asset records is in force in the ledger (granted, not revoked since): for the "
+                 "stage of the candidate's latest approval.granted (stage 3 when there is none)."),
 )
 def approval_in_force(context: AssetCheckExecutionContext, ledger: LedgerResource) -> AssetCheckResult:
-    """Pass when the latest stage 3 approval decision of this digest is a grant."""
+    """Pass when the latest approval decision of this digest, for the stage it was last granted for, is a grant.
+
+    The check cannot see the run's config, so it judges the stage the ledger last recorded a grant for: a
+    stage 2 approval run is judged on stage 2 (not failed for a stage 3 approval nobody asked for).
+    """
+    from railiance_ledger.domain.events import EventKind
     from railiance_ledger.lifecycle.approvals import approval_state
 
     key = context.op_execution_context.partition_key
     with ledger.open() as store:
-        state = approval_state(store, workload_of(key), resolve_digest(store, key), 3)
+        workload, digest = workload_of(key), resolve_digest(store, key)
+        grants = [ev for ev in store.read_candidate(workload, digest)
+                  if ev.kind == EventKind.APPROVAL_GRANTED and ev.stage in (2, 3)]
+        stage = int(grants[-1].stage) if grants and grants[-1].stage else 3
+        state = approval_state(store, workload, digest, stage)
     if state.granted:
-        why = f"approved by {state.operator} at {state.granted_at} (event {state.approval_id})"
+        why = f"stage {stage} approved by {state.operator} at {state.granted_at} (event {state.approval_id})"
     elif state.revoked:
-        why = f"revoked by {state.revoked_by} at {state.revoked_at}: {state.revocation_reason}"
+        why = f"stage {stage} approval revoked by {state.revoked_by} at {state.revoked_at}: {state.revocation_reason}"
     else:
-        why = "no stage 3 approval recorded"
+        why = f"no stage {stage} approval recorded"
     return AssetCheckResult(passed=state.granted, severity=AssetCheckSeverity.ERROR, description=why,
-                            metadata={"approval": MetadataValue.json(state.as_dict())})
+                            metadata={"approval": MetadataValue.json(state.as_dict()), "stage": MetadataValue.int(stage)})
 
 
 STAGE1_GATES = [_gate_check(stage1_validation, n, "Stage 1", _stage1_doc) for n in REQUIRED_CHECKS]
-STAGE2_GATES = [_gate_check(stage2_canary, n, "Stage 2 precheck", _canary_doc) for n in PRECHECKS]
+STAGE2_GATES = [_gate_check(stage2_canary, n, "Stage 2 deploy", _canary_doc) for n in (*PRECHECKS, CANARY_APPLIED)]
 ACCEPTANCE_GATES = [
-    _gate_check(canary_acceptance, n, "Stage 2 acceptance", _acceptance_doc) for n in (*GATE_NAMES, "operator_approval")
+    _gate_check(canary_acceptance, n, "Stage 2 acceptance", _acceptance_doc) for n in ACCEPTANCE_CHECKS
 ]
-STAGE3_GATES = [_gate_check(stage3_promotion, n, "Stage 3 precheck", _stage3_doc) for n in STAGE3_PRECHECKS]
+STAGE3_GATES = [
+    _gate_check(stage3_promotion, n, "Stage 3", _stage3_doc) for n in (*STAGE3_PRECHECKS, *PROMOTION_CHECKS)
+]
 GATES: list[AssetChecksDefinition] = [*STAGE1_GATES, *STAGE2_GATES, *ACCEPTANCE_GATES, approval_in_force, *STAGE3_GATES]
