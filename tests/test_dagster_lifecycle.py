@@ -281,7 +281,7 @@ def test_promotion_whose_smoke_fails_fails_the_run_after_its_automatic_rollback(
     """The smoke path answers 500 through the ingress: Stage 3 rolls production back by itself; the promote run
     fails on the post_promotion_smoke gate (the prechecks alone passed, so without that gate it went green)."""
     d, env = dagster_lifecycle, dagster_lifecycle.stage3
-    image, key = _candidate_through_stage1(d)
+    _image, key = _candidate_through_stage1(d)
     _deploy(d, key)
     assert d.run("observe", key).success
     env.app.statuses["/"] = 500  # the smoke path breaks; /healthz (the rollback verification) stays healthy
