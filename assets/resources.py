@@ -236,33 +236,10 @@ class MetricsResource(ConfigurableResource):  # type: ignore[type-arg]
 
 @contextmanager
 def http_client(timeout: float = 10.0, *, ingress_url: str | None = None, host: str | None = None) -> Iterator[httpx.Client]:
-    """A plain ``httpx.Client`` (no proxies from the environment) for probes; closed afterwards.
+    """The lifecycle's probe client (``lifecycle.environment.probe_client``): production host via the ingress."""
+    from railiance_ledger.lifecycle.environment import probe_client
 
-    With ``ingress_url`` and ``host``, requests for ``host`` (the declared ``routing.host``: Stage 3
-    smoke, rollback verification) are sent to ``ingress_url`` with ``Host: <host>``, as ``curl
-    --resolve`` would: the production URL entered through the ingress controller's address.
-    """
-    import httpx
-
-    if not (ingress_url and host):
-        with httpx.Client(timeout=timeout, trust_env=False) as client:
-            yield client
-        return
-    entry = httpx.URL(ingress_url)
-    inner = httpx.HTTPTransport(trust_env=False)
-
-    class _ThroughIngress(httpx.BaseTransport):
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            if request.url.host == host:
-                request.headers["Host"] = host
-                request.url = request.url.copy_with(scheme=entry.scheme, host=entry.host, port=entry.port,
-                                                    path=entry.path.rstrip("/") + request.url.path)
-            return inner.handle_request(request)
-
-        def close(self) -> None:
-            inner.close()
-
-    with httpx.Client(timeout=timeout, trust_env=False, transport=_ThroughIngress()) as client:
+    with probe_client(timeout, ingress_url=ingress_url, host=host) as client:
         yield client
 
 

@@ -115,7 +115,7 @@ class Environment:
 
         timeout = httpx.Timeout(self.timeout)
         with (
-            httpx.Client(timeout=timeout, trust_env=False) as http,
+            probe_client(self.timeout, ingress_url=self.ingress_url, host=decl.routing.host) as http,
             httpx.Client(timeout=timeout, trust_env=False) as registry_http,
             httpx.Client(timeout=timeout, trust_env=False) as metrics_http,
         ):
@@ -158,6 +158,36 @@ class Adapters:
         if not self.metrics_configured:
             out.append("RAILIANCE_PROMETHEUS_URL is not set: every metric is 'metrics unavailable' (fails closed)")
         return out
+
+
+@contextmanager
+def probe_client(timeout: float = 10.0, *, ingress_url: str | None = None, host: str | None = None) -> Iterator[httpx.Client]:
+    """A plain ``httpx.Client`` (no proxies from the environment) for probes; closed afterwards.
+
+    With ``ingress_url`` and ``host``, requests for ``host`` (the declared ``routing.host``: Stage 3
+    smoke, rollback verification) are sent to ``ingress_url`` with ``Host: <host>``, as ``curl
+    --resolve`` would: the production URL entered through the ingress controller's address.
+    """
+    if not (ingress_url and host):
+        with httpx.Client(timeout=timeout, trust_env=False) as client:
+            yield client
+        return
+    entry = httpx.URL(ingress_url)
+    inner = httpx.HTTPTransport(trust_env=False)
+
+    class _ThroughIngress(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.host == host:
+                request.headers["Host"] = host
+                request.url = request.url.copy_with(scheme=entry.scheme, host=entry.host, port=entry.port,
+                                                    path=entry.path.rstrip("/") + request.url.path)
+            return inner.handle_request(request)
+
+        def close(self) -> None:
+            inner.close()
+
+    with httpx.Client(timeout=timeout, trust_env=False, transport=_ThroughIngress()) as client:
+        yield client
 
 
 def host_of(url: str) -> str:
