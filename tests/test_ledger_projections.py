@@ -201,3 +201,13 @@ def test_pending_approvals_list_only_candidates_whose_declaration_requires_one(s
     store.append([registered(W, V2), stage_started(W, V2, 1), stage_result(W, V2, 1, "pass")])
     pending = {p.digest for p in workload_status(store, W).pending_approvals}
     assert {V2} == pending
+
+
+def test_a_revoked_retrospective_approval_leaves_the_emergency_awaiting_again(store: EventStore) -> None:
+    """Status and the approvals service agree: only a retrospective approval still in force covers it."""
+    store.append([registered(W, V1), emergency(W, V1, skip_stage=1), stage_started(W, V1, 2)])
+    [granted] = store.append([approval(W, V1, 2, operator="bob", retrospective=True)])
+    assert () == workload_status(store, W).awaiting_retrospective
+    store.append_one(NewEvent(stream=W, kind=EventKind.APPROVAL_REVOKED, actor="carol", candidate=V1, stage=2,
+                              payload={"approval_event_id": granted.event_id, "reason": "evidence was wrong"}))
+    assert [V1] == [e.digest for e in workload_status(store, W).awaiting_retrospective]

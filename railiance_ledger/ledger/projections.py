@@ -432,7 +432,6 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
     last_stage_event: dict[str, StageResult] = {}
     approvals: dict[str, list[ApprovalRecord]] = {}
     exceptions: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
-    retro_seqs: dict[str, list[int]] = {}
     stack = _Stack()
     last_seq = 0
     for row in rows:
@@ -457,8 +456,6 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
         elif kind == _K.APPROVAL_GRANTED and digest:
             record = _approval(row, payload)
             approvals.setdefault(digest, []).append(record)
-            if record.retrospective:
-                retro_seqs.setdefault(digest, []).append(int(seq))
         elif kind == _K.APPROVAL_REVOKED and digest:
             target = payload.get("approval_event_id") or payload.get("approval")
             revoked_stage = _int_or_none(stage if stage is not None else payload.get("stage"))
@@ -485,7 +482,8 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
         its_exceptions: list[ExceptionRecord] = []
         for row, payload in exceptions.get(digest, []):
             seq = int(row[0])
-            approved = any(s > seq for s in retro_seqs.get(digest, ()))
+            # only a retrospective approval that still stands (not revoked) covers the emergency
+            approved = any(a.retrospective and not a.revoked and a.seq > seq for a in its_approvals)
             exc_record = ExceptionRecord(
                 event_id=row[1], seq=seq, digest=digest, skip_stage=_int_or_none(payload.get("skip_stage")),
                 operator=str(payload.get("operator") or row[5]), reason=str(payload.get("reason") or ""),
