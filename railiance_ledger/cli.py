@@ -922,6 +922,43 @@ def _short(stable: Any) -> str:
     return str(stable)
 
 
+@app.command("notes")
+@click.argument("workload")
+@click.option("--repost", "repost", is_flag=True, default=False, help="Post every undelivered note again.")
+@_json_opt
+def notes(workload: str, repost: bool, json_out: bool) -> None:
+    """State Hub notes recorded as not delivered; --repost sends them again (exit 1 while any remain)."""
+    as_json = _want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.errors import InvalidInput
+        from railiance_ledger.lifecycle import notes as hub_notes
+
+        store = _store()
+        reposted: list[Any] = []
+        if repost:
+            statehub = hub_notes.statehub_from_env()
+            if statehub is None:
+                raise InvalidInput(
+                    "--repost needs a State Hub", hint=f"set {hub_notes.STATEHUB_URL_ENV} to its base URL"
+                )
+            reposted = hub_notes.repost_undelivered(store=store, workload=workload, statehub=statehub)
+        pending = hub_notes.undelivered_notes(store, workload)
+        if as_json:
+            _emit_json({
+                "workload": workload,
+                "reposted": [{"delivered": o.delivered, "note_id": o.note_id, "warning": o.warning} for o in reposted],
+                "undelivered": [p.as_dict() for p in pending],
+            })
+        else:
+            for o in reposted:
+                _echo(f"re-posted: {'delivered as ' + str(o.note_id) if o.delivered else 'NOT delivered: ' + str(o.error)}")
+            if not pending:
+                _echo(f"every State Hub note of {workload} is delivered")
+            for p in pending:
+                _echo(f"undelivered: {p.ref_kind} seq {p.ref_seq} ({p.ref_event_id}): {p.error}")
+        raise click.exceptions.Exit(EXIT_FAILED if pending else EXIT_OK)
+
+
 @app.command("history")
 @click.argument("workload")
 @click.option("--limit", "limit", default=None, type=int, help="Only the newest N events.")

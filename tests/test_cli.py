@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -199,3 +200,29 @@ def test_ledger_verify_with_anchor_detects_deleted_newest_events(env: dict[str, 
     code, out = invoke("--json", "ledger", "verify", "--expect-head", anchor)
     assert (3, 2, "missing") == (code, json.loads(out)["first_bad_seq"], json.loads(out)["problem"])
     assert 2 == invoke("ledger", "verify", "--expect-head", "nonsense")[0]
+
+
+def test_notes_lists_undelivered_state_hub_notes_and_repost_delivers_them(
+    env: dict[str, str], statehub: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A note State Hub refused is listed (exit 1) until `notes --repost` delivers it (exit 0), and the
+    re-posted note carries no secret."""
+    monkeypatch.setenv("RAILIANCE_STATEHUB_URL", statehub.url)
+    invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE, "--operator", "alice")
+    statehub.fail_always(503)
+    code, out = invoke("exception", str(EXAMPLE), "--skip-stage", "1", "--operator", "dave",
+                       "--reason", "outage; token ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8 leaked in a log")
+    assert 0 == code, out
+    code, out = invoke("--json", "notes", "hello-web")
+    assert (1, ["exception.emergency"]) == (code, [p["ref_kind"] for p in json.loads(out)["undelivered"]])
+    statehub.heal()
+    code, out = invoke("notes", "hello-web", "--repost")
+    assert 0 == code, out
+    assert "every State Hub note of hello-web is delivered" in out
+    assert 1 == len(statehub.notes)
+    assert "ghp_A1b2" not in json.dumps(statehub.notes)
+
+
+def test_notes_repost_without_a_state_hub_is_invalid_input(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAILIANCE_STATEHUB_URL", raising=False)
+    assert 2 == invoke("notes", "hello-web", "--repost")[0]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import PrivateAttr
 
-from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
+from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, canonical_json
 from railiance_ledger.domain.redaction import redact, redact_value
 from railiance_ledger.errors import AdapterError
 
@@ -275,3 +275,29 @@ def undelivered_notes(store: EventStore, workload: str) -> list[UndeliveredNote]
             )
         )
     return sorted(out, key=lambda n: n.ref_seq)
+
+
+def repost_undelivered(*, store: EventStore, workload: str, statehub: NotePoster) -> list[NoteOutcome]:
+    """Post again every note of ``workload`` that was recorded as not delivered; each attempt is recorded.
+
+    The original body was never stored (only its outcome), so the re-posted note carries the event
+    it is about: kind, actor, time, ledger seq and hash, and the (already redacted) payload, bounded.
+    """
+    outcomes: list[NoteOutcome] = []
+    for pending in undelivered_notes(store, workload):
+        event = store.get(pending.ref_event_id)
+        if event is None:
+            continue
+        detail = canonical_json(event.payload)
+        if len(detail) > 4000:
+            detail = detail[:4000] + " ...(truncated; the full record is in the ledger)"
+        body = (
+            f"Re-posted after an earlier delivery failure ({pending.error or 'unknown error'}).\n"
+            f"{event.kind} by {event.actor} at {event.recorded_at}; ledger seq {event.seq}, hash {event.hash}.\n"
+            f"Record: {detail}"
+        )
+        outcomes.append(post_and_record(
+            store=store, statehub=statehub, event=event,
+            title=f"{workload}: {event.kind} (re-posted)", body=body,
+        ))
+    return outcomes
