@@ -76,6 +76,8 @@ def cli_stage2(tmp_path: Path, kube_emulator: Any, kube_api_client: Any, registr
     prepare_app_toml(app, repository=repository, job=pair.job, dependency_url=f"{pair.stable.url}/healthz")
     toml = app / "railiance" / "app.toml"
     toml.write_text(toml.read_text().replace('host = "hello.example.internal"', 'host = "localhost"'))
+    values = app / "chart" / "values.yaml"  # the chart's Ingress serves the same host as routing.host
+    values.write_text(values.read_text().replace("host: hello.example.internal", "host: localhost"))
     _git(app, "init", "-q", "-b", "main")
     _git(app, "add", "-A")
     _git(app, "commit", "-q", "-m", "hello-web")
@@ -85,6 +87,7 @@ def cli_stage2(tmp_path: Path, kube_emulator: Any, kube_api_client: Any, registr
     install_stable(EmulatorHelm(kube, kubeconfig=kube_emulator.kubeconfig_path, home=tmp_path / "helm"),
                    app / "chart", repository)
     kube_emulator.register_service_backend("hello-web", "hello-web-canary", 8080, pair.canary.url)
+    kube_emulator.register_service_backend("hello-web", "hello-web", 8080, pair.stable.url)
     digest = registry_helper.push_image(registry_repository, "v1.0.0")
     ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAILIANCE_")}
