@@ -28,10 +28,10 @@ pytestmark = pytest.mark.slow
 
 
 class _Ingress(BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         body = b"ok"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
