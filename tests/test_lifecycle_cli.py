@@ -21,8 +21,8 @@ import pytest
 from railiance_ledger.domain.events import EventKind
 from railiance_ledger.ledger.projections import lineage
 from railiance_ledger.ledger.store import EventStore
+from tests.fixtures.cli import CliStage2
 from tests.fixtures.stage1 import _git
-from tests.test_stage2_cli import CliStage2, cli_stage2  # noqa: F401 - the fixture is reused here
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def _through_stage3(c: CliStage2, image: str) -> dict[str, Any]:
 
 
 def test_full_lifecycle_v1_v2_v3_then_rollback_through_the_cli(
-    cli_stage2: CliStage2, registry_helper: Any, registry_repository: str, ingress: str  # noqa: F811
+    cli_stage2: CliStage2, registry_helper: Any, registry_repository: str, ingress: str
 ) -> None:
     c = cli_stage2
     c.env["RAILIANCE_INGRESS_URL"] = ingress

@@ -8,99 +8,11 @@ Outside probes enter through ``RAILIANCE_INGRESS_URL`` (the canary metrics app p
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from railiance_ledger.adapters.kube import Kube
 from railiance_ledger.domain.events import EventKind
-from railiance_ledger.ledger.store import EventStore
-from tests.fixtures.stage1 import _git
-from tests.fixtures.stage2 import (
-    EXAMPLE,
-    EmulatorHelm,
-    MetricsPair,
-    MetricsPairPool,
-    helm_env,
-    install_stable,
-    prepare_app_toml,
-    seed_cluster,
-)
+from tests.fixtures.cli import CliStage2
 from tests.fixtures.statehub import StateHubServer
-
-ROOT = Path(__file__).resolve().parents[1]
-RAILIANCE = str(ROOT / "bin" / "railiance")
-
-
-@dataclass
-class CliStage2:
-    app: Path
-    env: dict[str, str]
-    image: str
-    digest: str
-    ledger: str
-    emulator: Any
-    pair: MetricsPair
-
-    def run(self, *args: str) -> tuple[int, dict[str, Any], str]:
-        proc = subprocess.run([RAILIANCE, *args], env=self.env, capture_output=True, text=True, timeout=120,
-                              check=False, cwd=self.app.parent)
-        try:
-            doc = json.loads(proc.stdout)
-        except ValueError:
-            doc = {}
-        return proc.returncode, doc, proc.stdout + proc.stderr
-
-    def events(self) -> list[Any]:
-        store = EventStore.open(self.ledger)
-        try:
-            return store.read_stream("hello-web")
-        finally:
-            store.close()
-
-
-@pytest.fixture
-def cli_stage2(tmp_path: Path, kube_emulator: Any, kube_api_client: Any, registry_server: Any, registry_helper: Any,
-               registry_repository: str, metrics_pair_pool: MetricsPairPool, prometheus_server: Any,
-               statehub: StateHubServer) -> Any:
-    pair = metrics_pair_pool.take()
-    app = tmp_path / "hello-web"
-    shutil.copytree(EXAMPLE, app, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    repository = f"{registry_server.url.split('//', 1)[1]}/{registry_repository}"
-    prepare_app_toml(app, repository=repository, job=pair.job, dependency_url=f"{pair.stable.url}/healthz")
-    toml = app / "railiance" / "app.toml"
-    toml.write_text(toml.read_text().replace('host = "hello.example.internal"', 'host = "localhost"'))
-    values = app / "chart" / "values.yaml"  # the chart's Ingress serves the same host as routing.host
-    values.write_text(values.read_text().replace("host: hello.example.internal", "host: localhost"))
-    _git(app, "init", "-q", "-b", "main")
-    _git(app, "add", "-A")
-    _git(app, "commit", "-q", "-m", "hello-web")
-
-    kube = Kube(kube_api_client)
-    seed_cluster(kube)
-    install_stable(EmulatorHelm(kube, kubeconfig=kube_emulator.kubeconfig_path, home=tmp_path / "helm"),
-                   app / "chart", repository)
-    kube_emulator.register_service_backend("hello-web", "hello-web-canary", 8080, pair.canary.url)
-    kube_emulator.register_service_backend("hello-web", "hello-web", 8080, pair.stable.url)
-    digest = registry_helper.push_image(registry_repository, "v1.0.0")
-    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAILIANCE_")}
-    env.update(helm_env(kube_emulator.kubeconfig_path, tmp_path / "helm"))
-    env.update({
-        "RAILIANCE_HOME": str(tmp_path / "home"), "RAILIANCE_LEDGER_URL": ledger, "RAILIANCE_OPERATOR": "alice",
-        "RAILIANCE_REGISTRY_URL": registry_server.url, "RAILIANCE_PROMETHEUS_URL": prometheus_server.url,
-        "RAILIANCE_STATEHUB_URL": statehub.url, "RAILIANCE_INGRESS_URL": pair.canary.url,
-    })
-    try:
-        yield CliStage2(app, env, f"{repository}@{digest}", digest, ledger, kube_emulator, pair)
-    finally:
-        metrics_pair_pool.release(pair)
 
 
 def test_stage2_cli_run_deploy_observe_accepted(cli_stage2: CliStage2, statehub: StateHubServer) -> None:
