@@ -128,14 +128,35 @@ def _seqs(records: Iterable[Any]) -> set[int]:
     return out
 
 
-def covered_seqs(instance: Any, key: str, *, limit: int = 100) -> set[int]:
-    """Every ledger seq that Dagster's event log already shows for partition ``key``."""
+LOOKBACK_SECONDS = 3600.0
+"""How far before the oldest event of a tick the mirror looks for Dagster records of it (clock skew,
+runs that materialize late)."""
+
+
+def covered_seqs(instance: Any, key: str, *, since: float | None = None, page: int = 500) -> set[int]:
+    """Every ledger seq that Dagster's event log already shows for partition ``key``.
+
+    All records of the partition since ``since`` (a UNIX time) are read, page by page, so a busy
+    partition (a long observation window) never hides an earlier record and gets mirrored twice.
+    """
     out: set[int] = set()
     for name in ASSET_NAMES:
-        flt = AssetRecordsFilter(asset_key=AssetKey(name), asset_partitions=[key])
-        out |= _seqs(instance.fetch_materializations(flt, limit=limit).records)
-        out |= _seqs(instance.fetch_observations(flt, limit=limit).records)
+        flt = AssetRecordsFilter(asset_key=AssetKey(name), asset_partitions=[key], after_timestamp=since)
+        for fetch in (instance.fetch_materializations, instance.fetch_observations):
+            cursor = None
+            while True:
+                result = fetch(flt, limit=page, cursor=cursor)
+                out |= _seqs(result.records)
+                if not result.has_more:
+                    break
+                cursor = result.cursor
     return out
+
+
+def _unix(recorded_at: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(recorded_at).timestamp()
 
 
 def active_partitions(instance: Any) -> set[str]:
@@ -174,6 +195,11 @@ def ledger_mirror_sensor(context: SensorEvaluationContext, ledger: LedgerResourc
     active = active_partitions(instance)
     known = set(instance.get_dynamic_partitions(candidates_partitions.name or "candidates"))
     covered: dict[str, set[int]] = {}
+    oldest: dict[str, float] = {}
+    for ev in [*held, *fresh]:
+        if ev.candidate:
+            k = partition_key(ev.stream, ev.candidate)
+            oldest[k] = min(oldest.get(k, float("inf")), _unix(ev.recorded_at))
     still_held: list[str] = []
     asset_events: list[Any] = []
     new_keys: list[str] = []
@@ -185,7 +211,8 @@ def ledger_mirror_sensor(context: SensorEvaluationContext, ledger: LedgerResourc
             still_held.append(ev.event_id)
             continue
         if key not in covered:
-            covered[key] = covered_seqs(instance, key) if key in known else set()
+            covered[key] = (covered_seqs(instance, key, since=oldest[key] - LOOKBACK_SECONDS)
+                            if key in known else set())
         if ev.seq in covered[key]:
             continue
         if key not in known:
