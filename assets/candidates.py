@@ -19,7 +19,7 @@ from dagster import (
     asset,
 )
 
-from assets.resources import AppsResource, LedgerResource
+from assets.resources import AppsResource, LedgerResource, log_of
 from railiance_ledger.domain.events import RecordedEvent
 from railiance_ledger.ledger.store import EventStore
 from railiance_ledger.lifecycle.dagster_support import DeclaredWorkload
@@ -145,7 +145,7 @@ def candidate(context: AssetExecutionContext, ledger: LedgerResource, apps: Apps
         reg = find_registration(store, workload_of(key), digest)
     if reg is None:  # resolve_partition_key found it, so this cannot happen short of a race
         raise Failure(description=f"no candidate.registered for {key}")
-    context.log.info(f"{key}: {reg.payload.get('image')} registered by {reg.actor} at ledger seq {reg.seq}")
+    log_of(context).info(f"{key}: {reg.payload.get('image')} registered by {reg.actor} at ledger seq {reg.seq}")
     return MaterializeResult(metadata=ledger_metadata(
         reg.payload, [reg], digest=digest, image=str(reg.payload.get("image") or ""),
         extra={

@@ -42,6 +42,7 @@ from assets.resources import (
     LedgerResource,
     StateHubResource,
     http_client,
+    log_of,
 )
 from assets.stages import (
     canary_acceptance,
@@ -104,7 +105,7 @@ def rollback_workload(context: OpExecutionContext, config: RollbackConfig, ledge
         canary = open_canary(store.read_stream(workload.name))
         open_key = partition_key(workload.name, canary.candidate) if canary is not None and canary.candidate else None
         if config.candidate and open_key != config.candidate:
-            context.log.info(f"the Stage 2 canary of {config.candidate} is no longer open (closed or rolled back "
+            log_of(context).info(f"the Stage 2 canary of {config.candidate} is no longer open (closed or rolled back "
                              "already); nothing to do")
             return Output({"rolled_back": None}, metadata={"note": "canary already closed"})
         try:
@@ -172,7 +173,7 @@ def lineage_report(context: OpExecutionContext, config: LineageConfig, ledger: L
         target = lin.get("rollback_target")
         targets[name] = (target or {}).get("image") or (target or {}).get("digest")
         stable = lin.get("current_stable")
-        context.log.info(f"{name}: stable {(stable or {}).get('digest')}; rollback target {targets[name] or 'none'}")
+        log_of(context).info(f"{name}: stable {(stable or {}).get('digest')}; rollback target {targets[name] or 'none'}")
         if stable and partition_key(name, stable["digest"]) in known:
             context.log_event(AssetObservation(
                 asset_key=stage3_promotion.key, partition=partition_key(name, stable["digest"]),

@@ -254,3 +254,32 @@ def default_resources() -> dict[str, Any]:
         "helm": HelmResource(),
         "metrics": MetricsResource(),
     }
+
+
+class RedactedLog:
+    """``context.log`` through the one redaction path: every line a run or sensor logs is redacted."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def _emit(self, level: str, text: str) -> None:
+        from railiance_ledger.domain.redaction import redact
+
+        getattr(self._log, level)(redact(str(text)))
+
+    def info(self, text: str) -> None:
+        """Log ``text`` (redacted) at info level."""
+        self._emit("info", text)
+
+    def warning(self, text: str) -> None:
+        """Log ``text`` (redacted) at warning level."""
+        self._emit("warning", text)
+
+    def error(self, text: str) -> None:
+        """Log ``text`` (redacted) at error level."""
+        self._emit("error", text)
+
+
+def log_of(context: Any) -> RedactedLog:
+    """The redacted logger of a Dagster op or sensor ``context``."""
+    return RedactedLog(context.log)

@@ -48,6 +48,7 @@ from assets.resources import (
     RegistryResource,
     StateHubResource,
     http_client,
+    log_of,
 )
 from railiance_ledger.domain.canary import GATE_NAMES
 from railiance_ledger.domain.events import RecordedEvent
@@ -130,7 +131,7 @@ def stage1_validation(
         except RailianceError as exc:
             raise _fail_from(exc) from exc
     for line in outcome.human_lines():
-        context.log.info(line)
+        log_of(context).info(line)
     return MaterializeResult(metadata=ledger_metadata(outcome.document, outcome.events, digest=target.digest,
                                                       image=target.image))
 
@@ -175,7 +176,7 @@ def stage2_canary(
         except RailianceError as exc:
             raise _fail_from(exc) from exc
     for warning in outcome.warnings:
-        context.log.warning(warning)
+        log_of(context).warning(warning)
     return MaterializeResult(metadata=ledger_metadata(outcome.document, outcome.events, digest=target.digest,
                                                       image=target.image))
 
@@ -205,7 +206,7 @@ def canary_acceptance(
         raise Failure(description=f"Stage 2 observation needs a Kubernetes cluster: {exc}") from exc
 
     def progress(done: int, expected: int, sample: Any) -> None:
-        context.log.info(f"{key}: sample {done}/{expected} at {getattr(sample, 'at', '?')}")
+        log_of(context).info(f"{key}: sample {done}/{expected} at {getattr(sample, 'at', '?')}")
 
     with ledger.open() as store:
         target = resolve_target(store, apps, key)
@@ -268,8 +269,8 @@ def promotion_approval(
     if event.note is not None and event.note.record is not None:
         appended.append(event.note.record)
     for warning in event.warnings:
-        context.log.warning(warning)
-    context.log.info(f"{key}: stage {config.stage} approved by {event.actor} (event {event.event_id}, seq {event.seq})")
+        log_of(context).warning(warning)
+    log_of(context).info(f"{key}: stage {config.stage} approved by {event.actor} (event {event.event_id}, seq {event.seq})")
     return MaterializeResult(metadata=ledger_metadata(
         {**event.payload, "status": "approved", "ledger": {"seq": event.seq, "hash": event.hash}}, appended,
         digest=target.digest, image=target.image,
@@ -317,7 +318,7 @@ def stage3_promotion(
             raise _fail_from(exc) from exc
         lin = lineage(store, target.workload.name).as_dict()
     for warning in outcome.warnings:
-        context.log.warning(warning)
+        log_of(context).warning(warning)
     return MaterializeResult(metadata=ledger_metadata(
         outcome.document, outcome.events, digest=target.digest, image=target.image,
         extra={"lineage": lin, "rollback_target": lin.get("rollback_target") or {},

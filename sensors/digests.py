@@ -14,7 +14,7 @@ from dagster import (
 
 from assets.candidates import candidate, candidates_partitions, ledger_metadata
 from assets.jobs import stage1_job
-from assets.resources import AppsResource, LedgerResource, RegistryResource
+from assets.resources import AppsResource, LedgerResource, RegistryResource, log_of
 from sensors.settings import default_status, dump_cursor, interval, load_cursor
 
 NAME = "new_digest_sensor"
@@ -43,7 +43,7 @@ def new_digest_sensor(
     seen: dict[str, dict[str, str]] = load_cursor(context.cursor, {})
     workloads, problems = discover_workloads(apps.path())
     for problem in problems:
-        context.log.warning(problem)
+        log_of(context).warning(problem)
     if not workloads:
         return SkipReason(f"no workload declared under {apps.path()}" + (f" ({'; '.join(problems)})" if problems else ""))
     url = registry.resolved_url()
@@ -58,7 +58,7 @@ def new_digest_sensor(
     if failed and len(failed) == len(polls):
         return SkipReason(f"registry {url} unavailable for all {len(polls)} workload(s): {failed[0].error}")
     for poll in failed:
-        context.log.warning(f"{poll.workload}: {poll.error} (cursor kept; retried next tick)")
+        log_of(context).warning(f"{poll.workload}: {poll.error} (cursor kept; retried next tick)")
 
     known = set(context.instance.get_dynamic_partitions(candidates_partitions.name or "candidates"))
     cursor: dict[str, dict[str, str]] = {}
@@ -81,7 +81,7 @@ def new_digest_sensor(
                     event, created = register_polled(store=store, workload=workload, tag=tag, digest=digest,
                                                      operator=ledger.sensor_actor)
                 except RailianceError as exc:
-                    context.log.error(f"{workload.name}:{tag} -> {digest}: not registered: {exc}")
+                    log_of(context).error(f"{workload.name}:{tag} -> {digest}: not registered: {exc}")
                     if tag in before:
                         after[tag] = before[tag]
                     else:
@@ -93,9 +93,9 @@ def new_digest_sensor(
                     known.add(key)
                     new_keys.append(key)
                 if not created:
-                    context.log.info(f"{key}: {tag} -> {digest} was already registered (seq {event.seq}); no run")
+                    log_of(context).info(f"{key}: {tag} -> {digest} was already registered (seq {event.seq}); no run")
                     continue
-                context.log.info(f"{key}: new digest {digest} under tag {tag}; registered at seq {event.seq}")
+                log_of(context).info(f"{key}: new digest {digest} under tag {tag}; registered at seq {event.seq}")
                 events.append(AssetMaterialization(
                     asset_key=candidate.key, partition=key,
                     description=f"registered by {NAME} from tag {tag}",

@@ -17,7 +17,7 @@ from dagster import (
 
 from assets.candidates import candidates_partitions
 from assets.jobs import canary_job, observe_job, promote_job, rollback_job
-from assets.resources import AppsResource, LedgerResource
+from assets.resources import AppsResource, LedgerResource, log_of
 from sensors.settings import default_status, dump_cursor, interval, load_cursor
 
 GATE = "stage_gate_sensor"
@@ -31,7 +31,7 @@ def _decls(apps: AppsResource, context: SensorEvaluationContext) -> dict[str, ob
 
     workloads, problems = discover_workloads(apps.path())
     for problem in problems:
-        context.log.warning(problem)
+        log_of(context).warning(problem)
     return {w.name: w.decl for w in workloads}
 
 
@@ -59,7 +59,7 @@ def stage_gate_sensor(context: SensorEvaluationContext, ledger: LedgerResource, 
     known = set(context.instance.get_dynamic_partitions(candidates_partitions.name or "candidates"))
     missing = sorted({n.partition_key for n in go} - known)
     for h in held:
-        context.log.info(f"{h.partition_key}: {h.job} held: {h.reason}")
+        log_of(context).info(f"{h.partition_key}: {h.job} held: {h.reason}")
     requests = [
         RunRequest(job_name=n.job, partition_key=n.partition_key, run_key=n.run_key,
                    tags={"railiance/workload": n.workload, "railiance/digest": n.digest, "railiance/reason": n.reason[:200]})
@@ -99,7 +99,7 @@ def canary_guard_sensor(context: SensorEvaluationContext, ledger: LedgerResource
         conditions = rollback_conditions(store, events, _decls(apps, context))
     requests = []
     for c in conditions:
-        context.log.warning(f"{c.partition_key}: immediate rollback: {c.reason}")
+        log_of(context).warning(f"{c.partition_key}: immediate rollback: {c.reason}")
         requests.append(RunRequest(
             run_key=f"{c.partition_key}:rollback:{c.seq}",
             run_config={"ops": {"rollback_workload": {"config": {

@@ -29,7 +29,7 @@ from dagster import (
 )
 
 from assets.candidates import candidates_partitions
-from assets.resources import LedgerResource
+from assets.resources import LedgerResource, log_of
 from railiance_ledger.domain.canary import GATE_NAMES
 from railiance_ledger.domain.events import RecordedEvent
 from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
@@ -223,7 +223,7 @@ def ledger_mirror_sensor(context: SensorEvaluationContext, ledger: LedgerResourc
     last = fresh[-1].seq if fresh else after
     cursor = dump_cursor({"seq": last, "held": still_held})
     reported = sum(1 for e in asset_events if not isinstance(e, AssetCheckEvaluation))
-    context.log.info(f"ledger seq {after}->{last}: {reported} event(s) mirrored, {len(still_held)} held")
+    log_of(context).info(f"ledger seq {after}->{last}: {reported} event(s) mirrored, {len(still_held)} held")
     return SensorResult(
         cursor=cursor,
         skip_reason=None if asset_events else f"nothing appended outside Dagster up to seq {last}",
