@@ -694,6 +694,26 @@ def production_routing(kube: KubeLike, decl: Declaration, *, namespace: str, ima
     }
 
 
+
+def _judge_promotion(decl: Declaration, kube: KubeLike, http: httpx.Client, namespace: str,
+                     routing: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Check, str | None]:
+    """After a promotion: the smoke results, the ``post_promotion_smoke`` check, and why the promotion
+    failed (stable routing not on the candidate, or a failed smoke), or ``None`` when it stands."""
+    smoke = _smoke(decl, kube, http, namespace)
+    smoke_ok = bool(smoke) and all(s["ok"] for s in smoke)
+    check = _check(
+        "post_promotion_smoke", smoke_ok,
+        "; ".join(f"{s['name']} {s['target']}: {s['detail']}" for s in smoke) or
+        "no [[smoke]] checks declared: Stage 3 requires a smoke result after promotion",
+        evidence=[Evidence(kind="http-status", ref=str(s["target"]), detail=f"{s['name']}: {s['detail']}")
+                  for s in smoke])
+    failure: str | None = None
+    if not routing["ok"]:
+        failure = f"stable routing does not point at the promoted candidate: {routing['detail']}"
+    elif not smoke_ok:
+        failure = "post-promotion smoke failed: " + "; ".join(f"{s['name']}: {s['detail']}" for s in smoke if not s["ok"])
+    return smoke, check, failure
+
 def _smoke(decl: Declaration, kube: KubeLike, http: httpx.Client, namespace: str) -> list[dict[str, Any]]:
     """Every declared ``[[smoke]]`` check through the production URL (else the stable service proxy)."""
     out: list[dict[str, Any]] = []
@@ -898,18 +918,8 @@ def _promote(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: KubeLik
             stream=workload, kind=EventKind.ROUTING_CHANGED, actor=ctx.operator, candidate=ctx.digest, stage=3,
             payload=redact_value({"action": "production routing serves the promoted candidate; canary removed",
                                   "workflow_id": workflow_id, "read_back": routing, "canary_removal": removal}))])
-        smoke = _smoke(decl, kube, http, ctx.namespace)
-        smoke_ok = bool(smoke) and all(s["ok"] for s in smoke)
-        steps.append(_check(
-            "post_promotion_smoke", smoke_ok,
-            "; ".join(f"{s['name']} {s['target']}: {s['detail']}" for s in smoke) or
-            "no [[smoke]] checks declared: Stage 3 requires a smoke result after promotion",
-            evidence=[Evidence(kind="http-status", ref=str(s["target"]), detail=f"{s['name']}: {s['detail']}")
-                      for s in smoke]))
-        if not routing["ok"]:
-            failure = f"stable routing does not point at the promoted candidate: {routing['detail']}"
-        elif not smoke_ok:
-            failure = "post-promotion smoke failed: " + "; ".join(f"{s['name']}: {s['detail']}" for s in smoke if not s["ok"])
+        smoke, smoke_check, failure = _judge_promotion(decl, kube, http, ctx.namespace, routing)
+        steps.append(smoke_check)
     except (_PromotionFailed, AdapterError, RailianceError) as exc:
         failure = str(exc)
         if not any(c.name == "promotion_applied" for c in steps):
@@ -1023,18 +1033,8 @@ def _promote_switch(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: 
                                             "removed", "workflow_id": workflow_id, "switch": switch,
                                   "routing_previous": routing_previous, "routing_new": routing_new,
                                   "read_back": routing, "canary_removal": removal}))])
-        smoke = _smoke(decl, kube, http, ns)
-        smoke_ok = bool(smoke) and all(s["ok"] for s in smoke)
-        steps.append(_check(
-            "post_promotion_smoke", smoke_ok,
-            "; ".join(f"{s['name']} {s['target']}: {s['detail']}" for s in smoke) or
-            "no [[smoke]] checks declared: Stage 3 requires a smoke result after promotion",
-            evidence=[Evidence(kind="http-status", ref=str(s["target"]), detail=f"{s['name']}: {s['detail']}")
-                      for s in smoke]))
-        if not routing["ok"]:
-            failure = f"stable routing does not point at the promoted candidate: {routing['detail']}"
-        elif not smoke_ok:
-            failure = "post-promotion smoke failed: " + "; ".join(f"{s['name']}: {s['detail']}" for s in smoke if not s["ok"])
+        smoke, smoke_check, failure = _judge_promotion(decl, kube, http, ns, routing)
+        steps.append(smoke_check)
     except (_PromotionFailed, AdapterError, RailianceError) as exc:
         failure = str(exc)
         if not any(c.name == "promotion_applied" for c in steps):
