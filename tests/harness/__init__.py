@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 __all__ = ["HarnessError", "ManagedProcess", "SilentServer", "free_port", "wait_until"]
 
@@ -46,6 +46,22 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float
         if time.monotonic() >= deadline:
             raise HarnessError(f"timed out after {timeout:.1f}s waiting for {what or 'condition'}")
         time.sleep(interval)
+
+
+def stop_group(proc: subprocess.Popen[Any], *, first: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Send ``first`` to ``proc``'s process group, wait ``timeout``, then SIGKILL the group; idempotent."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((first, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 class ManagedProcess:
@@ -92,17 +108,7 @@ class ManagedProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group, wait, then SIGKILL it; idempotent."""
-        if self.proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(self.proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        stop_group(self.proc, first=signal.SIGTERM, timeout=timeout)
         if not self._log.closed:
             self._log.close()
 
