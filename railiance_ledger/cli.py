@@ -387,10 +387,16 @@ def _require_operator(flag: str | None) -> str:
 
 
 
-def _environment(kubeconfig: str | None, context: str | None) -> Any:
+@contextmanager
+def _adapters(decl: Any, kubeconfig: str | None, context: str | None, *, metrics: bool = True) -> Iterator[Any]:
+    """The real adapters for ``decl`` (lifecycle.environment); with ``metrics`` (Stage 2), configuration
+    gaps that make metrics fail closed are warned about first."""
     from railiance_ledger.lifecycle.environment import Environment
 
-    return Environment.from_env(kubeconfig=kubeconfig, context=context)
+    with Environment.from_env(kubeconfig=kubeconfig, context=context).open(decl) as ad:
+        for warning in ad.warnings if metrics else ():
+            _echo(f"warning: {warning}", err=True)
+        yield ad
 
 
 def _render_stage2(outcome: Any, *, as_json: bool) -> None:
@@ -452,10 +458,7 @@ def deploy(
         from railiance_ledger.lifecycle import stage2
 
         decl = _load(app_dir)
-        env = _environment(kubeconfig, context)
-        with env.open(decl) as ad:
-            for warning in ad.warnings:
-                _echo(f"warning: {warning}", err=True)
+        with _adapters(decl, kubeconfig, context) as ad:
             outcome = stage2.deploy_canary(
                 store=_store(),
                 decl=decl,
@@ -499,12 +502,9 @@ def observe(
         from railiance_ledger.lifecycle import stage2
 
         decl = _load(app_dir)
-        env = _environment(kubeconfig, context)
         progress_cb, finish = _progress_bar(enabled=not as_json and sys.stderr.isatty())
         try:
-            with env.open(decl) as ad:
-                for warning in ad.warnings:
-                    _echo(f"warning: {warning}", err=True)
+            with _adapters(decl, kubeconfig, context) as ad:
                 outcome = stage2.observe_canary(
                     store=_store(),
                     decl=decl,
@@ -728,7 +728,7 @@ def promote(
         from railiance_ledger.lifecycle import stage3
 
         decl = _load(app_dir)
-        with _environment(kubeconfig, context).open(decl) as ad:
+        with _adapters(decl, kubeconfig, context, metrics=False) as ad:
             outcome = stage3.promote(
                 store=_store(),
                 decl=decl,
@@ -831,7 +831,7 @@ def rollback(
                 f"--candidate {candidate!r} is not one of {', '.join(fates)}", hint="e.g. --candidate blocked"
             )
         decl = _load(app_dir)
-        with _environment(kubeconfig, context).open(decl) as ad:
+        with _adapters(decl, kubeconfig, context, metrics=False) as ad:
             outcome = rb.rollback(
                 store=_store(),
                 decl=decl,
