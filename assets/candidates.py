@@ -5,7 +5,6 @@ One ``DynamicPartitionsDefinition(name="candidates")``: a partition per candidat
 key (``projections.resolve_partition_key``) and refuses an ambiguous one.
 """
 
-
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -81,12 +80,16 @@ def check_candidate_matches(key: str, digest: str, named: str | None) -> None:
     if not named:
         return
     named = named.strip()
-    if named in (key, digest) or (named.startswith("sha256:") and digest.startswith(named) and len(named) >= 19):
+    if named in (key, digest) or (
+        named.startswith("sha256:") and digest.startswith(named) and len(named) >= 19
+    ):
         return
-    raise Failure(description=(
-        f"the run config names candidate {named!r} but the run's partition is {key} ({digest}); "
-        "refusing to act on a different candidate than the one named"
-    ))
+    raise Failure(
+        description=(
+            f"the run config names candidate {named!r} but the run's partition is {key} ({digest}); "
+            "refusing to act on a different candidate than the one named"
+        )
+    )
 
 
 def ledger_metadata(
@@ -135,7 +138,9 @@ def ledger_metadata(
         "reads the registration back from the ledger: digest, image, source revision, who registered it."
     ),
 )
-def candidate(context: AssetExecutionContext, ledger: LedgerResource, apps: AppsResource) -> MaterializeResult:
+def candidate(
+    context: AssetExecutionContext, ledger: LedgerResource, apps: AppsResource
+) -> MaterializeResult:
     """The candidate's registration as the ledger recorded it (nothing is written)."""
     from railiance_ledger.lifecycle.candidates import find_registration
 
@@ -145,13 +150,20 @@ def candidate(context: AssetExecutionContext, ledger: LedgerResource, apps: Apps
         reg = find_registration(store, workload_of(key), digest)
     if reg is None:  # resolve_partition_key found it, so this cannot happen short of a race
         raise Failure(description=f"no candidate.registered for {key}")
-    log_of(context).info(f"{key}: {reg.payload.get('image')} registered by {reg.actor} at ledger seq {reg.seq}")
-    return MaterializeResult(metadata=ledger_metadata(
-        reg.payload, [reg], digest=digest, image=str(reg.payload.get("image") or ""),
-        extra={
-            "registered_by": MetadataValue.text(reg.actor),
-            "source": MetadataValue.text(str(reg.payload.get("source") or "")),
-            "revision": MetadataValue.text(str(reg.payload.get("revision") or "(not recorded)")),
-            "tag": MetadataValue.text(str(reg.payload.get("tag") or "")),
-        },
-    ))
+    log_of(context).info(
+        f"{key}: {reg.payload.get('image')} registered by {reg.actor} at ledger seq {reg.seq}"
+    )
+    return MaterializeResult(
+        metadata=ledger_metadata(
+            reg.payload,
+            [reg],
+            digest=digest,
+            image=str(reg.payload.get("image") or ""),
+            extra={
+                "registered_by": MetadataValue.text(reg.actor),
+                "source": MetadataValue.text(str(reg.payload.get("source") or "")),
+                "revision": MetadataValue.text(str(reg.payload.get("revision") or "(not recorded)")),
+                "tag": MetadataValue.text(str(reg.payload.get("tag") or "")),
+            },
+        )
+    )

@@ -59,9 +59,13 @@ class LedgerResource(ConfigurableResource):  # type: ignore[type-arg]
     sensors); a human's identity comes from the run config of the approval job.
     """
 
-    url: str | None = Field(default=None, description="Ledger URL; else RAILIANCE_LEDGER_URL, else SQLite under RAILIANCE_HOME.")
+    url: str | None = Field(
+        default=None, description="Ledger URL; else RAILIANCE_LEDGER_URL, else SQLite under RAILIANCE_HOME."
+    )
     actor: str = Field(default="dagster", description="Actor recorded for automated stage runs.")
-    sensor_actor: str = Field(default="dagster-sensor", description="Actor recorded for sensor registrations.")
+    sensor_actor: str = Field(
+        default="dagster-sensor", description="Actor recorded for sensor registrations."
+    )
 
     def resolved_url(self) -> str:
         """The URL the ledger opens (the CLI's resolution order)."""
@@ -84,7 +88,9 @@ class LedgerResource(ConfigurableResource):  # type: ignore[type-arg]
 class AppsResource(ConfigurableResource):  # type: ignore[type-arg]
     """Where workloads are declared: every ``<apps_dir>/*/railiance/app.toml`` is one workload."""
 
-    apps_dir: str | None = Field(default=None, description="Apps directory; else RAILIANCE_APPS_DIR, else 'examples'.")
+    apps_dir: str | None = Field(
+        default=None, description="Apps directory; else RAILIANCE_APPS_DIR, else 'examples'."
+    )
 
     def path(self) -> Path:
         """The apps directory; a relative path is taken from the repository root."""
@@ -95,7 +101,9 @@ class AppsResource(ConfigurableResource):  # type: ignore[type-arg]
 class RegistryResource(ConfigurableResource):  # type: ignore[type-arg]
     """The OCI registry the images are pushed to (``OciRegistry``), with optional credentials."""
 
-    url: str | None = Field(default=None, description="Registry base URL (http(s)://host[:port]); else RAILIANCE_REGISTRY_URL.")
+    url: str | None = Field(
+        default=None, description="Registry base URL (http(s)://host[:port]); else RAILIANCE_REGISTRY_URL."
+    )
     username: str | None = Field(default=None, description="Else RAILIANCE_REGISTRY_USERNAME.")
     password: str | None = Field(default=None, description="Else RAILIANCE_REGISTRY_PASSWORD.")
     token: str | None = Field(default=None, description="Static bearer token; else RAILIANCE_REGISTRY_TOKEN.")
@@ -116,14 +124,24 @@ class RegistryResource(ConfigurableResource):  # type: ignore[type-arg]
 
         url = self.resolved_url()
         if not url:
-            raise InvalidInput("no registry configured", hint="set RAILIANCE_REGISTRY_URL or the registry resource's url")
-        limits = httpx.Limits(max_connections=self.max_workers * 2, max_keepalive_connections=self.max_workers * 2)
+            raise InvalidInput(
+                "no registry configured", hint="set RAILIANCE_REGISTRY_URL or the registry resource's url"
+            )
+        limits = httpx.Limits(
+            max_connections=self.max_workers * 2, max_keepalive_connections=self.max_workers * 2
+        )
         with httpx.Client(timeout=self.timeout, limits=limits, trust_env=False) as client:
             username = self.username or _env("RAILIANCE_REGISTRY_USERNAME")
             password = self.password or _env("RAILIANCE_REGISTRY_PASSWORD")
             token = self.token or _env("RAILIANCE_REGISTRY_TOKEN")
-            yield OciRegistry(client, url, username=username, password=password,
-                              token=None if username else token, max_workers=self.max_workers)
+            yield OciRegistry(
+                client,
+                url,
+                username=username,
+                password=password,
+                token=None if username else token,
+                max_workers=self.max_workers,
+            )
 
 
 class StateHubResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -150,14 +168,22 @@ class StateHubResource(ConfigurableResource):  # type: ignore[type-arg]
 class KubeResource(ConfigurableResource):  # type: ignore[type-arg]
     """The Kubernetes cluster Stage 2 and 3 deploy to (``Kube`` over the official ``ApiClient``)."""
 
-    kubeconfig: str | None = Field(default=None, description="Kubeconfig file; else KUBECONFIG, else ~/.kube/config.")
-    context: str | None = Field(default=None, description="Kubeconfig context; else RAILIANCE_KUBE_CONTEXT, else current.")
-    in_cluster: bool = Field(default=False, description="Use the pod's service account instead of a kubeconfig.")
+    kubeconfig: str | None = Field(
+        default=None, description="Kubeconfig file; else KUBECONFIG, else ~/.kube/config."
+    )
+    context: str | None = Field(
+        default=None, description="Kubeconfig context; else RAILIANCE_KUBE_CONTEXT, else current."
+    )
+    in_cluster: bool = Field(
+        default=False, description="Use the pod's service account instead of a kubeconfig."
+    )
     timeout: float = Field(default=10.0, description="Seconds per API request.")
     ingress_url: str | None = Field(
         default=None,
-        description=("Where outside probes enter the cluster (the ingress controller's address); requests carry "
-                     "Host: <routing.host>. Else RAILIANCE_INGRESS_URL, else routing.host as DNS resolves it."),
+        description=(
+            "Where outside probes enter the cluster (the ingress controller's address); requests carry "
+            "Host: <routing.host>. Else RAILIANCE_INGRESS_URL, else routing.host as DNS resolves it."
+        ),
     )
 
     def build(self) -> Kube:
@@ -166,8 +192,11 @@ class KubeResource(ConfigurableResource):  # type: ignore[type-arg]
 
         if self.in_cluster:
             return Kube.in_cluster(timeout=self.timeout)
-        return Kube.from_kubeconfig(self.kubeconfig or _env("KUBECONFIG"),
-                                    self.context or _env("RAILIANCE_KUBE_CONTEXT"), timeout=self.timeout)
+        return Kube.from_kubeconfig(
+            self.kubeconfig or _env("KUBECONFIG"),
+            self.context or _env("RAILIANCE_KUBE_CONTEXT"),
+            timeout=self.timeout,
+        )
 
     def kubeconfig_path(self) -> str | None:
         """The kubeconfig helm should use too (``KUBECONFIG`` for the helm subprocess)."""
@@ -181,13 +210,16 @@ class KubeResource(ConfigurableResource):  # type: ignore[type-arg]
 class HelmResource(ConfigurableResource):  # type: ignore[type-arg]
     """The helm binary (``Helm``)."""
 
-    binary: str | None = Field(default=None, description="helm path; else RAILIANCE_HELM, else helm on PATH or .venv/bin/helm.")
+    binary: str | None = Field(
+        default=None, description="helm path; else RAILIANCE_HELM, else helm on PATH or .venv/bin/helm."
+    )
     env: dict[str, str] = Field(
         default_factory=dict,
         description="Extra environment for helm (e.g. HELM_CACHE_HOME, HELM_CONFIG_HOME, HELM_DATA_HOME).",
     )
     upgrade_args: list[str] | None = Field(
-        default=None, description="Extra arguments for `helm upgrade --install`; else RAILIANCE_HELM_ARGS (space separated).",
+        default=None,
+        description="Extra arguments for `helm upgrade --install`; else RAILIANCE_HELM_ARGS (space separated).",
     )
 
     def resolved_upgrade_args(self) -> tuple[str, ...]:
@@ -229,13 +261,17 @@ class MetricsResource(ConfigurableResource):  # type: ignore[type-arg]
 
         url = self.url or _env("RAILIANCE_PROMETHEUS_URL")
         if not url:
-            raise InvalidInput("no Prometheus configured", hint="set RAILIANCE_PROMETHEUS_URL or the metrics resource's url")
+            raise InvalidInput(
+                "no Prometheus configured", hint="set RAILIANCE_PROMETHEUS_URL or the metrics resource's url"
+            )
         with httpx.Client(timeout=self.timeout, trust_env=False) as client:
             yield PrometheusMetrics(client, url)
 
 
 @contextmanager
-def http_client(timeout: float = 10.0, *, ingress_url: str | None = None, host: str | None = None) -> Iterator[httpx.Client]:
+def http_client(
+    timeout: float = 10.0, *, ingress_url: str | None = None, host: str | None = None
+) -> Iterator[httpx.Client]:
     """The lifecycle's probe client (``lifecycle.environment.probe_client``): production host via the ingress."""
     from railiance_ledger.lifecycle.environment import probe_client
 

@@ -10,7 +10,6 @@ are blocking nothing downstream runs in the same run. Across runs the ledger dec
 sensor asks it before requesting the next stage.
 """
 
-
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,19 +67,31 @@ class StageConfig(Config):
     """Launchpad config of a stage run (the partition names the candidate)."""
 
     operator: str = Field(default="", description="Who runs the stage (recorded as actor); empty: 'dagster'.")
-    candidate: str = Field(default="", description="Optional guard: the partition key or digest you mean to act on.")
+    candidate: str = Field(
+        default="", description="Optional guard: the partition key or digest you mean to act on."
+    )
 
 
 class ApprovalConfig(Config):
     """Launchpad config of an approval: the human decision, recorded via lifecycle.approvals.approve."""
 
-    operator: str = Field(description="The approving operator (must not have registered or deployed the candidate).")
+    operator: str = Field(
+        description="The approving operator (must not have registered or deployed the candidate)."
+    )
     stage: int = Field(default=3, description="2 (canary) or 3 (promotion).")
-    candidate: str = Field(default="", description="Optional guard: the partition key or digest you mean to approve.")
+    candidate: str = Field(
+        default="", description="Optional guard: the partition key or digest you mean to approve."
+    )
     window: str = Field(default="", description="Observation window, e.g. 30m; empty: the declared one.")
-    rollback_target: str = Field(default="", description="REPOSITORY@sha256:... or a manual recovery path; empty: ledger/declared.")
-    waive: list[str] = Field(default_factory=list, description="Gates waived by this approval, as GATE=REASON.")
-    reason: str = Field(default="", description="Free text kept with the run (the approval record carries the facts).")
+    rollback_target: str = Field(
+        default="", description="REPOSITORY@sha256:... or a manual recovery path; empty: ledger/declared."
+    )
+    waive: list[str] = Field(
+        default_factory=list, description="Gates waived by this approval, as GATE=REASON."
+    )
+    reason: str = Field(
+        default="", description="Free text kept with the run (the approval record carries the facts)."
+    )
 
 
 def _actor(config: StageConfig, ledger: LedgerResource) -> str:
@@ -113,7 +124,10 @@ def _fail_from(exc: BaseException) -> Failure:
     ),
 )
 def stage1_validation(
-    context: AssetExecutionContext, config: StageConfig, ledger: LedgerResource, apps: AppsResource,
+    context: AssetExecutionContext,
+    config: StageConfig,
+    ledger: LedgerResource,
+    apps: AppsResource,
     helm: HelmResource,
 ) -> MaterializeResult:
     """Run Stage 1 for the partition's candidate and record the result (pass or fail) in the ledger."""
@@ -126,14 +140,21 @@ def stage1_validation(
         check_candidate_matches(key, target.digest, config.candidate)
         try:
             with http_client() as http:
-                outcome = run_stage1(store=store, app_dir=target.workload.app_dir, operator=_actor(config, ledger),
-                                     image=target.image, helm=helm.build(), http=http)
+                outcome = run_stage1(
+                    store=store,
+                    app_dir=target.workload.app_dir,
+                    operator=_actor(config, ledger),
+                    image=target.image,
+                    helm=helm.build(),
+                    http=http,
+                )
         except RailianceError as exc:
             raise _fail_from(exc) from exc
     for line in outcome.human_lines():
         log_of(context).info(line)
-    return MaterializeResult(metadata=ledger_metadata(outcome.document, outcome.events, digest=target.digest,
-                                                      image=target.image))
+    return MaterializeResult(
+        metadata=ledger_metadata(outcome.document, outcome.events, digest=target.digest, image=target.image)
+    )
 
 
 @asset(
@@ -148,8 +169,14 @@ def stage1_validation(
     ),
 )
 def stage2_canary(
-    context: AssetExecutionContext, config: StageConfig, ledger: LedgerResource, apps: AppsResource,
-    kube: KubeResource, helm: HelmResource, registry: RegistryResource, metrics: MetricsResource,
+    context: AssetExecutionContext,
+    config: StageConfig,
+    ledger: LedgerResource,
+    apps: AppsResource,
+    kube: KubeResource,
+    helm: HelmResource,
+    registry: RegistryResource,
+    metrics: MetricsResource,
     statehub: StateHubResource,
 ) -> MaterializeResult:
     """Deploy the partition's candidate as the Stage 2 canary (or record why the prechecks refused)."""
@@ -165,20 +192,32 @@ def stage2_canary(
         target = resolve_target(store, apps, key)
         check_candidate_matches(key, target.digest, config.candidate)
         try:
-            with registry.open() as reg, metrics.open() as prom, statehub.open() as hub, \
-                    _probe_client(kube, target.workload.decl) as http:
+            with (
+                registry.open() as reg,
+                metrics.open() as prom,
+                statehub.open() as hub,
+                _probe_client(kube, target.workload.decl) as http,
+            ):
                 outcome = deploy_canary(
-                    store=store, decl=target.workload.decl, operator=_actor(config, ledger), kube=kube_client,
-                    helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context), registry=reg,
-                    metrics=prom, http=http, statehub=hub, image=target.image,
+                    store=store,
+                    decl=target.workload.decl,
+                    operator=_actor(config, ledger),
+                    kube=kube_client,
+                    helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
+                    registry=reg,
+                    metrics=prom,
+                    http=http,
+                    statehub=hub,
+                    image=target.image,
                     helm_upgrade_args=helm.resolved_upgrade_args(),
                 )
         except RailianceError as exc:
             raise _fail_from(exc) from exc
     for warning in outcome.warnings:
         log_of(context).warning(warning)
-    return MaterializeResult(metadata=ledger_metadata(outcome.document, outcome.events, digest=target.digest,
-                                                      image=target.image))
+    return MaterializeResult(
+        metadata=ledger_metadata(outcome.document, outcome.events, digest=target.digest, image=target.image)
+    )
 
 
 @asset(
@@ -192,8 +231,14 @@ def stage2_canary(
     ),
 )
 def canary_acceptance(
-    context: AssetExecutionContext, config: StageConfig, ledger: LedgerResource, apps: AppsResource,
-    kube: KubeResource, helm: HelmResource, metrics: MetricsResource, statehub: StateHubResource,
+    context: AssetExecutionContext,
+    config: StageConfig,
+    ledger: LedgerResource,
+    apps: AppsResource,
+    kube: KubeResource,
+    helm: HelmResource,
+    metrics: MetricsResource,
+    statehub: StateHubResource,
 ) -> MaterializeResult:
     """Observe the deployed canary over its window; accept it, reject it, or roll it back."""
     from railiance_ledger.errors import RailianceError
@@ -214,17 +259,32 @@ def canary_acceptance(
         try:
             with metrics.open() as prom, statehub.open() as hub, http_client() as http:
                 outcome = observe_canary(
-                    store=store, decl=target.workload.decl, operator=_actor(config, ledger), kube=kube_client,
-                    metrics=prom, http=http, helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
-                    statehub=hub, image=target.image, on_progress=progress, ingress_url=kube.resolved_ingress_url(),
+                    store=store,
+                    decl=target.workload.decl,
+                    operator=_actor(config, ledger),
+                    kube=kube_client,
+                    metrics=prom,
+                    http=http,
+                    helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
+                    statehub=hub,
+                    image=target.image,
+                    on_progress=progress,
+                    ingress_url=kube.resolved_ingress_url(),
                 )
         except RailianceError as exc:
             raise _fail_from(exc) from exc
-    return MaterializeResult(metadata=ledger_metadata(
-        outcome.document, outcome.events, digest=target.digest, image=target.image,
-        extra={"rolled_back": MetadataValue.bool(outcome.rolled_back),
-               "samples": MetadataValue.text(f"{outcome.samples}/{outcome.expected_samples}")},
-    ))
+    return MaterializeResult(
+        metadata=ledger_metadata(
+            outcome.document,
+            outcome.events,
+            digest=target.digest,
+            image=target.image,
+            extra={
+                "rolled_back": MetadataValue.bool(outcome.rolled_back),
+                "samples": MetadataValue.text(f"{outcome.samples}/{outcome.expected_samples}"),
+            },
+        )
+    )
 
 
 @asset(
@@ -239,7 +299,10 @@ def canary_acceptance(
     ),
 )
 def promotion_approval(
-    context: AssetExecutionContext, config: ApprovalConfig, ledger: LedgerResource, apps: AppsResource,
+    context: AssetExecutionContext,
+    config: ApprovalConfig,
+    ledger: LedgerResource,
+    apps: AppsResource,
     statehub: StateHubResource,
 ) -> MaterializeResult:
     """Record the operator's approval of the partition's candidate; the run fails with the refusal otherwise."""
@@ -259,9 +322,15 @@ def promotion_approval(
         try:
             with statehub.open() as hub:
                 event = approve(
-                    store=store, decl=target.workload.decl, operator=config.operator, stage=config.stage,
-                    image=target.image, window=config.window or None, rollback_target=config.rollback_target or None,
-                    waived_gates=waived or None, statehub=hub,
+                    store=store,
+                    decl=target.workload.decl,
+                    operator=config.operator,
+                    stage=config.stage,
+                    image=target.image,
+                    window=config.window or None,
+                    rollback_target=config.rollback_target or None,
+                    waived_gates=waived or None,
+                    statehub=hub,
                 )
         except RailianceError as exc:
             raise _fail_from(exc) from exc
@@ -270,13 +339,22 @@ def promotion_approval(
         appended.append(event.note.record)
     for warning in event.warnings:
         log_of(context).warning(warning)
-    log_of(context).info(f"{key}: stage {config.stage} approved by {event.actor} (event {event.event_id}, seq {event.seq})")
-    return MaterializeResult(metadata=ledger_metadata(
-        {**event.payload, "status": "approved", "ledger": {"seq": event.seq, "hash": event.hash}}, appended,
-        digest=target.digest, image=target.image,
-        extra={"operator": MetadataValue.text(event.actor), "stage": MetadataValue.int(config.stage),
-               "approval_event": MetadataValue.text(event.event_id)},
-    ))
+    log_of(context).info(
+        f"{key}: stage {config.stage} approved by {event.actor} (event {event.event_id}, seq {event.seq})"
+    )
+    return MaterializeResult(
+        metadata=ledger_metadata(
+            {**event.payload, "status": "approved", "ledger": {"seq": event.seq, "hash": event.hash}},
+            appended,
+            digest=target.digest,
+            image=target.image,
+            extra={
+                "operator": MetadataValue.text(event.actor),
+                "stage": MetadataValue.int(config.stage),
+                "approval_event": MetadataValue.text(event.event_id),
+            },
+        )
+    )
 
 
 @asset(
@@ -292,8 +370,13 @@ def promotion_approval(
     ),
 )
 def stage3_promotion(
-    context: AssetExecutionContext, config: StageConfig, ledger: LedgerResource, apps: AppsResource,
-    kube: KubeResource, helm: HelmResource, statehub: StateHubResource,
+    context: AssetExecutionContext,
+    config: StageConfig,
+    ledger: LedgerResource,
+    apps: AppsResource,
+    kube: KubeResource,
+    helm: HelmResource,
+    statehub: StateHubResource,
 ) -> MaterializeResult:
     """Promote the partition's candidate to production (or record why the prechecks refused)."""
     from railiance_ledger.errors import RailianceError
@@ -310,20 +393,35 @@ def stage3_promotion(
         check_candidate_matches(key, target.digest, config.candidate)
         try:
             with statehub.open() as hub, _probe_client(kube, target.workload.decl) as http:
-                outcome = promote(store=store, decl=target.workload.decl, operator=_actor(config, ledger),
-                                  kube=kube_client, helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
-                                  http=http, statehub=hub, image=target.image,
-                                  helm_upgrade_args=helm.resolved_upgrade_args())
+                outcome = promote(
+                    store=store,
+                    decl=target.workload.decl,
+                    operator=_actor(config, ledger),
+                    kube=kube_client,
+                    helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
+                    http=http,
+                    statehub=hub,
+                    image=target.image,
+                    helm_upgrade_args=helm.resolved_upgrade_args(),
+                )
         except RailianceError as exc:
             raise _fail_from(exc) from exc
         lin = lineage(store, target.workload.name).as_dict()
     for warning in outcome.warnings:
         log_of(context).warning(warning)
-    return MaterializeResult(metadata=ledger_metadata(
-        outcome.document, outcome.events, digest=target.digest, image=target.image,
-        extra={"lineage": lin, "rollback_target": lin.get("rollback_target") or {},
-               "rolled_back": MetadataValue.bool(bool(outcome.rolled_back))},
-    ))
+    return MaterializeResult(
+        metadata=ledger_metadata(
+            outcome.document,
+            outcome.events,
+            digest=target.digest,
+            image=target.image,
+            extra={
+                "lineage": lin,
+                "rollback_target": lin.get("rollback_target") or {},
+                "rolled_back": MetadataValue.bool(bool(outcome.rolled_back)),
+            },
+        )
+    )
 
 
 STAGE_ASSETS = [stage1_validation, stage2_canary, canary_acceptance, promotion_approval, stage3_promotion]
@@ -338,7 +436,9 @@ def _checks_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {str(c.get("name")): c for c in doc.get("checks") or [] if isinstance(c, dict)}
 
 
-def _stage1_doc(history: Sequence[RecordedEvent], digest: str, _name: str) -> tuple[dict[str, Any], RecordedEvent] | None:
+def _stage1_doc(
+    history: Sequence[RecordedEvent], digest: str, _name: str
+) -> tuple[dict[str, Any], RecordedEvent] | None:
     """The latest Stage 1 stage-result document of ``digest`` (whatever it reports)."""
     for ev in reversed(history):
         if ev.candidate == digest and ev.kind == "stage.completed" and ev.stage == 1:
@@ -346,7 +446,9 @@ def _stage1_doc(history: Sequence[RecordedEvent], digest: str, _name: str) -> tu
     return None
 
 
-def _canary_doc(history: Sequence[RecordedEvent], digest: str, name: str) -> tuple[dict[str, Any], RecordedEvent] | None:
+def _canary_doc(
+    history: Sequence[RecordedEvent], digest: str, name: str
+) -> tuple[dict[str, Any], RecordedEvent] | None:
     """The latest Stage 2 deploy decision: a deploy's prechecks (and ``canary_applied`` from its record),
     or a refusal or failed apply (the stage.completed that reports the prechecks)."""
     for ev in reversed(history):
@@ -354,26 +456,37 @@ def _canary_doc(history: Sequence[RecordedEvent], digest: str, name: str) -> tup
             continue
         if ev.kind == "stage.started":
             release = ev.payload.get("release") or {}
-            applied = {"name": CANARY_APPLIED, "status": "pass" if ev.payload.get("phase") == "deployed" else "fail",
-                       "reason": f"release {release.get('name')} revision {release.get('revision')} in "
-                                 f"{release.get('namespace')} (phase {ev.payload.get('phase')}); routing "
-                                 f"{', '.join(ev.payload.get('routing_objects') or []) or 'none'}"}
+            applied = {
+                "name": CANARY_APPLIED,
+                "status": "pass" if ev.payload.get("phase") == "deployed" else "fail",
+                "reason": f"release {release.get('name')} revision {release.get('revision')} in "
+                f"{release.get('namespace')} (phase {ev.payload.get('phase')}); routing "
+                f"{', '.join(ev.payload.get('routing_objects') or []) or 'none'}",
+            }
             return {"checks": [*(ev.payload.get("prechecks") or []), applied], "status": "pass"}, ev
         if ev.kind == "stage.completed" and set(_checks_of(ev.payload)) & set(PRECHECKS):
             return ev.payload, ev
     return None
 
 
-def _acceptance_doc(history: Sequence[RecordedEvent], digest: str, name: str) -> tuple[dict[str, Any], RecordedEvent] | None:
+def _acceptance_doc(
+    history: Sequence[RecordedEvent], digest: str, name: str
+) -> tuple[dict[str, Any], RecordedEvent] | None:
     """The latest Stage 2 acceptance document (a stage.completed that reports the acceptance gates)."""
     for ev in reversed(history):
-        if ev.candidate == digest and ev.kind == "stage.completed" and ev.stage == 2 \
-                and set(_checks_of(ev.payload)) & set(GATE_NAMES):
+        if (
+            ev.candidate == digest
+            and ev.kind == "stage.completed"
+            and ev.stage == 2
+            and set(_checks_of(ev.payload)) & set(GATE_NAMES)
+        ):
             return ev.payload, ev
     return None
 
 
-def _stage3_doc(history: Sequence[RecordedEvent], digest: str, _name: str) -> tuple[dict[str, Any], RecordedEvent] | None:
+def _stage3_doc(
+    history: Sequence[RecordedEvent], digest: str, _name: str
+) -> tuple[dict[str, Any], RecordedEvent] | None:
     """The latest Stage 3 stage-result document of ``digest``."""
     for ev in reversed(history):
         if ev.candidate == digest and ev.kind == "stage.completed" and ev.stage == 3:
@@ -388,7 +501,7 @@ def _gate_check(asset_def: Any, name: str, stage_label: str, find: DocFinder) ->
         partitions_def=candidates_partitions,
         blocking=True,
         description=f"{stage_label} gate `{name}`: its status and reason in the latest stage-result document "
-                    "for this candidate in the ledger (no result, or the check missing, fails closed).",
+        "for this candidate in the ledger (no result, or the check missing, fails closed).",
     )
     def _check(context: AssetCheckExecutionContext, ledger: LedgerResource) -> AssetCheckResult:
         key = context.op_execution_context.partition_key
@@ -400,20 +513,28 @@ def _gate_check(asset_def: Any, name: str, stage_label: str, find: DocFinder) ->
     return _check
 
 
-def gate_result(name: str, found: tuple[dict[str, Any], RecordedEvent] | None, stage_label: str) -> AssetCheckResult:
+def gate_result(
+    name: str, found: tuple[dict[str, Any], RecordedEvent] | None, stage_label: str
+) -> AssetCheckResult:
     """The check result for ``name`` from a stage-result document (pass and waived pass; all else fails)."""
     from railiance_ledger.domain.redaction import redact, redact_value
 
     if found is None:
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,
-                                description=f"no {stage_label} result for this candidate in the ledger",
-                                metadata={"status": "missing"})
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.ERROR,
+            description=f"no {stage_label} result for this candidate in the ledger",
+            metadata={"status": "missing"},
+        )
     doc, ev = found
     entry = _checks_of(doc).get(name)
     if entry is None:
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,
-                                description=f"the {stage_label} result at ledger seq {ev.seq} does not report {name}",
-                                metadata={"status": "missing", "ledger_seq": ev.seq})
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.ERROR,
+            description=f"the {stage_label} result at ledger seq {ev.seq} does not report {name}",
+            metadata={"status": "missing", "ledger_seq": ev.seq},
+        )
     status = str(entry.get("status"))
     reason = redact(str(entry.get("reason") or ""))
     meta: dict[str, Any] = {
@@ -428,8 +549,12 @@ def gate_result(name: str, found: tuple[dict[str, Any], RecordedEvent] | None, s
         meta["waiver"] = MetadataValue.text(str(entry["waiver"]))
     if entry.get("evidence"):
         meta["evidence"] = MetadataValue.json(redact_value(entry["evidence"]))
-    return AssetCheckResult(passed=status in ("pass", "waived"), severity=AssetCheckSeverity.ERROR,
-                            description=f"{status}: {reason}", metadata=meta)
+    return AssetCheckResult(
+        passed=status in ("pass", "waived"),
+        severity=AssetCheckSeverity.ERROR,
+        description=f"{status}: {reason}",
+        metadata=meta,
+    )
 
 
 @asset_check(
@@ -437,8 +562,10 @@ def gate_result(name: str, found: tuple[dict[str, Any], RecordedEvent] | None, s
     name="approval_in_force",
     partitions_def=candidates_partitions,
     blocking=True,
-    description=("The approval this asset records is in force in the ledger (granted, not revoked since): for the "
-                 "stage of the candidate's latest approval.granted (stage 3 when there is none)."),
+    description=(
+        "The approval this asset records is in force in the ledger (granted, not revoked since): for the "
+        "stage of the candidate's latest approval.granted (stage 3 when there is none)."
+    ),
 )
 def approval_in_force(context: AssetCheckExecutionContext, ledger: LedgerResource) -> AssetCheckResult:
     """Pass when the latest approval decision of this digest, for the stage it was last granted for, is a grant.
@@ -452,8 +579,11 @@ def approval_in_force(context: AssetCheckExecutionContext, ledger: LedgerResourc
     key = context.op_execution_context.partition_key
     with ledger.open() as store:
         workload, digest = workload_of(key), resolve_digest(store, key)
-        grants = [ev for ev in store.read_candidate(workload, digest)
-                  if ev.kind == EventKind.APPROVAL_GRANTED and ev.stage in (2, 3)]
+        grants = [
+            ev
+            for ev in store.read_candidate(workload, digest)
+            if ev.kind == EventKind.APPROVAL_GRANTED and ev.stage in (2, 3)
+        ]
         stage = int(grants[-1].stage) if grants and grants[-1].stage else 3
         state = approval_state(store, workload, digest, stage)
     if state.granted:
@@ -462,16 +592,28 @@ def approval_in_force(context: AssetCheckExecutionContext, ledger: LedgerResourc
         why = f"stage {stage} approval revoked by {state.revoked_by} at {state.revoked_at}: {state.revocation_reason}"
     else:
         why = f"no stage {stage} approval recorded"
-    return AssetCheckResult(passed=state.granted, severity=AssetCheckSeverity.ERROR, description=why,
-                            metadata={"approval": MetadataValue.json(state.as_dict()), "stage": MetadataValue.int(stage)})
+    return AssetCheckResult(
+        passed=state.granted,
+        severity=AssetCheckSeverity.ERROR,
+        description=why,
+        metadata={"approval": MetadataValue.json(state.as_dict()), "stage": MetadataValue.int(stage)},
+    )
 
 
 STAGE1_GATES = [_gate_check(stage1_validation, n, "Stage 1", _stage1_doc) for n in REQUIRED_CHECKS]
-STAGE2_GATES = [_gate_check(stage2_canary, n, "Stage 2 deploy", _canary_doc) for n in (*PRECHECKS, CANARY_APPLIED)]
+STAGE2_GATES = [
+    _gate_check(stage2_canary, n, "Stage 2 deploy", _canary_doc) for n in (*PRECHECKS, CANARY_APPLIED)
+]
 ACCEPTANCE_GATES = [
     _gate_check(canary_acceptance, n, "Stage 2 acceptance", _acceptance_doc) for n in ACCEPTANCE_CHECKS
 ]
 STAGE3_GATES = [
     _gate_check(stage3_promotion, n, "Stage 3", _stage3_doc) for n in (*STAGE3_PRECHECKS, *PROMOTION_CHECKS)
 ]
-GATES: list[AssetChecksDefinition] = [*STAGE1_GATES, *STAGE2_GATES, *ACCEPTANCE_GATES, approval_in_force, *STAGE3_GATES]
+GATES: list[AssetChecksDefinition] = [
+    *STAGE1_GATES,
+    *STAGE2_GATES,
+    *ACCEPTANCE_GATES,
+    approval_in_force,
+    *STAGE3_GATES,
+]

@@ -41,14 +41,35 @@ def build_ledger(url: str, candidates: int) -> int:
     for i in range(candidates):
         digest = f"sha256:{i:064x}"
         batch = [
-            NewEvent(stream="bench-web", kind=EventKind.CANDIDATE_REGISTERED, actor="bench", candidate=digest,
-                     payload={"image": f"registry.local/bench/web@{digest}", "digest": digest}),
-            NewEvent(stream="bench-web", kind=EventKind.STAGE_STARTED, actor="bench", candidate=digest, stage=1),
-            NewEvent(stream="bench-web", kind=EventKind.STAGE_COMPLETED, actor="bench", candidate=digest, stage=1,
-                     payload=_doc(digest, 1)),
-            NewEvent(stream="bench-web", kind=EventKind.STAGE_STARTED, actor="bench", candidate=digest, stage=2),
-            NewEvent(stream="bench-web", kind=EventKind.STAGE_COMPLETED, actor="bench", candidate=digest, stage=2,
-                     payload=_doc(digest, 2)),
+            NewEvent(
+                stream="bench-web",
+                kind=EventKind.CANDIDATE_REGISTERED,
+                actor="bench",
+                candidate=digest,
+                payload={"image": f"registry.local/bench/web@{digest}", "digest": digest},
+            ),
+            NewEvent(
+                stream="bench-web", kind=EventKind.STAGE_STARTED, actor="bench", candidate=digest, stage=1
+            ),
+            NewEvent(
+                stream="bench-web",
+                kind=EventKind.STAGE_COMPLETED,
+                actor="bench",
+                candidate=digest,
+                stage=1,
+                payload=_doc(digest, 1),
+            ),
+            NewEvent(
+                stream="bench-web", kind=EventKind.STAGE_STARTED, actor="bench", candidate=digest, stage=2
+            ),
+            NewEvent(
+                stream="bench-web",
+                kind=EventKind.STAGE_COMPLETED,
+                actor="bench",
+                candidate=digest,
+                stage=2,
+                payload=_doc(digest, 2),
+            ),
         ]
         store.append(batch)
     count = store.count()
@@ -64,7 +85,9 @@ def time_command(argv: list[str], env: dict[str, str]) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--candidates", type=int, default=300)
     args = parser.parse_args()

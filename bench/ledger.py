@@ -63,8 +63,14 @@ def stage_doc(workload: str, d: str, stage: int, status: str) -> dict[str, Any]:
         "target_environment": {1: "local", 2: "canary", 3: "production"}[stage],
         "checks": [
             {"name": name, "status": status, "reason": "ok" if status == "pass" else "failed", "evidence": []}
-            for name in ("source_revision_identified", "artifact_deterministic", "manifests_valid",
-                         "local_health", "secrets_by_reference", "candidate_immutable")
+            for name in (
+                "source_revision_identified",
+                "artifact_deterministic",
+                "manifests_valid",
+                "local_health",
+                "secrets_by_reference",
+                "candidate_immutable",
+            )
         ],
         "status": status,
         "evidence": [{"kind": "digest", "ref": d, "detail": "pinned by digest"}],
@@ -79,44 +85,109 @@ def lifecycle(workload: str, index: int, previous: str | None) -> tuple[list[New
     """20 events for one candidate; every 7th fails its canary and is rolled back. Returns the new stable."""
     d = digest(f"{workload}/{index}")
     ev = [
-        NewEvent(stream=workload, kind=K.CANDIDATE_REGISTERED, actor="new_digest_sensor", candidate=d,
-                 payload={"image": f"registry.local/{workload}@{d}", "revision": d[7:47]}),
+        NewEvent(
+            stream=workload,
+            kind=K.CANDIDATE_REGISTERED,
+            actor="new_digest_sensor",
+            candidate=d,
+            payload={"image": f"registry.local/{workload}@{d}", "revision": d[7:47]},
+        ),
         NewEvent(stream=workload, kind=K.STAGE_STARTED, actor="dagster", candidate=d, stage=1),
-        NewEvent(stream=workload, kind=K.STAGE_COMPLETED, actor="dagster", candidate=d, stage=1,
-                 payload=stage_doc(workload, d, 1, "pass")),
+        NewEvent(
+            stream=workload,
+            kind=K.STAGE_COMPLETED,
+            actor="dagster",
+            candidate=d,
+            stage=1,
+            payload=stage_doc(workload, d, 1, "pass"),
+        ),
         NewEvent(stream=workload, kind=K.STAGE_STARTED, actor="dagster", candidate=d, stage=2),
     ]
     failing = index % 7 == 6
     ev += [
-        NewEvent(stream=workload, kind=K.CANARY_SAMPLE, actor="canary_guard", candidate=d, stage=2,
-                 payload={"sample": i, "error_rate": 0.2 if failing else 0.001, "p95_ms": 120 + i,
-                          "requests": 1000})
+        NewEvent(
+            stream=workload,
+            kind=K.CANARY_SAMPLE,
+            actor="canary_guard",
+            candidate=d,
+            stage=2,
+            payload={
+                "sample": i,
+                "error_rate": 0.2 if failing else 0.001,
+                "p95_ms": 120 + i,
+                "requests": 1000,
+            },
+        )
         for i in range(11)
     ]
-    ev.append(NewEvent(stream=workload, kind=K.STAGE_COMPLETED, actor="dagster", candidate=d, stage=2,
-                       payload=stage_doc(workload, d, 2, "fail" if failing else "pass")))
+    ev.append(
+        NewEvent(
+            stream=workload,
+            kind=K.STAGE_COMPLETED,
+            actor="dagster",
+            candidate=d,
+            stage=2,
+            payload=stage_doc(workload, d, 2, "fail" if failing else "pass"),
+        )
+    )
     if failing:
         ev += [
-            NewEvent(stream=workload, kind=K.ROLLBACK_STARTED, actor="canary_guard", candidate=d,
-                     payload={"symptom": "error rate 20% > 1%"}),
-            NewEvent(stream=workload, kind=K.ROLLBACK_COMPLETED, actor="canary_guard", candidate=d,
-                     payload={"final_stable": previous, "reason": "canary error rate"}),
+            NewEvent(
+                stream=workload,
+                kind=K.ROLLBACK_STARTED,
+                actor="canary_guard",
+                candidate=d,
+                payload={"symptom": "error rate 20% > 1%"},
+            ),
+            NewEvent(
+                stream=workload,
+                kind=K.ROLLBACK_COMPLETED,
+                actor="canary_guard",
+                candidate=d,
+                payload={"final_stable": previous, "reason": "canary error rate"},
+            ),
         ]
         stable = previous
     else:
         ev += [
-            NewEvent(stream=workload, kind=K.APPROVAL_GRANTED, actor="alice", candidate=d, stage=3,
-                     payload={"operator": "alice", "window": "2026-01-01T10:00Z/2026-01-01T12:00Z"}),
-            NewEvent(stream=workload, kind=K.PROMOTION_COMPLETED, actor="alice", candidate=d, stage=3,
-                     payload={"digest": d, "image": f"registry.local/{workload}@{d}", "previous_stable": previous,
-                              "helm_revision": index + 1, "release": workload, "namespace": "prod",
-                              "values_digest": digest(f"values/{index}"), "manifests_digest": digest(f"m/{index}"),
-                              "routing": {"stable": 100, "canary": 0}}),
+            NewEvent(
+                stream=workload,
+                kind=K.APPROVAL_GRANTED,
+                actor="alice",
+                candidate=d,
+                stage=3,
+                payload={"operator": "alice", "window": "2026-01-01T10:00Z/2026-01-01T12:00Z"},
+            ),
+            NewEvent(
+                stream=workload,
+                kind=K.PROMOTION_COMPLETED,
+                actor="alice",
+                candidate=d,
+                stage=3,
+                payload={
+                    "digest": d,
+                    "image": f"registry.local/{workload}@{d}",
+                    "previous_stable": previous,
+                    "helm_revision": index + 1,
+                    "release": workload,
+                    "namespace": "prod",
+                    "values_digest": digest(f"values/{index}"),
+                    "manifests_digest": digest(f"m/{index}"),
+                    "routing": {"stable": 100, "canary": 0},
+                },
+            ),
         ]
         stable = d
     ev += [
-        NewEvent(stream=workload, kind=K.NOTE_POSTED, actor="statehub", payload={"text": f"{workload} {index} done"}),
-        NewEvent(stream=workload, kind=K.ROUTING_CHANGED, actor="dagster", payload={"stable": 100, "canary": 0}),
+        NewEvent(
+            stream=workload,
+            kind=K.NOTE_POSTED,
+            actor="statehub",
+            payload={"text": f"{workload} {index} done"},
+        ),
+        NewEvent(
+            stream=workload, kind=K.ROUTING_CHANGED, actor="dagster", payload={"stable": 100, "canary": 0}
+        ),
     ]
     assert len(ev) == 20, len(ev)
     return ev, stable
@@ -168,8 +239,12 @@ def load(store: EventStore, events: int, workloads: int, result: Result) -> list
             total += len(batch)
         print(f"    loaded {total:,} events ({total / (time.perf_counter() - started):,.0f}/s)", flush=True)
     elapsed = time.perf_counter() - started
-    result.put("loaded_events", total, f"loaded {total:,} events across {workloads:,} workloads in {elapsed:.1f} s "
-               f"({total / elapsed:,.0f} events/s, {CANDIDATES_PER_APPEND * 20} events per append)")
+    result.put(
+        "loaded_events",
+        total,
+        f"loaded {total:,} events across {workloads:,} workloads in {elapsed:.1f} s "
+        f"({total / elapsed:,.0f} events/s, {CANDIDATES_PER_APPEND * 20} events per append)",
+    )
     return names
 
 
@@ -199,23 +274,33 @@ def bench_queries(store: EventStore, names: list[str], queries: int, result: Res
         wall, cpu = [w for w, _ in pairs], [c for _, c in pairs]
         med, hi = statistics.median(wall), p95(wall)
         ok = "OK" if hi < QUERY_BUDGET_MS else "MISSED"
-        result.put(f"{key}_ms_median", round(med, 3), f"{key}: median {med:.2f} ms, p95 {hi:.2f} ms wall over "
-                   f"{len(wall)} queries (budget < {QUERY_BUDGET_MS} ms: {ok}); CPU median "
-                   f"{statistics.median(cpu):.2f} ms, p95 {p95(cpu):.2f} ms")
+        result.put(
+            f"{key}_ms_median",
+            round(med, 3),
+            f"{key}: median {med:.2f} ms, p95 {hi:.2f} ms wall over "
+            f"{len(wall)} queries (budget < {QUERY_BUDGET_MS} ms: {ok}); CPU median "
+            f"{statistics.median(cpu):.2f} ms, p95 {p95(cpu):.2f} ms",
+        )
         result.figures[f"{key}_ms_p95"] = round(hi, 3)
         result.figures[f"{key}_cpu_ms_median"] = round(statistics.median(cpu), 3)
         result.figures[f"{key}_cpu_ms_p95"] = round(p95(cpu), 3)
-    result.put("status_candidates", len(sample.candidates),
-               f"(a status covers {len(sample.candidates)} candidates; current stable "
-               f"{(sample.current_stable or 'none')[:19]}...)")
+    result.put(
+        "status_candidates",
+        len(sample.candidates),
+        f"(a status covers {len(sample.candidates)} candidates; current stable "
+        f"{(sample.current_stable or 'none')[:19]}...)",
+    )
 
 
 def bench_append(store: EventStore, n: int, result: Result) -> None:
     engine = store.engine
     md = sa.MetaData()
     raw = sa.Table(
-        "bench_raw_events", md,
-        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False),
+        "bench_raw_events",
+        md,
+        sa.Column(
+            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False
+        ),
         sa.Column("event_id", sa.String(36), nullable=False, unique=True),
         sa.Column("stream", sa.String(200), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
@@ -236,12 +321,26 @@ def bench_append(store: EventStore, n: int, result: Result) -> None:
     ins = sa.insert(raw)
     stream = "bench-append"
     d = digest("bench-append/0")
-    store.append([
-        NewEvent(stream=stream, kind=K.CANDIDATE_REGISTERED, actor="bench", candidate=d, payload={"image": "x@" + d}),
-        NewEvent(stream=stream, kind=K.STAGE_COMPLETED, actor="bench", candidate=d, stage=1,
-                 payload=stage_doc(stream, d, 1, "pass")),
-        NewEvent(stream=stream, kind=K.STAGE_STARTED, actor="bench", candidate=d, stage=2),
-    ])
+    store.append(
+        [
+            NewEvent(
+                stream=stream,
+                kind=K.CANDIDATE_REGISTERED,
+                actor="bench",
+                candidate=d,
+                payload={"image": "x@" + d},
+            ),
+            NewEvent(
+                stream=stream,
+                kind=K.STAGE_COMPLETED,
+                actor="bench",
+                candidate=d,
+                stage=1,
+                payload=stage_doc(stream, d, 1, "pass"),
+            ),
+            NewEvent(stream=stream, kind=K.STAGE_STARTED, actor="bench", candidate=d, stage=2),
+        ]
+    )
     sample_payload = {"sample": 1, "error_rate": 0.001, "p95_ms": 120, "requests": 1000}
     payload_text = json.dumps(sample_payload, sort_keys=True, separators=(",", ":"))
     raw_seq = [0]
@@ -251,17 +350,29 @@ def bench_append(store: EventStore, n: int, result: Result) -> None:
         for _ in range(count):
             raw_seq[0] += 1
             with engine.begin() as conn:
-                conn.execute(ins, {
-                    "seq": raw_seq[0], "event_id": str(uuid.uuid4()), "stream": stream, "version": raw_seq[0],
-                    "kind": "canary.sample", "candidate": d, "stage": 2, "actor": "bench",
-                    "recorded_at": "2026-01-01T00:00:00.000000+00:00", "payload": payload_text,
-                    "prev_hash": "0" * 64, "hash": "f" * 64,
-                })
+                conn.execute(
+                    ins,
+                    {
+                        "seq": raw_seq[0],
+                        "event_id": str(uuid.uuid4()),
+                        "stream": stream,
+                        "version": raw_seq[0],
+                        "kind": "canary.sample",
+                        "candidate": d,
+                        "stage": 2,
+                        "actor": "bench",
+                        "recorded_at": "2026-01-01T00:00:00.000000+00:00",
+                        "payload": payload_text,
+                        "prev_hash": "0" * 64,
+                        "hash": "f" * 64,
+                    },
+                )
         return count / (time.perf_counter() - t)
 
     def store_run(count: int) -> float:
-        event = NewEvent(stream=stream, kind=K.CANARY_SAMPLE, actor="bench", candidate=d, stage=2,
-                         payload=sample_payload)
+        event = NewEvent(
+            stream=stream, kind=K.CANARY_SAMPLE, actor="bench", candidate=d, stage=2, payload=sample_payload
+        )
         t = time.perf_counter()
         for _ in range(count):
             store.append_one(event)
@@ -277,19 +388,33 @@ def bench_append(store: EventStore, n: int, result: Result) -> None:
     raw_rate, store_rate = statistics.median(raw_rates), statistics.median(store_rates)
     ratio = statistics.median(ratios)
     ok = "OK" if ratio >= RATIO_BUDGET else "MISSED"
-    result.put("raw_insert_per_s", round(raw_rate), f"raw Core single-row insert per transaction: {raw_rate:,.0f}/s")
-    result.put("append_one_per_s", round(store_rate),
-               f"EventStore.append_one (rule-checked canary.sample): {store_rate:,.0f}/s")
-    result.put("append_ratio", round(ratio, 3), f"ratio append/raw: {ratio:.2f} (budget >= {RATIO_BUDGET}: {ok}; "
-               f"median over {ROUNDS} interleaved rounds of {n}; per-round {', '.join(f'{r:.2f}' for r in ratios)})")
+    result.put(
+        "raw_insert_per_s", round(raw_rate), f"raw Core single-row insert per transaction: {raw_rate:,.0f}/s"
+    )
+    result.put(
+        "append_one_per_s",
+        round(store_rate),
+        f"EventStore.append_one (rule-checked canary.sample): {store_rate:,.0f}/s",
+    )
+    result.put(
+        "append_ratio",
+        round(ratio, 3),
+        f"ratio append/raw: {ratio:.2f} (budget >= {RATIO_BUDGET}: {ok}; "
+        f"median over {ROUNDS} interleaved rounds of {n}; per-round {', '.join(f'{r:.2f}' for r in ratios)})",
+    )
 
     batches = max(5, n // 100)
-    notes = [NewEvent(stream="bench-batch", kind=K.NOTE_POSTED, actor="bench", payload={"i": i}) for i in range(100)]
+    notes = [
+        NewEvent(stream="bench-batch", kind=K.NOTE_POSTED, actor="bench", payload={"i": i})
+        for i in range(100)
+    ]
     t = time.perf_counter()
     for _ in range(batches):
         store.append(notes)
     rate = batches * 100 / (time.perf_counter() - t)
-    result.put("batch_append_per_s", round(rate), f"batch append, 100 events per append: {rate:,.0f} events/s")
+    result.put(
+        "batch_append_per_s", round(rate), f"batch append, 100 events per append: {rate:,.0f} events/s"
+    )
     with engine.begin() as conn:
         raw.drop(conn)
 
@@ -307,8 +432,12 @@ def run(backend: str, args: argparse.Namespace) -> Result:
             assert report.ok, report
             rate = report.events_checked / elapsed
             ok = "OK" if rate >= VERIFY_BUDGET else "MISSED"
-            result.put("verify_per_s", round(rate), f"verify: {report.events_checked:,} events in {elapsed:.2f} s = "
-                       f"{rate:,.0f} events/s (budget >= {VERIFY_BUDGET:,.0f}: {ok})")
+            result.put(
+                "verify_per_s",
+                round(rate),
+                f"verify: {report.events_checked:,} events in {elapsed:.2f} s = "
+                f"{rate:,.0f} events/s (budget >= {VERIFY_BUDGET:,.0f}: {ok})",
+            )
             bench_queries(store, names, args.queries, result)
             bench_append(store, args.appends, result)
         finally:
@@ -317,22 +446,30 @@ def run(backend: str, args: argparse.Namespace) -> Result:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--workloads", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--appends", type=int, default=400, help="single-event transactions per timed round")
-    parser.add_argument("--quick", action="store_true", help="100,000 events, 100 workloads, 200 appends per round")
-    parser.add_argument("--pg-url", default=os.environ.get("RAILIANCE_BENCH_PG_URL",
-                                                           "postgresql://postgres@127.0.0.1:5432/test"),
-                        help="admin database; the bench creates and drops its own database")
+    parser.add_argument(
+        "--quick", action="store_true", help="100,000 events, 100 workloads, 200 appends per round"
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("RAILIANCE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="admin database; the bench creates and drops its own database",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON at the end")
     args = parser.parse_args()
     if args.quick:
         args.events, args.workloads, args.appends = 100_000, 100, 200
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"SQLAlchemy {sa.__version__}; events {args.events:,}, workloads {args.workloads:,}")
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"SQLAlchemy {sa.__version__}; events {args.events:,}, workloads {args.workloads:,}"
+    )
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     results = []
     for backend in backends:

@@ -49,8 +49,13 @@ def declare(apps: Path, count: int) -> list[tuple[str, str]]:
         app = apps / name
         shutil.copytree(example, app, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         text = re.sub(r'^name = "hello-web"', f'name = "{name}"', template, count=1, flags=re.MULTILINE)
-        text = re.sub(r'^repository = "[^"]*"', f'repository = "registry.local/{repo}"', text, count=1,
-                      flags=re.MULTILINE)
+        text = re.sub(
+            r'^repository = "[^"]*"',
+            f'repository = "registry.local/{repo}"',
+            text,
+            count=1,
+            flags=re.MULTILINE,
+        )
         (app / "railiance" / "app.toml").write_text(text)
         out.append((name, repo))
     return out
@@ -62,6 +67,7 @@ def push_all(registry_url: str, repos: list[str]) -> None:
 
     helper = RegistryHelper(registry_url)
     try:
+
         def push(repo: str) -> None:
             digest = helper.push_image(repo, "v1.0.0")
             helper.move_tag(repo, "latest", digest)
@@ -82,7 +88,9 @@ def baseline(registry_url: str, repos: list[str]) -> float:
         return time.perf_counter() - t0
 
 
-def sensor_ticks(apps: Path, registry_url: str, ledger_url: str, ticks: int) -> tuple[float, int, list[float]]:
+def sensor_ticks(
+    apps: Path, registry_url: str, ledger_url: str, ticks: int
+) -> tuple[float, int, list[float]]:
     """(first tick seconds, run requests of the first tick, steady tick seconds)."""
     from dagster import SensorResult, build_sensor_context, instance_for_test
 
@@ -90,14 +98,20 @@ def sensor_ticks(apps: Path, registry_url: str, ledger_url: str, ticks: int) -> 
     from definitions import build_definitions
     from sensors import new_digest_sensor
 
-    resources = {"ledger": LedgerResource(url=ledger_url), "apps": AppsResource(apps_dir=str(apps)),
-                 "registry": RegistryResource(url=registry_url)}
+    resources = {
+        "ledger": LedgerResource(url=ledger_url),
+        "apps": AppsResource(apps_dir=str(apps)),
+        "registry": RegistryResource(url=registry_url),
+    }
     defs = build_definitions(resources)
     logging.getLogger("dagster").setLevel(logging.WARNING)  # one INFO line per registration otherwise
     home = Path(tempfile.mkdtemp(prefix="bench-dagster-"))
     with instance_for_test(temp_dir=str(home)) as instance:
+
         def tick(cursor: str | None) -> Any:
-            ctx = build_sensor_context(instance=instance, definitions=defs, resources=resources, cursor=cursor)
+            ctx = build_sensor_context(
+                instance=instance, definitions=defs, resources=resources, cursor=cursor
+            )
             result = new_digest_sensor(ctx)
             if isinstance(result, SensorResult):
                 for req in result.dynamic_partitions_requests or []:
@@ -129,9 +143,14 @@ def dev_latency(work: Path, registry_url: str, pushes: int) -> list[float]:
     apps.mkdir()
     repo = f"bench/latency-{os.getpid()}"
     make_app(apps, name="latency-web", repository=repo)
-    env = {"RAILIANCE_LEDGER_URL": f"sqlite:///{work / 'dev-ledger.db'}", "RAILIANCE_APPS_DIR": str(apps),
-           "RAILIANCE_REGISTRY_URL": registry_url, "RAILIANCE_HOME": str(work / "home"),
-           "RAILIANCE_DAGSTER_SENSORS": "new_digest_sensor", "RAILIANCE_SENSOR_INTERVAL": "1"}
+    env = {
+        "RAILIANCE_LEDGER_URL": f"sqlite:///{work / 'dev-ledger.db'}",
+        "RAILIANCE_APPS_DIR": str(apps),
+        "RAILIANCE_REGISTRY_URL": registry_url,
+        "RAILIANCE_HOME": str(work / "home"),
+        "RAILIANCE_DAGSTER_SENSORS": "new_digest_sensor",
+        "RAILIANCE_SENSOR_INTERVAL": "1",
+    }
     dev = start_dagster_dev(work, env)
     helper = RegistryHelper(registry_url)
     query = """query Runs($key: String!) { runsOrError(filter: {tags: [{key: "dagster/partition", value: $key}]}) {
@@ -172,29 +191,41 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-sensor-"))
     registry = start_registry(work / "registry")
     try:
-        print(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, "
-              f"registry docker-registry at {registry.url}")
+        print(
+            f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, "
+            f"registry docker-registry at {registry.url}"
+        )
         apps = work / "apps"
         apps.mkdir()
         t0 = time.perf_counter()
         declared = declare(apps, args.workloads)
         repos = [r for _, r in declared]
         push_all(registry.url, repos)
-        print(f"setup: {len(declared)} workloads declared, {2 * len(repos)} tags pushed in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"setup: {len(declared)} workloads declared, {2 * len(repos)} tags pushed in {time.perf_counter() - t0:.1f} s"
+        )
 
         base = baseline(registry.url, repos)
-        first_s, requested, steady = sensor_ticks(apps, registry.url, f"sqlite:///{work / 'ledger.db'}", args.ticks)
+        first_s, requested, steady = sensor_ticks(
+            apps, registry.url, f"sqlite:///{work / 'ledger.db'}", args.ticks
+        )
         med = statistics.median(steady)
         print(f"baseline: {len(repos)} sequential tags/list calls: {base:.2f} s")
-        print(f"first tick ({requested} new digests registered, {requested} Stage 1 runs requested): {first_s:.2f} s "
-              f"(ratio {first_s / base:.2f} x baseline)")
-        print(f"steady tick (cursor, nothing new; tags/list + HEAD per matching tag for {len(repos)} workloads): "
-              f"median {med:.2f} s of {', '.join(f'{s:.2f}' for s in steady)} (ratio {med / base:.2f} x baseline); "
-              f"budget < {BUDGET_S:.0f} s: {'OK' if med < BUDGET_S else 'OVER'}")
+        print(
+            f"first tick ({requested} new digests registered, {requested} Stage 1 runs requested): {first_s:.2f} s "
+            f"(ratio {first_s / base:.2f} x baseline)"
+        )
+        print(
+            f"steady tick (cursor, nothing new; tags/list + HEAD per matching tag for {len(repos)} workloads): "
+            f"median {med:.2f} s of {', '.join(f'{s:.2f}' for s in steady)} (ratio {med / base:.2f} x baseline); "
+            f"budget < {BUDGET_S:.0f} s: {'OK' if med < BUDGET_S else 'OVER'}"
+        )
         if not args.no_dev:
             lat = dev_latency(work, registry.url, args.pushes)
-            print(f"dagster dev, sensor interval 1 s: push -> Stage 1 run requested: "
-                  f"median {statistics.median(lat):.2f} s of {', '.join(f'{s:.2f}' for s in lat)}")
+            print(
+                f"dagster dev, sensor interval 1 s: push -> Stage 1 run requested: "
+                f"median {statistics.median(lat):.2f} s of {', '.join(f'{s:.2f}' for s in lat)}"
+            )
     finally:
         registry.stop()
         shutil.rmtree(work, ignore_errors=True)

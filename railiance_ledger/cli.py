@@ -385,10 +385,10 @@ def _require_operator(flag: str | None) -> str:
 # ---------------------------------------------------------------------------- later stages
 
 
-
-
 @contextmanager
-def _adapters(decl: Any, kubeconfig: str | None, context: str | None, *, metrics: bool = True) -> Iterator[Any]:
+def _adapters(
+    decl: Any, kubeconfig: str | None, context: str | None, *, metrics: bool = True
+) -> Iterator[Any]:
     """The real adapters for ``decl`` (lifecycle.environment); with ``metrics`` (Stage 2), configuration
     gaps that make metrics fail closed are warned about first."""
     from railiance_ledger.lifecycle.environment import Environment
@@ -944,14 +944,21 @@ def notes(workload: str, repost: bool, json_out: bool) -> None:
             reposted = hub_notes.repost_undelivered(store=store, workload=workload, statehub=statehub)
         pending = hub_notes.undelivered_notes(store, workload)
         if as_json:
-            _emit_json({
-                "workload": workload,
-                "reposted": [{"delivered": o.delivered, "note_id": o.note_id, "warning": o.warning} for o in reposted],
-                "undelivered": [p.as_dict() for p in pending],
-            })
+            _emit_json(
+                {
+                    "workload": workload,
+                    "reposted": [
+                        {"delivered": o.delivered, "note_id": o.note_id, "warning": o.warning}
+                        for o in reposted
+                    ],
+                    "undelivered": [p.as_dict() for p in pending],
+                }
+            )
         else:
             for o in reposted:
-                _echo(f"re-posted: {'delivered as ' + str(o.note_id) if o.delivered else 'NOT delivered: ' + str(o.error)}")
+                _echo(
+                    f"re-posted: {'delivered as ' + str(o.note_id) if o.delivered else 'NOT delivered: ' + str(o.error)}"
+                )
             if not pending:
                 _echo(f"every State Hub note of {workload} is delivered")
             for p in pending:
@@ -1069,7 +1076,8 @@ def ledger_verify(expect_head: str | None, json_out: bool) -> None:
             seq_text, _, hash_text = expect_head.partition(":")
             if not seq_text.isdigit() or len(hash_text) != 64:
                 raise InvalidInput(
-                    f"--expect-head {expect_head!r} is not SEQ:HASH", hint="copy it from `railiance ledger verify`"
+                    f"--expect-head {expect_head!r} is not SEQ:HASH",
+                    hint="copy it from `railiance ledger verify`",
                 )
             anchor = (int(seq_text), hash_text)
         store = _store()

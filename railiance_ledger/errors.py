@@ -69,7 +69,9 @@ class DeclarationIssue:
 class DeclarationError(InvalidInput):
     """``railiance/app.toml`` is missing, unreadable or invalid; ``issues`` lists every problem."""
 
-    def __init__(self, message: str, issues: list[DeclarationIssue] | None = None, *, source: str = "") -> None:
+    def __init__(
+        self, message: str, issues: list[DeclarationIssue] | None = None, *, source: str = ""
+    ) -> None:
         super().__init__(message, hint="fix each listed field in railiance/app.toml; see docs/app-toml.md")
         self.issues = list(issues or [])
         self.source = source
@@ -119,7 +121,9 @@ class AdapterError(RailianceError):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, system: str, operation: str, address: str = "", hint: str = "") -> None:
+    def __init__(
+        self, message: str, *, system: str, operation: str, address: str = "", hint: str = ""
+    ) -> None:
         full = f"{system} {operation} failed"
         if address:
             full += f" at {address}"

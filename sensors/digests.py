@@ -1,6 +1,5 @@
 """``new_digest_sensor``: new image digests in the registry become candidates and get a Stage 1 run."""
 
-
 from typing import Any
 
 from dagster import (
@@ -45,10 +44,14 @@ def new_digest_sensor(
     for problem in problems:
         log_of(context).warning(problem)
     if not workloads:
-        return SkipReason(f"no workload declared under {apps.path()}" + (f" ({'; '.join(problems)})" if problems else ""))
+        return SkipReason(
+            f"no workload declared under {apps.path()}" + (f" ({'; '.join(problems)})" if problems else "")
+        )
     url = registry.resolved_url()
     if not url:
-        return SkipReason("no registry configured: set RAILIANCE_REGISTRY_URL (or the registry resource's url)")
+        return SkipReason(
+            "no registry configured: set RAILIANCE_REGISTRY_URL (or the registry resource's url)"
+        )
     try:
         with registry.open() as reg:
             polls = poll_registry(reg, workloads, max_workers=registry.max_workers)
@@ -78,8 +81,9 @@ def new_digest_sensor(
                 if before.get(tag) == digest or (workload.name, digest) in done:
                     continue
                 try:
-                    event, created = register_polled(store=store, workload=workload, tag=tag, digest=digest,
-                                                     operator=ledger.sensor_actor)
+                    event, created = register_polled(
+                        store=store, workload=workload, tag=tag, digest=digest, operator=ledger.sensor_actor
+                    )
                 except RailianceError as exc:
                     log_of(context).error(f"{workload.name}:{tag} -> {digest}: not registered: {exc}")
                     if tag in before:
@@ -93,19 +97,34 @@ def new_digest_sensor(
                     known.add(key)
                     new_keys.append(key)
                 if not created:
-                    log_of(context).info(f"{key}: {tag} -> {digest} was already registered (seq {event.seq}); no run")
+                    log_of(context).info(
+                        f"{key}: {tag} -> {digest} was already registered (seq {event.seq}); no run"
+                    )
                     continue
-                log_of(context).info(f"{key}: new digest {digest} under tag {tag}; registered at seq {event.seq}")
-                events.append(AssetMaterialization(
-                    asset_key=candidate.key, partition=key,
-                    description=f"registered by {NAME} from tag {tag}",
-                    metadata=ledger_metadata(event.payload, [event], digest=digest,
-                                             image=str(event.payload.get("image") or "")),
-                ))
-                run_requests.append(RunRequest(
-                    partition_key=key, run_key=f"{key}:stage1",
-                    tags={"railiance/workload": workload.name, "railiance/digest": digest, "railiance/tag": tag},
-                ))
+                log_of(context).info(
+                    f"{key}: new digest {digest} under tag {tag}; registered at seq {event.seq}"
+                )
+                events.append(
+                    AssetMaterialization(
+                        asset_key=candidate.key,
+                        partition=key,
+                        description=f"registered by {NAME} from tag {tag}",
+                        metadata=ledger_metadata(
+                            event.payload, [event], digest=digest, image=str(event.payload.get("image") or "")
+                        ),
+                    )
+                )
+                run_requests.append(
+                    RunRequest(
+                        partition_key=key,
+                        run_key=f"{key}:stage1",
+                        tags={
+                            "railiance/workload": workload.name,
+                            "railiance/digest": digest,
+                            "railiance/tag": tag,
+                        },
+                    )
+                )
             cursor[workload.name] = after
     skip = None if run_requests else f"no new digest across {len(workloads)} workload(s)"
     return SensorResult(

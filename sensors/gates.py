@@ -6,7 +6,6 @@ lifecycle's (``lifecycle.dagster_support``), which reads each touched candidate'
 decision never depends on where a cursor happened to stop.
 """
 
-
 from dagster import (
     RunRequest,
     SensorEvaluationContext,
@@ -43,10 +42,12 @@ def _decls(apps: AppsResource, context: SensorEvaluationContext) -> dict[str, ob
     description=(
         "Reads new ledger events and requests the next stage for the same digest only when the ledger says "
         "its upstream passed: Stage 1 pass -> canary, canary deployed -> observe, canary accepted -> promote. "
-        "Production-critical workloads wait for an approval.granted. Cursor: {\"seq\": N}."
+        'Production-critical workloads wait for an approval.granted. Cursor: {"seq": N}.'
     ),
 )
-def stage_gate_sensor(context: SensorEvaluationContext, ledger: LedgerResource, apps: AppsResource) -> SensorResult | SkipReason:
+def stage_gate_sensor(
+    context: SensorEvaluationContext, ledger: LedgerResource, apps: AppsResource
+) -> SensorResult | SkipReason:
     """One tick: read the ledger after the cursor, ask the gates, request what may run."""
     from railiance_ledger.lifecycle.dagster_support import next_stage_requests
 
@@ -61,17 +62,31 @@ def stage_gate_sensor(context: SensorEvaluationContext, ledger: LedgerResource, 
     for h in held:
         log_of(context).info(f"{h.partition_key}: {h.job} held: {h.reason}")
     requests = [
-        RunRequest(job_name=n.job, partition_key=n.partition_key, run_key=n.run_key,
-                   tags={"railiance/workload": n.workload, "railiance/digest": n.digest, "railiance/reason": n.reason[:200]})
+        RunRequest(
+            job_name=n.job,
+            partition_key=n.partition_key,
+            run_key=n.run_key,
+            tags={
+                "railiance/workload": n.workload,
+                "railiance/digest": n.digest,
+                "railiance/reason": n.reason[:200],
+            },
+        )
         for n in go
     ]
     cursor = dump_cursor({"seq": events[-1].seq})
-    skip = None if requests else (
-        f"{len(events)} event(s) up to seq {events[-1].seq}: nothing may start"
-        + (f"; held: {'; '.join(f'{h.partition_key} {h.job}: {h.reason}' for h in held)}" if held else "")
+    skip = (
+        None
+        if requests
+        else (
+            f"{len(events)} event(s) up to seq {events[-1].seq}: nothing may start"
+            + (f"; held: {'; '.join(f'{h.partition_key} {h.job}: {h.reason}' for h in held)}" if held else "")
+        )
     )
     return SensorResult(
-        run_requests=requests, skip_reason=skip, cursor=cursor,
+        run_requests=requests,
+        skip_reason=skip,
+        cursor=cursor,
         dynamic_partitions_requests=[candidates_partitions.build_add_request(missing)] if missing else None,
     )
 
@@ -84,10 +99,12 @@ def stage_gate_sensor(context: SensorEvaluationContext, ledger: LedgerResource, 
     description=(
         "During an open Stage 2 observation window, requests a `rollback` run when an immediate-rollback "
         "condition appears in the ledger: an approval revoked, or a canary.sample naming an immediate-rollback "
-        "symptom (the declared thresholds). Cursor: {\"seq\": N}."
+        'symptom (the declared thresholds). Cursor: {"seq": N}.'
     ),
 )
-def canary_guard_sensor(context: SensorEvaluationContext, ledger: LedgerResource, apps: AppsResource) -> SensorResult | SkipReason:
+def canary_guard_sensor(
+    context: SensorEvaluationContext, ledger: LedgerResource, apps: AppsResource
+) -> SensorResult | SkipReason:
     """One tick: find immediate-rollback conditions among new events and request a rollback for each."""
     from railiance_ledger.lifecycle.dagster_support import rollback_conditions
 
@@ -100,13 +117,31 @@ def canary_guard_sensor(context: SensorEvaluationContext, ledger: LedgerResource
     requests = []
     for c in conditions:
         log_of(context).warning(f"{c.partition_key}: immediate rollback: {c.reason}")
-        requests.append(RunRequest(
-            run_key=f"{c.partition_key}:rollback:{c.seq}",
-            run_config={"ops": {"rollback_workload": {"config": {
-                "workload": c.workload, "reason": f"canary guard: {c.reason}", "candidate": c.partition_key,
-            }}}},
-            tags={"railiance/workload": c.workload, "railiance/digest": c.digest, "railiance/partition": c.partition_key},
-        ))
+        requests.append(
+            RunRequest(
+                run_key=f"{c.partition_key}:rollback:{c.seq}",
+                run_config={
+                    "ops": {
+                        "rollback_workload": {
+                            "config": {
+                                "workload": c.workload,
+                                "reason": f"canary guard: {c.reason}",
+                                "candidate": c.partition_key,
+                            }
+                        }
+                    }
+                },
+                tags={
+                    "railiance/workload": c.workload,
+                    "railiance/digest": c.digest,
+                    "railiance/partition": c.partition_key,
+                },
+            )
+        )
     cursor = dump_cursor({"seq": events[-1].seq})
-    skip = None if requests else f"no immediate-rollback condition in {len(events)} event(s) up to seq {events[-1].seq}"
+    skip = (
+        None
+        if requests
+        else f"no immediate-rollback condition in {len(events)} event(s) up to seq {events[-1].seq}"
+    )
     return SensorResult(run_requests=requests, skip_reason=skip, cursor=cursor)

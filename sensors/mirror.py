@@ -8,7 +8,6 @@ events are not reported twice; whatever a crashed run appended but never materia
 once the run is over. Cursor: ``{"seq": N, "held": [event ids]}``.
 """
 
-
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,10 +36,21 @@ from sensors.settings import default_status, dump_cursor, interval, load_cursor
 
 NAME = "ledger_mirror_sensor"
 BATCH = 2000
-ASSET_NAMES = ("candidate", "stage1_validation", "stage2_canary", "canary_acceptance", "promotion_approval",
-               "stage3_promotion")
-_ACTIVE = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-           DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+ASSET_NAMES = (
+    "candidate",
+    "stage1_validation",
+    "stage2_canary",
+    "canary_acceptance",
+    "promotion_approval",
+    "stage3_promotion",
+)
+_ACTIVE = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
 
 
 def placement(ev: RecordedEvent) -> tuple[str, bool]:
@@ -66,8 +76,9 @@ def placement(ev: RecordedEvent) -> tuple[str, bool]:
     if kind == "waiver.granted":
         scope = ev.payload.get("scope") or {}
         wstage = scope.get("stage", stage) if isinstance(scope, dict) else stage
-        return {1: "stage1_validation", 2: "stage2_canary", 3: "promotion_approval"}.get(int(wstage or 1),
-                                                                                        "stage1_validation"), False
+        return {1: "stage1_validation", 2: "stage2_canary", 3: "promotion_approval"}.get(
+            int(wstage or 1), "stage1_validation"
+        ), False
     if kind == "exception.emergency":
         return "promotion_approval", False
     if kind == "promotion.completed":
@@ -98,19 +109,30 @@ def mirrored_events(ev: RecordedEvent, key: str) -> list[Any]:
         meta["status"] = MetadataValue.text(str(payload["status"]))
     description = f"{ev.kind} by {ev.actor} (ledger seq {ev.seq}), appended outside Dagster"
     cls = AssetMaterialization if is_mat else AssetObservation
-    out: list[Any] = [cls(asset_key=AssetKey(asset_name), partition=key, description=description, metadata=meta)]
+    out: list[Any] = [
+        cls(asset_key=AssetKey(asset_name), partition=key, description=description, metadata=meta)
+    ]
     if ev.kind == "stage.completed" and ev.stage == 1 and isinstance(payload, dict):
         checks = {str(c.get("name")): c for c in payload.get("checks") or [] if isinstance(c, dict)}
         for name in REQUIRED_CHECKS:
             c = checks.get(name)
             status = str(c.get("status")) if c else "missing"
             reason = redact(str(c.get("reason") or "")) if c else "not reported"
-            out.append(AssetCheckEvaluation(
-                asset_key=AssetKey(asset_name), check_name=name, passed=status in ("pass", "waived"),
-                severity=AssetCheckSeverity.ERROR, description=f"{status}: {reason}", partition=key,
-                metadata={"status": MetadataValue.text(status), "reason": MetadataValue.text(reason),
-                          "ledger_seq": MetadataValue.int(ev.seq)},
-            ))
+            out.append(
+                AssetCheckEvaluation(
+                    asset_key=AssetKey(asset_name),
+                    check_name=name,
+                    passed=status in ("pass", "waived"),
+                    severity=AssetCheckSeverity.ERROR,
+                    description=f"{status}: {reason}",
+                    partition=key,
+                    metadata={
+                        "status": MetadataValue.text(status),
+                        "reason": MetadataValue.text(reason),
+                        "ledger_seq": MetadataValue.int(ev.seq),
+                    },
+                )
+            )
     return out
 
 
@@ -118,8 +140,14 @@ def _seqs(records: Iterable[Any]) -> set[int]:
     out: set[int] = set()
     for record in records:
         entry = getattr(record, "event_log_entry", None)
-        meta = getattr(getattr(entry, "asset_materialization", None) or getattr(entry, "asset_observation", None),
-                       "metadata", None) or {}
+        meta = (
+            getattr(
+                getattr(entry, "asset_materialization", None) or getattr(entry, "asset_observation", None),
+                "metadata",
+                None,
+            )
+            or {}
+        )
         value = meta.get("ledger_seqs")
         text = getattr(value, "value", value)
         for part in str(text or "").split(","):
@@ -176,10 +204,12 @@ def active_partitions(instance: Any) -> set[str]:
     description=(
         "Mirrors ledger events appended outside Dagster (e.g. the railiance CLI) as runless materializations "
         "and observations on the matching asset and candidate partition (Stage 1 results with their gate "
-        "evaluations), so the UI audits every action. Cursor: {\"seq\": N, \"held\": [...]}."
+        'evaluations), so the UI audits every action. Cursor: {"seq": N, "held": [...]}.'
     ),
 )
-def ledger_mirror_sensor(context: SensorEvaluationContext, ledger: LedgerResource) -> SensorResult | SkipReason:
+def ledger_mirror_sensor(
+    context: SensorEvaluationContext, ledger: LedgerResource
+) -> SensorResult | SkipReason:
     """One tick: report new (and previously held) ledger events that Dagster's log does not show yet."""
     from railiance_ledger.ledger.projections import partition_key
 
@@ -211,8 +241,9 @@ def ledger_mirror_sensor(context: SensorEvaluationContext, ledger: LedgerResourc
             still_held.append(ev.event_id)
             continue
         if key not in covered:
-            covered[key] = (covered_seqs(instance, key, since=oldest[key] - LOOKBACK_SECONDS)
-                            if key in known else set())
+            covered[key] = (
+                covered_seqs(instance, key, since=oldest[key] - LOOKBACK_SECONDS) if key in known else set()
+            )
         if ev.seq in covered[key]:
             continue
         if key not in known:

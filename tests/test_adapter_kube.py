@@ -55,23 +55,55 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         pytest.skip("set KUBECONFIG to a disposable cluster (k3d, kind) for the live lane")
     kube = Kube.from_kubeconfig(timeout=20)
     namespace = f"railiance-test-{uuid.uuid4().hex[:6]}"
-    kube.apply(manifests=[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}], field_manager=FM)
+    kube.apply(
+        manifests=[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}],
+        field_manager=FM,
+    )
     yield Cluster(kube, namespace, None)
     kube.delete(api_version="v1", kind="Namespace", namespace=None, name=namespace)
 
 
-def deployment(namespace: str, name: str = "web", image: str = LIVE_IMAGE, replicas: int = 2) -> dict[str, Any]:
+def deployment(
+    namespace: str, name: str = "web", image: str = LIVE_IMAGE, replicas: int = 2
+) -> dict[str, Any]:
     """A valid Deployment manifest."""
     labels = {"app": name}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": {
-                "metadata": {"labels": labels}, "spec": {"containers": [{"name": "web", "image": image}]}}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "web", "image": image}]},
+            },
+        },
+    }
 
 
 def ingress(namespace: str, name: str = "web") -> dict[str, Any]:
     """An Ingress body (apiVersion/kind filled in by write_ingress)."""
-    return {"metadata": {"name": name, "namespace": namespace}, "spec": {"rules": [{"host": "web.test", "http": {
-        "paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": name, "port": {"number": 80}}}}]}}]}}
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "rules": [
+                {
+                    "host": "web.test",
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": name, "port": {"number": 80}}},
+                            }
+                        ]
+                    },
+                }
+            ]
+        },
+    }
 
 
 def eventually(fn: Any, timeout: float = 60.0) -> Any:
@@ -86,6 +118,7 @@ def eventually(fn: Any, timeout: float = 60.0) -> Any:
 
 # --- behaviour of every method -------------------------------------------------------------------
 
+
 def test_server_version_and_namespace_ready(cluster: Cluster) -> None:
     """server_version answers gitVersion; namespace_ready is True for Active, False for missing."""
     assert cluster.kube.server_version()["gitVersion"].startswith("v1.")
@@ -97,7 +130,9 @@ def test_dry_run_apply_validates_without_persisting(cluster: Cluster) -> None:
     """dry_run_apply returns defaulted objects and stores nothing; an invalid manifest is KubeInvalid with causes."""
     out = cluster.kube.dry_run_apply(manifests=[deployment(cluster.namespace)], field_manager=FM)
     assert "RollingUpdate" == out[0]["spec"]["strategy"]["type"]
-    assert None is cluster.kube.get(api_version="apps/v1", kind="Deployment", namespace=cluster.namespace, name="web")
+    assert None is cluster.kube.get(
+        api_version="apps/v1", kind="Deployment", namespace=cluster.namespace, name="web"
+    )
     bad = deployment(cluster.namespace)
     bad["spec"]["selector"] = {"matchLabels": {"app": "other"}}
     with pytest.raises(KubeInvalid) as err:
@@ -109,15 +144,21 @@ def test_dry_run_apply_validates_without_persisting(cluster: Cluster) -> None:
 def test_apply_get_list_delete(cluster: Cluster) -> None:
     """apply creates and updates; get/list read back (None when missing); delete is False the second time."""
     ns = cluster.namespace
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": ns, "labels": {"app": "x"}},
-          "data": {"a": "1"}}
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cfg", "namespace": ns, "labels": {"app": "x"}},
+        "data": {"a": "1"},
+    }
     assert {"a": "1"} == cluster.kube.apply(manifests=[cm], field_manager=FM)[0]["data"]
     cm["data"] = {"a": "2"}
     cluster.kube.apply(manifests=[cm], field_manager=FM)
     got = cluster.kube.get(api_version="v1", kind="ConfigMap", namespace=ns, name="cfg")
     assert got is not None and {"a": "2"} == got["data"]
-    assert ["cfg"] == [o["metadata"]["name"] for o in cluster.kube.list(
-        api_version="v1", kind="ConfigMap", namespace=ns, label_selector="app=x")]
+    assert ["cfg"] == [
+        o["metadata"]["name"]
+        for o in cluster.kube.list(api_version="v1", kind="ConfigMap", namespace=ns, label_selector="app=x")
+    ]
     assert [] == cluster.kube.list(api_version="v1", kind="ConfigMap", namespace=ns, label_selector="app=y")
     assert cluster.kube.delete(api_version="v1", kind="ConfigMap", namespace=ns, name="cfg") is True
     assert cluster.kube.delete(api_version="v1", kind="ConfigMap", namespace=ns, name="cfg") is False
@@ -127,8 +168,11 @@ def test_apply_get_list_delete(cluster: Cluster) -> None:
 def test_pod_summary_counts_ready_pods(cluster: Cluster) -> None:
     """pod_summary sees the deployment's pods become ready."""
     cluster.kube.apply(manifests=[deployment(cluster.namespace)], field_manager=FM)
-    summary = eventually(lambda: (s := cluster.kube.pod_summary(namespace=cluster.namespace, selector="app=web"))
-                         .ready == 2 and s)
+    summary = eventually(
+        lambda: (
+            (s := cluster.kube.pod_summary(namespace=cluster.namespace, selector="app=web")).ready == 2 and s
+        )
+    )
     assert isinstance(summary, PodSummary) and summary.all_ready
     assert (2, 2, 0, 0) == (summary.total, summary.ready, summary.pending, summary.crashlooping)
     assert all(p.phase == "Running" for p in summary.pods)
@@ -139,14 +183,25 @@ def test_pod_summary_crashloop_and_pending(cluster: Cluster) -> None:
     em = cluster.need_emulator()
     em.behaviours.set("crash:1", PodMode.CRASHLOOP, restart_interval=0.1)
     em.behaviours.set("stuck:1", PodMode.PENDING)
-    cluster.kube.apply(manifests=[deployment("default", "crash", "crash:1", 2), deployment("default", "stuck", "stuck:1", 1)],
-                       field_manager=FM)
-    crash = eventually(lambda: (s := cluster.kube.pod_summary(namespace="default", selector="app=crash"))
-                       .restarts_max >= 2 and s, timeout=5)
+    cluster.kube.apply(
+        manifests=[
+            deployment("default", "crash", "crash:1", 2),
+            deployment("default", "stuck", "stuck:1", 1),
+        ],
+        field_manager=FM,
+    )
+    crash = eventually(
+        lambda: (
+            (s := cluster.kube.pod_summary(namespace="default", selector="app=crash")).restarts_max >= 2 and s
+        ),
+        timeout=5,
+    )
     assert (2, 0, 2) == (crash.total, crash.ready, crash.crashlooping)
     assert crash.restarts_total >= crash.restarts_max >= 2
     assert {"CrashLoopBackOff"} == {p.waiting_reason for p in crash.pods}
-    stuck = eventually(lambda: (s := cluster.kube.pod_summary(namespace="default", selector="app=stuck")).total and s)
+    stuck = eventually(
+        lambda: (s := cluster.kube.pod_summary(namespace="default", selector="app=stuck")).total and s
+    )
     assert (1, 0, "Unschedulable") == (stuck.pending, stuck.ready, stuck.pods[0].waiting_reason)
 
 
@@ -181,8 +236,14 @@ def test_ingress_read_write_and_class(cluster: Cluster) -> None:
     assert got is not None and got["metadata"]["uid"] == written["metadata"]["uid"]
     assert cluster.kube.ingress_class_exists(name="no-such-class-" + uuid.uuid4().hex[:6]) is False
     if cluster.emulator is not None:
-        cluster.emulator.create({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-                                 "metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}})
+        cluster.emulator.create(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "IngressClass",
+                "metadata": {"name": "nginx"},
+                "spec": {"controller": "k8s.io/ingress-nginx"},
+            }
+        )
         assert cluster.kube.ingress_class_exists(name="nginx") is True
 
 
@@ -191,9 +252,25 @@ def test_httproute_and_gateway_api_discovery(cluster: Cluster) -> None:
     em = cluster.need_emulator()
     assert cluster.kube.has_api(group="gateway.networking.k8s.io", version="v1", kind="HTTPRoute") is True
     assert cluster.kube.has_api(group="apps", version="v1", kind="Deployment") is True
-    route = {"metadata": {"name": "web", "namespace": "default"}, "spec": {"rules": [{"backendRefs": [
-        {"name": "web-stable", "port": 80, "weight": 90}, {"name": "web-canary", "port": 80, "weight": 10}]}]}}
-    assert 10 == cluster.kube.write_httproute(route=route, field_manager=FM)["spec"]["rules"][0]["backendRefs"][1]["weight"]
+    route = {
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"name": "web-stable", "port": 80, "weight": 90},
+                        {"name": "web-canary", "port": 80, "weight": 10},
+                    ]
+                }
+            ]
+        },
+    }
+    assert (
+        10
+        == cluster.kube.write_httproute(route=route, field_manager=FM)["spec"]["rules"][0]["backendRefs"][1][
+            "weight"
+        ]
+    )
     assert cluster.kube.read_httproute(namespace="default", name="web") is not None
     em.set_gateway_api(False)
     assert cluster.kube.has_api(group="gateway.networking.k8s.io", version="v1", kind="HTTPRoute") is False
@@ -204,8 +281,17 @@ def test_httproute_and_gateway_api_discovery(cluster: Cluster) -> None:
 def test_secret_exists_never_returns_data(cluster: Cluster) -> None:
     """secret_exists is a bool; the secret's data is not part of the answer."""
     ns = cluster.namespace
-    cluster.kube.apply(manifests=[{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": ns},
-                                   "stringData": {"password": "hunter2"}}], field_manager=FM)
+    cluster.kube.apply(
+        manifests=[
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "db", "namespace": ns},
+                "stringData": {"password": "hunter2"},
+            }
+        ],
+        field_manager=FM,
+    )
     assert cluster.kube.secret_exists(namespace=ns, name="db") is True
     assert cluster.kube.secret_exists(namespace=ns, name="nope") is False
 
@@ -213,6 +299,7 @@ def test_secret_exists_never_returns_data(cluster: Cluster) -> None:
 @pytest.fixture
 def backend() -> Iterator[str]:
     """A health backend: /healthz 200, /fail 500."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             code, body = (200, b"ok") if self.path == "/healthz" else (500, b"boom")
@@ -234,11 +321,21 @@ def backend() -> Iterator[str]:
 def test_service_proxy_get(cluster: Cluster, backend: str) -> None:
     """Backend answers come back as (status, text); a missing service raises AdapterNotFound."""
     em = cluster.need_emulator()
-    em.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
-               "spec": {"ports": [{"port": 8080}]}})
+    em.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"ports": [{"port": 8080}]},
+        }
+    )
     em.register_service_backend("default", "web", 8080, backend)
-    assert (200, "ok") == cluster.kube.service_proxy_get(namespace="default", service="web", port=8080, path="/healthz", timeout=2)
-    assert (500, "boom") == cluster.kube.service_proxy_get(namespace="default", service="web", port=8080, path="fail", timeout=2)
+    assert (200, "ok") == cluster.kube.service_proxy_get(
+        namespace="default", service="web", port=8080, path="/healthz", timeout=2
+    )
+    assert (500, "boom") == cluster.kube.service_proxy_get(
+        namespace="default", service="web", port=8080, path="fail", timeout=2
+    )
     with pytest.raises(AdapterNotFound, match='services "ghost" not found'):
         cluster.kube.service_proxy_get(namespace="default", service="ghost", port=80, path="/", timeout=2)
 
@@ -247,11 +344,19 @@ def test_apply_conflict_without_force_is_kube_conflict(cluster: Cluster) -> None
     """Another field manager's value without force is a KubeConflict naming the field."""
     cluster.kube.apply(manifests=[deployment(cluster.namespace)], field_manager="owner")
     with pytest.raises(KubeConflict, match="spec.replicas"):
-        cluster.kube.apply(manifests=[deployment(cluster.namespace, replicas=5)], field_manager="intruder", force=False)
-    assert 5 == cluster.kube.apply(manifests=[deployment(cluster.namespace, replicas=5)], field_manager="intruder")[0]["spec"]["replicas"]
+        cluster.kube.apply(
+            manifests=[deployment(cluster.namespace, replicas=5)], field_manager="intruder", force=False
+        )
+    assert (
+        5
+        == cluster.kube.apply(
+            manifests=[deployment(cluster.namespace, replicas=5)], field_manager="intruder"
+        )[0]["spec"]["replicas"]
+    )
 
 
 # --- errors: typed, readable, naming operation and address ---------------------------------------
+
 
 def refused_address() -> str:
     """An https address nothing listens on."""
@@ -261,26 +366,32 @@ def refused_address() -> str:
     return f"https://127.0.0.1:{port}"
 
 
-@pytest.mark.parametrize(("fault", "expected", "text"), [
-    ({"status": 401}, AdapterAuthError, "HTTP 401"),
-    ({"status": 403}, AdapterAuthError, "HTTP 403"),
-    ({"status": 404}, AdapterNotFound, "injected fault"),
-    ({"status": 409}, KubeConflict, "injected fault"),
-    ({"status": 422}, KubeInvalid, "injected fault"),
-    ({"status": 500}, AdapterUnavailable, "HTTP 500"),
-    ({"latency": 1.5}, AdapterTimeout, "no answer within 0.3s"),
-    ({"drop": True}, AdapterUnavailable, "connection"),
-    ("refused", AdapterUnavailable, "cannot connect"),
-])
-def test_errors_are_typed_and_readable(kube_emulator: KubeEmulator, kube_api_client: Any, fault: Any,
-                                       expected: type[AdapterError], text: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "expected", "text"),
+    [
+        ({"status": 401}, AdapterAuthError, "HTTP 401"),
+        ({"status": 403}, AdapterAuthError, "HTTP 403"),
+        ({"status": 404}, AdapterNotFound, "injected fault"),
+        ({"status": 409}, KubeConflict, "injected fault"),
+        ({"status": 422}, KubeInvalid, "injected fault"),
+        ({"status": 500}, AdapterUnavailable, "HTTP 500"),
+        ({"latency": 1.5}, AdapterTimeout, "no answer within 0.3s"),
+        ({"drop": True}, AdapterUnavailable, "connection"),
+        ("refused", AdapterUnavailable, "cannot connect"),
+    ],
+)
+def test_errors_are_typed_and_readable(
+    kube_emulator: KubeEmulator, kube_api_client: Any, fault: Any, expected: type[AdapterError], text: str
+) -> None:
     """Each failure of ``list`` is the documented error type, naming kubernetes, the operation and address."""
     kube = Kube(kube_api_client, timeout=0.3)
     if fault == "refused":
         config = kubernetes.client.Configuration()
         config.host = refused_address()
         kube = Kube(kubernetes.client.ApiClient(config), timeout=0.3)
-        kube._resources["apps/v1"] = Kube(kube_api_client)._served("apps/v1")  # discovery known; the list fails
+        kube._resources["apps/v1"] = Kube(kube_api_client)._served(
+            "apps/v1"
+        )  # discovery known; the list fails
     else:
         kube._served("apps/v1")
         kube_emulator.faults.add(r"/deployments$", **fault)

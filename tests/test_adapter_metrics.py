@@ -23,8 +23,9 @@ from tests.harness.prometheus import MetricsStack, start_prometheus
 WINDOW = "5s"
 
 
-def eventually(read: Callable[[], MetricValue], accept: Callable[[MetricValue], bool], *,
-               timeout: float = 15.0) -> MetricValue:
+def eventually(
+    read: Callable[[], MetricValue], accept: Callable[[MetricValue], bool], *, timeout: float = 15.0
+) -> MetricValue:
     """Re-read a metric until ``accept`` holds (Prometheus scrapes once a second); return the last read."""
     deadline = time.monotonic() + timeout
     while True:
@@ -50,10 +51,14 @@ def above(threshold: float) -> Callable[[MetricValue], bool]:
 def test_error_rate_differs_between_stable_and_canary(
     metrics_stack: MetricsStack, prometheus_metrics: PrometheusMetrics
 ) -> None:
-    stable = eventually(lambda: prometheus_metrics.error_rate(selector=metrics_stack.selector("stable"),
-                                                                window=WINDOW), near(STABLE_STATE["error_rate"], 0.01))
-    canary = eventually(lambda: prometheus_metrics.error_rate(selector=metrics_stack.selector("canary"),
-                                                                window=WINDOW), near(CANARY_STATE["error_rate"], 0.03))
+    stable = eventually(
+        lambda: prometheus_metrics.error_rate(selector=metrics_stack.selector("stable"), window=WINDOW),
+        near(STABLE_STATE["error_rate"], 0.01),
+    )
+    canary = eventually(
+        lambda: prometheus_metrics.error_rate(selector=metrics_stack.selector("canary"), window=WINDOW),
+        near(CANARY_STATE["error_rate"], 0.03),
+    )
     assert near(STABLE_STATE["error_rate"], 0.01)(stable), stable
     assert near(CANARY_STATE["error_rate"], 0.03)(canary), canary
     assert 'track="canary"' in canary.query and "" == canary.reason
@@ -63,10 +68,14 @@ def test_p95_latency_differs_between_stable_and_canary(
     metrics_stack: MetricsStack, prometheus_metrics: PrometheusMetrics
 ) -> None:
     # 30 ms +/-20 % lands in the 25-50 ms buckets; 250 ms +/-20 % in 200-300 ms.
-    stable = eventually(lambda: prometheus_metrics.p95_latency_ms(selector=metrics_stack.selector("stable"),
-                                                                    window=WINDOW), lambda v: v.available)
-    canary = eventually(lambda: prometheus_metrics.p95_latency_ms(selector=metrics_stack.selector("canary"),
-                                                                    window=WINDOW), lambda v: v.available)
+    stable = eventually(
+        lambda: prometheus_metrics.p95_latency_ms(selector=metrics_stack.selector("stable"), window=WINDOW),
+        lambda v: v.available,
+    )
+    canary = eventually(
+        lambda: prometheus_metrics.p95_latency_ms(selector=metrics_stack.selector("canary"), window=WINDOW),
+        lambda v: v.available,
+    )
     assert stable.value is not None and 25.0 <= stable.value <= 50.0, stable
     assert canary.value is not None and 200.0 <= canary.value <= 300.0, canary
 
@@ -81,13 +90,19 @@ def test_saturation_differs_between_stable_and_canary(
 
 
 def test_selector_accepts_braces(metrics_stack: MetricsStack, prometheus_metrics: PrometheusMetrics) -> None:
-    value = prometheus_metrics.saturation(selector="{" + metrics_stack.selector("canary") + "}", window=WINDOW)
+    value = prometheus_metrics.saturation(
+        selector="{" + metrics_stack.selector("canary") + "}", window=WINDOW
+    )
     assert CANARY_STATE["saturation"] == value.value
 
 
-def test_instant_returns_labelled_samples(metrics_stack: MetricsStack, prometheus_metrics: PrometheusMetrics) -> None:
+def test_instant_returns_labelled_samples(
+    metrics_stack: MetricsStack, prometheus_metrics: PrometheusMetrics
+) -> None:
     samples = prometheus_metrics.instant(query='sum by (job, track) (http_requests_total{job="hello-web"})')
-    assert {("hello-web", "canary"), ("hello-web", "stable")} == {(s.labels["job"], s.labels["track"]) for s in samples}
+    assert {("hello-web", "canary"), ("hello-web", "stable")} == {
+        (s.labels["job"], s.labels["track"]) for s in samples
+    }
     assert all(s.value > 0 and s.timestamp > 0 for s in samples)
 
 
@@ -97,8 +112,9 @@ def test_error_rate_samples_feed_a_mann_whitney_comparison(
     stats = pytest.importorskip("scipy.stats")
 
     def read(track: str, start: float, end: float) -> list[float]:
-        return prometheus_metrics.error_rate_samples(selector=metrics_stack.selector(track), start=start, end=end,
-                                                     step=1, window="3s")
+        return prometheus_metrics.error_rate_samples(
+            selector=metrics_stack.selector(track), start=start, end=end, step=1, window="3s"
+        )
 
     deadline = time.monotonic() + 15
     while True:  # the session stack may be only seconds old: wait for enough history
@@ -108,8 +124,12 @@ def test_error_rate_samples_feed_a_mann_whitney_comparison(
         if min(len(stable), len(canary)) >= 6 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    series = prometheus_metrics.range(query=error_rate_query(selector=metrics_stack.selector("canary"), window="3s"),
-                                      start=start, end=end, step="1s")
+    series = prometheus_metrics.range(
+        query=error_rate_query(selector=metrics_stack.selector("canary"), window="3s"),
+        start=start,
+        end=end,
+        step="1s",
+    )
     assert len(stable) >= 6 and len(canary) >= 6
     assert canary == series[0].values
     assert stats.mannwhitneyu(canary, stable, alternative="greater").pvalue < 0.05
@@ -136,12 +156,18 @@ def test_p95_latency_and_saturation_reflect_runtime_change(
 ) -> None:
     app = metrics_app_factory("canary", latency_ms=10.0, saturation=0.1)
     selector = f'job="{app.job}",track="canary"'
-    before = eventually(lambda: prometheus_metrics.p95_latency_ms(selector=selector, window="3s"), lambda v: v.available)
+    before = eventually(
+        lambda: prometheus_metrics.p95_latency_ms(selector=selector, window="3s"), lambda v: v.available
+    )
     assert before.value is not None and before.value <= 25.0, before
     app.set(latency_ms=600.0, saturation=0.95)
-    after = eventually(lambda: prometheus_metrics.p95_latency_ms(selector=selector, window="3s"), above(450.0))
+    after = eventually(
+        lambda: prometheus_metrics.p95_latency_ms(selector=selector, window="3s"), above(450.0)
+    )
     assert above(450.0)(after), after
-    saturation = eventually(lambda: prometheus_metrics.saturation(selector=selector, window="1s"), near(0.95, 0.001))
+    saturation = eventually(
+        lambda: prometheus_metrics.saturation(selector=selector, window="1s"), near(0.95, 0.001)
+    )
     assert near(0.95, 0.001)(saturation), saturation
 
 
@@ -165,7 +191,11 @@ def test_app_serves_as_http_workload_and_counts_its_requests() -> None:
 
 
 def test_no_data_for_selector_is_unavailable(prometheus_metrics: PrometheusMetrics) -> None:
-    for read in (prometheus_metrics.error_rate, prometheus_metrics.p95_latency_ms, prometheus_metrics.saturation):
+    for read in (
+        prometheus_metrics.error_rate,
+        prometheus_metrics.p95_latency_ms,
+        prometheus_metrics.saturation,
+    ):
         value = read(selector='job="no-such-job",track="canary"', window=WINDOW)
         assert (None, False) == (value.value, value.available)
         assert "metrics unavailable: no data" in value.reason
@@ -177,8 +207,9 @@ def test_no_traffic_reads_as_nan_and_is_unavailable(
 ) -> None:
     app = metrics_app_factory("canary", rate=0.0)
     selector = f'job="{app.job}"'
-    value = eventually(lambda: prometheus_metrics.error_rate(selector=selector, window="3s"),
-                       lambda v: "NaN" in v.reason)
+    value = eventually(
+        lambda: prometheus_metrics.error_rate(selector=selector, window="3s"), lambda v: "NaN" in v.reason
+    )
     assert (None, False) == (value.value, value.available)
     assert value.reason.startswith("metrics unavailable: query returned NaN"), value.reason
 
@@ -234,13 +265,19 @@ def mock_metrics(status: int, body: bytes) -> PrometheusMetrics:
     [
         (500, b"internal server error", "HTTP 500"),
         (503, b'{"status":"error","errorType":"unavailable","error":"TSDB not ready"}', "TSDB not ready"),
-        (503, b'{"status":"error","errorType":"timeout","error":"query timed out in expression evaluation"}',
-         "timed out"),
+        (
+            503,
+            b'{"status":"error","errorType":"timeout","error":"query timed out in expression evaluation"}',
+            "timed out",
+        ),
         (200, b"<html>not prometheus</html>", "not JSON"),
         (200, b'{"status":"success"}', "without a 'data' object"),
         (200, b'{"status":"success","data":{"resultType":"matrix","result":[]}}', "expected vector"),
-        (200, b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"abc"]}]}}',
-         "unexpected result shape"),
+        (
+            200,
+            b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"abc"]}]}}',
+            "unexpected result shape",
+        ),
     ],
 )
 def test_bad_answers_are_unavailable_with_reason(status: int, body: bytes, reason_part: str) -> None:

@@ -83,7 +83,9 @@ def test_resolve_tag_hashes_body_when_digest_header_missing(
         response.headers.pop("Docker-Content-Digest", None)
 
     with httpx.Client(timeout=5.0, event_hooks={"response": [strip_digest]}) as client:
-        assert pushed == OciRegistry(client, registry_server.url).resolve_tag(repository=registry_repository, tag="v1")
+        assert pushed == OciRegistry(client, registry_server.url).resolve_tag(
+            repository=registry_repository, tag="v1"
+        )
 
 
 def test_digest_exists_true_for_pushed_manifest_false_for_unknown(
@@ -104,7 +106,9 @@ def test_list_tags_filters_with_pattern(
 ) -> None:
     for tag in ("v1.0.0", "v1.1.0", "latest", "v2.0.0-rc1"):
         registry_helper.push_image(registry_repository, tag)
-    assert {"v1.0.0", "v1.1.0", "latest", "v2.0.0-rc1"} == set(registry.list_tags(repository=registry_repository))
+    assert {"v1.0.0", "v1.1.0", "latest", "v2.0.0-rc1"} == set(
+        registry.list_tags(repository=registry_repository)
+    )
     assert ["v1.0.0", "v1.1.0"] == sorted(
         registry.list_tags(repository=registry_repository, pattern=r"^v\d+\.\d+\.\d+$")
     )
@@ -200,7 +204,9 @@ def test_moved_tag_resolves_to_new_digest(
     assert len({first, second, third}) == 3
 
 
-def test_deleted_tag_is_gone(registry: OciRegistry, registry_helper: RegistryHelper, registry_repository: str) -> None:
+def test_deleted_tag_is_gone(
+    registry: OciRegistry, registry_helper: RegistryHelper, registry_repository: str
+) -> None:
     registry_helper.push_image(registry_repository, "keep")
     digest = registry_helper.push_image(registry_repository, "doomed")
     registry_helper.delete_tag(registry_repository, "doomed")
@@ -208,7 +214,9 @@ def test_deleted_tag_is_gone(registry: OciRegistry, registry_helper: RegistryHel
     assert registry.digest_exists(repository=registry_repository, digest=digest) is False
     with pytest.raises(AdapterNotFound) as caught:
         registry.resolve_tag(repository=registry_repository, tag="doomed")
-    assert_names_operation_and_address(caught.value, "resolve_tag", f"/v2/{registry_repository}/manifests/doomed")
+    assert_names_operation_and_address(
+        caught.value, "resolve_tag", f"/v2/{registry_repository}/manifests/doomed"
+    )
 
 
 def test_tags_with_digests_resolves_every_matching_tag(
@@ -230,7 +238,9 @@ def test_bearer_token_flow_fetches_token_once_per_scope(
 ) -> None:
     digest = token_registry_helper.push_image(registry_repository, "v1.0.0")
     username, password = TOKEN_REGISTRY_CREDENTIALS
-    adapter = OciRegistry(registry_http_client, token_registry_server.url, username=username, password=password)
+    adapter = OciRegistry(
+        registry_http_client, token_registry_server.url, username=username, password=password
+    )
     assert token_registry_server.token_server is not None
     before = token_registry_server.token_server.requests
     assert digest == adapter.resolve_tag(repository=registry_repository, tag="v1.0.0")
@@ -248,7 +258,9 @@ def test_static_bearer_token_is_sent_as_is(
 ) -> None:
     digest = token_registry_helper.push_image(registry_repository, "v1")
     assert token_registry_server.token_server is not None
-    token = token_registry_server.token_server.issue(subject="ci", scopes=[f"repository:{registry_repository}:pull"])
+    token = token_registry_server.token_server.issue(
+        subject="ci", scopes=[f"repository:{registry_repository}:pull"]
+    )
     adapter = OciRegistry(registry_http_client, token_registry_server.url, token=token)
     assert digest == adapter.resolve_tag(repository=registry_repository, tag="v1")
 
@@ -265,7 +277,9 @@ def test_token_registry_without_credentials_raises_auth_error(
     with pytest.raises(AdapterAuthError) as caught:
         adapter.resolve_tag(repository=registry_repository, tag="v1")
     assert_names_operation_and_address(
-        caught.value, f"resolve_tag {registry_repository}:v1", f"{token_registry_server.url}/v2/{registry_repository}"
+        caught.value,
+        f"resolve_tag {registry_repository}:v1",
+        f"{token_registry_server.url}/v2/{registry_repository}",
     )
     assert "401" in str(caught.value)
 
@@ -273,7 +287,9 @@ def test_token_registry_without_credentials_raises_auth_error(
 def test_token_registry_with_wrong_password_raises_auth_error_without_leaking_it(
     token_registry_server: RegistryServer, registry_http_client: httpx.Client, registry_repository: str
 ) -> None:
-    adapter = OciRegistry(registry_http_client, token_registry_server.url, username="ci", password="hunter2-wrong")
+    adapter = OciRegistry(
+        registry_http_client, token_registry_server.url, username="ci", password="hunter2-wrong"
+    )
     with pytest.raises(AdapterAuthError) as caught:
         adapter.list_tags(repository=registry_repository)
     assert_names_operation_and_address(caught.value, "list_tags", "/token")
@@ -309,8 +325,9 @@ def test_server_that_never_answers_raises_timeout() -> None:
 
 
 @pytest.mark.parametrize("operation", ["resolve_tag", "list_tags"])
-def test_unknown_repository_raises_not_found(registry: OciRegistry, registry_server: RegistryServer,
-                                             operation: str) -> None:
+def test_unknown_repository_raises_not_found(
+    registry: OciRegistry, registry_server: RegistryServer, operation: str
+) -> None:
     call: Callable[[], object] = (
         (lambda: registry.resolve_tag(repository="railiance/nope", tag="v1"))
         if operation == "resolve_tag"
@@ -319,7 +336,11 @@ def test_unknown_repository_raises_not_found(registry: OciRegistry, registry_ser
     with pytest.raises(AdapterNotFound) as caught:
         call()
     assert_names_operation_and_address(caught.value, operation, f"{registry_server.url}/v2/railiance/nope/")
-    assert "NAME_UNKNOWN" in str(caught.value) or "MANIFEST_UNKNOWN" in str(caught.value) or "404" in str(caught.value)
+    assert (
+        "NAME_UNKNOWN" in str(caught.value)
+        or "MANIFEST_UNKNOWN" in str(caught.value)
+        or "404" in str(caught.value)
+    )
 
 
 def mock_registry(handler: Callable[[httpx.Request], httpx.Response]) -> OciRegistry:
@@ -333,8 +354,11 @@ def mock_registry(handler: Callable[[httpx.Request], httpx.Response]) -> OciRegi
         (500, b'{"errors":[{"code":"UNKNOWN","message":"storage driver failed"}]}', AdapterUnavailable),
         (503, b"upstream unavailable", AdapterUnavailable),
         (429, b"", AdapterUnavailable),
-        (403, b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}',
-         AdapterAuthError),
+        (
+            403,
+            b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}',
+            AdapterAuthError,
+        ),
         (200, b"{not json", AdapterProtocolError),
         (200, b'{"name": "railiance/hello-web"}', AdapterProtocolError),
         (200, b'{"name": "railiance/hello-web", "tags": [1, 2]}', AdapterProtocolError),

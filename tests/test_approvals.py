@@ -107,8 +107,14 @@ tested = true
 """A small, valid declaration of its own, so these tests do not follow edits to the example."""
 
 
-def write_app(tmp_path: Path, *, name: str = "forge", category: str = "source-forge", extra: str = "",
-              rollback_extra: str = "") -> Any:
+def write_app(
+    tmp_path: Path,
+    *,
+    name: str = "forge",
+    category: str = "source-forge",
+    extra: str = "",
+    rollback_extra: str = "",
+) -> Any:
     """A declaration (default: a production-critical forge) written to ``tmp_path/name`` and loaded."""
     from railiance_ledger.declaration.loader import load_declaration
 
@@ -150,20 +156,42 @@ def hub(statehub: StateHubServer) -> Iterator[StateHub]:
 def register(store: Any, decl: Any, ch: str = "a", operator: str = REGISTRAR) -> str:
     from railiance_ledger.lifecycle.candidates import register_candidate
 
-    register_candidate(store=store, decl=decl, image=image_of(ch), operator=operator, revision="c0ffee" * 6 + "abcd")
+    register_candidate(
+        store=store, decl=decl, image=image_of(ch), operator=operator, revision="c0ffee" * 6 + "abcd"
+    )
     return digest_of(ch)
 
 
-def append(store: Any, decl: Any, kind: EventKind, actor: str, digest: str | None, stage: int | None = None,
-           payload: dict[str, Any] | None = None) -> RecordedEvent:
-    event = NewEvent(stream=decl.workload.name, kind=kind, actor=actor, candidate=digest, stage=stage,
-                     payload=payload or {})
+def append(
+    store: Any,
+    decl: Any,
+    kind: EventKind,
+    actor: str,
+    digest: str | None,
+    stage: int | None = None,
+    payload: dict[str, Any] | None = None,
+) -> RecordedEvent:
+    event = NewEvent(
+        stream=decl.workload.name,
+        kind=kind,
+        actor=actor,
+        candidate=digest,
+        stage=stage,
+        payload=payload or {},
+    )
     return store.append([event])[0]
 
 
 def pass_stage(store: Any, decl: Any, digest: str, stage: int, actor: str = "ci") -> None:
-    append(store, decl, EventKind.STAGE_COMPLETED, actor, digest, stage,
-           {"stage": stage, "status": "pass", "candidate": {"digest": digest}})
+    append(
+        store,
+        decl,
+        EventKind.STAGE_COMPLETED,
+        actor,
+        digest,
+        stage,
+        {"stage": stage, "status": "pass", "candidate": {"digest": digest}},
+    )
 
 
 def deploy_canary(store: Any, decl: Any, digest: str, actor: str = DEPLOYER) -> None:
@@ -192,27 +220,51 @@ def test_approval_record_names_operator_candidate_stage_window_rollback_target_a
 
     digest = register(store, decl)
     deploy_canary(store, decl, digest)
-    record_waiver(store=store, decl=decl, gate="smoke:home", operator=OTHER, reason="home page redesign in flight",
-                  candidate=digest, stage=3, statehub=hub)
+    record_waiver(
+        store=store,
+        decl=decl,
+        gate="smoke:home",
+        operator=OTHER,
+        reason="home page redesign in flight",
+        candidate=digest,
+        stage=3,
+        statehub=hub,
+    )
 
     event = approve(
-        store=store, decl=decl, operator=APPROVER, stage=3, image=image_of("a"), window="2h",
-        rollback_target=image_of("f"), waived_gates={"metrics_window": "Prometheus outage; logs reviewed by hand"},
+        store=store,
+        decl=decl,
+        operator=APPROVER,
+        stage=3,
+        image=image_of("a"),
+        window="2h",
+        rollback_target=image_of("f"),
+        waived_gates={"metrics_window": "Prometheus outage; logs reviewed by hand"},
         statehub=hub,
     )
 
     assert isinstance(event, NotedEvent)
-    assert (EventKind.APPROVAL_GRANTED, APPROVER, digest, 3) == (event.kind, event.actor, event.candidate, event.stage)
+    assert (EventKind.APPROVAL_GRANTED, APPROVER, digest, 3) == (
+        event.kind,
+        event.actor,
+        event.candidate,
+        event.stage,
+    )
     p = event.payload
     assert APPROVER == p["operator"]
     assert {"image": image_of("a"), "digest": digest, "revision": "c0ffee" * 6 + "abcd"} == p["candidate"]
     assert 3 == p["stage"]
     assert (7200, "2h", "operator") == (
-        p["observation_window"]["seconds"], p["observation_window"]["text"], p["observation_window"]["source"],
+        p["observation_window"]["seconds"],
+        p["observation_window"]["text"],
+        p["observation_window"]["source"],
     )
-    assert {"kind": "digest-and-values", "image": image_of("f"), "digest": digest_of("f"), "source": "operator"} == (
-        p["rollback_target"]
-    )
+    assert {
+        "kind": "digest-and-values",
+        "image": image_of("f"),
+        "digest": digest_of("f"),
+        "source": "operator",
+    } == (p["rollback_target"])
     gates = {w["gate"]: (w["reason"], w["source"]) for w in p["waived_gates"]}
     assert {
         "metrics_window": ("Prometheus outage; logs reviewed by hand", "this approval"),
@@ -250,13 +302,17 @@ def test_approval_defaults_window_to_the_declaration_and_rollback_target_to_prev
     assert digest == event.candidate
 
 
-def test_approval_rollback_target_defaults_to_the_ledger_current_stable(store: Any, decl: Any, hub: StateHub) -> None:
+def test_approval_rollback_target_defaults_to_the_ledger_current_stable(
+    store: Any, decl: Any, hub: StateHub
+) -> None:
     """The default rollback target is what we would roll back to: the lineage's current stable."""
     pytest.importorskip("railiance_ledger.ledger.projections")
     old = register(store, decl, "b")
     pass_stage(store, decl, old, 1)
     pass_stage(store, decl, old, 2)
-    append(store, decl, EventKind.PROMOTION_COMPLETED, DEPLOYER, old, 3, {"image": image_of("b"), "digest": old})
+    append(
+        store, decl, EventKind.PROMOTION_COMPLETED, DEPLOYER, old, 3, {"image": image_of("b"), "digest": old}
+    )
     register(store, decl, "a")
 
     event = approve(store=store, decl=decl, operator=APPROVER, stage=3, image=image_of("a"), statehub=hub)
@@ -284,7 +340,9 @@ def test_approval_without_operator_identity_is_invalid_input(store: Any, decl: A
     register(store, decl)
 
     with pytest.raises(InvalidInput) as info:
-        approve(store=store, decl=decl, operator=None, stage=3, rollback_target="manual: redeploy previous chart")
+        approve(
+            store=store, decl=decl, operator=None, stage=3, rollback_target="manual: redeploy previous chart"
+        )
 
     assert 2 == info.value.exit_code
     assert "RAILIANCE_OPERATOR" in str(info.value)
@@ -344,7 +402,10 @@ def test_operator_outside_declared_approvers_is_refused(store: Any, tmp_path: Pa
 
     with pytest.raises(GateFailed, match="not a declared approver"):
         approve(store=store, decl=decl, operator=OTHER, stage=3, rollback_target="manual: x")
-    assert APPROVER == approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x").actor
+    assert (
+        APPROVER
+        == approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x").actor
+    )
 
 
 @pytest.mark.parametrize("stage", [1, 4])
@@ -362,11 +423,17 @@ def test_short_window_of_production_critical_workload_needs_a_waiver(store: Any,
         approve(store=store, decl=decl, operator=APPROVER, stage=3, window="30m", rollback_target="manual: x")
 
     event = approve(
-        store=store, decl=decl, operator=APPROVER, stage=3, window="30m", rollback_target="manual: x",
+        store=store,
+        decl=decl,
+        operator=APPROVER,
+        stage=3,
+        window="30m",
+        rollback_target="manual: x",
         waived_gates={approvals.WINDOW_GATE: "hotfix; stable metrics reviewed"},
     )
     assert (True, "this approval") == (
-        event.payload["observation_window"]["needs_waiver"], event.payload["observation_window"]["waived_by"],
+        event.payload["observation_window"]["needs_waiver"],
+        event.payload["observation_window"]["waived_by"],
     )
 
 
@@ -375,10 +442,19 @@ def test_recorded_stage2_window_waiver_covers_a_stage3_approval(store: Any, decl
     from railiance_ledger.lifecycle.waivers import record_waiver
 
     digest = register(store, decl)
-    waiver = record_waiver(store=store, decl=decl, gate=approvals.WINDOW_GATE, operator=OTHER,
-                           reason="maintenance window is 30 minutes", candidate=digest, stage=2)
+    waiver = record_waiver(
+        store=store,
+        decl=decl,
+        gate=approvals.WINDOW_GATE,
+        operator=OTHER,
+        reason="maintenance window is 30 minutes",
+        candidate=digest,
+        stage=2,
+    )
 
-    event = approve(store=store, decl=decl, operator=APPROVER, stage=3, window="30m", rollback_target="manual: x")
+    event = approve(
+        store=store, decl=decl, operator=APPROVER, stage=3, window="30m", rollback_target="manual: x"
+    )
 
     assert waiver.event_id == event.payload["observation_window"]["waived_by"]
 
@@ -386,35 +462,64 @@ def test_recorded_stage2_window_waiver_covers_a_stage3_approval(store: Any, decl
 def test_empty_waiver_reason_is_refused(store: Any, decl: Any) -> None:
     register(store, decl)
     with pytest.raises(InvalidInput, match="needs a reason"):
-        approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x",
-                waived_gates={"smoke": "  "})
+        approve(
+            store=store,
+            decl=decl,
+            operator=APPROVER,
+            stage=3,
+            rollback_target="manual: x",
+            waived_gates={"smoke": "  "},
+        )
 
 
 def test_unregistered_candidate_is_invalid_input(store: Any, decl: Any) -> None:
     register(store, decl)
     with pytest.raises(InvalidInput, match="not registered"):
-        approve(store=store, decl=decl, operator=APPROVER, stage=3, image=image_of("9"), rollback_target="manual: x")
+        approve(
+            store=store,
+            decl=decl,
+            operator=APPROVER,
+            stage=3,
+            image=image_of("9"),
+            rollback_target="manual: x",
+        )
 
 
 # ---------------------------------------------------------------------------- revocation
 
 
-def test_revoke_withdraws_the_approval(store: Any, decl: Any, hub: StateHub, statehub: StateHubServer) -> None:
+def test_revoke_withdraws_the_approval(
+    store: Any, decl: Any, hub: StateHub, statehub: StateHubServer
+) -> None:
     """``approval.revoked`` references the approval; approval_state says revoked; a note is posted."""
     digest = register(store, decl)
-    granted = approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x", statehub=hub)
+    granted = approve(
+        store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x", statehub=hub
+    )
     assert approval_state(store, "forge", digest, 3).granted
 
-    revoked = revoke(store=store, decl=decl, operator=OTHER, reason="error budget burned overnight",
-                     image=image_of("a"), statehub=hub)
+    revoked = revoke(
+        store=store,
+        decl=decl,
+        operator=OTHER,
+        reason="error budget burned overnight",
+        image=image_of("a"),
+        statehub=hub,
+    )
 
     assert (EventKind.APPROVAL_REVOKED, granted.event_id, APPROVER) == (
-        revoked.kind, revoked.payload["approval_id"], revoked.payload["approved_by"],
+        revoked.kind,
+        revoked.payload["approval_id"],
+        revoked.payload["approved_by"],
     )
     assert False is revoked.payload["immediate_rollback"]
     state = approval_state(store, "forge", digest, 3)
     assert (False, True, revoked.recorded_at, OTHER, granted.event_id) == (
-        state.granted, state.revoked, state.revoked_at, state.revoked_by, state.approval_id,
+        state.granted,
+        state.revoked,
+        state.revoked_at,
+        state.revoked_by,
+        state.approval_id,
     )
     assert "approval.revoked" == statehub.notes[-1]["kind"]
     with pytest.raises(InvalidInput, match="nothing to revoke"):
@@ -427,10 +532,14 @@ def test_revoke_during_observation_window_requires_immediate_rollback(store: Any
     deploy_canary(store, decl, digest)
     granted = approve(store=store, decl=decl, operator=APPROVER, stage=2, rollback_target="manual: x")
 
-    revoked = revoke(store=store, decl=decl, operator=APPROVER, reason="saw auth failures", approval_id=granted.event_id)
+    revoked = revoke(
+        store=store, decl=decl, operator=APPROVER, reason="saw auth failures", approval_id=granted.event_id
+    )
 
     assert (True, 2, True) == (
-        revoked.payload["in_observation_window"], revoked.payload["observing_stage"], revoked.payload["immediate_rollback"],
+        revoked.payload["in_observation_window"],
+        revoked.payload["observing_stage"],
+        revoked.payload["immediate_rollback"],
     )
     assert any("immediate rollback" in w for w in revoked.warnings)
     assert approval_state(store, "forge", digest, 2).revoked
@@ -462,7 +571,14 @@ def test_revoke_needs_operator_and_reason_and_a_known_approval(store: Any, decl:
 def test_retrospective_approval_refused_without_emergency_exception(store: Any, decl: Any) -> None:
     register(store, decl)
     with pytest.raises(GateFailed, match="no emergency exception"):
-        approve(store=store, decl=decl, operator=APPROVER, stage=3, retrospective=True, rollback_target="manual: x")
+        approve(
+            store=store,
+            decl=decl,
+            operator=APPROVER,
+            stage=3,
+            retrospective=True,
+            rollback_target="manual: x",
+        )
     assert [] == events_of(store, decl, "approval.granted")
 
 
@@ -473,13 +589,23 @@ def test_emergency_skip_of_stage_2_is_pending_until_its_retrospective_approval(
     digest = register(store, decl)
     pass_stage(store, decl, digest, 1)
 
-    exc = record_exception(store=store, decl=decl, operator=DEPLOYER, skip_stage=2,
-                           reason="CVE under active exploitation; canary would prolong exposure", statehub=hub)
+    exc = record_exception(
+        store=store,
+        decl=decl,
+        operator=DEPLOYER,
+        skip_stage=2,
+        reason="CVE under active exploitation; canary would prolong exposure",
+        statehub=hub,
+    )
 
     assert (EventKind.EXCEPTION_EMERGENCY, 2, True) == (
-        exc.kind, exc.payload["skip_stage"], exc.payload["awaiting_retrospective_approval"],
+        exc.kind,
+        exc.payload["skip_stage"],
+        exc.payload["awaiting_retrospective_approval"],
     )
-    assert {"workload": "forge", "candidate": digest, "skipped_stage": 2, "unlocks_stage": 3} == exc.payload["scope"]
+    assert {"workload": "forge", "candidate": digest, "skipped_stage": 2, "unlocks_stage": 3} == exc.payload[
+        "scope"
+    ]
     assert "exception.emergency" == statehub.notes[-1]["kind"]
     # the ledger now lets the candidate be promoted without Stage 2
     append(store, decl, EventKind.PROMOTION_COMPLETED, DEPLOYER, digest, 3, {"digest": digest})
@@ -489,15 +615,35 @@ def test_emergency_skip_of_stage_2_is_pending_until_its_retrospective_approval(
     ]
     # the deployer who took the emergency action cannot approve it retrospectively
     with pytest.raises(GateFailed, match="separation of duties"):
-        approve(store=store, decl=decl, operator=DEPLOYER, stage=3, retrospective=True, rollback_target="manual: x")
+        approve(
+            store=store,
+            decl=decl,
+            operator=DEPLOYER,
+            stage=3,
+            retrospective=True,
+            rollback_target="manual: x",
+        )
 
-    retro = approve(store=store, decl=decl, operator=APPROVER, stage=3, retrospective=True,
-                    rollback_target="manual: x", statehub=hub)
+    retro = approve(
+        store=store,
+        decl=decl,
+        operator=APPROVER,
+        stage=3,
+        retrospective=True,
+        rollback_target="manual: x",
+        statehub=hub,
+    )
 
     assert (True, [exc.event_id]) == (retro.payload["retrospective"], retro.payload["covers_exceptions"])
     assert [] == pending_retrospective(store, "forge")
     # revoking the retrospective approval puts the emergency back on the list
-    revoke(store=store, decl=decl, operator=OTHER, reason="post-incident review disagrees", approval_id=retro.event_id)
+    revoke(
+        store=store,
+        decl=decl,
+        operator=OTHER,
+        reason="post-incident review disagrees",
+        approval_id=retro.event_id,
+    )
     assert [exc.event_id] == [p["exception_id"] for p in pending_retrospective(store, "forge")]
 
 
@@ -516,12 +662,22 @@ def test_exception_without_statehub_warns_that_the_spec_wants_it_there(store: An
     assert [] == events_of(store, decl, "note.posted")
 
 
-def test_waiver_is_recorded_with_scope_and_noted(store: Any, decl: Any, hub: StateHub, statehub: StateHubServer) -> None:
+def test_waiver_is_recorded_with_scope_and_noted(
+    store: Any, decl: Any, hub: StateHub, statehub: StateHubServer
+) -> None:
     from railiance_ledger.lifecycle.waivers import record_waiver
 
     digest = register(store, decl)
-    waiver = record_waiver(store=store, decl=decl, gate="canary_metrics", operator=OTHER,
-                           reason="metrics pipeline migration", candidate=digest, stage=2, statehub=hub)
+    waiver = record_waiver(
+        store=store,
+        decl=decl,
+        gate="canary_metrics",
+        operator=OTHER,
+        reason="metrics pipeline migration",
+        candidate=digest,
+        stage=2,
+        statehub=hub,
+    )
 
     assert {"gate": "canary_metrics", "candidate": digest, "stage": 2} == waiver.payload["scope"]
     assert ("waiver.granted", "forge") == (statehub.notes[-1]["kind"], statehub.notes[-1]["workload"])
@@ -541,14 +697,20 @@ def test_statehub_down_is_retried_then_reported_in_the_ledger_not_dropped(
     register(store, decl)
     statehub.down()
 
-    event = approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x", statehub=hub)
+    event = approve(
+        store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x", statehub=hub
+    )
 
     assert 1 == len(events_of(store, decl, "approval.granted"))
     posted = events_of(store, decl, "note.posted")
     assert 1 == len(posted)
     p = posted[0].payload
     assert (event.event_id, False, None, 3, "AdapterUnavailable") == (
-        p["ref_event_id"], p["delivered"], p["note_id"], p["attempts"], p["error_type"],
+        p["ref_event_id"],
+        p["delivered"],
+        p["note_id"],
+        p["attempts"],
+        p["error_type"],
     )
     assert "connection refused" in p["error"]
     assert 1 == len(event.warnings) and "NOT delivered after 3 attempt(s)" in event.warnings[0]
@@ -561,14 +723,17 @@ def test_statehub_5xx_then_recovers_delivers_the_note(
     register(store, decl)
     statehub.fail_next(2, 502)
 
-    event = approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x", statehub=hub)
+    event = approve(
+        store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x", statehub=hub
+    )
 
     assert event.note is not None and event.note.delivered and [] == event.warnings
     assert 1 == len(statehub.notes)
 
 
-def test_statehub_configured_by_environment(store: Any, decl: Any, statehub: StateHubServer,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_statehub_configured_by_environment(
+    store: Any, decl: Any, statehub: StateHubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """RAILIANCE_STATEHUB_URL is used when no State Hub is injected."""
     register(store, decl)
     monkeypatch.setenv("RAILIANCE_STATEHUB_URL", statehub.url)
@@ -591,12 +756,30 @@ def test_secrets_in_reasons_reach_neither_statehub_nor_the_ledger(
     from railiance_ledger.lifecycle.waivers import record_waiver
 
     register(store, decl)
-    record_waiver(store=store, decl=decl, gate="canary_metrics", operator=OTHER, stage=2,
-                  reason=f"used token {SECRET} to check", statehub=hub)
-    approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target=f"manual: curl -H 'Authorization: Bearer {SECRET}'",
-            waived_gates={"smoke": f"password={SECRET}"}, statehub=hub)
-    record_exception(store=store, decl=decl, operator=OTHER, skip_stage=2, reason=f"api_key={SECRET}", statehub=hub)
-    revoke(store=store, decl=decl, operator=OTHER, reason=f"leaked {SECRET}", image=image_of("a"), statehub=hub)
+    record_waiver(
+        store=store,
+        decl=decl,
+        gate="canary_metrics",
+        operator=OTHER,
+        stage=2,
+        reason=f"used token {SECRET} to check",
+        statehub=hub,
+    )
+    approve(
+        store=store,
+        decl=decl,
+        operator=APPROVER,
+        stage=3,
+        rollback_target=f"manual: curl -H 'Authorization: Bearer {SECRET}'",
+        waived_gates={"smoke": f"password={SECRET}"},
+        statehub=hub,
+    )
+    record_exception(
+        store=store, decl=decl, operator=OTHER, skip_stage=2, reason=f"api_key={SECRET}", statehub=hub
+    )
+    revoke(
+        store=store, decl=decl, operator=OTHER, reason=f"leaked {SECRET}", image=image_of("a"), statehub=hub
+    )
 
     assert 4 == len(statehub.notes)
     assert SECRET not in statehub.raw_text()
@@ -619,4 +802,8 @@ def test_approval_of_non_critical_workload_is_recorded_without_warning(store: An
     decl = write_app(tmp_path, name="hello-web", category="internal-service")
     register(store, decl)
     event = approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x")
-    assert (False, False, []) == (event.payload["production_critical"], event.payload["approval_required"], event.warnings)
+    assert (False, False, []) == (
+        event.payload["production_critical"],
+        event.payload["approval_required"],
+        event.warnings,
+    )

@@ -30,11 +30,23 @@ from railiance_ledger.domain.stage_result import CheckStatus
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def spec(form: CanaryForm = CanaryForm.WEIGHTED, provider: Provider = Provider.INGRESS_NGINX, **kw: Any) -> RoutingSpec:
+def spec(
+    form: CanaryForm = CanaryForm.WEIGHTED, provider: Provider = Provider.INGRESS_NGINX, **kw: Any
+) -> RoutingSpec:
     base: dict[str, Any] = {
-        "workload": "hello-web", "namespace": "hello-web", "host": "hello.example.internal", "stable_service": "hello-web",
-        "canary_service": "hello-web-canary", "port": 8080, "form": form, "provider": provider, "weight": 10,
-        "tls_secret": "hello-web-tls", "canary_release": "hello-web-canary", "route_name": "hello-web", "gateway": "prod-gw",
+        "workload": "hello-web",
+        "namespace": "hello-web",
+        "host": "hello.example.internal",
+        "stable_service": "hello-web",
+        "canary_service": "hello-web-canary",
+        "port": 8080,
+        "form": form,
+        "provider": provider,
+        "weight": 10,
+        "tls_secret": "hello-web-tls",
+        "canary_release": "hello-web-canary",
+        "route_name": "hello-web",
+        "gateway": "prod-gw",
     }
     base.update(kw)
     return RoutingSpec(**base)
@@ -42,20 +54,39 @@ def spec(form: CanaryForm = CanaryForm.WEIGHTED, provider: Provider = Provider.I
 
 def stable_ingress() -> dict[str, Any]:
     return {
-        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
         "metadata": {"name": "hello-web", "namespace": "hello-web", "resourceVersion": "7"},
-        "spec": {"ingressClassName": "nginx", "rules": [{"host": "hello.example.internal", "http": {"paths": [
-            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "hello-web", "port": {"number": 8080}}}}
-        ]}}]},
+        "spec": {
+            "ingressClassName": "nginx",
+            "rules": [
+                {
+                    "host": "hello.example.internal",
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": "hello-web", "port": {"number": 8080}}},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
     }
 
 
 def stable_route() -> dict[str, Any]:
     return {
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
         "metadata": {"name": "hello-web", "namespace": "hello-web", "uid": "u1"},
-        "spec": {"parentRefs": [{"name": "prod-gw"}], "hostnames": ["hello.example.internal"],
-                 "rules": [{"backendRefs": [{"name": "hello-web", "port": 8080}]}]},
+        "spec": {
+            "parentRefs": [{"name": "prod-gw"}],
+            "hostnames": ["hello.example.internal"],
+            "rules": [{"backendRefs": [{"name": "hello-web", "port": 8080}]}],
+        },
     }
 
 
@@ -69,10 +100,15 @@ def tm(err: float = 0.001, p95: float = 100.0, sat: float = 0.3) -> TrackMetrics
 
 def good_sample(i: int = 0, **kw: Any) -> CanarySample:
     base: dict[str, Any] = {
-        "index": i, "at": f"2026-01-01T00:00:{i:02d}+00:00", "elapsed_seconds": float(i),
-        "pods": PodState(total=1, ready=1), "health_inside": Probe(True, 200, "HTTP 200"),
-        "health_outside": Probe(True, 200, "HTTP 200"), "canary": tm(0.001 + i * 1e-5, 100 + i % 3),
-        "stable": tm(0.001 + (i % 2) * 1e-5, 100 + (i + 1) % 3), "routing": RoutingState(True, "as declared"),
+        "index": i,
+        "at": f"2026-01-01T00:00:{i:02d}+00:00",
+        "elapsed_seconds": float(i),
+        "pods": PodState(total=1, ready=1),
+        "health_inside": Probe(True, 200, "HTTP 200"),
+        "health_outside": Probe(True, 200, "HTTP 200"),
+        "canary": tm(0.001 + i * 1e-5, 100 + i % 3),
+        "stable": tm(0.001 + (i % 2) * 1e-5, 100 + (i + 1) % 3),
+        "routing": RoutingState(True, "as declared"),
         "logs": LogScan(lines=10),
     }
     base.update(kw)
@@ -80,8 +116,9 @@ def good_sample(i: int = 0, **kw: Any) -> CanarySample:
 
 
 TH = Thresholds(min_samples=8)
-ROLLBACK = RollbackReadiness(target_known=True, target="helm-revision hello-web 3", tested=True,
-                             command="railiance rollback hello-web")
+ROLLBACK = RollbackReadiness(
+    target_known=True, target="helm-revision hello-web 3", tested=True, command="railiance rollback hello-web"
+)
 
 
 def verdict(verdicts: list[c.GateVerdict], name: str) -> c.GateVerdict:
@@ -116,7 +153,9 @@ def test_canary_path_ingress_nginx_serves_only_the_prefix() -> None:
     s = spec(CanaryForm.PATH, path_prefix="/canary")
     (ing,) = c.plan_routing(s).creates
     assert "/canary" == ing["spec"]["rules"][0]["http"]["paths"][0]["path"]
-    assert (True, "canary reachable only under /canary (Ingress/hello-web-canary)") == c.routing_matches(s, [ing])
+    assert (True, "canary reachable only under /canary (Ingress/hello-web-canary)") == c.routing_matches(
+        s, [ing]
+    )
 
 
 def test_canary_shadow_ingress_nginx_patches_stable_with_mirror() -> None:
@@ -124,7 +163,9 @@ def test_canary_shadow_ingress_nginx_patches_stable_with_mirror() -> None:
     plan = c.plan_routing(s, stable_ingress=stable_ingress())
     (patched,) = plan.patches
     assert "resourceVersion" not in patched["metadata"]
-    assert patched["metadata"]["annotations"][c.NGINX + "mirror-target"].startswith("http://hello-web-canary.hello-web.svc")
+    assert patched["metadata"]["annotations"][c.NGINX + "mirror-target"].startswith(
+        "http://hello-web-canary.hello-web.svc"
+    )
     assert c.routing_matches(s, [patched])[0]
     with pytest.raises(ValueError):
         c.plan_routing(s)
@@ -217,27 +258,42 @@ def test_canary_routing_spec_round_trips_through_a_payload() -> None:
 
 
 def test_canary_fallback_not_needed_when_provider_available() -> None:
-    d = c.choose_form(CanaryForm.WEIGHTED, Provider.INGRESS_NGINX, ingress_class_available=True,
-                      gateway_api_available=False)
+    d = c.choose_form(
+        CanaryForm.WEIGHTED, Provider.INGRESS_NGINX, ingress_class_available=True, gateway_api_available=False
+    )
     assert (CanaryForm.WEIGHTED, None) == (d.form, d.fallback_from)
 
 
 def test_canary_fallback_to_header_on_other_provider() -> None:
-    d = c.choose_form(CanaryForm.WEIGHTED, Provider.GATEWAY_API, ingress_class_available=True,
-                      gateway_api_available=False)
-    assert (CanaryForm.HEADER, Provider.INGRESS_NGINX, CanaryForm.WEIGHTED) == (d.form, d.provider, d.fallback_from)
+    d = c.choose_form(
+        CanaryForm.WEIGHTED, Provider.GATEWAY_API, ingress_class_available=True, gateway_api_available=False
+    )
+    assert (CanaryForm.HEADER, Provider.INGRESS_NGINX, CanaryForm.WEIGHTED) == (
+        d.form,
+        d.provider,
+        d.fallback_from,
+    )
 
 
 def test_canary_fallback_to_isolated_namespace_when_no_routing() -> None:
-    d = c.choose_form(CanaryForm.WEIGHTED, Provider.INGRESS_NGINX, ingress_class_available=False,
-                      gateway_api_available=False)
+    d = c.choose_form(
+        CanaryForm.WEIGHTED,
+        Provider.INGRESS_NGINX,
+        ingress_class_available=False,
+        gateway_api_available=False,
+    )
     assert (CanaryForm.ISOLATED_NAMESPACE, CanaryForm.WEIGHTED) == (d.form, d.fallback_from)
     assert "fell back" in d.reason
 
 
 def test_canary_fallback_refuses_unsafe_forms() -> None:
-    d = c.choose_form(CanaryForm.WEIGHTED, Provider.INGRESS_NGINX, ingress_class_available=False,
-                      gateway_api_available=True, allowed_fallbacks=(CanaryForm.SHADOW, CanaryForm.PATH))
+    d = c.choose_form(
+        CanaryForm.WEIGHTED,
+        Provider.INGRESS_NGINX,
+        ingress_class_available=False,
+        gateway_api_available=True,
+        allowed_fallbacks=(CanaryForm.SHADOW, CanaryForm.PATH),
+    )
     assert (False, None) == (d.ok, d.form)
 
 
@@ -253,10 +309,18 @@ def test_canary_evaluate_sample_all_pass() -> None:
     ("gate", "change", "needle"),
     [
         ("canary_pods_ready", {"pods": PodState(total=2, ready=1)}, "1/2 pods ready"),
-        ("canary_pods_ready", {"pods": PodState(available=False, reason="kube 500")}, "pod status unavailable"),
+        (
+            "canary_pods_ready",
+            {"pods": PodState(available=False, reason="kube 500")},
+            "pod status unavailable",
+        ),
         ("canary_pods_stable", {"pods": PodState(total=1, ready=1, crashloop=1)}, "CrashLoopBackOff"),
         ("canary_pods_stable", {"pods": PodState(total=1, ready=1, restarts=5)}, "5 restarts"),
-        ("canary_pods_stable", {"pods": PodState(total=2, ready=1, pending=1)}, "pending (no reason reported)"),
+        (
+            "canary_pods_stable",
+            {"pods": PodState(total=2, ready=1, pending=1)},
+            "pending (no reason reported)",
+        ),
         ("canary_health", {"health_inside": Probe(False, 503, "HTTP 503, expected 200")}, "inside: HTTP 503"),
         ("canary_health", {"health_inside": None, "health_outside": None}, "no health probe"),
         ("canary_error_rate", {"canary": tm(err=0.05)}, "above the declared ceiling"),
@@ -268,7 +332,11 @@ def test_canary_evaluate_sample_all_pass() -> None:
         ("canary_side_effects", {"integrity": Probe(False, None, "orphan rows")}, "orphan rows"),
         ("canary_logs_clean", {"logs": LogScan(secret_kinds={"bearer-token": 2})}, "bearer-token x2"),
         ("canary_logs_clean", {"logs": LogScan(auth_failures=5)}, "repeated authorization failures"),
-        ("canary_logs_clean", {"logs": LogScan(read_ok=False, reason="403 pods/log")}, "pod logs unavailable"),
+        (
+            "canary_logs_clean",
+            {"logs": LogScan(read_ok=False, reason="403 pods/log")},
+            "pod logs unavailable",
+        ),
     ],
 )
 def test_canary_evaluate_sample_gate_fails(gate: str, change: dict[str, Any], needle: str) -> None:
@@ -292,12 +360,17 @@ def test_canary_stable_metrics_unavailable_fails_relative_comparison() -> None:
 
 
 def test_canary_side_effects_passes_with_passing_integrity_check() -> None:
-    v = verdict(c.evaluate_sample(good_sample(integrity=Probe(True, 200, "row counts match")), TH), "canary_side_effects")
+    v = verdict(
+        c.evaluate_sample(good_sample(integrity=Probe(True, 200, "row counts match")), TH),
+        "canary_side_effects",
+    )
     assert "pass" == v.status
 
 
 def test_canary_latency_under_absolute_but_over_relative_fails() -> None:
-    v = verdict(c.evaluate_sample(good_sample(canary=tm(p95=200.0), stable=tm(p95=100.0)), TH), "canary_latency")
+    v = verdict(
+        c.evaluate_sample(good_sample(canary=tm(p95=200.0), stable=tm(p95=100.0)), TH), "canary_latency"
+    )
     assert "fail" == v.status and "regresses" in v.reason and "200ms" in v.reason
 
 
@@ -328,7 +401,9 @@ def test_canary_window_one_bad_sample_fails_the_gate_and_names_it() -> None:
 
 
 def test_canary_window_restarts_accumulating_fail() -> None:
-    samples = [good_sample(i, pods=PodState(total=1, ready=1, restarts=min(i, 1) if i < 9 else 1)) for i in range(10)]
+    samples = [
+        good_sample(i, pods=PodState(total=1, ready=1, restarts=min(i, 1) if i < 9 else 1)) for i in range(10)
+    ]
     assert "pass" == verdict(c.evaluate_window(samples, TH, rollback=ROLLBACK), "canary_pods_stable").status
     samples[-1] = good_sample(9, pods=PodState(total=1, ready=1, restarts=3))
     assert "fail" == verdict(c.evaluate_window(samples, TH, rollback=ROLLBACK), "canary_pods_stable").status
@@ -351,7 +426,10 @@ def test_canary_statistical_comparison_detects_latency_regression() -> None:
 
 def test_canary_statistical_comparison_all_ties_pass() -> None:
     samples = [good_sample(i, canary=tm(0.0, 100.0), stable=tm(0.0, 100.0)) for i in range(8)]
-    assert "pass" == verdict(c.evaluate_window(samples, TH, rollback=ROLLBACK), "canary_statistical_comparison").status
+    assert (
+        "pass"
+        == verdict(c.evaluate_window(samples, TH, rollback=ROLLBACK), "canary_statistical_comparison").status
+    )
 
 
 def test_canary_compare_distributions_direct() -> None:
@@ -397,7 +475,11 @@ def test_canary_logs_secret_leak_window_fails_with_kinds_only() -> None:
     [
         (ROLLBACK, "pass", "tested before"),
         (replace(ROLLBACK, tested=False), "pass", "single documented command"),
-        (replace(ROLLBACK, tested=False, command="helm rollback a && kubectl delete b"), "fail", "neither tested"),
+        (
+            replace(ROLLBACK, tested=False, command="helm rollback a && kubectl delete b"),
+            "fail",
+            "neither tested",
+        ),
         (replace(ROLLBACK, target_known=False), "fail", "rollback target unknown"),
     ],
 )
@@ -433,12 +515,16 @@ def test_canary_immediate_rollback_reasons(change: dict[str, Any], needle: str) 
 
 
 def test_canary_sample_round_trips_through_payload() -> None:
-    s = good_sample(3, health_outside=None, integrity=Probe(True, 200, "ok"), logs=LogScan(secret_kinds={"x": 1}))
+    s = good_sample(
+        3, health_outside=None, integrity=Probe(True, 200, "ok"), logs=LogScan(secret_kinds={"x": 1})
+    )
     assert s == CanarySample.from_payload(s.to_payload())
 
 
 def test_canary_thresholds_from_mapping_ignores_unknown_keys() -> None:
-    t = Thresholds.from_mapping({"max_error_rate": 0.02, "min_samples": 3, "bogus": 1, "max_saturation_increase": None})
+    t = Thresholds.from_mapping(
+        {"max_error_rate": 0.02, "min_samples": 3, "bogus": 1, "max_saturation_increase": None}
+    )
     assert (0.02, 3, None) == (t.max_error_rate, t.min_samples, t.max_saturation_increase)
 
 
@@ -454,23 +540,41 @@ def test_canary_count_auth_failures() -> None:
 # ------------------------------------------------------------------------------------------ references
 
 
-def deployment(env: list[dict[str, Any]], volumes: list[dict[str, Any]] | None = None,
-               annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"kind": "Deployment", "metadata": {"name": "hello-web-canary"}, "spec": {"template": {
-        "metadata": {"annotations": annotations or {}},
-        "spec": {"containers": [{"name": "app", "env": env}], "volumes": volumes or []}}}}
+def deployment(
+    env: list[dict[str, Any]],
+    volumes: list[dict[str, Any]] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": "hello-web-canary"},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": annotations or {}},
+                "spec": {"containers": [{"name": "app", "env": env}], "volumes": volumes or []},
+            }
+        },
+    }
 
 
-DECLARED_SECRETS = [{"name": "hello-web-db", "kind": "kubernetes"}, {"name": "kv/apps/hello-web/api", "kind": "openbao"}]
+DECLARED_SECRETS = [
+    {"name": "hello-web-db", "kind": "kubernetes"},
+    {"name": "kv/apps/hello-web/api", "kind": "openbao"},
+]
 DECLARED_DEPS = [{"name": "postgres-main", "health_url": "http://postgres-main.platform.svc:8008/health"}]
 
 
 def test_canary_declared_references_pass() -> None:
     docs = [
         deployment(
-            [{"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "hello-web-db", "key": "DATABASE_URL"}}},
-             {"name": "PG", "value": "postgres://postgres-main.platform.svc.cluster.local:5432/app"},
-             {"name": "SELF", "value": "http://hello-web.hello-web.svc:8080"}],
+            [
+                {
+                    "name": "DATABASE_URL",
+                    "valueFrom": {"secretKeyRef": {"name": "hello-web-db", "key": "DATABASE_URL"}},
+                },
+                {"name": "PG", "value": "postgres://postgres-main.platform.svc.cluster.local:5432/app"},
+                {"name": "SELF", "value": "http://hello-web.hello-web.svc:8080"},
+            ],
             volumes=[{"name": "cfg", "configMap": {"name": "hello-web-config"}}],
             annotations={"vault.hashicorp.com/agent-inject-secret-api": "kv/apps/hello-web/api"},
         ),
@@ -481,20 +585,34 @@ def test_canary_declared_references_pass() -> None:
 
 
 def test_canary_undeclared_references_fail_closed() -> None:
-    docs = [deployment(
-        [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "payments-token", "key": "t"}}},
-         {"name": "MQ", "value": "amqp://rabbit.platform.svc:5672"}],
-        volumes=[{"name": "c", "configMap": {"name": "shared-config"}},
-                 {"name": "s", "projected": {"sources": [{"secret": {"name": "other-secret"}}]}}],
-        annotations={"vault.hashicorp.com/agent-inject-secret-x": "kv/other"},
-    )]
+    docs = [
+        deployment(
+            [
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "payments-token", "key": "t"}}},
+                {"name": "MQ", "value": "amqp://rabbit.platform.svc:5672"},
+            ],
+            volumes=[
+                {"name": "c", "configMap": {"name": "shared-config"}},
+                {"name": "s", "projected": {"sources": [{"secret": {"name": "other-secret"}}]}},
+            ],
+            annotations={"vault.hashicorp.com/agent-inject-secret-x": "kv/other"},
+        )
+    ]
     assert [
-        "secret other-secret", "secret payments-token", "openbao kv/other", "configmap shared-config",
+        "secret other-secret",
+        "secret payments-token",
+        "openbao kv/other",
+        "configmap shared-config",
         "dependency rabbit.platform",
     ] == c.undeclared_references(docs, secrets=DECLARED_SECRETS, dependencies=DECLARED_DEPS)
 
 
 def test_canary_statistical_comparison_negligible_shift_passes() -> None:
-    ok, reason = c.compare_distributions([1.0 + i * 1e-6 + 0.5 for i in range(10)], [1.0 + i * 1e-6 for i in range(10)],
-                                         min_samples=8, alpha=0.05, min_effect=1.0)
+    ok, reason = c.compare_distributions(
+        [1.0 + i * 1e-6 + 0.5 for i in range(10)],
+        [1.0 + i * 1e-6 for i in range(10)],
+        min_samples=8,
+        alpha=0.05,
+        min_effect=1.0,
+    )
     assert ok and "negligible" in reason

@@ -52,12 +52,16 @@ def test_validate_example_passes_with_exit_0(env: dict[str, str]) -> None:
     assert "hello-web" in out
 
 
-def test_validate_bad_declaration_lists_each_error_with_its_path_and_exits_2(env: dict[str, str], tmp_path: Path) -> None:
+def test_validate_bad_declaration_lists_each_error_with_its_path_and_exits_2(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     app_dir = tmp_path / "bad"
     (app_dir / "railiance").mkdir(parents=True)
     text = (EXAMPLE / "railiance" / "app.toml").read_text()
-    text = text.replace('weight = 10 ', 'weight = "ten" ').replace('sample_interval = "30s"', 'sample_interval = "thirty"')
-    text = text.replace("[workload]\n", "[workload]\ncolour = \"blue\"\n", 1)
+    text = text.replace("weight = 10 ", 'weight = "ten" ').replace(
+        'sample_interval = "30s"', 'sample_interval = "thirty"'
+    )
+    text = text.replace("[workload]\n", '[workload]\ncolour = "blue"\n', 1)
     (app_dir / "railiance" / "app.toml").write_text(text)
     code, out = invoke("--json", "validate", str(app_dir))
     assert 2 == code
@@ -83,13 +87,17 @@ def test_validate_writes_runbook_naming_missing_fields(env: dict[str, str], tmp_
         "registry.local/railiance/hello-web@sha256:" + "Z" * 64,
     ],
 )
-def test_candidate_add_refuses_tags_and_bad_digests_and_writes_nothing(env: dict[str, str], image: str) -> None:
+def test_candidate_add_refuses_tags_and_bad_digests_and_writes_nothing(
+    env: dict[str, str], image: str
+) -> None:
     code, out = invoke("candidate", "add", str(EXAMPLE), "--image", image)
     assert 2 == code, out
     assert 0 == count_events(env["db"])
 
 
-def test_candidate_add_refuses_bad_declaration_and_writes_nothing(env: dict[str, str], tmp_path: Path) -> None:
+def test_candidate_add_refuses_bad_declaration_and_writes_nothing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     code, _ = invoke("candidate", "add", str(tmp_path), "--image", IMAGE)
     assert 2 == code
     assert 0 == count_events(env["db"])
@@ -163,12 +171,16 @@ def test_cli_status_never_imports_dagster(env: dict[str, str]) -> None:
         "assert not [m for m in sys.modules if m == 'dagster' or m.startswith('dagster.')], 'dagster imported'\n"
         "print('no-dagster')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=False
+    )
     assert "no-dagster" in proc.stdout, proc.stderr
 
 
 def test_bin_railiance_is_the_same_program(env: dict[str, str]) -> None:
-    proc = subprocess.run([str(ROOT / "bin" / "railiance"), "--help"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [str(ROOT / "bin" / "railiance"), "--help"], capture_output=True, text=True, check=False
+    )
     assert 0 == proc.returncode
     for command in ("validate", "candidate", "run", "status", "lineage", "ledger"):
         assert command in proc.stdout
@@ -178,7 +190,11 @@ def test_secret_in_cli_output_is_redacted(env: dict[str, str], tmp_path: Path) -
     app_dir = tmp_path / "leaky"
     shutil.copytree(EXAMPLE / "railiance", app_dir / "railiance")
     toml = app_dir / "railiance" / "app.toml"
-    toml.write_text(toml.read_text().replace('repo = "railiance-apps/hello-web"', 'repo = "https://deploy:hunter2hunter2@forge.local/x"'))
+    toml.write_text(
+        toml.read_text().replace(
+            'repo = "railiance-apps/hello-web"', 'repo = "https://deploy:hunter2hunter2@forge.local/x"'
+        )
+    )
     code, out = invoke("validate", str(app_dir))
     assert (2, True) == (code, "workload.repo" in out)
     assert "hunter2hunter2" not in out
@@ -210,8 +226,16 @@ def test_notes_lists_undelivered_state_hub_notes_and_repost_delivers_them(
     monkeypatch.setenv("RAILIANCE_STATEHUB_URL", statehub.url)
     invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE, "--operator", "alice")
     statehub.fail_always(503)
-    code, out = invoke("exception", str(EXAMPLE), "--skip-stage", "1", "--operator", "dave",
-                       "--reason", "outage; token ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8 leaked in a log")
+    code, out = invoke(
+        "exception",
+        str(EXAMPLE),
+        "--skip-stage",
+        "1",
+        "--operator",
+        "dave",
+        "--reason",
+        "outage; token ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8 leaked in a log",
+    )
     assert 0 == code, out
     code, out = invoke("--json", "notes", "hello-web")
     assert (1, ["exception.emergency"]) == (code, [p["ref_kind"] for p in json.loads(out)["undelivered"]])
@@ -223,6 +247,8 @@ def test_notes_lists_undelivered_state_hub_notes_and_repost_delivers_them(
     assert "ghp_A1b2" not in json.dumps(statehub.notes)
 
 
-def test_notes_repost_without_a_state_hub_is_invalid_input(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notes_repost_without_a_state_hub_is_invalid_input(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("RAILIANCE_STATEHUB_URL", raising=False)
     assert 2 == invoke("notes", "hello-web", "--repost")[0]

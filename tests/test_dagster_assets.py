@@ -50,21 +50,30 @@ def _events(env: DagsterEnv) -> list[Any]:
         store.close()
 
 
-def test_stage1_materializes_document_seq_hash_and_passing_gates(dagster_env: DagsterEnv, registry_helper: Any) -> None:
+def test_stage1_materializes_document_seq_hash_and_passing_gates(
+    dagster_env: DagsterEnv, registry_helper: Any
+) -> None:
     """candidate + stage1_validation for a sensor-registered digest: Stage 1 passes; the materialization carries the
     stage-result document with the ledger seq and hash of its stage.completed; every gate passes."""
     key, digest = _registered_key(dagster_env, registry_helper)
 
-    result = materialize([candidate, stage1_validation, *STAGE1_GATES], partition_key=key,
-                         resources=dagster_env.resources(), instance=dagster_env.instance)
+    result = materialize(
+        [candidate, stage1_validation, *STAGE1_GATES],
+        partition_key=key,
+        resources=dagster_env.resources(),
+        instance=dagster_env.instance,
+    )
 
     assert result.success
     completed = [e for e in _events(dagster_env) if e.kind == EventKind.STAGE_COMPLETED][-1]
     meta = _materialization(result, "stage1_validation").metadata
     doc = meta["document"].value
     assert (completed.seq, completed.hash) == (meta["ledger_seq"].value, meta["ledger_hash"].value)
-    assert ("pass", digest, {"seq": completed.seq, "hash": completed.hash}) == (doc["status"], doc["candidate"]["digest"],
-                                                                             doc["ledger"])
+    assert ("pass", digest, {"seq": completed.seq, "hash": completed.hash}) == (
+        doc["status"],
+        doc["candidate"]["digest"],
+        doc["ledger"],
+    )
     assert {**doc, "ledger": None} == completed.payload
     assert str(completed.seq) in meta["ledger_seqs"].value.split(",")
     assert {name: True for name in REQUIRED_CHECKS} == {k: v[0] for k, v in _checks(result).items()}
@@ -73,17 +82,26 @@ def test_stage1_materializes_document_seq_hash_and_passing_gates(dagster_env: Da
     assert (digest, "dagster-sensor") == (cand_meta["digest"].value, cand_meta["registered_by"].value)
 
 
-def test_stage1_failure_records_failing_document_and_fails_closed(dagster_env: DagsterEnv, registry_helper: Any) -> None:
+def test_stage1_failure_records_failing_document_and_fails_closed(
+    dagster_env: DagsterEnv, registry_helper: Any
+) -> None:
     """An unclassified migration: the materialization still records the failing document, the
     migrations_classified gate fails with the document's reason, and stage2_canary does not run."""
     app = dagster_env.apps_dir / "hello-web"
     toml = app / "railiance" / "app.toml"
-    toml.write_text(re.sub(r'^classification = "reversible".*\n', "", toml.read_text(), count=1, flags=re.MULTILINE))
+    toml.write_text(
+        re.sub(r'^classification = "reversible".*\n', "", toml.read_text(), count=1, flags=re.MULTILINE)
+    )
     _git(app, "commit", "-q", "-am", "unclassified migrations")
     key, _digest = _registered_key(dagster_env, registry_helper)
 
-    result = materialize([candidate, stage1_validation, stage2_canary, *STAGE1_GATES], partition_key=key,
-                         resources=dagster_env.resources(), instance=dagster_env.instance, raise_on_error=False)
+    result = materialize(
+        [candidate, stage1_validation, stage2_canary, *STAGE1_GATES],
+        partition_key=key,
+        resources=dagster_env.resources(),
+        instance=dagster_env.instance,
+        raise_on_error=False,
+    )
 
     assert not result.success
     doc = _materialization(result, "stage1_validation").metadata["document"].value
@@ -91,23 +109,38 @@ def test_stage1_failure_records_failing_document_and_fails_closed(dagster_env: D
     passed, description = _checks(result)["migrations_classified"]
     reason = next(c["reason"] for c in doc["checks"] if c["name"] == "migrations_classified")
     assert (False, f"fail: {reason}") == (passed, description)
-    assert [] == [m for m in result.get_asset_materialization_events() if m.asset_key == AssetKey("stage2_canary")]
+    assert [] == [
+        m for m in result.get_asset_materialization_events() if m.asset_key == AssetKey("stage2_canary")
+    ]
     assert not any(e.kind == EventKind.STAGE_STARTED and e.stage == 2 for e in _events(dagster_env))
 
 
-def test_approval_refuses_self_approval_and_records_another_operator(dagster_env: DagsterEnv,
-                                                                    registry_helper: Any) -> None:
+def test_approval_refuses_self_approval_and_records_another_operator(
+    dagster_env: DagsterEnv, registry_helper: Any
+) -> None:
     """The approve asset obeys the CLI's rules: the registrar cannot approve (the run fails with the reason);
     a different operator's approval lands in the ledger with that identity and passes approval_in_force."""
     key, digest = _registered_key(dagster_env, registry_helper)
-    materialize([candidate, stage1_validation], partition_key=key, resources=dagster_env.resources(),
-                instance=dagster_env.instance)
+    materialize(
+        [candidate, stage1_validation],
+        partition_key=key,
+        resources=dagster_env.resources(),
+        instance=dagster_env.instance,
+    )
 
     def approve_as(operator: str) -> Any:
-        cfg = {"operator": operator, "rollback_target": "manual: helm rollback hello-web to the last good revision"}
-        return materialize([promotion_approval, approval_in_force], partition_key=key, resources=dagster_env.resources(),
-                           instance=dagster_env.instance, raise_on_error=False,
-                           run_config={"ops": {"promotion_approval": {"config": cfg}}})
+        cfg = {
+            "operator": operator,
+            "rollback_target": "manual: helm rollback hello-web to the last good revision",
+        }
+        return materialize(
+            [promotion_approval, approval_in_force],
+            partition_key=key,
+            resources=dagster_env.resources(),
+            instance=dagster_env.instance,
+            raise_on_error=False,
+            run_config={"ops": {"promotion_approval": {"config": cfg}}},
+        )
 
     refused = approve_as("dagster-sensor")
     assert not refused.success
@@ -121,24 +154,35 @@ def test_approval_refuses_self_approval_and_records_another_operator(dagster_env
     assert ("alice", digest, 3) == (grant.actor, grant.candidate, grant.stage)
     meta = _materialization(approved, "promotion_approval").metadata
     assert ("alice", grant.seq) == (meta["operator"].value, meta["ledger_seq"].value)
-    assert (True, True) == (_checks(approved)["approval_in_force"][0], "alice" in _checks(approved)["approval_in_force"][1])
+    assert (True, True) == (
+        _checks(approved)["approval_in_force"][0],
+        "alice" in _checks(approved)["approval_in_force"][1],
+    )
 
 
-def test_candidate_config_guard_refuses_another_partition(dagster_env: DagsterEnv, registry_helper: Any) -> None:
+def test_candidate_config_guard_refuses_another_partition(
+    dagster_env: DagsterEnv, registry_helper: Any
+) -> None:
     """A run whose config names a different candidate than its partition fails before anything is recorded."""
     key, _digest = _registered_key(dagster_env, registry_helper)
     before = len(_events(dagster_env))
 
-    result = materialize([stage1_validation], partition_key=key, resources=dagster_env.resources(),
-                         instance=dagster_env.instance, raise_on_error=False,
-                         run_config={"ops": {"stage1_validation": {"config": {"candidate": "hello-web@000000000000"}}}})
+    result = materialize(
+        [stage1_validation],
+        partition_key=key,
+        resources=dagster_env.resources(),
+        instance=dagster_env.instance,
+        raise_on_error=False,
+        run_config={"ops": {"stage1_validation": {"config": {"candidate": "hello-web@000000000000"}}}},
+    )
 
     assert not result.success
     assert before == len(_events(dagster_env))
 
 
-def test_promote_without_a_cluster_fails_clearly_and_records_nothing(dagster_env: DagsterEnv,
-                                                                    registry_helper: Any) -> None:
+def test_promote_without_a_cluster_fails_clearly_and_records_nothing(
+    dagster_env: DagsterEnv, registry_helper: Any
+) -> None:
     """The promote job needs a Kubernetes cluster: without a loadable kubeconfig the run fails saying so,
     before anything is appended to the ledger."""
     from assets.stages import stage3_promotion
@@ -146,8 +190,13 @@ def test_promote_without_a_cluster_fails_clearly_and_records_nothing(dagster_env
     key, _digest = _registered_key(dagster_env, registry_helper)
     before = len(_events(dagster_env))
 
-    result = materialize([stage3_promotion], partition_key=key, resources=dagster_env.resources(),
-                         instance=dagster_env.instance, raise_on_error=False)
+    result = materialize(
+        [stage3_promotion],
+        partition_key=key,
+        resources=dagster_env.resources(),
+        instance=dagster_env.instance,
+        raise_on_error=False,
+    )
 
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "Stage 3 needs a Kubernetes cluster" in str(failure.event_specific_data.error.message)
@@ -161,8 +210,20 @@ def test_rollback_job_requested_by_guard_does_nothing_once_canary_closed(dagster
     before = len(_events(dagster_env))
     job = build_definitions(dagster_env.resources()).get_job_def("rollback")
 
-    result = job.execute_in_process(instance=dagster_env.instance, run_config={"ops": {"rollback_workload": {"config": {
-        "workload": "hello-web", "reason": "canary guard: approval revoked", "candidate": "hello-web@0123456789ab"}}}})
+    result = job.execute_in_process(
+        instance=dagster_env.instance,
+        run_config={
+            "ops": {
+                "rollback_workload": {
+                    "config": {
+                        "workload": "hello-web",
+                        "reason": "canary guard: approval revoked",
+                        "candidate": "hello-web@0123456789ab",
+                    }
+                }
+            }
+        },
+    )
 
     assert result.success
     assert {"rolled_back": None} == result.output_for_node("rollback_workload")
@@ -185,8 +246,10 @@ def test_lineage_job_agrees_with_projection(dagster_env: DagsterEnv) -> None:
         store.close()
     job = build_definitions(dagster_env.resources()).get_job_def("lineage")
 
-    result = job.execute_in_process(instance=dagster_env.instance,
-                                    run_config={"ops": {"lineage_report": {"config": {"workload": "hello-web"}}}})
+    result = job.execute_in_process(
+        instance=dagster_env.instance,
+        run_config={"ops": {"lineage_report": {"config": {"workload": "hello-web"}}}},
+    )
 
     assert result.success
     report = result.output_for_node("lineage_report")

@@ -48,7 +48,9 @@ query Checks {
 }"""
 
 
-def wait_for(what: str, probe: Callable[[], T | None], dev_log: Callable[[], str], timeout: float = 120.0) -> T:
+def wait_for(
+    what: str, probe: Callable[[], T | None], dev_log: Callable[[], str], timeout: float = 120.0
+) -> T:
     """Poll ``probe`` until it returns something truthy; fail with the dagster dev log tail otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,7 +69,9 @@ def ledger_events(env: DevEnv, workload: str) -> list[Any]:
         store.close()
 
 
-def test_pushed_digest_runs_stage1_and_ledger_and_event_log_agree(dagster_dev_env: DevEnv, registry_helper: Any) -> None:
+def test_pushed_digest_runs_stage1_and_ledger_and_event_log_agree(
+    dagster_dev_env: DevEnv, registry_helper: Any
+) -> None:
     """push -> new_digest_sensor registers (source sensor) and launches `stage1` for the partition -> run succeeds;
     the ledger's stage.completed and the stage1_validation materialization carry the same seq and hash, and the
     eight Stage 1 gates succeeded for that partition."""
@@ -77,8 +81,14 @@ def test_pushed_digest_runs_stage1_and_ledger_and_event_log_agree(dagster_dev_en
     key = partition_key(workload, digest)
 
     def completed() -> Any:
-        return next((e for e in ledger_events(env, workload)
-                     if e.kind == EventKind.STAGE_COMPLETED and e.candidate == digest), None)
+        return next(
+            (
+                e
+                for e in ledger_events(env, workload)
+                if e.kind == EventKind.STAGE_COMPLETED and e.candidate == digest
+            ),
+            None,
+        )
 
     done = wait_for("Stage 1 in the ledger", completed, env.dev.log_text)
     reg = next(e for e in ledger_events(env, workload) if e.kind == EventKind.CANDIDATE_REGISTERED)
@@ -91,17 +101,27 @@ def test_pushed_digest_runs_stage1_and_ledger_and_event_log_agree(dagster_dev_en
 
     [run] = wait_for("the stage1 run to finish", finished_run, env.dev.log_text)
     tags = {t["key"]: t["value"] for t in run["tags"]}
-    assert ("stage1", "SUCCESS", f"{key}:stage1", digest) == (run["jobName"], run["status"], tags.get("dagster/run_key"),
-                                                              tags.get("railiance/digest"))
+    assert ("stage1", "SUCCESS", f"{key}:stage1", digest) == (
+        run["jobName"],
+        run["status"],
+        tags.get("dagster/run_key"),
+        tags.get("railiance/digest"),
+    )
 
     mats = env.dev.graphql(MATERIALIZATIONS, {"asset": ["stage1_validation"], "key": key})["assetOrError"]
     [mat] = mats["assetMaterializations"]
     meta = {m["label"]: m.get("intValue", m.get("text")) for m in mat["metadataEntries"]}
-    assert (run["runId"], done.seq, done.hash, "pass") == (mat["runId"], meta["ledger_seq"], meta["ledger_hash"],
-                                                           meta["status"])
+    assert (run["runId"], done.seq, done.hash, "pass") == (
+        mat["runId"],
+        meta["ledger_seq"],
+        meta["ledger_hash"],
+        meta["status"],
+    )
 
     checks = env.dev.graphql(CHECKS)["assetNodes"][0]["assetChecksOrError"]["checks"]
-    succeeded = {c["name"]: key in (c["partitionStatuses"] or {}).get("succeededPartitions", []) for c in checks}
+    succeeded = {
+        c["name"]: key in (c["partitionStatuses"] or {}).get("succeededPartitions", []) for c in checks
+    }
     assert {name: True for name in REQUIRED_CHECKS} == succeeded
 
     candidates = env.dev.graphql(MATERIALIZATIONS, {"asset": ["candidate"], "key": key})["assetOrError"]
@@ -117,9 +137,23 @@ def test_cli_action_is_mirrored_into_the_event_log(dagster_dev_env: DevEnv) -> N
     digest = "sha256:" + "cd" * 32
     app = env.apps_dir / "cli-web"
     out = subprocess.run(  # noqa: PLW1510 - the return code is asserted below
-        [sys.executable, "-m", "railiance_ledger.cli", "--ledger", env.ledger_url, "candidate", "add", str(app),
-         "--image", f"registry.local/{env.repositories['cli-web']}@{digest}", "--operator", "carol"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "railiance_ledger.cli",
+            "--ledger",
+            env.ledger_url,
+            "candidate",
+            "add",
+            str(app),
+            "--image",
+            f"registry.local/{env.repositories['cli-web']}@{digest}",
+            "--operator",
+            "carol",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert 0 == out.returncode, out.stderr
     key = partition_key("cli-web", digest)

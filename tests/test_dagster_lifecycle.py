@@ -70,7 +70,9 @@ def _deploy(d: DagsterLifecycleEnv, key: str, operator: str = "alice") -> Any:
     return meta
 
 
-def test_stage2_and_stage3_jobs_against_the_emulator_then_rollback(dagster_lifecycle: DagsterLifecycleEnv) -> None:
+def test_stage2_and_stage3_jobs_against_the_emulator_then_rollback(
+    dagster_lifecycle: DagsterLifecycleEnv,
+) -> None:
     """stage1 -> canary -> observe -> approve (another operator) -> promote -> lineage -> rollback, each a job
     run on the instance, each next stage requested by stage_gate_sensor only once the ledger says so."""
     d, env = dagster_lifecycle, dagster_lifecycle.stage3
@@ -85,15 +87,24 @@ def test_stage2_and_stage3_jobs_against_the_emulator_then_rollback(dagster_lifec
     assert ("deployed", "pass", image) == (doc["phase"], meta["status"].value, doc["candidate"]["image"])
     [started] = [e for e in d.ledger_events(EventKind.STAGE_STARTED) if e.stage == 2]
     routed = d.ledger_events(EventKind.ROUTING_CHANGED)[-1]
-    assert (routed.seq, routed.hash) == (meta["ledger_seq"].value, meta["ledger_hash"].value) == (
-        doc["ledger"]["seq"], doc["ledger"]["hash"])
+    assert (
+        (routed.seq, routed.hash)
+        == (meta["ledger_seq"].value, meta["ledger_hash"].value)
+        == (doc["ledger"]["seq"], doc["ledger"]["hash"])
+    )
     assert {started.seq, routed.seq} <= {int(s) for s in meta["ledger_seqs"].value.split(",")}
     checks = d.checks("stage2_canary", (*PRECHECKS, "canary_applied"), key)
     assert {} == _failed(checks)
-    assert checks["routing_prerequisites"][1].startswith("pass: ") and "localhost resolves" in checks[
-        "routing_prerequisites"][1]
-    assert image == env.emulator.get("deployments", NS, "hello-web-canary")["spec"]["template"]["spec"][
-        "containers"][0]["image"]
+    assert (
+        checks["routing_prerequisites"][1].startswith("pass: ")
+        and "localhost resolves" in checks["routing_prerequisites"][1]
+    )
+    assert (
+        image
+        == env.emulator.get("deployments", NS, "hello-web-canary")["spec"]["template"]["spec"]["containers"][
+            0
+        ]["image"]
+    )
 
     gate = d.tick(stage_gate_sensor, cursor=gate.cursor)
     assert [("observe", key)] == _requests(gate)
@@ -108,11 +119,15 @@ def test_stage2_and_stage3_jobs_against_the_emulator_then_rollback(dagster_lifec
     assert (completed.seq, completed.hash) == (meta["ledger_seq"].value, meta["ledger_hash"].value)
     doc = meta["document"].value
     assert {k: v for k, v in completed.payload.items() if k != "ledger"} == {
-        k: doc[k] for k in completed.payload if k != "ledger"}
+        k: doc[k] for k in completed.payload if k != "ledger"
+    }
     acceptance = d.checks("canary_acceptance", ACCEPTANCE_CHECKS, key)
     assert {} == _failed(acceptance)
-    assert str(completed.seq) in str(d.check_history("canary_acceptance", "canary_error_rate", key)[0]
-                                     .evaluation.metadata["ledger_seq"].value)
+    assert str(completed.seq) in str(
+        d.check_history("canary_acceptance", "canary_error_rate", key)[0]
+        .evaluation.metadata["ledger_seq"]
+        .value
+    )
     assert 4 == sum(1 for e in d.ledger_events(EventKind.CANARY_SAMPLE) if e.candidate == _digest(image))
 
     gate = d.tick(stage_gate_sensor, cursor=gate.cursor)
@@ -125,9 +140,16 @@ def test_stage2_and_stage3_jobs_against_the_emulator_then_rollback(dagster_lifec
     assert approved.success
     [grant] = d.ledger_events(EventKind.APPROVAL_GRANTED)
     meta = d.materialization("promotion_approval", key).metadata
-    assert ("bob", 3, grant.seq, "approved") == (grant.actor, grant.stage, meta["ledger_seq"].value, meta["status"].value)
-    assert (True, True) == (d.checks("promotion_approval", ["approval_in_force"], key)["approval_in_force"][0],
-                            "bob" in d.checks("promotion_approval", ["approval_in_force"], key)["approval_in_force"][1])
+    assert ("bob", 3, grant.seq, "approved") == (
+        grant.actor,
+        grant.stage,
+        meta["ledger_seq"].value,
+        meta["status"].value,
+    )
+    assert (True, True) == (
+        d.checks("promotion_approval", ["approval_in_force"], key)["approval_in_force"][0],
+        "bob" in d.checks("promotion_approval", ["approval_in_force"], key)["approval_in_force"][1],
+    )
 
     # ---- Stage 3: the prechecks, the stable release replaced by the candidate, smoke through the ingress
     promoted = d.run("promote", key, _cfg("stage3_promotion", operator="alice"))
@@ -136,12 +158,22 @@ def test_stage2_and_stage3_jobs_against_the_emulator_then_rollback(dagster_lifec
     doc = meta["document"].value
     [promotion] = d.ledger_events(EventKind.PROMOTION_COMPLETED)
     s3 = [e for e in d.ledger_events(EventKind.STAGE_COMPLETED) if e.stage == 3][-1]
-    assert ("pass", False, _digest(image)) == (meta["status"].value, meta["rolled_back"].value, promotion.candidate)
-    assert (s3.seq, s3.hash) == (meta["ledger_seq"].value, meta["ledger_hash"].value) == (
-        doc["ledger"]["seq"], doc["ledger"]["hash"])
-    assert list(STAGE3_PRECHECKS) == [c["name"] for c in doc["checks"]][:len(STAGE3_PRECHECKS)]
+    assert ("pass", False, _digest(image)) == (
+        meta["status"].value,
+        meta["rolled_back"].value,
+        promotion.candidate,
+    )
+    assert (
+        (s3.seq, s3.hash)
+        == (meta["ledger_seq"].value, meta["ledger_hash"].value)
+        == (doc["ledger"]["seq"], doc["ledger"]["hash"])
+    )
+    assert list(STAGE3_PRECHECKS) == [c["name"] for c in doc["checks"]][: len(STAGE3_PRECHECKS)]
     assert {} == _failed(d.checks("stage3_promotion", (*STAGE3_PRECHECKS, *PROMOTION_CHECKS), key))
-    assert (False, "not required") == (doc["approval"]["required"], doc["approval"]["decision"])  # not critical
+    assert (False, "not required") == (
+        doc["approval"]["required"],
+        doc["approval"]["decision"],
+    )  # not critical
     assert all(s["ok"] for s in promotion.payload.get("smoke") or doc.get("smoke") or [{"ok": True}])
     assert image == env.live_image() and [image] == env.served_images()
     assert env.emulator.get("deployments", NS, "hello-web-canary") is None
@@ -152,25 +184,37 @@ def test_stage2_and_stage3_jobs_against_the_emulator_then_rollback(dagster_lifec
         expected = lineage(store, "hello-web").as_dict()
     finally:
         store.close()
-    assert (_digest(image), _digest(env.stable0)) == (expected["current_stable"]["digest"],
-                                                      expected["rollback_target"]["digest"])
+    assert (_digest(image), _digest(env.stable0)) == (
+        expected["current_stable"]["digest"],
+        expected["rollback_target"]["digest"],
+    )
     report = d.run("lineage", None, _cfg("lineage_report", workload="hello-web"))
     assert report.success
     assert expected == report.output_for_node("lineage_report")["hello-web"]
     as_json = json.loads(json.dumps(expected, default=str))  # what metadata holds (tuples become lists)
     assert as_json["rollback_target"] == meta["rollback_target"].value
     [obs] = d.instance.fetch_observations(
-        AssetRecordsFilter(asset_key=AssetKey("stage3_promotion"), asset_partitions=[key]), limit=1).records
+        AssetRecordsFilter(asset_key=AssetKey("stage3_promotion"), asset_partitions=[key]), limit=1
+    ).records
     assert as_json["rollback_target"] == obs.asset_observation.metadata["rollback_target"].value
     assert as_json == obs.asset_observation.metadata["lineage"].value
 
     # ---- rollback: production returns to the previous stable (v0.9.0, installed before the ledger)
-    rolled = d.run("rollback", None, _cfg("rollback_workload", workload="hello-web", operator="carol",
-                                          reason="p95 latency doubled after v1"))
+    rolled = d.run(
+        "rollback",
+        None,
+        _cfg(
+            "rollback_workload", workload="hello-web", operator="carol", reason="p95 latency doubled after v1"
+        ),
+    )
     assert rolled.success
     out = rolled.output_for_node("rollback_workload")["document"]
     done = d.ledger_events(EventKind.ROLLBACK_COMPLETED)[-1]
-    assert (_digest(image), _digest(env.stable0), "carol") == (done.candidate, done.payload["final_stable"], done.actor)
+    assert (_digest(image), _digest(env.stable0), "carol") == (
+        done.candidate,
+        done.payload["final_stable"],
+        done.actor,
+    )
     assert out["verification"]["manifests"]["ok"] and out["verification"]["check"]["ok"]
     assert env.stable0 == env.live_image() and [env.stable0] == env.served_images()
     store = d.store()
@@ -181,13 +225,15 @@ def test_stage2_and_stage3_jobs_against_the_emulator_then_rollback(dagster_lifec
     finally:
         store.close()
     [obs] = d.instance.fetch_observations(
-        AssetRecordsFilter(asset_key=AssetKey("stage3_promotion"), asset_partitions=[key]), limit=1).records
+        AssetRecordsFilter(asset_key=AssetKey("stage3_promotion"), asset_partitions=[key]), limit=1
+    ).records
     assert done.seq == obs.asset_observation.metadata["ledger_seq"].value
     assert "deployed" == env.helm.history(release="hello-web", namespace=NS)[-1]["status"]
 
 
 def test_crashlooping_canary_fails_closed_is_rolled_back_and_nothing_downstream_is_requested(
-        dagster_lifecycle: DagsterLifecycleEnv) -> None:
+    dagster_lifecycle: DagsterLifecycleEnv,
+) -> None:
     """A crash-looping canary image: the observe job rolls it back in the cluster, its gates fail (read back
     from the instance), the ledger records the rejection, and stage_gate_sensor requests no promotion."""
     d, env = dagster_lifecycle, dagster_lifecycle.stage3
@@ -234,7 +280,8 @@ def _helm_history(env: Any, release: str) -> list[dict[str, Any]]:
 
 
 def test_canary_guard_requests_one_rollback_after_a_revocation_in_the_window(
-        dagster_lifecycle: DagsterLifecycleEnv) -> None:
+    dagster_lifecycle: DagsterLifecycleEnv,
+) -> None:
     """A Stage 2 approval revoked while the canary is being observed: canary_guard_sensor requests exactly
     one rollback run for that partition, the next evaluation none; the requested run removes the canary."""
     from railiance_ledger.lifecycle.approvals import revoke
@@ -248,8 +295,14 @@ def test_canary_guard_requests_one_rollback_after_a_revocation_in_the_window(
 
     store = d.store()
     try:
-        revoked = revoke(store=store, decl=env.decl(), operator="carol", reason="change freeze", image=image,
-                         statehub=env.statehub)
+        revoked = revoke(
+            store=store,
+            decl=env.decl(),
+            operator="carol",
+            reason="change freeze",
+            image=image,
+            statehub=env.statehub,
+        )
     finally:
         store.close()
 
@@ -257,7 +310,11 @@ def test_canary_guard_requests_one_rollback_after_a_revocation_in_the_window(
     assert isinstance(result, SensorResult)
     [req] = result.run_requests
     cfg = req.run_config["ops"]["rollback_workload"]["config"]
-    assert (key, "hello-web", f"{key}:rollback:{revoked.seq}") == (cfg["candidate"], cfg["workload"], req.run_key)
+    assert (key, "hello-web", f"{key}:rollback:{revoked.seq}") == (
+        cfg["candidate"],
+        cfg["workload"],
+        req.run_key,
+    )
     assert (req.job_name in (None, "rollback")) and key == req.tags["railiance/partition"]
     assert f"seq {revoked.seq}" in cfg["reason"]
     assert [] == _requests(d.tick(canary_guard_sensor, cursor=result.cursor))
@@ -271,13 +328,16 @@ def test_canary_guard_requests_one_rollback_after_a_revocation_in_the_window(
     assert env.stable0 == env.live_image()
     done = d.ledger_events(EventKind.ROLLBACK_COMPLETED)[-1]
     assert (_digest(image), "dagster") == (done.candidate, done.actor)
-    assert [] == _requests(d.tick(canary_guard_sensor))  # the window is closed: a lost cursor asks for nothing
+    assert [] == _requests(
+        d.tick(canary_guard_sensor)
+    )  # the window is closed: a lost cursor asks for nothing
     again = d.run("rollback", None, req.run_config)  # the same request delivered twice does nothing
     assert again.success and {"rolled_back": None} == again.output_for_node("rollback_workload")
 
 
 def test_promotion_whose_smoke_fails_fails_the_run_after_its_automatic_rollback(
-        dagster_lifecycle: DagsterLifecycleEnv) -> None:
+    dagster_lifecycle: DagsterLifecycleEnv,
+) -> None:
     """The smoke path answers 500 through the ingress: Stage 3 rolls production back by itself; the promote run
     fails on the post_promotion_smoke gate (the prechecks alone passed, so without that gate it went green)."""
     d, env = dagster_lifecycle, dagster_lifecycle.stage3

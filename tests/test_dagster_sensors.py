@@ -30,7 +30,9 @@ def registrations(env: DagsterEnv, workload: str = "hello-web") -> list[Any]:
 # ------------------------------------------------------------------------------------------ new digests
 
 
-def test_new_digest_registers_one_candidate_and_requests_stage1(dagster_env: DagsterEnv, registry_helper: Any) -> None:
+def test_new_digest_registers_one_candidate_and_requests_stage1(
+    dagster_env: DagsterEnv, registry_helper: Any
+) -> None:
     """A new digest under a watched tag: one candidate.registered (source sensor), one partition, one Stage 1 run."""
     digest = registry_helper.push_image(dagster_env.repository, "v1.0.0")
     registry_helper.push_image(dagster_env.repository, "latest")  # not matched by image.tag_pattern
@@ -39,16 +41,21 @@ def test_new_digest_registers_one_candidate_and_requests_stage1(dagster_env: Dag
 
     assert isinstance(result, SensorResult)
     key = partition_key("hello-web", digest)
-    assert [(key, f"{key}:stage1", "stage1")] == [(r.partition_key, r.run_key, r.job_name or "stage1")
-                                                for r in result.run_requests]
+    assert [(key, f"{key}:stage1", "stage1")] == [
+        (r.partition_key, r.run_key, r.job_name or "stage1") for r in result.run_requests
+    ]
     regs = registrations(dagster_env)
     assert [(digest, "sensor", "v1.0.0", "dagster-sensor")] == [
-        (e.candidate, e.payload["source"], e.payload["tag"], e.actor) for e in regs]
+        (e.candidate, e.payload["source"], e.payload["tag"], e.actor) for e in regs
+    ]
     assert {"hello-web": {"v1.0.0": digest}} == json.loads(result.cursor or "{}")
     assert [key] == list(dagster_env.instance.get_dynamic_partitions("candidates"))
     [mat] = result.asset_events
-    assert (["candidate"], key, str(regs[0].seq)) == (mat.asset_key.path, mat.partition,
-                                                     mat.metadata["ledger_seqs"].value)
+    assert (["candidate"], key, str(regs[0].seq)) == (
+        mat.asset_key.path,
+        mat.partition,
+        mat.metadata["ledger_seqs"].value,
+    )
 
 
 def test_same_digest_again_requests_nothing(dagster_env: DagsterEnv, registry_helper: Any) -> None:
@@ -63,7 +70,9 @@ def test_same_digest_again_requests_nothing(dagster_env: DagsterEnv, registry_he
     assert first.cursor == second.cursor
 
 
-def test_same_digest_without_cursor_is_not_registered_twice(dagster_env: DagsterEnv, registry_helper: Any) -> None:
+def test_same_digest_without_cursor_is_not_registered_twice(
+    dagster_env: DagsterEnv, registry_helper: Any
+) -> None:
     """A lost cursor re-reads every tag; registration is idempotent, so nothing is requested again."""
     registry_helper.push_image(dagster_env.repository, "v1.0.0")
     dagster_env.tick(new_digest_sensor)
@@ -103,16 +112,18 @@ def test_registry_outage_is_a_skip_with_the_reason(dagster_env: DagsterEnv, regi
     from assets.resources import RegistryResource
 
     url = closed_port_url()
-    result = dagster_env.tick(new_digest_sensor, cursor='{"hello-web": {}}',
-                              registry=RegistryResource(url=url, timeout=1.0))
+    result = dagster_env.tick(
+        new_digest_sensor, cursor='{"hello-web": {}}', registry=RegistryResource(url=url, timeout=1.0)
+    )
 
     assert isinstance(result, SkipReason)
     assert url in (result.skip_message or "") and "unavailable" in (result.skip_message or "")
     assert [] == registrations(dagster_env)
 
 
-def test_many_workloads_polled_each_with_own_cursor(dagster_env: DagsterEnv, registry_helper: Any,
-                                                    registry_repository: str) -> None:
+def test_many_workloads_polled_each_with_own_cursor(
+    dagster_env: DagsterEnv, registry_helper: Any, registry_repository: str
+) -> None:
     """Every declared workload is polled; each has its own entry in the cursor."""
     other_repo = registry_repository + "-other"
     dagster_env.add_app("other-web", other_repo)
@@ -122,7 +133,8 @@ def test_many_workloads_polled_each_with_own_cursor(dagster_env: DagsterEnv, reg
     result = dagster_env.tick(new_digest_sensor)
 
     assert {partition_key("hello-web", d1), partition_key("other-web", d2)} == {
-        r.partition_key for r in result.run_requests}
+        r.partition_key for r in result.run_requests
+    }
     assert {"hello-web": {"v1.0.0": d1}, "other-web": {"v2.0.0": d2}} == json.loads(result.cursor or "{}")
 
 
@@ -170,7 +182,9 @@ def test_gate_requests_canary_after_stage1_pass(dagster_env: DagsterEnv, registr
     result = dagster_env.tick(stage_gate_sensor, cursor=getattr(before, "cursor", None))
 
     key = partition_key("hello-web", digest)
-    assert [("canary", key, f"{key}:canary")] == [(r.job_name, r.partition_key, r.run_key) for r in result.run_requests]
+    assert [("canary", key, f"{key}:canary")] == [
+        (r.job_name, r.partition_key, r.run_key) for r in result.run_requests
+    ]
     assert json.loads(result.cursor)["seq"] > 0
 
 
@@ -185,8 +199,9 @@ def test_gate_does_not_let_one_digest_pass_for_another(dagster_env: DagsterEnv, 
     assert [partition_key("hello-web", x)] == [r.partition_key for r in result.run_requests]
 
 
-def test_gate_production_critical_waits_for_approval(dagster_env: DagsterEnv, registry_helper: Any,
-                                                     registry_repository: str) -> None:
+def test_gate_production_critical_waits_for_approval(
+    dagster_env: DagsterEnv, registry_helper: Any, registry_repository: str
+) -> None:
     """Production-critical: Stage 1 pass alone is held; an approval.granted for stage 2 releases the canary."""
     repo = registry_repository + "-crit"
     dagster_env.add_app("crit-web", repo, critical=True)
@@ -198,24 +213,46 @@ def test_gate_production_critical_waits_for_approval(dagster_env: DagsterEnv, re
     assert [] == list(held.run_requests)
     assert "waiting for an approval.granted for stage 2" in (held.skip_reason.skip_message or "")
 
-    _append(dagster_env, NewEvent(stream="crit-web", kind=EventKind.APPROVAL_GRANTED, actor="alice", candidate=digest,
-                                  stage=2, payload={"operator": "alice"}))
+    _append(
+        dagster_env,
+        NewEvent(
+            stream="crit-web",
+            kind=EventKind.APPROVAL_GRANTED,
+            actor="alice",
+            candidate=digest,
+            stage=2,
+            payload={"operator": "alice"},
+        ),
+    )
     released = dagster_env.tick(stage_gate_sensor, cursor=held.cursor)
 
-    assert [("canary", partition_key("crit-web", digest))] == [(r.job_name, r.partition_key) for r in released.run_requests]
+    assert [("canary", partition_key("crit-web", digest))] == [
+        (r.job_name, r.partition_key) for r in released.run_requests
+    ]
 
 
 def test_gate_requests_observe_when_canary_deployed(dagster_env: DagsterEnv, registry_helper: Any) -> None:
     """A Stage 2 stage.started (canary deployed, window open) requests the observe job."""
     digest = _register(dagster_env, registry_helper)
     _append(dagster_env, stage_result("hello-web", digest, 1, "pass"))
-    [started] = _append(dagster_env, NewEvent(stream="hello-web", kind=EventKind.STAGE_STARTED, actor="dagster",
-                                              candidate=digest, stage=2, payload={"phase": "deployed"}))
+    [started] = _append(
+        dagster_env,
+        NewEvent(
+            stream="hello-web",
+            kind=EventKind.STAGE_STARTED,
+            actor="dagster",
+            candidate=digest,
+            stage=2,
+            payload={"phase": "deployed"},
+        ),
+    )
 
     result = dagster_env.tick(stage_gate_sensor)
 
     key = partition_key("hello-web", digest)
-    assert [("observe", f"{key}:observe:{started.seq}")] == [(r.job_name, r.run_key) for r in result.run_requests]
+    assert [("observe", f"{key}:observe:{started.seq}")] == [
+        (r.job_name, r.run_key) for r in result.run_requests
+    ]
 
 
 def test_gate_empty_ledger_is_a_skip(dagster_env: DagsterEnv) -> None:
@@ -228,39 +265,79 @@ def test_gate_empty_ledger_is_a_skip(dagster_env: DagsterEnv) -> None:
 # ------------------------------------------------------------------------------------------ canary guard
 
 
-def test_guard_requests_rollback_when_approval_revoked_during_window(dagster_env: DagsterEnv,
-                                                                    registry_helper: Any) -> None:
+def test_guard_requests_rollback_when_approval_revoked_during_window(
+    dagster_env: DagsterEnv, registry_helper: Any
+) -> None:
     """approval.revoked while the candidate's canary window is open: one rollback run for the workload."""
     digest = _register(dagster_env, registry_helper)
-    _append(dagster_env, stage_result("hello-web", digest, 1, "pass"),
-            NewEvent(stream="hello-web", kind=EventKind.STAGE_STARTED, actor="dagster", candidate=digest, stage=2,
-                     payload={"phase": "deployed"}))
+    _append(
+        dagster_env,
+        stage_result("hello-web", digest, 1, "pass"),
+        NewEvent(
+            stream="hello-web",
+            kind=EventKind.STAGE_STARTED,
+            actor="dagster",
+            candidate=digest,
+            stage=2,
+            payload={"phase": "deployed"},
+        ),
+    )
     first = dagster_env.tick(canary_guard_sensor)
     assert [] == list(getattr(first, "run_requests", []) or [])
 
-    [revoked] = _append(dagster_env, NewEvent(stream="hello-web", kind=EventKind.APPROVAL_REVOKED, actor="bob",
-                                              candidate=digest, stage=2, payload={"reason": "bad"}))
+    [revoked] = _append(
+        dagster_env,
+        NewEvent(
+            stream="hello-web",
+            kind=EventKind.APPROVAL_REVOKED,
+            actor="bob",
+            candidate=digest,
+            stage=2,
+            payload={"reason": "bad"},
+        ),
+    )
     result = dagster_env.tick(canary_guard_sensor, cursor=first.cursor)
 
     [req] = result.run_requests
     cfg = req.run_config["ops"]["rollback_workload"]["config"]
-    assert ("rollback", "hello-web", partition_key("hello-web", digest)) == (req.job_name or "rollback", cfg["workload"],
-                                                                              cfg["candidate"])
+    assert ("rollback", "hello-web", partition_key("hello-web", digest)) == (
+        req.job_name or "rollback",
+        cfg["workload"],
+        cfg["candidate"],
+    )
     assert f"seq {revoked.seq}" in cfg["reason"]
 
 
-def test_guard_requests_rollback_on_immediate_rollback_sample(dagster_env: DagsterEnv, registry_helper: Any) -> None:
+def test_guard_requests_rollback_on_immediate_rollback_sample(
+    dagster_env: DagsterEnv, registry_helper: Any
+) -> None:
     """A canary.sample whose symptom calls for an immediate rollback (secret material in logs) during the window."""
     digest = _register(dagster_env, registry_helper)
     from railiance_ledger.domain import canary as dc
 
-    sample = dc.CanarySample(index=0, at="2026-01-01T00:00:00+00:00",
-                             logs=dc.LogScan(secret_kinds={"github-token": 1})).to_payload()
-    _append(dagster_env, stage_result("hello-web", digest, 1, "pass"),
-            NewEvent(stream="hello-web", kind=EventKind.STAGE_STARTED, actor="dagster", candidate=digest, stage=2,
-                     payload={"phase": "deployed"}),
-            NewEvent(stream="hello-web", kind=EventKind.CANARY_SAMPLE, actor="dagster", candidate=digest, stage=2,
-                     payload=sample))
+    sample = dc.CanarySample(
+        index=0, at="2026-01-01T00:00:00+00:00", logs=dc.LogScan(secret_kinds={"github-token": 1})
+    ).to_payload()
+    _append(
+        dagster_env,
+        stage_result("hello-web", digest, 1, "pass"),
+        NewEvent(
+            stream="hello-web",
+            kind=EventKind.STAGE_STARTED,
+            actor="dagster",
+            candidate=digest,
+            stage=2,
+            payload={"phase": "deployed"},
+        ),
+        NewEvent(
+            stream="hello-web",
+            kind=EventKind.CANARY_SAMPLE,
+            actor="dagster",
+            candidate=digest,
+            stage=2,
+            payload=sample,
+        ),
+    )
 
     result = dagster_env.tick(canary_guard_sensor)
 
@@ -271,8 +348,17 @@ def test_guard_requests_rollback_on_immediate_rollback_sample(dagster_env: Dagst
 def test_guard_ignores_revocation_outside_window(dagster_env: DagsterEnv, registry_helper: Any) -> None:
     """No open canary: a revocation is not an immediate-rollback condition."""
     digest = _register(dagster_env, registry_helper)
-    _append(dagster_env, NewEvent(stream="hello-web", kind=EventKind.APPROVAL_REVOKED, actor="bob", candidate=digest,
-                                  stage=2, payload={"reason": "bad"}))
+    _append(
+        dagster_env,
+        NewEvent(
+            stream="hello-web",
+            kind=EventKind.APPROVAL_REVOKED,
+            actor="bob",
+            candidate=digest,
+            stage=2,
+            payload={"reason": "bad"},
+        ),
+    )
 
     result = dagster_env.tick(canary_guard_sensor)
 
@@ -291,18 +377,38 @@ def test_mirror_reports_cli_events_as_runless_asset_events(dagster_env: DagsterE
 
     digest = "sha256:" + "ab" * 32
     app_dir = dagster_env.apps_dir / "hello-web"
-    run = CliRunner().invoke(app, ["--ledger", dagster_env.ledger_url, "candidate", "add", str(app_dir), "--image",
-                                   f"registry.local/{dagster_env.repository}@{digest}", "--operator", "carol"])
+    run = CliRunner().invoke(
+        app,
+        [
+            "--ledger",
+            dagster_env.ledger_url,
+            "candidate",
+            "add",
+            str(app_dir),
+            "--image",
+            f"registry.local/{dagster_env.repository}@{digest}",
+            "--operator",
+            "carol",
+        ],
+    )
     assert 0 == run.exit_code, run.output
     _append(dagster_env, stage_result("hello-web", digest, 1, "pass"))
 
     result = dagster_env.tick(ledger_mirror_sensor)
 
     key = partition_key("hello-web", digest)
-    mats = [(type(e).__name__, e.asset_key.path[-1], getattr(e, "partition", None)) for e in result.asset_events
-            if type(e).__name__ != "AssetCheckEvaluation"]
-    assert [("AssetMaterialization", "candidate", key), ("AssetMaterialization", "stage1_validation", key)] == mats
-    checks = {e.check_name: e.passed for e in result.asset_events if type(e).__name__ == "AssetCheckEvaluation"}
+    mats = [
+        (type(e).__name__, e.asset_key.path[-1], getattr(e, "partition", None))
+        for e in result.asset_events
+        if type(e).__name__ != "AssetCheckEvaluation"
+    ]
+    assert [
+        ("AssetMaterialization", "candidate", key),
+        ("AssetMaterialization", "stage1_validation", key),
+    ] == mats
+    checks = {
+        e.check_name: e.passed for e in result.asset_events if type(e).__name__ == "AssetCheckEvaluation"
+    }
     assert {"manifests_valid": True, "local_health": True} == {k: v for k, v in checks.items() if v}
     assert key in dagster_env.instance.get_dynamic_partitions("candidates")
     assert "carol" == result.asset_events[0].metadata["actor"].value
@@ -323,17 +429,28 @@ def test_mirror_skips_events_dagster_already_shows(dagster_env: DagsterEnv, regi
 
     mirrored = dagster_env.tick(ledger_mirror_sensor)
 
-    assert [] == [e for e in getattr(mirrored, "asset_events", []) if e.partition == partition_key("hello-web", digest)]
+    assert [] == [
+        e for e in getattr(mirrored, "asset_events", []) if e.partition == partition_key("hello-web", digest)
+    ]
 
 
 def test_mirror_never_repeats_events_of_a_busy_partition(dagster_env: DagsterEnv) -> None:
     """A partition with more Dagster records than one page (a long observation window's samples) is read
     whole: replaying the ledger from the start mirrors nothing twice."""
     digest = "sha256:" + "cd" * 32
-    reg = NewEvent(stream="hello-web", kind=EventKind.CANDIDATE_REGISTERED, actor="carol", candidate=digest,
-                   payload={"image": f"registry.local/{dagster_env.repository}@{digest}"})
-    samples = [NewEvent(stream="hello-web", kind=EventKind.NOTE_POSTED, actor="carol", candidate=digest,
-                        payload={"i": i}) for i in range(140)]
+    reg = NewEvent(
+        stream="hello-web",
+        kind=EventKind.CANDIDATE_REGISTERED,
+        actor="carol",
+        candidate=digest,
+        payload={"image": f"registry.local/{dagster_env.repository}@{digest}"},
+    )
+    samples = [
+        NewEvent(
+            stream="hello-web", kind=EventKind.NOTE_POSTED, actor="carol", candidate=digest, payload={"i": i}
+        )
+        for i in range(140)
+    ]
     _append(dagster_env, reg, *samples)
     first = dagster_env.tick(ledger_mirror_sensor)
     assert isinstance(first, SensorResult) and 141 == len(first.asset_events)

@@ -19,8 +19,16 @@ from tests.fixtures.dagster import DevEnv
 pytestmark = [pytest.mark.slow, pytest.mark.ui]
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui"
 
 RUNS = """
@@ -80,8 +88,11 @@ def _launch_approval(page: Any, base: str, key: str, operator: str, shot: str) -
     editor.click()
     page.keyboard.press("Control+a")
     page.keyboard.press("Delete")
-    page.keyboard.type("ops: {promotion_approval: {config: {operator: " + operator
-                       + ', rollback_target: "manual: helm rollback ui-web to the previous revision"}}}')
+    page.keyboard.type(
+        "ops: {promotion_approval: {config: {operator: "
+        + operator
+        + ', rollback_target: "manual: helm rollback ui-web to the previous revision"}}}'
+    )
     _wait_text(page, "No errors")
     page.screenshot(path=str(SHOTS / f"{shot}-launchpad.png"))
     page.get_by_role("button", name="Launch Run").click()
@@ -96,8 +107,9 @@ def _launch_approval(page: Any, base: str, key: str, operator: str, shot: str) -
     return _text(page)
 
 
-def test_operator_finds_candidate_and_gates_then_approves_from_launchpad(dagster_dev_env: DevEnv,
-                                                                        registry_helper: Any) -> None:
+def test_operator_finds_candidate_and_gates_then_approves_from_launchpad(
+    dagster_dev_env: DevEnv, registry_helper: Any
+) -> None:
     """The UI shows the pushed candidate's partition, its Stage 1 materialization (ledger seq) and all eight gates
     succeeded; the registrar's approval is refused with the separation-of-duties reason; alice's approval
     launched from the launchpad succeeds and lands in the ledger with her identity."""
@@ -107,9 +119,14 @@ def test_operator_finds_candidate_and_gates_then_approves_from_launchpad(dagster
     env = dagster_dev_env
     digest = registry_helper.push_image(env.repositories["ui-web"], "v1.0.0")
     key = partition_key("ui-web", digest)
-    _wait("the stage1 run of the pushed digest", lambda: [
-        r for r in env.dev.graphql(RUNS, {"key": key})["runsOrError"]["results"]
-        if r["jobName"] == "stage1" and r["status"] == "SUCCESS"])
+    _wait(
+        "the stage1 run of the pushed digest",
+        lambda: [
+            r
+            for r in env.dev.graphql(RUNS, {"key": key})["runsOrError"]["results"]
+            if r["jobName"] == "stage1" and r["status"] == "SUCCESS"
+        ],
+    )
     SHOTS.mkdir(parents=True, exist_ok=True)
     base = env.dev.url
 

@@ -679,7 +679,10 @@ def test_promotion_form_defaults_to_release_replace_and_routing_switch_needs_rou
         routed(d)
         d["stages"]["canary"]["namespace"] = "hello-web-canary"
 
-    assert "production namespace" in issue_at(issues_of(variant(tmp_path / "c", elsewhere)), "promotion.form").message
+    assert (
+        "production namespace"
+        in issue_at(issues_of(variant(tmp_path / "c", elsewhere)), "promotion.form").message
+    )
 
     unknown = variant(tmp_path / "d", lambda d: d.update(promotion={"form": "weight-shift"}))
     issue_at(issues_of(unknown), "promotion.form")

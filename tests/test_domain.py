@@ -44,7 +44,9 @@ def test_partition_key_uses_first_twelve_hex_of_digest() -> None:
     assert "bbbbbbbbbbbb" == short_digest(D2)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("1h30m", 5400), ("2h", 7200), (30, 30)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("15m", 900), ("1h30m", 5400), ("2h", 7200), (30, 30)]
+)
 def test_durations_parse_to_seconds(text: str | int, seconds: int) -> None:
     assert seconds == parse_duration(text)
 
@@ -79,8 +81,12 @@ class Ev:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-def _new(kind: EventKind, digest: str | None, stage: int | None = None, payload: dict[str, Any] | None = None) -> NewEvent:
-    return NewEvent(stream="w", kind=kind, actor="alice", candidate=digest, stage=stage, payload=payload or {})
+def _new(
+    kind: EventKind, digest: str | None, stage: int | None = None, payload: dict[str, Any] | None = None
+) -> NewEvent:
+    return NewEvent(
+        stream="w", kind=kind, actor="alice", candidate=digest, stage=stage, payload=payload or {}
+    )
 
 
 def _result(digest: str, stage: int, status: str) -> dict[str, Any]:
@@ -110,7 +116,11 @@ def test_stage1_pass_for_one_digest_never_satisfies_another() -> None:
 
 
 def test_latest_stage_result_decides_so_a_later_failure_revokes_eligibility() -> None:
-    hist = [REG1, Ev("stage.completed", D1, 1, _result(D1, 1, "pass")), Ev("stage.completed", D1, 1, _result(D1, 1, "fail"))]
+    hist = [
+        REG1,
+        Ev("stage.completed", D1, 1, _result(D1, 1, "pass")),
+        Ev("stage.completed", D1, 1, _result(D1, 1, "fail")),
+    ]
     with pytest.raises(RuleBroken):
         check_append(hist, _new(EventKind.STAGE_STARTED, D1, 2))
 
@@ -137,7 +147,11 @@ def test_overall_status_fails_closed_on_no_checks_and_any_failure() -> None:
     ok = Check(name="a", status=CheckStatus.PASS)
     waived = Check(name="b", status=CheckStatus.WAIVED)
     bad = Check(name="c", status=CheckStatus.FAIL, reason="x")
-    assert ("fail", "pass", "fail") == (overall_status([]), overall_status([ok, waived]), overall_status([ok, bad]))
+    assert ("fail", "pass", "fail") == (
+        overall_status([]),
+        overall_status([ok, waived]),
+        overall_status([ok, bad]),
+    )
 
 
 S1_PASS = Ev("stage.completed", D1, 1, _result(D1, 1, "pass"))

@@ -54,11 +54,17 @@ def test_lineage_after_v1_v2_v3_and_a_rollback_names_v2_stable_and_v1_target(sto
     target = lin.rollback_target
     assert target is not None
     assert (V1, image_of(V1), 1, "prod") == (
-        target.digest, target.image, target.restore["helm_revision"], target.restore["namespace"]
+        target.digest,
+        target.image,
+        target.restore["helm_revision"],
+        target.restore["namespace"],
     )
     assert target.known and target.promotion_event_id is not None
     assert ["alice"] == [a.operator for a in target.approvals]
-    assert 1 == len(lin.rollbacks) and (V3, V2) == (lin.rollbacks[0].from_stable, lin.rollbacks[0].final_stable)
+    assert 1 == len(lin.rollbacks) and (V3, V2) == (
+        lin.rollbacks[0].from_stable,
+        lin.rollbacks[0].final_stable,
+    )
     assert target == rollback_target(store, W)
     json.dumps(lin.as_dict())
 
@@ -100,14 +106,20 @@ def test_status_labels_each_candidate_and_lists_stables(store: EventStore) -> No
     status = workload_status(store, W)
     labels = {c.digest: c.state for c in status.candidates}
     assert {
-        V1: "superseded", V2: "stable", V3: "rolled-back", V4: "stage1:pass (eligible for Stage 2 review)"
+        V1: "superseded",
+        V2: "stable",
+        V3: "rolled-back",
+        V4: "stage1:pass (eligible for Stage 2 review)",
     } == labels
     assert V2 == status.current_stable
     assert (V1,) == status.earlier_stables
     v4 = status.candidate(V4)
     assert v4 is not None
     assert (image_of(V4), "sensor", "pass", None) == (
-        v4.image, v4.registered_by, v4.stage_status(1), v4.stage_status(2)
+        v4.image,
+        v4.registered_by,
+        v4.stage_status(1),
+        v4.stage_status(2),
     )
     assert not v4.has_approvals and status.candidate(V1).has_approvals  # type: ignore[union-attr]
     assert [(V4, 2)] == [(p.digest, p.stage) for p in status.pending_approvals]
@@ -118,14 +130,22 @@ def test_status_labels_each_candidate_and_lists_stables(store: EventStore) -> No
 
 def test_status_shows_failures_running_stages_and_approvals_clearing_pending(store: EventStore) -> None:
     a, b, c, d = digest_of("a"), digest_of("b"), digest_of("c"), digest_of("d")
-    store.append([registered(W, a), stage_result(W, a, 1, "pass"), stage_started(W, a, 2),
-                  stage_result(W, a, 2, "fail")])
+    store.append(
+        [
+            registered(W, a),
+            stage_result(W, a, 1, "pass"),
+            stage_started(W, a, 2),
+            stage_result(W, a, 2, "fail"),
+        ]
+    )
     store.append([registered(W, b), stage_result(W, b, 1, "pass"), stage_started(W, b, 2)])
     store.append([registered(W, c), stage_result(W, c, 1, "pass"), approval(W, c, 2)])
     store.append([registered(W, d), stage_result(W, d, 1, "pass"), stage_result(W, d, 2, "pass")])
     status = workload_status(store, W)
     assert [
-        "stage2:fail", "stage2:running", "stage1:pass (eligible for Stage 2 review)",
+        "stage2:fail",
+        "stage2:running",
+        "stage1:pass (eligible for Stage 2 review)",
         "stage2:pass (eligible for Stage 3 promotion)",
     ] == [x.state for x in status.candidates]
     assert [(d, 3)] == [(p.digest, p.stage) for p in status.pending_approvals]
@@ -186,17 +206,32 @@ def test_status_query_stays_fast_on_a_busy_workload(store: EventStore) -> None:
 def test_stage2_canary_rollback_leaves_the_stable_lineage_unchanged(store: EventStore) -> None:
     """Removing a canary (a rollback recorded at stage 2) never changes what is stable in production."""
     store.append(full_lifecycle(W, V1, None, revision=1), now=T0)
-    store.append([registered(W, V2), stage_started(W, V2, 1), stage_result(W, V2, 1, "pass"), stage_started(W, V2, 2)])
-    store.append_one(NewEvent(stream=W, kind=EventKind.ROLLBACK_COMPLETED, actor="observer", candidate=V2, stage=2,
-                              payload={"symptom": "error rate", "final_stable": None}))
+    store.append(
+        [registered(W, V2), stage_started(W, V2, 1), stage_result(W, V2, 1, "pass"), stage_started(W, V2, 2)]
+    )
+    store.append_one(
+        NewEvent(
+            stream=W,
+            kind=EventKind.ROLLBACK_COMPLETED,
+            actor="observer",
+            candidate=V2,
+            stage=2,
+            payload={"symptom": "error rate", "final_stable": None},
+        )
+    )
     lin = lineage(store, W)
     assert (V1, "rolled-back") == (lin.current_stable.digest, workload_status(store, W).candidate(V2).state)
 
 
 def test_pending_approvals_list_only_candidates_whose_declaration_requires_one(store: EventStore) -> None:
     """A registration that says approval is not required is not listed as awaiting one; older ones are."""
-    plain = NewEvent(stream=W, kind=EventKind.CANDIDATE_REGISTERED, actor="sensor", candidate=V1,
-                     payload={"image": image_of(V1), "approval_required": False})
+    plain = NewEvent(
+        stream=W,
+        kind=EventKind.CANDIDATE_REGISTERED,
+        actor="sensor",
+        candidate=V1,
+        payload={"image": image_of(V1), "approval_required": False},
+    )
     store.append([plain, stage_started(W, V1, 1), stage_result(W, V1, 1, "pass")])
     store.append([registered(W, V2), stage_started(W, V2, 1), stage_result(W, V2, 1, "pass")])
     pending = {p.digest for p in workload_status(store, W).pending_approvals}
@@ -208,6 +243,14 @@ def test_a_revoked_retrospective_approval_leaves_the_emergency_awaiting_again(st
     store.append([registered(W, V1), emergency(W, V1, skip_stage=1), stage_started(W, V1, 2)])
     [granted] = store.append([approval(W, V1, 2, operator="bob", retrospective=True)])
     assert () == workload_status(store, W).awaiting_retrospective
-    store.append_one(NewEvent(stream=W, kind=EventKind.APPROVAL_REVOKED, actor="carol", candidate=V1, stage=2,
-                              payload={"approval_event_id": granted.event_id, "reason": "evidence was wrong"}))
+    store.append_one(
+        NewEvent(
+            stream=W,
+            kind=EventKind.APPROVAL_REVOKED,
+            actor="carol",
+            candidate=V1,
+            stage=2,
+            payload={"approval_event_id": granted.event_id, "reason": "evidence was wrong"},
+        )
+    )
     assert [V1] == [e.digest for e in workload_status(store, W).awaiting_retrospective]

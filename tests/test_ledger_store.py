@@ -89,10 +89,14 @@ class EventStoreContract:
         conn = self.raw_connect(url)
         try:
             cur = conn.cursor()
-            cur.execute(f"SELECT seq, {', '.join(cols)} FROM events WHERE seq IN ({p}, {p}) ORDER BY seq", (a, b))
+            cur.execute(
+                f"SELECT seq, {', '.join(cols)} FROM events WHERE seq IN ({p}, {p}) ORDER BY seq", (a, b)
+            )
             row_a, row_b = cur.fetchall()
             cur.execute(f"DELETE FROM events WHERE seq IN ({p}, {p})", (a, b))
-            insert = f"INSERT INTO events (seq, {', '.join(cols)}) VALUES ({', '.join([p] * (len(cols) + 1))})"
+            insert = (
+                f"INSERT INTO events (seq, {', '.join(cols)}) VALUES ({', '.join([p] * (len(cols) + 1))})"
+            )
             cur.execute(insert, (a, *row_b[1:]))
             cur.execute(insert, (b, *row_a[1:]))
             conn.commit()
@@ -199,7 +203,9 @@ class EventStoreContract:
             store.append_one(note(W, 2))
         assert 1 == store.count()
 
-    def test_database_refuses_duplicate_stream_version_from_a_plain_client(self, url: str, store: EventStore) -> None:
+    def test_database_refuses_duplicate_stream_version_from_a_plain_client(
+        self, url: str, store: EventStore
+    ) -> None:
         first = store.append_one(note(W, 1))
         p = self.placeholder
         with pytest.raises(Exception, match="(?i)unique|duplicate"):
@@ -207,7 +213,20 @@ class EventStoreContract:
                 url,
                 f"INSERT INTO events (seq, event_id, stream, version, kind, candidate, stage, actor, recorded_at, "
                 f"payload, prev_hash, hash) VALUES ({', '.join([p] * 12)})",
-                (2, "e2", W, 1, "note.posted", None, None, "x", first.recorded_at, "{}", first.hash, "0" * 64),
+                (
+                    2,
+                    "e2",
+                    W,
+                    1,
+                    "note.posted",
+                    None,
+                    None,
+                    "x",
+                    first.recorded_at,
+                    "{}",
+                    first.hash,
+                    "0" * 64,
+                ),
             )
 
     # -- atomicity and rules ------------------------------------------------------------------------
@@ -254,13 +273,24 @@ class EventStoreContract:
 
     def test_chain_verifies_and_matches_the_domain_hash(self, store: EventStore) -> None:
         store.append([registered(W, X), stage_started(W, X, 1), stage_result(W, X, 1, "pass")])
-        store.append_one(NewEvent(stream="ü-stream", kind=EventKind.NOTE_POSTED, actor="Zoë",
-                                  payload={"text": "naïve \"quoted\" \\ \n\t ☃", "n": [1, 2.5, None, True]}))
+        store.append_one(
+            NewEvent(
+                stream="ü-stream",
+                kind=EventKind.NOTE_POSTED,
+                actor="Zoë",
+                payload={"text": 'naïve "quoted" \\ \n\t ☃', "n": [1, 2.5, None, True]},
+            )
+        )
         events = list(store.read_all())
         assert all(e.hash == e.expected_hash() for e in events)
         assert GENESIS_HASH == events[0].prev_hash
         report = verify(store)
-        assert (True, 4, None, None) == (report.ok, report.events_checked, report.first_bad_seq, report.problem)
+        assert (True, 4, None, None) == (
+            report.ok,
+            report.events_checked,
+            report.first_bad_seq,
+            report.problem,
+        )
         assert store.head() == (report.head_seq, report.head_hash)
 
     def test_export_writes_one_canonical_envelope_per_line(self, store: EventStore) -> None:
@@ -272,7 +302,10 @@ class EventStoreContract:
             data = json.loads(line)
             assert event.model_dump() == data
             assert json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False) == line
-            assert compute_hash(data["prev_hash"], {k: v for k, v in data.items() if k != "hash"}) == data["hash"]
+            assert (
+                compute_hash(data["prev_hash"], {k: v for k, v in data.items() if k != "hash"})
+                == data["hash"]
+            )
 
     # -- append-only in the database itself ---------------------------------------------------------
 
@@ -299,22 +332,39 @@ class EventStoreContract:
     def test_edited_payload_is_detected_at_its_seq(self, url: str, store: EventStore) -> None:
         self._ten(store)
         self.drop_triggers(url)
-        self.raw(url, f"UPDATE events SET payload = {self.placeholder} WHERE seq = 4", ('{"i":0,"text":"forged"}',))
+        self.raw(
+            url, f"UPDATE events SET payload = {self.placeholder} WHERE seq = 4", ('{"i":0,"text":"forged"}',)
+        )
         report = verify(store)
         assert (False, 4, "edited") == (report.ok, report.first_bad_seq, report.problem)
         assert 3 == report.events_checked
 
-    def test_edited_row_with_recomputed_hash_is_detected_at_its_seq(self, url: str, store: EventStore) -> None:
+    def test_edited_row_with_recomputed_hash_is_detected_at_its_seq(
+        self, url: str, store: EventStore
+    ) -> None:
         events = self._ten(store)
         target = events[5]
         forged_payload = '{"i":99,"text":"forged"}'
         forged_hash = row_hash(
-            target.seq, target.event_id, target.stream, target.version, target.kind, target.candidate,
-            target.stage, target.actor, target.recorded_at, forged_payload, target.prev_hash,
+            target.seq,
+            target.event_id,
+            target.stream,
+            target.version,
+            target.kind,
+            target.candidate,
+            target.stage,
+            target.actor,
+            target.recorded_at,
+            forged_payload,
+            target.prev_hash,
         )
         self.drop_triggers(url)
         p = self.placeholder
-        self.raw(url, f"UPDATE events SET payload = {p}, hash = {p} WHERE seq = {p}", (forged_payload, forged_hash, 6))
+        self.raw(
+            url,
+            f"UPDATE events SET payload = {p}, hash = {p} WHERE seq = {p}",
+            (forged_payload, forged_hash, 6),
+        )
         report = verify(store)
         assert (False, 6, "edited") == (report.ok, report.first_bad_seq, report.problem)
 
@@ -468,7 +518,9 @@ class TestPostgresEventStore(EventStoreContract):
     def drop_triggers(self, url: str) -> None:
         self.raw(url, "DROP TRIGGER events_no_update_delete ON events")
 
-    def test_planner_statistics_are_refreshed_when_the_ledger_doubles(self, url: str, store: EventStore) -> None:
+    def test_planner_statistics_are_refreshed_when_the_ledger_doubles(
+        self, url: str, store: EventStore
+    ) -> None:
         """Without autovacuum, prepared plans chosen on a small table would scan the whole ledger."""
         store.append([note(W, i) for i in range(1000)])
         store.append([note(W, i) for i in range(100)])  # crosses 1,024: ANALYZE events
@@ -488,9 +540,18 @@ class TestPostgresEventStore(EventStoreContract):
             pytest.skip("psql not installed")
         store.append_one(note(W, 1))
         done = subprocess.run(
-            ["psql", url.replace("postgresql+psycopg://", "postgresql://"), "-v", "ON_ERROR_STOP=1",
-             "-c", "UPDATE events SET actor = 'mallory'"],
-            check=False, capture_output=True, text=True, timeout=30,
+            [
+                "psql",
+                url.replace("postgresql+psycopg://", "postgresql://"),
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                "UPDATE events SET actor = 'mallory'",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert 0 != done.returncode
         assert "append-only" in done.stderr
@@ -507,16 +568,36 @@ class TestPostgresEventStore(EventStoreContract):
 
 
 def test_envelope_text_is_byte_identical_to_domain_canonical_json() -> None:
-    payload = {"b": [1, 2.5, None, {"z": "ü\u2028\"\\"}], "a": "\x00\x1f ☃", "n": -0.0, "big": 10**30}
+    payload = {"b": [1, 2.5, None, {"z": 'ü\u2028"\\'}], "a": "\x00\x1f ☃", "n": -0.0, "big": 10**30}
     payload_text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     env = {
-        "seq": 7, "event_id": "id-\u00e9", "stream": "s\"t", "version": 3, "kind": "note.posted",
-        "candidate": None, "stage": 2, "actor": "Zoë\n", "recorded_at": "2026-01-01T00:00:00.000000+00:00",
-        "payload": payload, "prev_hash": "ab" * 32,
+        "seq": 7,
+        "event_id": "id-\u00e9",
+        "stream": 's"t',
+        "version": 3,
+        "kind": "note.posted",
+        "candidate": None,
+        "stage": 2,
+        "actor": "Zoë\n",
+        "recorded_at": "2026-01-01T00:00:00.000000+00:00",
+        "payload": payload,
+        "prev_hash": "ab" * 32,
     }
     from railiance_ledger.domain.events import canonical_json
 
-    args = (7, "id-\u00e9", "s\"t", 3, "note.posted", None, 2, "Zoë\n", env["recorded_at"], payload_text, "ab" * 32)
+    args = (
+        7,
+        "id-\u00e9",
+        's"t',
+        3,
+        "note.posted",
+        None,
+        2,
+        "Zoë\n",
+        env["recorded_at"],
+        payload_text,
+        "ab" * 32,
+    )
     assert canonical_json(env) == envelope_text(*args)
     assert compute_hash("ab" * 32, env) == row_hash(*args)
 
@@ -525,7 +606,9 @@ def test_rule_history_kinds_cover_every_kind_the_rules_read() -> None:
     """The append loads only RULE_HISTORY_KINDS; the rules must decide the same on the full history."""
     d = digest_of("k")
     full = [
-        registered(W, d), stage_started(W, d, 1), stage_result(W, d, 1, "pass"),
+        registered(W, d),
+        stage_started(W, d, 1),
+        stage_result(W, d, 1, "pass"),
         NewEvent(stream=W, kind=EventKind.CANARY_SAMPLE, actor="x", candidate=d, payload={"status": "pass"}),
         NewEvent(stream=W, kind=EventKind.APPROVAL_GRANTED, actor="x", candidate=d, stage=2),
         NewEvent(stream=W, kind=EventKind.WAIVER_GRANTED, actor="x", candidate=d, payload={"skip_stage": 2}),
@@ -555,10 +638,17 @@ def test_ledger_redacts_every_payload_and_actor_whatever_the_caller_passes(tmp_p
     store = EventStore.open(f"sqlite:///{tmp_path / 'l.db'}")
     secret = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
     digest = "sha256:" + "ab" * 32
-    [ev] = store.append([NewEvent(
-        stream="w", kind=EventKind.CANDIDATE_REGISTERED, actor="alice", candidate=digest,
-        payload={"image": f"r/w@{digest}", "note": f"token {secret}", "password": "hunter2hunter2"},
-    )])
+    [ev] = store.append(
+        [
+            NewEvent(
+                stream="w",
+                kind=EventKind.CANDIDATE_REGISTERED,
+                actor="alice",
+                candidate=digest,
+                payload={"image": f"r/w@{digest}", "note": f"token {secret}", "password": "hunter2hunter2"},
+            )
+        ]
+    )
     raw = (tmp_path / "l.db").read_bytes()
     assert secret.encode() not in raw and b"hunter2hunter2" not in raw
     assert "[REDACTED:github-token]" in ev.payload["note"] and "hunter2" not in str(ev.payload)

@@ -68,9 +68,13 @@ def _through_stage3(c: CliStage2, image: str) -> dict[str, Any]:
     assert (0, "deployed") == (code, doc.get("phase")), out
     code, doc, out = c.run("observe", str(c.app), "--image", image, "--json")
     assert (0, "pass") == (code, doc.get("status")), out
-    code, doc, out = c.run("approve", str(c.app), "--stage", "3", "--image", image, "--operator", "alice", "--json")
+    code, doc, out = c.run(
+        "approve", str(c.app), "--stage", "3", "--image", image, "--operator", "alice", "--json"
+    )
     assert 1 == code and "separation of duties" in out, out  # alice registered and deployed it
-    code, doc, out = c.run("approve", str(c.app), "--stage", "3", "--image", image, "--operator", "bob", "--json")
+    code, doc, out = c.run(
+        "approve", str(c.app), "--stage", "3", "--image", image, "--operator", "bob", "--json"
+    )
     assert 0 == code, out
     code, doc, out = c.run("promote", str(c.app), "--image", image, "--json")
     assert (0, "pass") == (code, doc.get("status")), out
@@ -94,7 +98,10 @@ def test_full_lifecycle_v1_v2_v3_then_rollback_through_the_cli(
 
     code, doc, out = c.run("lineage", "hello-web", "--json")
     assert 0 == code, out
-    assert (v3.split("@")[1], v2.split("@")[1]) == (doc["current_stable"]["digest"], doc["rollback_target"]["digest"])
+    assert (v3.split("@")[1], v2.split("@")[1]) == (
+        doc["current_stable"]["digest"],
+        doc["rollback_target"]["digest"],
+    )
 
     code, doc, out = c.run("rollback", str(c.app), "--reason", "v3 error budget burning", "--json")
     assert 0 == code, out

@@ -75,14 +75,31 @@ def store(tmp_path: Path) -> Iterator[Any]:
 
 
 def pass_stage1(store: Any, workload: str, digest: str) -> None:
-    store.append([NewEvent(
-        stream=workload, kind=EventKind.STAGE_COMPLETED, actor="ci", candidate=digest, stage=1,
-        payload={"stage": 1, "status": "pass", "candidate": {"digest": digest},
-                 "checks": [{"name": "local_health", "status": "pass"}, {"name": "local_check:unit", "status": "pass"}]},
-    )])
+    store.append(
+        [
+            NewEvent(
+                stream=workload,
+                kind=EventKind.STAGE_COMPLETED,
+                actor="ci",
+                candidate=digest,
+                stage=1,
+                payload={
+                    "stage": 1,
+                    "status": "pass",
+                    "candidate": {"digest": digest},
+                    "checks": [
+                        {"name": "local_health", "status": "pass"},
+                        {"name": "local_check:unit", "status": "pass"},
+                    ],
+                },
+            )
+        ]
+    )
 
 
-def test_forge_with_nothing_prepared_names_every_missing_answer_and_stays_in_stage1(store: Any, tmp_path: Path) -> None:
+def test_forge_with_nothing_prepared_names_every_missing_answer_and_stays_in_stage1(
+    store: Any, tmp_path: Path
+) -> None:
     """A bare forge declaration and an empty ledger: each unanswered question is named, with its stage."""
     decl = write_app(tmp_path)
 
@@ -90,28 +107,48 @@ def test_forge_with_nothing_prepared_names_every_missing_answer_and_stays_in_sta
 
     assert (False, Preparation.STAGE1) == (report.ready, report.must_remain_in)
     assert [
-        "artifact", "local_checks", "acceptance_checks", "previous_stable", "data_protection", "rollback_verification",
+        "artifact",
+        "local_checks",
+        "acceptance_checks",
+        "previous_stable",
+        "data_protection",
+        "rollback_verification",
     ] == report.missing
     remain = {a.id: a.must_remain_in for a in report.answers}
     assert {
-        "artifact": Preparation.STAGE1, "local_checks": Preparation.STAGE1, "canary_isolation": None,
-        "acceptance_checks": Preparation.STAGE1, "stage3_approver": None, "previous_stable": Preparation.STAGE1,
-        "data_protection": Preparation.STAGE2, "rollback_verification": Preparation.STAGE2,
+        "artifact": Preparation.STAGE1,
+        "local_checks": Preparation.STAGE1,
+        "canary_isolation": None,
+        "acceptance_checks": Preparation.STAGE1,
+        "stage3_approver": None,
+        "previous_stable": Preparation.STAGE1,
+        "data_protection": Preparation.STAGE2,
+        "rollback_verification": Preparation.STAGE2,
     } == remain
     acceptance = report.answer("acceptance_checks")
     assert [
-        "[[acceptance]] check for registry", "[[acceptance]] check for ssh", "[[acceptance]] check for web",
-        "[[acceptance]] check for actions", "[[acceptance]] check for email-recovery",
+        "[[acceptance]] check for registry",
+        "[[acceptance]] check for ssh",
+        "[[acceptance]] check for web",
+        "[[acceptance]] check for actions",
+        "[[acceptance]] check for email-recovery",
     ] == acceptance.missing
     assert any("backup.stateful = true" in m for m in report.answer("data_protection").missing)
     approver = report.answer("stage3_approver")
-    assert "other than the one who registered or deployed" in approver.text and "production-critical" in approver.text
+    assert (
+        "other than the one who registered or deployed" in approver.text
+        and "production-critical" in approver.text
+    )
 
 
-def test_forge_ready_for_canary_but_not_cutover_remains_in_stage2_preparation(store: Any, tmp_path: Path) -> None:
+def test_forge_ready_for_canary_but_not_cutover_remains_in_stage2_preparation(
+    store: Any, tmp_path: Path
+) -> None:
     """Everything Stage 2 needs is answered; data protection and rollback verification are not."""
     decl = write_app(
-        tmp_path, extra=FORGE_ACCEPTANCE, rollback_extra=f'previous_stable = "{image_of("e")}"',
+        tmp_path,
+        extra=FORGE_ACCEPTANCE,
+        rollback_extra=f'previous_stable = "{image_of("e")}"',
     )
     digest = register(store, decl)
     pass_stage1(store, "forge", digest)
@@ -127,7 +164,8 @@ def test_forge_ready_for_canary_but_not_cutover_remains_in_stage2_preparation(st
 def test_complete_forge_declaration_passes(store: Any, tmp_path: Path) -> None:
     """Every question answered with its source: ready, nowhere to remain, may cut over."""
     decl = write_app(
-        tmp_path, extra=FORGE_ACCEPTANCE + FORGE_DATA + '\n[approval]\napprovers = ["alice", "bob"]\n',
+        tmp_path,
+        extra=FORGE_ACCEPTANCE + FORGE_DATA + '\n[approval]\napprovers = ["alice", "bob"]\n',
         rollback_extra=f'previous_stable = "{image_of("e")}"',
     )
     digest = register(store, decl)
@@ -150,16 +188,28 @@ def test_complete_forge_declaration_passes(store: Any, tmp_path: Path) -> None:
     assert "clone a canary repo" in report.answer("rollback_verification").text
     data = json.loads(json.dumps(report.as_dict()))
     assert (True, None, digest) == (data["ready"], data["must_remain_in"], data["candidate"]["digest"])
-    assert {"id", "question", "answered", "text", "source", "missing", "must_remain_in"} == set(data["answers"][0])
+    assert {"id", "question", "answered", "text", "source", "missing", "must_remain_in"} == set(
+        data["answers"][0]
+    )
 
 
 def test_failed_stage1_leaves_local_checks_unanswered(store: Any, tmp_path: Path) -> None:
-    decl = write_app(tmp_path, extra=FORGE_ACCEPTANCE + FORGE_DATA, rollback_extra=f'previous_stable = "{image_of("e")}"')
+    decl = write_app(
+        tmp_path, extra=FORGE_ACCEPTANCE + FORGE_DATA, rollback_extra=f'previous_stable = "{image_of("e")}"'
+    )
     digest = register(store, decl)
-    store.append([NewEvent(
-        stream="forge", kind=EventKind.STAGE_COMPLETED, actor="ci", candidate=digest, stage=1,
-        payload={"stage": 1, "status": "fail", "candidate": {"digest": digest}},
-    )])
+    store.append(
+        [
+            NewEvent(
+                stream="forge",
+                kind=EventKind.STAGE_COMPLETED,
+                actor="ci",
+                candidate=digest,
+                stage=1,
+                payload={"stage": 1, "status": "fail", "candidate": {"digest": digest}},
+            )
+        ]
+    )
 
     report = readiness_report(store=store, decl=decl)
 
@@ -173,10 +223,30 @@ def test_previous_stable_comes_from_the_ledger_lineage(store: Any, tmp_path: Pat
     decl = write_app(tmp_path)
     old = register(store, decl, "b")
     for stage in (1, 2):
-        store.append([NewEvent(stream="forge", kind=EventKind.STAGE_COMPLETED, actor="ci", candidate=old, stage=stage,
-                               payload={"stage": stage, "status": "pass", "candidate": {"digest": old}})])
-    store.append([NewEvent(stream="forge", kind=EventKind.PROMOTION_COMPLETED, actor="dave", candidate=old, stage=3,
-                           payload={"image": image_of("b"), "digest": old})])
+        store.append(
+            [
+                NewEvent(
+                    stream="forge",
+                    kind=EventKind.STAGE_COMPLETED,
+                    actor="ci",
+                    candidate=old,
+                    stage=stage,
+                    payload={"stage": stage, "status": "pass", "candidate": {"digest": old}},
+                )
+            ]
+        )
+    store.append(
+        [
+            NewEvent(
+                stream="forge",
+                kind=EventKind.PROMOTION_COMPLETED,
+                actor="dave",
+                candidate=old,
+                stage=3,
+                payload={"image": image_of("b"), "digest": old},
+            )
+        ]
+    )
     register(store, decl, "a")
 
     answer = readiness_report(store=store, decl=decl).answer("previous_stable")
@@ -186,8 +256,12 @@ def test_previous_stable_comes_from_the_ledger_lineage(store: Any, tmp_path: Pat
 
 
 def test_non_critical_stateless_workload_needs_no_forge_checks(store: Any, tmp_path: Path) -> None:
-    decl = write_app(tmp_path, name="hello-web", category="internal-service",
-                     rollback_extra=f'previous_stable = "{image_of("e")}"')
+    decl = write_app(
+        tmp_path,
+        name="hello-web",
+        category="internal-service",
+        rollback_extra=f'previous_stable = "{image_of("e")}"',
+    )
     digest = register(store, decl)
     pass_stage1(store, "hello-web", digest)
 

@@ -39,7 +39,9 @@ def check(outcome: Any, name: str) -> dict[str, Any]:
 def assert_fails_only(outcome: Any, *names: str) -> None:
     """Exit 1, exactly ``names`` failed, every other check passed."""
     failed = {n for n, s in statuses(outcome).items() if s == "fail"}
-    assert (1, "fail", set(names)) == (outcome.exit_code, outcome.document["status"], failed), statuses(outcome)
+    assert (1, "fail", set(names)) == (outcome.exit_code, outcome.document["status"], failed), statuses(
+        outcome
+    )
     others = {n: s for n, s in statuses(outcome).items() if n not in names}
     assert all(s == "pass" for s in others.values()), others
 
@@ -54,12 +56,19 @@ def test_stage1_passes_on_clean_hello_web(stage1_env: Stage1Env) -> None:
 
     assert 0 == out.exit_code
     assert "pass" == out.document["status"]
-    assert [*REQUIRED_CHECKS[:6], "local_check:unit", *REQUIRED_CHECKS[6:]] == [c["name"] for c in out.document["checks"]]
+    assert [*REQUIRED_CHECKS[:6], "local_check:unit", *REQUIRED_CHECKS[6:]] == [
+        c["name"] for c in out.document["checks"]
+    ]
     assert all(s == "pass" for s in statuses(out).values())
     doc = out.document
-    assert {"digest": digest, "image": stage1_env.image("a"), "revision": stage1_env.head()} == doc["candidate"]
+    assert {"digest": digest, "image": stage1_env.image("a"), "revision": stage1_env.head()} == doc[
+        "candidate"
+    ]
     assert ("local", None, {"required": False, "decision": "not required", "operator": None}) == (
-        doc["target_environment"], doc["rollback_target"], doc["approval"])
+        doc["target_environment"],
+        doc["rollback_target"],
+        doc["approval"],
+    )
     events = stage1_env.events()
     assert ["candidate.registered", "stage.started", "stage.completed"] == [e.kind for e in events]
     completed = events[-1]
@@ -81,7 +90,10 @@ def test_stage1_registers_given_image_and_passes(stage1_env: Stage1Env) -> None:
     assert 0 == out.exit_code, statuses(out)
     reg = stage1_env.events()[0]
     assert (EventKind.CANDIDATE_REGISTERED, digest_of("b"), stage1_env.head()) == (
-        reg.kind, reg.candidate, reg.payload["revision"])
+        reg.kind,
+        reg.candidate,
+        reg.payload["revision"],
+    )
 
 
 # ---------------------------------------------------------------------------------------- manifests
@@ -89,17 +101,22 @@ def test_stage1_registers_given_image_and_passes(stage1_env: Stage1Env) -> None:
 
 def test_stage1_fails_when_chart_renders_secret_with_literal_password(stage1_env: Stage1Env) -> None:
     """A Secret with a literal ``stringData`` password fails secrets_by_reference; the value is never stored."""
-    stage1_env.write("chart/templates/secret.yaml", (
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: hello-web-db\ntype: Opaque\n"
-        "stringData:\n  password: correct-horse-battery-staple-77\n"
-    ))
+    stage1_env.write(
+        "chart/templates/secret.yaml",
+        (
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: hello-web-db\ntype: Opaque\n"
+            "stringData:\n  password: correct-horse-battery-staple-77\n"
+        ),
+    )
     stage1_env.register("a")
     out = stage1_env.run()
 
     assert_fails_only(out, "secrets_by_reference")
     c = check(out, "secrets_by_reference")
     assert "policy" == c["failure"]
-    assert any(e["ref"] == "Secret/hello-web-db" and "stringData.password" in e["detail"] for e in c["evidence"])
+    assert any(
+        e["ref"] == "Secret/hello-web-db" and "stringData.password" in e["detail"] for e in c["evidence"]
+    )
     text = stage1_env.stored_payload_text() + json.dumps(out.document)
     assert "correct-horse-battery-staple-77" not in text
 
@@ -111,8 +128,10 @@ def test_stage1_fails_when_values_file_holds_plaintext_secret(stage1_env: Stage1
     out = stage1_env.run()
 
     assert_fails_only(out, "secrets_by_reference")
-    assert any(e["ref"] == "chart/values-local.yaml" and e["detail"].startswith("apiToken")
-               for e in check(out, "secrets_by_reference")["evidence"])
+    assert any(
+        e["ref"] == "chart/values-local.yaml" and e["detail"].startswith("apiToken")
+        for e in check(out, "secrets_by_reference")["evidence"]
+    )
     assert "q8Zr4Kp2Lm9Xw3Tn" not in stage1_env.stored_payload_text()
 
 
@@ -121,7 +140,7 @@ def test_stage1_fails_when_env_value_is_a_plaintext_secret(stage1_env: Stage1Env
     stage1_env.edit(
         "chart/templates/deployment.yaml",
         "            - name: TRACK\n",
-        "            - name: DB_PASSWORD\n              value: \"hunter2-Zq9\"\n            - name: TRACK\n",
+        '            - name: DB_PASSWORD\n              value: "hunter2-Zq9"\n            - name: TRACK\n',
     )
     stage1_env.register("a")
     out = stage1_env.run()
@@ -134,16 +153,21 @@ def test_stage1_fails_when_env_value_is_a_plaintext_secret(stage1_env: Stage1Env
 EXTRA_OBJECTS = {
     "unknown_field": (
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello-web-extra\ndata:\n  a: b\nbogusField: 1\n",
-        "ConfigMap/hello-web-extra", "bogusField",
+        "ConfigMap/hello-web-extra",
+        "bogusField",
     ),
     "wrong_type": (
-        ("apiVersion: v1\nkind: Service\nmetadata:\n  name: hello-web-extra\nspec:\n  ports:\n"
-         "    - port: eighty\n"),
-        "Service/hello-web-extra", "spec.ports.0.port",
+        (
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: hello-web-extra\nspec:\n  ports:\n"
+            "    - port: eighty\n"
+        ),
+        "Service/hello-web-extra",
+        "spec.ports.0.port",
     ),
     "unknown_kind": (
         "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: hello-web-extra\n",
-        "Widget/hello-web-extra", "unknown kind",
+        "Widget/hello-web-extra",
+        "unknown kind",
     ),
 }
 
@@ -179,12 +203,17 @@ def test_stage1_fails_when_chart_does_not_render(stage1_env: Stage1Env) -> None:
 @pytest.mark.parametrize(
     ("argv", "expected", "failure"),
     [
-        ([PY, str(STAGE1_APPS / "status_server.py"), "--port", "{port}", "--status", "500"],
-         "HTTP 500, expected 200", "policy"),
-        ([PY, str(STAGE1_APPS / "status_server.py"), "--port", "{port}", "--delay", "3"],
-         "timed out after 1s", "technical"),
-        ([PY, str(STAGE1_APPS / "never_listens.py"), "--port", "{port}"],
-         "connection refused", "technical"),
+        (
+            [PY, str(STAGE1_APPS / "status_server.py"), "--port", "{port}", "--status", "500"],
+            "HTTP 500, expected 200",
+            "policy",
+        ),
+        (
+            [PY, str(STAGE1_APPS / "status_server.py"), "--port", "{port}", "--delay", "3"],
+            "timed out after 1s",
+            "technical",
+        ),
+        ([PY, str(STAGE1_APPS / "never_listens.py"), "--port", "{port}"], "connection refused", "technical"),
     ],
     ids=["http-500", "timeout", "refused"],
 )
@@ -241,8 +270,13 @@ def test_stage1_dirty_tree_is_waivable(stage1_env: Stage1Env) -> None:
     """A recorded waiver for source_revision_identified turns the failure into ``waived``."""
     stage1_env.register("a")
     stage1_env.write("notes.txt", "scratch\n", commit=False)
-    waiver = record_waiver(store=stage1_env.store, decl=stage1_env.decl(), gate="source_revision_identified",
-                           operator=OPERATOR, reason="scratch file, not part of the build")
+    waiver = record_waiver(
+        store=stage1_env.store,
+        decl=stage1_env.decl(),
+        gate="source_revision_identified",
+        operator=OPERATOR,
+        reason="scratch file, not part of the build",
+    )
     out = stage1_env.run()
 
     assert 0 == out.exit_code
@@ -263,8 +297,14 @@ def test_stage1_refuses_image_given_by_tag_only(stage1_env: Stage1Env) -> None:
     assert "no candidate digest" in check(out, "artifact_deterministic")["reason"]
     events = stage1_env.events()
     assert ["note.posted"] == [e.kind for e in events]
-    assert ("stage1.refused", "fail") == (events[0].payload["topic"], events[0].payload["stage_result"]["status"])
-    assert ({"seq": events[0].seq, "hash": events[0].hash}, "note.posted") == (out.document["ledger"], out.recorded_as)
+    assert ("stage1.refused", "fail") == (
+        events[0].payload["topic"],
+        events[0].payload["stage_result"]["status"],
+    )
+    assert ({"seq": events[0].seq, "hash": events[0].hash}, "note.posted") == (
+        out.document["ledger"],
+        out.recorded_as,
+    )
 
 
 def test_stage1_fails_without_any_candidate(stage1_env: Stage1Env) -> None:
@@ -285,8 +325,14 @@ def test_stage1_fails_on_second_digest_for_same_revision(stage1_env: Stage1Env) 
     c = check(out, "artifact_deterministic")
     assert digest_of("a") in c["reason"]
     with pytest.raises(InvalidInput):
-        record_waiver(store=stage1_env.store, decl=stage1_env.decl(), gate="artifact_deterministic",
-                      operator=OPERATOR, reason="try", candidate=digest_of("b"))
+        record_waiver(
+            store=stage1_env.store,
+            decl=stage1_env.decl(),
+            gate="artifact_deterministic",
+            operator=OPERATOR,
+            reason="try",
+            candidate=digest_of("b"),
+        )
 
 
 def test_stage1_fails_when_candidate_was_built_from_another_revision(stage1_env: Stage1Env) -> None:
@@ -326,8 +372,9 @@ def test_stage1_fails_when_migrations_unclassified(stage1_env: Stage1Env) -> Non
 
 def test_stage1_fails_when_declared_local_check_exits_nonzero(stage1_env: Stage1Env) -> None:
     """A declared check exiting 3 fails ``local_check:<name>`` with exit code and duration as evidence."""
-    stage1_env.add_local_check("integration", [PY, "-c", "import sys; print('1 failed'); sys.exit(3)"],
-                               kind="integration")
+    stage1_env.add_local_check(
+        "integration", [PY, "-c", "import sys; print('1 failed'); sys.exit(3)"], kind="integration"
+    )
     stage1_env.register("a")
     out = stage1_env.run()
 
@@ -357,8 +404,13 @@ def test_stage1_skipped_check_fails_without_waiver_and_is_waived_with_one(stage1
     assert_fails_only(out, "local_check:unit")
     assert "skipped" in check(out, "local_check:unit")["reason"]
 
-    waiver = record_waiver(store=stage1_env.store, decl=stage1_env.decl(), gate="local_check:unit",
-                           operator="alice", reason="unit suite runs in CI for this revision")
+    waiver = record_waiver(
+        store=stage1_env.store,
+        decl=stage1_env.decl(),
+        gate="local_check:unit",
+        operator="alice",
+        reason="unit suite runs in CI for this revision",
+    )
     assert {"gate": "local_check:unit", "candidate": digest_of("a"), "stage": 1} == waiver.payload["scope"]
     again = stage1_env.run(skip_checks=["unit"])
 
@@ -371,8 +423,14 @@ def test_stage1_skipped_check_fails_without_waiver_and_is_waived_with_one(stage1
 def test_stage1_waiver_for_other_candidate_does_not_apply(stage1_env: Stage1Env) -> None:
     """A waiver names one candidate: it never covers another digest."""
     stage1_env.register("a", revision=None)
-    record_waiver(store=stage1_env.store, decl=stage1_env.decl(), gate="local_check:unit", operator="alice",
-                  reason="for a only", candidate=digest_of("a"))
+    record_waiver(
+        store=stage1_env.store,
+        decl=stage1_env.decl(),
+        gate="local_check:unit",
+        operator="alice",
+        reason="for a only",
+        candidate=digest_of("a"),
+    )
     stage1_env.register("c", revision=None)
     out = stage1_env.run(image=stage1_env.image("c"), skip_checks=["unit"])
 
@@ -404,11 +462,21 @@ def test_stage1_refuses_unknown_skip_check_before_recording(stage1_env: Stage1En
     assert ["candidate.registered"] == [e.kind for e in stage1_env.events()]
 
 
-@pytest.mark.parametrize("gate", ["secrets_by_reference", "observability_declared", "candidate_immutable",
-                                  "no_such_gate", "local_check:undeclared"])
+@pytest.mark.parametrize(
+    "gate",
+    [
+        "secrets_by_reference",
+        "observability_declared",
+        "candidate_immutable",
+        "no_such_gate",
+        "local_check:undeclared",
+    ],
+)
 def test_stage1_refuses_waiver_for_non_waivable_or_unknown_gate(stage1_env: Stage1Env, gate: str) -> None:
     """Gates the spec makes fail closed, and names that are not gates, cannot be waived."""
     stage1_env.register("a")
     with pytest.raises(InvalidInput):
-        record_waiver(store=stage1_env.store, decl=stage1_env.decl(), gate=gate, operator=OPERATOR, reason="r")
+        record_waiver(
+            store=stage1_env.store, decl=stage1_env.decl(), gate=gate, operator=OPERATOR, reason="r"
+        )
     assert ["candidate.registered"] == [e.kind for e in stage1_env.events()]

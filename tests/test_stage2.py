@@ -27,15 +27,33 @@ from tests.fixtures.stage2 import (
 
 
 def deploy(env: CanaryEnv, **kw: Any) -> Any:
-    return deploy_canary(store=env.store, decl=env.decl(), operator="alice", kube=env.kube, helm=env.helm,
-                         registry=env.registry, metrics=env.metrics, http=env.http, resolve_host=lambda h: True,
-                         image=env.image, **kw)
+    return deploy_canary(
+        store=env.store,
+        decl=env.decl(),
+        operator="alice",
+        kube=env.kube,
+        helm=env.helm,
+        registry=env.registry,
+        metrics=env.metrics,
+        http=env.http,
+        resolve_host=lambda h: True,
+        image=env.image,
+        **kw,
+    )
 
 
 def observe(env: CanaryEnv, **kw: Any) -> Any:
     kw.setdefault("sleep", lambda s: None)
-    return observe_canary(store=env.store, decl=env.decl(), operator="alice", kube=env.kube, helm=env.helm,
-                          metrics=env.metrics, http=env.http, **kw)
+    return observe_canary(
+        store=env.store,
+        decl=env.decl(),
+        operator="alice",
+        kube=env.kube,
+        helm=env.helm,
+        metrics=env.metrics,
+        http=env.http,
+        **kw,
+    )
 
 
 def kinds(env: CanaryEnv) -> list[str]:
@@ -62,7 +80,9 @@ def test_stage2_weighted_canary_accepted(canary_env: CanaryEnv) -> None:
     assert "10" == ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"]
     # the canary is helm's own release (real helm history), pinned to the candidate digest
     assert 1 == canary_env.helm.deployed_revision(release="hello-web-canary", namespace="hello-web")
-    assert canary_env.digest in canary_env.helm.get_manifest(release="hello-web-canary", namespace="hello-web")
+    assert canary_env.digest in canary_env.helm.get_manifest(
+        release="hello-web-canary", namespace="hello-web"
+    )
     assert 1 == out.document["release"]["revision"]
     progress: list[int] = []
     res = observe_env(canary_env, on_progress=lambda done, total, s: progress.append(done))
@@ -77,10 +97,14 @@ def test_stage2_weighted_canary_accepted(canary_env: CanaryEnv) -> None:
     assert canary_env.pair is not None and canary_env.pair.job in first["canary"]["error_rate"]["query"]
     assert first["canary"]["p95_latency_ms"]["available"] and first["stable"]["saturation"]["value"] == 0.2
     # health from inside went through the API server's service proxy (percent-encoded, as a client sends it)
-    assert any("/services/hello-web-canary%3A8080/proxy/healthz 200" in p for p in canary_env.emulator.paths())
+    assert any(
+        "/services/hello-web-canary%3A8080/proxy/healthz 200" in p for p in canary_env.emulator.paths()
+    )
     assert "HTTP 200" == first["health_inside"]["reason"]
     evidence = {e["detail"].split(":")[0]: e for e in res.document["evidence"]}
-    assert {"rendered release identity", "key health inside", "key health outside", "progress note"} <= set(evidence)
+    assert {"rendered release identity", "key health inside", "key health outside", "progress note"} <= set(
+        evidence
+    )
     assert any(e["detail"].startswith("metrics window: 4 samples") for e in res.document["evidence"])
     assert EventKind.STAGE_COMPLETED == kinds(canary_env)[-1]
     # stable never replaced: revision 1 of the stable release still serves the stable digest
@@ -121,12 +145,25 @@ def test_stage2_fails_when_digest_missing_from_registry(canary_env: CanaryEnv) -
     """A registered, Stage-1-passed candidate whose digest the registry does not hold: nothing applied."""
     other_digest = "sha256:" + "c" * 64
     other = f"{canary_env.repository}@{other_digest}"
-    canary_env.store.append([
-        NewEvent(stream="hello-web", kind=EventKind.CANDIDATE_REGISTERED, actor="ci", candidate=other_digest,
-                 payload={"image": other}),
-        NewEvent(stream="hello-web", kind=EventKind.STAGE_COMPLETED, actor="ci", candidate=other_digest, stage=1,
-                 payload={"stage": 1, "status": "pass", "candidate": {"digest": other_digest}}),
-    ])
+    canary_env.store.append(
+        [
+            NewEvent(
+                stream="hello-web",
+                kind=EventKind.CANDIDATE_REGISTERED,
+                actor="ci",
+                candidate=other_digest,
+                payload={"image": other},
+            ),
+            NewEvent(
+                stream="hello-web",
+                kind=EventKind.STAGE_COMPLETED,
+                actor="ci",
+                candidate=other_digest,
+                stage=1,
+                payload={"stage": 1, "status": "pass", "candidate": {"digest": other_digest}},
+            ),
+        ]
+    )
     out = deploy_env(canary_env, image=other)
     assert 1 == out.exit_code
     assert "fail" == check(out.document, "digest_in_registry")["status"]
@@ -145,7 +182,9 @@ def test_stage2_rollback_target_from_stable_helm_history(canary_env: CanaryEnv) 
 
 def test_stage2_fails_when_rollback_target_unknown(canary_env: CanaryEnv) -> None:
     canary_env.edit('previous_stable = "', '# previous_stable = "')
-    canary_env.helm.uninstall(release="hello-web", namespace="hello-web")  # no deployed stable revision either
+    canary_env.helm.uninstall(
+        release="hello-web", namespace="hello-web"
+    )  # no deployed stable revision either
     out = deploy(canary_env)
     assert 1 == out.exit_code
     assert "rollback target unknown" in check(out.document, "rollback_target_known")["reason"]
@@ -232,8 +271,9 @@ def test_stage2_latency_regression_relative_to_stable(canary_env: CanaryEnv) -> 
 
 def test_stage2_routing_weight_changed_behind_our_back(canary_env: CanaryEnv) -> None:
     assert 0 == deploy(canary_env).exit_code
-    ing = canary_env.kube.get(api_version="networking.k8s.io/v1", kind="Ingress", namespace="hello-web",
-                              name="hello-web-canary")
+    ing = canary_env.kube.get(
+        api_version="networking.k8s.io/v1", kind="Ingress", namespace="hello-web", name="hello-web-canary"
+    )
     assert ing is not None
     ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] = "60"
     for k in ("resourceVersion", "uid", "managedFields", "creationTimestamp", "generation"):
@@ -259,7 +299,9 @@ def test_stage2_prometheus_going_away_mid_window_fails_closed(canary_env: Canary
     assert 1 == res.exit_code and res.rolled_back
     for gate in ("canary_error_rate", "canary_latency", "canary_saturation"):
         c = check(res.document, gate)
-        assert ("fail", "technical") == (c["status"], c["failure"]) and c["reason"].startswith("metrics unavailable"), c
+        assert ("fail", "technical") == (c["status"], c["failure"]) and c["reason"].startswith(
+            "metrics unavailable"
+        ), c
         assert "sample 2; failed in 2/4 samples" in c["reason"]
     assert check(res.document, "canary_statistical_comparison")["reason"].startswith("metrics unavailable")
     assert any(e["detail"] == "metrics unavailable in samples [2, 3]" for e in res.document["evidence"])
@@ -270,7 +312,9 @@ def test_stage2_prometheus_going_away_mid_window_fails_closed(canary_env: Canary
 
 def test_stage2_secret_in_pod_logs_fails_and_is_never_stored(canary_env: CanaryEnv) -> None:
     secret = "AKIAIOSFODNN7EXAMPLE"
-    canary_env.emulator.behaviours.set(canary_env.image, "ready", logs=[f"connecting with aws_access_key_id={secret}"])
+    canary_env.emulator.behaviours.set(
+        canary_env.image, "ready", logs=[f"connecting with aws_access_key_id={secret}"]
+    )
     assert 0 == deploy(canary_env).exit_code
     res = observe(canary_env)
     assert 1 == res.exit_code and res.rolled_back

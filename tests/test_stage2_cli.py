@@ -28,9 +28,15 @@ def test_stage2_cli_run_deploy_observe_accepted(cli_stage2: CliStage2, statehub:
     started = next(e for e in events if e.kind == EventKind.STAGE_STARTED and e.stage == 2)
     release = started.payload["release"]
     assert ("hello-web-canary", "hello-web", 1, c.image) == (
-        release["name"], release["namespace"], release["revision"], release["image"])  # namespace/release
+        release["name"],
+        release["namespace"],
+        release["revision"],
+        release["image"],
+    )  # namespace/release
     assert len(started.payload["manifests"]["sha256"]) == 64  # rendered release identity
-    assert (Path(c.env["RAILIANCE_HOME"]) / "manifests" / f"{started.payload['manifests']['sha256']}.yaml").exists()
+    assert (
+        Path(c.env["RAILIANCE_HOME"]) / "manifests" / f"{started.payload['manifests']['sha256']}.yaml"
+    ).exists()
     routed = next(e for e in events if e.kind == EventKind.ROUTING_CHANGED)
     assert "canary weight 10% of localhost as declared" in routed.payload["read_back"]  # routing state
     completed = [e for e in events if e.kind == EventKind.STAGE_COMPLETED and e.stage == 2][-1]
@@ -38,7 +44,9 @@ def test_stage2_cli_run_deploy_observe_accepted(cli_stage2: CliStage2, statehub:
     evidence = completed.payload["evidence"]
     details = [e["detail"] for e in evidence]
     assert "rendered release identity" in details
-    assert any(e["kind"] == "pod-status" and e["detail"].startswith("1/1 ready, 0 restarts") for e in evidence)
+    assert any(
+        e["kind"] == "pod-status" and e["detail"].startswith("1/1 ready, 0 restarts") for e in evidence
+    )
     assert any(d.startswith("key health inside: HTTP 200") for d in details)
     assert any(d.startswith("key health outside: HTTP 200") for d in details)
     assert any(d.startswith("metrics window: 4 samples") for d in details)
@@ -49,7 +57,10 @@ def test_stage2_cli_run_deploy_observe_accepted(cli_stage2: CliStage2, statehub:
     # the State Hub note is required evidence: its gate passed with the delivered note's id
     hub_check = next(ch for ch in completed.payload["checks"] if ch["name"] == "statehub_note")
     assert ("pass", notes[-1].payload["note_id"]) == (hub_check["status"], hub_check["evidence"][0]["ref"])
-    assert "pass" == next(ch for ch in completed.payload["checks"] if ch["name"] == "canary_release_identity")["status"]
+    assert (
+        "pass"
+        == next(ch for ch in completed.payload["checks"] if ch["name"] == "canary_release_identity")["status"]
+    )
     assert 4 == sum(1 for e in events if e.kind == EventKind.CANARY_SAMPLE)
 
 

@@ -69,14 +69,18 @@ def test_stage2_statehub_note_delivered_passes_with_the_note_id(canary_env: Cana
     out = deploy_env(canary_env)  # the State Hub comes from RAILIANCE_STATEHUB_URL (the fixture's default)
     assert 0 == out.exit_code, not_passed(out.document)
     res = observe_env(canary_env, fast=True)
-    assert (0, "pass", False) == (res.exit_code, res.document["status"], res.rolled_back), not_passed(res.document)
+    assert (0, "pass", False) == (res.exit_code, res.document["status"], res.rolled_back), not_passed(
+        res.document
+    )
     assert list(ACCEPTANCE_CHECKS) == [c["name"] for c in res.document["checks"]]
     note = events_of(canary_env, EventKind.NOTE_POSTED)[-1]
     note_id = note.payload["note_id"]
     assert (True, "note-2") == (note.payload["delivered"], note_id)
     c = check_named(res.document, "statehub_note")
     assert "pass" == c["status"], c
-    assert f"progress note {note_id} delivered to State Hub (ledger note.posted seq {note.seq})" == c["reason"]
+    assert (
+        f"progress note {note_id} delivered to State Hub (ledger note.posted seq {note.seq})" == c["reason"]
+    )
     assert [{"kind": "statehub", "ref": note_id, "detail": f"note.posted seq {note.seq}"}] == c["evidence"]
     assert {"kind": "statehub", "ref": note_id, "detail": "progress note"} == statehub_evidence(res.document)
     assert note_id == res.document["statehub_note"]
@@ -105,7 +109,9 @@ def test_stage2_statehub_not_configured_fails_statehub_note_and_removes_the_cana
     c = check_named(res.document, "statehub_note")
     assert ("fail", "technical") == (c["status"], c["failure"])
     assert "RAILIANCE_STATEHUB_URL is not set" in c["reason"], c
-    assert {"kind": "statehub", "ref": "not configured", "detail": "progress note"} == statehub_evidence(res.document)
+    assert {"kind": "statehub", "ref": "not configured", "detail": "progress note"} == statehub_evidence(
+        res.document
+    )
     assert res.document["statehub_note"] is None
     assert any("no State Hub configured" in w for w in res.warnings), res.warnings
     started = events_of(canary_env, EventKind.ROLLBACK_STARTED)[-1]
@@ -114,7 +120,9 @@ def test_stage2_statehub_not_configured_fails_statehub_note_and_removes_the_cana
     canary_removed(canary_env)
 
 
-def test_stage2_statehub_down_fails_statehub_note_after_retries_and_is_reported(canary_env: CanaryEnv) -> None:
+def test_stage2_statehub_down_fails_statehub_note_after_retries_and_is_reported(
+    canary_env: CanaryEnv,
+) -> None:
     """Deploy note delivered; State Hub goes down before the end of the window. The acceptance note
     is retried (3 attempts, the configured adapter's default), recorded as delivered=false, reported
     as a warning, and the stage fails closed on statehub_note: the canary is removed."""
@@ -125,13 +133,20 @@ def test_stage2_statehub_down_fails_statehub_note_after_retries_and_is_reported(
     assert (1, "fail", True) == (res.exit_code, res.document["status"], res.rolled_back)
     assert ["statehub_note"] == failing(res.document)
     note = events_of(canary_env, EventKind.NOTE_POSTED)[-1]
-    assert (False, 3, "AdapterUnavailable") == (note.payload["delivered"], note.payload["attempts"],
-                                                note.payload["error_type"])
+    assert (False, 3, "AdapterUnavailable") == (
+        note.payload["delivered"],
+        note.payload["attempts"],
+        note.payload["error_type"],
+    )
     c = check_named(res.document, "statehub_note")
     assert ("fail", "technical") == (c["status"], c["failure"])
     assert c["reason"].startswith("State Hub progress note not delivered after 3 attempt(s): "), c
-    assert "connection refused" in c["reason"] and f"note.posted seq {note.seq}, delivered=false" in c["reason"]
-    assert {"kind": "statehub", "ref": "not delivered", "detail": "progress note"} == statehub_evidence(res.document)
+    assert (
+        "connection refused" in c["reason"] and f"note.posted seq {note.seq}, delivered=false" in c["reason"]
+    )
+    assert {"kind": "statehub", "ref": "not delivered", "detail": "progress note"} == statehub_evidence(
+        res.document
+    )
     assert any("was NOT delivered after 3 attempt(s)" in w for w in res.warnings), res.warnings
     canary_removed(canary_env)
 
@@ -146,23 +161,38 @@ def test_stage2_statehub_transient_5xx_is_retried_and_delivered(canary_env: Cana
     assert [True, True] == [e.payload["delivered"] for e in events_of(canary_env, EventKind.NOTE_POSTED)]
 
 
-def test_stage2_statehub_note_waiver_accepts_with_waived(canary_env: CanaryEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage2_statehub_note_waiver_accepts_with_waived(
+    canary_env: CanaryEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert "statehub_note" in WAIVABLE_STAGE2
     monkeypatch.delenv(STATEHUB_ENV)
-    waiver = record_waiver(store=canary_env.store, decl=canary_env.decl(), gate="statehub_note", operator="bob",
-                           reason="State Hub migration window; evidence kept in the ledger",
-                           candidate=canary_env.digest, stage=2)
+    waiver = record_waiver(
+        store=canary_env.store,
+        decl=canary_env.decl(),
+        gate="statehub_note",
+        operator="bob",
+        reason="State Hub migration window; evidence kept in the ledger",
+        candidate=canary_env.digest,
+        stage=2,
+    )
     history = canary_env.store.read_stream("hello-web")
-    assert waiver.event_id == active_waivers(history, digest=canary_env.digest, stage=2)["statehub_note"].event_id
+    assert (
+        waiver.event_id
+        == active_waivers(history, digest=canary_env.digest, stage=2)["statehub_note"].event_id
+    )
     out = deploy_env(canary_env)
     assert 0 == out.exit_code, not_passed(out.document)
     assert not any("acceptance gate will fail" in w for w in out.warnings), out.warnings
     res = observe_env(canary_env, fast=True)
-    assert (0, "pass", False) == (res.exit_code, res.document["status"], res.rolled_back), not_passed(res.document)
+    assert (0, "pass", False) == (res.exit_code, res.document["status"], res.rolled_back), not_passed(
+        res.document
+    )
     c = check_named(res.document, "statehub_note")
     assert ("waived", waiver.event_id, None) == (c["status"], c["waiver"], c["failure"])
     assert "RAILIANCE_STATEHUB_URL is not set" in c["reason"] and "waived by bob" in c["reason"]
-    assert canary_env.emulator.get("deployments", "hello-web", "hello-web-canary") is not None  # accepted, kept
+    assert (
+        canary_env.emulator.get("deployments", "hello-web", "hello-web-canary") is not None
+    )  # accepted, kept
 
 
 def test_stage2_statehub_fails_on_a_rejected_canary_still_reported(canary_env: CanaryEnv) -> None:
@@ -176,7 +206,9 @@ def test_stage2_statehub_fails_on_a_rejected_canary_still_reported(canary_env: C
     sent = canary_env.hub.notes[-1]
     assert "hello-web: Stage 2 canary rejected" == sent["title"] and "canary_health" in sent["body"]
     kinds = [e.kind for e in canary_env.store.read_stream("hello-web")]
-    assert kinds.index(EventKind.ROLLBACK_COMPLETED) < len(kinds) - 1 - kinds[::-1].index(EventKind.NOTE_POSTED)
+    assert kinds.index(EventKind.ROLLBACK_COMPLETED) < len(kinds) - 1 - kinds[::-1].index(
+        EventKind.NOTE_POSTED
+    )
 
 
 # ------------------------------------------------------------------------------- release identity
@@ -190,10 +222,18 @@ def test_stage2_release_identity_read_back_passes(canary_env: CanaryEnv) -> None
     c = check_named(res.document, "canary_release_identity")
     sha = out.document["manifests_sha256"]
     assert "pass" == c["status"]
-    assert c["reason"] == (f"release hello-web/hello-web-canary revision 1, rendered manifests sha256:{sha}: "
-                           f"deployed as recorded, pinned to {canary_env.digest}")
-    assert {"kind": "summary", "ref": f"manifests:sha256:{sha}", "detail": "rendered release identity"} in c["evidence"]
-    assert {"kind": "k8s-object", "ref": "helm-release/hello-web/hello-web-canary", "detail": "revision 1"} in c["evidence"]
+    assert c["reason"] == (
+        f"release hello-web/hello-web-canary revision 1, rendered manifests sha256:{sha}: "
+        f"deployed as recorded, pinned to {canary_env.digest}"
+    )
+    assert {"kind": "summary", "ref": f"manifests:sha256:{sha}", "detail": "rendered release identity"} in c[
+        "evidence"
+    ]
+    assert {
+        "kind": "k8s-object",
+        "ref": "helm-release/hello-web/hello-web-canary",
+        "detail": "revision 1",
+    } in c["evidence"]
 
 
 def test_stage2_canary_release_changed_mid_window_fails_release_identity(canary_env: CanaryEnv) -> None:
@@ -207,18 +247,26 @@ def test_stage2_canary_release_changed_mid_window_fails_release_identity(canary_
     def progress(done: int, total: int, sample: Any) -> None:
         if done == 2:
             canary_env.helm.install_or_upgrade(
-                chart=chart, release="hello-web-canary", namespace="hello-web",
+                chart=chart,
+                release="hello-web-canary",
+                namespace="hello-web",
                 values_files=[chart / "values.yaml", chart / "values-canary.yaml", *overrides],
-                set_values={"image.repository": canary_env.repository, "image.digest": STABLE_DIGEST,
-                            "track": "canary"})
+                set_values={
+                    "image.repository": canary_env.repository,
+                    "image.digest": STABLE_DIGEST,
+                    "track": "canary",
+                },
+            )
 
     res = observe_env(canary_env, fast=True, on_progress=progress)
     assert (1, True) == (res.exit_code, res.rolled_back)
     assert ["canary_release_identity"] == failing(res.document), not_passed(res.document)
     c = check_named(res.document, "canary_release_identity")
     assert ("fail", "policy") == (c["status"], c["failure"])
-    assert ("canary release hello-web/hello-web-canary is at revision 2, not the recorded revision 1: "
-            "it was changed during the window") == c["reason"]
+    assert (
+        "canary release hello-web/hello-web-canary is at revision 2, not the recorded revision 1: "
+        "it was changed during the window"
+    ) == c["reason"]
     canary_removed(canary_env)
 
 
@@ -237,7 +285,10 @@ def test_stage2_pod_status_unreadable_fails_pod_readiness_and_restart_checks(can
     res = observe_env(canary_env, fast=True, on_progress=progress)
     canary_env.emulator.faults.clear()
     assert (1, True) == (res.exit_code, res.rolled_back)
-    for gate, what in (("canary_pods_ready", "pod status unavailable"), ("canary_pods_stable", "restart status unavailable")):
+    for gate, what in (
+        ("canary_pods_ready", "pod status unavailable"),
+        ("canary_pods_stable", "restart status unavailable"),
+    ):
         c = check_named(res.document, gate)
         assert ("fail", "technical") == (c["status"], c["failure"]), c
         assert c["reason"].startswith(what) and "(sample 2; failed in 2/4 samples)" in c["reason"], c
@@ -251,7 +302,9 @@ def test_stage2_pod_status_read_passes_pod_checks_with_evidence(canary_env: Cana
     res = observe_env(canary_env, fast=True)
     assert 0 == res.exit_code, not_passed(res.document)
     assert "pass" == check_named(res.document, "canary_pods_ready")["status"]
-    assert check_named(res.document, "canary_pods_stable")["reason"].startswith("no crash loops, 0 restart(s)")
+    assert check_named(res.document, "canary_pods_stable")["reason"].startswith(
+        "no crash loops, 0 restart(s)"
+    )
     (pods,) = [e for e in res.document["evidence"] if e["kind"] == "pod-status"]
     assert "1/1 ready, 0 restarts" == pods["detail"]
     (routing,) = [e for e in res.document["evidence"] if e["ref"] == "routing:weighted"]
@@ -275,7 +328,10 @@ def test_stage2_routing_read_back_failing_fails_canary_routing(canary_env: Canar
     assert ["canary_routing"] == failing(res.document), not_passed(res.document)
     c = check_named(res.document, "canary_routing")
     assert ("fail", "technical") == (c["status"], c["failure"]), c
-    assert c["reason"].startswith("routing read-back failed") and "(sample 2; failed in 2/4 samples)" in c["reason"]
+    assert (
+        c["reason"].startswith("routing read-back failed")
+        and "(sample 2; failed in 2/4 samples)" in c["reason"]
+    )
     canary_removed(canary_env)
 
 
@@ -295,4 +351,6 @@ def test_stage2_workload_without_a_key_health_endpoint_is_refused(tmp_path: Path
     with pytest.raises(DeclarationError) as info:
         load_declaration(app)
     assert isinstance(info.value, InvalidInput) and 2 == info.value.exit_code
-    assert [("health", "required table [health] is missing")] == [(i.path, i.message) for i in info.value.issues]
+    assert [("health", "required table [health] is missing")] == [
+        (i.path, i.message) for i in info.value.issues
+    ]

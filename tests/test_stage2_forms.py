@@ -43,9 +43,14 @@ def test_stage2_header_canary_accepted_on_ingress_nginx(canary_env: CanaryEnv) -
     doc = accepted(canary_env)
     ann = canary_env.emulator.get("ingresses", "hello-web", "hello-web-canary")["metadata"]["annotations"]
     assert ("true", "X-Railiance-Canary", "always") == (
-        ann[NGINX + "canary"], ann[NGINX + "canary-by-header"], ann[NGINX + "canary-by-header-value"])
+        ann[NGINX + "canary"],
+        ann[NGINX + "canary-by-header"],
+        ann[NGINX + "canary-by-header-value"],
+    )
     assert NGINX + "canary-weight" not in ann  # operator traffic only: no share of ordinary requests
-    assert "canary reachable only with header X-Railiance-Canary" in check_named(doc, "canary_routing")["reason"]
+    assert (
+        "canary reachable only with header X-Railiance-Canary" in check_named(doc, "canary_routing")["reason"]
+    )
     assert "pass" == check_named(doc, "canary_health")["status"]
 
 
@@ -53,7 +58,9 @@ def test_stage2_header_canary_accepted_on_gateway_api(canary_env: CanaryEnv) -> 
     use_form(canary_env, "header", "gateway-api")
     accepted(canary_env)
     rules = canary_env.emulator.get("httproutes", "hello-web", "hello-web")["spec"]["rules"]
-    assert [{"type": "Exact", "name": "X-Railiance-Canary", "value": "always"}] == rules[0]["matches"][0]["headers"]
+    assert [{"type": "Exact", "name": "X-Railiance-Canary", "value": "always"}] == rules[0]["matches"][0][
+        "headers"
+    ]
     assert ["hello-web-canary"] == [b["name"] for b in rules[0]["backendRefs"]]
     assert ["hello-web"] == [b["name"] for b in rules[1]["backendRefs"]]
 
@@ -64,8 +71,12 @@ def test_stage2_path_canary_accepted(canary_env: CanaryEnv, provider: str) -> No
     doc = accepted(canary_env)
     assert "canary reachable only under /canary" in check_named(doc, "canary_routing")["reason"]
     if provider == "ingress-nginx":
-        paths = canary_env.emulator.get("ingresses", "hello-web", "hello-web-canary")["spec"]["rules"][0]["http"]["paths"]
-        assert [("/canary", "hello-web-canary")] == [(p["path"], p["backend"]["service"]["name"]) for p in paths]
+        paths = canary_env.emulator.get("ingresses", "hello-web", "hello-web-canary")["spec"]["rules"][0][
+            "http"
+        ]["paths"]
+        assert [("/canary", "hello-web-canary")] == [
+            (p["path"], p["backend"]["service"]["name"]) for p in paths
+        ]
 
 
 def test_stage2_shadow_canary_accepted_on_ingress_nginx(canary_env: CanaryEnv) -> None:
@@ -107,14 +118,19 @@ def test_stage2_isolated_namespace_canary_accepted(canary_env: CanaryEnv) -> Non
     assert canary_env.emulator.get("ingresses", "hello-web", "hello-web-canary") is None
     assert 1 == canary_env.helm.deployed_revision(release="hello-web-canary", namespace="hello-web-canary")
     assert "canary isolated" in check_named(doc, "canary_routing")["reason"]
-    assert any("/namespaces/hello-web-canary/services/hello-web-canary%3A8080/proxy/healthz 200" in p
-               for p in canary_env.emulator.paths())
+    assert any(
+        "/namespaces/hello-web-canary/services/hello-web-canary%3A8080/proxy/healthz 200" in p
+        for p in canary_env.emulator.paths()
+    )
 
 
 def _assert_fallback(env: CanaryEnv, doc: dict, form: str) -> None:
     started = events_of(env, EventKind.STAGE_STARTED)[-1]
     routed = events_of(env, EventKind.ROUTING_CHANGED)[0]
-    assert ("weighted", form) == (started.payload["routing"]["fallback_from"], started.payload["routing"]["form"])
+    assert ("weighted", form) == (
+        started.payload["routing"]["fallback_from"],
+        started.payload["routing"]["form"],
+    )
     assert "weighted" == routed.payload["fallback_from"] and form == routed.payload["form"]
     assert started.payload["fallback"] and "fell back" in started.payload["fallback"]
     assert 0 == started.payload["routing"]["weight"]  # no share of ordinary production traffic
@@ -131,15 +147,22 @@ def test_stage2_fallback_to_header_when_gateway_api_disabled(canary_env: CanaryE
     ann = canary_env.emulator.get("ingresses", "hello-web", "hello-web-canary")["metadata"]["annotations"]
     assert NGINX + "canary-by-header" in ann and NGINX + "canary-weight" not in ann
     prechecks = {"checks": events_of(canary_env, EventKind.STAGE_STARTED)[-1].payload["prechecks"]}
-    assert "fell back to header routing via ingress-nginx" in check_named(prechecks, "canary_form_declared")["reason"]
+    assert (
+        "fell back to header routing via ingress-nginx"
+        in check_named(prechecks, "canary_form_declared")["reason"]
+    )
 
 
 def test_stage2_fallback_to_isolated_when_no_ingress_class_and_no_gateway_api(canary_env: CanaryEnv) -> None:
     """Declared weighted on ingress-nginx; no IngressClass and no Gateway API: an isolated canary,
     probed from inside only, and production routing untouched."""
-    canary_env.kube.delete(api_version="networking.k8s.io/v1", kind="IngressClass", namespace=None, name="nginx")
+    canary_env.kube.delete(
+        api_version="networking.k8s.io/v1", kind="IngressClass", namespace=None, name="nginx"
+    )
     canary_env.emulator.set_gateway_api(False)
     doc = accepted(canary_env)
     _assert_fallback(canary_env, doc, "isolated-namespace")
-    assert ["hello-web"] == [i["metadata"]["name"] for i in canary_env.emulator.list("ingresses", "hello-web")]
+    assert ["hello-web"] == [
+        i["metadata"]["name"] for i in canary_env.emulator.list("ingresses", "hello-web")
+    ]
     assert "canary isolated" in check_named(doc, "canary_routing")["reason"]

@@ -33,8 +33,15 @@ def nothing_applied(env: CanaryEnv) -> None:
 def make_critical(env: CanaryEnv) -> None:
     """Production-critical hello-web; its 4 s window waived (under the 60 m minimum) by bob."""
     env.edit("# critical = true", "critical = true")
-    record_waiver(store=env.store, decl=env.decl(), gate="observation_window", operator="bob",
-                  reason="test window: seconds, not an hour", candidate=env.digest, stage=2)
+    record_waiver(
+        store=env.store,
+        decl=env.decl(),
+        gate="observation_window",
+        operator="bob",
+        reason="test window: seconds, not an hour",
+        candidate=env.digest,
+        stage=2,
+    )
 
 
 def approve(env: CanaryEnv) -> Any:
@@ -55,9 +62,15 @@ def test_stage2_degraded_dependency_fails_dependencies_healthy(canary_env: Canar
 
 def test_stage2_degraded_dependency_passes_with_operator_waiver(canary_env: CanaryEnv) -> None:
     canary_env.edit(f"{canary_env.app_url}/health", f"http://127.0.0.1:{free_port()}/health")
-    waiver = record_waiver(store=canary_env.store, decl=canary_env.decl(), gate="dependencies_healthy",
-                           operator="bob", reason="postgres-main read replica down; canary reads only",
-                           candidate=canary_env.digest, stage=2)
+    waiver = record_waiver(
+        store=canary_env.store,
+        decl=canary_env.decl(),
+        gate="dependencies_healthy",
+        operator="bob",
+        reason="postgres-main read replica down; canary reads only",
+        candidate=canary_env.digest,
+        stage=2,
+    )
     out = deploy_env(canary_env)
     assert 0 == out.exit_code, not_passed(out.document)
     c = check_named(out.document, "dependencies_healthy")
@@ -86,7 +99,10 @@ def test_stage2_production_critical_with_approval_passes(canary_env: CanaryEnv) 
     out = deploy_env(canary_env)
     assert 0 == out.exit_code, not_passed(out.document)
     assert "waived" == check_named(out.document, "observation_window")["status"]
-    assert f"approved by bob (event {grant.event_id})" == check_named(out.document, "operator_approval")["reason"]
+    assert (
+        f"approved by bob (event {grant.event_id})"
+        == check_named(out.document, "operator_approval")["reason"]
+    )
     res = observe_env(canary_env, fast=True)
     assert 0 == res.exit_code, not_passed(res.document)
     assert {"required": True, "decision": grant.event_id, "operator": "bob"} == res.document["approval"]
@@ -101,8 +117,13 @@ def test_stage2_approval_revoked_mid_window_rolls_back_immediately(canary_env: C
     def progress(done: int, total: int, sample: Any) -> None:
         seen.append(done)
         if done == 2:
-            revoked = approvals.revoke(store=canary_env.store, decl=canary_env.decl(), operator="carol",
-                                       reason="change freeze declared", image=canary_env.image)
+            revoked = approvals.revoke(
+                store=canary_env.store,
+                decl=canary_env.decl(),
+                operator="carol",
+                reason="change freeze declared",
+                image=canary_env.image,
+            )
             assert revoked.payload["immediate_rollback"]
 
     res = observe_env(canary_env, on_progress=progress)
@@ -113,7 +134,9 @@ def test_stage2_approval_revoked_mid_window_rolls_back_immediately(canary_env: C
     assert "fail" == check_named(res.document, "operator_approval")["status"]
     done = events_of(canary_env, EventKind.ROLLBACK_COMPLETED)[0].payload
     assert ("approval revoked during the observation window", "returned to Stage 1") == (
-        done["symptom"], done["candidate_disposition"])
+        done["symptom"],
+        done["candidate_disposition"],
+    )
     nothing_applied(canary_env)
 
 
@@ -125,7 +148,10 @@ def test_stage2_repeated_authorization_failures_roll_back_immediately(canary_env
     assert 0 == deploy_env(canary_env).exit_code
     res = observe_env(canary_env, fast=True)
     assert (1, True) == (res.exit_code, res.rolled_back)
-    assert "repeated authorization failures: 5 401/403 log lines" in check_named(res.document, "immediate_rollback")["reason"]
+    assert (
+        "repeated authorization failures: 5 401/403 log lines"
+        in check_named(res.document, "immediate_rollback")["reason"]
+    )
     assert "repeated authorization failures" in check_named(res.document, "canary_logs_clean")["reason"]
     assert 1 == len(events_of(canary_env, EventKind.CANARY_SAMPLE))  # the first sample already saw it
     nothing_applied(canary_env)
@@ -144,8 +170,10 @@ def test_stage2_pending_pods_fail_canary_pods_stable(canary_env: CanaryEnv) -> N
     canary_env.emulator.behaviours.set(canary_env.image, "pending")
     out = deploy_env(canary_env, rollout_timeout=1.0)
     assert 0 == out.exit_code, not_passed(out.document)
-    assert any(e["kind"] == "pod-status" and e["detail"].endswith("1 pending, 0 crash-looping after 1s")
-               for e in out.document["evidence"]), out.document["evidence"]
+    assert any(
+        e["kind"] == "pod-status" and e["detail"].endswith("1 pending, 0 crash-looping after 1s")
+        for e in out.document["evidence"]
+    ), out.document["evidence"]
     res = observe_env(canary_env, fast=True)
     assert (1, True) == (res.exit_code, res.rolled_back)
     c = check_named(res.document, "canary_pods_stable")
@@ -157,7 +185,9 @@ def test_stage2_pending_pods_fail_canary_pods_stable(canary_env: CanaryEnv) -> N
 # ------------------------------------------------------------------------------- State Hub
 
 
-def test_stage2_statehub_notes_posted_with_ids_in_the_ledger(canary_env: CanaryEnv, statehub: StateHubServer) -> None:
+def test_stage2_statehub_notes_posted_with_ids_in_the_ledger(
+    canary_env: CanaryEnv, statehub: StateHubServer
+) -> None:
     hub = statehub_poster(statehub.url)
     out = deploy_env(canary_env, statehub=hub)
     assert 0 == out.exit_code, not_passed(out.document)
@@ -166,17 +196,23 @@ def test_stage2_statehub_notes_posted_with_ids_in_the_ledger(canary_env: CanaryE
     assert 0 == res.exit_code, not_passed(res.document)
     posted = events_of(canary_env, EventKind.NOTE_POSTED)
     assert [("note-1", True, "stage.started"), ("note-2", True, "stage.started")] == [
-        (e.payload["note_id"], e.payload["delivered"], e.payload["ref_kind"]) for e in posted]
+        (e.payload["note_id"], e.payload["delivered"], e.payload["ref_kind"]) for e in posted
+    ]
     assert {"kind": "statehub", "ref": "note-2", "detail": "progress note"} in res.document["evidence"]
     assert "note-2" == res.document["statehub_note"]
     titles = [n["title"] for n in statehub.notes]
     # the acceptance note is posted before the stage is decided: it says "gates passed", never "accepted"
-    assert ["hello-web: Stage 2 canary deployed (weighted)", "hello-web: Stage 2 canary acceptance gates passed"] == titles
+    assert [
+        "hello-web: Stage 2 canary deployed (weighted)",
+        "hello-web: Stage 2 canary acceptance gates passed",
+    ] == titles
     assert canary_env.digest in statehub.raw_text()
     assert not (out.warnings or res.warnings)
 
 
-def test_stage2_statehub_down_at_deploy_is_reported_not_dropped(canary_env: CanaryEnv, statehub: StateHubServer) -> None:
+def test_stage2_statehub_down_at_deploy_is_reported_not_dropped(
+    canary_env: CanaryEnv, statehub: StateHubServer
+) -> None:
     """The deploy note is reported (warnings, note.posted delivered=false) and the operator is told the
     statehub_note gate will fail; State Hub back by the end of the window: the acceptance note is
     delivered and the canary accepted. (State Hub still down at the end: tests/test_stage2_evidence.py.)"""

@@ -34,16 +34,33 @@ def image_of(emulator: KubeEmulator) -> str:
 
 
 def test_stage2_helm_release_lifecycle_against_the_emulator(helm: Helm, kube_emulator: KubeEmulator) -> None:
-    first = helm.install_or_upgrade(chart=CHART, release="hello-web", namespace="hello-web", values_files=VALUES,
-                                    set_values={"image.digest": digest("a")}, wait=True, timeout=30)
+    first = helm.install_or_upgrade(
+        chart=CHART,
+        release="hello-web",
+        namespace="hello-web",
+        values_files=VALUES,
+        set_values={"image.digest": digest("a")},
+        wait=True,
+        timeout=30,
+    )
     assert ("hello-web", "hello-web", 1, "deployed") == (
-        first["name"], first["namespace"], first["version"], first["info"]["status"])  # type: ignore[index]
+        first["name"],
+        first["namespace"],
+        first["version"],
+        first["info"]["status"],
+    )  # type: ignore[index]
     assert image_of(kube_emulator).endswith(digest("a"))
-    second = helm.install_or_upgrade(chart=CHART, release="hello-web", namespace="hello-web", values_files=VALUES,
-                                     set_values={"image.digest": digest("c")})
+    second = helm.install_or_upgrade(
+        chart=CHART,
+        release="hello-web",
+        namespace="hello-web",
+        values_files=VALUES,
+        set_values={"image.digest": digest("c")},
+    )
     assert 2 == second["version"]
     assert [(1, "superseded"), (2, "deployed")] == [
-        (h["revision"], h["status"]) for h in helm.history(release="hello-web", namespace="hello-web")]
+        (h["revision"], h["status"]) for h in helm.history(release="hello-web", namespace="hello-web")
+    ]
     assert digest("c") in helm.get_manifest(release="hello-web", namespace="hello-web")
     assert digest("a") in helm.get_manifest(release="hello-web", namespace="hello-web", revision=1)
 
@@ -71,22 +88,27 @@ def test_stage2_helm_unknown_release_raises_release_not_found(helm: Helm) -> Non
 
 
 def test_stage2_helm_wait_on_crashlooping_release_fails_within_its_timeout(
-        helm: Helm, kube_emulator: KubeEmulator) -> None:
+    helm: Helm, kube_emulator: KubeEmulator
+) -> None:
     kube_emulator.behaviours.set("registry.local/railiance/hello-web", "crashloop", restart_interval=0.2)
     with pytest.raises(HelmCommandFailed) as info:
-        helm.install_or_upgrade(chart=CHART, release="hello-web", namespace="hello-web", values_files=VALUES,
-                                wait=True, timeout=3)
+        helm.install_or_upgrade(
+            chart=CHART, release="hello-web", namespace="hello-web", values_files=VALUES, wait=True, timeout=3
+        )
     assert not isinstance(info.value, HelmReleaseNotFound)
     history = helm.history(release="hello-web", namespace="hello-web")
     assert [(1, "failed")] == [(h["revision"], h["status"]) for h in history]
 
 
 def test_stage2_emulator_helm_writes_a_kubeconfig_from_the_kube_adapter(
-        kube_emulator: KubeEmulator, kube_api_client: object, tmp_path: Path) -> None:
+    kube_emulator: KubeEmulator, kube_api_client: object, tmp_path: Path
+) -> None:
     """``EmulatorHelm(kube)`` (the name the first Stage 2 fixture used) is the real helm now."""
     kube = Kube(kube_api_client)  # type: ignore[arg-type]
     seed_cluster(kube)
     helm = EmulatorHelm(kube, home=tmp_path / "h")
-    status = helm.install_or_upgrade(chart=CHART, release="hello-web", namespace="hello-web", values_files=VALUES)
+    status = helm.install_or_upgrade(
+        chart=CHART, release="hello-web", namespace="hello-web", values_files=VALUES
+    )
     assert 1 == status["version"] == helm.deployed_revision(release="hello-web", namespace="hello-web")
     assert kube_emulator.list("secrets", "hello-web", "owner=helm,name=hello-web")

@@ -57,7 +57,10 @@ def live_matches(env: Stage3Env, sha: str) -> list[str]:
                     problems.append(f"Deployment {key}: {have[key]} != {want[key]}")
             if doc["spec"]["replicas"] != live["spec"]["replicas"]:
                 problems.append("replicas")
-            if doc["spec"]["template"]["metadata"]["labels"] != live["spec"]["template"]["metadata"]["labels"]:
+            if (
+                doc["spec"]["template"]["metadata"]["labels"]
+                != live["spec"]["template"]["metadata"]["labels"]
+            ):
                 problems.append("pod labels")
         elif doc["kind"] == "Ingress":
             if doc["spec"]["rules"] != live["spec"]["rules"]:
@@ -69,8 +72,10 @@ def live_matches(env: Stage3Env, sha: str) -> list[str]:
 
 def host_routes(env: Stage3Env) -> dict[str, str]:
     """Ingress name -> backend service of every Ingress in the namespace."""
-    return {i["metadata"]["name"]: i["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
-            for i in env.emulator.list("ingresses", NS)}
+    return {
+        i["metadata"]["name"]: i["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+        for i in env.emulator.list("ingresses", NS)
+    }
 
 
 def make_critical(env: Stage3Env) -> None:
@@ -83,8 +88,16 @@ def critical_through_stage2(env: Stage3Env, tag: str) -> str:
 
     image = env.push(tag)
     assert 0 == env.stage1(image).exit_code
-    record_waiver(store=env.store, decl=env.decl(), gate="observation_window", operator="bob",
-                  reason="4 s test window", candidate=digest(image), stage=2, statehub=env.statehub)
+    record_waiver(
+        store=env.store,
+        decl=env.decl(),
+        gate="observation_window",
+        operator="bob",
+        reason="4 s test window",
+        candidate=digest(image),
+        stage=2,
+        statehub=env.statehub,
+    )
     env.approve(image, "bob", stage=2)
     assert 0 == env.deploy(image).exit_code
     out = env.observe()
@@ -107,23 +120,39 @@ def test_stage3_full_lifecycle_v1_v2_v3_then_rollback_restores_v2(stage3_env: St
         assert (0, "pass") == (out.exit_code, out.document["status"]), failed(out.document)
         assert list(PRECHECKS) == [c["name"] for c in out.document["checks"]][: len(PRECHECKS)]
         assert env.live_image() == image
-        assert {"hello-web": "hello-web"} == host_routes(env)  # canary Ingress removed, stable serves the host
+        assert {"hello-web": "hello-web"} == host_routes(
+            env
+        )  # canary Ingress removed, stable serves the host
         assert env.emulator.get("deployments", NS, "hello-web-canary") is None
         promoted[tag] = out
     v1, v2, v3 = (env.versions[t] for t in ("v1.0.0", "v2.0.0", "v3.0.0"))
 
     doc = promoted["v3.0.0"].document
     assert ("production", "helm-revision", digest(v2)) == (
-        doc["target_environment"], doc["rollback_target"]["kind"], doc["rollback_target"]["digest"])
-    assert {"workflow", "digest", "k8s-object", "http-status", "statehub", "summary"} <= {e["kind"] for e in doc["evidence"]}
+        doc["target_environment"],
+        doc["rollback_target"]["kind"],
+        doc["rollback_target"]["digest"],
+    )
+    assert {"workflow", "digest", "k8s-object", "http-status", "statehub", "summary"} <= {
+        e["kind"] for e in doc["evidence"]
+    }
     assert doc["statehub_note"] in {n["id"] for n in env.hub_server.notes}
     p3 = promotion_of(env, v3)
-    assert (digest(v2), 3, 4) == (p3.payload["previous_stable"], p3.payload["previous_helm_revision"],
-                                  p3.payload["helm_revision"])
+    assert (digest(v2), 3, 4) == (
+        p3.payload["previous_stable"],
+        p3.payload["previous_helm_revision"],
+        p3.payload["helm_revision"],
+    )
     kinds = env.kinds()
     start = len(kinds) - 1 - kinds[::-1].index(EventKind.STAGE_STARTED)
-    assert [EventKind.STAGE_STARTED, EventKind.ROUTING_CHANGED, EventKind.ROUTING_CHANGED,
-            EventKind.PROMOTION_COMPLETED, EventKind.NOTE_POSTED, EventKind.STAGE_COMPLETED] == kinds[start:]
+    assert [
+        EventKind.STAGE_STARTED,
+        EventKind.ROUTING_CHANGED,
+        EventKind.ROUTING_CHANGED,
+        EventKind.PROMOTION_COMPLETED,
+        EventKind.NOTE_POSTED,
+        EventKind.STAGE_COMPLETED,
+    ] == kinds[start:]
 
     lin = lineage(env.store, "hello-web")
     assert ([digest(v1), digest(v2), digest(v3)], digest(v2)) == (list(lin.stack), lin.rollback_target.digest)
@@ -140,11 +169,18 @@ def test_stage3_full_lifecycle_v1_v2_v3_then_rollback_restores_v2(stage3_env: St
     assert ("deployed", 5) == (history[-1]["status"], history[-1]["revision"])
     done = env.events(EventKind.ROLLBACK_COMPLETED)[-1]
     assert (digest(v3), digest(v2), "blocked", "p95 latency doubled after v3") == (
-        done.candidate, done.payload["final_stable"], done.payload["candidate_disposition"], done.payload["symptom"])
+        done.candidate,
+        done.payload["final_stable"],
+        done.payload["candidate_disposition"],
+        done.payload["symptom"],
+    )
     assert "helm rollback hello-web 3" in done.payload["action"]
     lin = lineage(env.store, "hello-web")
     assert (digest(v2), digest(v1), "rolled-back") == (
-        lin.current_stable.digest, lin.rollback_target.digest, lin.stables[2].state)
+        lin.current_stable.digest,
+        lin.rollback_target.digest,
+        lin.stables[2].state,
+    )
     status = workload_status(env.store, "hello-web")
     assert "rolled-back" == status.candidate(digest(v3)).state
 
@@ -162,7 +198,9 @@ def test_stage3_full_lifecycle_v1_v2_v3_then_rollback_restores_v2(stage3_env: St
     now = lineage_with_evidence(env.store, "hello-web")
     v2_now = next(s for s in now["stables"] if s["digest"] == digest(v2))
     assert "pass" == v2_now["evidence"]["stage_result"]["status"]
-    assert v2_now["evidence"]["notes"] and v2_now["evidence"]["promotion"]["workflow_id"].startswith("promote-hello-web-")
+    assert v2_now["evidence"]["notes"] and v2_now["evidence"]["promotion"]["workflow_id"].startswith(
+        "promote-hello-web-"
+    )
 
     assert verify(env.store).ok
 
@@ -211,7 +249,10 @@ def test_promote_smoke_failure_rolls_back_automatically(stage3_env: Stage3Env) -
     assert [] == env.events(EventKind.PROMOTION_COMPLETED)
     done = env.events(EventKind.ROLLBACK_COMPLETED)[-1]
     assert (digest(v1), digest(env.stable0), "returned to Stage 1") == (
-        done.candidate, done.payload["final_stable"], done.payload["candidate_disposition"])
+        done.candidate,
+        done.payload["final_stable"],
+        done.payload["candidate_disposition"],
+    )
     assert "post-promotion smoke failed" in done.payload["symptom"]
     assert EventKind.STAGE_COMPLETED == env.kinds()[-1]
     assert "rolled-back" == workload_status(env.store, "hello-web").candidate(digest(v1)).state
@@ -234,7 +275,9 @@ def test_promote_production_critical_without_approval_refused(stage3_env: Stage3
     assert (1, ["human_approval"]) == (out.exit_code, failed(out.document))
     assert env.live_image() == env.stable0
     assert 1 == len(env.helm.history(release="hello-web", namespace=NS))
-    assert EventKind.STAGE_STARTED not in [e.kind for e in env.events(EventKind.STAGE_STARTED) if e.stage == 3]
+    assert EventKind.STAGE_STARTED not in [
+        e.kind for e in env.events(EventKind.STAGE_STARTED) if e.stage == 3
+    ]
 
     with pytest.raises(GateFailed, match="separation of duties"):
         env.approve(v1, "alice")  # alice deployed the canary
@@ -259,15 +302,29 @@ def test_stage2_approval_revoked_mid_window_rolls_back(stage3_env: Stage3Env) ->
 
     v2 = env.push("v2.0.0")
     assert 0 == env.stage1(v2).exit_code
-    record_waiver(store=env.store, decl=env.decl(), gate="observation_window", operator="bob", reason="test window",
-                  candidate=digest(v2), stage=2, statehub=env.statehub)
+    record_waiver(
+        store=env.store,
+        decl=env.decl(),
+        gate="observation_window",
+        operator="bob",
+        reason="test window",
+        candidate=digest(v2),
+        stage=2,
+        statehub=env.statehub,
+    )
     env.approve(v2, "bob", stage=2)
     assert 0 == env.deploy(v2).exit_code
 
     def progress(done: int, total: int, sample: Any) -> None:
         if done == 2:
-            revoke(store=env.store, decl=env.decl(), operator="carol", reason="change freeze", image=v2,
-                   statehub=env.statehub)
+            revoke(
+                store=env.store,
+                decl=env.decl(),
+                operator="carol",
+                reason="change freeze",
+                image=v2,
+                statehub=env.statehub,
+            )
 
     res = env.observe(on_progress=progress)
     assert (1, True) == (res.exit_code, res.rolled_back)
@@ -355,9 +412,15 @@ def test_rollback_manual_strategy_records_runbook_and_does_not_act(stage3_env: S
     assert 0 == env.promote(v1).exit_code
     env.sub(r'^strategy = "helm-revision"', 'strategy = "manual"\nrunbook = "docs/recover.md"')
     out = env.rollback("disk corruption")
-    assert (1, "manual-action-required", "docs/recover.md") == (out.exit_code, out.phase, out.document["runbook"])
+    assert (1, "manual-action-required", "docs/recover.md") == (
+        out.exit_code,
+        out.phase,
+        out.document["runbook"],
+    )
     assert env.live_image() == v1 and [] == env.events(EventKind.ROLLBACK_COMPLETED)
-    env.helm.rollback(release="hello-web", namespace=NS, revision=1, wait=True)  # the human follows the runbook
+    env.helm.rollback(
+        release="hello-web", namespace=NS, revision=1, wait=True
+    )  # the human follows the runbook
     done = env.rollback("disk corruption", manual_done=True)
     assert 0 == done.exit_code, done.document
     assert digest(env.stable0) == lineage(env.store, "hello-web").current_stable.digest
@@ -366,21 +429,32 @@ def test_rollback_manual_strategy_records_runbook_and_does_not_act(stage3_env: S
 # ---------------------------------------------------------------------------------------- prechecks
 
 
-def test_promote_emergency_skip_of_stage2_shows_retrospective_pending_in_status(stage3_env: Stage3Env) -> None:
+def test_promote_emergency_skip_of_stage2_shows_retrospective_pending_in_status(
+    stage3_env: Stage3Env,
+) -> None:
     """An emergency exception skips Stage 2; the promotion runs and status lists the awaiting approval."""
     from railiance_ledger.lifecycle.approvals import pending_retrospective, record_exception
 
     env = stage3_env
     v1 = env.push("v1.0.0")
     assert 0 == env.stage1(v1).exit_code
-    exc = record_exception(store=env.store, decl=env.decl(), operator="carol", skip_stage=2,
-                           reason="CVE hotfix, canary would delay the fix", image=v1, statehub=env.statehub)
+    exc = record_exception(
+        store=env.store,
+        decl=env.decl(),
+        operator="carol",
+        skip_stage=2,
+        reason="CVE hotfix, canary would delay the fix",
+        image=v1,
+        statehub=env.statehub,
+    )
     out = env.promote(v1)
     assert 0 == out.exit_code, failed(out.document)
     assert "emergency exception" in check(out.document, "stage2_accepted")["reason"]
     status = workload_status(env.store, "hello-web")
-    assert ([exc.event_id], "stable") == ([e.event_id for e in status.awaiting_retrospective],
-                                          status.candidate(digest(v1)).state)
+    assert ([exc.event_id], "stable") == (
+        [e.event_id for e in status.awaiting_retrospective],
+        status.candidate(digest(v1)).state,
+    )
     assert [exc.event_id] == [p["exception_id"] for p in pending_retrospective(env.store, "hello-web")]
     env.approve(v1, "bob", retrospective=True)
     assert () == workload_status(env.store, "hello-web").awaiting_retrospective
@@ -395,8 +469,9 @@ def test_promote_fails_closed_without_stage2_acceptance(stage3_env: Stage3Env) -
     assert (1, list(PRECHECKS)) == (out.exit_code, [c["name"] for c in out.document["checks"]])
     assert ["stage2_accepted"] == failed(out.document)
     assert env.live_image() == env.stable0 and 1 == len(env.helm.history(release="hello-web", namespace=NS))
-    recorded = [e for e in env.store.read_stream("hello-web")
-                if e.kind == EventKind.STAGE_COMPLETED and e.stage == 3]
+    recorded = [
+        e for e in env.store.read_stream("hello-web") if e.kind == EventKind.STAGE_COMPLETED and e.stage == 3
+    ]
     # a failing result is evidence and always lands; the ledger would refuse a passing one without stage 2
     assert ["fail"] == [e.payload["status"] for e in recorded]
 
@@ -404,7 +479,10 @@ def test_promote_fails_closed_without_stage2_acceptance(stage3_env: Stage3Env) -
 def test_promote_backup_posture_must_be_current_for_stateful_workloads(stage3_env: Stage3Env) -> None:
     """Stateful: the backup check must exit 0 and state a backup age within backup.max_age."""
     env = stage3_env
-    env.sub(r"^stateful = false", 'stateful = true\ncheck = ["sh", "-c", "echo age_seconds=90000"]\nmax_age = "24h"')
+    env.sub(
+        r"^stateful = false",
+        'stateful = true\ncheck = ["sh", "-c", "echo age_seconds=90000"]\nmax_age = "24h"',
+    )
     v1 = env.through_stage2("v1.0.0")
     out = env.promote(v1)
     assert ["backup_posture_current"] == failed(out.document)
@@ -424,9 +502,14 @@ def test_promote_gateway_api_weighted_canary_shifts_then_replaces(stage3_env: St
     out = env.promote(v1)
     assert 0 == out.exit_code, failed(out.document)
     shifted = next(e for e in env.events(EventKind.ROUTING_CHANGED) if e.stage == 3)
-    assert (100, "weighted traffic shifted to the candidate") == (shifted.payload["weight"], shifted.payload["action"])
+    assert (100, "weighted traffic shifted to the candidate") == (
+        shifted.payload["weight"],
+        shifted.payload["action"],
+    )
     route = env.emulator.get("httproutes", NS, "hello-web")
-    assert route is None or {"hello-web"} == {b["name"] for r in route["spec"]["rules"] for b in r["backendRefs"]}
+    assert route is None or {"hello-web"} == {
+        b["name"] for r in route["spec"]["rules"] for b in r["backendRefs"]
+    }
     assert env.live_image() == v1
 
 
@@ -440,7 +523,9 @@ def test_promote_refuses_routing_strategy_it_cannot_roll_back(stage3_env: Stage3
     assert env.live_image() == env.stable0
 
 
-def test_promote_refuses_to_change_production_without_a_state_hub_unless_waived(stage3_env: Stage3Env) -> None:
+def test_promote_refuses_to_change_production_without_a_state_hub_unless_waived(
+    stage3_env: Stage3Env,
+) -> None:
     """The State Hub note is required Stage 3 evidence: with nowhere to post it, nothing changes (exit 1,
     `statehub_configured` named); a stage 3 waiver for statehub_note lets the promotion proceed, recorded."""
     from railiance_ledger.lifecycle.stage3 import promote
@@ -450,14 +535,31 @@ def test_promote_refuses_to_change_production_without_a_state_hub_unless_waived(
     v1 = env.through_stage2("v1.0.0")
 
     def promote_without_hub() -> Any:
-        return promote(store=env.store, decl=env.decl(), operator="alice", kube=env.kube, helm=env.helm,
-                       http=env.http, statehub=None, image=v1, home=env.home, ready_timeout=30.0)
+        return promote(
+            store=env.store,
+            decl=env.decl(),
+            operator="alice",
+            kube=env.kube,
+            helm=env.helm,
+            http=env.http,
+            statehub=None,
+            image=v1,
+            home=env.home,
+            ready_timeout=30.0,
+        )
 
     out = promote_without_hub()
     assert (1, ["statehub_configured"]) == (out.exit_code, failed(out.document))
     assert env.live_image() == env.stable0
-    record_waiver(store=env.store, decl=env.decl(), gate="statehub_note", operator="bob", stage=3,
-                  reason="State Hub maintenance window; note filed by hand as INC-42", candidate=digest(v1))
+    record_waiver(
+        store=env.store,
+        decl=env.decl(),
+        gate="statehub_note",
+        operator="bob",
+        stage=3,
+        reason="State Hub maintenance window; note filed by hand as INC-42",
+        candidate=digest(v1),
+    )
     out = promote_without_hub()
     assert 0 == out.exit_code, failed(out.document)
     assert "waived" == check(out.document, "statehub_configured")["status"]

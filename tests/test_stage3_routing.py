@@ -52,8 +52,10 @@ def promotion_of(env: Stage3Env, image: str) -> Any:
 
 def host_routes(env: Stage3Env) -> dict[str, str]:
     """Ingress name -> backend service of every Ingress in the namespace."""
-    return {i["metadata"]["name"]: i["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
-            for i in env.emulator.list("ingresses", NS)}
+    return {
+        i["metadata"]["name"]: i["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+        for i in env.emulator.list("ingresses", NS)
+    }
 
 
 def routing_now(env: Stage3Env) -> list[dict[str, Any]]:
@@ -63,7 +65,9 @@ def routing_now(env: Stage3Env) -> list[dict[str, Any]]:
 
 def same_objects(recorded: list[dict[str, Any]], live: list[dict[str, Any]]) -> None:
     """The recorded routing objects are exactly the live ones (spec, labels, name)."""
-    assert [(o["kind"], o["metadata"]["name"]) for o in recorded] == [(o["kind"], o["metadata"]["name"]) for o in live]
+    assert [(o["kind"], o["metadata"]["name"]) for o in recorded] == [
+        (o["kind"], o["metadata"]["name"]) for o in live
+    ]
     for want, have in zip(recorded, live, strict=True):
         assert want["spec"] == have["spec"], want["metadata"]["name"]
         assert want["metadata"].get("labels") == have["metadata"].get("labels")
@@ -86,7 +90,10 @@ def test_promote_routing_switch_then_rollback_restores_previous_routing(stage3_e
     assert (0, "pass") == (out.exit_code, out.document["status"]), failed(out.document)
 
     canary_selector = env.service("hello-web-canary")["spec"]["selector"]
-    assert ("hello-web-canary", "canary") == (canary_selector["app.kubernetes.io/instance"], canary_selector["track"])
+    assert ("hello-web-canary", "canary") == (
+        canary_selector["app.kubernetes.io/instance"],
+        canary_selector["track"],
+    )
     assert canary_selector == env.service()["spec"]["selector"]  # the stable Service points at v2's release
     assert [v2] == env.served_images()
     assert env.live_image() == v1  # the production release still runs v1, untouched
@@ -97,19 +104,35 @@ def test_promote_routing_switch_then_rollback_restores_previous_routing(stage3_e
     p2 = promotion_of(env, v2).payload
     canary_rev = env.helm.history(release="hello-web-canary", namespace=NS)[-1]["revision"]
     assert ("routing-switch", "hello-web-canary", "hello-web-canary", NS, canary_rev, digest(v1)) == (
-        p2["form"], p2["release"], p2["serving_release"], p2["namespace"], p2["helm_revision"], p2["previous_stable"])
-    assert ({"name": "hello-web", "namespace": NS, "helm_revision": revisions, "changed": False}, "hello-web") == (
-        p2["stable_release"], p2["previous_serving_release"])
+        p2["form"],
+        p2["release"],
+        p2["serving_release"],
+        p2["namespace"],
+        p2["helm_revision"],
+        p2["previous_stable"],
+    )
+    assert (
+        {"name": "hello-web", "namespace": NS, "helm_revision": revisions, "changed": False},
+        "hello-web",
+    ) == (p2["stable_release"], p2["previous_serving_release"])
     same_objects(p2["routing_previous"], before)  # exactly what the switch replaced
     same_objects(p2["routing_new"], routing_now(env))
     assert "kubectl --namespace hello-web patch service hello-web" in p2["command"]
     assert "pass" == check(out.document, "stable_routing_points_at_candidate")["status"]
-    assert ("routing", digest(v1)) == (out.document["rollback_target"]["kind"], out.document["rollback_target"]["digest"])
+    assert ("routing", digest(v1)) == (
+        out.document["rollback_target"]["kind"],
+        out.document["rollback_target"]["digest"],
+    )
     assert "routing switch" in check(out.document, "rollback_available")["reason"]
     kinds = env.kinds()
     start = len(kinds) - 1 - kinds[::-1].index(EventKind.STAGE_STARTED)
-    assert [EventKind.STAGE_STARTED, EventKind.ROUTING_CHANGED, EventKind.PROMOTION_COMPLETED,
-            EventKind.NOTE_POSTED, EventKind.STAGE_COMPLETED] == kinds[start:]
+    assert [
+        EventKind.STAGE_STARTED,
+        EventKind.ROUTING_CHANGED,
+        EventKind.PROMOTION_COMPLETED,
+        EventKind.NOTE_POSTED,
+        EventKind.STAGE_COMPLETED,
+    ] == kinds[start:]
     assert digest(v2) == current_stable(env)
 
     rolled = env.rollback("v2 returns 500 on checkout")
@@ -119,9 +142,15 @@ def test_promote_routing_switch_then_rollback_restores_previous_routing(stage3_e
     assert [v1] == env.served_images()
     assert rolled.document["verification"]["routing"]["ok"] and rolled.document["verification"]["check"]["ok"]
     assert "re-applied the previous routing configuration" in rolled.document["action"]
-    assert env.emulator.get("deployments", NS, "hello-web-canary") is None  # v2's release retired once verified
+    assert (
+        env.emulator.get("deployments", NS, "hello-web-canary") is None
+    )  # v2's release retired once verified
     done = env.events(EventKind.ROLLBACK_COMPLETED)[-1]
-    assert (digest(v2), digest(v1), "routing") == (done.candidate, done.payload["final_stable"], done.payload["strategy"])
+    assert (digest(v2), digest(v1), "routing") == (
+        done.candidate,
+        done.payload["final_stable"],
+        done.payload["strategy"],
+    )
     assert digest(v1) == current_stable(env)
     assert "rolled-back" == state_of(env, v2)
     assert verify(env.store).ok
@@ -149,7 +178,11 @@ def test_promote_routing_switch_smoke_failure_restores_previous_routing(stage3_e
     same_objects(switched[0].payload["routing_previous"], before)
     done = env.events(EventKind.ROLLBACK_COMPLETED)[-1]
     assert (digest(v1), digest(env.stable0), "routing", "returned to Stage 1") == (
-        done.candidate, done.payload["final_stable"], done.payload["strategy"], done.payload["candidate_disposition"])
+        done.candidate,
+        done.payload["final_stable"],
+        done.payload["strategy"],
+        done.payload["candidate_disposition"],
+    )
     assert done.payload["verification"]["routing"]["ok"]
     assert EventKind.STAGE_COMPLETED == env.kinds()[-1]
     assert verify(env.store).ok

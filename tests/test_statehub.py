@@ -33,12 +33,17 @@ def hub_for(client: httpx.Client, url: str, **kw: float) -> StateHub:
 
 def post(hub: StateHub, body: str = "approved") -> str:
     return hub.post_note(
-        workload="forge", kind="approval.granted", title="stage 3 approved", body=body,
+        workload="forge",
+        kind="approval.granted",
+        title="stage 3 approved",
+        body=body,
         evidence=[{"kind": "digest", "ref": "sha256:" + "a" * 64, "detail": "candidate"}],
     )
 
 
-def test_post_note_returns_the_id_and_the_server_records_the_note(statehub: StateHubServer, client: httpx.Client) -> None:
+def test_post_note_returns_the_id_and_the_server_records_the_note(
+    statehub: StateHubServer, client: httpx.Client
+) -> None:
     """A note posted to ``<url>/notes`` comes back with the id State Hub assigned, every field intact."""
     note_id = post(hub_for(client, statehub.url))
 
@@ -46,7 +51,10 @@ def test_post_note_returns_the_id_and_the_server_records_the_note(statehub: Stat
     assert 1 == len(statehub.notes)
     note = statehub.notes[0]
     assert ("forge", "approval.granted", "stage 3 approved", "approved") == (
-        note["workload"], note["kind"], note["title"], note["body"],
+        note["workload"],
+        note["kind"],
+        note["title"],
+        note["body"],
     )
     assert [{"kind": "digest", "ref": "sha256:" + "a" * 64, "detail": "candidate"}] == note["evidence"]
 
@@ -80,7 +88,9 @@ def test_post_note_gives_up_after_bounded_attempts_on_5xx(
     assert [] == statehub.notes
 
 
-def test_post_note_to_a_down_statehub_is_refused_after_retries(statehub: StateHubServer, client: httpx.Client) -> None:
+def test_post_note_to_a_down_statehub_is_refused_after_retries(
+    statehub: StateHubServer, client: httpx.Client
+) -> None:
     """Connection refused is retried, then raised as AdapterUnavailable naming system, operation, URL."""
     statehub.down()
 
@@ -88,7 +98,9 @@ def test_post_note_to_a_down_statehub_is_refused_after_retries(statehub: StateHu
         post(hub_for(client, statehub.url))
 
     assert ("statehub", "post_note", f"{statehub.url}/notes") == (
-        info.value.system, info.value.operation, info.value.address,
+        info.value.system,
+        info.value.operation,
+        info.value.address,
     )
     assert "connection refused" in info.value.reason
     assert 3 == info.value.attempts  # type: ignore[attr-defined]
@@ -100,7 +112,11 @@ def test_post_note_times_out_as_adapter_timeout(statehub: StateHubServer, client
 
     with pytest.raises(AdapterTimeout) as info:
         hub_for(client, statehub.url, timeout=0.1, attempts=2).post_note(
-            workload="w", kind="k", title="t", body="b", evidence=[],
+            workload="w",
+            kind="k",
+            title="t",
+            body="b",
+            evidence=[],
         )
 
     assert "timed out after 0.1s" in info.value.reason
@@ -122,7 +138,12 @@ def test_post_note_malformed_answer_is_a_protocol_error_not_retried(
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(401, AdapterAuthError), (403, AdapterAuthError), (400, AdapterProtocolError), (409, AdapterProtocolError)],
+    [
+        (401, AdapterAuthError),
+        (403, AdapterAuthError),
+        (400, AdapterProtocolError),
+        (409, AdapterProtocolError),
+    ],
 )
 def test_post_note_4xx_is_translated_and_not_retried(
     statehub: StateHubServer, client: httpx.Client, status: int, error: type[Exception]
@@ -150,7 +171,9 @@ def test_post_note_redacts_every_text_before_sending(statehub: StateHubServer, c
     hub = hub_for(client, statehub.url)
 
     hub.post_note(
-        workload="forge", kind="waiver.granted", title=f"token {SECRET}",
+        workload="forge",
+        kind="waiver.granted",
+        title=f"token {SECRET}",
         body=f"reason: password=hunter2-{SECRET}",
         evidence=[{"kind": "summary", "ref": f"Authorization: Bearer {SECRET}", "detail": ""}],
     )

@@ -36,7 +36,10 @@ class GitRepo:
             )
         except FileNotFoundError as exc:
             raise AdapterUnavailable(
-                f"{self.binary!r} not found", system="git", operation=operation, address=address,
+                f"{self.binary!r} not found",
+                system="git",
+                operation=operation,
+                address=address,
                 hint="install git",
             ) from exc
         except subprocess.TimeoutExpired as exc:
@@ -47,7 +50,10 @@ class GitRepo:
             err = redact(proc.stderr.decode("utf-8", errors="replace").strip())[-500:]
             if "not a git repository" in err:
                 raise AdapterNotFound(
-                    "not a git work tree", system="git", operation=operation, address=address,
+                    "not a git work tree",
+                    system="git",
+                    operation=operation,
+                    address=address,
                     hint="Stage 1 traces the artifact to a commit: run it on a git work tree",
                 )
             raise AdapterError(
@@ -63,7 +69,9 @@ class GitRepo:
         """The full commit id of ``HEAD`` (fails when the repository has no commit yet)."""
         out = self._run(["rev-parse", "--verify", "HEAD^{commit}"], operation="head").strip()
         if len(out) not in (40, 64):
-            raise AdapterError(f"unexpected answer {out[:80]!r}", system="git", operation="head", address=str(self.path))
+            raise AdapterError(
+                f"unexpected answer {out[:80]!r}", system="git", operation="head", address=str(self.path)
+            )
         return out
 
     def changed(self) -> list[str]:

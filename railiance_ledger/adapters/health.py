@@ -74,8 +74,11 @@ class HttpProbe:
             except httpx.TimeoutException:
                 reason = f"timed out after {timeout:g}s"
             except httpx.ConnectError as exc:
-                reason = "connection refused" if "refused" in str(exc).lower() or "errno 111" in str(exc).lower() \
+                reason = (
+                    "connection refused"
+                    if "refused" in str(exc).lower() or "errno 111" in str(exc).lower()
                     else f"connection failed: {exc}"
+                )
             except httpx.RemoteProtocolError as exc:
                 reason = f"protocol error: {exc}"
             except httpx.HTTPError as exc:

@@ -65,12 +65,18 @@ class Helm:
             )
         except FileNotFoundError as exc:
             raise AdapterUnavailable(
-                f"helm binary {self.binary!r} not found", system="helm", operation=operation, address=address,
+                f"helm binary {self.binary!r} not found",
+                system="helm",
+                operation=operation,
+                address=address,
                 hint="run ./scripts/bootstrap or put helm on PATH",
             ) from exc
         except PermissionError as exc:
             raise AdapterUnavailable(
-                f"helm binary {self.binary!r} is not executable", system="helm", operation=operation, address=address,
+                f"helm binary {self.binary!r} is not executable",
+                system="helm",
+                operation=operation,
+                address=address,
             ) from exc
         except subprocess.TimeoutExpired as exc:
             raise AdapterTimeout(
@@ -80,11 +86,17 @@ class Helm:
             err = redact(proc.stderr.decode("utf-8", errors="replace").strip())
             if len(err) > _STDERR_LIMIT:
                 err = err[:_STDERR_LIMIT] + " [...]"
-            kind = HelmReleaseNotFound if operation in _RELEASE_OPERATIONS and any(
-                m in err.lower() for m in _NOT_FOUND_MARKERS) else HelmCommandFailed
+            kind = (
+                HelmReleaseNotFound
+                if operation in _RELEASE_OPERATIONS and any(m in err.lower() for m in _NOT_FOUND_MARKERS)
+                else HelmCommandFailed
+            )
             raise kind(
-                f"exit {proc.returncode}: {err}", operation=operation, address=address,
-                exit_status=proc.returncode, stderr=err,
+                f"exit {proc.returncode}: {err}",
+                operation=operation,
+                address=address,
+                exit_status=proc.returncode,
+                stderr=err,
             )
         return proc.stdout.decode("utf-8", errors="replace")
 
@@ -139,7 +151,16 @@ class Helm:
         ``extra_args`` are passed through (e.g. ``--disable-openapi-validation`` for API servers
         that serve no OpenAPI document).
         """
-        args: list[str] = ["upgrade", "--install", release, str(chart), "--namespace", namespace, "--output", "json"]
+        args: list[str] = [
+            "upgrade",
+            "--install",
+            release,
+            str(chart),
+            "--namespace",
+            namespace,
+            "--output",
+            "json",
+        ]
         for vf in values_files:
             args += ["--values", str(vf)]
         for key, value in (set_values or {}).items():
@@ -159,7 +180,9 @@ class Helm:
 
         out = self._run(
             ["history", release, "--namespace", namespace, "--output", "json"],
-            operation="history", timeout=timeout, address=f"{namespace}/{release}",
+            operation="history",
+            timeout=timeout,
+            address=f"{namespace}/{release}",
         )
         try:
             data = json.loads(out or "[]")
@@ -172,7 +195,13 @@ class Helm:
         return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
 
     def rollback(
-        self, *, release: str, namespace: str, revision: int | None = None, wait: bool = False, timeout: float = 300.0
+        self,
+        *,
+        release: str,
+        namespace: str,
+        revision: int | None = None,
+        wait: bool = False,
+        timeout: float = 300.0,
     ) -> None:
         """``helm rollback RELEASE [REVISION]`` (the previous revision when ``revision`` is None).
 
@@ -197,7 +226,9 @@ class Helm:
             args.append("--wait")
         self._run(args, operation="uninstall", timeout=timeout + 30, address=f"{namespace}/{release}")
 
-    def get_manifest(self, *, release: str, namespace: str, revision: int | None = None, timeout: float = 60.0) -> str:
+    def get_manifest(
+        self, *, release: str, namespace: str, revision: int | None = None, timeout: float = 60.0
+    ) -> str:
         """``helm get manifest`` of the release (at ``revision`` when given): the applied YAML.
 
         An unknown release (or revision) raises ``HelmReleaseNotFound``.
@@ -217,7 +248,11 @@ def _json_object(text: str, *, operation: str, address: str) -> dict[str, object
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise AdapterProtocolError("answer is not JSON", system="helm", operation=operation, address=address) from exc
+        raise AdapterProtocolError(
+            "answer is not JSON", system="helm", operation=operation, address=address
+        ) from exc
     if not isinstance(data, dict):
-        raise AdapterProtocolError("answer is not a JSON object", system="helm", operation=operation, address=address)
+        raise AdapterProtocolError(
+            "answer is not a JSON object", system="helm", operation=operation, address=address
+        )
     return data

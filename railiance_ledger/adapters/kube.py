@@ -125,13 +125,20 @@ class Kube:
         self._resources: dict[str, list[_Resource] | None] = {}
 
     @classmethod
-    def from_kubeconfig(cls, path: str | None = None, context: str | None = None, *, timeout: float = 10.0) -> Kube:
+    def from_kubeconfig(
+        cls, path: str | None = None, context: str | None = None, *, timeout: float = 10.0
+    ) -> Kube:
         """A ``Kube`` from a kubeconfig file (default: ``$KUBECONFIG`` or ``~/.kube/config``)."""
         try:
             client = kubernetes.config.new_client_from_config(config_file=path, context=context)  # type: ignore[no-untyped-call]
         except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
-            raise AdapterError(str(exc), system=SYSTEM, operation="load kubeconfig", address=path or "",
-                               hint="check KUBECONFIG and the context name") from exc
+            raise AdapterError(
+                str(exc),
+                system=SYSTEM,
+                operation="load kubeconfig",
+                address=path or "",
+                hint="check KUBECONFIG and the context name",
+            ) from exc
         return cls(client, timeout=timeout)
 
     @classmethod
@@ -141,8 +148,12 @@ class Kube:
         try:
             kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException as exc:
-            raise AdapterError(str(exc), system=SYSTEM, operation="load in-cluster config",
-                               hint="run inside a pod with a service account, or use from_kubeconfig") from exc
+            raise AdapterError(
+                str(exc),
+                system=SYSTEM,
+                operation="load in-cluster config",
+                hint="run inside a pod with a service account, or use from_kubeconfig",
+            ) from exc
         return cls(kubernetes.client.ApiClient(config), timeout=timeout)
 
     # --- transport -------------------------------------------------------------------------------
@@ -153,8 +164,11 @@ class Kube:
             status = int(exc.status or 0)
             message, causes = _message(exc)
             if status in (401, 403):
-                return AdapterAuthError(f"HTTP {status}: {message}", **ctx,
-                                        hint="check the kubeconfig credentials and RBAC for this verb")
+                return AdapterAuthError(
+                    f"HTTP {status}: {message}",
+                    **ctx,
+                    hint="check the kubeconfig credentials and RBAC for this verb",
+                )
             if status == 404:
                 return AdapterNotFound(message, **ctx)
             if status == 409:
@@ -166,7 +180,9 @@ class Kube:
             if status in (408, 504):
                 return AdapterTimeout(f"HTTP {status}: {message}", **ctx)
             if status >= 500 or status == 429:
-                return AdapterUnavailable(f"HTTP {status}: {message}", **ctx, hint="the API server is unhealthy")
+                return AdapterUnavailable(
+                    f"HTTP {status}: {message}", **ctx, hint="the API server is unhealthy"
+                )
             return AdapterError(f"HTTP {status}: {message}", **ctx)
         reason = getattr(exc, "reason", None) if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
         if isinstance(reason, urllib3.exceptions.NewConnectionError):
@@ -177,9 +193,17 @@ class Kube:
             return AdapterUnavailable(f"connection failed: {reason}", **ctx)
         return AdapterProtocolError(f"undecodable answer: {exc}", **ctx)
 
-    def _send(self, operation: str, method: str, path: str, *, query: dict[str, Any] | None = None,
-              body: Any = None, content_type: str = "application/json",
-              timeout: float | None = None) -> tuple[int, str, bytes]:
+    def _send(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> tuple[int, str, bytes]:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         url = self.api.configuration.host + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
@@ -189,8 +213,13 @@ class Kube:
             if setting.get("in") == "header" and setting.get("value"):
                 headers[setting["key"]] = setting["value"]
         try:
-            response = self.api.call_api(method, url, header_params={**self.api.default_headers, **headers},
-                                         body=body, _request_timeout=timeout or self.timeout)
+            response = self.api.call_api(
+                method,
+                url,
+                header_params={**self.api.default_headers, **headers},
+                body=body,
+                _request_timeout=timeout or self.timeout,
+            )
             data = response.read()  # type: ignore[no-untyped-call]
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._fail(operation, exc) from exc
@@ -209,8 +238,9 @@ class Kube:
         try:
             return json.loads(data)
         except ValueError as exc:
-            raise AdapterProtocolError(f"answer is not JSON: {data[:80]!r}", system=SYSTEM, operation=operation,
-                                       address=self.address) from exc
+            raise AdapterProtocolError(
+                f"answer is not JSON: {data[:80]!r}", system=SYSTEM, operation=operation, address=self.address
+            ) from exc
 
     def _none_if_missing(self, fn: Callable[[], T]) -> T | None:
         try:
@@ -224,18 +254,28 @@ class Kube:
         if api_version not in self._resources:
             path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
             doc = self._none_if_missing(lambda: self._json(f"discover {api_version}", "GET", path))
-            self._resources[api_version] = None if doc is None else [
-                _Resource(api_version, r["kind"], r["name"], bool(r.get("namespaced")))
-                for r in doc.get("resources") or [] if "/" not in r.get("name", "")]
+            self._resources[api_version] = (
+                None
+                if doc is None
+                else [
+                    _Resource(api_version, r["kind"], r["name"], bool(r.get("namespaced")))
+                    for r in doc.get("resources") or []
+                    if "/" not in r.get("name", "")
+                ]
+            )
         return self._resources[api_version]
 
     def _resource(self, api_version: str, kind: str, operation: str) -> _Resource:
         for r in self._served(api_version) or []:
             if r.kind == kind:
                 return r
-        raise AdapterNotFound(f"the server does not serve {kind} in {api_version}", system=SYSTEM,
-                              operation=operation, address=self.address,
-                              hint="install the API (CRD) or use a kind the cluster serves")
+        raise AdapterNotFound(
+            f"the server does not serve {kind} in {api_version}",
+            system=SYSTEM,
+            operation=operation,
+            address=self.address,
+            hint="install the API (CRD) or use a kind the cluster serves",
+        )
 
     def has_api(self, *, group: str, version: str, kind: str) -> bool:
         """True when discovery lists ``kind`` in ``group/version`` (e.g. Gateway API HTTPRoute);
@@ -254,18 +294,33 @@ class Kube:
         api_version, kind = manifest.get("apiVersion"), manifest.get("kind")
         meta = manifest.get("metadata") or {}
         if not api_version or not kind or not meta.get("name"):
-            raise AdapterError("manifest needs apiVersion, kind and metadata.name", system=SYSTEM,
-                               operation=operation, address=self.address)
+            raise AdapterError(
+                "manifest needs apiVersion, kind and metadata.name",
+                system=SYSTEM,
+                operation=operation,
+                address=self.address,
+            )
         res = self._resource(str(api_version), str(kind), operation)
         return res.path(meta.get("namespace") or "default", str(meta["name"]))
 
     def _apply_one(self, manifest: Obj, field_manager: str, force: bool, dry_run: bool) -> Obj:
         meta = manifest.get("metadata") or {}
         operation = f"{'dry-run ' if dry_run else ''}apply {manifest.get('kind')}/{meta.get('name')}"
-        query = {"fieldManager": field_manager, "force": "true" if force else "false",
-                 "dryRun": "All" if dry_run else None}
-        return dict(self._json(operation, "PATCH", self._object_path(manifest, operation), query=query,
-                               body=manifest, content_type="application/apply-patch+yaml"))
+        query = {
+            "fieldManager": field_manager,
+            "force": "true" if force else "false",
+            "dryRun": "All" if dry_run else None,
+        }
+        return dict(
+            self._json(
+                operation,
+                "PATCH",
+                self._object_path(manifest, operation),
+                query=query,
+                body=manifest,
+                content_type="application/apply-patch+yaml",
+            )
+        )
 
     def dry_run_apply(self, *, manifests: Objs, field_manager: str) -> Objs:
         """Server-side apply every manifest with ``dryRun=All``: validated and defaulted, nothing persisted.
@@ -282,7 +337,9 @@ class Kube:
         path = self._resource(api_version, kind, operation).path(namespace, name)
         return self._none_if_missing(lambda: dict(self._json(operation, "GET", path)))
 
-    def list(self, *, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None) -> Objs:
+    def list(
+        self, *, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> Objs:
         """Objects of a kind in a namespace (all namespaces when None), optionally by label selector."""
         operation = f"list {kind}"
         path = self._resource(api_version, kind, operation).path(namespace)
@@ -293,8 +350,9 @@ class Kube:
         """Delete an object (background cascade); False when it did not exist."""
         operation = f"delete {kind}/{name}"
         path = self._resource(api_version, kind, operation).path(namespace, name)
-        done = self._none_if_missing(lambda: self._call(operation, "DELETE", path,
-                                                        body={"propagationPolicy": "Background"}))
+        done = self._none_if_missing(
+            lambda: self._call(operation, "DELETE", path, body={"propagationPolicy": "Background"})
+        )
         return done is not None
 
     # --- namespaces, secrets, classes ------------------------------------------------------------
@@ -310,7 +368,10 @@ class Kube:
 
     def ingress_class_exists(self, *, name: str) -> bool:
         """True when the IngressClass exists."""
-        return self.get(api_version="networking.k8s.io/v1", kind="IngressClass", namespace=None, name=name) is not None
+        return (
+            self.get(api_version="networking.k8s.io/v1", kind="IngressClass", namespace=None, name=name)
+            is not None
+        )
 
     # --- pods ------------------------------------------------------------------------------------
 
@@ -320,35 +381,72 @@ class Kube:
         for pod in self.list(api_version="v1", kind="Pod", namespace=namespace, label_selector=selector):
             status = pod.get("status") or {}
             containers = status.get("containerStatuses") or []
-            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-            waiting = next((str((c.get("state") or {}).get("waiting", {}).get("reason", "")) for c in containers
-                            if (c.get("state") or {}).get("waiting")), "")
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+            )
+            waiting = next(
+                (
+                    str((c.get("state") or {}).get("waiting", {}).get("reason", ""))
+                    for c in containers
+                    if (c.get("state") or {}).get("waiting")
+                ),
+                "",
+            )
             if not waiting and status.get("phase") == "Pending":
-                waiting = next((str(c.get("reason", "")) for c in status.get("conditions") or []
-                                if c.get("status") == "False" and c.get("reason")), "")
-            states.append(PodState(str(pod["metadata"]["name"]), str(status.get("phase", "Unknown")), ready,
-                                   sum(int(c.get("restartCount", 0)) for c in containers), waiting))
+                waiting = next(
+                    (
+                        str(c.get("reason", ""))
+                        for c in status.get("conditions") or []
+                        if c.get("status") == "False" and c.get("reason")
+                    ),
+                    "",
+                )
+            states.append(
+                PodState(
+                    str(pod["metadata"]["name"]),
+                    str(status.get("phase", "Unknown")),
+                    ready,
+                    sum(int(c.get("restartCount", 0)) for c in containers),
+                    waiting,
+                )
+            )
         return PodSummary(
-            total=len(states), ready=sum(s.ready for s in states),
+            total=len(states),
+            ready=sum(s.ready for s in states),
             pending=sum(s.phase == "Pending" for s in states),
             crashlooping=sum(s.waiting_reason == "CrashLoopBackOff" for s in states),
             restarts_max=max((s.restarts for s in states), default=0),
-            restarts_total=sum(s.restarts for s in states), pods=tuple(states))
+            restarts_total=sum(s.restarts for s in states),
+            pods=tuple(states),
+        )
 
-    def pod_logs(self, *, namespace: str, selector: str, tail_lines: int = 200, limit_bytes: int = 65536,
-                 max_pods: int = 20) -> dict[str, str]:
+    def pod_logs(
+        self,
+        *,
+        namespace: str,
+        selector: str,
+        tail_lines: int = 200,
+        limit_bytes: int = 65536,
+        max_pods: int = 20,
+    ) -> dict[str, str]:
         """The last ``tail_lines`` lines (at most ``limit_bytes`` per pod) of up to ``max_pods`` pods;
         pods with several containers get one ``==> container <==`` section each, within the same bound."""
         out: dict[str, str] = {}
-        pods = self.list(api_version="v1", kind="Pod", namespace=namespace, label_selector=selector)[:max_pods]
+        pods = self.list(api_version="v1", kind="Pod", namespace=namespace, label_selector=selector)[
+            :max_pods
+        ]
         for pod in pods:
             name = str(pod["metadata"]["name"])
             containers = [str(c.get("name")) for c in (pod.get("spec") or {}).get("containers") or []]
             parts = []
             for container in containers:
                 path = _Resource("v1", "Pod", "pods", True).path(namespace, name, "log")
-                data = self._call(f"read logs of pod {name}", "GET", path, query={
-                    "container": container, "tailLines": tail_lines, "limitBytes": limit_bytes})
+                data = self._call(
+                    f"read logs of pod {name}",
+                    "GET",
+                    path,
+                    query={"container": container, "tailLines": tail_lines, "limitBytes": limit_bytes},
+                )
                 text = data.decode("utf-8", "replace")
                 parts.append(text if len(containers) == 1 else f"==> {container} <==\n{text}")
             out[name] = "".join(parts).encode()[:limit_bytes].decode("utf-8", "ignore")
@@ -360,11 +458,17 @@ class Kube:
         selector = f"involvedObject.name={involved_name}" if involved_name else None
         path = _Resource("v1", "Event", "events", True).path(namespace)
         doc = self._json("list events", "GET", path, query={"fieldSelector": selector})
-        items = [{"type": e.get("type", ""), "reason": e.get("reason", ""), "message": e.get("message", ""),
-                  "count": int(e.get("count") or 1),
-                  "object": f"{(e.get('involvedObject') or {}).get('kind')}/{(e.get('involvedObject') or {}).get('name')}",
-                  "last_seen": str(e.get("lastTimestamp") or e.get("eventTime") or "")}
-                 for e in doc.get("items") or []]
+        items = [
+            {
+                "type": e.get("type", ""),
+                "reason": e.get("reason", ""),
+                "message": e.get("message", ""),
+                "count": int(e.get("count") or 1),
+                "object": f"{(e.get('involvedObject') or {}).get('kind')}/{(e.get('involvedObject') or {}).get('name')}",
+                "last_seen": str(e.get("lastTimestamp") or e.get("eventTime") or ""),
+            }
+            for e in doc.get("items") or []
+        ]
         return sorted(items, key=lambda e: e["last_seen"])
 
     # --- routing ---------------------------------------------------------------------------------
@@ -375,23 +479,32 @@ class Kube:
 
     def write_ingress(self, *, ingress: Obj, field_manager: str, force: bool = True) -> Obj:
         """Server-side apply an Ingress; returns the stored object."""
-        return self.apply(manifests=[{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", **ingress}],
-                          field_manager=field_manager, force=force)[0]
+        return self.apply(
+            manifests=[{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", **ingress}],
+            field_manager=field_manager,
+            force=force,
+        )[0]
 
     def read_httproute(self, *, namespace: str, name: str) -> Obj | None:
         """The Gateway API HTTPRoute, or None when it does not exist. Raises ``AdapterNotFound`` when
         the cluster has no Gateway API (see :meth:`has_api`)."""
-        return self.get(api_version="gateway.networking.k8s.io/v1", kind="HTTPRoute", namespace=namespace, name=name)
+        return self.get(
+            api_version="gateway.networking.k8s.io/v1", kind="HTTPRoute", namespace=namespace, name=name
+        )
 
     def write_httproute(self, *, route: Obj, field_manager: str, force: bool = True) -> Obj:
         """Server-side apply an HTTPRoute; returns the stored object."""
-        return self.apply(manifests=[{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", **route}],
-                          field_manager=field_manager, force=force)[0]
+        return self.apply(
+            manifests=[{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", **route}],
+            field_manager=field_manager,
+            force=force,
+        )[0]
 
     # --- service proxy ---------------------------------------------------------------------------
 
-    def service_proxy_get(self, *, namespace: str, service: str, port: int | str, path: str,
-                          timeout: float = 5.0) -> tuple[int, str]:
+    def service_proxy_get(
+        self, *, namespace: str, service: str, port: int | str, path: str, timeout: float = 5.0
+    ) -> tuple[int, str]:
         """GET ``path`` on a Service through the API server's proxy ("health from inside the cluster").
         Any HTTP answer of the backend comes back as (status, body text); only failures to ask raise,
         and a 401/403 Status from the API server itself raises ``AdapterAuthError``."""
@@ -404,7 +517,9 @@ class Kube:
             doc = json.loads(text)
         except ValueError:
             doc = None
-        from_api_server = isinstance(doc, dict) and doc.get("kind") == "Status" and doc.get("apiVersion") == "v1"
+        from_api_server = (
+            isinstance(doc, dict) and doc.get("kind") == "Status" and doc.get("apiVersion") == "v1"
+        )
         missing_service = from_api_server and (doc.get("details") or {}).get("kind") == "services"
         if from_api_server and (status in (401, 403) or status == 404 and missing_service):
             exc = ApiException(status=status, reason=reason)

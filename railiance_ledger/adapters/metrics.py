@@ -213,7 +213,11 @@ class PrometheusMetrics:
             if result_type != "vector" or not isinstance(result, list):
                 raise TypeError(f"resultType {result_type!r}, expected vector")
             return [
-                Sample(labels=dict(item["metric"]), value=float(item["value"][1]), timestamp=float(item["value"][0]))
+                Sample(
+                    labels=dict(item["metric"]),
+                    value=float(item["value"][1]),
+                    timestamp=float(item["value"][0]),
+                )
                 for item in result
             ]
         except (TypeError, KeyError, ValueError, IndexError) as exc:
@@ -222,14 +226,21 @@ class PrometheusMetrics:
     def range(self, *, query: str, start: Timestamp, end: Timestamp, step: float | str) -> list[Series]:
         """Evaluate ``query`` over ``[start, end]`` every ``step`` (seconds or ``"15s"``); raise on failure."""
         operation = f"range query {query!r}"
-        params = {"query": query, "start": f"{_unix(start):.3f}", "end": f"{_unix(end):.3f}", "step": _step(step)}
+        params = {
+            "query": query,
+            "start": f"{_unix(start):.3f}",
+            "end": f"{_unix(end):.3f}",
+            "step": _step(step),
+        }
         data = self._get("/api/v1/query_range", params, operation)
         result = data.get("result")
         try:
             if data.get("resultType") != "matrix" or not isinstance(result, list):
                 raise TypeError(f"resultType {data.get('resultType')!r}, expected matrix")
             return [
-                Series(labels=dict(item["metric"]), points=[(float(ts), float(v)) for ts, v in item["values"]])
+                Series(
+                    labels=dict(item["metric"]), points=[(float(ts), float(v)) for ts, v in item["values"]]
+                )
                 for item in result
             ]
         except (TypeError, KeyError, ValueError, IndexError) as exc:
@@ -255,7 +266,9 @@ class PrometheusMetrics:
         self, *, selector: str, start: Timestamp, end: Timestamp, step: float | str = 15.0, window: str = "1m"
     ) -> list[float]:
         """Error-rate values over time (NaN points, i.e. no traffic, dropped), e.g. for Mann-Whitney U."""
-        return self.samples(query=error_rate_query(selector=selector, window=window), start=start, end=end, step=step)
+        return self.samples(
+            query=error_rate_query(selector=selector, window=window), start=start, end=end, step=step
+        )
 
     def p95_latency_ms_samples(
         self, *, selector: str, start: Timestamp, end: Timestamp, step: float | str = 15.0, window: str = "1m"
@@ -269,7 +282,9 @@ class PrometheusMetrics:
         self, *, selector: str, start: Timestamp, end: Timestamp, step: float | str = 15.0, window: str = "1m"
     ) -> list[float]:
         """Saturation values over time, non-finite points dropped."""
-        return self.samples(query=saturation_query(selector=selector, window=window), start=start, end=end, step=step)
+        return self.samples(
+            query=saturation_query(selector=selector, window=window), start=start, end=end, step=step
+        )
 
     def samples(self, *, query: str, start: Timestamp, end: Timestamp, step: float | str) -> list[float]:
         """Finite values of every series of a range query, in time order per series; raise on failure."""
@@ -293,7 +308,11 @@ class PrometheusMetrics:
         finite = [v for v in values if math.isfinite(v)]
         if len(finite) != len(values):
             bad = next(v for v in values if not math.isfinite(v))
-            why = "NaN (no traffic in the window?)" if math.isnan(bad) else f"{bad} (beyond the largest bucket?)"
+            why = (
+                "NaN (no traffic in the window?)"
+                if math.isnan(bad)
+                else f"{bad} (beyond the largest bucket?)"
+            )
             return MetricValue.unavailable(f"query returned {why}", query=query)
         return MetricValue.of(max(finite), query=query)
 
@@ -302,14 +321,25 @@ class PrometheusMetrics:
         try:
             response = self._client.get(url, params=params)
         except httpx.TimeoutException as exc:
-            raise AdapterTimeout(f"no answer in time ({type(exc).__name__})", system=SYSTEM, operation=operation,
-                                 address=url, hint="Prometheus is slow or hung") from exc
+            raise AdapterTimeout(
+                f"no answer in time ({type(exc).__name__})",
+                system=SYSTEM,
+                operation=operation,
+                address=url,
+                hint="Prometheus is slow or hung",
+            ) from exc
         except httpx.ConnectError as exc:
-            raise AdapterUnavailable(f"cannot connect ({exc})", system=SYSTEM, operation=operation, address=url,
-                                     hint="is Prometheus running at this address?") from exc
+            raise AdapterUnavailable(
+                f"cannot connect ({exc})",
+                system=SYSTEM,
+                operation=operation,
+                address=url,
+                hint="is Prometheus running at this address?",
+            ) from exc
         except httpx.HTTPError as exc:
-            raise AdapterUnavailable(f"{type(exc).__name__}: {exc}", system=SYSTEM, operation=operation,
-                                     address=url) from exc
+            raise AdapterUnavailable(
+                f"{type(exc).__name__}: {exc}", system=SYSTEM, operation=operation, address=url
+            ) from exc
         try:
             body = response.json()
         except ValueError:
@@ -325,7 +355,11 @@ class PrometheusMetrics:
         status = response.status_code
         error_type = body.get("errorType", "") if isinstance(body, dict) else ""
         error_text = body.get("error", "") if isinstance(body, dict) else response.text[:200].strip()
-        text = f"HTTP {status}" + (f" {error_type}" if error_type else "") + (f": {error_text}" if error_text else "")
+        text = (
+            f"HTTP {status}"
+            + (f" {error_type}" if error_type else "")
+            + (f": {error_text}" if error_text else "")
+        )
         error: type[AdapterError]
         if error_type == "timeout":
             error = AdapterTimeout
@@ -343,4 +377,6 @@ class PrometheusMetrics:
         raise error(text, system=SYSTEM, operation=operation, address=url)
 
     def _protocol(self, message: str, operation: str, path: str, exc: Exception | None) -> NoReturn:
-        raise AdapterProtocolError(message, system=SYSTEM, operation=operation, address=self._base + path) from exc
+        raise AdapterProtocolError(
+            message, system=SYSTEM, operation=operation, address=self._base + path
+        ) from exc

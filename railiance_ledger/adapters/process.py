@@ -59,14 +59,14 @@ def redacted_tail(raw: bytes, *, limit: int = DEFAULT_TAIL_BYTES, truncated: boo
     text = raw.decode("utf-8", errors="replace")
     if truncated:
         nl = text.find("\n")
-        text = text[nl + 1:] if nl >= 0 else ""
+        text = text[nl + 1 :] if nl >= 0 else ""
     clean = redact(text)
     if len(clean) <= limit:
         return clean
     tail = clean[-limit:]
     nl = tail.find("\n")
     if 0 <= nl < limit // 4:
-        tail = tail[nl + 1:]
+        tail = tail[nl + 1 :]
     return "[...]\n" + tail
 
 
@@ -100,7 +100,9 @@ def _kill_group(proc: subprocess.Popen[bytes], *, grace_s: float = _STOP_GRACE_S
         return
 
 
-def _spawn(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None, stdout: int | IO[bytes]) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None, stdout: int | IO[bytes]
+) -> subprocess.Popen[bytes]:
     if not argv:
         raise AdapterError("empty command", system="process", operation="start", address=str(cwd))
     try:
@@ -115,12 +117,18 @@ def _spawn(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None, std
         )
     except FileNotFoundError as exc:
         raise AdapterUnavailable(
-            f"executable {argv[0]!r} not found", system="process", operation="start", address=str(cwd),
+            f"executable {argv[0]!r} not found",
+            system="process",
+            operation="start",
+            address=str(cwd),
             hint="install it or fix the command in railiance/app.toml",
         ) from exc
     except (PermissionError, NotADirectoryError, OSError) as exc:
         raise AdapterUnavailable(
-            f"cannot start {argv[0]!r}: {exc.strerror or exc}", system="process", operation="start", address=str(cwd),
+            f"cannot start {argv[0]!r}: {exc.strerror or exc}",
+            system="process",
+            operation="start",
+            address=str(cwd),
         ) from exc
 
 
@@ -203,7 +211,9 @@ class LocalProcess:
         self.port = port if port is not None else free_loopback_port()
         self.argv = [a.replace("{port}", str(self.port)) for a in argv]
         self.cwd = cwd
-        self.env = {k: v.replace("{port}", str(self.port)) for k, v in env.items()} if env is not None else None
+        self.env = (
+            {k: v.replace("{port}", str(self.port)) for k, v in env.items()} if env is not None else None
+        )
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -276,4 +286,3 @@ class LocalProcess:
                 self._log.close()
         except Exception:  # noqa: BLE001, S110 - never raise from a finalizer
             pass
-

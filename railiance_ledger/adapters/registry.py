@@ -61,7 +61,9 @@ MANIFEST_MEDIA_TYPES: tuple[str, ...] = (
 )
 _ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 
-_REPOSITORY_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_REPOSITORY_RE = re.compile(
+    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 _CHALLENGE_PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 _DEFAULT_TOKEN_TTL = 60.0  # seconds; the token spec's default when expires_in is absent
@@ -101,8 +103,10 @@ def _parse_challenge(header: str) -> _Challenge | None:
     if not header:
         return None
     scheme, _, rest = header.partition(" ")
-    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3)) for m in
-              _CHALLENGE_PARAM_RE.finditer(rest)}
+    params = {
+        m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+        for m in _CHALLENGE_PARAM_RE.finditer(rest)
+    }
     return _Challenge(scheme=scheme.lower(), params=params)
 
 
@@ -187,14 +191,17 @@ class OciRegistry:
             self._raise_status(response, operation, url)
         body = response.content
         if not body:
-            raise AdapterProtocolError("empty manifest body", system=SYSTEM, operation=operation,
-                                       address=self._display(url))
+            raise AdapterProtocolError(
+                "empty manifest body", system=SYSTEM, operation=operation, address=self._display(url)
+            )
         computed = "sha256:" + hashlib.sha256(body).hexdigest()
         header = response.headers.get("Docker-Content-Digest", "")
         if header and header.startswith("sha256:") and header != computed:
             raise AdapterProtocolError(
                 f"Docker-Content-Digest {header} does not match the manifest body ({computed})",
-                system=SYSTEM, operation=operation, address=self._display(url),
+                system=SYSTEM,
+                operation=operation,
+                address=self._display(url),
             )
         return computed
 
@@ -205,8 +212,9 @@ class OciRegistry:
         if not is_digest(digest):
             raise InvalidDigest(f"{operation}: malformed digest {digest!r}; expected sha256:<64 hex>")
         url = f"{self._base}/v2/{repository}/manifests/{digest}"
-        response = self._send("HEAD", url, operation=operation, scope=self._pull_scope(repository),
-                              headers={"Accept": _ACCEPT})
+        response = self._send(
+            "HEAD", url, operation=operation, scope=self._pull_scope(repository), headers={"Accept": _ACCEPT}
+        )
         if response.status_code == 200:
             return True
         if response.status_code == 404:
@@ -229,19 +237,32 @@ class OciRegistry:
         seen_urls: set[str] = set()
         while url is not None:
             if len(seen_urls) >= _MAX_PAGES or url in seen_urls:
-                raise AdapterProtocolError("tag list pagination does not terminate", system=SYSTEM,
-                                           operation=operation, address=self._display(url))
+                raise AdapterProtocolError(
+                    "tag list pagination does not terminate",
+                    system=SYSTEM,
+                    operation=operation,
+                    address=self._display(url),
+                )
             seen_urls.add(url)
             response = self._send("GET", url, operation=operation, scope=scope, params=params)
             if response.status_code != 200:
                 self._raise_status(response, operation, url)
             page = self._json(response, operation, url)
             raw_tags = page.get("tags") if isinstance(page, dict) else None
-            if not isinstance(page, dict) or "tags" not in page or not (
-                raw_tags is None or (isinstance(raw_tags, list) and all(isinstance(t, str) for t in raw_tags))
+            if (
+                not isinstance(page, dict)
+                or "tags" not in page
+                or not (
+                    raw_tags is None
+                    or (isinstance(raw_tags, list) and all(isinstance(t, str) for t in raw_tags))
+                )
             ):
-                raise AdapterProtocolError("tag list without a 'tags' list of strings", system=SYSTEM,
-                                           operation=operation, address=self._display(url))
+                raise AdapterProtocolError(
+                    "tag list without a 'tags' list of strings",
+                    system=SYSTEM,
+                    operation=operation,
+                    address=self._display(url),
+                )
             tags.extend(raw_tags or [])
             next_url = response.links.get("next", {}).get("url")
             url = str(response.url.join(next_url)) if next_url else None
@@ -264,8 +285,9 @@ class OciRegistry:
             except AdapterNotFound:
                 return tag, None
 
-        with ThreadPoolExecutor(max_workers=min(self._max_workers, len(tags)),
-                                thread_name_prefix="registry-resolve") as pool:
+        with ThreadPoolExecutor(
+            max_workers=min(self._max_workers, len(tags)), thread_name_prefix="registry-resolve"
+        ) as pool:
             results = list(pool.map(resolve, tags))
         return {tag: digest for tag, digest in results if digest is not None}
 
@@ -281,8 +303,10 @@ class OciRegistry:
     @staticmethod
     def _check_repository(repository: str, operation: str) -> None:
         if not _REPOSITORY_RE.match(repository):
-            raise InvalidInput(f"{operation}: {repository!r} is not a valid repository path "
-                               "(lowercase path inside the registry, e.g. railiance/hello-web)")
+            raise InvalidInput(
+                f"{operation}: {repository!r} is not a valid repository path "
+                "(lowercase path inside the registry, e.g. railiance/hello-web)"
+            )
 
     @staticmethod
     def _compile(pattern: str | None, operation: str) -> re.Pattern[str] | None:
@@ -291,7 +315,9 @@ class OciRegistry:
         try:
             return re.compile(pattern)
         except re.error as exc:
-            raise InvalidInput(f"{operation}: tag pattern {pattern!r} is not a regular expression: {exc}") from exc
+            raise InvalidInput(
+                f"{operation}: tag pattern {pattern!r} is not a regular expression: {exc}"
+            ) from exc
 
     def _basic_header(self) -> str:
         raw = f"{self._username or ''}:{self._password or ''}".encode()
@@ -338,13 +364,17 @@ class OciRegistry:
                     self._basic_preferred = True
                 retry = True
             if retry:
-                response = self._transport(method, url, operation=operation, headers=request_headers, params=params)
+                response = self._transport(
+                    method, url, operation=operation, headers=request_headers, params=params
+                )
         if response.status_code in (401, 403):
             detail = _registry_error_text(response) or f"HTTP {response.status_code}"
             who = "with the given credentials" if (self._username or self._static_token) else "anonymously"
             raise AdapterAuthError(
                 f"HTTP {response.status_code} {who} ({detail})",
-                system=SYSTEM, operation=operation, address=self._display(url),
+                system=SYSTEM,
+                operation=operation,
+                address=self._display(url),
                 hint="check the registry credentials and that they grant pull on this repository",
             )
         return response
@@ -358,13 +388,19 @@ class OciRegistry:
         address = self._display(realm)
         token_operation = f"{operation} (token request)"
         try:
-            response = self._client.get(realm, params=query, auth=auth) if auth else self._client.get(realm, params=query)
+            response = (
+                self._client.get(realm, params=query, auth=auth)
+                if auth
+                else self._client.get(realm, params=query)
+            )
         except httpx.HTTPError as exc:
             self._raise_transport(exc, token_operation, realm)
         if response.status_code in (401, 403):
             raise AdapterAuthError(
                 f"token service refused the credentials (HTTP {response.status_code})",
-                system=SYSTEM, operation=token_operation, address=address,
+                system=SYSTEM,
+                operation=token_operation,
+                address=address,
                 hint="check the registry username and password",
             )
         if response.status_code != 200:
@@ -372,8 +408,12 @@ class OciRegistry:
         body = self._json(response, token_operation, realm)
         token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
-            raise AdapterProtocolError("token response without 'token' or 'access_token'", system=SYSTEM,
-                                       operation=token_operation, address=address)
+            raise AdapterProtocolError(
+                "token response without 'token' or 'access_token'",
+                system=SYSTEM,
+                operation=token_operation,
+                address=address,
+            )
         ttl = body.get("expires_in", _DEFAULT_TOKEN_TTL)
         ttl = float(ttl) if isinstance(ttl, (int, float)) and ttl > 0 else _DEFAULT_TOKEN_TTL
         with self._lock:
@@ -394,19 +434,31 @@ class OciRegistry:
         except httpx.HTTPError as exc:
             self._raise_transport(exc, operation, url)
         except httpx.InvalidURL as exc:
-            raise AdapterUnavailable(f"invalid URL: {exc}", system=SYSTEM, operation=operation,
-                                     address=self._display(url)) from exc
+            raise AdapterUnavailable(
+                f"invalid URL: {exc}", system=SYSTEM, operation=operation, address=self._display(url)
+            ) from exc
 
     def _raise_transport(self, exc: httpx.HTTPError, operation: str, url: str) -> NoReturn:
         address = self._display(url)
         if isinstance(exc, httpx.TimeoutException):
-            raise AdapterTimeout(f"no answer in time ({type(exc).__name__})", system=SYSTEM, operation=operation,
-                                 address=address, hint="the registry is slow or hung; retry later") from exc
+            raise AdapterTimeout(
+                f"no answer in time ({type(exc).__name__})",
+                system=SYSTEM,
+                operation=operation,
+                address=address,
+                hint="the registry is slow or hung; retry later",
+            ) from exc
         if isinstance(exc, httpx.ConnectError):
-            raise AdapterUnavailable(f"cannot connect ({exc})", system=SYSTEM, operation=operation,
-                                     address=address, hint="is the registry running at this address?") from exc
-        raise AdapterUnavailable(f"{type(exc).__name__}: {exc}", system=SYSTEM, operation=operation,
-                                 address=address) from exc
+            raise AdapterUnavailable(
+                f"cannot connect ({exc})",
+                system=SYSTEM,
+                operation=operation,
+                address=address,
+                hint="is the registry running at this address?",
+            ) from exc
+        raise AdapterUnavailable(
+            f"{type(exc).__name__}: {exc}", system=SYSTEM, operation=operation, address=address
+        ) from exc
 
     def _raise_status(self, response: httpx.Response, operation: str, url: str) -> NoReturn:
         status = response.status_code
@@ -428,5 +480,6 @@ class OciRegistry:
         try:
             return json.loads(response.content)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise AdapterProtocolError(f"malformed JSON ({exc})", system=SYSTEM, operation=operation,
-                                       address=self._display(url)) from exc
+            raise AdapterProtocolError(
+                f"malformed JSON ({exc})", system=SYSTEM, operation=operation, address=self._display(url)
+            ) from exc

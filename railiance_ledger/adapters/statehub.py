@@ -46,7 +46,9 @@ class NotePoster(Protocol):
     @property
     def base_url(self) -> str: ...
 
-    def post_note(self, *, workload: str, kind: str, title: str, body: str, evidence: list[dict[str, Any]]) -> str:
+    def post_note(
+        self, *, workload: str, kind: str, title: str, body: str, evidence: list[dict[str, Any]]
+    ) -> str:
         """Post one note and return its id."""
         ...
 
@@ -78,7 +80,9 @@ class StateHub:
         """The endpoint notes are posted to (``<base_url>/notes``)."""
         return f"{self.base_url}/notes"
 
-    def post_note(self, *, workload: str, kind: str, title: str, body: str, evidence: list[dict[str, Any]]) -> str:
+    def post_note(
+        self, *, workload: str, kind: str, title: str, body: str, evidence: list[dict[str, Any]]
+    ) -> str:
         """POST one redacted note and return the id State Hub assigned.
 
         Connection errors, timeouts and 5xx answers are retried (``attempts`` in total, sleeping
@@ -111,11 +115,23 @@ class StateHub:
                 if status >= 500:
                     last = _error(AdapterUnavailable, f"HTTP {status}", address, attempt, None)
                 elif status in (401, 403):
-                    raise _error(AdapterAuthError, f"HTTP {status}: credentials refused", address, attempt, None,
-                                 hint="check the State Hub access configured for this operator")
+                    raise _error(
+                        AdapterAuthError,
+                        f"HTTP {status}: credentials refused",
+                        address,
+                        attempt,
+                        None,
+                        hint="check the State Hub access configured for this operator",
+                    )
                 elif status == 404:
-                    raise _error(AdapterNotFound, "HTTP 404: no notes endpoint", address, attempt, None,
-                                 hint="check RAILIANCE_STATEHUB_URL (notes are posted to <url>/notes)")
+                    raise _error(
+                        AdapterNotFound,
+                        "HTTP 404: no notes endpoint",
+                        address,
+                        attempt,
+                        None,
+                        hint="check RAILIANCE_STATEHUB_URL (notes are posted to <url>/notes)",
+                    )
                 elif not 200 <= status < 300:
                     raise _error(AdapterProtocolError, f"HTTP {status}: note refused", address, attempt, None)
                 else:
@@ -135,7 +151,9 @@ def _note_id(response: httpx.Response, address: str, attempt: int) -> str:
         raise _error(AdapterProtocolError, "answer is not JSON", address, attempt, exc) from exc
     note_id = data.get("id") if isinstance(data, dict) else None
     if isinstance(note_id, bool) or not isinstance(note_id, (str, int)) or str(note_id).strip() == "":
-        raise _error(AdapterProtocolError, 'answer has no note id (expected {"id": ...})', address, attempt, None)
+        raise _error(
+            AdapterProtocolError, 'answer has no note id (expected {"id": ...})', address, attempt, None
+        )
     return str(note_id)
 
 

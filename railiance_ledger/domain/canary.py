@@ -189,7 +189,9 @@ def _ingress(spec: RoutingSpec, *, annotations: dict[str, str], path: str) -> di
                             {
                                 "path": path,
                                 "pathType": "Prefix",
-                                "backend": {"service": {"name": spec.canary_service, "port": {"number": spec.port}}},
+                                "backend": {
+                                    "service": {"name": spec.canary_service, "port": {"number": spec.port}}
+                                },
                             }
                         ]
                     },
@@ -289,7 +291,9 @@ def gateway_route_patch(stable_route: Mapping[str, Any] | None, spec: RoutingSpe
         rule["filters"] = [f for f in (rule.get("filters") or []) if not _is_canary_mirror(f, spec)]
         if not rule["filters"]:
             rule.pop("filters")
-    stable_rules = [r for r in rules if any(b.get("name") == spec.stable_service for b in r.get("backendRefs") or [])]
+    stable_rules = [
+        r for r in rules if any(b.get("name") == spec.stable_service for b in r.get("backendRefs") or [])
+    ]
     if spec.form is CanaryForm.WEIGHTED:
         w = int(spec.weight)
         for rule in stable_rules:
@@ -299,14 +303,19 @@ def gateway_route_patch(stable_route: Mapping[str, Any] | None, spec: RoutingSpe
             rule["backendRefs"] = refs
     elif spec.form in (CanaryForm.HEADER, CanaryForm.PATH):
         if spec.form is CanaryForm.HEADER:
-            match: dict[str, Any] = {"headers": [{"type": "Exact", "name": spec.header, "value": spec.header_value}]}
+            match: dict[str, Any] = {
+                "headers": [{"type": "Exact", "name": spec.header, "value": spec.header_value}]
+            }
         else:
             match = {"path": {"type": "PathPrefix", "value": spec.path_prefix}}
         rules.insert(0, {"matches": [match], "backendRefs": [_backend(spec.canary_service, spec.port)]})
     elif spec.form is CanaryForm.SHADOW:
         for rule in stable_rules:
             rule.setdefault("filters", []).append(
-                {"type": "RequestMirror", "requestMirror": {"backendRef": _backend(spec.canary_service, spec.port)}}
+                {
+                    "type": "RequestMirror",
+                    "requestMirror": {"backendRef": _backend(spec.canary_service, spec.port)},
+                }
             )
     else:
         raise ValueError(f"form {spec.form} does not change production routing")
@@ -338,7 +347,9 @@ def plan_routing(
 
 def _is_canary_rule(rule: Mapping[str, Any], spec: RoutingSpec) -> bool:
     refs = rule.get("backendRefs") or []
-    return bool(rule.get("matches")) and bool(refs) and all(b.get("name") == spec.canary_service for b in refs)
+    return (
+        bool(rule.get("matches")) and bool(refs) and all(b.get("name") == spec.canary_service for b in refs)
+    )
 
 
 def _is_canary_mirror(flt: Mapping[str, Any], spec: RoutingSpec) -> bool:
@@ -402,10 +413,14 @@ def choose_form(
         if form is CanaryForm.HEADER:
             for other in (provider, *[p for p in Provider if p is not provider]):
                 if available[other]:
-                    return FormDecision(form, other, declared, f"{why}; fell back to header routing via {other}")
+                    return FormDecision(
+                        form, other, declared, f"{why}; fell back to header routing via {other}"
+                    )
         elif form is CanaryForm.ISOLATED_NAMESPACE:
             return FormDecision(form, provider, declared, f"{why}; fell back to an isolated namespace")
-    return FormDecision(None, provider, declared, f"{why}; no safe fallback (header or isolated-namespace) allowed")
+    return FormDecision(
+        None, provider, declared, f"{why}; no safe fallback (header or isolated-namespace) allowed"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -473,7 +488,8 @@ def observe_routing(spec: RoutingSpec, observed: Iterable[Mapping[str, Any]]) ->
                 refs = rule.get("backendRefs") or []
                 for flt in rule.get("filters") or []:
                     if flt.get("type") == "RequestMirror" and (
-                        ((flt.get("requestMirror") or {}).get("backendRef") or {}).get("name") == spec.canary_service
+                        ((flt.get("requestMirror") or {}).get("backendRef") or {}).get("name")
+                        == spec.canary_service
                     ):
                         mirrored = True
                         touched = True
@@ -727,7 +743,9 @@ class CanarySample:
 
         def track(v: Any) -> TrackMetrics:
             v = v or {}
-            return TrackMetrics(**{k: Metric(**(v.get(k) or {})) for k in ("error_rate", "p95_latency_ms", "saturation")})
+            return TrackMetrics(
+                **{k: Metric(**(v.get(k) or {})) for k in ("error_rate", "p95_latency_ms", "saturation")}
+            )
 
         return cls(
             index=int(data["index"]),
@@ -822,7 +840,9 @@ def apply_waivers(verdicts: Iterable[GateVerdict], waivers: Mapping[str, str]) -
     out: list[GateVerdict] = []
     for v in verdicts:
         if v.status == "fail" and v.name in waivers:
-            out.append(GateVerdict(v.name, "waived", f"{v.reason} (waived)", v.failure, v.evidence, waivers[v.name]))
+            out.append(
+                GateVerdict(v.name, "waived", f"{v.reason} (waived)", v.failure, v.evidence, waivers[v.name])
+            )
         else:
             out.append(v)
     return out
@@ -842,14 +862,19 @@ def _metric_gate(
     unit: str = "",
 ) -> GateVerdict:
     if not canary.usable:
-        return _fail(name, f"{METRICS_UNAVAILABLE}: canary {label}: {canary.reason or 'no value'}", technical=True)
+        return _fail(
+            name, f"{METRICS_UNAVAILABLE}: canary {label}: {canary.reason or 'no value'}", technical=True
+        )
     assert canary.value is not None
     if canary.value > ceiling:
-        return _fail(name, f"canary {label} {canary.value:g}{unit} above the declared ceiling {ceiling:g}{unit}")
+        return _fail(
+            name, f"canary {label} {canary.value:g}{unit} above the declared ceiling {ceiling:g}{unit}"
+        )
     if max_increase is not None:
         if not stable.usable:
             return _fail(
-                name, f"{METRICS_UNAVAILABLE}: stable {label} for the relative comparison: {stable.reason or 'no value'}",
+                name,
+                f"{METRICS_UNAVAILABLE}: stable {label} for the relative comparison: {stable.reason or 'no value'}",
                 technical=True,
             )
         assert stable.value is not None
@@ -860,7 +885,10 @@ def _metric_gate(
                 f"canary {label} {canary.value:g}{unit} regresses {delta:g}{unit} over stable {stable.value:g}{unit} "
                 f"(declared at most +{max_increase:g}{unit})",
             )
-        return _pass(name, f"canary {label} {canary.value:g}{unit} (stable {stable.value:g}{unit}, ceiling {ceiling:g}{unit})")
+        return _pass(
+            name,
+            f"canary {label} {canary.value:g}{unit} (stable {stable.value:g}{unit}, ceiling {ceiling:g}{unit})",
+        )
     return _pass(name, f"canary {label} {canary.value:g}{unit} (ceiling {ceiling:g}{unit})")
 
 
@@ -889,7 +917,8 @@ def evaluate_sample(
         problems.append(f"{p.pending} pod(s) pending ({why})")
     if p.available:
         out.append(
-            _fail("canary_pods_stable", "; ".join(problems)) if problems
+            _fail("canary_pods_stable", "; ".join(problems))
+            if problems
             else _pass("canary_pods_stable", f"no crash loops, {p.restarts} restart(s), nothing pending")
         )
     probes = [("inside", sample.health_inside), ("outside", sample.health_outside)]
@@ -899,19 +928,42 @@ def evaluate_sample(
     else:
         bad = [f"{where}: {pr.reason or pr.status}" for where, pr in applicable if not pr.ok]
         good = ", ".join(f"{where} HTTP {pr.status}" for where, pr in applicable if pr.ok)
-        out.append(_fail("canary_health", "health failing " + "; ".join(bad)) if bad else _pass("canary_health", good))
-    out.append(_metric_gate(
-        "canary_error_rate", "error rate", sample.canary.error_rate, base.error_rate,
-        thresholds.max_error_rate, thresholds.max_error_rate_increase,
-    ))
-    out.append(_metric_gate(
-        "canary_latency", "p95 latency", sample.canary.p95_latency_ms, base.p95_latency_ms,
-        thresholds.max_p95_latency_ms, thresholds.max_p95_latency_increase_ms, "ms",
-    ))
-    out.append(_metric_gate(
-        "canary_saturation", "saturation", sample.canary.saturation, base.saturation,
-        thresholds.max_saturation, thresholds.max_saturation_increase,
-    ))
+        out.append(
+            _fail("canary_health", "health failing " + "; ".join(bad))
+            if bad
+            else _pass("canary_health", good)
+        )
+    out.append(
+        _metric_gate(
+            "canary_error_rate",
+            "error rate",
+            sample.canary.error_rate,
+            base.error_rate,
+            thresholds.max_error_rate,
+            thresholds.max_error_rate_increase,
+        )
+    )
+    out.append(
+        _metric_gate(
+            "canary_latency",
+            "p95 latency",
+            sample.canary.p95_latency_ms,
+            base.p95_latency_ms,
+            thresholds.max_p95_latency_ms,
+            thresholds.max_p95_latency_increase_ms,
+            "ms",
+        )
+    )
+    out.append(
+        _metric_gate(
+            "canary_saturation",
+            "saturation",
+            sample.canary.saturation,
+            base.saturation,
+            thresholds.max_saturation,
+            thresholds.max_saturation_increase,
+        )
+    )
     r = sample.routing
     if not r.available:
         out.append(_fail("canary_routing", r.reason or "routing state unavailable", technical=True))
@@ -939,7 +991,9 @@ def _logs_verdict(scans: Sequence[LogScan], thresholds: Thresholds) -> GateVerdi
         return _fail(name, f"secret leakage in pod logs: {summary} (text not recorded)")
     repeated = [s.auth_failures for s in scans if s.auth_failures > thresholds.max_auth_failures]
     if repeated:
-        return _fail(name, f"repeated authorization failures in pod logs: {max(repeated)} 401/403 lines in one sample")
+        return _fail(
+            name, f"repeated authorization failures in pod logs: {max(repeated)} 401/403 lines in one sample"
+        )
     if unread:
         return _fail(name, f"pod logs unavailable: {unread[-1]}", technical=True)
     total_auth = sum(s.auth_failures for s in scans)
@@ -951,7 +1005,12 @@ def _logs_verdict(scans: Sequence[LogScan], thresholds: Thresholds) -> GateVerdi
 
 
 def compare_distributions(
-    canary: Sequence[float], stable: Sequence[float], *, min_samples: int, alpha: float, min_effect: float = 0.0
+    canary: Sequence[float],
+    stable: Sequence[float],
+    *,
+    min_samples: int,
+    alpha: float,
+    min_effect: float = 0.0,
 ) -> tuple[bool, str]:
     """Mann-Whitney U, one-sided: is canary stochastically greater than stable? ``(ok, reason)``.
 
@@ -980,7 +1039,10 @@ def compare_distributions(
         )
     if p_value < alpha:
         return True, f"significant but negligible shift {shift:.4g} <= {min_effect:g} (p={p_value:.4g})"
-    return True, f"no significant regression (Mann-Whitney U={float(result.statistic):g}, p={p_value:.4g}, alpha {alpha:g})"
+    return (
+        True,
+        f"no significant regression (Mann-Whitney U={float(result.statistic):g}, p={p_value:.4g}, alpha {alpha:g})",
+    )
 
 
 @dataclass(frozen=True)
@@ -997,11 +1059,18 @@ def rollback_verdict(info: RollbackReadiness) -> GateVerdict:
     """``rollback_ready``: tested before, or one documented command, and a known previous-stable target."""
     if not info.target_known:
         return _fail("rollback_ready", "rollback target unknown")
-    single = bool(info.command.strip()) and "\n" not in info.command.strip() and "&&" not in info.command and ";" not in info.command
+    single = (
+        bool(info.command.strip())
+        and "\n" not in info.command.strip()
+        and "&&" not in info.command
+        and ";" not in info.command
+    )
     if info.tested:
         return _pass("rollback_ready", f"rollback tested before; target {info.target}")
     if single:
-        return _pass("rollback_ready", f"single documented command `{info.command.strip()}`; target {info.target}")
+        return _pass(
+            "rollback_ready", f"single documented command `{info.command.strip()}`; target {info.target}"
+        )
     return _fail("rollback_ready", "rollback neither tested before nor a single documented command")
 
 
@@ -1023,7 +1092,10 @@ def evaluate_window(
     (gate name -> waiver event id) turn a failed gate into ``waived``.
     """
     if not samples:
-        verdicts = [_fail(name, "no samples collected in the observation window", technical=True) for name in GATE_NAMES]
+        verdicts = [
+            _fail(name, "no samples collected in the observation window", technical=True)
+            for name in GATE_NAMES
+        ]
         if rollback is not None:
             verdicts[-1] = rollback_verdict(rollback)
         return apply_waivers(verdicts, waivers or {})
@@ -1039,7 +1111,9 @@ def evaluate_window(
             out.append(_statistical(samples, thresholds))
             continue
         if name == "rollback_ready":
-            out.append(rollback_verdict(rollback) if rollback is not None else _fail(name, "rollback target unknown"))
+            out.append(
+                rollback_verdict(rollback) if rollback is not None else _fail(name, "rollback target unknown")
+            )
             continue
         if name == "canary_logs_clean":
             out.append(_logs_verdict([s.logs for s in samples], thresholds))
@@ -1049,34 +1123,54 @@ def evaluate_window(
         if name == "canary_pods_stable" and not failed:
             first, last = samples[0].pods, samples[-1].pods
             if last.restarts - first.restarts > thresholds.max_restarts:
-                failed = [(samples[-1], _fail(name, f"{last.restarts - first.restarts} restarts during the window"))]
+                failed = [
+                    (samples[-1], _fail(name, f"{last.restarts - first.restarts} restarts during the window"))
+                ]
         if failed:
             s, v = failed[0]
             technical = all(fv.failure == "technical" for _, fv in failed)
-            out.append(GateVerdict(
-                name, "fail", f"{v.reason} (sample {s.index}; failed in {len(failed)}/{n} samples)",
-                "technical" if technical else "policy",
-            ))
+            out.append(
+                GateVerdict(
+                    name,
+                    "fail",
+                    f"{v.reason} (sample {s.index}; failed in {len(failed)}/{n} samples)",
+                    "technical" if technical else "policy",
+                )
+            )
             continue
         if name == "canary_pods_ready" and expected_samples is not None and n < expected_samples:
-            out.append(_fail(name, f"window not fully observed: {n}/{expected_samples} samples", technical=True))
+            out.append(
+                _fail(name, f"window not fully observed: {n}/{expected_samples} samples", technical=True)
+            )
             continue
         out.append(_window_pass(name, samples, pairs))
     return apply_waivers(out, waivers or {})
 
 
-def _window_pass(name: str, samples: Sequence[CanarySample], pairs: list[tuple[CanarySample, GateVerdict]]) -> GateVerdict:
+def _window_pass(
+    name: str, samples: Sequence[CanarySample], pairs: list[tuple[CanarySample, GateVerdict]]
+) -> GateVerdict:
     n = len(samples)
     if name == "canary_error_rate":
-        return _pass(name, f"mean canary error rate {_mean(s.canary.error_rate for s in samples):.4g} "
-                           f"vs stable {_mean(s.stable.error_rate for s in samples):.4g} over {n} samples")
+        return _pass(
+            name,
+            f"mean canary error rate {_mean(s.canary.error_rate for s in samples):.4g} "
+            f"vs stable {_mean(s.stable.error_rate for s in samples):.4g} over {n} samples",
+        )
     if name == "canary_latency":
-        return _pass(name, f"mean canary p95 {_mean(s.canary.p95_latency_ms for s in samples):.4g}ms "
-                           f"vs stable {_mean(s.stable.p95_latency_ms for s in samples):.4g}ms over {n} samples")
+        return _pass(
+            name,
+            f"mean canary p95 {_mean(s.canary.p95_latency_ms for s in samples):.4g}ms "
+            f"vs stable {_mean(s.stable.p95_latency_ms for s in samples):.4g}ms over {n} samples",
+        )
     if name == "canary_saturation":
-        return _pass(name, f"mean canary saturation {_mean(s.canary.saturation for s in samples):.4g} over {n} samples")
+        return _pass(
+            name, f"mean canary saturation {_mean(s.canary.saturation for s in samples):.4g} over {n} samples"
+        )
     if name == "canary_pods_ready":
-        return _pass(name, f"pods ready in all {n} samples ({samples[-1].pods.ready}/{samples[-1].pods.total})")
+        return _pass(
+            name, f"pods ready in all {n} samples ({samples[-1].pods.ready}/{samples[-1].pods.total})"
+        )
     return _pass(name, f"{pairs[-1][1].reason} (all {n} samples)")
 
 
@@ -1104,8 +1198,11 @@ def _statistical(samples: Sequence[CanarySample], thresholds: Thresholds) -> Gat
         if any(not m.usable for m in c) or any(not m.usable for m in st):
             return _fail(name, f"{METRICS_UNAVAILABLE}: {label} missing in some samples", technical=True)
         ok, why = compare_distributions(
-            [m.value for m in c if m.value is not None], [m.value for m in st if m.value is not None],
-            min_samples=thresholds.min_samples, alpha=thresholds.alpha, min_effect=effect,
+            [m.value for m in c if m.value is not None],
+            [m.value for m in st if m.value is not None],
+            min_samples=thresholds.min_samples,
+            alpha=thresholds.alpha,
+            min_effect=effect,
         )
         if not ok:
             too_few = why.startswith("too few")
@@ -1148,7 +1245,9 @@ def immediate_rollback_reason(sample: CanarySample, thresholds: Thresholds) -> s
             f"{thresholds.max_error_rate:g}"
         )
     if sample.health_outside is not None and not sample.health_outside.ok:
-        return f"production availability degraded: health from outside failing ({sample.health_outside.reason})"
+        return (
+            f"production availability degraded: health from outside failing ({sample.health_outside.reason})"
+        )
     return None
 
 
@@ -1177,7 +1276,10 @@ def scan_logs(text: str) -> LogScan:
     for finding in find_secrets(text):
         kinds[finding.kind] = kinds.get(finding.kind, 0) + 1
     return LogScan(
-        read_ok=True, secret_kinds=kinds, auth_failures=count_auth_failures(text), lines=len(text.splitlines())
+        read_ok=True,
+        secret_kinds=kinds,
+        auth_failures=count_auth_failures(text),
+        lines=len(text.splitlines()),
     )
 
 
@@ -1185,7 +1287,9 @@ def scan_logs(text: str) -> LogScan:
 # undeclared references
 
 
-_SVC_HOST_RE = re.compile(r"(?:^|[/@:])([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?\b")
+_SVC_HOST_RE = re.compile(
+    r"(?:^|[/@:])([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?\b"
+)
 _VAULT_SECRET_PREFIX = "vault.hashicorp.com/agent-inject-secret-"
 _POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 
@@ -1197,7 +1301,7 @@ def _pod_spec(doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, A
     if kind == "Pod":
         return doc.get("metadata") or {}, spec
     if kind == "CronJob":
-        spec = ((spec.get("jobTemplate") or {}).get("spec") or {})
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
     tpl = spec.get("template") or {}
     return tpl.get("metadata") or {}, tpl.get("spec") or {}
 

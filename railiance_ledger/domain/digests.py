@@ -9,7 +9,9 @@ import re
 from dataclasses import dataclass
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_REF_RE = re.compile(r"^(?P<repo>[a-z0-9][a-z0-9._\-/:]*?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}))?@(?P<digest>[^@]+)$")
+_REF_RE = re.compile(
+    r"^(?P<repo>[a-z0-9][a-z0-9._\-/:]*?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}))?@(?P<digest>[^@]+)$"
+)
 
 
 class DigestFormatError(ValueError):
@@ -64,7 +66,9 @@ def parse_image_ref(ref: str) -> ImageRef:
         )
     m = _REF_RE.match(text)
     if not m:
-        raise DigestFormatError(f"image reference {ref!r} is not of the form REPOSITORY[:TAG]@sha256:<64 hex>")
+        raise DigestFormatError(
+            f"image reference {ref!r} is not of the form REPOSITORY[:TAG]@sha256:<64 hex>"
+        )
     digest = check_digest(m.group("digest"))
     return ImageRef(repository=m.group("repo"), digest=digest, tag=m.group("tag"))
 

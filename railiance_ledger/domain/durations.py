@@ -22,7 +22,9 @@ def parse_duration(text: str | int) -> int:
     else:
         s = text.strip().lower().replace(" ", "")
         if not _WHOLE.match(s):
-            raise DurationFormatError(f"duration {text!r} does not parse: use forms like '90s', '15m', '1h30m'")
+            raise DurationFormatError(
+                f"duration {text!r} does not parse: use forms like '90s', '15m', '1h30m'"
+            )
         seen: set[str] = set()
         seconds = 0
         for num, unit in _PART.findall(s):

@@ -45,7 +45,8 @@ def stage_passed(history: Iterable[EventLike], digest: str, stage: int) -> bool:
 def stage_excepted(history: Iterable[EventLike], digest: str, stage: int) -> bool:
     """True when an ``exception.emergency`` records skipping ``stage`` for ``digest``."""
     return any(
-        ev.kind == EventKind.EXCEPTION_EMERGENCY and ev.candidate == digest
+        ev.kind == EventKind.EXCEPTION_EMERGENCY
+        and ev.candidate == digest
         and int(ev.payload.get("skip_stage", 0) or 0) == stage
         for ev in history
     )
@@ -117,9 +118,11 @@ def check_append(history: list[EventLike], new: NewEvent) -> None:
             )
         if new.payload.get("stage") not in (None, new.stage):
             raise RuleBroken("stage result document and event disagree on the stage")
-    progressing = kind in {EventKind.STAGE_STARTED, EventKind.APPROVAL_GRANTED, EventKind.PROMOTION_COMPLETED} or (
-        kind == EventKind.STAGE_COMPLETED and new.payload.get("status") == "pass"
-    )
+    progressing = kind in {
+        EventKind.STAGE_STARTED,
+        EventKind.APPROVAL_GRANTED,
+        EventKind.PROMOTION_COMPLETED,
+    } or (kind == EventKind.STAGE_COMPLETED and new.payload.get("status") == "pass")
     mine, fate = since_last_rollback(mine, digest)
     if progressing and fate in TERMINAL_FATES:
         raise RuleBroken(

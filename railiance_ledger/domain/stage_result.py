@@ -45,8 +45,16 @@ class Evidence(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal[
-        "commit", "digest", "workflow", "k8s-object", "pod-status", "http-status",
-        "timestamp", "statehub", "summary", "query",
+        "commit",
+        "digest",
+        "workflow",
+        "k8s-object",
+        "pod-status",
+        "http-status",
+        "timestamp",
+        "statehub",
+        "summary",
+        "query",
     ]
     ref: str
     detail: str = ""

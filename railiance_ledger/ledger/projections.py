@@ -296,21 +296,36 @@ def _int_or_none(value: Any) -> int | None:
 def _approval(row: Any, payload: dict[str, Any], *, revoked: bool = False) -> ApprovalRecord:
     seq, event_id, _kind, candidate, stage, actor, recorded_at = row[:7]
     return ApprovalRecord(
-        event_id=event_id, seq=int(seq), digest=candidate,
+        event_id=event_id,
+        seq=int(seq),
+        digest=candidate,
         stage=_int_or_none(stage) if stage is not None else _int_or_none(payload.get("stage")),
-        operator=str(payload.get("operator") or actor), recorded_at=recorded_at,
-        retrospective=_truthy(payload.get("retrospective")), revoked=revoked,
+        operator=str(payload.get("operator") or actor),
+        recorded_at=recorded_at,
+        retrospective=_truthy(payload.get("retrospective")),
+        revoked=revoked,
     )
 
 
 _BASE_COLS = (
-    events.c.seq, events.c.event_id, events.c.kind, events.c.candidate,
-    events.c.stage, events.c.actor, events.c.recorded_at,
+    events.c.seq,
+    events.c.event_id,
+    events.c.kind,
+    events.c.candidate,
+    events.c.stage,
+    events.c.actor,
+    events.c.recorded_at,
 )
 
 _STATUS_KINDS = (
-    _K.CANDIDATE_REGISTERED, _K.STAGE_STARTED, _K.STAGE_COMPLETED, _K.APPROVAL_GRANTED,
-    _K.APPROVAL_REVOKED, _K.EXCEPTION_EMERGENCY, _K.PROMOTION_COMPLETED, _K.ROLLBACK_COMPLETED,
+    _K.CANDIDATE_REGISTERED,
+    _K.STAGE_STARTED,
+    _K.STAGE_COMPLETED,
+    _K.APPROVAL_GRANTED,
+    _K.APPROVAL_REVOKED,
+    _K.EXCEPTION_EMERGENCY,
+    _K.PROMOTION_COMPLETED,
+    _K.ROLLBACK_COMPLETED,
 )
 _LINEAGE_KINDS = (_K.PROMOTION_COMPLETED, _K.ROLLBACK_COMPLETED)
 
@@ -361,11 +376,20 @@ class _Stack:
     def promote(self, row: Any, payload: dict[str, Any]) -> None:
         seq, event_id, _kind, candidate, _stage, actor, recorded_at = row[:7]
         digest = str(payload.get("digest") or candidate)
-        self.records.append(StableRecord(
-            digest=digest, image=payload.get("image"), promoted_at=recorded_at, promoted_by=actor,
-            event_id=event_id, seq=int(seq), previous_stable=payload.get("previous_stable"),
-            restore=payload, approvals=(), state="current",
-        ))
+        self.records.append(
+            StableRecord(
+                digest=digest,
+                image=payload.get("image"),
+                promoted_at=recorded_at,
+                promoted_by=actor,
+                event_id=event_id,
+                seq=int(seq),
+                previous_stable=payload.get("previous_stable"),
+                restore=payload,
+                approvals=(),
+                state="current",
+            )
+        )
         self.stack.append(len(self.records) - 1)
 
     def rollback(self, row: Any, payload: dict[str, Any]) -> None:
@@ -385,21 +409,36 @@ class _Stack:
                 popped.append(self.stack.pop())
             if not self.stack:
                 # The final stable predates what the ledger knows: record it from the rollback.
-                self.records.append(StableRecord(
-                    digest=str(final), image=payload.get("final_image") or payload.get("image"),
-                    promoted_at=recorded_at, promoted_by=actor, event_id=None, seq=int(seq),
-                    previous_stable=None, restore=dict(payload.get("restore") or {}), approvals=(),
-                    state="current",
-                ))
+                self.records.append(
+                    StableRecord(
+                        digest=str(final),
+                        image=payload.get("final_image") or payload.get("image"),
+                        promoted_at=recorded_at,
+                        promoted_by=actor,
+                        event_id=None,
+                        seq=int(seq),
+                        previous_stable=None,
+                        restore=dict(payload.get("restore") or {}),
+                        approvals=(),
+                        state="current",
+                    )
+                )
                 self.stack.append(len(self.records) - 1)
         for index in popped:
             self.rolled_back.add(index)
             self.rolled_back_digests.add(self.records[index].digest)
-        self.rollbacks.append(RollbackRecord(
-            event_id=event_id, seq=int(seq), recorded_at=recorded_at, actor=actor,
-            from_stable=from_stable, final_stable=final, candidate=candidate,
-            reason=str(payload.get("reason") or ""),
-        ))
+        self.rollbacks.append(
+            RollbackRecord(
+                event_id=event_id,
+                seq=int(seq),
+                recorded_at=recorded_at,
+                actor=actor,
+                from_stable=from_stable,
+                final_stable=final,
+                candidate=candidate,
+                reason=str(payload.get("reason") or ""),
+            )
+        )
 
     def finish(self, approvals: dict[str, tuple[ApprovalRecord, ...]]) -> list[StableRecord]:
         top = self.stack[-1] if self.stack else None
@@ -442,7 +481,9 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
             if digest not in info:
                 order.append(digest)
                 info[digest] = {
-                    "image": payload.get("image"), "at": recorded_at, "by": actor,
+                    "image": payload.get("image"),
+                    "at": recorded_at,
+                    "by": actor,
                     # Registrations record whether the declaration makes approval mandatory; older
                     # ones did not, and for those a missing approval is listed (fail closed).
                     "approval_required": payload.get("approval_required", True) is not False,
@@ -461,7 +502,10 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
             revoked_stage = _int_or_none(stage if stage is not None else payload.get("stage"))
             approvals[digest] = [
                 _approval_revoked(a)
-                if (a.event_id == target or (target is None and (revoked_stage is None or a.stage == revoked_stage)))
+                if (
+                    a.event_id == target
+                    or (target is None and (revoked_stage is None or a.stage == revoked_stage))
+                )
                 else a
                 for a in approvals.get(digest, [])
             ]
@@ -485,9 +529,14 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
             # only a retrospective approval that still stands (not revoked) covers the emergency
             approved = any(a.retrospective and not a.revoked and a.seq > seq for a in its_approvals)
             exc_record = ExceptionRecord(
-                event_id=row[1], seq=seq, digest=digest, skip_stage=_int_or_none(payload.get("skip_stage")),
-                operator=str(payload.get("operator") or row[5]), reason=str(payload.get("reason") or ""),
-                recorded_at=row[6], retrospectively_approved=approved,
+                event_id=row[1],
+                seq=seq,
+                digest=digest,
+                skip_stage=_int_or_none(payload.get("skip_stage")),
+                operator=str(payload.get("operator") or row[5]),
+                reason=str(payload.get("reason") or ""),
+                recorded_at=row[6],
+                retrospectively_approved=approved,
             )
             its_exceptions.append(exc_record)
             if not approved:
@@ -508,19 +557,34 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
                 state += " (eligible for Stage 2 review)" if nxt == 2 else " (eligible for Stage 3 promotion)"
                 required = info[digest]["approval_required"]
                 if required and not any(a.stage == nxt and not a.revoked for a in its_approvals):
-                    pending.append(PendingApproval(
-                        digest=digest, stage=nxt, since=latest.recorded_at,
-                        reason=f"stage {latest.stage} passed; no approval for stage {nxt} yet",
-                    ))
-        candidates.append(CandidateStatus(
-            digest=digest, image=info[digest]["image"], partition_key=partition_key(workload, digest),
-            registered_at=info[digest]["at"], registered_by=info[digest]["by"],
-            stages=tuple(sorted(results.get(digest, {}).values(), key=lambda r: r.stage)),
-            state=state, approvals=its_approvals, exceptions=tuple(its_exceptions),
-        ))
+                    pending.append(
+                        PendingApproval(
+                            digest=digest,
+                            stage=nxt,
+                            since=latest.recorded_at,
+                            reason=f"stage {latest.stage} passed; no approval for stage {nxt} yet",
+                        )
+                    )
+        candidates.append(
+            CandidateStatus(
+                digest=digest,
+                image=info[digest]["image"],
+                partition_key=partition_key(workload, digest),
+                registered_at=info[digest]["at"],
+                registered_by=info[digest]["by"],
+                stages=tuple(sorted(results.get(digest, {}).values(), key=lambda r: r.stage)),
+                state=state,
+                approvals=its_approvals,
+                exceptions=tuple(its_exceptions),
+            )
+        )
     return WorkloadStatus(
-        workload=workload, last_seq=last_seq, candidates=tuple(candidates), current_stable=current,
-        earlier_stables=stack.earlier_digests(), pending_approvals=tuple(pending),
+        workload=workload,
+        last_seq=last_seq,
+        candidates=tuple(candidates),
+        current_stable=current,
+        earlier_stables=stack.earlier_digests(),
+        pending_approvals=tuple(pending),
         awaiting_retrospective=tuple(awaiting),
     )
 
@@ -600,17 +664,32 @@ def _lineage(store: EventStore, workload: str, *, at: str | None, all_approvals:
     if len(stack.stack) >= 2:
         prev = records[stack.stack[-2]]
         target = RollbackTarget(
-            digest=prev.digest, image=prev.image, restore=prev.restore, approvals=prev.approvals,
-            promoted_at=prev.promoted_at, promotion_event_id=prev.event_id, known=prev.event_id is not None,
+            digest=prev.digest,
+            image=prev.image,
+            restore=prev.restore,
+            approvals=prev.approvals,
+            promoted_at=prev.promoted_at,
+            promotion_event_id=prev.event_id,
+            known=prev.event_id is not None,
         )
     elif current is not None and current.previous_stable:
         target = RollbackTarget(
-            digest=current.previous_stable, image=None, restore={}, approvals=(),
-            promoted_at=None, promotion_event_id=None, known=False, kind="digest-only",
+            digest=current.previous_stable,
+            image=None,
+            restore={},
+            approvals=(),
+            promoted_at=None,
+            promotion_event_id=None,
+            known=False,
+            kind="digest-only",
         )
     return Lineage(
-        workload=workload, at=at_norm, current_stable=current, rollback_target=target,
-        stables=tuple(records), rollbacks=tuple(stack.rollbacks),
+        workload=workload,
+        at=at_norm,
+        current_stable=current,
+        rollback_target=target,
+        stables=tuple(records),
+        rollbacks=tuple(stack.rollbacks),
         stack=tuple(records[i].digest for i in stack.stack),
     )
 
@@ -635,9 +714,7 @@ def resolve_partition_key(store: EventStore, key: str) -> str:
     """The full digest behind a partition key ``<workload>@<12 hex>``; refuses unknown keys and collisions."""
     match = _PARTITION_KEY.match(key)
     if match is None:
-        raise LedgerError(
-            f"partition key {key!r} is not of the form <workload>@<first 12 hex of the digest>"
-        )
+        raise LedgerError(f"partition key {key!r} is not of the form <workload>@<first 12 hex of the digest>")
     workload, short = match.group("workload"), match.group("short")
     stmt = (
         sa.select(events.c.candidate)
@@ -662,4 +739,3 @@ def resolve_partition_key(store: EventStore, key: str) -> str:
             hint="refusing to guess; address the candidate by its full digest",
         )
     return found[0]
-

@@ -31,7 +31,9 @@ metadata = sa.MetaData()
 events = sa.Table(
     "events",
     metadata,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False),
+    sa.Column(
+        "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False
+    ),
     sa.Column("event_id", sa.String(36), nullable=False),
     sa.Column("stream", sa.String(200), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
@@ -62,8 +64,18 @@ ledger_meta = sa.Table(
 """Key/value facts about the ledger itself; ``schema_version`` drives migrations."""
 
 EVENT_COLUMNS = (
-    "seq", "event_id", "stream", "version", "kind", "candidate", "stage",
-    "actor", "recorded_at", "payload", "prev_hash", "hash",
+    "seq",
+    "event_id",
+    "stream",
+    "version",
+    "kind",
+    "candidate",
+    "stage",
+    "actor",
+    "recorded_at",
+    "payload",
+    "prev_hash",
+    "hash",
 )
 """Column order used by every raw row tuple in this package."""
 

@@ -194,7 +194,9 @@ class EventStore:
         self._is_pg = engine.dialect.name == "postgresql"
         self._sql = _AppendSql.for_dialect(engine.dialect.name)
         dbapi = engine.dialect.dbapi
-        self._driver_integrity_error: type[Exception] = getattr(dbapi, "IntegrityError", sa_exc.IntegrityError)
+        self._driver_integrity_error: type[Exception] = getattr(
+            dbapi, "IntegrityError", sa_exc.IntegrityError
+        )
 
     # -- opening -----------------------------------------------------------------------------------
 
@@ -340,7 +342,11 @@ class EventStore:
                     conn.invalidate()
                 raise
             first_seq, last_seq = rows[0][0], rows[-1][0]
-            if self._is_pg and last_seq >= ANALYZE_FROM and (first_seq - 1).bit_length() != last_seq.bit_length():
+            if (
+                self._is_pg
+                and last_seq >= ANALYZE_FROM
+                and (first_seq - 1).bit_length() != last_seq.bit_length()
+            ):
                 self._refresh_statistics(conn)
         return [_recorded(row, ev) for row, ev in zip(rows, batch)]
 
@@ -406,13 +412,34 @@ class EventStore:
                     event_id = str(uuid.uuid4())
                     kind = ev.kind.value
                     event_hash = row_hash(
-                        seq, event_id, stream, current, kind, ev.candidate, ev.stage, ev.actor,
-                        recorded_at, payload_text, prev,
+                        seq,
+                        event_id,
+                        stream,
+                        current,
+                        kind,
+                        ev.candidate,
+                        ev.stage,
+                        ev.actor,
+                        recorded_at,
+                        payload_text,
+                        prev,
                     )
-                    rows.append((
-                        seq, event_id, stream, current, kind, ev.candidate, ev.stage, ev.actor,
-                        recorded_at, payload_text, prev, event_hash,
-                    ))
+                    rows.append(
+                        (
+                            seq,
+                            event_id,
+                            stream,
+                            current,
+                            kind,
+                            ev.candidate,
+                            ev.stage,
+                            ev.actor,
+                            recorded_at,
+                            payload_text,
+                            prev,
+                            event_hash,
+                        )
+                    )
                     prev = event_hash
                 self._insert(cur, rows)
                 if self._is_pg:
@@ -429,7 +456,7 @@ class EventStore:
             cur.executemany(self._sql.insert, rows)
             return
         for start in range(0, len(rows), PG_INSERT_CHUNK):
-            chunk = rows[start:start + PG_INSERT_CHUNK]
+            chunk = rows[start : start + PG_INSERT_CHUNK]
             cur.execute(self._sql.insert_values(len(chunk)), [value for row in chunk for value in row])
 
     @staticmethod
@@ -444,7 +471,9 @@ class EventStore:
 
     @staticmethod
     def _history_rows(digest: str, rows: Sequence[Sequence[Any]]) -> list[_HistoryEvent]:
-        return [_HistoryEvent(kind, digest, stage, json.loads(payload)) for kind, stage, payload, _seq in rows]
+        return [
+            _HistoryEvent(kind, digest, stage, json.loads(payload)) for kind, stage, payload, _seq in rows
+        ]
 
     @contextmanager
     def _unique_violation_is_conflict(self, stream: str) -> Iterator[None]:
@@ -473,7 +502,9 @@ class EventStore:
             ) from exc
         return text
 
-    def _check_rules(self, stream: str, batch: list[NewEvent], histories: dict[str, list[_HistoryEvent]]) -> None:
+    def _check_rules(
+        self, stream: str, batch: list[NewEvent], histories: dict[str, list[_HistoryEvent]]
+    ) -> None:
         """Run the domain rules for each event against its candidate's history (plus the batch so far)."""
         for ev in batch:
             history = histories[ev.candidate] if ev.candidate is not None else []
@@ -514,7 +545,12 @@ class EventStore:
                 yield row_to_event(row)
 
     def iter_row_batches(
-        self, *, after_seq: int = 0, limit: int | None = None, batch: int = READ_BATCH, operation: str = "read"
+        self,
+        *,
+        after_seq: int = 0,
+        limit: int | None = None,
+        batch: int = READ_BATCH,
+        operation: str = "read",
     ) -> Iterator[list[tuple[Any, ...]]]:
         """Raw row tuples (columns in :data:`schema.EVENT_COLUMNS` order) in seq order, batch by batch.
 
@@ -552,7 +588,12 @@ class EventStore:
     def streams(self) -> list[str]:
         """Every stream (workload) that has events, sorted."""
         with self.reading("streams") as conn:
-            return [str(s) for s in conn.execute(sa.select(events.c.stream).distinct().order_by(events.c.stream)).scalars()]
+            return [
+                str(s)
+                for s in conn.execute(
+                    sa.select(events.c.stream).distinct().order_by(events.c.stream)
+                ).scalars()
+            ]
 
     def count(self) -> int:
         """The number of stored events."""
@@ -561,10 +602,33 @@ class EventStore:
 
 
 def _recorded(row: tuple[Any, ...], ev: NewEvent) -> RecordedEvent:
-    seq, event_id, stream, version, kind, candidate, stage, actor, recorded_at, _payload, prev_hash, digest = row
+    (
+        seq,
+        event_id,
+        stream,
+        version,
+        kind,
+        candidate,
+        stage,
+        actor,
+        recorded_at,
+        _payload,
+        prev_hash,
+        digest,
+    ) = row
     return RecordedEvent.model_construct(
-        seq=seq, event_id=event_id, stream=stream, version=version, kind=kind, candidate=candidate,
-        stage=stage, actor=actor, recorded_at=recorded_at, payload=ev.payload, prev_hash=prev_hash, hash=digest,
+        seq=seq,
+        event_id=event_id,
+        stream=stream,
+        version=version,
+        kind=kind,
+        candidate=candidate,
+        stage=stage,
+        actor=actor,
+        recorded_at=recorded_at,
+        payload=ev.payload,
+        prev_hash=prev_hash,
+        hash=digest,
     )
 
 
@@ -579,11 +643,22 @@ def _redacted(ev: NewEvent) -> NewEvent:
 
 def row_to_event(row: Sequence[Any]) -> RecordedEvent:
     """A stored row (columns in :data:`schema.EVENT_COLUMNS` order) as a RecordedEvent."""
-    seq, event_id, stream, version, kind, candidate, stage, actor, recorded_at, payload, prev_hash, digest = row
+    seq, event_id, stream, version, kind, candidate, stage, actor, recorded_at, payload, prev_hash, digest = (
+        row
+    )
     return RecordedEvent.model_construct(
-        seq=int(seq), event_id=event_id, stream=stream, version=int(version), kind=kind,
-        candidate=candidate, stage=None if stage is None else int(stage), actor=actor,
-        recorded_at=recorded_at, payload=json.loads(payload), prev_hash=prev_hash, hash=digest,
+        seq=int(seq),
+        event_id=event_id,
+        stream=stream,
+        version=int(version),
+        kind=kind,
+        candidate=candidate,
+        stage=None if stage is None else int(stage),
+        actor=actor,
+        recorded_at=recorded_at,
+        payload=json.loads(payload),
+        prev_hash=prev_hash,
+        hash=digest,
     )
 
 

@@ -74,9 +74,13 @@ def verify(store: EventStore, *, batch: int = VERIFY_BATCH) -> VerifyReport:
                 return bad
     checked, prev, expected_seq = state.checked, state.prev, state.expected_seq
     return VerifyReport(
-        ok=True, events_checked=checked, first_bad_seq=None, problem=None,
+        ok=True,
+        events_checked=checked,
+        first_bad_seq=None,
+        problem=None,
         detail=f"{checked} events verified; head seq {expected_seq - 1}",
-        head_seq=expected_seq - 1, head_hash=prev,
+        head_seq=expected_seq - 1,
+        head_hash=prev,
     )
 
 
@@ -114,10 +118,25 @@ def _check_rows(store: EventStore, rows: list[Any], state: _State) -> VerifyRepo
     prev, prev2, expected_seq, checked = state.prev, state.prev2, state.expected_seq, state.checked
     try:
         for row in rows:
-            seq, event_id, stream, version, kind, candidate, stage, actor, recorded_at, payload, prev_hash, digest = row
+            (
+                seq,
+                event_id,
+                stream,
+                version,
+                kind,
+                candidate,
+                stage,
+                actor,
+                recorded_at,
+                payload,
+                prev_hash,
+                digest,
+            ) = row
             if seq != expected_seq:
                 return _bad(
-                    checked, expected_seq, "missing",
+                    checked,
+                    expected_seq,
+                    "missing",
                     f"seq {expected_seq}..{seq - 1} missing: the event after seq {expected_seq - 1} is seq {seq}",
                     prev,
                 )
@@ -132,7 +151,9 @@ def _check_rows(store: EventStore, rows: list[Any], state: _State) -> VerifyRepo
             )
             if sha256(text.encode()).hexdigest() != digest:
                 return _bad(
-                    checked, seq, "edited",
+                    checked,
+                    seq,
+                    "edited",
                     f"seq {seq} ({kind} in {stream!r}): stored hash does not match its contents; "
                     "the event was changed after it was recorded",
                     prev,
@@ -148,17 +169,26 @@ def _check_rows(store: EventStore, rows: list[Any], state: _State) -> VerifyRepo
 
 def _bad(checked: int, seq: int, problem: Problem, detail: str, head_hash: str) -> VerifyReport:
     return VerifyReport(
-        ok=False, events_checked=checked, first_bad_seq=seq, problem=problem, detail=detail,
-        head_seq=seq - 1, head_hash=head_hash,
+        ok=False,
+        events_checked=checked,
+        first_bad_seq=seq,
+        problem=problem,
+        detail=detail,
+        head_seq=seq - 1,
+        head_hash=head_hash,
     )
 
 
 def _classify_link(store: EventStore, row: Any, prev: str, prev2: str | None, checked: int) -> VerifyReport:
     """Row ``seq`` does not link to the previous row: decide missing, reordered or edited."""
-    seq, event_id, stream, version, kind, candidate, stage, actor, recorded_at, payload, prev_hash, digest = row
+    seq, event_id, stream, version, kind, candidate, stage, actor, recorded_at, payload, prev_hash, digest = (
+        row
+    )
     if prev2 is not None and prev_hash == prev2:
         return _bad(
-            checked, seq - 1, "missing",
+            checked,
+            seq - 1,
+            "missing",
             f"seq {seq} links to seq {seq - 2}: the event originally between them is missing "
             f"(seq {seq - 1} is not it)",
             prev,
@@ -170,24 +200,32 @@ def _classify_link(store: EventStore, row: Any, prev: str, prev2: str | None, ch
     if other is not None or prev_hash == GENESIS_HASH:
         where = f"seq {other}" if other is not None else "the genesis hash"
         return _bad(
-            checked, seq, "reordered",
+            checked,
+            seq,
+            "reordered",
             f"seq {seq} ({kind} in {stream!r}) chains from {where}, not from seq {seq - 1}: "
             "events were moved or swapped",
             prev,
         )
     self_consistent = (
-        row_hash(seq, event_id, stream, version, kind, candidate, stage, actor, recorded_at, payload, prev_hash)
+        row_hash(
+            seq, event_id, stream, version, kind, candidate, stage, actor, recorded_at, payload, prev_hash
+        )
         == digest
     )
     if self_consistent and seq > 1:
         return _bad(
-            checked - 1, seq - 1, "edited",
+            checked - 1,
+            seq - 1,
+            "edited",
             f"seq {seq - 1} was rewritten (its hash was recomputed): seq {seq} still links to its "
             "original hash",
             prev,
         )
     return _bad(
-        checked, seq, "edited",
+        checked,
+        seq,
+        "edited",
         f"seq {seq} ({kind} in {stream!r}): prev_hash was changed and links to no stored event",
         prev,
     )
@@ -204,19 +242,34 @@ def check_anchor(store: EventStore, report: VerifyReport, *, seq: int, hash: str
         return report
     if seq > report.head_seq:
         return replace(
-            report, ok=False, first_bad_seq=report.head_seq + 1, problem="missing",
-            detail=(f"the anchor names seq {seq} but the ledger ends at seq {report.head_seq}: "
-                    f"events {report.head_seq + 1}..{seq} were removed"),
+            report,
+            ok=False,
+            first_bad_seq=report.head_seq + 1,
+            problem="missing",
+            detail=(
+                f"the anchor names seq {seq} but the ledger ends at seq {report.head_seq}: "
+                f"events {report.head_seq + 1}..{seq} were removed"
+            ),
         )
     event = next(store.read_all(after_seq=seq - 1, limit=1), None) if seq > 0 else None
     if event is None or event.seq != seq:
-        return replace(report, ok=False, first_bad_seq=seq, problem="missing",
-                       detail=f"the anchor names seq {seq}, which the ledger no longer holds")
+        return replace(
+            report,
+            ok=False,
+            first_bad_seq=seq,
+            problem="missing",
+            detail=f"the anchor names seq {seq}, which the ledger no longer holds",
+        )
     if event.hash != hash:
         return replace(
-            report, ok=False, first_bad_seq=seq, problem="edited",
-            detail=(f"seq {seq} carries hash {event.hash[:16]}... but the anchor recorded {hash[:16]}...: "
-                    "the ledger was rewritten from this point on"),
+            report,
+            ok=False,
+            first_bad_seq=seq,
+            problem="edited",
+            detail=(
+                f"seq {seq} carries hash {event.hash[:16]}... but the anchor recorded {hash[:16]}...: "
+                "the ledger was rewritten from this point on"
+            ),
         )
     return report
 

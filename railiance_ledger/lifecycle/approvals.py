@@ -196,7 +196,9 @@ def _explicit_rollback_target(value: str | Mapping[str, Any]) -> dict[str, Any]:
         return target
     text = value.strip()
     if not text:
-        raise InvalidInput("an empty rollback target names nothing", hint="pass REPOSITORY@sha256:... or a recovery path")
+        raise InvalidInput(
+            "an empty rollback target names nothing", hint="pass REPOSITORY@sha256:... or a recovery path"
+        )
     try:
         ref = parse_image_ref(text)
         return {"kind": "digest-and-values", "image": ref.pinned, "digest": ref.digest, "source": "operator"}
@@ -266,7 +268,8 @@ def _check_separation(
     mine = roles.get(operator, [])
     if mine:
         raise GateFailed(
-            f"separation of duties: {operator} may not approve {cand.image}: {operator} " + " and ".join(mine)
+            f"separation of duties: {operator} may not approve {cand.image}: {operator} "
+            + " and ".join(mine)
             + "; the operator who registers or deploys a candidate cannot also approve it",
             hint="ask another operator to approve (railiance approve APP_DIR --operator OTHER)",
         )
@@ -320,8 +323,13 @@ def approve(
         waived[name] = _require_reason(why, what=f"waiving gate {name}", flag=f"--waive {name}=REASON")
 
     if window is None:
-        window_seconds, window_source = decl.observation_window_seconds, (
-            "declaration canary.observation_window" if decl.window_declared else f"default for {decl.criticality}"
+        window_seconds, window_source = (
+            decl.observation_window_seconds,
+            (
+                "declaration canary.observation_window"
+                if decl.window_declared
+                else f"default for {decl.criticality}"
+            ),
         )
     else:
         try:
@@ -364,7 +372,11 @@ def approve(
         if WINDOW_GATE in waived:
             window_waived_by = "this approval"
         elif window_waiver := next(
-            (w for st in (stage, 2, 3) if (w := _recorded_waivers(history, cand.digest, st).get(WINDOW_GATE))),
+            (
+                w
+                for st in (stage, 2, 3)
+                if (w := _recorded_waivers(history, cand.digest, st).get(WINDOW_GATE))
+            ),
             None,
         ):
             # the window is a Stage 2 gate: a waiver recorded for the canary covers a Stage 3 approval too
@@ -403,7 +415,13 @@ def approve(
         "rollback_target": target,
         "waived_gates": [{"gate": g, "reason": r, "source": "this approval"} for g, r in waived.items()]
         + [
-            {"gate": g, "reason": w["reason"], "source": "waiver.granted", "event_id": w["event_id"], "operator": w["operator"]}
+            {
+                "gate": g,
+                "reason": w["reason"],
+                "source": "waiver.granted",
+                "event_id": w["event_id"],
+                "operator": w["operator"],
+            }
             for g, w in recorded_waivers.items()
             if g not in waived
         ],
@@ -416,8 +434,12 @@ def approve(
     event = store.append(
         [
             NewEvent(
-                stream=workload, kind=EventKind.APPROVAL_GRANTED, actor=who, candidate=cand.digest,
-                stage=stage, payload=redact_value(payload),
+                stream=workload,
+                kind=EventKind.APPROVAL_GRANTED,
+                actor=who,
+                candidate=cand.digest,
+                stage=stage,
+                payload=redact_value(payload),
             )
         ],
         expected_version=_version(history),
@@ -463,7 +485,11 @@ def _recorded_waivers(history: Iterable[RecordedEvent], digest: str, stage: int)
             continue
         gate = str(scope.get("gate") or ev.payload.get("gate") or "")
         if gate:
-            out[gate] = {"event_id": ev.event_id, "reason": ev.payload.get("reason", ""), "operator": ev.actor}
+            out[gate] = {
+                "event_id": ev.event_id,
+                "reason": ev.payload.get("reason", ""),
+                "operator": ev.actor,
+            }
     return out
 
 
@@ -532,7 +558,9 @@ def approval_state(store: EventStore, workload: str, digest: str, stage: int) ->
                 "granted_at": ev.recorded_at,
                 "retrospective": bool(ev.payload.get("retrospective")),
             }
-            trail.append({"kind": ev.kind, "event_id": ev.event_id, "operator": ev.actor, "at": ev.recorded_at})
+            trail.append(
+                {"kind": ev.kind, "event_id": ev.event_id, "operator": ev.actor, "at": ev.recorded_at}
+            )
         elif ev.kind == EventKind.APPROVAL_REVOKED:
             state = {
                 **state,
@@ -544,7 +572,9 @@ def approval_state(store: EventStore, workload: str, digest: str, stage: int) ->
                 "revocation_id": ev.event_id,
                 "revocation_reason": ev.payload.get("reason"),
             }
-            trail.append({"kind": ev.kind, "event_id": ev.event_id, "operator": ev.actor, "at": ev.recorded_at})
+            trail.append(
+                {"kind": ev.kind, "event_id": ev.event_id, "operator": ev.actor, "at": ev.recorded_at}
+            )
     return ApprovalState(workload=workload, digest=digest, stage=stage, history=trail, **state)
 
 
@@ -574,7 +604,8 @@ def revoke(
     history = store.read_stream(workload)
     if approval_id:
         grant = next(
-            (ev for ev in history if ev.event_id == approval_id and ev.kind == EventKind.APPROVAL_GRANTED), None
+            (ev for ev in history if ev.event_id == approval_id and ev.kind == EventKind.APPROVAL_GRANTED),
+            None,
         )
         if grant is None:
             raise InvalidInput(
@@ -591,7 +622,8 @@ def revoke(
     else:
         cand = _resolve_candidate(history, workload, image)
         live = [
-            state for state in (approval_state(store, workload, cand.digest, st) for st in APPROVABLE_STAGES)
+            state
+            for state in (approval_state(store, workload, cand.digest, st) for st in APPROVABLE_STAGES)
             if state.granted
         ]
         if not live:
@@ -619,8 +651,12 @@ def revoke(
     event = store.append(
         [
             NewEvent(
-                stream=workload, kind=EventKind.APPROVAL_REVOKED, actor=who, candidate=grant.candidate,
-                stage=grant.stage, payload=redact_value(payload),
+                stream=workload,
+                kind=EventKind.APPROVAL_REVOKED,
+                actor=who,
+                candidate=grant.candidate,
+                stage=grant.stage,
+                payload=redact_value(payload),
             )
         ],
         expected_version=_version(history),
@@ -629,7 +665,11 @@ def revoke(
     body = (
         f"Approval {grant.event_id} (stage {grant.stage}, by {grant.actor}) of {image_text} revoked by {who}.\n"
         f"Reason: {why}.\n"
-        + ("The candidate is inside its observation window: rollback must be immediate.\n" if in_window else "")
+        + (
+            "The candidate is inside its observation window: rollback must be immediate.\n"
+            if in_window
+            else ""
+        )
         + f"Ledger event {event.event_id} (seq {event.seq})."
     )
     note = post_and_record(
@@ -712,8 +752,12 @@ def record_exception(
     event = store.append(
         [
             NewEvent(
-                stream=workload, kind=EventKind.EXCEPTION_EMERGENCY, actor=who, candidate=cand.digest,
-                stage=skip_stage, payload=redact_value(payload),
+                stream=workload,
+                kind=EventKind.EXCEPTION_EMERGENCY,
+                actor=who,
+                candidate=cand.digest,
+                stage=skip_stage,
+                payload=redact_value(payload),
             )
         ],
         expected_version=_version(history),
@@ -741,12 +785,14 @@ def record_exception(
 def _covered_exceptions(history: Iterable[RecordedEvent]) -> set[str]:
     """Exception event ids covered by a retrospective approval that is still in force."""
     history = list(history)
-    revoked = {
-        str(ev.payload.get("approval_id")) for ev in history if ev.kind == EventKind.APPROVAL_REVOKED
-    }
+    revoked = {str(ev.payload.get("approval_id")) for ev in history if ev.kind == EventKind.APPROVAL_REVOKED}
     covered: set[str] = set()
     for ev in history:
-        if ev.kind == EventKind.APPROVAL_GRANTED and ev.payload.get("retrospective") and ev.event_id not in revoked:
+        if (
+            ev.kind == EventKind.APPROVAL_GRANTED
+            and ev.payload.get("retrospective")
+            and ev.event_id not in revoked
+        ):
             covered.update(str(x) for x in ev.payload.get("covers_exceptions") or [])
     return covered
 

@@ -185,15 +185,18 @@ def _poll_one(registry: Registry, workload: DeclaredWorkload) -> TagPoll:
     return TagPoll(workload=workload.name, tags=dict(tags))
 
 
-def poll_registry(registry: Registry, workloads: Sequence[DeclaredWorkload], *, max_workers: int = 16) -> list[TagPoll]:
+def poll_registry(
+    registry: Registry, workloads: Sequence[DeclaredWorkload], *, max_workers: int = 16
+) -> list[TagPoll]:
     """``tag -> digest`` of every workload's watched tags, asked concurrently (bounded by ``max_workers``).
 
     The order of the result follows ``workloads``. Failures are answers, not exceptions.
     """
     if not workloads:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(workloads))),
-                            thread_name_prefix="registry-poll") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(max_workers, len(workloads))), thread_name_prefix="registry-poll"
+    ) as pool:
         return list(pool.map(lambda w: _poll_one(registry, w), workloads))
 
 
@@ -209,8 +212,13 @@ def register_polled(
     from railiance_ledger.lifecycle.candidates import register_candidate
 
     return register_candidate(
-        store=store, decl=workload.decl, image=f"{workload.repository}@{digest}", operator=operator,
-        revision=None, source="sensor", extra={"tag": tag},
+        store=store,
+        decl=workload.decl,
+        image=f"{workload.repository}@{digest}",
+        operator=operator,
+        revision=None,
+        source="sensor",
+        extra={"tag": tag},
     )
 
 
@@ -251,7 +259,9 @@ class HeldStage:
         return partition_key(self.workload, self.digest)
 
 
-def _latest(history: Sequence[RecordedEvent], digest: str, kind: EventKind, stage: int) -> RecordedEvent | None:
+def _latest(
+    history: Sequence[RecordedEvent], digest: str, kind: EventKind, stage: int
+) -> RecordedEvent | None:
     found = None
     for ev in history:
         if ev.candidate == digest and ev.kind == kind and ev.stage == stage:
@@ -272,7 +282,9 @@ def open_canary(history: Sequence[RecordedEvent], digest: str | None = None) -> 
             current = ev
         elif current is None or ev.candidate not in (current.candidate, None):
             continue
-        elif (ev.kind == EventKind.STAGE_COMPLETED and ev.stage == 2) or ev.kind == EventKind.ROLLBACK_COMPLETED:
+        elif (
+            ev.kind == EventKind.STAGE_COMPLETED and ev.stage == 2
+        ) or ev.kind == EventKind.ROLLBACK_COMPLETED:
             current = None
     return current
 
@@ -305,8 +317,12 @@ def next_stage_requests(
     """
     touched: dict[tuple[str, str], int] = {}
     for ev in events:
-        if ev.candidate and ev.kind in (EventKind.STAGE_COMPLETED, EventKind.STAGE_STARTED,
-                                        EventKind.APPROVAL_GRANTED, EventKind.EXCEPTION_EMERGENCY):
+        if ev.candidate and ev.kind in (
+            EventKind.STAGE_COMPLETED,
+            EventKind.STAGE_STARTED,
+            EventKind.APPROVAL_GRANTED,
+            EventKind.EXCEPTION_EMERGENCY,
+        ):
             touched[(ev.stream, ev.candidate)] = ev.seq
     go: list[NextStage] = []
     held: list[HeldStage] = []
@@ -320,30 +336,72 @@ def next_stage_requests(
         s2_done = _latest(history, digest, EventKind.STAGE_COMPLETED, 2)
         s3_started = _latest(history, digest, EventKind.STAGE_STARTED, 3)
         if decl is None:
-            held.append(HeldStage(workload, digest, "-", f"{workload} is not declared under the apps directory", seq))
+            held.append(
+                HeldStage(workload, digest, "-", f"{workload} is not declared under the apps directory", seq)
+            )
             continue
         critical = bool(decl.production_critical)
         canary = open_canary(history, digest)
         if canary is not None:
-            go.append(NextStage(workload, digest, "observe", f"canary deployed at seq {canary.seq}", seq,
-                                f"{key}:observe:{canary.seq}"))
+            go.append(
+                NextStage(
+                    workload,
+                    digest,
+                    "observe",
+                    f"canary deployed at seq {canary.seq}",
+                    seq,
+                    f"{key}:observe:{canary.seq}",
+                )
+            )
         elif s1 is not None and s1.payload.get("status") == "pass" and s2_started is None and s2_done is None:
             if critical and not _approved(store, workload, digest, 2):
-                held.append(HeldStage(workload, digest, "canary",
-                                      "production-critical: waiting for an approval.granted for stage 2", seq))
+                held.append(
+                    HeldStage(
+                        workload,
+                        digest,
+                        "canary",
+                        "production-critical: waiting for an approval.granted for stage 2",
+                        seq,
+                    )
+                )
             else:
                 why = "stage 2 approved" if critical else "not production-critical"
-                go.append(NextStage(workload, digest, "canary", f"Stage 1 passed at seq {s1.seq}; {why}", seq,
-                                    f"{key}:canary"))
+                go.append(
+                    NextStage(
+                        workload,
+                        digest,
+                        "canary",
+                        f"Stage 1 passed at seq {s1.seq}; {why}",
+                        seq,
+                        f"{key}:canary",
+                    )
+                )
         elif s2_done is not None and s2_done.payload.get("status") == "pass" and s3_started is None:
             if critical and not _approved(store, workload, digest, 3):
-                held.append(HeldStage(workload, digest, "promote",
-                                      "production-critical: waiting for an approval.granted for stage 3", seq))
+                held.append(
+                    HeldStage(
+                        workload,
+                        digest,
+                        "promote",
+                        "production-critical: waiting for an approval.granted for stage 3",
+                        seq,
+                    )
+                )
             elif not promote_available:
-                held.append(HeldStage(workload, digest, "promote", "the Stage 3 service is not available yet", seq))
+                held.append(
+                    HeldStage(workload, digest, "promote", "the Stage 3 service is not available yet", seq)
+                )
             else:
-                go.append(NextStage(workload, digest, "promote", f"canary accepted at seq {s2_done.seq}", seq,
-                                    f"{key}:promote"))
+                go.append(
+                    NextStage(
+                        workload,
+                        digest,
+                        "promote",
+                        f"canary accepted at seq {s2_done.seq}",
+                        seq,
+                        f"{key}:promote",
+                    )
+                )
     return go, held
 
 

@@ -64,7 +64,11 @@ class Environment:
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str] | None = None, *, kubeconfig: str | None = None, context: str | None = None
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        kubeconfig: str | None = None,
+        context: str | None = None,
     ) -> Environment:
         """Read the environment variables listed in the module docstring; flags override them."""
         e = os.environ if env is None else env
@@ -156,12 +160,16 @@ class Adapters:
         """Configuration gaps the operator should know about before the result."""
         out = []
         if not self.metrics_configured:
-            out.append("RAILIANCE_PROMETHEUS_URL is not set: every metric is 'metrics unavailable' (fails closed)")
+            out.append(
+                "RAILIANCE_PROMETHEUS_URL is not set: every metric is 'metrics unavailable' (fails closed)"
+            )
         return out
 
 
 @contextmanager
-def probe_client(timeout: float = 10.0, *, ingress_url: str | None = None, host: str | None = None) -> Iterator[httpx.Client]:
+def probe_client(
+    timeout: float = 10.0, *, ingress_url: str | None = None, host: str | None = None
+) -> Iterator[httpx.Client]:
     """A plain ``httpx.Client`` (no proxies from the environment) for probes; closed afterwards.
 
     With ``ingress_url`` and ``host``, requests for ``host`` (the declared ``routing.host``: Stage 3
@@ -179,8 +187,12 @@ def probe_client(timeout: float = 10.0, *, ingress_url: str | None = None, host:
         def handle_request(self, request: httpx.Request) -> httpx.Response:
             if request.url.host == host:
                 request.headers["Host"] = host
-                request.url = request.url.copy_with(scheme=entry.scheme, host=entry.host, port=entry.port,
-                                                    path=entry.path.rstrip("/") + request.url.path)
+                request.url = request.url.copy_with(
+                    scheme=entry.scheme,
+                    host=entry.host,
+                    port=entry.port,
+                    path=entry.path.rstrip("/") + request.url.path,
+                )
             return inner.handle_request(request)
 
         def close(self) -> None:

@@ -87,7 +87,9 @@ class NotedEvent(RecordedEvent):
     _extra_warnings: tuple[str, ...] = PrivateAttr(default=())
 
     @classmethod
-    def wrap(cls, event: RecordedEvent, note: NoteOutcome | None, warnings: list[str] | None = None) -> NotedEvent:
+    def wrap(
+        cls, event: RecordedEvent, note: NoteOutcome | None, warnings: list[str] | None = None
+    ) -> NotedEvent:
         """``event`` carrying ``note`` and any further ``warnings`` for the CLI."""
         obj = cls.model_validate(event.model_dump())
         obj._note = note
@@ -170,7 +172,11 @@ def post_and_record(
         return NoteOutcome(configured=False, delivered=False, warning=warning)
 
     note_evidence = [
-        {"kind": "summary", "ref": f"ledger:{event.event_id}", "detail": f"{event.kind} seq {event.seq} hash {event.hash}"},
+        {
+            "kind": "summary",
+            "ref": f"ledger:{event.event_id}",
+            "detail": f"{event.kind} seq {event.seq} hash {event.hash}",
+        },
     ]
     if event.candidate:
         note_evidence.append({"kind": "digest", "ref": event.candidate, "detail": "candidate artifact"})
@@ -296,8 +302,13 @@ def repost_undelivered(*, store: EventStore, workload: str, statehub: NotePoster
             f"{event.kind} by {event.actor} at {event.recorded_at}; ledger seq {event.seq}, hash {event.hash}.\n"
             f"Record: {detail}"
         )
-        outcomes.append(post_and_record(
-            store=store, statehub=statehub, event=event,
-            title=f"{workload}: {event.kind} (re-posted)", body=body,
-        ))
+        outcomes.append(
+            post_and_record(
+                store=store,
+                statehub=statehub,
+                event=event,
+                title=f"{workload}: {event.kind} (re-posted)",
+                body=body,
+            )
+        )
     return outcomes

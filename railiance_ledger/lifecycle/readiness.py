@@ -88,7 +88,13 @@ _REQUIRED_ACCEPTANCE: dict[Category, tuple[str, ...]] = {
 }
 
 STATEFUL_CATEGORIES = frozenset(
-    {Category.SOURCE_FORGE, Category.PACKAGE_REGISTRY, Category.DATABASE, Category.OBJECT_STORE, Category.BACKUP}
+    {
+        Category.SOURCE_FORGE,
+        Category.PACKAGE_REGISTRY,
+        Category.DATABASE,
+        Category.OBJECT_STORE,
+        Category.BACKUP,
+    }
 )
 """Categories that hold data by their nature: data protection must be declared, not assumed away."""
 
@@ -203,7 +209,9 @@ def readiness_report(*, store: EventStore, decl: Declaration, image: str | None 
     )
 
 
-def _make(qid: str, *, answered: bool, text: str, source: str, missing: Iterable[str] = ()) -> ReadinessAnswer:
+def _make(
+    qid: str, *, answered: bool, text: str, source: str, missing: Iterable[str] = ()
+) -> ReadinessAnswer:
     question, remain = QUESTIONS[qid]
     return ReadinessAnswer(
         id=qid,
@@ -237,18 +245,28 @@ def _candidate(history: list[RecordedEvent], workload: str, image: str | None) -
 def _artifact(reg: RecordedEvent | None) -> ReadinessAnswer:
     if reg is None:
         return _make(
-            "artifact", answered=False, text="no candidate is registered in the ledger",
-            source="ledger", missing=["a candidate registered by immutable digest (railiance candidate add)"],
+            "artifact",
+            answered=False,
+            text="no candidate is registered in the ledger",
+            source="ledger",
+            missing=["a candidate registered by immutable digest (railiance candidate add)"],
         )
     revision = reg.payload.get("revision")
     image = reg.payload.get("image") or reg.candidate
     source = f"ledger candidate.registered seq {reg.seq}"
     if not revision:
         return _make(
-            "artifact", answered=False, text=f"image {image}; source revision unknown", source=source,
-            missing=["the source revision of the candidate (register it with --revision or from a git work tree)"],
+            "artifact",
+            answered=False,
+            text=f"image {image}; source revision unknown",
+            source=source,
+            missing=[
+                "the source revision of the candidate (register it with --revision or from a git work tree)"
+            ],
         )
-    return _make("artifact", answered=True, text=f"image {image} built from revision {revision}", source=source)
+    return _make(
+        "artifact", answered=True, text=f"image {image} built from revision {revision}", source=source
+    )
 
 
 def _local_checks(history: list[RecordedEvent], decl: Declaration, digest: str | None) -> ReadinessAnswer:
@@ -256,7 +274,10 @@ def _local_checks(history: list[RecordedEvent], decl: Declaration, digest: str |
     declared_text = ", ".join(declared) if declared else "no [[local_checks]] declared"
     if digest is None:
         return _make(
-            "local_checks", answered=False, text=f"declared local checks: {declared_text}", source="app.toml [[local_checks]]",
+            "local_checks",
+            answered=False,
+            text=f"declared local checks: {declared_text}",
+            source="app.toml [[local_checks]]",
             missing=["a registered candidate with a passing Stage 1 result"],
         )
     latest: RecordedEvent | None = None
@@ -266,14 +287,20 @@ def _local_checks(history: list[RecordedEvent], decl: Declaration, digest: str |
     if latest is None or latest.payload.get("status") != "pass":
         state = "no Stage 1 result" if latest is None else f"Stage 1 failed (seq {latest.seq})"
         return _make(
-            "local_checks", answered=False, text=f"{state} for {digest}; declared local checks: {declared_text}",
+            "local_checks",
+            answered=False,
+            text=f"{state} for {digest}; declared local checks: {declared_text}",
             source=f"ledger stage.completed stage 1 seq {latest.seq}" if latest else "ledger",
             missing=["a passing Stage 1 result for this candidate (railiance run APP_DIR)"],
         )
     checks = latest.payload.get("checks") or []
-    summary = ", ".join(f"{c.get('name')} {c.get('status')}" for c in checks if isinstance(c, dict)) or "passed"
+    summary = (
+        ", ".join(f"{c.get('name')} {c.get('status')}" for c in checks if isinstance(c, dict)) or "passed"
+    )
     return _make(
-        "local_checks", answered=True, text=f"Stage 1 passed for {digest}: {summary}",
+        "local_checks",
+        answered=True,
+        text=f"Stage 1 passed for {digest}: {summary}",
         source=f"ledger stage.completed stage 1 seq {latest.seq}",
     )
 
@@ -302,7 +329,9 @@ def _canary_isolation(decl: Declaration) -> ReadinessAnswer:
     if extra:
         how += f". {extra}"
     return _make(
-        "canary_isolation", answered=True, text=how,
+        "canary_isolation",
+        answered=True,
+        text=how,
         source="app.toml [canary]" + (" and [readiness].canary_isolation" if extra else ""),
     )
 
@@ -327,7 +356,8 @@ def _acceptance(decl: Declaration) -> ReadinessAnswer:
     accepted = [a.name for a in decl.acceptance]
     required = _REQUIRED_ACCEPTANCE.get(decl.category, ())
     missing = [
-        need for need in required
+        need
+        for need in required
         if not any(_covers(name, FORGE_ACCEPTANCE.get(need, (need,))) for name in accepted)
     ]
     parts = [f"health: {', '.join(health)}"]
@@ -344,9 +374,11 @@ def _acceptance(decl: Declaration) -> ReadinessAnswer:
     source = "app.toml [[health]]" + (", [[acceptance]]" if accepted else "") + ", [canary.thresholds]"
     if missing:
         return _make(
-            "acceptance_checks", answered=False,
+            "acceptance_checks",
+            answered=False,
             text=f"{text}; a {decl.category} must also declare acceptance checks for: {', '.join(missing)}",
-            source=source, missing=[f"[[acceptance]] check for {m}" for m in missing],
+            source=source,
+            missing=[f"[[acceptance]] check for {m}" for m in missing],
         )
     return _make("acceptance_checks", answered=True, text=text, source=source)
 
@@ -390,31 +422,42 @@ def _previous_stable(store: EventStore, decl: Declaration) -> ReadinessAnswer:
 
     target = current_stable_target(store, decl.workload.name)
     rollback = decl.rollback
-    how = f"rollback strategy {rollback.strategy}" + (f", command `{rollback.command}`" if rollback.command else "")
+    how = f"rollback strategy {rollback.strategy}" + (
+        f", command `{rollback.command}`" if rollback.command else ""
+    )
     if target is not None:
         ref = target.get("image") or target.get("digest")
         return _make(
-            "previous_stable", answered=True, text=f"{ref} (current stable in the ledger); {how}",
+            "previous_stable",
+            answered=True,
+            text=f"{ref} (current stable in the ledger); {how}",
             source="ledger lineage",
         )
     if rollback.previous_stable:
         return _make(
-            "previous_stable", answered=True, text=f"{rollback.previous_stable} (declared); {how}",
+            "previous_stable",
+            answered=True,
+            text=f"{rollback.previous_stable} (declared); {how}",
             source="app.toml rollback.previous_stable",
         )
     if rollback.strategy == "manual" and rollback.runbook:
         return _make(
-            "previous_stable", answered=True, text=f"documented manual recovery path: {rollback.runbook}",
+            "previous_stable",
+            answered=True,
+            text=f"documented manual recovery path: {rollback.runbook}",
             source="app.toml rollback.runbook",
         )
     return _make(
-        "previous_stable", answered=False,
+        "previous_stable",
+        answered=False,
         text=f"no stable version in the ledger and no rollback.previous_stable declared; {how}",
         source="ledger lineage, app.toml [rollback]",
-        missing=[(
-            "a previous stable target: a promotion in the ledger, rollback.previous_stable, "
-            "or a manual strategy with rollback.runbook"
-        )],
+        missing=[
+            (
+                "a previous stable target: a promotion in the ledger, rollback.previous_stable, "
+                "or a manual strategy with rollback.runbook"
+            )
+        ],
     )
 
 
@@ -428,7 +471,9 @@ def _data_protection(decl: Declaration) -> ReadinessAnswer:
     if not _is_stateful(decl):
         text = text_answer or "backup.stateful = false: the workload declares no persistent data to protect"
         return _make(
-            "data_protection", answered=True, text=text,
+            "data_protection",
+            answered=True,
+            text=text,
             source="app.toml [readiness].data_protection" if text_answer else "app.toml [backup]",
         )
     missing: list[str] = []
@@ -446,7 +491,10 @@ def _data_protection(decl: Declaration) -> ReadinessAnswer:
         missing.append("[readiness].data_protection: how data is protected before and after promotion")
     text = "; ".join(parts) if parts else "no data protection declared"
     return _make(
-        "data_protection", answered=not missing, text=text, source="app.toml [backup], [readiness].data_protection",
+        "data_protection",
+        answered=not missing,
+        text=text,
+        source="app.toml [backup], [readiness].data_protection",
         missing=missing,
     )
 
@@ -466,7 +514,9 @@ def _rollback_verification(decl: Declaration) -> ReadinessAnswer:
     elif _is_stateful(decl):
         missing.append("[readiness].rollback_verification: how a rollback is verified without losing state")
     return _make(
-        "rollback_verification", answered=not missing, text="; ".join(parts),
+        "rollback_verification",
+        answered=not missing,
+        text="; ".join(parts),
         source="app.toml [rollback]" + (", [readiness].rollback_verification" if text_answer else ""),
         missing=missing,
     )

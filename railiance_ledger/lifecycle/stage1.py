@@ -115,10 +115,12 @@ class Stage1Outcome:
         """The human report: one line per check (verdict, name, reason), then the verdict."""
         doc = self.document
         cand = doc["candidate"]
-        lines = [(
-            f"Stage 1 (local validation) of {doc['workload']['name']} "
-            f"candidate {cand.get('image') or cand.get('digest') or '(none)'} at revision {cand.get('revision') or '?'}"
-        )]
+        lines = [
+            (
+                f"Stage 1 (local validation) of {doc['workload']['name']} "
+                f"candidate {cand.get('image') or cand.get('digest') or '(none)'} at revision {cand.get('revision') or '?'}"
+            )
+        ]
         for c in doc["checks"]:
             mark = {"pass": "PASS", "fail": "FAIL", "waived": "WAIVED"}[c["status"]]
             extra = f" [{c['failure']}]" if c.get("failure") and c["status"] == "fail" else ""
@@ -149,8 +151,6 @@ class _Ctx:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
 
 
 def _ev(kind: str, ref: str, detail: str = "") -> Evidence:
@@ -209,15 +209,26 @@ def check_source_revision(ctx: _Ctx, *, waiver_note: str = "") -> Check:
         changed = repo.changed()
         untracked = repo.untracked()
     except AdapterError as exc:
-        return _check(name, False, f"cannot identify the source revision: {exc.reason}",
-                      failure=FailureKind.TECHNICAL, evidence=[_ev("summary", str(source_path), exc.reason)])
+        return _check(
+            name,
+            False,
+            f"cannot identify the source revision: {exc.reason}",
+            failure=FailureKind.TECHNICAL,
+            evidence=[_ev("summary", str(source_path), exc.reason)],
+        )
     evidence = [_ev("commit", ctx.revision, f"HEAD of {source_path}")]
     if changed or untracked:
         files = (changed + untracked)[:10]
-        evidence.append(_ev("summary", "work-tree", f"{len(changed)} modified, {len(untracked)} untracked: "
-                                                     + ", ".join(files)))
+        evidence.append(
+            _ev(
+                "summary",
+                "work-tree",
+                f"{len(changed)} modified, {len(untracked)} untracked: " + ", ".join(files),
+            )
+        )
         return _check(
-            name, False,
+            name,
+            False,
             f"work tree differs from commit {ctx.revision[:12]}: {len(changed)} modified and "
             f"{len(untracked)} untracked file(s); commit them (or waive this gate)",
             evidence=evidence,
@@ -240,10 +251,18 @@ def resolve_candidate(
             ref = parse_image_ref(image)
         except DigestFormatError as exc:
             ctx.image = image
-            return _check(name, False, f"refused: {exc}", evidence=[_ev("summary", "image", "not pinned by digest")]), []
+            return _check(
+                name, False, f"refused: {exc}", evidence=[_ev("summary", "image", "not pinned by digest")]
+            ), []
         ctx.digest, ctx.image = ref.digest, ref.pinned
-        reg = next((ev for ev in history if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.candidate == ref.digest),
-                   None)
+        reg = next(
+            (
+                ev
+                for ev in history
+                if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.candidate == ref.digest
+            ),
+            None,
+        )
         if reg is None:
             from railiance_ledger.lifecycle.candidates import register_candidate
 
@@ -261,7 +280,8 @@ def resolve_candidate(
         regs = [ev for ev in history if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.candidate]
         if not regs:
             return _check(
-                name, False,
+                name,
+                False,
                 f"no candidate is registered for {workload} and no --image was given: a Stage 2 candidate must be "
                 "named by immutable digest (`railiance candidate add APP_DIR --image REF@sha256:...`)",
             ), []
@@ -275,7 +295,9 @@ def resolve_candidate(
             return _check(name, False, f"registered candidate is not pinned by digest: {exc}"), []
     assert ctx.registration is not None
     return _check(
-        name, True, f"candidate named by immutable digest {ctx.digest}",
+        name,
+        True,
+        f"candidate named by immutable digest {ctx.digest}",
         evidence=[_ev("digest", ctx.image or "", f"registered at ledger seq {ctx.registration.seq}")],
     ), appended
 
@@ -284,36 +306,58 @@ def check_artifact_deterministic(ctx: _Ctx, history: Sequence[RecordedEvent]) ->
     """``artifact_deterministic``: this digest is the only digest ever recorded for this revision."""
     name = "artifact_deterministic"
     if ctx.revision is None:
-        return _check(name, False, "no source revision: the artifact cannot be traced to source",
-                      failure=FailureKind.TECHNICAL)
+        return _check(
+            name,
+            False,
+            "no source revision: the artifact cannot be traced to source",
+            failure=FailureKind.TECHNICAL,
+        )
     if ctx.digest is None or ctx.registration is None:
         return _check(name, False, "no candidate digest to trace to the source revision")
     reg_rev = ctx.registration.payload.get("revision")
     if reg_rev and reg_rev != ctx.revision:
         return _check(
-            name, False,
+            name,
+            False,
             f"candidate {ctx.digest} was registered for revision {reg_rev}, but the work tree is at {ctx.revision}: "
             "validate the revision the artifact was built from",
-            evidence=[_ev("commit", str(reg_rev), "registered revision"), _ev("commit", ctx.revision, "work tree")],
+            evidence=[
+                _ev("commit", str(reg_rev), "registered revision"),
+                _ev("commit", ctx.revision, "work tree"),
+            ],
         )
     others: dict[str, int] = {}
     for ev in history:
         if ev.candidate in (None, ctx.digest):
             continue
-        if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.payload.get("revision") == ctx.revision or (ev.kind == EventKind.STAGE_COMPLETED and ev.stage == STAGE
-              and (ev.payload.get("candidate") or {}).get("revision") == ctx.revision):
+        if (
+            ev.kind == EventKind.CANDIDATE_REGISTERED
+            and ev.payload.get("revision") == ctx.revision
+            or (
+                ev.kind == EventKind.STAGE_COMPLETED
+                and ev.stage == STAGE
+                and (ev.payload.get("candidate") or {}).get("revision") == ctx.revision
+            )
+        ):
             others.setdefault(str(ev.candidate), ev.seq)
     if others:
         listed = ", ".join(f"{d} (seq {s})" for d, s in others.items())
         return _check(
-            name, False,
+            name,
+            False,
             f"revision {ctx.revision[:12]} already produced a different digest: {listed}; "
             "the same source must always yield the same artifact",
-            evidence=[_ev("digest", d, f"recorded for the same revision at seq {s}") for d, s in others.items()],
+            evidence=[
+                _ev("digest", d, f"recorded for the same revision at seq {s}") for d, s in others.items()
+            ],
         )
-    traced = "registration and this result" if reg_rev else "this result (the registration carried no revision)"
+    traced = (
+        "registration and this result" if reg_rev else "this result (the registration carried no revision)"
+    )
     return _check(
-        name, True, f"{ctx.digest} is the only digest recorded for revision {ctx.revision[:12]}",
+        name,
+        True,
+        f"{ctx.digest} is the only digest recorded for revision {ctx.revision[:12]}",
         evidence=[_ev("commit", ctx.revision, f"bound to {ctx.digest} by {traced}")],
     )
 
@@ -374,9 +418,12 @@ def check_manifests(ctx: _Ctx, helm: Helm) -> Check:
         render_chart(ctx, helm)
     except HelmCommandFailed as exc:
         ctx.render_error = "chart does not render"
-        return _check(name, False, f"helm template failed: {exc.reason}",
-                      evidence=[_ev("summary", str(decl.chart.path), "helm template exit "
-                                    f"{exc.exit_status}")])
+        return _check(
+            name,
+            False,
+            f"helm template failed: {exc.reason}",
+            evidence=[_ev("summary", str(decl.chart.path), f"helm template exit {exc.exit_status}")],
+        )
     except AdapterError as exc:
         ctx.render_error = "helm could not be run"
         return _check(name, False, f"could not render the chart: {exc.reason}", failure=FailureKind.TECHNICAL)
@@ -385,8 +432,13 @@ def check_manifests(ctx: _Ctx, helm: Helm) -> Check:
         return _check(name, False, str(exc))
     assert ctx.rendered is not None
     if not decl.workload.kubernetes_version:
-        return _check(name, False, "workload.kubernetes_version is not declared: the rendered objects cannot be "
-                                   "validated against a Kubernetes schema", failure=FailureKind.TECHNICAL)
+        return _check(
+            name,
+            False,
+            "workload.kubernetes_version is not declared: the rendered objects cannot be "
+            "validated against a Kubernetes schema",
+            failure=FailureKind.TECHNICAL,
+        )
     version = str(decl.workload.kubernetes_version)
     problems: list[str] = []
     evidence: list[Evidence] = []
@@ -414,18 +466,26 @@ def check_manifests(ctx: _Ctx, helm: Helm) -> Check:
             break
         except Exception as exc:  # noqa: BLE001 - a validator crash is a technical failure, fail closed
             technical = True
-            problems.append(f"{ref}: could not be validated: {_bounded(type(exc).__name__ + ': ' + str(exc))}")
+            problems.append(
+                f"{ref}: could not be validated: {_bounded(type(exc).__name__ + ': ' + str(exc))}"
+            )
         else:
-            evidence.append(_ev("k8s-object", ref, f"{obj.get('apiVersion')} valid against Kubernetes {version}"))
+            evidence.append(
+                _ev("k8s-object", ref, f"{obj.get('apiVersion')} valid against Kubernetes {version}")
+            )
     if not ctx.rendered:
         return _check(name, False, "the chart rendered no objects", evidence=evidence)
     if problems:
         return _check(
-            name, False, f"{len(problems)} invalid object(s): " + "; ".join(problems[:5]),
-            failure=FailureKind.TECHNICAL if technical else FailureKind.POLICY, evidence=evidence,
+            name,
+            False,
+            f"{len(problems)} invalid object(s): " + "; ".join(problems[:5]),
+            failure=FailureKind.TECHNICAL if technical else FailureKind.POLICY,
+            evidence=evidence,
         )
     return _check(
-        name, True,
+        name,
+        True,
         f"{len(ctx.rendered)} object(s) rendered by helm template "
         f"({decl.stages.local.release} in {decl.stages.local.namespace}) and valid against Kubernetes {version}",
         evidence=evidence,
@@ -499,7 +559,9 @@ def scan_manifest(obj: Mapping[str, Any]) -> tuple[list[SecretFinding], list[str
             for key, val in (obj.get(fld) or {}).items():
                 if val not in (None, ""):
                     sk = _secret_kind(str(key), str(val)) or "secret-data"
-                    findings.append(SecretFinding(ref, f"{fld}.{key}", f"literal Secret data ({sk})", "manifest"))
+                    findings.append(
+                        SecretFinding(ref, f"{fld}.{key}", f"literal Secret data ({sk})", "manifest")
+                    )
         body = {k: v for k, v in obj.items() if k not in ("data", "stringData")}
     else:
         body = dict(obj)
@@ -553,8 +615,12 @@ def scan_values(data: Any, where: str) -> list[SecretFinding]:
         if val is None or isinstance(val, bool) or val == "":
             continue
         text = str(val)
-        if _REFERENCE_KEY.search(key) and _NAME_LIKE.match(text) and not looks_like_secret_value(text) \
-                and not find_secrets(text):
+        if (
+            _REFERENCE_KEY.search(key)
+            and _NAME_LIKE.match(text)
+            and not looks_like_secret_value(text)
+            and not find_secrets(text)
+        ):
             continue
         sk = _secret_kind(key, text)
         if sk:
@@ -580,8 +646,10 @@ def check_secrets(ctx: _Ctx) -> Check:
             continue
         findings += scan_values(data, where)
     if ctx.rendered is None:
-        problems.append(f"manifests could not be rendered ({ctx.render_error or 'unknown'}), "
-                        "so they cannot be shown free of plaintext secrets")
+        problems.append(
+            f"manifests could not be rendered ({ctx.render_error or 'unknown'}), "
+            "so they cannot be shown free of plaintext secrets"
+        )
     else:
         for obj in ctx.rendered:
             f, r = scan_manifest(obj)
@@ -593,14 +661,20 @@ def check_secrets(ctx: _Ctx) -> Check:
     ]
     if findings:
         listed = "; ".join(f"{f.where} {f.field} ({f.kind})" for f in findings[:5])
-        return _check(name, False, f"{len(findings)} plaintext secret(s): {listed}; reference secrets by name "
-                                   "(secretKeyRef, envFrom.secretRef, volumes) instead", evidence=evidence)
+        return _check(
+            name,
+            False,
+            f"{len(findings)} plaintext secret(s): {listed}; reference secrets by name "
+            "(secretKeyRef, envFrom.secretRef, volumes) instead",
+            evidence=evidence,
+        )
     if problems:
         return _check(name, False, "; ".join(problems), failure=FailureKind.TECHNICAL, evidence=evidence)
     evidence.append(_ev("summary", "secret-references", ", ".join(sorted(set(references))) or "none"))
     n = len(ctx.rendered or [])
     return _check(
-        name, True,
+        name,
+        True,
         f"no plaintext secrets in {n} rendered object(s) and {len(ctx.values_files)} values file(s); "
         f"{len(set(references))} secret reference(s) by name",
         evidence=evidence,
@@ -633,12 +707,21 @@ def check_local_health(ctx: _Ctx, http: httpx.Client, env: Mapping[str, str]) ->
             if exited is not None:
                 tail = proc.output_tail(limit=WORKLOAD_TAIL_CHARS)
                 return _check(
-                    name, False, f"the local command exited with code {exited} before it answered",
-                    evidence=[_ev("summary", "local-command", f"exit {exited}; output tail (redacted): {tail}")],
+                    name,
+                    False,
+                    f"the local command exited with code {exited} before it answered",
+                    evidence=[
+                        _ev("summary", "local-command", f"exit {exited}; output tail (redacted): {tail}")
+                    ],
                 )
-            evidence.append(_ev("summary", "local-command",
-                                f"started on 127.0.0.1:{proc.port}; "
-                                + ("listening" if ready else f"not listening after {ready_timeout:g}s")))
+            evidence.append(
+                _ev(
+                    "summary",
+                    "local-command",
+                    f"started on 127.0.0.1:{proc.port}; "
+                    + ("listening" if ready else f"not listening after {ready_timeout:g}s"),
+                )
+            )
             results = []
             for h in health:
                 path = str(getattr(h, "path", "/") or "/")
@@ -650,20 +733,37 @@ def check_local_health(ctx: _Ctx, http: httpx.Client, env: Mapping[str, str]) ->
                     backoff=0.25,
                 )
                 results.append((h, path, result))
-                evidence.append(_ev("http-status", f"GET {path}",
-                                    f"{result.status_code if result.answered else 'no answer'}: {result.reason} "
-                                    f"after {result.attempts} attempt(s), {result.elapsed_ms} ms"))
+                evidence.append(
+                    _ev(
+                        "http-status",
+                        f"GET {path}",
+                        f"{result.status_code if result.answered else 'no answer'}: {result.reason} "
+                        f"after {result.attempts} attempt(s), {result.elapsed_ms} ms",
+                    )
+                )
     except AdapterError as exc:
-        return _check(name, False, f"could not start the workload: {exc.reason}", failure=FailureKind.TECHNICAL,
-                      evidence=evidence)
+        return _check(
+            name,
+            False,
+            f"could not start the workload: {exc.reason}",
+            failure=FailureKind.TECHNICAL,
+            evidence=evidence,
+        )
     failed = [(h, p, r) for h, p, r in results if not r.ok]
     if failed:
         technical = any(not r.answered for _, _, r in failed)
         listed = "; ".join(f"{getattr(h, 'name', p)} GET {p}: {r.reason}" for h, p, r in failed)
-        return _check(name, False, f"health endpoint(s) failed: {listed}",
-                      failure=FailureKind.TECHNICAL if technical else FailureKind.POLICY, evidence=evidence)
+        return _check(
+            name,
+            False,
+            f"health endpoint(s) failed: {listed}",
+            failure=FailureKind.TECHNICAL if technical else FailureKind.POLICY,
+            evidence=evidence,
+        )
     listed = ", ".join(f"{getattr(h, 'name', p)} {r.status_code}" for h, p, r in results)
-    return _check(name, True, f"declared health endpoint(s) answered: {listed}; process stopped", evidence=evidence)
+    return _check(
+        name, True, f"declared health endpoint(s) answered: {listed}; process stopped", evidence=evidence
+    )
 
 
 def check_local_commands(ctx: _Ctx, skip: set[str], env: Mapping[str, str]) -> list[Check]:
@@ -674,29 +774,66 @@ def check_local_commands(ctx: _Ctx, skip: set[str], env: Mapping[str, str]) -> l
         name = f"{LOCAL_CHECK_PREFIX}{lc.name}"
         kind = _text(getattr(lc, "kind", None)) or "check"
         if lc.name in skip:
-            out.append(_check(name, False, f"{kind} check skipped (--skip-check) without a recorded waiver",
-                              evidence=[_ev("summary", name, "skipped")]))
+            out.append(
+                _check(
+                    name,
+                    False,
+                    f"{kind} check skipped (--skip-check) without a recorded waiver",
+                    evidence=[_ev("summary", name, "skipped")],
+                )
+            )
             continue
         timeout = _seconds(getattr(lc, "timeout", None), 600.0)
         try:
-            res = run_command(argv=list(lc.command), cwd=ctx.railiance_dir, timeout=timeout, env=env,
-                              tail_bytes=OUTPUT_TAIL_CHARS)
+            res = run_command(
+                argv=list(lc.command),
+                cwd=ctx.railiance_dir,
+                timeout=timeout,
+                env=env,
+                tail_bytes=OUTPUT_TAIL_CHARS,
+            )
         except AdapterError as exc:
-            out.append(_check(name, False, f"could not run the {kind} check: {exc.reason}",
-                              failure=FailureKind.TECHNICAL))
+            out.append(
+                _check(
+                    name,
+                    False,
+                    f"could not run the {kind} check: {exc.reason}",
+                    failure=FailureKind.TECHNICAL,
+                )
+            )
             continue
-        evidence = [_ev("summary", name, f"exit {res.exit_code if not res.timed_out else 'none (killed)'} "
-                                         f"in {res.duration_s:.2f}s")]
+        evidence = [
+            _ev(
+                "summary",
+                name,
+                f"exit {res.exit_code if not res.timed_out else 'none (killed)'} in {res.duration_s:.2f}s",
+            )
+        ]
         if res.output_tail:
             evidence.append(_ev("summary", f"{name} output tail (redacted)", res.output_tail))
         if res.timed_out:
-            out.append(_check(name, False, f"{kind} check timed out after {timeout:g}s and was killed",
-                              failure=FailureKind.TECHNICAL, evidence=evidence))
+            out.append(
+                _check(
+                    name,
+                    False,
+                    f"{kind} check timed out after {timeout:g}s and was killed",
+                    failure=FailureKind.TECHNICAL,
+                    evidence=evidence,
+                )
+            )
         elif res.exit_code != 0:
-            out.append(_check(name, False, f"{kind} check exited {res.exit_code} after {res.duration_s:.2f}s",
-                              evidence=evidence))
+            out.append(
+                _check(
+                    name,
+                    False,
+                    f"{kind} check exited {res.exit_code} after {res.duration_s:.2f}s",
+                    evidence=evidence,
+                )
+            )
         else:
-            out.append(_check(name, True, f"{kind} check exited 0 in {res.duration_s:.2f}s", evidence=evidence))
+            out.append(
+                _check(name, True, f"{kind} check exited 0 in {res.duration_s:.2f}s", evidence=evidence)
+            )
     return out
 
 
@@ -710,14 +847,25 @@ def check_migrations(ctx: _Ctx) -> Check:
     migrations = getattr(ctx.decl, "migrations", None)
     cls = _text(getattr(migrations, "classification", None))
     if cls is None:
-        return _check(name, False, "database migrations are unclassified: declare [migrations] classification = "
-                                   "none | reversible | forward-only | requires-approval")
+        return _check(
+            name,
+            False,
+            "database migrations are unclassified: declare [migrations] classification = "
+            "none | reversible | forward-only | requires-approval",
+        )
     if cls not in MIGRATION_CLASSES:
-        return _check(name, False, f"unknown migration classification {cls!r}; use one of "
-                                   + ", ".join(MIGRATION_CLASSES))
+        return _check(
+            name,
+            False,
+            f"unknown migration classification {cls!r}; use one of " + ", ".join(MIGRATION_CLASSES),
+        )
     note = " (Stage 3 needs a human approval)" if cls == "requires-approval" else ""
-    return _check(name, True, f"migrations classified as {cls}{note}",
-                  evidence=[_ev("summary", "migrations.classification", cls)])
+    return _check(
+        name,
+        True,
+        f"migrations classified as {cls}{note}",
+        evidence=[_ev("summary", "migrations.classification", cls)],
+    )
 
 
 def check_observability(ctx: _Ctx) -> Check:
@@ -737,13 +885,22 @@ def check_observability(ctx: _Ctx) -> Check:
     if not logs:
         missing.append("observability.log_source")
     if missing:
-        return _check(name, False, "the workload cannot state how it will be observed in Stage 2: missing "
-                                   + ", ".join(missing))
+        return _check(
+            name,
+            False,
+            "the workload cannot state how it will be observed in Stage 2: missing " + ", ".join(missing),
+        )
     return _check(
-        name, True,
+        name,
+        True,
         f"health {', '.join(str(h.path) for h in health)}; metrics {metrics}; logs from {logs}",
-        evidence=[_ev("summary", "observability", f"metrics {metrics}, logs {logs}, "
-                                                  f"{len(health)} health endpoint(s)")],
+        evidence=[
+            _ev(
+                "summary",
+                "observability",
+                f"metrics {metrics}, logs {logs}, {len(health)} health endpoint(s)",
+            )
+        ],
     )
 
 
@@ -757,7 +914,9 @@ def apply_waivers(checks: list[Check], waivers: Mapping[str, RecordedEvent]) -> 
         w = waivers.get(c.name)
         if c.status == CheckStatus.FAIL and w is not None:
             reason = f"waived by {w.actor}: {w.payload.get('reason', '')} (was: {c.reason})"
-            c = c.model_copy(update={"status": CheckStatus.WAIVED, "reason": redact(reason), "waiver": w.event_id})
+            c = c.model_copy(
+                update={"status": CheckStatus.WAIVED, "reason": redact(reason), "waiver": w.event_id}
+            )
         out.append(c)
     return out
 
@@ -808,17 +967,32 @@ def run_stage1(
 
     history = store.read_stream(workload)
     source_check = check_source_revision(ctx)
-    candidate_check, appended = resolve_candidate(ctx, store=store, history=history, image=image, operator=operator)
+    candidate_check, appended = resolve_candidate(
+        ctx, store=store, history=history, image=image, operator=operator
+    )
     events: list[RecordedEvent] = list(appended)
     if appended:
         history = store.read_stream(workload)
 
     if ctx.digest is not None:
-        started = store.append([NewEvent(
-            stream=workload, kind=EventKind.STAGE_STARTED, actor=operator, candidate=ctx.digest, stage=STAGE,
-            payload={"stage": STAGE, "target_environment": "local", "revision": ctx.revision,
-                     "image": ctx.image, "started_at": format_timestamp(started_at)},
-        )])
+        started = store.append(
+            [
+                NewEvent(
+                    stream=workload,
+                    kind=EventKind.STAGE_STARTED,
+                    actor=operator,
+                    candidate=ctx.digest,
+                    stage=STAGE,
+                    payload={
+                        "stage": STAGE,
+                        "target_environment": "local",
+                        "revision": ctx.revision,
+                        "image": ctx.image,
+                        "started_at": format_timestamp(started_at),
+                    },
+                )
+            ]
+        )
         events += started
 
     checks_fixed: dict[str, Check] = {
@@ -830,7 +1004,9 @@ def run_stage1(
     checks_fixed["local_health"] = _guarded("local_health", lambda: check_local_health(ctx, http, run_env))
     local_checks = _guarded_list(lambda: check_local_commands(ctx, set(skip_checks), run_env))
     checks_fixed["migrations_classified"] = _guarded("migrations_classified", lambda: check_migrations(ctx))
-    checks_fixed["observability_declared"] = _guarded("observability_declared", lambda: check_observability(ctx))
+    checks_fixed["observability_declared"] = _guarded(
+        "observability_declared", lambda: check_observability(ctx)
+    )
 
     last_conflict: ConcurrencyConflict | None = None
     for _attempt in range(_APPEND_ATTEMPTS):
@@ -842,15 +1018,24 @@ def run_stage1(
         doc = redact_value(result.to_document())
         if ctx.digest is None:
             event = NewEvent(
-                stream=workload, kind=EventKind.NOTE_POSTED, actor=operator, payload={
+                stream=workload,
+                kind=EventKind.NOTE_POSTED,
+                actor=operator,
+                payload={
                     "topic": "stage1.refused",
                     "note": "Stage 1 refused: no candidate named by an immutable, registered digest",
                     "stage_result": doc,
                 },
             )
         else:
-            event = NewEvent(stream=workload, kind=EventKind.STAGE_COMPLETED, actor=operator,
-                             candidate=ctx.digest, stage=STAGE, payload=doc)
+            event = NewEvent(
+                stream=workload,
+                kind=EventKind.STAGE_COMPLETED,
+                actor=operator,
+                candidate=ctx.digest,
+                stage=STAGE,
+                payload=doc,
+            )
         expected = history[-1].version if history else 0
         try:
             recorded = store.append([event], expected_version=expected)[0]
@@ -861,7 +1046,10 @@ def run_stage1(
         doc = {**doc, "ledger": {"seq": recorded.seq, "hash": recorded.hash}}
         final = StageResult.model_validate({**doc, "ledger": LedgerRef(seq=recorded.seq, hash=recorded.hash)})
         return Stage1Outcome(
-            result=final, document=doc, events=events, exit_code=0 if final.status == "pass" else 1,
+            result=final,
+            document=doc,
+            events=events,
+            exit_code=0 if final.status == "pass" else 1,
             recorded_as=str(event.kind),
         )
     assert last_conflict is not None
@@ -875,24 +1063,41 @@ def _guarded(name: str, fn: Callable[[], Check]) -> Check:
     except RailianceError as exc:
         return _check(name, False, f"could not be evaluated: {exc.message}", failure=FailureKind.TECHNICAL)
     except Exception as exc:  # noqa: BLE001 - fail closed, never crash between started and completed
-        return _check(name, False, f"could not be evaluated: {type(exc).__name__}: {_bounded(str(exc))}",
-                      failure=FailureKind.TECHNICAL)
+        return _check(
+            name,
+            False,
+            f"could not be evaluated: {type(exc).__name__}: {_bounded(str(exc))}",
+            failure=FailureKind.TECHNICAL,
+        )
 
 
 def _guarded_list(fn: Callable[[], list[Check]]) -> list[Check]:
     try:
         return fn()
     except Exception as exc:  # noqa: BLE001 - fail closed
-        return [_check(f"{LOCAL_CHECK_PREFIX}*", False, f"local checks could not be run: {type(exc).__name__}: "
-                                                       f"{_bounded(str(exc))}", failure=FailureKind.TECHNICAL)]
+        return [
+            _check(
+                f"{LOCAL_CHECK_PREFIX}*",
+                False,
+                f"local checks could not be run: {type(exc).__name__}: {_bounded(str(exc))}",
+                failure=FailureKind.TECHNICAL,
+            )
+        ]
 
 
-def _assemble(ctx: _Ctx, fixed: Mapping[str, Check], local_checks: list[Check],
-              history: Sequence[RecordedEvent]) -> list[Check]:
+def _assemble(
+    ctx: _Ctx, fixed: Mapping[str, Check], local_checks: list[Check], history: Sequence[RecordedEvent]
+) -> list[Check]:
     deterministic = _guarded("artifact_deterministic", lambda: check_artifact_deterministic(ctx, history))
     ordered = [
-        fixed["source_revision_identified"], deterministic, fixed["candidate_immutable"], fixed["manifests_valid"],
-        fixed["secrets_by_reference"], fixed["local_health"], *local_checks, fixed["migrations_classified"],
+        fixed["source_revision_identified"],
+        deterministic,
+        fixed["candidate_immutable"],
+        fixed["manifests_valid"],
+        fixed["secrets_by_reference"],
+        fixed["local_health"],
+        *local_checks,
+        fixed["migrations_classified"],
         fixed["observability_declared"],
     ]
     if ctx.digest is None:
@@ -911,9 +1116,14 @@ def _result(ctx: _Ctx, checks: list[Check], started_at: datetime, finished_at: d
     if ctx.digest:
         evidence.append(_ev("digest", ctx.image or ctx.digest, "candidate"))
     evidence.append(_ev("timestamp", format_timestamp(started_at), "stage 1 started"))
-    evidence.append(_ev("summary", f"stage1:{status}",
-                        f"{passed} passed, {waived} waived, {len(checks) - passed - waived} failed of {len(checks)}; "
-                        "Stage 1 does not authorize production traffic"))
+    evidence.append(
+        _ev(
+            "summary",
+            f"stage1:{status}",
+            f"{passed} passed, {waived} waived, {len(checks) - passed - waived} failed of {len(checks)}; "
+            "Stage 1 does not authorize production traffic",
+        )
+    )
     return StageResult(
         workload=Workload(name=decl.workload.name, repo=decl.workload.repo),
         stage=1,
@@ -950,6 +1160,11 @@ def run_cli(
     """``railiance run``: ``run_stage1`` with the real helm and a fresh HTTP client (no proxies)."""
     with httpx.Client(trust_env=False) as http:
         return run_stage1(
-            store=store, app_dir=app_dir, operator=operator, image=image, helm=default_helm(), http=http,
+            store=store,
+            app_dir=app_dir,
+            operator=operator,
+            image=image,
+            helm=default_helm(),
+            http=http,
             skip_checks=skip_checks,
         )

@@ -111,31 +111,63 @@ class KubeLike(Protocol):
     """What Stage 2 needs from the Kubernetes adapter (keyword-only, our types only)."""
 
     def namespace_ready(self, *, namespace: str) -> bool: ...
-    def dry_run_apply(self, *, manifests: list[dict[str, Any]], field_manager: str) -> list[dict[str, Any]]: ...
-    def apply(self, *, manifests: list[dict[str, Any]], field_manager: str, force: bool = True) -> list[dict[str, Any]]: ...
+    def dry_run_apply(
+        self, *, manifests: list[dict[str, Any]], field_manager: str
+    ) -> list[dict[str, Any]]: ...
+    def apply(
+        self, *, manifests: list[dict[str, Any]], field_manager: str, force: bool = True
+    ) -> list[dict[str, Any]]: ...
     def delete(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> bool: ...
-    def get(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None: ...
-    def list(self, *, api_version: str, kind: str, namespace: str | None,
-             label_selector: str | None = None) -> list[dict[str, Any]]: ...
+    def get(
+        self, *, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None: ...
+    def list(
+        self, *, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]: ...
     def pod_summary(self, *, namespace: str, selector: str) -> Any: ...
-    def pod_logs(self, *, namespace: str, selector: str, tail_lines: int = 200, limit_bytes: int = 65536,
-                 max_pods: int = 20) -> dict[str, str]: ...
+    def pod_logs(
+        self,
+        *,
+        namespace: str,
+        selector: str,
+        tail_lines: int = 200,
+        limit_bytes: int = 65536,
+        max_pods: int = 20,
+    ) -> dict[str, str]: ...
     def has_api(self, *, group: str, version: str, kind: str) -> bool: ...
     def ingress_class_exists(self, *, name: str) -> bool: ...
     def secret_exists(self, *, namespace: str, name: str) -> bool: ...
-    def service_proxy_get(self, *, namespace: str, service: str, port: int | str, path: str,
-                          timeout: float = 5.0) -> tuple[int, str]: ...
+    def service_proxy_get(
+        self, *, namespace: str, service: str, port: int | str, path: str, timeout: float = 5.0
+    ) -> tuple[int, str]: ...
 
 
 class HelmLike(Protocol):
     """What Stage 2 needs from ``adapters.helm.Helm``."""
 
-    def template(self, *, chart: Path | str, release: str, namespace: str, values_files: Sequence[Path | str] = (),
-                 set_values: Mapping[str, str] | None = None, kube_version: str | None = None,
-                 timeout: float = 60.0) -> str: ...
-    def install_or_upgrade(self, *, chart: Path | str, release: str, namespace: str,
-                           values_files: Sequence[Path | str] = (), set_values: Mapping[str, str] | None = None,
-                           wait: bool = False, extra_args: Sequence[str] = (), timeout: float = 300.0) -> dict[str, object]: ...
+    def template(
+        self,
+        *,
+        chart: Path | str,
+        release: str,
+        namespace: str,
+        values_files: Sequence[Path | str] = (),
+        set_values: Mapping[str, str] | None = None,
+        kube_version: str | None = None,
+        timeout: float = 60.0,
+    ) -> str: ...
+    def install_or_upgrade(
+        self,
+        *,
+        chart: Path | str,
+        release: str,
+        namespace: str,
+        values_files: Sequence[Path | str] = (),
+        set_values: Mapping[str, str] | None = None,
+        wait: bool = False,
+        extra_args: Sequence[str] = (),
+        timeout: float = 300.0,
+    ) -> dict[str, object]: ...
     def history(self, *, release: str, namespace: str, timeout: float = 60.0) -> list[dict[str, object]]: ...
     def uninstall(self, *, release: str, namespace: str, timeout: float = 300.0) -> None: ...
 
@@ -183,10 +215,6 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-
-
-
-
 # ---------------------------------------------------------------------------------------- context
 
 
@@ -216,7 +244,9 @@ class _Ctx:
         return self.decl.workload.name
 
 
-def _resolve_candidate(store: EventStore, decl: Declaration, image: str | None) -> tuple[str, str, str, str | None]:
+def _resolve_candidate(
+    store: EventStore, decl: Declaration, image: str | None
+) -> tuple[str, str, str, str | None]:
     """``(digest, pinned image, repository, revision)`` of ``image`` or the newest registered candidate."""
     from railiance_ledger.lifecycle.candidates import (
         find_registration,
@@ -294,8 +324,10 @@ def _set_values(ctx: _Ctx) -> dict[str, str]:
     }
 
 
-CANARY_OVERRIDES = "# Railiance Stage 2: the canary's routing objects belong to the ledger\n" \
-                   "ingress:\n  enabled: false\ncanary:\n  enabled: false\n"
+CANARY_OVERRIDES = (
+    "# Railiance Stage 2: the canary's routing objects belong to the ledger\n"
+    "ingress:\n  enabled: false\ncanary:\n  enabled: false\n"
+)
 """Typed values applied last to the canary release: the chart's own Ingress (and its canary
 annotations) off. They are a values file, not ``--set-literal``: a literal ``"false"`` is a
 non-empty string, which Go templates treat as true (the chart would render its Ingress anyway)."""
@@ -377,7 +409,9 @@ def _canary_service(ctx: _Ctx) -> str:
     return str(((svc or {}).get("metadata") or {}).get("name") or ctx.release)
 
 
-def _routing_spec(ctx: _Ctx, form: dc.CanaryForm, provider: dc.Provider, fallback_from: str | None) -> dc.RoutingSpec:
+def _routing_spec(
+    ctx: _Ctx, form: dc.CanaryForm, provider: dc.Provider, fallback_from: str | None
+) -> dc.RoutingSpec:
     decl = ctx.decl
     c = decl.canary
     return dc.RoutingSpec(
@@ -407,14 +441,19 @@ def _check_form(ctx: _Ctx, kube: KubeLike) -> Check:
     decl = ctx.decl
     declared = dc.CanaryForm(decl.canary.form)
     provider = dc.Provider(decl.canary.provider or "ingress-nginx")
-    ingress_ok = bool(decl.routing.ingress_class) and kube.ingress_class_exists(name=decl.routing.ingress_class or "")
+    ingress_ok = bool(decl.routing.ingress_class) and kube.ingress_class_exists(
+        name=decl.routing.ingress_class or ""
+    )
     gateway_ok = kube.has_api(group=GATEWAY_GROUP, version=GATEWAY_VERSION, kind="HTTPRoute")
-    decision = dc.choose_form(declared, provider, ingress_class_available=ingress_ok, gateway_api_available=gateway_ok)
+    decision = dc.choose_form(
+        declared, provider, ingress_class_available=ingress_ok, gateway_api_available=gateway_ok
+    )
     ctx.form_decision = decision
     if decision.form is None:
         return _check("canary_form_declared", False, decision.reason)
-    ctx.routing = _routing_spec(ctx, decision.form, decision.provider,
-                                str(decision.fallback_from) if decision.fallback_from else None)
+    ctx.routing = _routing_spec(
+        ctx, decision.form, decision.provider, str(decision.fallback_from) if decision.fallback_from else None
+    )
     ev = [Evidence(kind="summary", ref=f"form:{decision.form}", detail=decision.reason)]
     return _check("canary_form_declared", True, decision.reason, evidence=ev)
 
@@ -427,51 +466,77 @@ def _check_distinguishable(ctx: _Ctx, store: EventStore) -> Check:
     name = "canary_distinguishable"
     stable = lineage(store, ctx.workload).current_stable
     if stable is None:
-        return _check(name, True, f"no stable recorded in the ledger; canary release {ctx.release} in "
-                                  f"{ctx.namespace} is separate from production release {ctx.stable_release}")
+        return _check(
+            name,
+            True,
+            f"no stable recorded in the ledger; canary release {ctx.release} in "
+            f"{ctx.namespace} is separate from production release {ctx.stable_release}",
+        )
     restore = stable.restore or {}
     serving = str(restore.get("serving_release") or restore.get("release") or ctx.stable_release)
     serving_ns = str(restore.get("namespace") or ctx.stable_namespace)
     if (serving, serving_ns) == (ctx.release, ctx.namespace):
         return _check(
-            name, False,
+            name,
+            False,
             f"release {ctx.release} in {ctx.namespace} serves production (stable {stable.digest}, promoted at "
             f"{stable.promoted_at}); deploying the canary into it would silently replace stable production. "
             "Use another stages.canary.release for this canary (alternate two names after routing switches)",
         )
-    return _check(name, True, f"canary release {ctx.release} in {ctx.namespace} is separate from the release "
-                              f"serving production ({serving} in {serving_ns})")
+    return _check(
+        name,
+        True,
+        f"canary release {ctx.release} in {ctx.namespace} is separate from the release "
+        f"serving production ({serving} in {serving_ns})",
+    )
 
 
 def _check_stage1(ctx: _Ctx) -> Check:
     if stage_passed(ctx.history, ctx.digest, 1):
-        return _check("stage1_passed", True, f"Stage 1 passed for {ctx.digest}",
-                      evidence=[Evidence(kind="digest", ref=ctx.digest, detail="stage 1 pass")])
+        return _check(
+            "stage1_passed",
+            True,
+            f"Stage 1 passed for {ctx.digest}",
+            evidence=[Evidence(kind="digest", ref=ctx.digest, detail="stage 1 pass")],
+        )
     if stage_excepted(ctx.history, ctx.digest, 1):
-        return _check("stage1_passed", True, f"Stage 1 skipped by a recorded emergency exception for {ctx.digest}")
+        return _check(
+            "stage1_passed", True, f"Stage 1 skipped by a recorded emergency exception for {ctx.digest}"
+        )
     return _check("stage1_passed", False, f"no passing Stage 1 result for {ctx.digest} (the same digest)")
 
 
 def _check_cluster(ctx: _Ctx, kube: KubeLike) -> Check:
     if kube.namespace_ready(namespace=ctx.namespace):
-        return _check("cluster_ready", True, f"cluster reachable; namespace {ctx.namespace} active",
-                      evidence=[Evidence(kind="k8s-object", ref=f"Namespace/{ctx.namespace}", detail="Active")])
+        return _check(
+            "cluster_ready",
+            True,
+            f"cluster reachable; namespace {ctx.namespace} active",
+            evidence=[Evidence(kind="k8s-object", ref=f"Namespace/{ctx.namespace}", detail="Active")],
+        )
     return _check("cluster_ready", False, f"namespace {ctx.namespace} is missing or not active")
 
 
 def _check_registry(ctx: _Ctx, registry: RegistryLike) -> Check:
     repo = _repo_path(ctx.repository)
     if registry.digest_exists(repository=repo, digest=ctx.digest):
-        return _check("digest_in_registry", True, f"{repo}@{ctx.digest} exists in the registry",
-                      evidence=[Evidence(kind="digest", ref=ctx.image, detail="manifest present")])
+        return _check(
+            "digest_in_registry",
+            True,
+            f"{repo}@{ctx.digest} exists in the registry",
+            evidence=[Evidence(kind="digest", ref=ctx.image, detail="manifest present")],
+        )
     return _check("digest_in_registry", False, f"{repo}@{ctx.digest} does not exist in the registry")
 
 
 def _check_dry_run(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> Check:
     decl = ctx.decl
     text = helm.template(
-        chart=decl.resolve(decl.chart.path), release=ctx.release, namespace=ctx.namespace,
-        values_files=_canary_values_files(ctx), set_values=_set_values(ctx),
+        chart=decl.resolve(decl.chart.path),
+        release=ctx.release,
+        namespace=ctx.namespace,
+        values_files=_canary_values_files(ctx),
+        set_values=_set_values(ctx),
         kube_version=getattr(decl.workload, "kubernetes_version", None),
     )
     ctx.rendered_text = canonical_manifests(text)
@@ -489,8 +554,12 @@ def _check_dry_run(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> Check:
     if refused:
         return _check("server_dry_run", False, "server-side dry-run refused " + "; ".join(refused))
     sha = hashlib.sha256(ctx.rendered_text.encode()).hexdigest()
-    return _check("server_dry_run", True, f"{len(ctx.rendered_docs)} objects accepted by server-side dry-run",
-                  evidence=[Evidence(kind="summary", ref=f"manifests:sha256:{sha}", detail=ctx.release)])
+    return _check(
+        "server_dry_run",
+        True,
+        f"{len(ctx.rendered_docs)} objects accepted by server-side dry-run",
+        evidence=[Evidence(kind="summary", ref=f"manifests:sha256:{sha}", detail=ctx.release)],
+    )
 
 
 def _check_routing_prereqs(ctx: _Ctx, kube: KubeLike, resolve: Callable[[str], bool]) -> Check:
@@ -498,13 +567,17 @@ def _check_routing_prereqs(ctx: _Ctx, kube: KubeLike, resolve: Callable[[str], b
     if spec is None:
         return _check("routing_prerequisites", False, "no canary form decided")
     if spec.form is dc.CanaryForm.ISOLATED_NAMESPACE:
-        return _check("routing_prerequisites", True, "not applicable: isolated namespace, no production routing")
+        return _check(
+            "routing_prerequisites", True, "not applicable: isolated namespace, no production routing"
+        )
     problems: list[str] = []
     if not spec.host:
         problems.append("routing.host is not declared")
     if spec.provider is dc.Provider.INGRESS_NGINX and not kube.ingress_class_exists(name=spec.ingress_class):
         problems.append(f"IngressClass {spec.ingress_class} not found")
-    if spec.provider is dc.Provider.GATEWAY_API and not kube.has_api(group=GATEWAY_GROUP, version=GATEWAY_VERSION, kind="HTTPRoute"):
+    if spec.provider is dc.Provider.GATEWAY_API and not kube.has_api(
+        group=GATEWAY_GROUP, version=GATEWAY_VERSION, kind="HTTPRoute"
+    ):
         problems.append("Gateway API (HTTPRoute) not served")
     if spec.tls_secret and not kube.secret_exists(namespace=ctx.namespace, name=spec.tls_secret):
         problems.append(f"TLS secret {spec.tls_secret} not found in {ctx.namespace}")
@@ -512,8 +585,11 @@ def _check_routing_prereqs(ctx: _Ctx, kube: KubeLike, resolve: Callable[[str], b
         problems.append(f"DNS name {spec.host} does not resolve")
     if problems:
         return _check("routing_prerequisites", False, "; ".join(problems))
-    return _check("routing_prerequisites", True,
-                  f"{spec.provider} available, TLS secret {spec.tls_secret or '(none declared)'} present, {spec.host} resolves")
+    return _check(
+        "routing_prerequisites",
+        True,
+        f"{spec.provider} available, TLS secret {spec.tls_secret or '(none declared)'} present, {spec.host} resolves",
+    )
 
 
 def _check_dependencies(ctx: _Ctx, http: httpx.Client) -> Check:
@@ -527,12 +603,18 @@ def _check_dependencies(ctx: _Ctx, http: httpx.Client) -> Check:
             ok.append(f"{dep.name} (no health URL declared)")
             continue
         res = probe.probe(url=dep.health_url, retries=1, timeout=3.0, backoff=0.1)
-        (ok if res.ok else bad).append(f"{dep.name}: {res.reason}" if not res.ok else f"{dep.name} {res.reason}")
+        (ok if res.ok else bad).append(
+            f"{dep.name}: {res.reason}" if not res.ok else f"{dep.name} {res.reason}"
+        )
     if bad:
         waiver = ctx.waivers.get("dependencies_healthy")
         if waiver is not None:
-            return Check(name="dependencies_healthy", status=CheckStatus.WAIVED, waiver=waiver.event_id,
-                         reason=redact("degraded with operator approval: " + "; ".join(bad)))
+            return Check(
+                name="dependencies_healthy",
+                status=CheckStatus.WAIVED,
+                waiver=waiver.event_id,
+                reason=redact("degraded with operator approval: " + "; ".join(bad)),
+            )
         return _check("dependencies_healthy", False, "dependencies unhealthy: " + "; ".join(bad))
     return _check("dependencies_healthy", True, "healthy: " + (", ".join(ok) or "no dependencies declared"))
 
@@ -546,8 +628,14 @@ def _stable_helm_target(ctx: _Ctx, helm: HelmLike) -> dict[str, Any] | None:
     if not deployed:
         return None
     rev = deployed[-1]
-    return {"kind": "helm-revision", "release": ctx.stable_release, "namespace": ctx.stable_namespace,
-            "revision": rev.get("revision"), "chart": rev.get("chart"), "source": "helm history of the stable release"}
+    return {
+        "kind": "helm-revision",
+        "release": ctx.stable_release,
+        "namespace": ctx.stable_namespace,
+        "revision": rev.get("revision"),
+        "chart": rev.get("chart"),
+        "source": "helm history of the stable release",
+    }
 
 
 def _check_rollback_target(ctx: _Ctx, store: EventStore, helm: HelmLike) -> Check:
@@ -567,13 +655,25 @@ def _check_rollback_target(ctx: _Ctx, store: EventStore, helm: HelmLike) -> Chec
     else:
         target = _stable_helm_target(ctx, helm)
     if target is None:
-        return _check("rollback_target_known", False,
-                      "rollback target unknown: no stable in the ledger lineage, no rollback.previous_stable, "
-                      f"no deployed revision of release {ctx.stable_release}")
-    target["canary_removal"] = {"release": ctx.release, "namespace": ctx.namespace, "action": "helm uninstall"}
+        return _check(
+            "rollback_target_known",
+            False,
+            "rollback target unknown: no stable in the ledger lineage, no rollback.previous_stable, "
+            f"no deployed revision of release {ctx.stable_release}",
+        )
+    target["canary_removal"] = {
+        "release": ctx.release,
+        "namespace": ctx.namespace,
+        "action": "helm uninstall",
+    }
     ctx.rollback_target = target
-    what = target.get("image") or target.get("digest") or f"{target.get('release')} revision {target.get('revision')}" \
-        if target.get("kind") != "manual" else target.get("detail")
+    what = (
+        target.get("image")
+        or target.get("digest")
+        or f"{target.get('release')} revision {target.get('revision')}"
+        if target.get("kind") != "manual"
+        else target.get("detail")
+    )
     return _check("rollback_target_known", True, f"{target['kind']}: {what} ({target['source']})")
 
 
@@ -589,15 +689,27 @@ def _check_monitoring(ctx: _Ctx, kube: KubeLike, metrics: MetricsLike) -> Check:
     namespaces = list(dict.fromkeys([ctx.namespace, ctx.stable_namespace]))
     found = [(ns, p) for ns in namespaces for p in kube.list(api_version="v1", kind="Pod", namespace=ns)[:1]]
     if not found:
-        return _check("monitoring_available", False,
-                      f"no pod in {' or '.join(namespaces)} to prove pod-log reads work", technical=True)
+        return _check(
+            "monitoring_available",
+            False,
+            f"no pod in {' or '.join(namespaces)} to prove pod-log reads work",
+            technical=True,
+        )
     ns, pod = found[0]
     labels = (pod.get("metadata") or {}).get("labels") or {}
     name = f"{ns}/{pod['metadata']['name']}"
-    kube.pod_logs(namespace=ns, selector=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
-                  tail_lines=1, max_pods=1)
-    return _check("monitoring_available", True, f"Prometheus answers for {{{selector}}}; pod logs readable ({name})",
-                  evidence=[Evidence(kind="query", ref=f"{{{selector}}}", detail="prometheus")])
+    kube.pod_logs(
+        namespace=ns,
+        selector=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        tail_lines=1,
+        max_pods=1,
+    )
+    return _check(
+        "monitoring_available",
+        True,
+        f"Prometheus answers for {{{selector}}}; pod logs readable ({name})",
+        evidence=[Evidence(kind="query", ref=f"{{{selector}}}", detail="prometheus")],
+    )
 
 
 def _check_references(ctx: _Ctx) -> Check:
@@ -606,11 +718,18 @@ def _check_references(ctx: _Ctx) -> Check:
     secrets = [{"name": s.name, "kind": s.kind} for s in ctx.decl.secrets]
     deps = [{"name": d.name, "health_url": d.health_url} for d in ctx.decl.dependencies]
     extra = [ctx.decl.routing.tls_secret] if ctx.decl.routing.tls_secret else []
-    missing = dc.undeclared_references(ctx.rendered_docs, secrets=secrets, dependencies=deps, extra_secret_names=extra)
+    missing = dc.undeclared_references(
+        ctx.rendered_docs, secrets=secrets, dependencies=deps, extra_secret_names=extra
+    )
     if missing:
-        return _check("declared_references", False,
-                      "the candidate needs what was not declared before the canary: " + ", ".join(missing))
-    return _check("declared_references", True, "every secret, config map and dependency the pods use is declared")
+        return _check(
+            "declared_references",
+            False,
+            "the candidate needs what was not declared before the canary: " + ", ".join(missing),
+        )
+    return _check(
+        "declared_references", True, "every secret, config map and dependency the pods use is declared"
+    )
 
 
 def _check_window(ctx: _Ctx) -> Check:
@@ -621,12 +740,22 @@ def _check_window(ctx: _Ctx) -> Check:
     if getattr(decl, "window_needs_waiver", False):
         waiver = ctx.waivers.get("observation_window")
         if waiver is None:
-            return _check("observation_window", False,
-                          f"production-critical window {window} is under 60m and no waiver is recorded")
-        return Check(name="observation_window", status=CheckStatus.WAIVED, waiver=waiver.event_id,
-                     reason=f"window {window} under 60m, waived")
-    return _check("observation_window", True,
-                  f"window {window}, sample every {format_duration(int(decl.canary.sample_interval))}")
+            return _check(
+                "observation_window",
+                False,
+                f"production-critical window {window} is under 60m and no waiver is recorded",
+            )
+        return Check(
+            name="observation_window",
+            status=CheckStatus.WAIVED,
+            waiver=waiver.event_id,
+            reason=f"window {window} under 60m, waived",
+        )
+    return _check(
+        "observation_window",
+        True,
+        f"window {window}, sample every {format_duration(int(decl.canary.sample_interval))}",
+    )
 
 
 def _check_approval(ctx: _Ctx) -> Check:
@@ -634,8 +763,11 @@ def _check_approval(ctx: _Ctx) -> Check:
         return _check("operator_approval", True, "not required (workload is not production-critical)")
     ev = _approval(ctx.history, ctx.digest)
     if ev is None:
-        return _check("operator_approval", False,
-                      "production-critical: no approval.granted for this digest and stage 2 before traffic changes")
+        return _check(
+            "operator_approval",
+            False,
+            "production-critical: no approval.granted for this digest and stage 2 before traffic changes",
+        )
     ctx.approval_event = ev
     return _check("operator_approval", True, f"approved by {ev.actor} (event {ev.event_id})")
 
@@ -672,7 +804,9 @@ def _approval_model(ctx: _Ctx) -> Approval:
     return Approval(required=True, decision=ev.event_id, operator=ev.actor)
 
 
-def _result(ctx: _Ctx, checks: list[Check], evidence: list[Evidence], started: datetime, finished: datetime) -> StageResult:
+def _result(
+    ctx: _Ctx, checks: list[Check], evidence: list[Evidence], started: datetime, finished: datetime
+) -> StageResult:
     return StageResult(
         workload=Workload(name=ctx.workload, repo=ctx.decl.workload.repo),
         stage=2,
@@ -688,12 +822,24 @@ def _result(ctx: _Ctx, checks: list[Check], evidence: list[Evidence], started: d
     )
 
 
-def _complete(store: EventStore, ctx: _Ctx, result: StageResult, operator: str) -> tuple[dict[str, Any], list[RecordedEvent], list[str]]:
+def _complete(
+    store: EventStore, ctx: _Ctx, result: StageResult, operator: str
+) -> tuple[dict[str, Any], list[RecordedEvent], list[str]]:
     """Append ``stage.completed`` and return the document with its ledger reference."""
     doc = result.to_document()
     try:
-        ev = store.append([NewEvent(stream=ctx.workload, kind=EventKind.STAGE_COMPLETED, actor=operator,
-                                    candidate=ctx.digest, stage=2, payload=redact_value(doc))])[0]
+        ev = store.append(
+            [
+                NewEvent(
+                    stream=ctx.workload,
+                    kind=EventKind.STAGE_COMPLETED,
+                    actor=operator,
+                    candidate=ctx.digest,
+                    stage=2,
+                    payload=redact_value(doc),
+                )
+            ]
+        )[0]
     except RuleViolation as exc:
         return doc, [], [f"stage result not recorded: {exc}"]
     doc["ledger"] = {"seq": ev.seq, "hash": ev.hash}
@@ -704,10 +850,17 @@ def _make_ctx(store: EventStore, decl: Declaration, image: str | None) -> _Ctx:
     digest, pinned, repository, revision = _resolve_candidate(store, decl, image)
     history = store.read_stream(decl.workload.name)
     return _Ctx(
-        decl=decl, digest=digest, image=pinned, repository=repository, revision=revision,
-        namespace=decl.stages.canary.namespace, release=decl.stages.canary.release,
-        stable_release=decl.stages.production.release, stable_namespace=decl.stages.production.namespace,
-        waivers=_waivers(history, digest), history=history,
+        decl=decl,
+        digest=digest,
+        image=pinned,
+        repository=repository,
+        revision=revision,
+        namespace=decl.stages.canary.namespace,
+        release=decl.stages.canary.release,
+        stable_release=decl.stages.production.release,
+        stable_namespace=decl.stages.production.namespace,
+        waivers=_waivers(history, digest),
+        history=history,
     )
 
 
@@ -761,7 +914,9 @@ def deploy_canary(
     checks.append(_guard("observation_window", lambda: _check_window(ctx)))
     checks.append(_guard("operator_approval", lambda: _check_approval(ctx)))
     if overall_status(checks) == "fail":
-        doc, events, failed_warnings = _complete(store, ctx, _result(ctx, checks, [], started, now()), operator)
+        doc, events, failed_warnings = _complete(
+            store, ctx, _result(ctx, checks, [], started, now()), operator
+        )
         return StageOutcome(document=doc, exit_code=1, events=events, warnings=failed_warnings)
 
     assert ctx.routing is not None
@@ -770,16 +925,28 @@ def deploy_canary(
     previous: list[dict[str, Any]] = []
     try:
         status = helm.install_or_upgrade(
-            chart=decl.resolve(decl.chart.path), release=ctx.release, namespace=ctx.namespace,
-            values_files=_canary_values_files(ctx), set_values=_set_values(ctx), extra_args=list(helm_upgrade_args),
+            chart=decl.resolve(decl.chart.path),
+            release=ctx.release,
+            namespace=ctx.namespace,
+            values_files=_canary_values_files(ctx),
+            set_values=_set_values(ctx),
+            extra_args=list(helm_upgrade_args),
         )
         revision = status.get("version")
         rollout = _await_rollout(kube, ctx.namespace, _canary_selector(ctx), rollout_timeout, sleep, clock)
         sha, _path = store_manifests(ctx.rendered_text, home)
-        stable_ing = kube.get(api_version=INGRESS_GV, kind="Ingress", name=decl.routing.service, namespace=ctx.namespace) \
-            if spec.provider is dc.Provider.INGRESS_NGINX and spec.form is dc.CanaryForm.SHADOW else None
-        stable_route = kube.get(api_version=GATEWAY_GV, kind="HTTPRoute", name=spec.route_name, namespace=ctx.namespace) \
-            if spec.provider is dc.Provider.GATEWAY_API and spec.form.needs_routing_provider else None
+        stable_ing = (
+            kube.get(
+                api_version=INGRESS_GV, kind="Ingress", name=decl.routing.service, namespace=ctx.namespace
+            )
+            if spec.provider is dc.Provider.INGRESS_NGINX and spec.form is dc.CanaryForm.SHADOW
+            else None
+        )
+        stable_route = (
+            kube.get(api_version=GATEWAY_GV, kind="HTTPRoute", name=spec.route_name, namespace=ctx.namespace)
+            if spec.provider is dc.Provider.GATEWAY_API and spec.form.needs_routing_provider
+            else None
+        )
         plan = dc.plan_routing(spec, stable_ingress=stable_ing, stable_route=stable_route)
         previous = [_clean(o) for o in (stable_ing, stable_route) if o is not None]
         for obj in plan.objects:
@@ -791,11 +958,23 @@ def deploy_canary(
             raise _ApplyFailed(f"routing read back after apply does not match: {reason}")
     except (AdapterError, _ApplyFailed, ValueError) as exc:
         patched = {(o["kind"], o["metadata"]["name"]) for o in previous}
-        cleanup = _remove(kube=kube, helm=helm, spec=spec, release=ctx.release, namespace=ctx.namespace,
-                          creates=[o for o in applied if (o["kind"], o["metadata"]["name"]) not in patched],
-                          previous=previous)
-        checks.append(_check("canary_applied", False, f"{exc}; cleanup: {cleanup}", technical=isinstance(exc, AdapterError)))
-        doc, events, failed_warnings = _complete(store, ctx, _result(ctx, checks, [], started, now()), operator)
+        cleanup = _remove(
+            kube=kube,
+            helm=helm,
+            spec=spec,
+            release=ctx.release,
+            namespace=ctx.namespace,
+            creates=[o for o in applied if (o["kind"], o["metadata"]["name"]) not in patched],
+            previous=previous,
+        )
+        checks.append(
+            _check(
+                "canary_applied", False, f"{exc}; cleanup: {cleanup}", technical=isinstance(exc, AdapterError)
+            )
+        )
+        doc, events, failed_warnings = _complete(
+            store, ctx, _result(ctx, checks, [], started, now()), operator
+        )
         return StageOutcome(document=doc, exit_code=1, events=events, warnings=failed_warnings)
 
     # A stable HTTPRoute built because none existed is ours: rollback deletes it (nothing to restore).
@@ -805,17 +984,27 @@ def deploy_canary(
     evidence.append(Evidence(kind="pod-status", ref=_canary_selector(ctx), detail=rollout))
     payload = {
         "phase": "deployed",
-        "release": {"name": ctx.release, "namespace": ctx.namespace, "revision": revision,
-                    "chart": str(decl.chart.path), "image": ctx.image},
-        "manifests": {"sha256": sha, "bytes": len(ctx.rendered_text.encode()),
-                      "store": "$RAILIANCE_HOME/manifests/<sha256>.yaml"},
+        "release": {
+            "name": ctx.release,
+            "namespace": ctx.namespace,
+            "revision": revision,
+            "chart": str(decl.chart.path),
+            "image": ctx.image,
+        },
+        "manifests": {
+            "sha256": sha,
+            "bytes": len(ctx.rendered_text.encode()),
+            "store": "$RAILIANCE_HOME/manifests/<sha256>.yaml",
+        },
         "selector": _canary_selector(ctx),
         "rollout": rollout,
         "routing": spec.as_dict(),
         "routing_objects": [f"{o['kind']}/{o['metadata']['name']}" for o in plan.objects],
         "routing_created": creates,
         "routing_previous": previous,
-        "fallback": ctx.form_decision.reason if ctx.form_decision and ctx.form_decision.fallback_from else None,
+        "fallback": ctx.form_decision.reason
+        if ctx.form_decision and ctx.form_decision.fallback_from
+        else None,
         "rollback_target": ctx.rollback_target,
         "prechecks": [c.model_dump(mode="json") for c in checks],
         "evidence": [e.model_dump(mode="json") for e in evidence],
@@ -823,42 +1012,91 @@ def deploy_canary(
         "sample_interval_seconds": int(decl.canary.sample_interval),
         "started_at": _iso(started),
     }
-    events = store.append([
-        NewEvent(stream=ctx.workload, kind=EventKind.STAGE_STARTED, actor=operator, candidate=ctx.digest, stage=2,
-                 payload=redact_value(payload)),
-        NewEvent(stream=ctx.workload, kind=EventKind.ROUTING_CHANGED, actor=operator, candidate=ctx.digest, stage=2,
-                 payload=redact_value({"action": "canary routing applied", "form": str(spec.form),
-                                       "provider": str(spec.provider), "weight": spec.weight,
-                                       "objects": payload["routing_objects"], "read_back": reason,
-                                       "fallback_from": spec.fallback_from})),
-    ])
+    events = store.append(
+        [
+            NewEvent(
+                stream=ctx.workload,
+                kind=EventKind.STAGE_STARTED,
+                actor=operator,
+                candidate=ctx.digest,
+                stage=2,
+                payload=redact_value(payload),
+            ),
+            NewEvent(
+                stream=ctx.workload,
+                kind=EventKind.ROUTING_CHANGED,
+                actor=operator,
+                candidate=ctx.digest,
+                stage=2,
+                payload=redact_value(
+                    {
+                        "action": "canary routing applied",
+                        "form": str(spec.form),
+                        "provider": str(spec.provider),
+                        "weight": spec.weight,
+                        "objects": payload["routing_objects"],
+                        "read_back": reason,
+                        "fallback_from": spec.fallback_from,
+                    }
+                ),
+            ),
+        ]
+    )
     warnings: list[str] = []
-    note = _post_note(store, statehub, events[0], decl,
-                      title=f"{ctx.workload}: Stage 2 canary deployed ({spec.form})",
-                      body=(f"Canary {ctx.image} deployed as release {ctx.release} revision {revision} in "
-                            f"{ctx.namespace}; routing: {reason}. Observation window "
-                            f"{decl.observation_window_seconds}s. Rollback: {_target_text(ctx.rollback_target)}."),
-                      evidence=[e.model_dump(mode="json") for e in evidence], warnings=warnings)
+    note = _post_note(
+        store,
+        statehub,
+        events[0],
+        decl,
+        title=f"{ctx.workload}: Stage 2 canary deployed ({spec.form})",
+        body=(
+            f"Canary {ctx.image} deployed as release {ctx.release} revision {revision} in "
+            f"{ctx.namespace}; routing: {reason}. Observation window "
+            f"{decl.observation_window_seconds}s. Rollback: {_target_text(ctx.rollback_target)}."
+        ),
+        evidence=[e.model_dump(mode="json") for e in evidence],
+        warnings=warnings,
+    )
     note_id = note.note_id
     if not note.delivered and STATEHUB_GATE not in ctx.waivers:
-        warnings.append(f"the {STATEHUB_GATE} acceptance gate will fail at the end of the window (and the canary be "
-                        "removed) unless State Hub takes the acceptance note then or a waiver for gate "
-                        f"{STATEHUB_GATE} (stage 2) of this candidate is recorded")
+        warnings.append(
+            f"the {STATEHUB_GATE} acceptance gate will fail at the end of the window (and the canary be "
+            "removed) unless State Hub takes the acceptance note then or a waiver for gate "
+            f"{STATEHUB_GATE} (stage 2) of this candidate is recorded"
+        )
     doc = {
-        "phase": "deployed", "stage": 2, "workload": {"name": ctx.workload, "repo": decl.workload.repo},
-        "candidate": _candidate(ctx).model_dump(mode="json"), "target_environment": "canary",
-        "status": "pass", "checks": payload["prechecks"], "evidence": payload["evidence"],
-        "release": payload["release"], "routing": {"form": str(spec.form), "provider": str(spec.provider),
-                                                   "weight": spec.weight, "read_back": reason,
-                                                   "fallback": payload["fallback"]},
-        "manifests_sha256": sha, "rollback_target": ctx.rollback_target, "statehub_note": note_id,
+        "phase": "deployed",
+        "stage": 2,
+        "workload": {"name": ctx.workload, "repo": decl.workload.repo},
+        "candidate": _candidate(ctx).model_dump(mode="json"),
+        "target_environment": "canary",
+        "status": "pass",
+        "checks": payload["prechecks"],
+        "evidence": payload["evidence"],
+        "release": payload["release"],
+        "routing": {
+            "form": str(spec.form),
+            "provider": str(spec.provider),
+            "weight": spec.weight,
+            "read_back": reason,
+            "fallback": payload["fallback"],
+        },
+        "manifests_sha256": sha,
+        "rollback_target": ctx.rollback_target,
+        "statehub_note": note_id,
         "ledger": {"seq": events[-1].seq, "hash": events[-1].hash},
     }
     return StageOutcome(document=doc, exit_code=0, events=events, warnings=warnings)
 
 
-def _await_rollout(kube: KubeLike, namespace: str, selector: str, timeout: float,
-                   sleep: Callable[[float], None], clock: Callable[[], float]) -> str:
+def _await_rollout(
+    kube: KubeLike,
+    namespace: str,
+    selector: str,
+    timeout: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> str:
     """Wait until the canary's pods exist and are all ready, one is crash-looping, or ``timeout``.
 
     Returns the pod summary text for the evidence. Never raises for the pods' state: a canary that
@@ -867,8 +1105,10 @@ def _await_rollout(kube: KubeLike, namespace: str, selector: str, timeout: float
     deadline = clock() + timeout
     while True:
         summary = kube.pod_summary(namespace=namespace, selector=selector)
-        text = (f"{summary.ready}/{summary.total} ready, {summary.restarts_max} restarts, "
-                f"{summary.pending} pending, {summary.crashlooping} crash-looping")
+        text = (
+            f"{summary.ready}/{summary.total} ready, {summary.restarts_max} restarts, "
+            f"{summary.pending} pending, {summary.crashlooping} crash-looping"
+        )
         if summary.total > 0 and (summary.ready == summary.total or summary.crashlooping):
             return text
         if clock() >= deadline:
@@ -892,7 +1132,11 @@ def _clean(obj: Mapping[str, Any]) -> dict[str, Any]:
 def _deploy_evidence(ctx: _Ctx, revision: Any, sha: str, spec: dc.RoutingSpec, reason: str) -> list[Evidence]:
     return [
         Evidence(kind="digest", ref=ctx.image, detail="candidate"),
-        Evidence(kind="k8s-object", ref=f"helm-release/{ctx.namespace}/{ctx.release}", detail=f"revision {revision}"),
+        Evidence(
+            kind="k8s-object",
+            ref=f"helm-release/{ctx.namespace}/{ctx.release}",
+            detail=f"revision {revision}",
+        ),
         Evidence(kind="summary", ref=f"manifests:sha256:{sha}", detail="rendered release identity"),
         Evidence(kind="summary", ref=f"routing:{spec.form}", detail=redact(reason)),
     ]
@@ -901,19 +1145,43 @@ def _deploy_evidence(ctx: _Ctx, revision: Any, sha: str, spec: dc.RoutingSpec, r
 def _target_text(target: Mapping[str, Any] | None) -> str:
     if not target:
         return "unknown"
-    return str(target.get("image") or target.get("digest") or
-               (f"{target.get('release')} revision {target.get('revision')}" if target.get("release") else target.get("detail")))
+    return str(
+        target.get("image")
+        or target.get("digest")
+        or (
+            f"{target.get('release')} revision {target.get('revision')}"
+            if target.get("release")
+            else target.get("detail")
+        )
+    )
 
 
-def _post_note(store: EventStore, statehub: NotePoster | None, event: RecordedEvent, decl: Declaration, *,
-               title: str, body: str, evidence: list[dict[str, Any]], warnings: list[str]) -> NoteOutcome:
+def _post_note(
+    store: EventStore,
+    statehub: NotePoster | None,
+    event: RecordedEvent,
+    decl: Declaration,
+    *,
+    title: str,
+    body: str,
+    evidence: list[dict[str, Any]],
+    warnings: list[str],
+) -> NoteOutcome:
     """Post a Stage 2 progress note about ``event`` (``statehub``, else ``RAILIANCE_STATEHUB_URL``, else none)
     and record the outcome as ``note.posted``; an undelivered or unposted note adds a warning."""
     from railiance_ledger.lifecycle.notes import post_and_record, statehub_from_env
 
     hub = statehub if statehub is not None else statehub_from_env()
-    note = post_and_record(store=store, statehub=hub, event=event, title=title, body=body, evidence=evidence,
-                           required=True, required_reason="Stage 2 evidence includes a State Hub progress note")
+    note = post_and_record(
+        store=store,
+        statehub=hub,
+        event=event,
+        title=title,
+        body=body,
+        evidence=evidence,
+        required=True,
+        required_reason="Stage 2 evidence includes a State Hub progress note",
+    )
     if note.warning:
         warnings.append(note.warning)
     return note
@@ -924,19 +1192,34 @@ def _post_note(store: EventStore, statehub: NotePoster | None, event: RecordedEv
 
 def _read_routing(kube: KubeLike, spec: dc.RoutingSpec) -> list[dict[str, Any]]:
     """Every Ingress (and HTTPRoute when served) in the namespace: what routing looks like now."""
-    objs = [dict(o, kind="Ingress") for o in kube.list(api_version=INGRESS_GV, kind="Ingress", namespace=spec.namespace)]
-    if spec.provider is dc.Provider.GATEWAY_API or kube.has_api(group=GATEWAY_GROUP, version=GATEWAY_VERSION, kind="HTTPRoute"):
+    objs = [
+        dict(o, kind="Ingress")
+        for o in kube.list(api_version=INGRESS_GV, kind="Ingress", namespace=spec.namespace)
+    ]
+    if spec.provider is dc.Provider.GATEWAY_API or kube.has_api(
+        group=GATEWAY_GROUP, version=GATEWAY_VERSION, kind="HTTPRoute"
+    ):
         try:
-            objs += [dict(o, kind="HTTPRoute")
-                     for o in kube.list(api_version=GATEWAY_GV, kind="HTTPRoute", namespace=spec.namespace)]
+            objs += [
+                dict(o, kind="HTTPRoute")
+                for o in kube.list(api_version=GATEWAY_GV, kind="HTTPRoute", namespace=spec.namespace)
+            ]
         except AdapterError:
             if spec.provider is dc.Provider.GATEWAY_API:
                 raise
     return objs
 
 
-def _remove(*, kube: KubeLike, helm: HelmLike | None, spec: dc.RoutingSpec, release: str, namespace: str,
-            creates: Sequence[Mapping[str, Any]], previous: Sequence[Mapping[str, Any]]) -> str:
+def _remove(
+    *,
+    kube: KubeLike,
+    helm: HelmLike | None,
+    spec: dc.RoutingSpec,
+    release: str,
+    namespace: str,
+    creates: Sequence[Mapping[str, Any]],
+    previous: Sequence[Mapping[str, Any]],
+) -> str:
     """Remove the canary: routing first (restore patched stable objects, delete ours), then the release."""
     done: list[str] = []
     for obj in previous:
@@ -947,8 +1230,12 @@ def _remove(*, kube: KubeLike, helm: HelmLike | None, spec: dc.RoutingSpec, rele
             done.append(f"FAILED to restore {obj['kind']}/{obj['metadata']['name']}: {exc.reason}")
     for obj in creates:
         try:
-            kube.delete(api_version=str(obj["apiVersion"]), kind=str(obj["kind"]), name=str(obj["metadata"]["name"]),
-                        namespace=namespace)
+            kube.delete(
+                api_version=str(obj["apiVersion"]),
+                kind=str(obj["kind"]),
+                name=str(obj["metadata"]["name"]),
+                namespace=namespace,
+            )
             done.append(f"deleted {obj['kind']}/{obj['metadata']['name']}")
         except AdapterError as exc:
             if "not found" in str(exc).lower() or "404" in str(exc):
@@ -961,7 +1248,11 @@ def _remove(*, kube: KubeLike, helm: HelmLike | None, spec: dc.RoutingSpec, rele
             done.append(f"helm uninstall {release}")
         except AdapterError as exc:
             gone = isinstance(exc, AdapterNotFound) or "not found" in str(exc).lower()
-            done.append(f"release {release} already gone" if gone else f"FAILED helm uninstall {release}: {exc.reason}")
+            done.append(
+                f"release {release} already gone"
+                if gone
+                else f"FAILED helm uninstall {release}: {exc.reason}"
+            )
     return "; ".join(done) or "nothing to remove"
 
 
@@ -991,14 +1282,21 @@ def _open_deployment(history: Sequence[RecordedEvent], digest: str | None) -> _D
             continue
         elif ev.kind == EventKind.CANARY_SAMPLE:
             samples.append(dc.CanarySample.from_payload(ev.payload))
-        elif (ev.kind == EventKind.STAGE_COMPLETED and ev.stage == 2) or ev.kind == EventKind.ROLLBACK_COMPLETED:
+        elif (
+            ev.kind == EventKind.STAGE_COMPLETED and ev.stage == 2
+        ) or ev.kind == EventKind.ROLLBACK_COMPLETED:
             current, samples = None, []
     if current is None:
         return None
     p = current.payload
-    return _Deployment(started=current, samples=samples, spec=dc.RoutingSpec.from_dict(p["routing"]),
-                       release=str(p["release"]["name"]), namespace=str(p["release"]["namespace"]),
-                       selector=str(p.get("selector") or ""))
+    return _Deployment(
+        started=current,
+        samples=samples,
+        spec=dc.RoutingSpec.from_dict(p["routing"]),
+        release=str(p["release"]["name"]),
+        namespace=str(p["release"]["namespace"]),
+        selector=str(p.get("selector") or ""),
+    )
 
 
 def _metric(value: Any) -> dc.Metric:
@@ -1009,7 +1307,9 @@ def _metric(value: Any) -> dc.Metric:
     reason = str(getattr(value, "reason", "") or "")
     if ok and (v is None or not math.isfinite(float(v))):
         ok, reason = False, "no finite value"
-    return dc.Metric(float(v) if v is not None else None, ok, redact(reason), str(getattr(value, "query", "") or ""))
+    return dc.Metric(
+        float(v) if v is not None else None, ok, redact(reason), str(getattr(value, "query", "") or "")
+    )
 
 
 def _track(metrics: MetricsLike, selector: str, window: str) -> dc.TrackMetrics:
@@ -1051,16 +1351,34 @@ def _scan_pod_logs(kube: KubeLike, namespace: str, selector: str) -> dc.LogScan:
     return dc.LogScan(read_ok=True, secret_kinds=kinds, auth_failures=auth, lines=lines)
 
 
-def _collect(*, index: int, at: datetime, elapsed: float, decl: Declaration, dep: _Deployment, kube: KubeLike,
-             metrics: MetricsLike, http: httpx.Client, thresholds: dc.Thresholds, history: Sequence[RecordedEvent],
-             digest: str, metrics_window: str, ingress_url: str | None = None) -> dc.CanarySample:
+def _collect(
+    *,
+    index: int,
+    at: datetime,
+    elapsed: float,
+    decl: Declaration,
+    dep: _Deployment,
+    kube: KubeLike,
+    metrics: MetricsLike,
+    http: httpx.Client,
+    thresholds: dc.Thresholds,
+    history: Sequence[RecordedEvent],
+    digest: str,
+    metrics_window: str,
+    ingress_url: str | None = None,
+) -> dc.CanarySample:
     spec = dep.spec
     try:
         summary = kube.pod_summary(namespace=dep.namespace, selector=dep.selector)
         pod_state = dc.PodState(
-            total=summary.total, ready=summary.ready, restarts=summary.restarts_max, crashloop=summary.crashlooping,
+            total=summary.total,
+            ready=summary.ready,
+            restarts=summary.restarts_max,
+            crashloop=summary.crashlooping,
             pending=summary.pending,
-            pending_reasons=sorted({p.waiting_reason for p in summary.pods if p.phase == "Pending" and p.waiting_reason}),
+            pending_reasons=sorted(
+                {p.waiting_reason for p in summary.pods if p.phase == "Pending" and p.waiting_reason}
+            ),
             reasons=sorted({p.waiting_reason for p in summary.pods if p.waiting_reason}),
         )
     except AdapterError as exc:
@@ -1068,9 +1386,13 @@ def _collect(*, index: int, at: datetime, elapsed: float, decl: Declaration, dep
     key = decl.key_health
     inside: dc.Probe | None
     try:
-        answer = kube.service_proxy_get(namespace=dep.namespace, service=spec.canary_service, port=spec.port, path=key.path)
+        answer = kube.service_proxy_get(
+            namespace=dep.namespace, service=spec.canary_service, port=spec.port, path=key.path
+        )
         code = _status_of(answer)
-        inside = dc.Probe(code == key.expect_status, code, f"HTTP {code}", f"service/{spec.canary_service}{key.path}")
+        inside = dc.Probe(
+            code == key.expect_status, code, f"HTTP {code}", f"service/{spec.canary_service}{key.path}"
+        )
     except AdapterError as exc:
         inside = dc.Probe(False, None, redact(exc.reason), f"service/{spec.canary_service}{key.path}")
     outside: dc.Probe | None = None
@@ -1085,18 +1407,32 @@ def _collect(*, index: int, at: datetime, elapsed: float, decl: Declaration, dep
         ok, reason = dc.routing_matches(spec, observed)
         routing = dc.RoutingState(ok, redact(reason), (not ok) and reason.startswith(dc.MORE_TRAFFIC))
     except AdapterError as exc:
-        routing = dc.RoutingState(False, f"routing read-back failed: {redact(exc.reason)}", False, available=False)
+        routing = dc.RoutingState(
+            False, f"routing read-back failed: {redact(exc.reason)}", False, available=False
+        )
     logs = _scan_pod_logs(kube, dep.namespace, dep.selector)
     revoked = _approval_revoked_since(history, digest, dep.started.seq)
     er = stable_m.error_rate
     prod_ok = not (er.usable and er.value is not None and er.value > thresholds.max_error_rate)
-    return dc.CanarySample(index=index, at=_iso(at), elapsed_seconds=round(elapsed, 3), pods=pod_state,
-                           health_inside=inside, health_outside=outside, canary=canary_m, stable=stable_m,
-                           routing=routing, logs=logs, approval_revoked=revoked, production_available=prod_ok)
+    return dc.CanarySample(
+        index=index,
+        at=_iso(at),
+        elapsed_seconds=round(elapsed, 3),
+        pods=pod_state,
+        health_inside=inside,
+        health_outside=outside,
+        canary=canary_m,
+        stable=stable_m,
+        routing=routing,
+        logs=logs,
+        approval_revoked=revoked,
+        production_available=prod_ok,
+    )
 
 
-def _outside_probe(http: httpx.Client, spec: dc.RoutingSpec, path: str, expect: int,
-                   ingress_url: str | None = None) -> dc.Probe:
+def _outside_probe(
+    http: httpx.Client, spec: dc.RoutingSpec, path: str, expect: int, ingress_url: str | None = None
+) -> dc.Probe:
     """GET the production URL the way operator traffic reaches the canary (header / path / weighted).
 
     ``ingress_url`` (``RAILIANCE_INGRESS_URL``) sends the request to that ingress address instead of
@@ -1121,8 +1457,13 @@ def _outside_probe(http: httpx.Client, spec: dc.RoutingSpec, path: str, expect: 
 
 
 def _approval_revoked_since(history: Sequence[RecordedEvent], digest: str, after_seq: int) -> bool:
-    return any(ev.kind == EventKind.APPROVAL_REVOKED and ev.candidate == digest and ev.seq > after_seq
-               and (ev.stage in (None, 2)) for ev in history)
+    return any(
+        ev.kind == EventKind.APPROVAL_REVOKED
+        and ev.candidate == digest
+        and ev.seq > after_seq
+        and (ev.stage in (None, 2))
+        for ev in history
+    )
 
 
 def _thresholds(decl: Declaration) -> dc.Thresholds:
@@ -1170,8 +1511,10 @@ def observe_canary(
     workload = decl.workload.name
     dep = _open_deployment(store.read_stream(workload), digest)
     if dep is None:
-        raise InvalidInput(f"no Stage 2 canary of {workload} is being observed",
-                           hint="deploy one first with `railiance deploy --stage 2 APP_DIR`")
+        raise InvalidInput(
+            f"no Stage 2 canary of {workload} is being observed",
+            hint="deploy one first with `railiance deploy --stage 2 APP_DIR`",
+        )
     digest = str(dep.started.candidate)
     ctx = _make_ctx(store, decl, str(dep.started.payload["release"]["image"]))
     ctx.rollback_target = dep.started.payload.get("rollback_target")
@@ -1187,29 +1530,80 @@ def observe_canary(
     taken = 0
     while len(samples) < expected:
         if max_samples is not None and taken >= max_samples:
-            return StageOutcome(document=_progress_doc(ctx, dep, samples, expected, resumed), exit_code=0,
-                                events=events, samples=len(samples), expected_samples=expected)
+            return StageOutcome(
+                document=_progress_doc(ctx, dep, samples, expected, resumed),
+                exit_code=0,
+                events=events,
+                samples=len(samples),
+                expected_samples=expected,
+            )
         tick = clock()
         history = store.read_stream(workload)
         ctx.history = history  # approvals revoked mid-window count in the final operator_approval check
-        sample = _collect(index=len(samples), at=now(), elapsed=tick - t0 + (samples[-1].elapsed_seconds if samples else 0.0),
-                          decl=decl, dep=dep, kube=kube, metrics=metrics, http=http, thresholds=thresholds,
-                          history=history, digest=digest, metrics_window=mwin, ingress_url=ingress_url)
-        events += store.append([NewEvent(stream=workload, kind=EventKind.CANARY_SAMPLE, actor=operator,
-                                         candidate=digest, stage=2, payload=redact_value(sample.to_payload()))])
+        sample = _collect(
+            index=len(samples),
+            at=now(),
+            elapsed=tick - t0 + (samples[-1].elapsed_seconds if samples else 0.0),
+            decl=decl,
+            dep=dep,
+            kube=kube,
+            metrics=metrics,
+            http=http,
+            thresholds=thresholds,
+            history=history,
+            digest=digest,
+            metrics_window=mwin,
+            ingress_url=ingress_url,
+        )
+        events += store.append(
+            [
+                NewEvent(
+                    stream=workload,
+                    kind=EventKind.CANARY_SAMPLE,
+                    actor=operator,
+                    candidate=digest,
+                    stage=2,
+                    payload=redact_value(sample.to_payload()),
+                )
+            ]
+        )
         samples.append(sample)
         taken += 1
         if on_progress is not None:
             on_progress(len(samples), expected, sample)
         symptom = dc.immediate_rollback_reason(sample, thresholds)
         if symptom is not None:
-            return _rollback_and_fail(store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, statehub=statehub,
-                                      operator=operator, samples=samples, thresholds=thresholds, symptom=symptom,
-                                      expected=expected, events=events, now=now)
+            return _rollback_and_fail(
+                store=store,
+                ctx=ctx,
+                dep=dep,
+                kube=kube,
+                helm=helm,
+                statehub=statehub,
+                operator=operator,
+                samples=samples,
+                thresholds=thresholds,
+                symptom=symptom,
+                expected=expected,
+                events=events,
+                now=now,
+            )
         if len(samples) < expected:
             sleep(max(0.0, interval - (clock() - tick)))
-    return _finish(store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, statehub=statehub, operator=operator,
-                   samples=samples, thresholds=thresholds, expected=expected, events=events, now=now)
+    return _finish(
+        store=store,
+        ctx=ctx,
+        dep=dep,
+        kube=kube,
+        helm=helm,
+        statehub=statehub,
+        operator=operator,
+        samples=samples,
+        thresholds=thresholds,
+        expected=expected,
+        events=events,
+        now=now,
+    )
 
 
 def default_metrics_window(interval: float) -> str:
@@ -1221,24 +1615,51 @@ def default_metrics_window(interval: float) -> str:
     return f"{max(math.ceil(interval * 3), 3)}s"
 
 
-def _progress_doc(ctx: _Ctx, dep: _Deployment, samples: Sequence[dc.CanarySample], expected: int, resumed: int) -> dict[str, Any]:
-    return {"phase": "observing", "stage": 2, "workload": {"name": ctx.workload, "repo": ctx.decl.workload.repo},
-            "candidate": _candidate(ctx).model_dump(mode="json"), "samples": len(samples),
-            "expected_samples": expected, "resumed_from": resumed, "status": "pass",
-            "checks": [v.to_check().model_dump(mode="json") for v in dc.evaluate_sample(samples[-1], _thresholds(ctx.decl))]
-            if samples else []}
+def _progress_doc(
+    ctx: _Ctx, dep: _Deployment, samples: Sequence[dc.CanarySample], expected: int, resumed: int
+) -> dict[str, Any]:
+    return {
+        "phase": "observing",
+        "stage": 2,
+        "workload": {"name": ctx.workload, "repo": ctx.decl.workload.repo},
+        "candidate": _candidate(ctx).model_dump(mode="json"),
+        "samples": len(samples),
+        "expected_samples": expected,
+        "resumed_from": resumed,
+        "status": "pass",
+        "checks": [
+            v.to_check().model_dump(mode="json")
+            for v in dc.evaluate_sample(samples[-1], _thresholds(ctx.decl))
+        ]
+        if samples
+        else [],
+    }
 
 
-def _verdicts(ctx: _Ctx, dep: _Deployment, samples: Sequence[dc.CanarySample], thresholds: dc.Thresholds,
-              expected: int, helm: HelmLike | None, *, read_back: bool) -> list[Check]:
+def _verdicts(
+    ctx: _Ctx,
+    dep: _Deployment,
+    samples: Sequence[dc.CanarySample],
+    thresholds: dc.Thresholds,
+    expected: int,
+    helm: HelmLike | None,
+    *,
+    read_back: bool,
+) -> list[Check]:
     """The acceptance gates, ``canary_release_identity`` and ``operator_approval`` (``statehub_note``
     is added by the caller once the note about them was posted)."""
     rb = ctx.decl.rollback
     target = ctx.rollback_target
-    readiness = dc.RollbackReadiness(target_known=bool(target), target=_target_text(target), tested=bool(rb.tested),
-                                     command=rb.command or "")
+    readiness = dc.RollbackReadiness(
+        target_known=bool(target),
+        target=_target_text(target),
+        tested=bool(rb.tested),
+        command=rb.command or "",
+    )
     waivers = {name: ev.event_id for name, ev in ctx.waivers.items()}
-    verdicts = dc.evaluate_window(samples, thresholds, expected_samples=expected, rollback=readiness, waivers=waivers)
+    verdicts = dc.evaluate_window(
+        samples, thresholds, expected_samples=expected, rollback=readiness, waivers=waivers
+    )
     checks = [v.to_check() for v in verdicts]
     identity = _guard(IDENTITY_GATE, lambda: _check_release_identity(ctx, dep, helm if read_back else None))
     checks.append(_waive(ctx, identity))
@@ -1251,8 +1672,13 @@ def _waive(ctx: _Ctx, check: Check) -> Check:
     waiver = ctx.waivers.get(check.name)
     if check.status != CheckStatus.FAIL or waiver is None:
         return check
-    return Check(name=check.name, status=CheckStatus.WAIVED, waiver=waiver.event_id, evidence=check.evidence,
-                 reason=redact(f"{check.reason} (waived by {waiver.actor}, event {waiver.event_id})"))
+    return Check(
+        name=check.name,
+        status=CheckStatus.WAIVED,
+        waiver=waiver.event_id,
+        evidence=check.evidence,
+        reason=redact(f"{check.reason} (waived by {waiver.actor}, event {waiver.event_id})"),
+    )
 
 
 _SHA256_HEX = frozenset("0123456789abcdef")
@@ -1268,38 +1694,66 @@ def _check_release_identity(ctx: _Ctx, dep: _Deployment, helm: HelmLike | None) 
     rel = p.get("release") or {}
     sha = str((p.get("manifests") or {}).get("sha256") or "")
     release, namespace, revision = rel.get("name"), rel.get("namespace"), rel.get("revision")
-    missing = [what for what, value in (("release name", release), ("namespace", namespace), ("revision", revision))
-               if value in (None, "")]
+    missing = [
+        what
+        for what, value in (("release name", release), ("namespace", namespace), ("revision", revision))
+        if value in (None, "")
+    ]
     if len(sha) != 64 or not set(sha) <= _SHA256_HEX:
         missing.append("rendered manifests sha256")
     if missing:
-        return _check(name, False, "release identity not recorded in stage.started: missing " + ", ".join(missing),
-                      technical=True)
+        return _check(
+            name,
+            False,
+            "release identity not recorded in stage.started: missing " + ", ".join(missing),
+            technical=True,
+        )
     ident = f"release {namespace}/{release} revision {revision}, rendered manifests sha256:{sha}"
-    evidence = [Evidence(kind="k8s-object", ref=f"helm-release/{namespace}/{release}", detail=f"revision {revision}"),
-                Evidence(kind="summary", ref=f"manifests:sha256:{sha}", detail="rendered release identity")]
+    evidence = [
+        Evidence(kind="k8s-object", ref=f"helm-release/{namespace}/{release}", detail=f"revision {revision}"),
+        Evidence(kind="summary", ref=f"manifests:sha256:{sha}", detail="rendered release identity"),
+    ]
     if helm is None:
-        return _check(name, True, f"{ident} recorded (not read back: the immediate rollback removed the release)",
-                      evidence=evidence)
+        return _check(
+            name,
+            True,
+            f"{ident} recorded (not read back: the immediate rollback removed the release)",
+            evidence=evidence,
+        )
     try:
         history = helm.history(release=str(release), namespace=str(namespace))
     except AdapterNotFound:
-        return _check(name, False, f"canary release {namespace}/{release} not found: removed during the window "
-                                   f"(recorded revision {revision})")
+        return _check(
+            name,
+            False,
+            f"canary release {namespace}/{release} not found: removed during the window "
+            f"(recorded revision {revision})",
+        )
     deployed = [r for r in history if str(r.get("status", "")).lower() == "deployed"]
     if not deployed:
-        return _check(name, False, f"canary release {namespace}/{release} has no deployed revision "
-                                   f"(recorded revision {revision})")
+        return _check(
+            name,
+            False,
+            f"canary release {namespace}/{release} has no deployed revision (recorded revision {revision})",
+        )
     live = deployed[-1].get("revision")
     if str(live) != str(revision):
-        return _check(name, False, f"canary release {namespace}/{release} is at revision {live}, not the recorded "
-                                   f"revision {revision}: it was changed during the window")
+        return _check(
+            name,
+            False,
+            f"canary release {namespace}/{release} is at revision {live}, not the recorded "
+            f"revision {revision}: it was changed during the window",
+        )
     get_manifest: Callable[..., str] | None = getattr(helm, "get_manifest", None)
     if get_manifest is not None:
         manifest = get_manifest(release=str(release), namespace=str(namespace), revision=int(str(revision)))
         if ctx.digest not in manifest:
-            return _check(name, False, f"the deployed manifest of {namespace}/{release} revision {revision} does not "
-                                       f"pin the candidate {ctx.digest}")
+            return _check(
+                name,
+                False,
+                f"the deployed manifest of {namespace}/{release} revision {revision} does not "
+                f"pin the candidate {ctx.digest}",
+            )
     return _check(name, True, f"{ident}: deployed as recorded, pinned to {ctx.digest}", evidence=evidence)
 
 
@@ -1310,49 +1764,95 @@ def _check_statehub_note(ctx: _Ctx, note: NoteOutcome) -> Check:
 
     rec = note.record
     if note.delivered and note.note_id and rec is not None and rec.payload.get("delivered"):
-        return _check(STATEHUB_GATE, True,
-                      f"progress note {note.note_id} delivered to State Hub (ledger note.posted seq {rec.seq})",
-                      evidence=[Evidence(kind="statehub", ref=note.note_id, detail=f"note.posted seq {rec.seq}")])
+        return _check(
+            STATEHUB_GATE,
+            True,
+            f"progress note {note.note_id} delivered to State Hub (ledger note.posted seq {rec.seq})",
+            evidence=[Evidence(kind="statehub", ref=note.note_id, detail=f"note.posted seq {rec.seq}")],
+        )
     if not note.configured:
-        reason = (f"no State Hub configured: {STATEHUB_URL_ENV} is not set, so the required Stage 2 progress "
-                  "note was not posted")
+        reason = (
+            f"no State Hub configured: {STATEHUB_URL_ENV} is not set, so the required Stage 2 progress "
+            "note was not posted"
+        )
     else:
         where = f" (ledger note.posted seq {rec.seq}, delivered=false)" if rec is not None else ""
-        reason = f"State Hub progress note not delivered after {note.attempts} attempt(s): {note.error}{where}"
+        reason = (
+            f"State Hub progress note not delivered after {note.attempts} attempt(s): {note.error}{where}"
+        )
     return _waive(ctx, _check(STATEHUB_GATE, False, reason, technical=True))
 
 
-def _window_evidence(ctx: _Ctx, dep: _Deployment, samples: Sequence[dc.CanarySample], note: NoteOutcome) -> list[Evidence]:
+def _window_evidence(
+    ctx: _Ctx, dep: _Deployment, samples: Sequence[dc.CanarySample], note: NoteOutcome
+) -> list[Evidence]:
     rel = dep.started.payload.get("release") or {}
     man = dep.started.payload.get("manifests") or {}
     last = samples[-1] if samples else None
     ev = [
         Evidence(kind="digest", ref=ctx.image, detail="candidate"),
-        Evidence(kind="summary", ref=f"manifests:sha256:{man.get('sha256')}", detail="rendered release identity"),
-        Evidence(kind="k8s-object", ref=f"helm-release/{rel.get('namespace')}/{rel.get('name')}",
-                 detail=f"revision {rel.get('revision')}"),
+        Evidence(
+            kind="summary", ref=f"manifests:sha256:{man.get('sha256')}", detail="rendered release identity"
+        ),
+        Evidence(
+            kind="k8s-object",
+            ref=f"helm-release/{rel.get('namespace')}/{rel.get('name')}",
+            detail=f"revision {rel.get('revision')}",
+        ),
     ]
     if last is not None:
         pods = last.pods
-        ev.append(Evidence(kind="pod-status", ref=dep.selector,
-                           detail=f"{pods.ready}/{pods.total} ready, {pods.restarts} restarts" if pods.available
-                           else f"pod status unavailable: {pods.reason}"))
+        ev.append(
+            Evidence(
+                kind="pod-status",
+                ref=dep.selector,
+                detail=f"{pods.ready}/{pods.total} ready, {pods.restarts} restarts"
+                if pods.available
+                else f"pod status unavailable: {pods.reason}",
+            )
+        )
         ev.append(Evidence(kind="summary", ref=f"routing:{dep.spec.form}", detail=last.routing.reason))
         key = ctx.decl.key_health
         if last.health_inside is not None:
-            ev.append(Evidence(kind="http-status", ref=last.health_inside.target or "inside",
-                               detail=f"key health inside: {last.health_inside.reason} ({key.name} {key.path})"))
+            ev.append(
+                Evidence(
+                    kind="http-status",
+                    ref=last.health_inside.target or "inside",
+                    detail=f"key health inside: {last.health_inside.reason} ({key.name} {key.path})",
+                )
+            )
         if last.health_outside is not None:
-            ev.append(Evidence(kind="http-status", ref=last.health_outside.target or "outside",
-                               detail=f"key health outside: {last.health_outside.reason} ({key.name} {key.path})"))
-        unavailable = [s.index for s in samples if not (s.canary.error_rate.usable and s.canary.p95_latency_ms.usable)]
+            ev.append(
+                Evidence(
+                    kind="http-status",
+                    ref=last.health_outside.target or "outside",
+                    detail=f"key health outside: {last.health_outside.reason} ({key.name} {key.path})",
+                )
+            )
+        unavailable = [
+            s.index for s in samples if not (s.canary.error_rate.usable and s.canary.p95_latency_ms.usable)
+        ]
         if unavailable:
-            ev.append(Evidence(kind="query", ref=ctx.decl.observability.prometheus_selector,
-                               detail=f"metrics unavailable in samples {unavailable}"))
+            ev.append(
+                Evidence(
+                    kind="query",
+                    ref=ctx.decl.observability.prometheus_selector,
+                    detail=f"metrics unavailable in samples {unavailable}",
+                )
+            )
         else:
-            ev.append(Evidence(kind="query", ref=ctx.decl.observability.prometheus_selector,
-                               detail=f"metrics window: {len(samples)} samples from {samples[0].at} to {last.at}"))
-    ref = note.note_id if note.delivered and note.note_id else ("not configured" if not note.configured else "not delivered")
+            ev.append(
+                Evidence(
+                    kind="query",
+                    ref=ctx.decl.observability.prometheus_selector,
+                    detail=f"metrics window: {len(samples)} samples from {samples[0].at} to {last.at}",
+                )
+            )
+    ref = (
+        note.note_id
+        if note.delivered and note.note_id
+        else ("not configured" if not note.configured else "not delivered")
+    )
     ev.append(Evidence(kind="statehub", ref=ref, detail="progress note"))
     return ev
 
@@ -1363,9 +1863,21 @@ def _refresh(store: EventStore, ctx: _Ctx) -> None:
     ctx.waivers = _waivers(ctx.history, ctx.digest)
 
 
-def _finish(*, store: EventStore, ctx: _Ctx, dep: _Deployment, kube: KubeLike, helm: HelmLike, statehub: NotePoster | None,
-            operator: str, samples: list[dc.CanarySample], thresholds: dc.Thresholds, expected: int,
-            events: list[RecordedEvent], now: Callable[[], datetime]) -> StageOutcome:
+def _finish(
+    *,
+    store: EventStore,
+    ctx: _Ctx,
+    dep: _Deployment,
+    kube: KubeLike,
+    helm: HelmLike,
+    statehub: NotePoster | None,
+    operator: str,
+    samples: list[dc.CanarySample],
+    thresholds: dc.Thresholds,
+    expected: int,
+    events: list[RecordedEvent],
+    now: Callable[[], datetime],
+) -> StageOutcome:
     """End of the window: the gates; then the State Hub note about them; then ``statehub_note``.
 
     Gates passed: the note says "acceptance gates passed" (never "accepted": the stage accepts only
@@ -1379,42 +1891,109 @@ def _finish(*, store: EventStore, ctx: _Ctx, dep: _Deployment, kube: KubeLike, h
     rolled_back = False
     if overall_status(checks) == "pass":
         head = events[-1].seq if events else dep.started.seq
-        note = _post_note(store, statehub, dep.started, ctx.decl, warnings=warnings, evidence=[],
-                          title=f"{ctx.workload}: Stage 2 canary acceptance gates passed",
-                          body=(f"Canary {ctx.image}: every acceptance gate passed over {len(samples)}/{expected} "
-                                f"samples (ledger up to seq {head}). Stage 2 accepts the candidate only once this "
-                                "note is recorded as delivered; the result follows in the ledger as stage.completed "
-                                f"(stage 2) of {ctx.workload} for {ctx.digest}."))
+        note = _post_note(
+            store,
+            statehub,
+            dep.started,
+            ctx.decl,
+            warnings=warnings,
+            evidence=[],
+            title=f"{ctx.workload}: Stage 2 canary acceptance gates passed",
+            body=(
+                f"Canary {ctx.image}: every acceptance gate passed over {len(samples)}/{expected} "
+                f"samples (ledger up to seq {head}). Stage 2 accepts the candidate only once this "
+                "note is recorded as delivered; the result follows in the ledger as stage.completed "
+                f"(stage 2) of {ctx.workload} for {ctx.digest}."
+            ),
+        )
         checks.append(_check_statehub_note(ctx, note))
         if overall_status(checks) == "fail":
-            events += _rollback(store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator, now=now,
-                                symptom=f"canary rejected at the end of the window: {STATEHUB_GATE}")
+            events += _rollback(
+                store=store,
+                ctx=ctx,
+                dep=dep,
+                kube=kube,
+                helm=helm,
+                operator=operator,
+                now=now,
+                symptom=f"canary rejected at the end of the window: {STATEHUB_GATE}",
+            )
             rolled_back = True
     else:
         failed = ", ".join(c.name for c in checks if c.status == CheckStatus.FAIL)
-        events += _rollback(store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator,
-                            symptom=f"canary rejected at the end of the window: {failed}", now=now)
+        events += _rollback(
+            store=store,
+            ctx=ctx,
+            dep=dep,
+            kube=kube,
+            helm=helm,
+            operator=operator,
+            symptom=f"canary rejected at the end of the window: {failed}",
+            now=now,
+        )
         rolled_back = True
         note = _post_rejection(store, ctx, dep, statehub, samples, checks, expected, warnings)
         checks.append(_check_statehub_note(ctx, note))
-    return _close(store=store, ctx=ctx, dep=dep, note=note, operator=operator, samples=samples, checks=checks,
-                  events=events, warnings=warnings, rolled_back=rolled_back, expected=expected, now=now)
+    return _close(
+        store=store,
+        ctx=ctx,
+        dep=dep,
+        note=note,
+        operator=operator,
+        samples=samples,
+        checks=checks,
+        events=events,
+        warnings=warnings,
+        rolled_back=rolled_back,
+        expected=expected,
+        now=now,
+    )
 
 
-def _post_rejection(store: EventStore, ctx: _Ctx, dep: _Deployment, statehub: NotePoster | None,
-                    samples: Sequence[dc.CanarySample], checks: Sequence[Check], expected: int,
-                    warnings: list[str]) -> NoteOutcome:
+def _post_rejection(
+    store: EventStore,
+    ctx: _Ctx,
+    dep: _Deployment,
+    statehub: NotePoster | None,
+    samples: Sequence[dc.CanarySample],
+    checks: Sequence[Check],
+    expected: int,
+    warnings: list[str],
+) -> NoteOutcome:
     """The "rejected" progress note, posted after the canary was removed."""
     failed = [f"{c.name}: {c.reason}" for c in checks if c.status == CheckStatus.FAIL]
-    body = (f"Canary {ctx.image}: fail; {len(samples)}/{expected} samples. Failed gates: " + "; ".join(failed)
-            + ". The canary was rolled back.")
-    return _post_note(store, statehub, dep.started, ctx.decl, title=f"{ctx.workload}: Stage 2 canary rejected",
-                      body=body, evidence=[], warnings=warnings)
+    body = (
+        f"Canary {ctx.image}: fail; {len(samples)}/{expected} samples. Failed gates: "
+        + "; ".join(failed)
+        + ". The canary was rolled back."
+    )
+    return _post_note(
+        store,
+        statehub,
+        dep.started,
+        ctx.decl,
+        title=f"{ctx.workload}: Stage 2 canary rejected",
+        body=body,
+        evidence=[],
+        warnings=warnings,
+    )
 
 
-def _close(*, store: EventStore, ctx: _Ctx, dep: _Deployment, note: NoteOutcome, operator: str,
-           samples: list[dc.CanarySample], checks: list[Check], events: list[RecordedEvent], warnings: list[str],
-           rolled_back: bool, expected: int, now: Callable[[], datetime]) -> StageOutcome:
+def _close(
+    *,
+    store: EventStore,
+    ctx: _Ctx,
+    dep: _Deployment,
+    note: NoteOutcome,
+    operator: str,
+    samples: list[dc.CanarySample],
+    checks: list[Check],
+    events: list[RecordedEvent],
+    warnings: list[str],
+    rolled_back: bool,
+    expected: int,
+    now: Callable[[], datetime],
+) -> StageOutcome:
     status = overall_status(checks)
     started = datetime.fromisoformat(str(dep.started.payload.get("started_at") or dep.started.recorded_at))
     result = _result(ctx, checks, _window_evidence(ctx, dep, samples, note), started, now())
@@ -1422,58 +2001,154 @@ def _close(*, store: EventStore, ctx: _Ctx, dep: _Deployment, note: NoteOutcome,
     doc["phase"] = "completed"
     doc["rolled_back"] = rolled_back
     doc["statehub_note"] = note.note_id if note.delivered else None
-    return StageOutcome(document=doc, exit_code=0 if status == "pass" else 1, events=events + evs,
-                        warnings=warnings + w, rolled_back=rolled_back, samples=len(samples), expected_samples=expected)
+    return StageOutcome(
+        document=doc,
+        exit_code=0 if status == "pass" else 1,
+        events=events + evs,
+        warnings=warnings + w,
+        rolled_back=rolled_back,
+        samples=len(samples),
+        expected_samples=expected,
+    )
 
 
-def _rollback(*, store: EventStore, ctx: _Ctx, dep: _Deployment, kube: KubeLike, helm: HelmLike | None, operator: str,
-              symptom: str, now: Callable[[], datetime]) -> list[RecordedEvent]:
+def _rollback(
+    *,
+    store: EventStore,
+    ctx: _Ctx,
+    dep: _Deployment,
+    kube: KubeLike,
+    helm: HelmLike | None,
+    operator: str,
+    symptom: str,
+    now: Callable[[], datetime],
+) -> list[RecordedEvent]:
     """Append ``rollback.started``, remove the canary, append ``rollback.completed``."""
     workload, digest = ctx.workload, ctx.digest
     target = ctx.rollback_target or {}
-    begun = store.append([NewEvent(stream=workload, kind=EventKind.ROLLBACK_STARTED, actor=operator, candidate=digest,
-                                   stage=2, payload=redact_value({"symptom": symptom, "at": _iso(now()),
-                                                                  "action": "remove canary routing and release",
-                                                                  "rollback_target": target}))])
+    begun = store.append(
+        [
+            NewEvent(
+                stream=workload,
+                kind=EventKind.ROLLBACK_STARTED,
+                actor=operator,
+                candidate=digest,
+                stage=2,
+                payload=redact_value(
+                    {
+                        "symptom": symptom,
+                        "at": _iso(now()),
+                        "action": "remove canary routing and release",
+                        "rollback_target": target,
+                    }
+                ),
+            )
+        ]
+    )
     p = dep.started.payload
-    action = _remove(kube=kube, helm=helm, spec=dep.spec, release=dep.release, namespace=dep.namespace,
-                     creates=p.get("routing_created") or [], previous=p.get("routing_previous") or [])
+    action = _remove(
+        kube=kube,
+        helm=helm,
+        spec=dep.spec,
+        release=dep.release,
+        namespace=dep.namespace,
+        creates=p.get("routing_created") or [],
+        previous=p.get("routing_previous") or [],
+    )
     failed = "FAILED" in action
-    done = store.append([
-        NewEvent(stream=workload, kind=EventKind.ROUTING_CHANGED, actor=operator, candidate=digest, stage=2,
-                 payload=redact_value({"action": "canary routing removed", "detail": action})),
-        NewEvent(stream=workload, kind=EventKind.ROLLBACK_COMPLETED, actor=operator, candidate=digest, stage=2,
-                 payload=redact_value({
-                     "symptom": symptom, "action": action, "final_stable": target.get("digest"),
-                     "final_image": _target_text(target),
-                     "remaining_cleanup": "retry the failed removal steps listed in action" if failed else "none",
-                     "candidate_disposition": "returned to Stage 1", "succeeded": not failed, "at": _iso(now()),
-                 })),
-    ])
+    done = store.append(
+        [
+            NewEvent(
+                stream=workload,
+                kind=EventKind.ROUTING_CHANGED,
+                actor=operator,
+                candidate=digest,
+                stage=2,
+                payload=redact_value({"action": "canary routing removed", "detail": action}),
+            ),
+            NewEvent(
+                stream=workload,
+                kind=EventKind.ROLLBACK_COMPLETED,
+                actor=operator,
+                candidate=digest,
+                stage=2,
+                payload=redact_value(
+                    {
+                        "symptom": symptom,
+                        "action": action,
+                        "final_stable": target.get("digest"),
+                        "final_image": _target_text(target),
+                        "remaining_cleanup": "retry the failed removal steps listed in action"
+                        if failed
+                        else "none",
+                        "candidate_disposition": "returned to Stage 1",
+                        "succeeded": not failed,
+                        "at": _iso(now()),
+                    }
+                ),
+            ),
+        ]
+    )
     return begun + done
 
 
-def _rollback_and_fail(*, store: EventStore, ctx: _Ctx, dep: _Deployment, kube: KubeLike, helm: HelmLike,
-                       statehub: NotePoster | None, operator: str, samples: list[dc.CanarySample],
-                       thresholds: dc.Thresholds, symptom: str, expected: int, events: list[RecordedEvent],
-                       now: Callable[[], datetime]) -> StageOutcome:
-    events += _rollback(store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator, symptom=symptom, now=now)
+def _rollback_and_fail(
+    *,
+    store: EventStore,
+    ctx: _Ctx,
+    dep: _Deployment,
+    kube: KubeLike,
+    helm: HelmLike,
+    statehub: NotePoster | None,
+    operator: str,
+    samples: list[dc.CanarySample],
+    thresholds: dc.Thresholds,
+    symptom: str,
+    expected: int,
+    events: list[RecordedEvent],
+    now: Callable[[], datetime],
+) -> StageOutcome:
+    events += _rollback(
+        store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator, symptom=symptom, now=now
+    )
     _refresh(store, ctx)
     checks = _verdicts(ctx, dep, samples, thresholds, expected, helm, read_back=False)
     checks.insert(0, _check("immediate_rollback", False, f"rolled back immediately: {symptom}"))
     warnings: list[str] = []
     note = _post_rejection(store, ctx, dep, statehub, samples, checks, expected, warnings)
     checks.append(_check_statehub_note(ctx, note))
-    return _close(store=store, ctx=ctx, dep=dep, note=note, operator=operator, samples=samples, checks=checks,
-                  events=events, warnings=warnings, rolled_back=True, expected=expected, now=now)
+    return _close(
+        store=store,
+        ctx=ctx,
+        dep=dep,
+        note=note,
+        operator=operator,
+        samples=samples,
+        checks=checks,
+        events=events,
+        warnings=warnings,
+        rolled_back=True,
+        expected=expected,
+        now=now,
+    )
 
 
-def remove_canary(*, store: EventStore, decl: Declaration, operator: str, kube: KubeLike, helm: HelmLike,
-                  reason: str, now: Callable[[], datetime] = _utcnow) -> list[RecordedEvent]:
+def remove_canary(
+    *,
+    store: EventStore,
+    decl: Declaration,
+    operator: str,
+    kube: KubeLike,
+    helm: HelmLike,
+    reason: str,
+    now: Callable[[], datetime] = _utcnow,
+) -> list[RecordedEvent]:
     """Operator-triggered Stage 2 rollback of the canary being observed (``railiance rollback`` during Stage 2)."""
     dep = _open_deployment(store.read_stream(decl.workload.name), None)
     if dep is None:
         raise InvalidInput(f"no Stage 2 canary of {decl.workload.name} is deployed")
     ctx = _make_ctx(store, decl, str(dep.started.payload["release"]["image"]))
     ctx.rollback_target = dep.started.payload.get("rollback_target")
-    return _rollback(store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator, symptom=reason, now=now)
+    return _rollback(
+        store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator, symptom=reason, now=now
+    )

@@ -107,7 +107,11 @@ PRECHECKS: tuple[str, ...] = (
 )
 """Every Stage 3 precheck, in the order they run (all before anything changes): the spec's six, then
 that the required State Hub note has somewhere to go."""
-PROMOTION_CHECKS: tuple[str, ...] = ("promotion_applied", "stable_routing_points_at_candidate", "post_promotion_smoke")
+PROMOTION_CHECKS: tuple[str, ...] = (
+    "promotion_applied",
+    "stable_routing_points_at_candidate",
+    "post_promotion_smoke",
+)
 """The checks a Stage 3 result reports after the prechecks, once the promotion was attempted (a failed
 one adds ``automatic_rollback``); all pass in a passing result."""
 
@@ -137,10 +141,6 @@ def _utcnow() -> datetime:
 
 def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-
-
 
 
 # ---------------------------------------------------------------------------------------- context
@@ -207,23 +207,29 @@ def _render(ctx: _Ctx, helm: HelmLike) -> None:
     if ctx.rendered_text:
         return
     decl = ctx.decl
-    text = helm.template(chart=decl.resolve(decl.chart.path), release=ctx.release, namespace=ctx.namespace,
-                         values_files=_values_files(decl), set_values=_set_values(ctx),
-                         kube_version=decl.workload.kubernetes_version)
+    text = helm.template(
+        chart=decl.resolve(decl.chart.path),
+        release=ctx.release,
+        namespace=ctx.namespace,
+        values_files=_values_files(decl),
+        set_values=_set_values(ctx),
+        kube_version=decl.workload.kubernetes_version,
+    )
     ctx.rendered_text = canonical_manifests(text)
     ctx.rendered_docs = rb.split_docs(ctx.rendered_text)
     for doc in ctx.rendered_docs:
         doc.setdefault("metadata", {}).setdefault("namespace", ctx.namespace)
 
 
-def _store_values(decl: Declaration, home: Path | None,
-                  files: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+def _store_values(
+    decl: Declaration, home: Path | None, files: Sequence[str | None] | None = None
+) -> list[dict[str, Any]]:
     """sha256 of every production values file (or of ``files``); each copied to ``$RAILIANCE_HOME/values/<sha256>.yaml``."""
     from railiance_ledger import config
 
     out: list[dict[str, Any]] = []
     base = (home or config.railiance_home()) / "values"
-    for rel in (files if files is not None else (decl.chart.values, decl.stages.production.values)):
+    for rel in files if files is not None else (decl.chart.values, decl.stages.production.values):
         if not rel:
             continue
         path = decl.resolve(rel)
@@ -237,7 +243,9 @@ def _store_values(decl: Declaration, home: Path | None,
     return out
 
 
-def _latest(history: Sequence[RecordedEvent], kind: str, digest: str, stage: int | None = None) -> RecordedEvent | None:
+def _latest(
+    history: Sequence[RecordedEvent], kind: str, digest: str, stage: int | None = None
+) -> RecordedEvent | None:
     found: RecordedEvent | None = None
     for ev in history:
         if ev.kind == kind and ev.candidate == digest and (stage is None or ev.stage == stage):
@@ -251,7 +259,12 @@ def _canary_deployment(history: Sequence[RecordedEvent], digest: str) -> Recorde
     if started is None:
         return None
     for ev in history:
-        if ev.seq > started.seq and ev.candidate == digest and ev.kind == EventKind.ROLLBACK_COMPLETED and ev.stage == 2:
+        if (
+            ev.seq > started.seq
+            and ev.candidate == digest
+            and ev.kind == EventKind.ROLLBACK_COMPLETED
+            and ev.stage == 2
+        ):
             return None
     return started
 
@@ -262,39 +275,64 @@ def _canary_deployment(history: Sequence[RecordedEvent], digest: str) -> Recorde
 def _check_stage2(ctx: _Ctx) -> Check:
     last_rb = _latest(ctx.history, EventKind.ROLLBACK_COMPLETED, ctx.digest)
     if last_rb is not None and last_rb.payload.get("candidate_fate") in ("blocked", "abandoned"):
-        return _check("stage2_accepted", False,
-                      f"{ctx.digest} was {last_rb.payload['candidate_fate']} by rollback {last_rb.event_id}: "
-                      "it may not be promoted again")
+        return _check(
+            "stage2_accepted",
+            False,
+            f"{ctx.digest} was {last_rb.payload['candidate_fate']} by rollback {last_rb.event_id}: "
+            "it may not be promoted again",
+        )
     after = last_rb.seq if last_rb is not None and last_rb.stage == 3 else 0
     result = _latest(ctx.history, EventKind.STAGE_COMPLETED, ctx.digest, 2)
     if result is not None and str(result.payload.get("status")) == "pass" and result.seq > after:
         ctx.stage2_result = result
-        return _check("stage2_accepted", True,
-                      f"Stage 2 acceptance gates passed for {ctx.digest} (ledger seq {result.seq})",
-                      evidence=[Evidence(kind="summary", ref=f"ledger:{result.event_id}",
-                                         detail=f"stage 2 result seq {result.seq} hash {result.hash}")])
+        return _check(
+            "stage2_accepted",
+            True,
+            f"Stage 2 acceptance gates passed for {ctx.digest} (ledger seq {result.seq})",
+            evidence=[
+                Evidence(
+                    kind="summary",
+                    ref=f"ledger:{result.event_id}",
+                    detail=f"stage 2 result seq {result.seq} hash {result.hash}",
+                )
+            ],
+        )
     if stage_excepted(ctx.history, ctx.digest, 2):
-        exc = next(ev for ev in reversed(ctx.history)
-                   if ev.kind == EventKind.EXCEPTION_EMERGENCY and ev.candidate == ctx.digest
-                   and int(ev.payload.get("skip_stage", 0) or 0) == 2)
+        exc = next(
+            ev
+            for ev in reversed(ctx.history)
+            if ev.kind == EventKind.EXCEPTION_EMERGENCY
+            and ev.candidate == ctx.digest
+            and int(ev.payload.get("skip_stage", 0) or 0) == 2
+        )
         ctx.exception = exc
-        return _check("stage2_accepted", True,
-                      f"Stage 2 skipped by emergency exception {exc.event_id} ({exc.actor}: "
-                      f"{exc.payload.get('reason')}); a retrospective approval must follow",
-                      evidence=[Evidence(kind="summary", ref=f"ledger:{exc.event_id}", detail="exception.emergency")])
+        return _check(
+            "stage2_accepted",
+            True,
+            f"Stage 2 skipped by emergency exception {exc.event_id} ({exc.actor}: "
+            f"{exc.payload.get('reason')}); a retrospective approval must follow",
+            evidence=[Evidence(kind="summary", ref=f"ledger:{exc.event_id}", detail="exception.emergency")],
+        )
     if result is not None and result.seq <= after:
-        return _check("stage2_accepted", False,
-                      f"the Stage 2 acceptance of {ctx.digest} predates its rollback {last_rb.event_id if last_rb else ''}"
-                      ": the candidate was returned to Stage 1 and needs new Stage 1 and Stage 2 results")
+        return _check(
+            "stage2_accepted",
+            False,
+            f"the Stage 2 acceptance of {ctx.digest} predates its rollback {last_rb.event_id if last_rb else ''}"
+            ": the candidate was returned to Stage 1 and needs new Stage 1 and Stage 2 results",
+        )
     if result is None:
         return _check("stage2_accepted", False, f"no Stage 2 result for {ctx.digest} (the same digest)")
-    return _check("stage2_accepted", False, f"the latest Stage 2 result for {ctx.digest} is a fail (seq {result.seq})")
+    return _check(
+        "stage2_accepted", False, f"the latest Stage 2 result for {ctx.digest} is a fail (seq {result.seq})"
+    )
 
 
 def _live_image(kube: KubeLike, ctx: _Ctx) -> str | None:
     name, _ = rb.deployment_of(ctx.rendered_docs, ctx.release)
     dep = kube.get(api_version="apps/v1", kind="Deployment", namespace=ctx.namespace, name=name)
-    containers = ((((dep or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    containers = ((((dep or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+        "containers"
+    ) or []
     return str(containers[0].get("image")) if containers else None
 
 
@@ -321,8 +359,12 @@ def _snapshot_live(kube: KubeLike, ctx: _Ctx) -> str | None:
 
     live: list[dict[str, Any]] = []
     for doc in ctx.rendered_docs:
-        obj = kube.get(api_version=str(doc.get("apiVersion")), kind=str(doc.get("kind")), namespace=ctx.namespace,
-                       name=str(doc["metadata"]["name"]))
+        obj = kube.get(
+            api_version=str(doc.get("apiVersion")),
+            kind=str(doc.get("kind")),
+            namespace=ctx.namespace,
+            name=str(doc["metadata"]["name"]),
+        )
         if obj is not None:
             live.append(rb.clean_object(obj))
     if not live:
@@ -357,8 +399,13 @@ def _check_previous(ctx: _Ctx, store: EventStore, kube: KubeLike, helm: HelmLike
     if current is not None:
         if current.digest == ctx.digest:
             return _check("previous_stable_recorded", False, f"{ctx.digest} is already the current stable")
-        prev = rb.RestoreTarget.from_restore(current.restore, decl, source="ledger lineage (current stable)",
-                                             digest=current.digest, image=current.image)
+        prev = rb.RestoreTarget.from_restore(
+            current.restore,
+            decl,
+            source="ledger lineage (current stable)",
+            digest=current.digest,
+            image=current.image,
+        )
         if prev.helm_revision is None and helm_rev is not None:
             prev = replace(prev, helm_revision=helm_rev)
         if not prev.routing_snapshot:
@@ -370,20 +417,41 @@ def _check_previous(ctx: _Ctx, store: EventStore, kube: KubeLike, helm: HelmLike
             image, source = decl.rollback.previous_stable, "declaration rollback.previous_stable"
         digest = rb.image_digest(image)
         if digest is None and helm_rev is None:
-            return _check("previous_stable_recorded", False,
-                          "previous stable unknown: no stable in the ledger lineage, no rollback.previous_stable, "
-                          f"no deployed revision of release {ctx.release} and no live Deployment to read")
+            return _check(
+                "previous_stable_recorded",
+                False,
+                "previous stable unknown: no stable in the ledger lineage, no rollback.previous_stable, "
+                f"no deployed revision of release {ctx.release} and no live Deployment to read",
+            )
         sha = _snapshot_live(kube, ctx)
-        prev = rb.RestoreTarget(digest=digest, image=image, release=ctx.release, namespace=ctx.namespace,
-                                helm_revision=helm_rev, manifests_sha256=sha, routing_snapshot=tuple(routing),
-                                serving_release=ctx.release, source=source)
+        prev = rb.RestoreTarget(
+            digest=digest,
+            image=image,
+            release=ctx.release,
+            namespace=ctx.namespace,
+            helm_revision=helm_rev,
+            manifests_sha256=sha,
+            routing_snapshot=tuple(routing),
+            serving_release=ctx.release,
+            source=source,
+        )
         if live_image and image and live_image != image:
             source += f" (the live Deployment runs {live_image})"
             prev = replace(prev, source=source)
     ctx.previous = prev
-    rev_text = f", Helm revision {prev.helm_revision} of {prev.namespace}/{prev.release}" if prev.helm_revision else ""
-    return _check("previous_stable_recorded", True, f"previous stable {prev.text}{rev_text} ({prev.source})",
-                  evidence=[Evidence(kind="digest", ref=prev.image or prev.digest or "unknown", detail="previous stable")])
+    rev_text = (
+        f", Helm revision {prev.helm_revision} of {prev.namespace}/{prev.release}"
+        if prev.helm_revision
+        else ""
+    )
+    return _check(
+        "previous_stable_recorded",
+        True,
+        f"previous stable {prev.text}{rev_text} ({prev.source})",
+        evidence=[
+            Evidence(kind="digest", ref=prev.image or prev.digest or "unknown", detail="previous stable")
+        ],
+    )
 
 
 def _backup_age(text: str, now: datetime) -> int | None:
@@ -418,19 +486,30 @@ def _check_backup(ctx: _Ctx, now: datetime) -> Check:
     cmd = " ".join(backup.check)
     if not res.ok:
         why = "timed out" if res.timed_out else f"exit {res.exit_code}"
-        return _check("backup_posture_current", False, f"backup check `{cmd}` {why}: {res.output_tail[-300:]}")
+        return _check(
+            "backup_posture_current", False, f"backup check `{cmd}` {why}: {res.output_tail[-300:]}"
+        )
     age = _backup_age(res.output_tail, now)
     if backup.max_age is not None:
         if age is None:
-            return _check("backup_posture_current", False,
-                          f"backup check `{cmd}` exited 0 but stated no backup age (print age_seconds=N or "
-                          f"last_backup=ISO-8601); freshness within {backup.max_age}s cannot be shown")
+            return _check(
+                "backup_posture_current",
+                False,
+                f"backup check `{cmd}` exited 0 but stated no backup age (print age_seconds=N or "
+                f"last_backup=ISO-8601); freshness within {backup.max_age}s cannot be shown",
+            )
         if age > backup.max_age:
-            return _check("backup_posture_current", False,
-                          f"latest backup is {age}s old, older than backup.max_age {backup.max_age}s")
-    return _check("backup_posture_current", True,
-                  f"backup check `{cmd}` exit 0" + (f"; latest backup {age}s old" if age is not None else ""),
-                  evidence=[Evidence(kind="summary", ref=f"command:{cmd}", detail="exit 0")])
+            return _check(
+                "backup_posture_current",
+                False,
+                f"latest backup is {age}s old, older than backup.max_age {backup.max_age}s",
+            )
+    return _check(
+        "backup_posture_current",
+        True,
+        f"backup check `{cmd}` exit 0" + (f"; latest backup {age}s old" if age is not None else ""),
+        evidence=[Evidence(kind="summary", ref=f"command:{cmd}", detail="exit 0")],
+    )
 
 
 def _stage3_approval(store: EventStore, ctx: _Ctx) -> tuple[RecordedEvent | None, str]:
@@ -438,8 +517,11 @@ def _stage3_approval(store: EventStore, ctx: _Ctx) -> tuple[RecordedEvent | None
 
     state = approval_state(store, ctx.workload, ctx.digest, 3)
     if not state.granted:
-        why = (f"revoked by {state.revoked_by} ({state.revocation_reason})" if state.revoked
-               else "no approval.granted for stage 3 and this digest")
+        why = (
+            f"revoked by {state.revoked_by} ({state.revocation_reason})"
+            if state.revoked
+            else "no approval.granted for stage 3 and this digest"
+        )
         return None, why
     ev = next(e for e in ctx.history if e.event_id == state.approval_id)
     return ev, f"approved by {ev.actor} (event {ev.event_id})"
@@ -449,17 +531,28 @@ def _check_migrations(store: EventStore, ctx: _Ctx) -> Check:
     mig = ctx.decl.migrations
     cls = mig.classification
     if cls is None:
-        return _check("migrations_approved", False,
-                      "migrations are unclassified: classify them (none, reversible, forward-only, requires-approval)")
+        return _check(
+            "migrations_approved",
+            False,
+            "migrations are unclassified: classify them (none, reversible, forward-only, requires-approval)",
+        )
     if cls in ("none", "reversible"):
-        return _check("migrations_approved", True, f"migrations {cls}: no approval needed; rollback restores the "
-                      "previous manifests")
+        return _check(
+            "migrations_approved",
+            True,
+            f"migrations {cls}: no approval needed; rollback restores the previous manifests",
+        )
     ev, why = _stage3_approval(store, ctx)
     if ev is None:
         return _check("migrations_approved", False, f"{cls} migrations need a Stage 3 approval: {why}")
-    seq = (f"run by `{' '.join(mig.command)}` before traffic moves" if mig.command
-           else "run by the chart with the release upgrade")
-    extra = "; automatic rollback is blocked after promotion (a human decides)" if cls == "forward-only" else ""
+    seq = (
+        f"run by `{' '.join(mig.command)}` before traffic moves"
+        if mig.command
+        else "run by the chart with the release upgrade"
+    )
+    extra = (
+        "; automatic rollback is blocked after promotion (a human decides)" if cls == "forward-only" else ""
+    )
     return _check("migrations_approved", True, f"{cls} migrations {why}; sequenced: {seq}{extra}")
 
 
@@ -470,14 +563,24 @@ def _check_statehub(ctx: _Ctx, hub: NotePoster | None) -> Check:
 
     name = "statehub_configured"
     if hub is not None:
-        return _check(name, True, "State Hub configured; the promotion note is posted and its id kept in the ledger")
+        return _check(
+            name, True, "State Hub configured; the promotion note is posted and its id kept in the ledger"
+        )
     waiver = active_waivers(ctx.history, digest=ctx.digest, stage=3).get("statehub_note")
     if waiver is not None:
-        return Check(name=name, status=CheckStatus.WAIVED, waiver=waiver.event_id,
-                     reason=f"no State Hub configured; waived by {waiver.actor}: {waiver.payload.get('reason', '')}")
-    return _check(name, False, "no State Hub configured (RAILIANCE_STATEHUB_URL is not set): Stage 3 evidence "
-                               "includes a State Hub progress note; configure it or record a stage 3 waiver for "
-                               "statehub_note")
+        return Check(
+            name=name,
+            status=CheckStatus.WAIVED,
+            waiver=waiver.event_id,
+            reason=f"no State Hub configured; waived by {waiver.actor}: {waiver.payload.get('reason', '')}",
+        )
+    return _check(
+        name,
+        False,
+        "no State Hub configured (RAILIANCE_STATEHUB_URL is not set): Stage 3 evidence "
+        "includes a State Hub progress note; configure it or record a stage 3 waiver for "
+        "statehub_note",
+    )
 
 
 def _check_human(store: EventStore, ctx: _Ctx) -> Check:
@@ -485,23 +588,37 @@ def _check_human(store: EventStore, ctx: _Ctx) -> Check:
         return _check("human_approval", True, "not required (workload is not production-critical)")
     ev, why = _stage3_approval(store, ctx)
     if ev is None:
-        return _check("human_approval", False,
-                      f"production-critical: {why}; explicit human approval is required before production traffic changes")
+        return _check(
+            "human_approval",
+            False,
+            f"production-critical: {why}; explicit human approval is required before production traffic changes",
+        )
     if ev.actor == ctx.operator:
-        return _check("human_approval", False,
-                      f"separation of duties: {ctx.operator} approved this candidate and cannot also promote it")
+        return _check(
+            "human_approval",
+            False,
+            f"separation of duties: {ctx.operator} approved this candidate and cannot also promote it",
+        )
     ctx.approval = ev
-    return _check("human_approval", True, why,
-                  evidence=[Evidence(kind="summary", ref=f"ledger:{ev.event_id}", detail=f"approval by {ev.actor}")])
+    return _check(
+        "human_approval",
+        True,
+        why,
+        evidence=[Evidence(kind="summary", ref=f"ledger:{ev.event_id}", detail=f"approval by {ev.actor}")],
+    )
 
 
 def _check_rollback(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> Check:
     rbk = ctx.decl.rollback
     names = ctx.decl.check_names()
     if not rbk.verification:
-        return _check("rollback_available", False, "no rollback verification check declared (rollback.verification)")
+        return _check(
+            "rollback_available", False, "no rollback verification check declared (rollback.verification)"
+        )
     if rbk.verification not in names:
-        return _check("rollback_available", False, f"rollback.verification {rbk.verification!r} names no declared check")
+        return _check(
+            "rollback_available", False, f"rollback.verification {rbk.verification!r} names no declared check"
+        )
     prev = ctx.previous
     switch_text = ""
     if ctx.form == "routing-switch":
@@ -511,39 +628,64 @@ def _check_rollback(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> Check:
         if problem:
             return _check("rollback_available", False, problem)
         assert ctx.switch is not None
-        switch_text = (f"; routing switch: Service {ctx.namespace}/{ctx.decl.routing.service} selector "
-                       f"{ctx.switch['selector_before']} -> {ctx.switch['selector_text']}, undone by restoring the "
-                       f"previous selector ({ctx.switch['previous_pods']})")
+        switch_text = (
+            f"; routing switch: Service {ctx.namespace}/{ctx.decl.routing.service} selector "
+            f"{ctx.switch['selector_before']} -> {ctx.switch['selector_text']}, undone by restoring the "
+            f"previous selector ({ctx.switch['previous_pods']})"
+        )
     elif prev is not None and (prev.serving_release or prev.release) != ctx.release:
-        return _check("rollback_available", False,
-                      f"the current stable {prev.text} is served by release {prev.serving_release or prev.release} "
-                      f"after a routing switch; replacing release {ctx.release} would leave the stable Service on the "
-                      "switched release and no rollback could restore it. Promote with promotion.form = "
-                      '"routing-switch" (the candidate in another canary release), or roll back first')
+        return _check(
+            "rollback_available",
+            False,
+            f"the current stable {prev.text} is served by release {prev.serving_release or prev.release} "
+            f"after a routing switch; replacing release {ctx.release} would leave the stable Service on the "
+            "switched release and no rollback could restore it. Promote with promotion.form = "
+            '"routing-switch" (the candidate in another canary release), or roll back first',
+        )
     if rbk.strategy == "manual":
-        return _check("rollback_available", True,
-                      f"manual recovery path {rbk.runbook}; verification {rbk.verification}{switch_text}")
+        return _check(
+            "rollback_available",
+            True,
+            f"manual recovery path {rbk.runbook}; verification {rbk.verification}{switch_text}",
+        )
     if not (rbk.command or rbk.previous_stable):
-        return _check("rollback_available", False, "no rollback command or previous-stable reference declared")
+        return _check(
+            "rollback_available", False, "no rollback command or previous-stable reference declared"
+        )
     if prev is None:
         return _check("rollback_available", False, "no previous stable to roll back to")
     if rbk.strategy == "helm-revision" and prev.helm_revision is None and not prev.manifests_sha256:
-        return _check("rollback_available", False,
-                      f"strategy helm-revision but release {ctx.namespace}/{ctx.release} has no deployed revision")
+        return _check(
+            "rollback_available",
+            False,
+            f"strategy helm-revision but release {ctx.namespace}/{ctx.release} has no deployed revision",
+        )
     if rbk.strategy == "digest-and-values" and not prev.manifests_sha256:
-        return _check("rollback_available", False, f"strategy digest-and-values but no manifests are stored for {prev.text}")
+        return _check(
+            "rollback_available",
+            False,
+            f"strategy digest-and-values but no manifests are stored for {prev.text}",
+        )
     if rbk.strategy == "routing" and ctx.form != "routing-switch":
-        return _check("rollback_available", False,
-                      "strategy routing rolls back by re-applying the routing a routing-switch promotion replaced; "
-                      "this workload promotes by release-replace (promotion.form), so a routing rollback could not "
-                      'restore the previous stable. Declare [promotion] form = "routing-switch", or rollback.strategy '
-                      "helm-revision or digest-and-values")
-    how = {"helm-revision": f"helm rollback {ctx.release} {prev.helm_revision}",
-           "digest-and-values": f"re-apply manifests sha256:{prev.manifests_sha256}",
-           "routing": f"re-apply the previous routing of {prev.text}"}[rbk.strategy]
-    return _check("rollback_available", True,
-                  f"`{rbk.command or 'railiance rollback ' + ctx.workload}` ({how}); verification "
-                  f"{rbk.verification}{switch_text}")
+        return _check(
+            "rollback_available",
+            False,
+            "strategy routing rolls back by re-applying the routing a routing-switch promotion replaced; "
+            "this workload promotes by release-replace (promotion.form), so a routing rollback could not "
+            'restore the previous stable. Declare [promotion] form = "routing-switch", or rollback.strategy '
+            "helm-revision or digest-and-values",
+        )
+    how = {
+        "helm-revision": f"helm rollback {ctx.release} {prev.helm_revision}",
+        "digest-and-values": f"re-apply manifests sha256:{prev.manifests_sha256}",
+        "routing": f"re-apply the previous routing of {prev.text}",
+    }[rbk.strategy]
+    return _check(
+        "rollback_available",
+        True,
+        f"`{rbk.command or 'railiance rollback ' + ctx.workload}` ({how}); verification "
+        f"{rbk.verification}{switch_text}",
+    )
 
 
 def _plan_switch(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> str | None:
@@ -558,17 +700,21 @@ def _plan_switch(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> str | None:
     prev = ctx.previous
     assert prev is not None
     if ctx.canary is None:
-        return (f"promotion.form routing-switch needs the Stage 2 canary release of {ctx.digest} still deployed "
-                "(the stable Service is pointed at its pods); none is (Stage 2 skipped or its canary removed)")
+        return (
+            f"promotion.form routing-switch needs the Stage 2 canary release of {ctx.digest} still deployed "
+            "(the stable Service is pointed at its pods); none is (Stage 2 skipped or its canary removed)"
+        )
     p = ctx.canary.payload
     release, namespace = str(p["release"]["name"]), str(p["release"]["namespace"])
     serving = prev.serving_release or prev.release
     if namespace != ctx.namespace:
         return f"the canary release {namespace}/{release} is not in the production namespace {ctx.namespace}"
     if release in (ctx.release, serving):
-        return (f"the canary release {release} is the release serving the current stable {prev.text}: switching to "
-                "it would leave no previous workload to switch back to. With routing-switch, alternate "
-                "stages.canary.release between two names so a canary never lands in the serving release")
+        return (
+            f"the canary release {release} is the release serving the current stable {prev.text}: switching to "
+            "it would leave no previous workload to switch back to. With routing-switch, alternate "
+            "stages.canary.release between two names so a canary never lands in the serving release"
+        )
     spec = dc.RoutingSpec.from_dict(p["routing"])
     service = ctx.decl.routing.service
     stable_svc, before, prev_pods = rb._selected_pods(kube, ctx.namespace, service)
@@ -578,24 +724,39 @@ def _plan_switch(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> str | None:
     selector = ((canary_svc or {}).get("spec") or {}).get("selector") or {}
     if canary_svc is None or not selector:
         return f"the canary Service {ctx.namespace}/{spec.canary_service} is missing or selects nothing"
-    images = sorted({str(c.get("image")) for q in pods for c in (q.get("spec") or {}).get("containers") or []})
+    images = sorted(
+        {str(c.get("image")) for q in pods for c in (q.get("spec") or {}).get("containers") or []}
+    )
     ready = sum(1 for q in pods if rb._ready(q))
     if images != [ctx.image] or ready == 0:
-        return (f"the canary release's pods ({after}) are not ready on the candidate: {ready}/{len(pods)} ready, "
-                f"images {', '.join(images) or 'none'}")
-    prev_images = sorted({str(c.get("image")) for q in prev_pods for c in (q.get("spec") or {}).get("containers") or []})
+        return (
+            f"the canary release's pods ({after}) are not ready on the candidate: {ready}/{len(pods)} ready, "
+            f"images {', '.join(images) or 'none'}"
+        )
+    prev_images = sorted(
+        {str(c.get("image")) for q in prev_pods for c in (q.get("spec") or {}).get("containers") or []}
+    )
     prev_ready = sum(1 for q in prev_pods if rb._ready(q))
     if prev_ready == 0 or (prev.image and prev_images != [prev.image]):
-        return (f"the stable Service {service} ({before}) does not select ready pods of the previous stable "
-                f"{prev.text} ({prev_ready}/{len(prev_pods)} ready, images {', '.join(prev_images) or 'none'}): "
-                "a routing rollback would have nothing to switch back to")
+        return (
+            f"the stable Service {service} ({before}) does not select ready pods of the previous stable "
+            f"{prev.text} ({prev_ready}/{len(prev_pods)} ready, images {', '.join(prev_images) or 'none'}): "
+            "a routing rollback would have nothing to switch back to"
+        )
     man = p.get("manifests") or {}
     ctx.switch = {
-        "release": release, "namespace": namespace, "helm_revision": _helm_revision(helm, release, namespace),
-        "manifests_sha256": man.get("sha256"), "canary_service": spec.canary_service, "spec": spec,
-        "selector": {str(k): str(v) for k, v in selector.items()}, "selector_text": after,
-        "selector_before": before, "service_before": rb.clean_object(stable_svc),
-        "previous_serving_release": serving, "previous_pods": f"{prev_ready}/{len(prev_pods)} pods ready on "
+        "release": release,
+        "namespace": namespace,
+        "helm_revision": _helm_revision(helm, release, namespace),
+        "manifests_sha256": man.get("sha256"),
+        "canary_service": spec.canary_service,
+        "spec": spec,
+        "selector": {str(k): str(v) for k, v in selector.items()},
+        "selector_text": after,
+        "selector_before": before,
+        "service_before": rb.clean_object(stable_svc),
+        "previous_serving_release": serving,
+        "previous_pods": f"{prev_ready}/{len(prev_pods)} pods ready on "
         f"{prev.image or ', '.join(prev_images)}",
     }
     return None
@@ -633,7 +794,9 @@ def _route_services(obj: Mapping[str, Any], host: str | None) -> dict[str, float
     for rule in spec.get("rules") or []:
         for ref in rule.get("backendRefs") or []:
             w = ref.get("weight", 1)
-            out[str(ref.get("name"))] = out.get(str(ref.get("name")), 0.0) + float(w if isinstance(w, (int, float)) else 1)
+            out[str(ref.get("name"))] = out.get(str(ref.get("name")), 0.0) + float(
+                w if isinstance(w, (int, float)) else 1
+            )
         for flt in rule.get("filters") or []:
             if flt.get("type") == "RequestMirror":
                 name = ((flt.get("requestMirror") or {}).get("backendRef") or {}).get("name")
@@ -641,8 +804,9 @@ def _route_services(obj: Mapping[str, Any], host: str | None) -> dict[str, float
     return out
 
 
-def production_routing(kube: KubeLike, decl: Declaration, *, namespace: str, image: str,
-                       canary_service: str | None) -> dict[str, Any]:
+def production_routing(
+    kube: KubeLike, decl: Declaration, *, namespace: str, image: str, canary_service: str | None
+) -> dict[str, Any]:
     """Read production routing back: what the host routes to, and what the stable service selects.
 
     ``ok`` is True when the host routes only to the stable service (no canary Ingress, no canary
@@ -663,18 +827,33 @@ def production_routing(kube: KubeLike, decl: Declaration, *, namespace: str, ima
         for obj in kube.list(api_version=GATEWAY_GV, kind="HTTPRoute", namespace=namespace):
             name = f"HTTPRoute/{obj['metadata']['name']}"
             weights = _route_services(obj, host)
-            if canary_service and (weights.get(canary_service, 0) > 0 or f"mirror:{canary_service}" in weights):
+            if canary_service and (
+                weights.get(canary_service, 0) > 0 or f"mirror:{canary_service}" in weights
+            ):
                 canary_left.append(name)
             elif weights.get(stable, 0) > 0:
                 serving.append(name)
     svc = kube.get(api_version="v1", kind="Service", namespace=namespace, name=stable)
     selector = ((svc or {}).get("spec") or {}).get("selector") or {}
     sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-    pods = [p for p in (kube.list(api_version="v1", kind="Pod", namespace=namespace, label_selector=sel) if sel else [])
-            if not (p.get("metadata") or {}).get("deletionTimestamp")]
-    images = sorted({str(c.get("image")) for p in pods for c in (p.get("spec") or {}).get("containers") or []})
-    ready = sum(1 for p in pods if any(c.get("type") == "Ready" and str(c.get("status")) == "True"
-                                      for c in (p.get("status") or {}).get("conditions") or []))
+    pods = [
+        p
+        for p in (
+            kube.list(api_version="v1", kind="Pod", namespace=namespace, label_selector=sel) if sel else []
+        )
+        if not (p.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    images = sorted(
+        {str(c.get("image")) for p in pods for c in (p.get("spec") or {}).get("containers") or []}
+    )
+    ready = sum(
+        1
+        for p in pods
+        if any(
+            c.get("type") == "Ready" and str(c.get("status")) == "True"
+            for c in (p.get("status") or {}).get("conditions") or []
+        )
+    )
     problems: list[str] = []
     if svc is None:
         problems.append(f"stable Service {stable} not found")
@@ -685,34 +864,50 @@ def production_routing(kube: KubeLike, decl: Declaration, *, namespace: str, ima
     if not pods or ready == 0:
         problems.append(f"the stable service {stable} selects no ready pod")
     if images and images != [image]:
-        problems.append(f"the stable service {stable} selects pods running {', '.join(images)}, not only {image}")
+        problems.append(
+            f"the stable service {stable} selects pods running {', '.join(images)}, not only {image}"
+        )
     return {
-        "ok": not problems, "host": host, "stable_service": stable, "serving_objects": serving,
-        "canary_objects": canary_left, "selector": sel, "pods": f"{ready}/{len(pods)} ready", "pod_images": images,
-        "detail": "; ".join(problems) if problems else
-        f"{host or 'service'} -> {stable} ({', '.join(serving) or 'service only'}); {ready}/{len(pods)} pods ready on {image}",
+        "ok": not problems,
+        "host": host,
+        "stable_service": stable,
+        "serving_objects": serving,
+        "canary_objects": canary_left,
+        "selector": sel,
+        "pods": f"{ready}/{len(pods)} ready",
+        "pod_images": images,
+        "detail": "; ".join(problems)
+        if problems
+        else f"{host or 'service'} -> {stable} ({', '.join(serving) or 'service only'}); {ready}/{len(pods)} pods ready on {image}",
     }
 
 
-
-def _judge_promotion(decl: Declaration, kube: KubeLike, http: httpx.Client, namespace: str,
-                     routing: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Check, str | None]:
+def _judge_promotion(
+    decl: Declaration, kube: KubeLike, http: httpx.Client, namespace: str, routing: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], Check, str | None]:
     """After a promotion: the smoke results, the ``post_promotion_smoke`` check, and why the promotion
     failed (stable routing not on the candidate, or a failed smoke), or ``None`` when it stands."""
     smoke = _smoke(decl, kube, http, namespace)
     smoke_ok = bool(smoke) and all(s["ok"] for s in smoke)
     check = _check(
-        "post_promotion_smoke", smoke_ok,
-        "; ".join(f"{s['name']} {s['target']}: {s['detail']}" for s in smoke) or
-        "no [[smoke]] checks declared: Stage 3 requires a smoke result after promotion",
-        evidence=[Evidence(kind="http-status", ref=str(s["target"]), detail=f"{s['name']}: {s['detail']}")
-                  for s in smoke])
+        "post_promotion_smoke",
+        smoke_ok,
+        "; ".join(f"{s['name']} {s['target']}: {s['detail']}" for s in smoke)
+        or "no [[smoke]] checks declared: Stage 3 requires a smoke result after promotion",
+        evidence=[
+            Evidence(kind="http-status", ref=str(s["target"]), detail=f"{s['name']}: {s['detail']}")
+            for s in smoke
+        ],
+    )
     failure: str | None = None
     if not routing["ok"]:
         failure = f"stable routing does not point at the promoted candidate: {routing['detail']}"
     elif not smoke_ok:
-        failure = "post-promotion smoke failed: " + "; ".join(f"{s['name']}: {s['detail']}" for s in smoke if not s["ok"])
+        failure = "post-promotion smoke failed: " + "; ".join(
+            f"{s['name']}: {s['detail']}" for s in smoke if not s["ok"]
+        )
     return smoke, check, failure
+
 
 def _smoke(decl: Declaration, kube: KubeLike, http: httpx.Client, namespace: str) -> list[dict[str, Any]]:
     """Every declared ``[[smoke]]`` check through the production URL (else the stable service proxy)."""
@@ -744,21 +939,41 @@ def _rollback_target(ctx: _Ctx) -> dict[str, Any] | None:
     return {"kind": kind, **ctx.previous.as_dict(), "retained": True}
 
 
-def _result(ctx: _Ctx, checks: list[Check], evidence: list[Evidence], started: datetime, finished: datetime) -> StageResult:
+def _result(
+    ctx: _Ctx, checks: list[Check], evidence: list[Evidence], started: datetime, finished: datetime
+) -> StageResult:
     return StageResult(
-        workload=Workload(name=ctx.workload, repo=ctx.decl.workload.repo), stage=3,
+        workload=Workload(name=ctx.workload, repo=ctx.decl.workload.repo),
+        stage=3,
         candidate=Candidate(digest=ctx.digest, image=ctx.image, revision=ctx.revision),
-        target_environment="production", checks=checks, status=overall_status(checks), evidence=evidence,
-        rollback_target=_rollback_target(ctx), approval=_approval_model(ctx),
-        started_at=_iso(started), finished_at=_iso(finished),
+        target_environment="production",
+        checks=checks,
+        status=overall_status(checks),
+        evidence=evidence,
+        rollback_target=_rollback_target(ctx),
+        approval=_approval_model(ctx),
+        started_at=_iso(started),
+        finished_at=_iso(finished),
     )
 
 
-def _complete(store: EventStore, ctx: _Ctx, result: StageResult) -> tuple[dict[str, Any], list[RecordedEvent], list[str]]:
+def _complete(
+    store: EventStore, ctx: _Ctx, result: StageResult
+) -> tuple[dict[str, Any], list[RecordedEvent], list[str]]:
     doc = result.to_document()
     try:
-        ev = store.append([NewEvent(stream=ctx.workload, kind=EventKind.STAGE_COMPLETED, actor=ctx.operator,
-                                    candidate=ctx.digest, stage=3, payload=redact_value(doc))])[0]
+        ev = store.append(
+            [
+                NewEvent(
+                    stream=ctx.workload,
+                    kind=EventKind.STAGE_COMPLETED,
+                    actor=ctx.operator,
+                    candidate=ctx.digest,
+                    stage=3,
+                    payload=redact_value(doc),
+                )
+            ]
+        )[0]
     except RuleViolation as exc:
         return {**doc, "phase": "completed"}, [], [f"stage result not recorded: {exc}"]
     doc["ledger"] = {"seq": ev.seq, "hash": ev.hash}
@@ -766,13 +981,24 @@ def _complete(store: EventStore, ctx: _Ctx, result: StageResult) -> tuple[dict[s
     return doc, [ev], []
 
 
-def _make_ctx(store: EventStore, decl: Declaration, image: str | None, operator: str, home: Path | None) -> _Ctx:
+def _make_ctx(
+    store: EventStore, decl: Declaration, image: str | None, operator: str, home: Path | None
+) -> _Ctx:
     from railiance_ledger.lifecycle.stage2 import _resolve_candidate
 
     digest, pinned, repository, revision = _resolve_candidate(store, decl, image)
-    return _Ctx(decl=decl, digest=digest, image=pinned, repository=repository, revision=revision,
-                history=store.read_stream(decl.workload.name), namespace=decl.stages.production.namespace,
-                release=decl.stages.production.release, operator=operator, home=home)
+    return _Ctx(
+        decl=decl,
+        digest=digest,
+        image=pinned,
+        repository=repository,
+        revision=revision,
+        history=store.read_stream(decl.workload.name),
+        namespace=decl.stages.production.namespace,
+        release=decl.stages.production.release,
+        operator=operator,
+        home=home,
+    )
 
 
 # ---------------------------------------------------------------------------------------- promote
@@ -822,9 +1048,20 @@ def promote(
     if overall_status(checks) == "fail":
         doc, events, warnings = _complete(store, ctx, _result(ctx, checks, [], started, now()))
         return PromotionOutcome(document=doc, exit_code=1, events=events, warnings=warnings)
-    return _promote(store=store, ctx=ctx, checks=checks, kube=kube, helm=helm, http=http, statehub=statehub,
-                    now=now, started=started, ready_timeout=ready_timeout, sleep=sleep,
-                    helm_upgrade_args=helm_upgrade_args)
+    return _promote(
+        store=store,
+        ctx=ctx,
+        checks=checks,
+        kube=kube,
+        helm=helm,
+        http=http,
+        statehub=statehub,
+        now=now,
+        started=started,
+        ready_timeout=ready_timeout,
+        sleep=sleep,
+        helm_upgrade_args=helm_upgrade_args,
+    )
 
 
 def _shift_weight(kube: KubeLike, spec: dc.RoutingSpec) -> str:
@@ -833,7 +1070,9 @@ def _shift_weight(kube: KubeLike, spec: dc.RoutingSpec) -> str:
 
     full = replace(spec, weight=100)
     if full.provider is dc.Provider.GATEWAY_API:
-        route = kube.get(api_version=GATEWAY_GV, kind="HTTPRoute", namespace=spec.namespace, name=spec.route_name)
+        route = kube.get(
+            api_version=GATEWAY_GV, kind="HTTPRoute", namespace=spec.namespace, name=spec.route_name
+        )
         obj = dc.gateway_route_patch(route, full)
     else:
         obj = dc.nginx_canary_ingress(full)
@@ -848,14 +1087,37 @@ class _PromotionFailed(Exception):
     """A promotion step failed after production may have changed."""
 
 
-def _promote(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: KubeLike, helm: HelmLike,
-             http: httpx.Client, statehub: NotePoster | None, now: Callable[[], datetime], started: datetime,
-             ready_timeout: float, sleep: Callable[[float], None], helm_upgrade_args: Sequence[str]) -> PromotionOutcome:
+def _promote(
+    *,
+    store: EventStore,
+    ctx: _Ctx,
+    checks: list[Check],
+    kube: KubeLike,
+    helm: HelmLike,
+    http: httpx.Client,
+    statehub: NotePoster | None,
+    now: Callable[[], datetime],
+    started: datetime,
+    ready_timeout: float,
+    sleep: Callable[[float], None],
+    helm_upgrade_args: Sequence[str],
+) -> PromotionOutcome:
     from railiance_ledger.lifecycle.stage2 import _remove, store_manifests
 
     if ctx.form == "routing-switch":
-        return _promote_switch(store=store, ctx=ctx, checks=checks, kube=kube, helm=helm, http=http,
-                               statehub=statehub, now=now, started=started, ready_timeout=ready_timeout, sleep=sleep)
+        return _promote_switch(
+            store=store,
+            ctx=ctx,
+            checks=checks,
+            kube=kube,
+            helm=helm,
+            http=http,
+            statehub=statehub,
+            now=now,
+            started=started,
+            ready_timeout=ready_timeout,
+            sleep=sleep,
+        )
     decl, workload = ctx.decl, ctx.workload
     assert ctx.previous is not None
     workflow_id = rb.new_workflow_id("promote", workload, ctx.digest)
@@ -866,17 +1128,39 @@ def _promote(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: KubeLik
     spec = dc.RoutingSpec.from_dict(canary_payload["routing"]) if canary_payload.get("routing") else None
     weighted = spec is not None and spec.form is dc.CanaryForm.WEIGHTED
     form = "weighted-shift-then-release-replace" if weighted else "release-replace"
-    candidate_restore = {"digest": ctx.digest, "image": ctx.image, "release": ctx.release, "namespace": ctx.namespace,
-                         "manifests_sha256": sha, "migrations": decl.migrations.classification}
-    plan = {
-        "workflow_id": workflow_id, "form": form, "command": command, "strategy": decl.rollback.strategy,
-        "candidate": {"digest": ctx.digest, "image": ctx.image, "revision": ctx.revision},
-        "previous_stable": ctx.previous.as_dict(), "candidate_restore": candidate_restore,
-        "manifests": {"sha256": sha, "bytes": len(ctx.rendered_text.encode())}, "values": values,
-        "prechecks": [c.model_dump(mode="json") for c in checks], "started_at": _iso(started),
+    candidate_restore = {
+        "digest": ctx.digest,
+        "image": ctx.image,
+        "release": ctx.release,
+        "namespace": ctx.namespace,
+        "manifests_sha256": sha,
+        "migrations": decl.migrations.classification,
     }
-    events = store.append([NewEvent(stream=workload, kind=EventKind.STAGE_STARTED, actor=ctx.operator,
-                                    candidate=ctx.digest, stage=3, payload=redact_value(plan))])
+    plan = {
+        "workflow_id": workflow_id,
+        "form": form,
+        "command": command,
+        "strategy": decl.rollback.strategy,
+        "candidate": {"digest": ctx.digest, "image": ctx.image, "revision": ctx.revision},
+        "previous_stable": ctx.previous.as_dict(),
+        "candidate_restore": candidate_restore,
+        "manifests": {"sha256": sha, "bytes": len(ctx.rendered_text.encode())},
+        "values": values,
+        "prechecks": [c.model_dump(mode="json") for c in checks],
+        "started_at": _iso(started),
+    }
+    events = store.append(
+        [
+            NewEvent(
+                stream=workload,
+                kind=EventKind.STAGE_STARTED,
+                actor=ctx.operator,
+                candidate=ctx.digest,
+                stage=3,
+                payload=redact_value(plan),
+            )
+        ]
+    )
     started_ev = events[0]
     steps: list[Check] = []
     routing: dict[str, Any] = {}
@@ -886,38 +1170,105 @@ def _promote(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: KubeLik
     try:
         if weighted and spec is not None:
             reason = _shift_weight(kube, spec)
-            events += store.append([NewEvent(
-                stream=workload, kind=EventKind.ROUTING_CHANGED, actor=ctx.operator, candidate=ctx.digest, stage=3,
-                payload=redact_value({"action": "weighted traffic shifted to the candidate", "weight": 100,
-                                      "workflow_id": workflow_id, "read_back": reason}))])
+            events += store.append(
+                [
+                    NewEvent(
+                        stream=workload,
+                        kind=EventKind.ROUTING_CHANGED,
+                        actor=ctx.operator,
+                        candidate=ctx.digest,
+                        stage=3,
+                        payload=redact_value(
+                            {
+                                "action": "weighted traffic shifted to the candidate",
+                                "weight": 100,
+                                "workflow_id": workflow_id,
+                                "read_back": reason,
+                            }
+                        ),
+                    )
+                ]
+            )
         status = helm.install_or_upgrade(
-            chart=decl.resolve(decl.chart.path), release=ctx.release, namespace=ctx.namespace,
-            values_files=_values_files(decl), set_values=_set_values(ctx), wait=True,
-            extra_args=list(helm_upgrade_args), timeout=ready_timeout)
+            chart=decl.resolve(decl.chart.path),
+            release=ctx.release,
+            namespace=ctx.namespace,
+            values_files=_values_files(decl),
+            set_values=_set_values(ctx),
+            wait=True,
+            extra_args=list(helm_upgrade_args),
+            timeout=ready_timeout,
+        )
         new_rev = status.get("version")
         name, _ = rb.deployment_of(ctx.rendered_docs, ctx.release)
-        ok, detail = rb.await_rollout(kube=kube, namespace=ctx.namespace, deployment=name, image=ctx.image,
-                                      timeout=ready_timeout, sleep=sleep)
-        steps.append(_check("promotion_applied", ok, f"`{command}` -> revision {new_rev}; {detail}",
-                            evidence=[Evidence(kind="workflow", ref=workflow_id, detail=command)]))
+        ok, detail = rb.await_rollout(
+            kube=kube,
+            namespace=ctx.namespace,
+            deployment=name,
+            image=ctx.image,
+            timeout=ready_timeout,
+            sleep=sleep,
+        )
+        steps.append(
+            _check(
+                "promotion_applied",
+                ok,
+                f"`{command}` -> revision {new_rev}; {detail}",
+                evidence=[Evidence(kind="workflow", ref=workflow_id, detail=command)],
+            )
+        )
         if not ok:
             raise _PromotionFailed(f"the stable release did not become ready on the candidate: {detail}")
         removal = "no canary to remove"
         if ctx.canary is not None and spec is not None:
             p = ctx.canary.payload
-            removal = _remove(kube=kube, helm=helm, spec=spec, release=str(p["release"]["name"]),
-                              namespace=str(p["release"]["namespace"]), creates=p.get("routing_created") or [],
-                              previous=p.get("routing_previous") or [])
-        routing = production_routing(kube, decl, namespace=ctx.namespace, image=ctx.image,
-                                     canary_service=spec.canary_service if spec else None)
+            removal = _remove(
+                kube=kube,
+                helm=helm,
+                spec=spec,
+                release=str(p["release"]["name"]),
+                namespace=str(p["release"]["namespace"]),
+                creates=p.get("routing_created") or [],
+                previous=p.get("routing_previous") or [],
+            )
+        routing = production_routing(
+            kube,
+            decl,
+            namespace=ctx.namespace,
+            image=ctx.image,
+            canary_service=spec.canary_service if spec else None,
+        )
         routing["canary_removal"] = removal
-        steps.append(_check("stable_routing_points_at_candidate", routing["ok"], routing["detail"],
-                            evidence=[Evidence(kind="k8s-object", ref=o, detail="serves the host")
-                                      for o in routing["serving_objects"]]))
-        events += store.append([NewEvent(
-            stream=workload, kind=EventKind.ROUTING_CHANGED, actor=ctx.operator, candidate=ctx.digest, stage=3,
-            payload=redact_value({"action": "production routing serves the promoted candidate; canary removed",
-                                  "workflow_id": workflow_id, "read_back": routing, "canary_removal": removal}))])
+        steps.append(
+            _check(
+                "stable_routing_points_at_candidate",
+                routing["ok"],
+                routing["detail"],
+                evidence=[
+                    Evidence(kind="k8s-object", ref=o, detail="serves the host")
+                    for o in routing["serving_objects"]
+                ],
+            )
+        )
+        events += store.append(
+            [
+                NewEvent(
+                    stream=workload,
+                    kind=EventKind.ROUTING_CHANGED,
+                    actor=ctx.operator,
+                    candidate=ctx.digest,
+                    stage=3,
+                    payload=redact_value(
+                        {
+                            "action": "production routing serves the promoted candidate; canary removed",
+                            "workflow_id": workflow_id,
+                            "read_back": routing,
+                            "canary_removal": removal,
+                        }
+                    ),
+                )
+            ]
+        )
         smoke, smoke_check, failure = _judge_promotion(decl, kube, http, ctx.namespace, routing)
         steps.append(smoke_check)
     except (_PromotionFailed, AdapterError, RailianceError) as exc:
@@ -925,32 +1276,80 @@ def _promote(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: KubeLik
         if not any(c.name == "promotion_applied" for c in steps):
             steps.append(_check("promotion_applied", False, failure, technical=isinstance(exc, AdapterError)))
     if failure is not None:
-        return _fail_and_restore(store=store, ctx=ctx, checks=checks + steps, kube=kube, helm=helm, http=http,
-                                 statehub=statehub, now=now, started=started, started_ev=started_ev, events=events,
-                                 failure=failure, workflow_id=workflow_id, candidate_restore=candidate_restore,
-                                 ready_timeout=ready_timeout, sleep=sleep)
+        return _fail_and_restore(
+            store=store,
+            ctx=ctx,
+            checks=checks + steps,
+            kube=kube,
+            helm=helm,
+            http=http,
+            statehub=statehub,
+            now=now,
+            started=started,
+            started_ev=started_ev,
+            events=events,
+            failure=failure,
+            workflow_id=workflow_id,
+            candidate_restore=candidate_restore,
+            ready_timeout=ready_timeout,
+            sleep=sleep,
+        )
 
     snapshot = _routing_snapshot(kube, decl, ctx.namespace)
     prev = ctx.previous
     payload = {
-        "digest": ctx.digest, "image": ctx.image, "revision": ctx.revision,
-        "previous_stable": prev.digest, "previous_image": prev.image,
-        "release": ctx.release, "namespace": ctx.namespace, "serving_release": ctx.release,
-        "helm_revision": new_rev, "previous_helm_revision": prev.helm_revision,
-        "manifests_sha256": sha, "values": values, "routing": {k: v for k, v in routing.items() if k != "ok"},
-        "routing_snapshot": snapshot, "workflow_id": workflow_id, "command": command, "form": form,
-        "strategy": decl.rollback.strategy, "migrations": decl.migrations.classification,
-        "smoke": smoke, "approval_id": ctx.approval.event_id if ctx.approval else None,
+        "digest": ctx.digest,
+        "image": ctx.image,
+        "revision": ctx.revision,
+        "previous_stable": prev.digest,
+        "previous_image": prev.image,
+        "release": ctx.release,
+        "namespace": ctx.namespace,
+        "serving_release": ctx.release,
+        "helm_revision": new_rev,
+        "previous_helm_revision": prev.helm_revision,
+        "manifests_sha256": sha,
+        "values": values,
+        "routing": {k: v for k, v in routing.items() if k != "ok"},
+        "routing_snapshot": snapshot,
+        "workflow_id": workflow_id,
+        "command": command,
+        "form": form,
+        "strategy": decl.rollback.strategy,
+        "migrations": decl.migrations.classification,
+        "smoke": smoke,
+        "approval_id": ctx.approval.event_id if ctx.approval else None,
         "stage3_started_seq": started_ev.seq,
         "previous_restore": {k: v for k, v in prev.as_dict().items() if k in rb.RESTORE_KEYS},
     }
-    return _record_promotion(store=store, ctx=ctx, checks=checks + steps, payload=payload, routing=routing,
-                             smoke=smoke, statehub=statehub, now=now, started=started, events=events)
+    return _record_promotion(
+        store=store,
+        ctx=ctx,
+        checks=checks + steps,
+        payload=payload,
+        routing=routing,
+        smoke=smoke,
+        statehub=statehub,
+        now=now,
+        started=started,
+        events=events,
+    )
 
 
-def _promote_switch(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: KubeLike, helm: HelmLike,
-                    http: httpx.Client, statehub: NotePoster | None, now: Callable[[], datetime], started: datetime,
-                    ready_timeout: float, sleep: Callable[[float], None]) -> PromotionOutcome:
+def _promote_switch(
+    *,
+    store: EventStore,
+    ctx: _Ctx,
+    checks: list[Check],
+    kube: KubeLike,
+    helm: HelmLike,
+    http: httpx.Client,
+    statehub: NotePoster | None,
+    now: Callable[[], datetime],
+    started: datetime,
+    ready_timeout: float,
+    sleep: Callable[[float], None],
+) -> PromotionOutcome:
     """The routing-switch form: the stable Service is pointed at the accepted canary release's pods.
 
     The production release is not touched (it keeps serving nothing but stays installed as the
@@ -968,29 +1367,57 @@ def _promote_switch(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: 
     spec: dc.RoutingSpec = sw["spec"]
     workflow_id = rb.new_workflow_id("promote", workload, ctx.digest)
     patch = json.dumps({"spec": {"selector": sw["selector"]}}, sort_keys=True, separators=(",", ":"))
-    command = shlex.join(["kubectl", "--namespace", ns, "patch", "service", service, "--type", "merge",
-                          "--patch", patch])
+    command = shlex.join(
+        ["kubectl", "--namespace", ns, "patch", "service", service, "--type", "merge", "--patch", patch]
+    )
     values = _store_values(decl, ctx.home, files=(decl.chart.values, decl.stages.canary.values))
     service_before: dict[str, Any] = sw["service_before"]
     candidate_restore = {
-        "digest": ctx.digest, "image": ctx.image, "release": sw["release"], "namespace": ns,
-        "serving_release": sw["release"], "helm_revision": sw["helm_revision"],
-        "manifests_sha256": sw["manifests_sha256"], "migrations": decl.migrations.classification,
+        "digest": ctx.digest,
+        "image": ctx.image,
+        "release": sw["release"],
+        "namespace": ns,
+        "serving_release": sw["release"],
+        "helm_revision": sw["helm_revision"],
+        "manifests_sha256": sw["manifests_sha256"],
+        "migrations": decl.migrations.classification,
         "routing_previous": [service_before],
     }
-    switch = {"service": f"{ns}/{service}", "selector_before": sw["selector_before"],
-              "selector_after": sw["selector_text"], "canary_release": sw["release"],
-              "canary_service": sw["canary_service"], "canary_helm_revision": sw["helm_revision"],
-              "stable_release_kept": sw["previous_serving_release"]}
-    plan = {
-        "workflow_id": workflow_id, "form": "routing-switch", "command": command, "strategy": decl.rollback.strategy,
-        "candidate": {"digest": ctx.digest, "image": ctx.image, "revision": ctx.revision},
-        "previous_stable": prev.as_dict(), "candidate_restore": candidate_restore, "switch": switch,
-        "manifests": {"sha256": sw["manifests_sha256"]}, "values": values,
-        "prechecks": [c.model_dump(mode="json") for c in checks], "started_at": _iso(started),
+    switch = {
+        "service": f"{ns}/{service}",
+        "selector_before": sw["selector_before"],
+        "selector_after": sw["selector_text"],
+        "canary_release": sw["release"],
+        "canary_service": sw["canary_service"],
+        "canary_helm_revision": sw["helm_revision"],
+        "stable_release_kept": sw["previous_serving_release"],
     }
-    events = store.append([NewEvent(stream=workload, kind=EventKind.STAGE_STARTED, actor=ctx.operator,
-                                    candidate=ctx.digest, stage=3, payload=redact_value(plan))])
+    plan = {
+        "workflow_id": workflow_id,
+        "form": "routing-switch",
+        "command": command,
+        "strategy": decl.rollback.strategy,
+        "candidate": {"digest": ctx.digest, "image": ctx.image, "revision": ctx.revision},
+        "previous_stable": prev.as_dict(),
+        "candidate_restore": candidate_restore,
+        "switch": switch,
+        "manifests": {"sha256": sw["manifests_sha256"]},
+        "values": values,
+        "prechecks": [c.model_dump(mode="json") for c in checks],
+        "started_at": _iso(started),
+    }
+    events = store.append(
+        [
+            NewEvent(
+                stream=workload,
+                kind=EventKind.STAGE_STARTED,
+                actor=ctx.operator,
+                candidate=ctx.digest,
+                stage=3,
+                payload=redact_value(plan),
+            )
+        ]
+    )
     started_ev = events[0]
     steps: list[Check] = []
     routing: dict[str, Any] = {}
@@ -1001,8 +1428,15 @@ def _promote_switch(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: 
     failure: str | None = None
     p = canary.payload
     try:
-        removal = _remove(kube=kube, helm=None, spec=spec, release=sw["release"], namespace=ns,
-                          creates=p.get("routing_created") or [], previous=p.get("routing_previous") or [])
+        removal = _remove(
+            kube=kube,
+            helm=None,
+            spec=spec,
+            release=sw["release"],
+            namespace=ns,
+            creates=p.get("routing_created") or [],
+            previous=p.get("routing_previous") or [],
+        )
         if "FAILED" in removal:
             raise _PromotionFailed(f"the canary's own routing could not be removed: {removal}")
         routing_previous = [service_before, *_routing_snapshot(kube, decl, ns)]
@@ -1011,28 +1445,68 @@ def _promote_switch(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: 
         kube.apply(manifests=[switched], field_manager=FIELD_MANAGER, force=True)
         live = kube.get(api_version="v1", kind="Service", namespace=ns, name=service)
         routing_new = [rb.clean_object(live or switched), *routing_previous[1:]]
-        read = rb.routing_read_back(kube, [switched, *routing_previous[1:]], namespace=ns, service=service,
-                                    image=ctx.image)
-        steps.append(_check("promotion_applied", bool(read["ok"]),
-                            f"`{command}` (canary release {sw['release']} revision {sw['helm_revision']} is now the "
-                            f"stable workload; release {ctx.release} untouched); {read['detail']}",
-                            evidence=[Evidence(kind="workflow", ref=workflow_id, detail=command)]))
+        read = rb.routing_read_back(
+            kube, [switched, *routing_previous[1:]], namespace=ns, service=service, image=ctx.image
+        )
+        steps.append(
+            _check(
+                "promotion_applied",
+                bool(read["ok"]),
+                f"`{command}` (canary release {sw['release']} revision {sw['helm_revision']} is now the "
+                f"stable workload; release {ctx.release} untouched); {read['detail']}",
+                evidence=[Evidence(kind="workflow", ref=workflow_id, detail=command)],
+            )
+        )
         if not read["ok"]:
-            raise _PromotionFailed(f"the stable Service did not read back switched to the candidate: {read['detail']}")
-        routing = production_routing(kube, decl, namespace=ns, image=ctx.image, canary_service=spec.canary_service)
+            raise _PromotionFailed(
+                f"the stable Service did not read back switched to the candidate: {read['detail']}"
+            )
+        routing = production_routing(
+            kube, decl, namespace=ns, image=ctx.image, canary_service=spec.canary_service
+        )
         routing["canary_removal"] = removal
         routing["switch"] = switch
-        steps.append(_check("stable_routing_points_at_candidate", routing["ok"], routing["detail"],
-                            evidence=[Evidence(kind="k8s-object", ref=o, detail="serves the host")
-                                      for o in routing["serving_objects"]]
-                            + [Evidence(kind="k8s-object", ref=f"Service/{service}",
-                                        detail=f"selector {sw['selector_before']} -> {sw['selector_text']}")]))
-        events += store.append([NewEvent(
-            stream=workload, kind=EventKind.ROUTING_CHANGED, actor=ctx.operator, candidate=ctx.digest, stage=3,
-            payload=redact_value({"action": "stable Service switched to the canary release's pods; canary routing "
-                                            "removed", "workflow_id": workflow_id, "switch": switch,
-                                  "routing_previous": routing_previous, "routing_new": routing_new,
-                                  "read_back": routing, "canary_removal": removal}))])
+        steps.append(
+            _check(
+                "stable_routing_points_at_candidate",
+                routing["ok"],
+                routing["detail"],
+                evidence=[
+                    Evidence(kind="k8s-object", ref=o, detail="serves the host")
+                    for o in routing["serving_objects"]
+                ]
+                + [
+                    Evidence(
+                        kind="k8s-object",
+                        ref=f"Service/{service}",
+                        detail=f"selector {sw['selector_before']} -> {sw['selector_text']}",
+                    )
+                ],
+            )
+        )
+        events += store.append(
+            [
+                NewEvent(
+                    stream=workload,
+                    kind=EventKind.ROUTING_CHANGED,
+                    actor=ctx.operator,
+                    candidate=ctx.digest,
+                    stage=3,
+                    payload=redact_value(
+                        {
+                            "action": "stable Service switched to the canary release's pods; canary routing "
+                            "removed",
+                            "workflow_id": workflow_id,
+                            "switch": switch,
+                            "routing_previous": routing_previous,
+                            "routing_new": routing_new,
+                            "read_back": routing,
+                            "canary_removal": removal,
+                        }
+                    ),
+                )
+            ]
+        )
         smoke, smoke_check, failure = _judge_promotion(decl, kube, http, ns, routing)
         steps.append(smoke_check)
     except (_PromotionFailed, AdapterError, RailianceError) as exc:
@@ -1040,37 +1514,88 @@ def _promote_switch(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: 
         if not any(c.name == "promotion_applied" for c in steps):
             steps.append(_check("promotion_applied", False, failure, technical=isinstance(exc, AdapterError)))
     if failure is not None:
-        return _fail_and_restore(store=store, ctx=ctx, checks=checks + steps, kube=kube, helm=helm, http=http,
-                                 statehub=statehub, now=now, started=started, started_ev=started_ev, events=events,
-                                 failure=failure, workflow_id=workflow_id,
-                                 candidate_restore={**candidate_restore, "routing_previous": routing_previous},
-                                 ready_timeout=ready_timeout, sleep=sleep, strategy="routing")
+        return _fail_and_restore(
+            store=store,
+            ctx=ctx,
+            checks=checks + steps,
+            kube=kube,
+            helm=helm,
+            http=http,
+            statehub=statehub,
+            now=now,
+            started=started,
+            started_ev=started_ev,
+            events=events,
+            failure=failure,
+            workflow_id=workflow_id,
+            candidate_restore={**candidate_restore, "routing_previous": routing_previous},
+            ready_timeout=ready_timeout,
+            sleep=sleep,
+            strategy="routing",
+        )
 
     payload = {
-        "digest": ctx.digest, "image": ctx.image, "revision": ctx.revision,
-        "previous_stable": prev.digest, "previous_image": prev.image,
-        "release": sw["release"], "namespace": ns, "serving_release": sw["release"],
-        "helm_revision": sw["helm_revision"], "previous_helm_revision": prev.helm_revision,
-        "manifests_sha256": sw["manifests_sha256"], "values": values,
+        "digest": ctx.digest,
+        "image": ctx.image,
+        "revision": ctx.revision,
+        "previous_stable": prev.digest,
+        "previous_image": prev.image,
+        "release": sw["release"],
+        "namespace": ns,
+        "serving_release": sw["release"],
+        "helm_revision": sw["helm_revision"],
+        "previous_helm_revision": prev.helm_revision,
+        "manifests_sha256": sw["manifests_sha256"],
+        "values": values,
         "routing": {k: v for k, v in routing.items() if k != "ok"},
-        "routing_snapshot": routing_new, "routing_previous": routing_previous, "routing_new": routing_new,
+        "routing_snapshot": routing_new,
+        "routing_previous": routing_previous,
+        "routing_new": routing_new,
         "switch": switch,
-        "stable_release": {"name": ctx.release, "namespace": ns, "helm_revision": _helm_revision(helm, ctx.release, ns),
-                           "changed": False},
+        "stable_release": {
+            "name": ctx.release,
+            "namespace": ns,
+            "helm_revision": _helm_revision(helm, ctx.release, ns),
+            "changed": False,
+        },
         "previous_serving_release": sw["previous_serving_release"],
-        "workflow_id": workflow_id, "command": command, "form": "routing-switch",
-        "strategy": decl.rollback.strategy, "migrations": decl.migrations.classification,
-        "smoke": smoke, "approval_id": ctx.approval.event_id if ctx.approval else None,
+        "workflow_id": workflow_id,
+        "command": command,
+        "form": "routing-switch",
+        "strategy": decl.rollback.strategy,
+        "migrations": decl.migrations.classification,
+        "smoke": smoke,
+        "approval_id": ctx.approval.event_id if ctx.approval else None,
         "stage3_started_seq": started_ev.seq,
         "previous_restore": {k: v for k, v in prev.as_dict().items() if k in rb.RESTORE_KEYS},
     }
-    return _record_promotion(store=store, ctx=ctx, checks=checks + steps, payload=payload, routing=routing,
-                             smoke=smoke, statehub=statehub, now=now, started=started, events=events)
+    return _record_promotion(
+        store=store,
+        ctx=ctx,
+        checks=checks + steps,
+        payload=payload,
+        routing=routing,
+        smoke=smoke,
+        statehub=statehub,
+        now=now,
+        started=started,
+        events=events,
+    )
 
 
-def _record_promotion(*, store: EventStore, ctx: _Ctx, checks: list[Check], payload: dict[str, Any],
-                      routing: Mapping[str, Any], smoke: Sequence[Mapping[str, Any]], statehub: NotePoster | None,
-                      now: Callable[[], datetime], started: datetime, events: list[RecordedEvent]) -> PromotionOutcome:
+def _record_promotion(
+    *,
+    store: EventStore,
+    ctx: _Ctx,
+    checks: list[Check],
+    payload: dict[str, Any],
+    routing: Mapping[str, Any],
+    smoke: Sequence[Mapping[str, Any]],
+    statehub: NotePoster | None,
+    now: Callable[[], datetime],
+    started: datetime,
+    events: list[RecordedEvent],
+) -> PromotionOutcome:
     """``promotion.completed`` (``payload``), the State Hub note, ``stage.completed`` (3): the promotion passed."""
     from railiance_ledger.lifecycle.notes import post_and_record, statehub_from_env
 
@@ -1078,36 +1603,73 @@ def _record_promotion(*, store: EventStore, ctx: _Ctx, checks: list[Check], payl
     assert prev is not None
     workload, workflow_id, form = ctx.workload, str(payload["workflow_id"]), str(payload["form"])
     release, new_rev = str(payload["release"]), payload.get("helm_revision")
-    promo = store.append([NewEvent(stream=workload, kind=EventKind.PROMOTION_COMPLETED, actor=ctx.operator,
-                                   candidate=ctx.digest, stage=3, payload=redact_value(payload))])[0]
+    promo = store.append(
+        [
+            NewEvent(
+                stream=workload,
+                kind=EventKind.PROMOTION_COMPLETED,
+                actor=ctx.operator,
+                candidate=ctx.digest,
+                stage=3,
+                payload=redact_value(payload),
+            )
+        ]
+    )[0]
     events.append(promo)
     warnings: list[str] = []
     hub = statehub if statehub is not None else statehub_from_env()
     evidence = _evidence(ctx, workflow_id, str(payload["command"]), new_rev, routing, smoke, release=release)
     note = post_and_record(
-        store=store, statehub=hub, event=promo, title=f"{workload}: promoted {ctx.image} to stable",
-        body=(f"Stage 3 promotion {workflow_id} of {ctx.image} ({form}).\nPrevious stable: {prev.text}.\n"
-              f"New stable: {ctx.image}, Helm revision {new_rev} of {ctx.namespace}/{release}.\n"
-              f"Routing: {routing['detail']}.\nSmoke: " + "; ".join(f"{s['name']} {s['detail']}" for s in smoke)
-              + f".\nRollback target retained: {prev.text} (Helm revision {prev.helm_revision}, "
-              f"manifests {prev.manifests_sha256 or 'not stored'}"
-              + (f", previous routing of {len(payload['routing_previous'])} objects" if payload.get("routing_previous")
-                 else "") + f").\nLedger event {promo.event_id} (seq {promo.seq})."),
-        evidence=[e.model_dump(mode="json") for e in evidence], required=True,
-        required_reason="Stage 3 evidence includes a State Hub progress note")
+        store=store,
+        statehub=hub,
+        event=promo,
+        title=f"{workload}: promoted {ctx.image} to stable",
+        body=(
+            f"Stage 3 promotion {workflow_id} of {ctx.image} ({form}).\nPrevious stable: {prev.text}.\n"
+            f"New stable: {ctx.image}, Helm revision {new_rev} of {ctx.namespace}/{release}.\n"
+            f"Routing: {routing['detail']}.\nSmoke: "
+            + "; ".join(f"{s['name']} {s['detail']}" for s in smoke)
+            + f".\nRollback target retained: {prev.text} (Helm revision {prev.helm_revision}, "
+            f"manifests {prev.manifests_sha256 or 'not stored'}"
+            + (
+                f", previous routing of {len(payload['routing_previous'])} objects"
+                if payload.get("routing_previous")
+                else ""
+            )
+            + f").\nLedger event {promo.event_id} (seq {promo.seq})."
+        ),
+        evidence=[e.model_dump(mode="json") for e in evidence],
+        required=True,
+        required_reason="Stage 3 evidence includes a State Hub progress note",
+    )
     if note.warning:
         warnings.append(note.warning)
     evidence.append(Evidence(kind="statehub", ref=note.note_id or "not delivered", detail="progress note"))
     doc, evs, w = _complete(store, ctx, _result(ctx, checks, evidence, started, now()))
-    doc.update({"workflow_id": workflow_id, "rolled_back": False, "promotion": {"seq": promo.seq, "event_id": promo.event_id},
-                "statehub_note": note.note_id})
+    doc.update(
+        {
+            "workflow_id": workflow_id,
+            "rolled_back": False,
+            "promotion": {"seq": promo.seq, "event_id": promo.event_id},
+            "statehub_note": note.note_id,
+        }
+    )
     exit_code = 0 if doc["status"] == "pass" else 1
-    return PromotionOutcome(document=doc, exit_code=exit_code, events=events + evs, warnings=warnings + w,
-                            workflow_id=workflow_id)
+    return PromotionOutcome(
+        document=doc, exit_code=exit_code, events=events + evs, warnings=warnings + w, workflow_id=workflow_id
+    )
 
 
-def _evidence(ctx: _Ctx, workflow_id: str, command: str, new_rev: Any, routing: Mapping[str, Any],
-              smoke: Sequence[Mapping[str, Any]], *, release: str | None = None) -> list[Evidence]:
+def _evidence(
+    ctx: _Ctx,
+    workflow_id: str,
+    command: str,
+    new_rev: Any,
+    routing: Mapping[str, Any],
+    smoke: Sequence[Mapping[str, Any]],
+    *,
+    release: str | None = None,
+) -> list[Evidence]:
     prev = ctx.previous
     assert prev is not None
     release = release or ctx.release
@@ -1115,26 +1677,56 @@ def _evidence(ctx: _Ctx, workflow_id: str, command: str, new_rev: Any, routing: 
         Evidence(kind="workflow", ref=workflow_id, detail=command),
         Evidence(kind="digest", ref=prev.image or prev.digest or "unknown", detail="previous stable"),
         Evidence(kind="digest", ref=ctx.image, detail="new stable"),
-        Evidence(kind="k8s-object", ref=f"helm-release/{ctx.namespace}/{release}",
-                 detail=f"revision {new_rev} (previous stable: {prev.serving_release or prev.release} revision "
-                        f"{prev.helm_revision})"),
-        Evidence(kind="summary", ref=f"routing:{routing.get('host') or routing.get('stable_service')}",
-                 detail=str(routing.get("detail"))),
+        Evidence(
+            kind="k8s-object",
+            ref=f"helm-release/{ctx.namespace}/{release}",
+            detail=f"revision {new_rev} (previous stable: {prev.serving_release or prev.release} revision "
+            f"{prev.helm_revision})",
+        ),
+        Evidence(
+            kind="summary",
+            ref=f"routing:{routing.get('host') or routing.get('stable_service')}",
+            detail=str(routing.get("detail")),
+        ),
     ]
-    ev += [Evidence(kind="http-status", ref=str(s.get("target")), detail=f"smoke {s['name']}: {s['detail']}")
-           for s in smoke]
-    ev.append(Evidence(kind="summary", ref=f"rollback-target:{prev.image or prev.digest}",
-                       detail=f"retained: Helm revision {prev.helm_revision}, manifests {prev.manifests_sha256}"))
+    ev += [
+        Evidence(kind="http-status", ref=str(s.get("target")), detail=f"smoke {s['name']}: {s['detail']}")
+        for s in smoke
+    ]
+    ev.append(
+        Evidence(
+            kind="summary",
+            ref=f"rollback-target:{prev.image or prev.digest}",
+            detail=f"retained: Helm revision {prev.helm_revision}, manifests {prev.manifests_sha256}",
+        )
+    )
     if ctx.stage2_result is not None:
-        ev.append(Evidence(kind="summary", ref=f"ledger:{ctx.stage2_result.event_id}", detail="stage 2 acceptance"))
+        ev.append(
+            Evidence(kind="summary", ref=f"ledger:{ctx.stage2_result.event_id}", detail="stage 2 acceptance")
+        )
     return ev
 
 
-def _fail_and_restore(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube: KubeLike, helm: HelmLike,
-                      http: httpx.Client, statehub: NotePoster | None, now: Callable[[], datetime], started: datetime,
-                      started_ev: RecordedEvent, events: list[RecordedEvent], failure: str, workflow_id: str,
-                      candidate_restore: dict[str, Any], ready_timeout: float,
-                      sleep: Callable[[float], None], strategy: str | None = None) -> PromotionOutcome:
+def _fail_and_restore(
+    *,
+    store: EventStore,
+    ctx: _Ctx,
+    checks: list[Check],
+    kube: KubeLike,
+    helm: HelmLike,
+    http: httpx.Client,
+    statehub: NotePoster | None,
+    now: Callable[[], datetime],
+    started: datetime,
+    started_ev: RecordedEvent,
+    events: list[RecordedEvent],
+    failure: str,
+    workflow_id: str,
+    candidate_restore: dict[str, Any],
+    ready_timeout: float,
+    sleep: Callable[[float], None],
+    strategy: str | None = None,
+) -> PromotionOutcome:
     """The promotion changed production and failed: restore the previous stable, then record the stage.
 
     ``strategy`` overrides the declared rollback strategy (a routing switch is always undone by
@@ -1145,38 +1737,87 @@ def _fail_and_restore(*, store: EventStore, ctx: _Ctx, checks: list[Check], kube
     warnings: list[str] = []
     rollback_doc: dict[str, Any] | None = None
     if ctx.decl.migrations.classification == "forward-only":
-        checks.append(_check("automatic_rollback", False,
-                             f"{failure}. Automatic rollback BLOCKED: the candidate carries a forward-only migration; "
-                             "production may still serve the candidate. A human must decide: "
-                             "`railiance rollback APP_DIR --reason TEXT --accept-forward-only --approval <id>`"))
+        checks.append(
+            _check(
+                "automatic_rollback",
+                False,
+                f"{failure}. Automatic rollback BLOCKED: the candidate carries a forward-only migration; "
+                "production may still serve the candidate. A human must decide: "
+                "`railiance rollback APP_DIR --reason TEXT --accept-forward-only --approval <id>`",
+            )
+        )
         rolled_back = False
     else:
-        plan = rb._Plan(leaving_digest=ctx.digest, leaving_image=ctx.image, leaving_restore=candidate_restore,
-                        leaving_seq=started_ev.seq, target=ctx.previous, open_stage3=started_ev)
-        out = rb._perform(store=store, decl=ctx.decl, operator=ctx.operator, kube=kube, helm=helm, http=http,
-                          plan=plan, symptom=failure, fate="returned-to-stage1", strategy=strategy,
-                          started_payload={"symptom": failure, "reason": failure, "at": _iso(now()), "automatic": True,
-                                           "workflow_id": workflow_id, "strategy": strategy,
-                                           "from_stable": ctx.digest, "rollback_target": ctx.previous.as_dict()},
-                          statehub=statehub, now=now, home=ctx.home, ready_timeout=ready_timeout, sleep=sleep)
+        plan = rb._Plan(
+            leaving_digest=ctx.digest,
+            leaving_image=ctx.image,
+            leaving_restore=candidate_restore,
+            leaving_seq=started_ev.seq,
+            target=ctx.previous,
+            open_stage3=started_ev,
+        )
+        out = rb._perform(
+            store=store,
+            decl=ctx.decl,
+            operator=ctx.operator,
+            kube=kube,
+            helm=helm,
+            http=http,
+            plan=plan,
+            symptom=failure,
+            fate="returned-to-stage1",
+            strategy=strategy,
+            started_payload={
+                "symptom": failure,
+                "reason": failure,
+                "at": _iso(now()),
+                "automatic": True,
+                "workflow_id": workflow_id,
+                "strategy": strategy,
+                "from_stable": ctx.digest,
+                "rollback_target": ctx.previous.as_dict(),
+            },
+            statehub=statehub,
+            now=now,
+            home=ctx.home,
+            ready_timeout=ready_timeout,
+            sleep=sleep,
+        )
         events += out.events
         warnings += out.warnings
         rollback_doc = out.document
         rolled_back = True
-        checks.append(_check("automatic_rollback", out.passed,
-                             f"{failure}. Previous stable {ctx.previous.text} restored automatically: "
-                             f"{out.document.get('action')}; verification "
-                             f"{'passed' if out.passed else 'FAILED'}: {out.document['verification']['check'].get('detail')}"))
+        checks.append(
+            _check(
+                "automatic_rollback",
+                out.passed,
+                f"{failure}. Previous stable {ctx.previous.text} restored automatically: "
+                f"{out.document.get('action')}; verification "
+                f"{'passed' if out.passed else 'FAILED'}: {out.document['verification']['check'].get('detail')}",
+            )
+        )
     evidence = [Evidence(kind="workflow", ref=workflow_id, detail="promotion (failed)")]
     if rollback_doc is not None:
-        evidence.append(Evidence(kind="summary", ref=f"ledger:seq {rollback_doc['ledger']['seq']}",
-                                 detail="rollback.completed"))
+        evidence.append(
+            Evidence(
+                kind="summary", ref=f"ledger:seq {rollback_doc['ledger']['seq']}", detail="rollback.completed"
+            )
+        )
         if rollback_doc.get("statehub_note"):
-            evidence.append(Evidence(kind="statehub", ref=str(rollback_doc["statehub_note"]), detail="rollback note"))
+            evidence.append(
+                Evidence(kind="statehub", ref=str(rollback_doc["statehub_note"]), detail="rollback note")
+            )
     doc, evs, w = _complete(store, ctx, _result(ctx, checks, evidence, started, now()))
     doc.update({"workflow_id": workflow_id, "rolled_back": rolled_back, "rollback": rollback_doc})
-    return PromotionOutcome(document=doc, exit_code=1, events=events + evs, warnings=warnings + w,
-                            rolled_back=rolled_back, workflow_id=workflow_id, rollback=rollback_doc)
+    return PromotionOutcome(
+        document=doc,
+        exit_code=1,
+        events=events + evs,
+        warnings=warnings + w,
+        rolled_back=rolled_back,
+        workflow_id=workflow_id,
+        rollback=rollback_doc,
+    )
 
 
 # ---------------------------------------------------------------------------------------- lineage read helper
@@ -1207,14 +1848,34 @@ def lineage_with_evidence(store: EventStore, workload: str, *, at: str | None = 
         promo = by_event.get(str(stable.get("event_id")))
         if promo is None:
             return {"promotion": None, "stage_result": None, "notes": []}
-        result = next((ev for ev in history if ev.seq > promo.seq and ev.kind == EventKind.STAGE_COMPLETED
-                       and ev.stage == 3 and ev.candidate == promo.candidate), None)
+        result = next(
+            (
+                ev
+                for ev in history
+                if ev.seq > promo.seq
+                and ev.kind == EventKind.STAGE_COMPLETED
+                and ev.stage == 3
+                and ev.candidate == promo.candidate
+            ),
+            None,
+        )
         ids = notes.get(promo.event_id, []) + (notes.get(result.event_id, []) if result else [])
         return {
-            "promotion": {"event_id": promo.event_id, "seq": promo.seq, "hash": promo.hash,
-                          "workflow_id": promo.payload.get("workflow_id"), "helm_revision": promo.payload.get("helm_revision")},
-            "stage_result": {"event_id": result.event_id, "seq": result.seq, "hash": result.hash,
-                             "status": result.payload.get("status")} if result else None,
+            "promotion": {
+                "event_id": promo.event_id,
+                "seq": promo.seq,
+                "hash": promo.hash,
+                "workflow_id": promo.payload.get("workflow_id"),
+                "helm_revision": promo.payload.get("helm_revision"),
+            },
+            "stage_result": {
+                "event_id": result.event_id,
+                "seq": result.seq,
+                "hash": result.hash,
+                "status": result.payload.get("status"),
+            }
+            if result
+            else None,
             "notes": ids,
         }
 

@@ -24,26 +24,38 @@ if TYPE_CHECKING:
     from railiance_ledger.ledger.store import EventStore
 
 NON_WAIVABLE: dict[int, frozenset[str]] = {
-    1: frozenset({
-        "secrets_by_reference",      # "generated manifests contain plaintext secrets" fails closed
-        "candidate_immutable",       # without a digest there is nothing a waiver could name
-        "artifact_deterministic",    # "the artifact cannot be traced to source" fails closed
-        "observability_declared",    # "cannot state how it will be observed in Stage 2" fails closed
-    }),
+    1: frozenset(
+        {
+            "secrets_by_reference",  # "generated manifests contain plaintext secrets" fails closed
+            "candidate_immutable",  # without a digest there is nothing a waiver could name
+            "artifact_deterministic",  # "the artifact cannot be traced to source" fails closed
+            "observability_declared",  # "cannot state how it will be observed in Stage 2" fails closed
+        }
+    ),
 }
 """Gates, per stage, that the spec makes fail closed without exception."""
 
-WAIVABLE_STAGE2: frozenset[str] = frozenset({
-    # prechecks a waiver is honoured for
-    "dependencies_healthy",          # "platform dependencies ... explicitly degraded with operator approval"
-    "observation_window",            # production-critical window under 60 minutes "unless explicitly waived"
-    # end-of-window acceptance gates (``domain.canary.GATE_NAMES``) and required evidence
-    "canary_pods_ready", "canary_pods_stable", "canary_health", "canary_error_rate", "canary_latency",
-    "canary_saturation", "canary_statistical_comparison", "canary_routing", "canary_side_effects",
-    "canary_logs_clean", "rollback_ready",
-    "canary_release_identity",       # rendered release identity, namespace and release name read back
-    "statehub_note",                 # "State Hub progress note with non-secret evidence"
-})
+WAIVABLE_STAGE2: frozenset[str] = frozenset(
+    {
+        # prechecks a waiver is honoured for
+        "dependencies_healthy",  # "platform dependencies ... explicitly degraded with operator approval"
+        "observation_window",  # production-critical window under 60 minutes "unless explicitly waived"
+        # end-of-window acceptance gates (``domain.canary.GATE_NAMES``) and required evidence
+        "canary_pods_ready",
+        "canary_pods_stable",
+        "canary_health",
+        "canary_error_rate",
+        "canary_latency",
+        "canary_saturation",
+        "canary_statistical_comparison",
+        "canary_routing",
+        "canary_side_effects",
+        "canary_logs_clean",
+        "rollback_ready",
+        "canary_release_identity",  # rendered release identity, namespace and release name read back
+        "statehub_note",  # "State Hub progress note with non-secret evidence"
+    }
+)
 """Stage 2 gates whose failure ``lifecycle.stage2`` turns into ``waived`` when a waiver names them
 (the spec: "any required evidence is missing and no operator waiver is recorded" fails closed, so a
 recorded waiver is the way through). Other stage 2 names are recorded but no Stage 2 check reads them."""
@@ -55,7 +67,9 @@ def stage1_gates(decl: Declaration) -> list[str]:
     """Every Stage 1 gate name for ``decl``: the required checks, then ``local_check:<name>``."""
     from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
 
-    return list(REQUIRED_CHECKS) + [f"local_check:{c.name}" for c in (getattr(decl, "local_checks", None) or [])]
+    return list(REQUIRED_CHECKS) + [
+        f"local_check:{c.name}" for c in (getattr(decl, "local_checks", None) or [])
+    ]
 
 
 def record_waiver(
@@ -81,7 +95,9 @@ def record_waiver(
     """
     gate = gate.strip()
     if not operator or not operator.strip():
-        raise InvalidInput("a waiver needs an operator", hint="pass --operator NAME or set RAILIANCE_OPERATOR")
+        raise InvalidInput(
+            "a waiver needs an operator", hint="pass --operator NAME or set RAILIANCE_OPERATOR"
+        )
     if not reason or not reason.strip():
         raise InvalidInput("a waiver needs a reason", hint="pass --reason TEXT saying why the gate may fail")
     if stage not in (1, 2, 3):
@@ -110,7 +126,12 @@ def record_waiver(
         "scope": {"gate": gate, "candidate": digest, "stage": stage},
     }
     event = NewEvent(
-        stream=workload, kind=EventKind.WAIVER_GRANTED, actor=operator, candidate=digest, stage=stage, payload=payload
+        stream=workload,
+        kind=EventKind.WAIVER_GRANTED,
+        actor=operator,
+        candidate=digest,
+        stage=stage,
+        payload=payload,
     )
     recorded = store.append([event])[0]
     return _post_waiver_note(store=store, decl=decl, event=recorded, statehub=statehub)
@@ -141,7 +162,9 @@ def _post_waiver_note(
 
 
 def _resolve_candidate(history: Iterable[RecordedEvent], workload: str, candidate: str | None) -> str:
-    registered = [ev.candidate for ev in history if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.candidate]
+    registered = [
+        ev.candidate for ev in history if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.candidate
+    ]
     if candidate is None:
         if not registered:
             raise InvalidInput(
@@ -150,7 +173,9 @@ def _resolve_candidate(history: Iterable[RecordedEvent], workload: str, candidat
             )
         return registered[-1]
     if not is_digest(candidate):
-        raise InvalidInput(f"{candidate!r} is not a sha256 digest", hint="pass --image REPOSITORY@sha256:<64 hex>")
+        raise InvalidInput(
+            f"{candidate!r} is not a sha256 digest", hint="pass --image REPOSITORY@sha256:<64 hex>"
+        )
     if candidate not in registered:
         raise InvalidInput(
             f"candidate {candidate} is not registered for {workload}",

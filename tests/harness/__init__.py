@@ -32,7 +32,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.1, what: str = "") -> None:
+def wait_until(
+    predicate: Callable[[], bool], *, timeout: float, interval: float = 0.1, what: str = ""
+) -> None:
     """Poll ``predicate`` until it returns true; raise ``HarnessError`` naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

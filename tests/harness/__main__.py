@@ -37,7 +37,9 @@ def _start_registry(port: int, workdir: Path) -> Service:
     from tests.harness.registry import start_registry
 
     server = start_registry(workdir, port=port)
-    return Service(url=server.url, stop=server.stop, details=["auth: none", f"storage: {workdir / 'storage'}"])
+    return Service(
+        url=server.url, stop=server.stop, details=["auth: none", f"storage: {workdir / 'storage'}"]
+    )
 
 
 def _start_registry_token(port: int, workdir: Path) -> Service:
@@ -46,10 +48,14 @@ def _start_registry_token(port: int, workdir: Path) -> Service:
 
     server = start_registry(workdir, port=port, token_auth=True)
     assert server.token_server is not None
-    return Service(url=server.url, stop=server.stop, details=[
-        f"auth: token, realm {server.token_server.realm}",
-        f"user: {TOKEN_REGISTRY_CREDENTIALS[0]} (password in tests/fixtures/registry.py)",
-    ])
+    return Service(
+        url=server.url,
+        stop=server.stop,
+        details=[
+            f"auth: token, realm {server.token_server.realm}",
+            f"user: {TOKEN_REGISTRY_CREDENTIALS[0]} (password in tests/fixtures/registry.py)",
+        ],
+    )
 
 
 def _start_prometheus(port: int, workdir: Path) -> Service:
@@ -57,10 +63,14 @@ def _start_prometheus(port: int, workdir: Path) -> Service:
     from tests.harness.prometheus import start_metrics_stack
 
     stack = start_metrics_stack(workdir, port=port, job=METRICS_JOB, stable=STABLE_STATE, canary=CANARY_STATE)
-    return Service(url=stack.prometheus.url, stop=stack.stop, details=[
-        f"app {track}: {app.url} (POST {app.url}/control, selector {stack.selector(track)})"
-        for track, app in stack.apps.items()
-    ])
+    return Service(
+        url=stack.prometheus.url,
+        stop=stack.stop,
+        details=[
+            f"app {track}: {app.url} (POST {app.url}/control, selector {stack.selector(track)})"
+            for track, app in stack.apps.items()
+        ],
+    )
 
 
 #: NAME -> start function. One line per server.
@@ -74,10 +84,14 @@ SERVERS: dict[str, Callable[[int, Path], Service]] = {
 
 def main(argv: list[str] | None = None) -> int:
     """Start the named server, print ``NAME ready URL``, serve until SIGTERM/SIGINT, then stop it."""
-    parser = argparse.ArgumentParser(prog="python -m tests.harness", description="Run one test server on loopback until killed.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.harness", description="Run one test server on loopback until killed."
+    )
     parser.add_argument("name", choices=sorted(SERVERS), help="which server to run")
     parser.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
-    parser.add_argument("--workdir", type=Path, default=None, help="state directory (default: a temporary one)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="state directory (default: a temporary one)"
+    )
     args = parser.parse_args(argv)
 
     stopping = threading.Event()

@@ -35,7 +35,11 @@ class KubeService:
 def start(port: int, workdir: Path) -> KubeService:
     """Start the emulator on ``port`` with its kubeconfig in ``workdir`` (for ``tests/harness/__main__.py``)."""
     emulator = KubeEmulator(port=port, workdir=workdir).start()
-    return KubeService(url=emulator.url, stop=emulator.stop, details=[
-        f"kubeconfig: {emulator.kubeconfig_path} (context emulator, bearer token, self-signed CA inline)",
-        "try: KUBECONFIG=<that file> kubectl get ns",
-    ])
+    return KubeService(
+        url=emulator.url,
+        stop=emulator.stop,
+        details=[
+            f"kubeconfig: {emulator.kubeconfig_path} (context emulator, bearer token, self-signed CA inline)",
+            "try: KUBECONFIG=<that file> kubectl get ns",
+        ],
+    )

@@ -42,7 +42,25 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
 )
 TICK_SECONDS = 0.05
 
@@ -91,17 +109,27 @@ class MetricsApp:
         self.job: str | None = None  # set by whoever registers it with Prometheus, for selectors
         self._port = port
         self._state = AppState()
-        self._state.update({"error_rate": error_rate, "latency_ms": latency_ms, "saturation": saturation,
-                            "rate": rate})
+        self._state.update(
+            {"error_rate": error_rate, "latency_ms": latency_ms, "saturation": saturation, "rate": rate}
+        )
         self._lock = threading.Lock()
         self._random = random.Random(seed)
         self._error_budget = 0.0
         self._stop = threading.Event()
         self.registry = CollectorRegistry()
-        self._requests = Counter("http_requests", "HTTP requests served", ["track", "code"], registry=self.registry)
-        self._duration = Histogram("http_request_duration_seconds", "HTTP request latency", ["track"],
-                                   buckets=LATENCY_BUCKETS, registry=self.registry)
-        self._saturation = Gauge("app_saturation_ratio", "Busiest resource, 0..1", ["track"], registry=self.registry)
+        self._requests = Counter(
+            "http_requests", "HTTP requests served", ["track", "code"], registry=self.registry
+        )
+        self._duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            ["track"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._saturation = Gauge(
+            "app_saturation_ratio", "Busiest resource, 0..1", ["track"], registry=self.registry
+        )
         self._server: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
 
@@ -223,7 +251,9 @@ class MetricsApp:
         self._duration.labels(track=self.track)
         self._saturation.labels(track=self.track).set(self.state()["saturation"])
         self._threads = [
-            threading.Thread(target=self._server.serve_forever, name=f"metrics-app-{self.track}", daemon=True),
+            threading.Thread(
+                target=self._server.serve_forever, name=f"metrics-app-{self.track}", daemon=True
+            ),
             threading.Thread(target=self._traffic, name=f"metrics-traffic-{self.track}", daemon=True),
         ]
         for thread in self._threads:

@@ -46,18 +46,23 @@ class PrometheusServer:
 
     def config_yaml(self) -> str:
         """The Prometheus configuration this server runs with."""
-        return "\n".join([
-            "global:",
-            f"  scrape_interval: {self.scrape_interval}",
-            f"  evaluation_interval: {self.scrape_interval}",
-            f"  scrape_timeout: {self.scrape_interval}",
-            "scrape_configs:",
-            "  - job_name: harness",
-            "    file_sd_configs:",
-            "      - files:",
-            f"          - {self.targets_dir}/*.json",
-            "        refresh_interval: 1s",
-        ]) + "\n"
+        return (
+            "\n".join(
+                [
+                    "global:",
+                    f"  scrape_interval: {self.scrape_interval}",
+                    f"  evaluation_interval: {self.scrape_interval}",
+                    f"  scrape_timeout: {self.scrape_interval}",
+                    "scrape_configs:",
+                    "  - job_name: harness",
+                    "    file_sd_configs:",
+                    "      - files:",
+                    f"          - {self.targets_dir}/*.json",
+                    "        refresh_interval: 1s",
+                ]
+            )
+            + "\n"
+        )
 
     def start(self, timeout: float = 30.0) -> PrometheusServer:
         """Write the config, start Prometheus in its own process group, wait for ``/-/ready``."""
@@ -122,7 +127,9 @@ class PrometheusServer:
         app.job = job
         self.add_target(app.address, job=job)
         # Two scrapes in, so rate() over a short window already has an answer.
-        self.wait_for_samples(f'rate(http_requests_total{{job="{job}",track="{app.track}"}}[10s])', timeout=timeout)
+        self.wait_for_samples(
+            f'rate(http_requests_total{{job="{job}",track="{app.track}"}}[10s])', timeout=timeout
+        )
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """Raw instant-query result list (harness use; the adapter is what tests test)."""
@@ -134,8 +141,12 @@ class PrometheusServer:
     def wait_for_samples(self, promql: str, *, timeout: float = 20.0, count: int = 1) -> None:
         """Wait until ``promql`` returns at least ``count`` series."""
         try:
-            wait_until(lambda: len(self.query(promql)) >= count, timeout=timeout, interval=0.25,
-                       what=f"samples for {promql} in prometheus at {self.url}")
+            wait_until(
+                lambda: len(self.query(promql)) >= count,
+                timeout=timeout,
+                interval=0.25,
+                what=f"samples for {promql} in prometheus at {self.url}",
+            )
         except HarnessError as exc:
             tail = self.process.log_tail() if self.process else ""
             raise HarnessError(f"{exc}\n{tail}") from exc
@@ -202,7 +213,9 @@ def start_metrics_stack(
     try:
         prometheus.add_target(stable_app.address, job=job)
         prometheus.add_target(canary_app.address, job=job)
-        prometheus.wait_for_samples(f'count by (track) (rate(http_requests_total{{job="{job}"}}[10s]))', count=2)
+        prometheus.wait_for_samples(
+            f'count by (track) (rate(http_requests_total{{job="{job}"}}[10s]))', count=2
+        )
     except BaseException:
         stack.stop()
         raise

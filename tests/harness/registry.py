@@ -142,8 +142,12 @@ class TokenServer:
                 scopes = query.get("scope", [])
                 token = server.issue(subject=subject, scopes=scopes if subject else [])
                 body = json.dumps(
-                    {"token": token, "access_token": token, "expires_in": server.ttl_seconds,
-                     "issued_at": dt.datetime.now(dt.UTC).isoformat()}
+                    {
+                        "token": token,
+                        "access_token": token,
+                        "expires_in": server.ttl_seconds,
+                        "issued_at": dt.datetime.now(dt.UTC).isoformat(),
+                    }
                 ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -169,12 +173,20 @@ class TokenServer:
                 kind, _, rest = item.partition(":")
                 name, _, actions = rest.rpartition(":")
                 if kind and name:
-                    access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
+                    access.append(
+                        {"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]}
+                    )
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256", "kid": self.kid}
         claims = {
-            "iss": ISSUER, "sub": subject, "aud": SERVICE, "exp": now + self.ttl_seconds,
-            "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access,
+            "iss": ISSUER,
+            "sub": subject,
+            "aud": SERVICE,
+            "exp": now + self.ttl_seconds,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": access,
         }
         signing_input = _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
         signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
@@ -354,7 +366,9 @@ class RegistryHelper:
     """Puts test images into a real registry: blobs through the upload API, then the manifest."""
 
     def __init__(self, base_url: str, *, username: str | None = None, password: str | None = None) -> None:
-        auth = BearerChallengeAuth(username, password) if username is not None and password is not None else None
+        auth = (
+            BearerChallengeAuth(username, password) if username is not None and password is not None else None
+        )
         self.base_url = base_url.rstrip("/")
         self.client = httpx.Client(base_url=self.base_url, timeout=10.0, auth=auth)
 
@@ -395,8 +409,12 @@ class RegistryHelper:
         """
         layer = payload if payload is not None else f"layer {uuid.uuid4()}".encode()
         config = json.dumps(
-            {"architecture": "amd64", "os": "linux", "config": {},
-             "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]}},
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]},
+            },
             sort_keys=True,
         ).encode()
         config_digest = self.upload_blob(repository, config)
@@ -421,8 +439,14 @@ class RegistryHelper:
         entries = []
         for digest in manifests:
             raw, media_type = self.get_manifest(repository, digest)
-            entries.append({"mediaType": media_type, "digest": digest, "size": len(raw),
-                            "platform": {"architecture": "amd64", "os": "linux"}})
+            entries.append(
+                {
+                    "mediaType": media_type,
+                    "digest": digest,
+                    "size": len(raw),
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                }
+            )
         index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
         return self.put_manifest(repository, tag, index, OCI_INDEX)
 
@@ -474,4 +498,6 @@ class RegistryHelper:
 
 def _expect(response: httpx.Response, status: int, what: str) -> None:
     if response.status_code != status:
-        raise HarnessError(f"{what}: HTTP {response.status_code} from {response.request.url}: {response.text[:300]}")
+        raise HarnessError(
+            f"{what}: HTTP {response.status_code} from {response.request.url}: {response.text[:300]}"
+        )

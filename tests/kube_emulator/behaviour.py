@@ -40,8 +40,15 @@ class BehaviourRegistry:
         self._by_key: dict[str, Behaviour] = {}
         self._pod_logs: dict[tuple[str, str], list[str]] = {}
 
-    def set(self, key: str, mode: PodMode | str = PodMode.READY, *, ready_after: float = 0.0,
-            restart_interval: float = 1.0, logs: list[str] | None = None) -> Behaviour:
+    def set(
+        self,
+        key: str,
+        mode: PodMode | str = PodMode.READY,
+        *,
+        ready_after: float = 0.0,
+        restart_interval: float = 1.0,
+        logs: list[str] | None = None,
+    ) -> Behaviour:
         """Register the behaviour for an image (or annotation value) ``key``."""
         b = Behaviour(PodMode(mode), ready_after, restart_interval, list(logs or []))
         with self._lock:

@@ -36,7 +36,9 @@ def _stamp(t: float) -> str:
 class Controller(threading.Thread):
     """Reconciles every ``tick`` seconds until ``stopping`` is set."""
 
-    def __init__(self, api: Api, behaviours: BehaviourRegistry, stopping: threading.Event, tick: float = 0.05) -> None:
+    def __init__(
+        self, api: Api, behaviours: BehaviourRegistry, stopping: threading.Event, tick: float = 0.05
+    ) -> None:
         super().__init__(name="kube-emulator-controller", daemon=True)
         self.api, self.behaviours, self.stopping, self.tick = api, behaviours, stopping, tick
         self.store = api.store
@@ -75,16 +77,27 @@ class Controller(threading.Thread):
 
     def _owned(self, plural: str, owner: Obj) -> list[Obj]:
         items = self.store.list(self._rt(plural), owner["metadata"]["namespace"])[0]
-        return [o for o in items if any(r.get("uid") == owner["metadata"]["uid"]
-                                        for r in o["metadata"].get("ownerReferences") or [])]
+        return [
+            o
+            for o in items
+            if any(
+                r.get("uid") == owner["metadata"]["uid"] for r in o["metadata"].get("ownerReferences") or []
+            )
+        ]
 
     def _current_rs_name(self, d: Obj) -> str:
         return f"{d['metadata']['name']}-{template_hash(d['spec']['template'])}"
 
     @staticmethod
     def _owner_ref(owner: Obj) -> Obj:
-        return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
-                "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+        return {
+            "apiVersion": owner["apiVersion"],
+            "kind": owner["kind"],
+            "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
 
     def _deployment(self, d: Obj) -> None:
         rss = self._rt("replicasets")
@@ -92,23 +105,35 @@ class Controller(threading.Thread):
         phash = template_hash(d["spec"]["template"])
         current = f"{name}-{phash}"
         owned = self._owned("replicasets", d)
-        revision = 1 + max((int(r["metadata"].get("annotations", {}).get(REVISION, "0")) for r in owned), default=0)
+        revision = 1 + max(
+            (int(r["metadata"].get("annotations", {}).get(REVISION, "0")) for r in owned), default=0
+        )
         replicas = d["spec"].get("replicas", 1)
         if not any(r["metadata"]["name"] == current for r in owned):
             template = copy.deepcopy(d["spec"]["template"])
             template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = phash
             selector = copy.deepcopy(d["spec"]["selector"])
             selector.setdefault("matchLabels", {})["pod-template-hash"] = phash
-            rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
-                "name": current, "namespace": ns, "labels": template["metadata"]["labels"],
-                "annotations": {REVISION: str(revision)}, "ownerReferences": [self._owner_ref(d)]},
-                "spec": {"replicas": replicas, "selector": selector, "template": template}}
+            rs = {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "metadata": {
+                    "name": current,
+                    "namespace": ns,
+                    "labels": template["metadata"]["labels"],
+                    "annotations": {REVISION: str(revision)},
+                    "ownerReferences": [self._owner_ref(d)],
+                },
+                "spec": {"replicas": replicas, "selector": selector, "template": template},
+            }
             try:
                 self.api.create_internal(rss, rs)
             except ApiError as err:
                 log.warning("controller could not create replicaset %s: %s", current, err)
                 return
-            self._event(d, "ScalingReplicaSet", f"Scaled up replica set {current} from 0 to {replicas}", key=current)
+            self._event(
+                d, "ScalingReplicaSet", f"Scaled up replica set {current} from 0 to {replicas}", key=current
+            )
         for rs in owned:
             want = replicas if rs["metadata"]["name"] == current else 0
             annotations = rs["metadata"].get("annotations", {})
@@ -132,10 +157,19 @@ class Controller(threading.Thread):
             template = copy.deepcopy(rs["spec"]["template"])
             meta = template.get("metadata") or {}
             name = f"{rs['metadata']['name']}-{''.join(random.choices(ALPHABET, k=5))}"
-            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
-                "name": name, "namespace": rs["metadata"]["namespace"], "generateName": rs["metadata"]["name"] + "-",
-                "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {},
-                "ownerReferences": [self._owner_ref(rs)]}, "spec": template["spec"]}
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "namespace": rs["metadata"]["namespace"],
+                    "generateName": rs["metadata"]["name"] + "-",
+                    "labels": meta.get("labels") or {},
+                    "annotations": meta.get("annotations") or {},
+                    "ownerReferences": [self._owner_ref(rs)],
+                },
+                "spec": template["spec"],
+            }
             if not pod["metadata"]["annotations"]:
                 del pod["metadata"]["annotations"]
             self.api.create_internal(pods_rt, pod)
@@ -152,8 +186,12 @@ class Controller(threading.Thread):
         status: Obj = {"phase": "Pending", "qosClass": "BestEffort", "startTime": started}
 
         def cond(kind: str, ok: bool, reason: str | None = None, message: str | None = None) -> Obj:
-            c: Obj = {"type": kind, "status": "True" if ok else "False", "lastProbeTime": None,
-                      "lastTransitionTime": started}
+            c: Obj = {
+                "type": kind,
+                "status": "True" if ok else "False",
+                "lastProbeTime": None,
+                "lastTransitionTime": started,
+            }
             if reason:
                 c["reason"] = reason
             if message:
@@ -170,21 +208,43 @@ class Controller(threading.Thread):
             restarts = int(age / behaviour.restart_interval) if behaviour.mode is PodMode.CRASHLOOP else 0
             status.update(phase="Running", hostIP="10.0.0.10", podIP=f"10.244.0.{int(uid[:2], 16) % 250 + 2}")
             status["podIPs"] = [{"ip": status["podIP"]}]
-            status["conditions"] = [cond("Initialized", True), cond("Ready", ready), cond("ContainersReady", ready),
-                                    cond("PodScheduled", True)]
+            status["conditions"] = [
+                cond("Initialized", True),
+                cond("Ready", ready),
+                cond("ContainersReady", ready),
+                cond("PodScheduled", True),
+            ]
             statuses = []
             for c in containers:
-                cs: Obj = {"name": c.get("name"), "image": c.get("image"), "imageID": f"docker.io/{c.get('image')}",
-                           "containerID": f"containerd://{uid.replace('-', '')}", "ready": ready,
-                           "restartCount": restarts, "started": behaviour.mode is PodMode.READY,
-                           "state": {"running": {"startedAt": started}}}
+                cs: Obj = {
+                    "name": c.get("name"),
+                    "image": c.get("image"),
+                    "imageID": f"docker.io/{c.get('image')}",
+                    "containerID": f"containerd://{uid.replace('-', '')}",
+                    "ready": ready,
+                    "restartCount": restarts,
+                    "started": behaviour.mode is PodMode.READY,
+                    "state": {"running": {"startedAt": started}},
+                }
                 if behaviour.mode is PodMode.CRASHLOOP:
-                    cs["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": (
-                        f"back-off 10s restarting failed container={c.get('name')} pod={pod['metadata']['name']}")}}
+                    cs["state"] = {
+                        "waiting": {
+                            "reason": "CrashLoopBackOff",
+                            "message": (
+                                f"back-off 10s restarting failed container={c.get('name')} pod={pod['metadata']['name']}"
+                            ),
+                        }
+                    }
                     if restarts:
-                        cs["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": started,
-                                                          "finishedAt": started,
-                                                          "containerID": cs["containerID"]}}
+                        cs["lastState"] = {
+                            "terminated": {
+                                "exitCode": 1,
+                                "reason": "Error",
+                                "startedAt": started,
+                                "finishedAt": started,
+                                "containerID": cs["containerID"],
+                            }
+                        }
                 statuses.append(cs)
             status["containerStatuses"] = statuses
             if behaviour.mode is PodMode.CRASHLOOP and restarts:
@@ -207,11 +267,21 @@ class Controller(threading.Thread):
             rs_list = self._owned("replicasets", obj)
             pods = [p for rs in rs_list for p in self._owned("pods", rs)]
             updated = [p for p in pods if p["metadata"]["name"].startswith(current_rs + "-")]
-        ready = sum(1 for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
-                                           for c in (p.get("status") or {}).get("conditions") or []))
+        ready = sum(
+            1
+            for p in pods
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in (p.get("status") or {}).get("conditions") or []
+            )
+        )
         desired = obj["spec"].get("replicas", 1)
-        status: Obj = {"observedGeneration": obj["metadata"].get("generation", 1), "replicas": len(pods),
-                       "readyReplicas": ready, "availableReplicas": ready}
+        status: Obj = {
+            "observedGeneration": obj["metadata"].get("generation", 1),
+            "replicas": len(pods),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+        }
         if current_rs is None:
             status["fullyLabeledReplicas"] = len(pods)
         else:
@@ -237,18 +307,37 @@ class Controller(threading.Thread):
         def cond(kind: str, ok: bool, reason: str, message: str) -> Obj:
             prev = old.get(kind) or {}
             same = prev.get("status") == ("True" if ok else "False")
-            return {"type": kind, "status": "True" if ok else "False",
-                    "lastUpdateTime": prev["lastUpdateTime"] if same and prev.get("reason") == reason else now(),
-                    "lastTransitionTime": prev["lastTransitionTime"] if same else now(),
-                    "reason": reason, "message": message}
+            return {
+                "type": kind,
+                "status": "True" if ok else "False",
+                "lastUpdateTime": prev["lastUpdateTime"] if same and prev.get("reason") == reason else now(),
+                "lastTransitionTime": prev["lastTransitionTime"] if same else now(),
+                "reason": reason,
+                "message": message,
+            }
 
-        available = cond("Available", ready >= desired, "MinimumReplicasAvailable" if ready >= desired
-                         else "MinimumReplicasUnavailable", "Deployment has minimum availability." if ready >= desired
-                         else "Deployment does not have minimum availability.")
+        available = cond(
+            "Available",
+            ready >= desired,
+            "MinimumReplicasAvailable" if ready >= desired else "MinimumReplicasUnavailable",
+            "Deployment has minimum availability."
+            if ready >= desired
+            else "Deployment does not have minimum availability.",
+        )
         if complete:
-            progressing = cond("Progressing", True, "NewReplicaSetAvailable", f'ReplicaSet "{rs}" has successfully progressed.')
+            progressing = cond(
+                "Progressing",
+                True,
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{rs}" has successfully progressed.',
+            )
         elif stalled:
-            progressing = cond("Progressing", False, "ProgressDeadlineExceeded", f'ReplicaSet "{rs}" has timed out progressing.')
+            progressing = cond(
+                "Progressing",
+                False,
+                "ProgressDeadlineExceeded",
+                f'ReplicaSet "{rs}" has timed out progressing.',
+            )
         else:
             progressing = cond("Progressing", True, "ReplicaSetUpdated", f'ReplicaSet "{rs}" is progressing.')
         return [available, progressing]
@@ -259,13 +348,30 @@ class Controller(threading.Thread):
             return
         self._evented.add((meta["uid"] + key, reason))
         stamp = now()
-        event = {"apiVersion": "v1", "kind": "Event", "metadata": {
-            "name": f"{meta['name']}.{random.getrandbits(64):016x}", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta["uid"]},
-            "reason": reason, "message": message, "type": kind, "count": 1, "firstTimestamp": stamp,
-            "lastTimestamp": stamp, "source": {"component": "emulator-controller"},
-            "reportingComponent": "emulator-controller", "reportingInstance": ""}
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{random.getrandbits(64):016x}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "source": {"component": "emulator-controller"},
+            "reportingComponent": "emulator-controller",
+            "reportingInstance": "",
+        }
         try:
             self.api.create_internal(self._rt("events"), event)
         except ApiError:

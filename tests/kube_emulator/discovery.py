@@ -54,8 +54,16 @@ class ResourceType:
         return (self.group, self.plural)
 
 
-def _rt(group: str, version: str, kind: str, plural: str, namespaced: bool, short: tuple[str, ...] = (),
-        sub: tuple[str, ...] = (), cat: tuple[str, ...] = ()) -> ResourceType:
+def _rt(
+    group: str,
+    version: str,
+    kind: str,
+    plural: str,
+    namespaced: bool,
+    short: tuple[str, ...] = (),
+    sub: tuple[str, ...] = (),
+    cat: tuple[str, ...] = (),
+) -> ResourceType:
     return ResourceType(group, version, kind, plural, namespaced, short, sub, cat)
 
 
@@ -72,8 +80,15 @@ BUILTIN: tuple[ResourceType, ...] = (
     _rt("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), ("status", "scale"), ALL),
     _rt("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), ("status",)),
     _rt("networking.k8s.io", "v1", "IngressClass", "ingressclasses", False),
-    _rt("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False,
-        ("crd", "crds"), ("status",)),
+    _rt(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        False,
+        ("crd", "crds"),
+        ("status",),
+    ),
     _rt(GATEWAY_GROUP, "v1", "HTTPRoute", "httproutes", True, (), ("status",), ("gateway-api",)),
 )
 
@@ -142,8 +157,11 @@ class Discovery:
         resources: list[dict[str, Any]] = []
         for t in types:
             entry: dict[str, Any] = {
-                "name": t.plural, "singularName": t.kind.lower(), "namespaced": t.namespaced,
-                "kind": t.kind, "verbs": VERBS,
+                "name": t.plural,
+                "singularName": t.kind.lower(),
+                "namespaced": t.namespaced,
+                "kind": t.kind,
+                "verbs": VERBS,
             }
             if t.short_names:
                 entry["shortNames"] = list(t.short_names)
@@ -151,20 +169,36 @@ class Discovery:
                 entry["categories"] = list(t.categories)
             resources.append(entry)
             for sub in t.subresources:
-                verbs = {"log": ["get"], "proxy": ["create", "delete", "get", "patch", "update"],
-                         "finalize": ["update"]}.get(sub, ["get", "patch", "update"])
+                verbs = {
+                    "log": ["get"],
+                    "proxy": ["create", "delete", "get", "patch", "update"],
+                    "finalize": ["update"],
+                }.get(sub, ["get", "patch", "update"])
                 kind = {"scale": "Scale"}.get(sub, t.kind)
-                resources.append({"name": f"{t.plural}/{sub}", "singularName": "", "namespaced": t.namespaced,
-                                  "kind": kind, "verbs": verbs, **({"group": "autoscaling", "version": "v1"}
-                                                                   if sub == "scale" else {})})
+                resources.append(
+                    {
+                        "name": f"{t.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": t.namespaced,
+                        "kind": kind,
+                        "verbs": verbs,
+                        **({"group": "autoscaling", "version": "v1"} if sub == "scale" else {}),
+                    }
+                )
         gv = f"{group}/{version}" if group else version
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 
     def openapi_v3_root(self) -> dict[str, Any]:
         """The ``/openapi/v3`` index: one entry per served group-version."""
-        gvs = [("api/v1", "", "v1")] + [(f"apis/{g}/{v}", g, v) for g, vs in self.group_versions().items() for v in vs]
-        return {"paths": {p: {"serverRelativeURL": f"/openapi/v3/{p}?hash={abs(hash((g, v, self.gateway_api))):X}"}
-                          for p, g, v in gvs}}
+        gvs = [("api/v1", "", "v1")] + [
+            (f"apis/{g}/{v}", g, v) for g, vs in self.group_versions().items() for v in vs
+        ]
+        return {
+            "paths": {
+                p: {"serverRelativeURL": f"/openapi/v3/{p}?hash={abs(hash((g, v, self.gateway_api))):X}"}
+                for p, g, v in gvs
+            }
+        }
 
     def openapi_v3(self, group: str, version: str) -> dict[str, Any] | None:
         """A minimal OpenAPI v3 document for a group-version: the PATCH operations with their GVK and the
@@ -175,21 +209,49 @@ class Discovery:
             return None
         prefix = f"/apis/{group}/{version}" if group else "/api/v1"
         paths: dict[str, Any] = {}
-        params = [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
-                  for n in ("dryRun", "fieldManager", "fieldValidation", "force")]
+        params = [
+            {"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+            for n in ("dryRun", "fieldManager", "fieldValidation", "force")
+        ]
         for t in types:
             gvk = {"group": t.group, "version": t.version, "kind": t.kind}
-            item = f"{prefix}/namespaces/{{namespace}}/{t.plural}/{{name}}" if t.namespaced else f"{prefix}/{t.plural}/{{name}}"
-            ok = {"200": {"description": "OK", "content": {"application/json": {"schema": {
-                "$ref": f"#/components/schemas/{t.kind}"}}}}}
-            paths[item] = {
-                "get": {"operationId": f"read{t.kind}", "x-kubernetes-action": "get",
-                        "x-kubernetes-group-version-kind": gvk, "responses": ok},
-                "patch": {"operationId": f"patch{t.kind}", "x-kubernetes-action": "patch",
-                          "x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": ok},
+            item = (
+                f"{prefix}/namespaces/{{namespace}}/{t.plural}/{{name}}"
+                if t.namespaced
+                else f"{prefix}/{t.plural}/{{name}}"
+            )
+            ok = {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{t.kind}"}}},
+                }
             }
-        schemas = {t.kind: {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                            "x-kubernetes-group-version-kind": [{"group": t.group, "version": t.version,
-                                                                 "kind": t.kind}]} for t in types}
-        return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
-                "paths": paths, "components": {"schemas": schemas}}
+            paths[item] = {
+                "get": {
+                    "operationId": f"read{t.kind}",
+                    "x-kubernetes-action": "get",
+                    "x-kubernetes-group-version-kind": gvk,
+                    "responses": ok,
+                },
+                "patch": {
+                    "operationId": f"patch{t.kind}",
+                    "x-kubernetes-action": "patch",
+                    "x-kubernetes-group-version-kind": gvk,
+                    "parameters": params,
+                    "responses": ok,
+                },
+            }
+        schemas = {
+            t.kind: {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "x-kubernetes-group-version-kind": [{"group": t.group, "version": t.version, "kind": t.kind}],
+            }
+            for t in types
+        }
+        return {
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
+            "paths": paths,
+            "components": {"schemas": schemas},
+        }

@@ -45,8 +45,14 @@ def now() -> str:
 
 def status_body(code: int, reason: str, message: str, details: Obj | None = None) -> Obj:
     """A ``Status`` document exactly as the API server returns it for a failure."""
-    body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-                 "reason": reason}
+    body: Obj = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+    }
     if details is not None:
         body["details"] = details
     body["code"] = code
@@ -64,11 +70,17 @@ class ApiError(Exception):
 
 def not_found(rt: ResourceType, name: str) -> ApiError:
     """404 for a named object, e.g. ``deployments.apps "web" not found``."""
-    return ApiError(404, "NotFound", f'{rt.qualified} "{name}" not found',
-                    {"name": name, **({"group": rt.group} if rt.group else {}), "kind": rt.plural})
+    return ApiError(
+        404,
+        "NotFound",
+        f'{rt.qualified} "{name}" not found',
+        {"name": name, **({"group": rt.group} if rt.group else {}), "kind": rt.plural},
+    )
 
 
-def conflict(rt: ResourceType, name: str, reason: str, message: str, causes: list[Obj] | None = None) -> ApiError:
+def conflict(
+    rt: ResourceType, name: str, reason: str, message: str, causes: list[Obj] | None = None
+) -> ApiError:
     """409 AlreadyExists or Conflict for a named object."""
     details: Obj = {"name": name, **({"group": rt.group} if rt.group else {}), "kind": rt.plural}
     if causes:
@@ -99,7 +111,9 @@ class Request:
                 return yaml.safe_load(self.body.decode() or "{}")
             return json.loads(self.body or b"{}")
         except (ValueError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ApiError(400, "BadRequest", f"the body of the request was in an unknown format: {exc}") from exc
+            raise ApiError(
+                400, "BadRequest", f"the body of the request was in an unknown format: {exc}"
+            ) from exc
 
 
 @dataclass
@@ -132,8 +146,15 @@ class Target:
 class Api:
     """The emulated API server's REST layer over a :class:`Store`."""
 
-    def __init__(self, store: Store, discovery: Discovery, behaviours: BehaviourRegistry, address: str,
-                 proxy: ProxyFn, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        store: Store,
+        discovery: Discovery,
+        behaviours: BehaviourRegistry,
+        address: str,
+        proxy: ProxyFn,
+        stopping: threading.Event,
+    ) -> None:
         self.store, self.discovery, self.behaviours = store, discovery, behaviours
         self.address, self.proxy, self.stopping = address, proxy, stopping
         self._ips = 0
@@ -161,7 +182,13 @@ class Api:
         if parts[:2] == ["openapi", "v3"]:
             if len(parts) == 2:
                 return Response.of(200, self.discovery.openapi_v3_root())
-            group, version = ("", "v1") if parts[2:] == ["api", "v1"] else (parts[3], parts[4]) if len(parts) == 5 else ("", "")
+            group, version = (
+                ("", "v1")
+                if parts[2:] == ["api", "v1"]
+                else (parts[3], parts[4])
+                if len(parts) == 5
+                else ("", "")
+            )
             doc = self.discovery.openapi_v3(group, version) if version else None
             return Response.of(200, doc) if doc else Response.of(404, NO_RESOURCE.body)
         if parts == ["api"]:
@@ -229,23 +256,29 @@ class Api:
                 return self._patch(req, t)
             if m == "DELETE":
                 return self._delete(req, t)
-        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        raise ApiError(
+            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+        )
 
     # --- reads -----------------------------------------------------------------------------------
 
     def _list(self, req: Request, t: Target) -> Response:
-        items, rv = self.store.list(t.rt, t.namespace, req.query.get("labelSelector"), req.query.get("fieldSelector"))
+        items, rv = self.store.list(
+            t.rt, t.namespace, req.query.get("labelSelector"), req.query.get("fieldSelector")
+        )
         meta: Obj = {"resourceVersion": str(rv)}
         limit = int(req.query.get("limit") or 0)
         offset = int(base64.b64decode(req.query["continue"]).decode()) if req.query.get("continue") else 0
         if limit and len(items) > offset + limit:
             meta["continue"] = base64.b64encode(str(offset + limit).encode()).decode()
             meta["remainingItemCount"] = len(items) - offset - limit
-            items = items[offset:offset + limit]
+            items = items[offset : offset + limit]
         else:
             items = items[offset:]
-        return Response.of(200, {"kind": f"{t.rt.kind}List", "apiVersion": t.rt.api_version, "metadata": meta,
-                                 "items": items})
+        return Response.of(
+            200,
+            {"kind": f"{t.rt.kind}List", "apiVersion": t.rt.api_version, "metadata": meta, "items": items},
+        )
 
     def _watch(self, req: Request, t: Target) -> Response:
         labels = parse_label_selector(req.query.get("labelSelector"))
@@ -260,12 +293,17 @@ class Api:
                 initial, start = [], int(rv_param)
                 if start < self.store.oldest_rv():
                     err = status_body(410, "Expired", f"too old resource version: {start}")
-                    return Response(200, stream=iter([json.dumps({"type": "ERROR", "object": err}).encode() + b"\n"]))
+                    return Response(
+                        200, stream=iter([json.dumps({"type": "ERROR", "object": err}).encode() + b"\n"])
+                    )
 
         def matches(obj: Obj) -> bool:
             meta = obj.get("metadata") or {}
-            return ((t.namespace is None or meta.get("namespace") == t.namespace)
-                    and labels_match(meta.get("labels") or {}, labels) and fields_match(obj, fields))
+            return (
+                (t.namespace is None or meta.get("namespace") == t.namespace)
+                and labels_match(meta.get("labels") or {}, labels)
+                and fields_match(obj, fields)
+            )
 
         def line(kind: str, obj: Obj) -> bytes:
             return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
@@ -275,8 +313,17 @@ class Api:
                 if matches(obj):
                     yield line("ADDED", obj)
             if initial_events:
-                yield line("BOOKMARK", {"kind": t.rt.kind, "apiVersion": t.rt.api_version, "metadata": {
-                    "resourceVersion": str(start), "annotations": {"k8s.io/initial-events-end": "true"}}})
+                yield line(
+                    "BOOKMARK",
+                    {
+                        "kind": t.rt.kind,
+                        "apiVersion": t.rt.api_version,
+                        "metadata": {
+                            "resourceVersion": str(start),
+                            "annotations": {"k8s.io/initial-events-end": "true"},
+                        },
+                    },
+                )
             last, deadline = start, time.monotonic() + timeout
             while not self.stopping.is_set() and time.monotonic() < deadline:
                 events = self.store.events_after(t.rt, last)
@@ -298,13 +345,17 @@ class Api:
         containers = [c.get("name") for c in pod["spec"].get("containers", [])]
         wanted = req.query.get("container")
         if wanted is None and len(containers) > 1:
-            raise ApiError(400, "BadRequest", f"a container name must be specified for pod {t.name}, choose one "
-                                              f"of: [{' '.join(map(str, containers))}]")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"a container name must be specified for pod {t.name}, choose one "
+                f"of: [{' '.join(map(str, containers))}]",
+            )
         if wanted is not None and wanted not in containers:
             raise ApiError(400, "BadRequest", f"container {wanted} is not valid for pod {t.name}")
         lines = self.behaviours.logs_for(pod)
         if req.query.get("tailLines"):
-            lines = lines[-int(req.query["tailLines"]):] if int(req.query["tailLines"]) > 0 else []
+            lines = lines[-int(req.query["tailLines"]) :] if int(req.query["tailLines"]) > 0 else []
         text = "".join(f"{line}\n" for line in lines).encode()
         if req.query.get("limitBytes"):
             text = text[: int(req.query["limitBytes"])]
@@ -314,11 +365,20 @@ class Api:
         obj = self.store.get(t.rt, t.namespace or "", t.name or "")
         if obj is None:
             raise not_found(t.rt, t.name or "")
-        meta = {k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")}
-        selector = ",".join(f"{k}={v}" for k, v in (obj["spec"].get("selector", {}).get("matchLabels") or {}).items())
-        scale = {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta,
-                 "spec": {"replicas": obj["spec"].get("replicas", 1)},
-                 "status": {"replicas": obj.get("status", {}).get("replicas", 0), "selector": selector}}
+        meta = {
+            k: obj["metadata"][k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+        }
+        selector = ",".join(
+            f"{k}={v}" for k, v in (obj["spec"].get("selector", {}).get("matchLabels") or {}).items()
+        )
+        scale = {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": meta,
+            "spec": {"replicas": obj["spec"].get("replicas", 1)},
+            "status": {"replicas": obj.get("status", {}).get("replicas", 0), "selector": selector},
+        }
         if req.method == "GET":
             return Response.of(200, scale)
         body = req.json()
@@ -334,9 +394,16 @@ class Api:
     def _check_body(self, t: Target, body: Any, name: str | None) -> Obj:
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of the request must be an object")
-        if body.get("apiVersion", t.rt.api_version) != t.rt.api_version or body.get("kind", t.rt.kind) != t.rt.kind:
-            raise ApiError(400, "BadRequest", f"the API version in the data ({body.get('apiVersion')}) does not "
-                                              f"match the expected API version ({t.rt.api_version})")
+        if (
+            body.get("apiVersion", t.rt.api_version) != t.rt.api_version
+            or body.get("kind", t.rt.kind) != t.rt.kind
+        ):
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the API version in the data ({body.get('apiVersion')}) does not "
+                f"match the expected API version ({t.rt.api_version})",
+            )
         body = copy.deepcopy(body)
         body["apiVersion"], body["kind"] = t.rt.api_version, t.rt.kind
         meta = body.setdefault("metadata", {})
@@ -344,22 +411,31 @@ class Api:
             raise ApiError(400, "BadRequest", "metadata must be an object")
         if t.rt.namespaced:
             if meta.get("namespace") not in (None, "", t.namespace):
-                raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the "
-                                                  "namespace sent on the request")
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
             meta["namespace"] = t.namespace
         else:
             meta.pop("namespace", None)
         if name is not None:
             if meta.get("name") not in (None, "", name):
-                raise ApiError(400, "BadRequest", "the name of the object "
-                                                  f"({meta.get('name')}) does not match the name on the URL ({name})")
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the name of the object "
+                    f"({meta.get('name')}) does not match the name on the URL ({name})",
+                )
             meta["name"] = name
         return body
 
     def _manager(self, req: Request | None, default: str = "") -> str:
         if req is None:
             return default or "emulator-controller"
-        return req.query.get("fieldManager") or default or req.headers.get("user-agent", "unknown").split("/")[0]
+        return (
+            req.query.get("fieldManager") or default or req.headers.get("user-agent", "unknown").split("/")[0]
+        )
 
     def _require_namespace(self, rt: ResourceType, ns: str | None) -> None:
         if rt.namespaced and ns is not None:
@@ -383,9 +459,14 @@ class Api:
             raise not_found(t.rt, t.name or "")
         rv = body["metadata"].get("resourceVersion")
         if rv and rv != old["metadata"]["resourceVersion"]:
-            raise conflict(t.rt, t.name or "", "Conflict", f'Operation cannot be fulfilled on {t.rt.qualified} '
-                           f'"{t.name}": the object has been modified; please apply your changes to the latest '
-                           "version and try again")
+            raise conflict(
+                t.rt,
+                t.name or "",
+                "Conflict",
+                f"Operation cannot be fulfilled on {t.rt.qualified} "
+                f'"{t.name}": the object has been modified; please apply your changes to the latest '
+                "version and try again",
+            )
         return Response.of(200, self.write(t.rt, body, old, req=req, sub=t.sub))
 
     def _apply_patch(self, req: Request, old: Obj, body: Any) -> Obj:
@@ -398,10 +479,16 @@ class Api:
             if ctype == "application/strategic-merge-patch+json":
                 return patches.strategic_merge(old, body)  # type: ignore[no-any-return]
         except patches.PatchError as exc:
-            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}")
-        raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
-                                                    "media types include: application/json-patch+json, "
-                                                    "application/merge-patch+json, application/apply-patch+yaml")
+            raise ApiError(
+                422, "Invalid", f"the server rejected our request due to an error in our request: {exc}"
+            )
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted "
+            "media types include: application/json-patch+json, "
+            "application/merge-patch+json, application/apply-patch+yaml",
+        )
 
     def _patch(self, req: Request, t: Target) -> Response:
         ctype = req.headers.get("content-type", "").split(";")[0].strip()
@@ -415,15 +502,22 @@ class Api:
             raise ApiError(422, "Invalid", "the patch produced something that is not an object")
         new = self._check_body(t, new, t.name)
         if new["metadata"].get("resourceVersion") not in (None, old["metadata"]["resourceVersion"]):
-            raise conflict(t.rt, t.name or "", "Conflict", f'Operation cannot be fulfilled on {t.rt.qualified} '
-                           f'"{t.name}": the object has been modified; please apply your changes to the latest '
-                           "version and try again")
+            raise conflict(
+                t.rt,
+                t.name or "",
+                "Conflict",
+                f"Operation cannot be fulfilled on {t.rt.qualified} "
+                f'"{t.name}": the object has been modified; please apply your changes to the latest '
+                "version and try again",
+            )
         return Response.of(200, self.write(t.rt, new, old, req=req, sub=t.sub))
 
     def _server_side_apply(self, req: Request, t: Target, old: Obj | None) -> Response:
         manager = req.query.get("fieldManager")
         if not manager:
-            raise ApiError(400, "BadRequest", "PATCH " + req.path + ": fieldManager is required for apply requests")
+            raise ApiError(
+                400, "BadRequest", "PATCH " + req.path + ": fieldManager is required for apply requests"
+            )
         applied = self._check_body(t, req.json(), t.name)
         force = req.query.get("force") == "true"
         if old is None:
@@ -431,7 +525,9 @@ class Api:
         base = old or {"apiVersion": t.rt.api_version, "kind": t.rt.kind, "metadata": {}}
         mine = patches.leaf_paths(patches.ownable(applied))
         entries = [e for e in base["metadata"].get("managedFields") or [] if e.get("subresource") != "status"]
-        owned = {(e["manager"], e["operation"]): patches.from_fields_v1(e.get("fieldsV1") or {}) for e in entries}
+        owned = {
+            (e["manager"], e["operation"]): patches.from_fields_v1(e.get("fieldsV1") or {}) for e in entries
+        }
         me = (manager, "Apply")
         conflicts: list[Obj] = []
         for who, paths in owned.items():
@@ -443,17 +539,25 @@ class Api:
                         paths.discard(path)
                     else:
                         field = "." + ".".join(s[2:] if s.startswith("f:") else f"[{s[2:]}]" for s in path)
-                        conflicts.append({"reason": "FieldManagerConflict", "field": field,
-                                          "message": f'conflict with "{who[0]}" using {t.rt.api_version}'})
+                        conflicts.append(
+                            {
+                                "reason": "FieldManagerConflict",
+                                "field": field,
+                                "message": f'conflict with "{who[0]}" using {t.rt.api_version}',
+                            }
+                        )
         if conflicts:
             if len(conflicts) == 1:
                 detail = f"1 conflict: {conflicts[0]['message']}: {conflicts[0]['field']}"
             else:
                 by: dict[str, list[str]] = {}
                 for c in conflicts:
-                    by.setdefault(c["message"].replace("conflict with", "conflicts with", 1), []).append(c["field"])
+                    by.setdefault(c["message"].replace("conflict with", "conflicts with", 1), []).append(
+                        c["field"]
+                    )
                 detail = f"{len(conflicts)} conflicts: " + "\n".join(
-                    f"{who}:" + "".join(f"\n- {f}" for f in fields) for who, fields in by.items())
+                    f"{who}:" + "".join(f"\n- {f}" for f in fields) for who, fields in by.items()
+                )
             raise conflict(t.rt, t.name or "", "Conflict", f"Apply failed with {detail}", conflicts)
         merged = patches.strategic_merge(base, {k: v for k, v in applied.items() if k != "status"})
         others = set().union(*[p for who, p in owned.items() if who != me]) if owned else set()
@@ -465,11 +569,29 @@ class Api:
         return Response.of(200 if old else 201, stored)
 
     def _entries(self, rt: ResourceType, owned: dict[tuple[str, str], set[patches.Path]]) -> list[Obj]:
-        return [{"manager": m, "operation": op, "apiVersion": rt.api_version, "time": now(), "fieldsType": "FieldsV1",
-                 "fieldsV1": patches.to_fields_v1(paths)} for (m, op), paths in owned.items() if paths]
+        return [
+            {
+                "manager": m,
+                "operation": op,
+                "apiVersion": rt.api_version,
+                "time": now(),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": patches.to_fields_v1(paths),
+            }
+            for (m, op), paths in owned.items()
+            if paths
+        ]
 
-    def write(self, rt: ResourceType, new: Obj, old: Obj | None, *, req: Request | None = None,
-              sub: str | None = None, managed: bool = False) -> Obj:
+    def write(
+        self,
+        rt: ResourceType,
+        new: Obj,
+        old: Obj | None,
+        *,
+        req: Request | None = None,
+        sub: str | None = None,
+        managed: bool = False,
+    ) -> Obj:
         """Persist a create or update (unless ``dryRun=All``): server fields, defaults, validation,
         generation and managedFields; returns what the server answers."""
         new = copy.deepcopy(new)
@@ -495,26 +617,40 @@ class Api:
         causes = validate(rt, new)
         if causes:
             fields = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
-            raise ApiError(422, "Invalid", f'{rt.kind}{"." + rt.group if rt.group else ""} "{meta.get("name", "")}" '
-                           f"is invalid: {fields if len(causes) == 1 else '[' + fields + ']'}",
-                           {"name": meta.get("name", ""), **({"group": rt.group} if rt.group else {}),
-                            "kind": rt.kind, "causes": causes})
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{rt.kind}{"." + rt.group if rt.group else ""} "{meta.get("name", "")}" '
+                f"is invalid: {fields if len(causes) == 1 else '[' + fields + ']'}",
+                {
+                    "name": meta.get("name", ""),
+                    **({"group": rt.group} if rt.group else {}),
+                    "kind": rt.kind,
+                    "causes": causes,
+                },
+            )
         if "spec" in new:
             spec_changed = old is not None and old.get("spec") != new.get("spec")
-            meta["generation"] = 1 if old is None else int(old["metadata"].get("generation", 1)) + spec_changed
+            meta["generation"] = (
+                1 if old is None else int(old["metadata"].get("generation", 1)) + spec_changed
+            )
         if not managed and req is not None and sub != "status":
             before = patches.leaf_paths(patches.ownable(old or {}))
             after = patches.leaf_paths(patches.ownable(new))
             changed = {p for p, v in after.items() if before.get(p, ...) != v}
-            owned = {(e["manager"], e["operation"]): patches.from_fields_v1(e.get("fieldsV1") or {}) & set(after)
-                     for e in (old or {}).get("metadata", {}).get("managedFields") or []}
+            owned = {
+                (e["manager"], e["operation"]): patches.from_fields_v1(e.get("fieldsV1") or {}) & set(after)
+                for e in (old or {}).get("metadata", {}).get("managedFields") or []
+            }
             for paths in owned.values():
                 paths -= changed
             me = (self._manager(req), "Update")
             owned[me] = owned.get(me, set()) | changed
             meta["managedFields"] = self._entries(rt, owned)
         if old is None and self.store.get(rt, meta.get("namespace", ""), meta["name"]) is not None:
-            raise conflict(rt, meta["name"], "AlreadyExists", f'{rt.qualified} "{meta["name"]}" already exists')
+            raise conflict(
+                rt, meta["name"], "AlreadyExists", f'{rt.qualified} "{meta["name"]}" already exists'
+            )
         if req is not None and req.query.get("dryRun") == "All":
             return new
         return self.store.put(rt, new)
@@ -529,8 +665,12 @@ class Api:
         pre = (opts or {}).get("preconditions") or {}
         for k in ("uid", "resourceVersion"):
             if pre.get(k) and pre[k] != obj["metadata"].get(k):
-                raise conflict(t.rt, t.name or "", "Conflict", f"Precondition failed: {k}: {pre[k]}, "
-                                                              f"{k} in object meta: {obj['metadata'].get(k)}")
+                raise conflict(
+                    t.rt,
+                    t.name or "",
+                    "Conflict",
+                    f"Precondition failed: {k}: {pre[k]}, {k} in object meta: {obj['metadata'].get(k)}",
+                )
         if req.query.get("dryRun") == "All" or (opts or {}).get("dryRun") == ["All"]:
             return Response.of(200, obj)
         orphan = req.query.get("propagationPolicy", (opts or {}).get("propagationPolicy")) == "Orphan"
@@ -558,12 +698,21 @@ class Api:
         return obj
 
     def _delete_collection(self, req: Request, t: Target) -> Response:
-        items, rv = self.store.list(t.rt, t.namespace, req.query.get("labelSelector"), req.query.get("fieldSelector"))
+        items, rv = self.store.list(
+            t.rt, t.namespace, req.query.get("labelSelector"), req.query.get("fieldSelector")
+        )
         if req.query.get("dryRun") != "All":
             for item in items:
                 self.delete(t.rt, item["metadata"].get("namespace", ""), item["metadata"]["name"])
-        return Response.of(200, {"kind": f"{t.rt.kind}List", "apiVersion": t.rt.api_version,
-                                 "metadata": {"resourceVersion": str(rv)}, "items": items})
+        return Response.of(
+            200,
+            {
+                "kind": f"{t.rt.kind}List",
+                "apiVersion": t.rt.api_version,
+                "metadata": {"resourceVersion": str(rv)},
+                "items": items,
+            },
+        )
 
     def create_internal(self, rt: ResourceType, obj: Obj) -> Obj:
         """Create an object as a controller would (no request, no managedFields)."""

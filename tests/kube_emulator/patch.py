@@ -165,6 +165,7 @@ def _merge_list(existing: list[Any], patch: list[Any], merge: Any) -> list[Any]:
 
 # --- server-side apply ---------------------------------------------------------------------------
 
+
 def _item_key(item: dict[str, Any], key: str) -> str:
     return "k:" + json.dumps({key: item[key]}, separators=(",", ":"))
 
@@ -195,8 +196,9 @@ def value_at(obj: Any, path: Path) -> tuple[bool, Any]:
             cur = cur[seg[2:]]
         elif seg.startswith("k:") and isinstance(cur, list):
             want = json.loads(seg[2:])
-            cur = next((i for i in cur if isinstance(i, dict) and all(i.get(k) == v for k, v in want.items())),
-                       None)
+            cur = next(
+                (i for i in cur if isinstance(i, dict) and all(i.get(k) == v for k, v in want.items())), None
+            )
             if cur is None:
                 return False, None
         else:
@@ -217,7 +219,9 @@ def remove_at(obj: Any, path: Path) -> None:
             remove_at(obj, path[:-1])  # like omitempty: an emptied map disappears
     elif last.startswith("k:") and isinstance(parent, list):
         want = json.loads(last[2:])
-        parent[:] = [i for i in parent if not (isinstance(i, dict) and all(i.get(k) == v for k, v in want.items()))]
+        parent[:] = [
+            i for i in parent if not (isinstance(i, dict) and all(i.get(k) == v for k, v in want.items()))
+        ]
 
 
 def to_fields_v1(paths: set[Path]) -> dict[str, Any]:
@@ -244,8 +248,11 @@ def from_fields_v1(doc: dict[str, Any], prefix: Path = ()) -> set[Path]:
 def ownable(obj: dict[str, Any]) -> dict[str, Any]:
     """The part of an object that field managers own: everything but status and server-set metadata."""
     body = {k: v for k, v in obj.items() if k not in ("status", "apiVersion", "kind")}
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items()
-            if k in ("labels", "annotations", "ownerReferences", "finalizers")}
+    meta = {
+        k: v
+        for k, v in (obj.get("metadata") or {}).items()
+        if k in ("labels", "annotations", "ownerReferences", "finalizers")
+    }
     if meta:
         body["metadata"] = meta
     else:

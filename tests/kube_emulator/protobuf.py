@@ -43,11 +43,11 @@ def fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
             yield num, value
         elif wire == 2:
             size, i = _varint(buf, i)
-            yield num, buf[i:i + size]
+            yield num, buf[i : i + size]
             i += size
         elif wire in (1, 5):
             width = 8 if wire == 1 else 4
-            yield num, int.from_bytes(buf[i:i + width], "little")
+            yield num, int.from_bytes(buf[i : i + width], "little")
             i += width
         else:
             raise ProtobufError(f"unsupported wire type {wire}")
@@ -81,9 +81,15 @@ def _object_meta(buf: bytes) -> Obj:
             meta.setdefault("finalizers", []).append(_s(v))
         elif num == 13:
             ref = dict(fields(_b(v)))
-            meta.setdefault("ownerReferences", []).append({
-                "apiVersion": _s(ref.get(5, b"")), "kind": _s(ref.get(1, b"")), "name": _s(ref.get(3, b"")),
-                "uid": _s(ref.get(4, b"")), **({"controller": bool(ref[6])} if 6 in ref else {})})
+            meta.setdefault("ownerReferences", []).append(
+                {
+                    "apiVersion": _s(ref.get(5, b"")),
+                    "kind": _s(ref.get(1, b"")),
+                    "name": _s(ref.get(3, b"")),
+                    "uid": _s(ref.get(4, b"")),
+                    **({"controller": bool(ref[6])} if 6 in ref else {}),
+                }
+            )
     return meta
 
 
@@ -126,7 +132,9 @@ def _delete_options(buf: bytes) -> Obj:
             opts["gracePeriodSeconds"] = v
         elif num == 2:
             pre = dict(fields(_b(v)))
-            opts["preconditions"] = {k: _s(pre[n]) for n, k in ((1, "uid"), (2, "resourceVersion")) if n in pre}
+            opts["preconditions"] = {
+                k: _s(pre[n]) for n, k in ((1, "uid"), (2, "resourceVersion")) if n in pre
+            }
         elif num == 3:
             opts["orphanDependents"] = bool(v)
         elif num == 4:
@@ -136,16 +144,19 @@ def _delete_options(buf: bytes) -> Obj:
     return opts
 
 
-DECODERS = {"Secret": lambda b: _secret_or_configmap("Secret", b),
-            "ConfigMap": lambda b: _secret_or_configmap("ConfigMap", b),
-            "Namespace": _namespace, "DeleteOptions": _delete_options}
+DECODERS = {
+    "Secret": lambda b: _secret_or_configmap("Secret", b),
+    "ConfigMap": lambda b: _secret_or_configmap("ConfigMap", b),
+    "Namespace": _namespace,
+    "DeleteOptions": _delete_options,
+}
 
 
 def decode(body: bytes) -> Obj:
     """Decode a protobuf envelope into the JSON-shaped object (with apiVersion and kind)."""
     if not body.startswith(MAGIC):
         raise ProtobufError("missing the k8s protobuf magic prefix")
-    unknown = dict(fields(body[len(MAGIC):]))
+    unknown = dict(fields(body[len(MAGIC) :]))
     type_meta = dict(fields(_b(unknown.get(1, b""))))
     api_version, kind = _s(type_meta.get(1, b"")), _s(type_meta.get(2, b""))
     if kind not in DECODERS:

@@ -29,9 +29,18 @@ from tests.kube_emulator.handlers import Api, Request, Response, status_body
 from tests.kube_emulator.store import Store
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-FAULT_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
-                 422: "Invalid", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable",
-                 504: "Timeout"}
+FAULT_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
 
 
 @dataclass
@@ -55,11 +64,25 @@ class Faults:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
 
-    def add(self, pattern: str, *, status: int | None = None, latency: float = 0.0, drop: bool = False,
-            methods: list[str] | None = None, times: int | None = None) -> Fault:
+    def add(
+        self,
+        pattern: str,
+        *,
+        status: int | None = None,
+        latency: float = 0.0,
+        drop: bool = False,
+        methods: list[str] | None = None,
+        times: int | None = None,
+    ) -> Fault:
         """Inject a fault for paths matching the regex ``pattern`` (``re.search`` on the path)."""
-        fault = Fault(re.compile(pattern), status, latency, drop,
-                      frozenset(m.upper() for m in methods) if methods else None, times)
+        fault = Fault(
+            re.compile(pattern),
+            status,
+            latency,
+            drop,
+            frozenset(m.upper() for m in methods) if methods else None,
+            times,
+        )
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -78,7 +101,9 @@ class Faults:
         decoded = unquote(path)
         with self._lock:
             for f in self._faults:
-                if (f.pattern.search(path) or f.pattern.search(decoded)) and (f.methods is None or method in f.methods):
+                if (f.pattern.search(path) or f.pattern.search(decoded)) and (
+                    f.methods is None or method in f.methods
+                ):
                     if f.times is not None and f.hits >= f.times:
                         continue
                     f.hits += 1
@@ -88,18 +113,46 @@ class Faults:
 
 def gateway_crd() -> dict[str, Any]:
     """The CustomResourceDefinition object of HTTPRoute (present while the Gateway API is enabled)."""
-    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"httproutes.{GATEWAY_GROUP}"},
-            "spec": {"group": GATEWAY_GROUP, "scope": "Namespaced",
-                     "names": {"plural": "httproutes", "singular": "httproute", "kind": "HTTPRoute",
-                               "listKind": "HTTPRouteList", "categories": ["gateway-api"]},
-                     "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
-                                   "schema": {"openAPIV3Schema": {"type": "object",
-                                                                  "x-kubernetes-preserve-unknown-fields": True}}}]},
-            "status": {"acceptedNames": {"plural": "httproutes", "kind": "HTTPRoute"}, "storedVersions": ["v1"],
-                       "conditions": [{"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-                                       "message": "the initial names have been accepted",
-                                       "lastTransitionTime": "2025-01-01T00:00:00Z"}]}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"httproutes.{GATEWAY_GROUP}"},
+        "spec": {
+            "group": GATEWAY_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "plural": "httproutes",
+                "singular": "httproute",
+                "kind": "HTTPRoute",
+                "listKind": "HTTPRouteList",
+                "categories": ["gateway-api"],
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+        "status": {
+            "acceptedNames": {"plural": "httproutes", "kind": "HTTPRoute"},
+            "storedVersions": ["v1"],
+            "conditions": [
+                {
+                    "type": "Established",
+                    "status": "True",
+                    "reason": "InitialNamesAccepted",
+                    "message": "the initial names have been accepted",
+                    "lastTransitionTime": "2025-01-01T00:00:00Z",
+                }
+            ],
+        },
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -125,8 +178,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         em = self.server.emulator
         url = urlsplit(self.path)
-        req = Request(self.command, url.path, dict(parse_qsl(url.query, keep_blank_values=True)),
-                      {k.lower(): v for k, v in self.headers.items()}, self._body(), url.query)
+        req = Request(
+            self.command,
+            url.path,
+            dict(parse_qsl(url.query, keep_blank_values=True)),
+            {k.lower(): v for k, v in self.headers.items()},
+            self._body(),
+            url.query,
+        )
         fault = em.faults.match(req.method, req.path)
         resp: Response | None = None
         if fault is not None:
@@ -140,13 +199,29 @@ class _Handler(BaseHTTPRequestHandler):
                     pass
                 return
             if fault.status:
-                reason = FAULT_REASONS.get(fault.status, "InternalError" if fault.status >= 500 else "BadRequest")
-                msg = "Internal error occurred: injected fault" if fault.status == 500 else f"injected fault: {reason}"
-                resp = Response.of(fault.status, status_body(fault.status, reason, msg,
-                                                             {"causes": [{"message": "injected fault"}]}
-                                                             if fault.status == 500 else None))
-        if resp is None and em.token and req.headers.get("authorization") != f"Bearer {em.token}" \
-                and req.path not in ("/healthz", "/livez", "/readyz"):
+                reason = FAULT_REASONS.get(
+                    fault.status, "InternalError" if fault.status >= 500 else "BadRequest"
+                )
+                msg = (
+                    "Internal error occurred: injected fault"
+                    if fault.status == 500
+                    else f"injected fault: {reason}"
+                )
+                resp = Response.of(
+                    fault.status,
+                    status_body(
+                        fault.status,
+                        reason,
+                        msg,
+                        {"causes": [{"message": "injected fault"}]} if fault.status == 500 else None,
+                    ),
+                )
+        if (
+            resp is None
+            and em.token
+            and req.headers.get("authorization") != f"Bearer {em.token}"
+            and req.path not in ("/healthz", "/livez", "/readyz")
+        ):
             resp = Response.of(401, status_body(401, "Unauthorized", "Unauthorized"))
         if resp is None:
             resp = em.api.handle(req)
@@ -198,9 +273,30 @@ class _Server(ThreadingHTTPServer):
 def self_signed_cert(workdir: Path) -> tuple[Path, Path]:
     """A throw-away certificate for 127.0.0.1/localhost (openssl CLI), as (cert, key) paths."""
     cert, key = workdir / "server.crt", workdir / "server.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "3650", "-subj", "/CN=kube-emulator",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=kube-emulator",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -212,8 +308,16 @@ class KubeEmulator:
     sends a bearer token over plain http; ``tls=False`` serves http (then use ``token=None`` for Go tools).
     """
 
-    def __init__(self, *, token: str | None = "emulator-token", host: str = "127.0.0.1", port: int = 0,
-                 workdir: Path | None = None, tick: float = 0.05, tls: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        token: str | None = "emulator-token",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        workdir: Path | None = None,
+        tick: float = 0.05,
+        tls: bool = True,
+    ) -> None:
         self.token = token
         self.store = Store()
         self.discovery = Discovery()
@@ -233,10 +337,16 @@ class KubeEmulator:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(self.ca_path, key)
             self._server.tls = ctx
-        self.api = Api(self.store, self.discovery, self.behaviours, f"{host}:{self.port}", self._proxy, self.stopping)
+        self.api = Api(
+            self.store, self.discovery, self.behaviours, f"{host}:{self.port}", self._proxy, self.stopping
+        )
         self.controller = Controller(self.api, self.behaviours, self.stopping, tick)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="kube-emulator-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="kube-emulator-http",
+            daemon=True,
+        )
         self._seed()
 
     @property
@@ -269,11 +379,20 @@ class KubeEmulator:
         cluster: dict[str, Any] = {"server": self.url}
         if self.ca_path is not None:
             cluster["certificate-authority-data"] = base64.b64encode(self.ca_path.read_bytes()).decode()
-        doc = {"apiVersion": "v1", "kind": "Config", "current-context": "emulator", "preferences": {},
-               "clusters": [{"name": "emulator", "cluster": cluster}],
-               "users": [{"name": "emulator", "user": user}],
-               "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator",
-                                                             "namespace": namespace}}]}
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "emulator",
+            "preferences": {},
+            "clusters": [{"name": "emulator", "cluster": cluster}],
+            "users": [{"name": "emulator", "user": user}],
+            "contexts": [
+                {
+                    "name": "emulator",
+                    "context": {"cluster": "emulator", "user": "emulator", "namespace": namespace},
+                }
+            ],
+        }
         path.write_text(json.dumps(doc, indent=2))
         return path
 
@@ -286,7 +405,9 @@ class KubeEmulator:
     def _seed(self) -> None:
         ns = self.resource("namespaces")
         for name in DEFAULT_NAMESPACES:
-            self.api.create_internal(ns, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            self.api.create_internal(
+                ns, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            )
         if self.discovery.gateway_api:
             self.api.create_internal(self.resource("customresourcedefinitions"), gateway_crd())
 
@@ -331,7 +452,9 @@ class KubeEmulator:
         """A stored object (for assertions), or None."""
         return self.store.get(self.resource(plural), namespace, name)
 
-    def list(self, plural: str, namespace: str | None = None, labels: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, plural: str, namespace: str | None = None, labels: str | None = None
+    ) -> list[dict[str, Any]]:
         """Stored objects of a type (for assertions)."""
         return self.store.list(self.resource(plural), namespace, labels)[0]
 
@@ -351,8 +474,9 @@ class KubeEmulator:
         if url is None and not port:
             url = next((u for (ns, n, _), u in self.backends.items() if (ns, n) == (namespace, name)), None)
         if url is None:
-            return Response.of(503, status_body(503, "ServiceUnavailable",
-                                                f'no endpoints available for service "{name}"'))
+            return Response.of(
+                503, status_body(503, "ServiceUnavailable", f'no endpoints available for service "{name}"')
+            )
         target = url.rstrip("/") + "/" + rest + (f"?{req.raw_query}" if req.raw_query else "")
         headers = {"Content-Type": req.headers["content-type"]} if "content-type" in req.headers else {}
         outgoing = urllib.request.Request(target, data=req.body or None, method=req.method, headers=headers)
@@ -363,4 +487,6 @@ class KubeEmulator:
             return Response(err.code, err.read(), err.headers.get("Content-Type", "text/plain"))
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
-            return Response.of(503, status_body(503, "ServiceUnavailable", f"error trying to reach service: {reason}"))
+            return Response.of(
+                503, status_body(503, "ServiceUnavailable", f"error trying to reach service: {reason}")
+            )

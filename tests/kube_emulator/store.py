@@ -31,7 +31,9 @@ class SelectorError(ValueError):
     """A label or field selector that does not parse."""
 
 
-_REQ = re.compile(r"\s*(!?)\s*([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+_REQ = re.compile(
+    r"\s*(!?)\s*([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$"
+)
 
 
 def _split_top(text: str) -> list[str]:
@@ -136,15 +138,23 @@ class Store:
             obj = self.objects.get(self.key(rt, namespace, name))
             return copy.deepcopy(obj) if obj is not None else None
 
-    def list(self, rt: ResourceType, namespace: str | None = None, labels: str | None = None,
-             fields: str | None = None) -> tuple[list[Obj], int]:
+    def list(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        labels: str | None = None,
+        fields: str | None = None,
+    ) -> tuple[list[Obj], int]:
         """Copies of matching objects sorted by namespace and name, and the current resourceVersion."""
         lreqs, freqs = parse_label_selector(labels), parse_field_selector(fields)
         with self.lock:
             items = [
-                copy.deepcopy(o) for (g, p, ns, _), o in sorted(self.objects.items())
-                if (g, p) == rt.key and (namespace is None or ns == namespace)
-                and labels_match(o["metadata"].get("labels") or {}, lreqs) and fields_match(o, freqs)
+                copy.deepcopy(o)
+                for (g, p, ns, _), o in sorted(self.objects.items())
+                if (g, p) == rt.key
+                and (namespace is None or ns == namespace)
+                and labels_match(o["metadata"].get("labels") or {}, lreqs)
+                and fields_match(o, freqs)
             ]
             return items, self.rv
 
@@ -188,5 +198,8 @@ class Store:
     def owned_by(self, uid: str) -> list[tuple[str, str, str, str]]:
         """Keys of objects with an ownerReference to ``uid`` (for cascading deletion)."""
         with self.lock:
-            return [k for k, o in self.objects.items()
-                    if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
+            return [
+                k
+                for k, o in self.objects.items()
+                if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])
+            ]

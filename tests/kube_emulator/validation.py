@@ -15,19 +15,26 @@ Cause = dict[str, str]
 
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
-                 "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
-                 "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
-LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
-             "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
-             "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+    "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+    "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
 LABEL_NAMED = {"Namespace", "Service"}
 
 
 def required(field: str, detail: str = "") -> Cause:
     """A FieldValueRequired cause."""
-    return {"reason": "FieldValueRequired", "message": "Required value" + (f": {detail}" if detail else ""),
-            "field": field}
+    return {
+        "reason": "FieldValueRequired",
+        "message": "Required value" + (f": {detail}" if detail else ""),
+        "field": field,
+    }
 
 
 def invalid(field: str, value: Any, detail: str) -> Cause:
@@ -89,8 +96,10 @@ def apply_defaults(rt: ResourceType, obj: Obj, cluster_ip: str) -> None:
         spec.setdefault("revisionHistoryLimit", 10)
         if rt.kind == "Deployment":
             spec.setdefault("progressDeadlineSeconds", 600)
-            spec.setdefault("strategy", {"type": "RollingUpdate",
-                                         "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+            spec.setdefault(
+                "strategy",
+                {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
+            )
         template = spec.get("template")
         if isinstance(template, dict) and isinstance(template.get("spec"), dict):
             template.setdefault("metadata", {})
@@ -124,8 +133,9 @@ def _containers(spec: Any, field: str) -> list[Cause]:
         for j, p in enumerate(c.get("ports") or []):
             port = p.get("containerPort") if isinstance(p, dict) else None
             if not isinstance(port, int) or not 0 < port < 65536:
-                causes.append(invalid(f"{at}.ports[{j}].containerPort", port,
-                                      "must be between 1 and 65535, inclusive"))
+                causes.append(
+                    invalid(f"{at}.ports[{j}].containerPort", port, "must be between 1 and 65535, inclusive")
+                )
     return causes
 
 
@@ -134,8 +144,12 @@ def _selector_matches(selector: Any, labels: dict[str, str]) -> bool:
     ok = all(labels.get(k) == v for k, v in match.items())
     for expr in (selector or {}).get("matchExpressions") or []:
         key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        ok = ok and {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values,
-                     "Exists": key in labels, "DoesNotExist": key not in labels}.get(op, False)
+        ok = ok and {
+            "In": labels.get(key) in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }.get(op, False)
     return ok
 
 
@@ -150,20 +164,36 @@ def validate(rt: ResourceType, obj: Obj) -> list[Cause]:
     elif not DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
         causes.append(invalid("metadata.name", name, SUBDOMAIN_MSG))
     for k, v in (obj.get("metadata", {}).get("labels") or {}).items():
-        if not isinstance(v, str) or len(v) > 63 or not re.match(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", v):
-            causes.append(invalid("metadata.labels", v, "a valid label must be an empty string or consist "
-                                  "of alphanumeric characters, '-', '_' or '.'"))
+        if (
+            not isinstance(v, str)
+            or len(v) > 63
+            or not re.match(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", v)
+        ):
+            causes.append(
+                invalid(
+                    "metadata.labels",
+                    v,
+                    "a valid label must be an empty string or consist "
+                    "of alphanumeric characters, '-', '_' or '.'",
+                )
+            )
     spec = obj.get("spec")
     if rt.kind in ("Deployment", "ReplicaSet"):
         if not isinstance(spec, dict):
             return causes + [required("spec")]
         selector = spec.get("selector")
-        if not isinstance(selector, dict) or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        if not isinstance(selector, dict) or not (
+            selector.get("matchLabels") or selector.get("matchExpressions")
+        ):
             causes.append(required("spec.selector"))
         template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
         labels = (template.get("metadata") or {}).get("labels") or {}
         if selector and not _selector_matches(selector, labels):
-            causes.append(invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`"))
+            causes.append(
+                invalid(
+                    "spec.template.metadata.labels", labels, "`selector` does not match template `labels`"
+                )
+            )
         replicas = spec.get("replicas", 1)
         if not isinstance(replicas, int) or replicas < 0:
             causes.append(invalid("spec.replicas", replicas, "must be greater than or equal to 0"))
@@ -178,7 +208,9 @@ def validate(rt: ResourceType, obj: Obj) -> list[Cause]:
         for i, p in enumerate(ports):
             port = p.get("port") if isinstance(p, dict) else None
             if not isinstance(port, int) or not 0 < port < 65536:
-                causes.append(invalid(f"spec.ports[{i}].port", port, "must be between 1 and 65535, inclusive"))
+                causes.append(
+                    invalid(f"spec.ports[{i}].port", port, "must be between 1 and 65535, inclusive")
+                )
     elif rt.kind == "Ingress":
         for i, rule in enumerate((spec or {}).get("rules") or []):
             for j, path in enumerate(((rule or {}).get("http") or {}).get("paths") or []):
@@ -195,8 +227,13 @@ def validate(rt: ResourceType, obj: Obj) -> list[Cause]:
                     causes.append(required(f"spec.rules[{i}].backendRefs[{j}].name"))
                 weight = ref.get("weight", 1)
                 if not isinstance(weight, int) or not 0 <= weight <= 1000000:
-                    causes.append(invalid(f"spec.rules[{i}].backendRefs[{j}].weight", weight,
-                                          "should be less than or equal to 1000000"))
+                    causes.append(
+                        invalid(
+                            f"spec.rules[{i}].backendRefs[{j}].weight",
+                            weight,
+                            "should be less than or equal to 1000000",
+                        )
+                    )
     elif rt.kind == "Secret":
         for k, v in (obj.get("data") or {}).items():
             try:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A tiny stdlib HTTP server for Stage 1 tests: every GET answers ``--status`` after ``--delay`` seconds.
 
-    python3 status_server.py --port N [--status 500] [--delay 0]
+python3 status_server.py --port N [--status 500] [--delay 0]
 """
 
 from __future__ import annotations
