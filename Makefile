@@ -15,7 +15,7 @@ demo: bootstrap
 test:
 	./scripts/bootstrap --test-deps
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/ruff format --check railiance_ledger tests assets sensors bench definitions.py
+	$(VENV)/bin/ruff format --check railiance_ledger tests assets sensors bench tools definitions.py
 	$(VENV)/bin/ruff check railiance_ledger
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
