@@ -115,7 +115,7 @@ def load_declaration(app_dir: Path) -> Declaration:
 
 
 def validate_app_dir(app_dir: Path) -> ValidationReport:
-    """Validate ``<app_dir>/railiance/app.toml`` and report issues and warnings; never raises for bad content."""
+    """Validate ``<app_dir>/railiance/app.toml``; report issues and warnings, never raise for bad content."""
     app_dir = Path(app_dir)
     path = declaration_file(app_dir)
     shown = str(DECLARATION_FILE)

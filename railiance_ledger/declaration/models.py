@@ -808,7 +808,7 @@ class Declaration(_Table):
 
     @property
     def railiance_dir(self) -> Path:
-        """``<app_dir>/railiance``: the base of every relative path in the declaration, and the cwd of commands."""
+        """``<app_dir>/railiance``: the base of every relative path of the declaration; commands' cwd."""
         return self.app_dir / "railiance"
 
     @property
@@ -906,7 +906,8 @@ class Declaration(_Table):
                             "a routing-switch promotion leaves the production release untouched, so it is "
                             f"undone by restoring the previous routing, not by {self.rollback.strategy}"
                         ),
-                        'set rollback.strategy = "routing" (or "manual"), or promotion.form = "release-replace"',
+                        'set rollback.strategy = "routing" (or "manual"), or promotion.form = '
+                        '"release-replace"',
                     )
                 )
             if canary.namespace != production.namespace:
@@ -917,7 +918,8 @@ class Declaration(_Table):
                             "a routing switch points the stable Service at the canary pods: they must run in "
                             "the production namespace"
                         ),
-                        "deploy the canary in the production namespace, or use promotion.form = 'release-replace'",
+                        "deploy the canary in the production namespace, or use promotion.form = "
+                        "'release-replace'",
                     )
                 )
         if self.rollback.verification is not None and self.rollback.verification not in self.check_names():
@@ -941,7 +943,8 @@ class Declaration(_Table):
             out.append(
                 DeclarationIssue(
                     "canary.observation_window",
-                    f"production-critical workload observed for {format_duration(self.observation_window_seconds)}, "
+                    "production-critical workload observed for "
+                    f"{format_duration(self.observation_window_seconds)}, "
                     f"under the {format_duration(minimum)} minimum",
                     "record a waiver for the short window before Stage 2 (railiance waive), or lengthen it",
                 )

@@ -43,8 +43,8 @@ RUNBOOK_ITEMS: tuple[RunbookItem, ...] = (
         ("workload.name", "workload.repo", "workload.category"),
         (),
         "Use one fixed workload name in every State Hub note and stage record, name the owning repository, "
-        "and decide the category by hand: production-critical workloads (forge, registry, identity, State Hub, "
-        "databases, ingress, ...) need explicit human approval and a 60 minute canary window.",
+        "and decide the category by hand: production-critical workloads (forge, registry, identity, "
+        "State Hub, databases, ingress, ...) need explicit human approval and a 60 minute canary window.",
         '[workload]\nname = "my-app"\nrepo = "railiance-apps/my-app"\ncategory = "internal-service"',
         scope=("workload",),
     ),
@@ -97,9 +97,9 @@ RUNBOOK_ITEMS: tuple[RunbookItem, ...] = (
         "Platform dependencies",
         ("dependencies",),
         (),
-        "List every platform dependency (database, cache, object store, identity, ...) and check that each is "
-        "healthy, or record an operator-approved degradation, before Stage 2. Write `dependencies = []` "
-        "when there are none.",
+        "List every platform dependency (database, cache, object store, identity, ...) and check that "
+        "each is healthy, or record an operator-approved degradation, before Stage 2. Write "
+        "`dependencies = []` when there are none.",
         '[[dependencies]]\nname = "postgres-main"\nkind = "database"',
         scope=("dependencies",),
     ),
@@ -107,9 +107,10 @@ RUNBOOK_ITEMS: tuple[RunbookItem, ...] = (
         "Rollback command or previous-stable reference",
         ("rollback.strategy",),
         ("rollback.command", "rollback.previous_stable", "rollback.runbook"),
-        "Before applying the canary, record the previous stable Helm revision or image digest and values file, "
-        "the exact rollback command, and the check that verifies the rollback.",
-        '[rollback]\nstrategy = "helm-revision"\ncommand = "railiance rollback my-app"\nverification = "healthz"',
+        "Before applying the canary, record the previous stable Helm revision or image digest and "
+        "values file, the exact rollback command, and the check that verifies the rollback.",
+        '[rollback]\nstrategy = "helm-revision"\ncommand = "railiance rollback my-app"\n'
+        'verification = "healthz"',
         scope=("rollback",),
     ),
     RunbookItem(
@@ -117,7 +118,8 @@ RUNBOOK_ITEMS: tuple[RunbookItem, ...] = (
         ("secrets",),
         (),
         "List every secret the workload needs by Kubernetes Secret name or OpenBao path only; never write a "
-        "secret value in the runbook, a State Hub note or a command line. Write `secrets = []` when there are none.",
+        "secret value in the runbook, a State Hub note or a command line. Write `secrets = []` when there "
+        "are none.",
         '[[secrets]]\nname = "my-app-db"\nkind = "kubernetes"',
         scope=("secrets",),
     ),
@@ -188,7 +190,8 @@ def render_runbook(app_dir: Path, report: ValidationReport | None = None) -> str
         "",
         "This runbook is the lifecycle's temporary compatibility path for a workload without a complete",
         "machine-readable declaration (spec: Workload Declaration). Each stage still runs in order and still",
-        "leaves evidence; the steps below replace, by hand, what the missing declaration fields would provide.",
+        "leaves evidence; the steps below replace, by hand, what the missing declaration fields would "
+        "provide.",
         "Add the fields to `railiance/app.toml` (see docs/app-toml.md) and retire this runbook.",
         "",
         f"Declaration: {_status_line(report)}",

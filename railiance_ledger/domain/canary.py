@@ -874,7 +874,8 @@ def _metric_gate(
         if not stable.usable:
             return _fail(
                 name,
-                f"{METRICS_UNAVAILABLE}: stable {label} for the relative comparison: {stable.reason or 'no value'}",
+                f"{METRICS_UNAVAILABLE}: stable {label} for the relative comparison: "
+                f"{stable.reason or 'no value'}",
                 technical=True,
             )
         assert stable.value is not None
@@ -882,12 +883,14 @@ def _metric_gate(
         if delta > max_increase:
             return _fail(
                 name,
-                f"canary {label} {canary.value:g}{unit} regresses {delta:g}{unit} over stable {stable.value:g}{unit} "
+                f"canary {label} {canary.value:g}{unit} regresses {delta:g}{unit} over stable "
+                f"{stable.value:g}{unit} "
                 f"(declared at most +{max_increase:g}{unit})",
             )
         return _pass(
             name,
-            f"canary {label} {canary.value:g}{unit} (stable {stable.value:g}{unit}, ceiling {ceiling:g}{unit})",
+            f"canary {label} {canary.value:g}{unit} (stable {stable.value:g}{unit}, ceiling "
+            f"{ceiling:g}{unit})",
         )
     return _pass(name, f"canary {label} {canary.value:g}{unit} (ceiling {ceiling:g}{unit})")
 
@@ -1020,7 +1023,8 @@ def compare_distributions(
     """
     if len(canary) < min_samples or len(stable) < min_samples:
         return False, (
-            f"too few data points for the statistical comparison: canary {len(canary)}, stable {len(stable)}, "
+            f"too few data points for the statistical comparison: canary {len(canary)}, stable "
+            f"{len(stable)}, "
             f"need {min_samples}"
         )
     from scipy.stats import mannwhitneyu  # type: ignore[import-untyped]  # heavy; only when a window is evaluated
@@ -1041,7 +1045,8 @@ def compare_distributions(
         return True, f"significant but negligible shift {shift:.4g} <= {min_effect:g} (p={p_value:.4g})"
     return (
         True,
-        f"no significant regression (Mann-Whitney U={float(result.statistic):g}, p={p_value:.4g}, alpha {alpha:g})",
+        f"no significant regression (Mann-Whitney U={float(result.statistic):g}, p={p_value:.4g}, alpha "
+        f"{alpha:g})",
     )
 
 
