@@ -649,8 +649,9 @@ def find_secrets(text: str) -> list[Finding]:
 
 _INERT_FULL_RE = re.compile(
     r"sha(?:256|384|512):[0-9a-f]{32,128}"  # a digest
+    # an image pinned by digest (no user:password@ can match: ':' only before digits or a tag)
     r"|[a-z0-9][a-z0-9._\-]*(?::[0-9]{1,5})?(?:/[a-z0-9._\-]+)*(?::[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127})?"
-    r"@sha256:[0-9a-f]{64}"  # an image pinned by digest (no user:password@ can match: ':' only before digits or a tag)
+    r"@sha256:[0-9a-f]{64}"
     r"|\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?"  # a timestamp
     r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # a uuid
     r"|[0-9a-f]{40}"  # a commit id
