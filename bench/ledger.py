@@ -467,7 +467,8 @@ def main() -> int:
     if args.quick:
         args.events, args.workloads, args.appends = 100_000, 100, 200
     print(
-        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, "
         f"SQLAlchemy {sa.__version__}; events {args.events:,}, workloads {args.workloads:,}"
     )
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]

@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+import httpx
 
 BUDGET_S = 5.0
 
@@ -153,7 +153,8 @@ def dev_latency(work: Path, registry_url: str, pushes: int) -> list[float]:
     }
     dev = start_dagster_dev(work, env)
     helper = RegistryHelper(registry_url)
-    query = """query Runs($key: String!) { runsOrError(filter: {tags: [{key: "dagster/partition", value: $key}]}) {
+    query = """query Runs($key: String!) {
+                 runsOrError(filter: {tags: [{key: "dagster/partition", value: $key}]}) {
                  ... on Runs { results { runId } } } }"""
     out = []
     try:
@@ -202,7 +203,8 @@ def main() -> int:
         repos = [r for _, r in declared]
         push_all(registry.url, repos)
         print(
-            f"setup: {len(declared)} workloads declared, {2 * len(repos)} tags pushed in {time.perf_counter() - t0:.1f} s"
+            f"setup: {len(declared)} workloads declared, {2 * len(repos)} tags pushed in "
+            f"{time.perf_counter() - t0:.1f} s"
         )
 
         base = baseline(registry.url, repos)
@@ -212,12 +214,15 @@ def main() -> int:
         med = statistics.median(steady)
         print(f"baseline: {len(repos)} sequential tags/list calls: {base:.2f} s")
         print(
-            f"first tick ({requested} new digests registered, {requested} Stage 1 runs requested): {first_s:.2f} s "
+            f"first tick ({requested} new digests registered, {requested} Stage 1 runs requested): "
+            f"{first_s:.2f} s "
             f"(ratio {first_s / base:.2f} x baseline)"
         )
         print(
-            f"steady tick (cursor, nothing new; tags/list + HEAD per matching tag for {len(repos)} workloads): "
-            f"median {med:.2f} s of {', '.join(f'{s:.2f}' for s in steady)} (ratio {med / base:.2f} x baseline); "
+            "steady tick (cursor, nothing new; tags/list + HEAD per matching tag for "
+            f"{len(repos)} workloads): "
+            f"median {med:.2f} s of {', '.join(f'{s:.2f}' for s in steady)} "
+            f"(ratio {med / base:.2f} x baseline); "
             f"budget < {BUDGET_S:.0f} s: {'OK' if med < BUDGET_S else 'OVER'}"
         )
         if not args.no_dev:
