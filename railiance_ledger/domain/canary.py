@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from railiance_ledger.domain.gates import sample_gate_names
 from railiance_ledger.domain.stage_result import Check, CheckStatus, Evidence, FailureKind
 
 # --------------------------------------------------------------------------------------------------
@@ -79,19 +80,8 @@ DEFAULT_HEADER_VALUE = "always"
 METRICS_UNAVAILABLE = "metrics unavailable"
 MORE_TRAFFIC = "production routing changes more traffic than intended"
 
-GATE_NAMES: tuple[str, ...] = (
-    "canary_pods_ready",
-    "canary_pods_stable",
-    "canary_health",
-    "canary_error_rate",
-    "canary_latency",
-    "canary_saturation",
-    "canary_statistical_comparison",
-    "canary_routing",
-    "canary_side_effects",
-    "canary_logs_clean",
-    "rollback_ready",
-)
+GATE_NAMES: tuple[str, ...] = sample_gate_names()
+"""The acceptance gates judged here from the window's samples, in report order (``domain.gates``)."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from railiance_ledger.domain import gates
 from railiance_ledger.domain.digests import is_digest
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
 from railiance_ledger.domain.redaction import redact
@@ -23,39 +24,11 @@ if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ledger.store import EventStore
 
-NON_WAIVABLE: dict[int, frozenset[str]] = {
-    1: frozenset(
-        {
-            "secrets_by_reference",  # "generated manifests contain plaintext secrets" fails closed
-            "candidate_immutable",  # without a digest there is nothing a waiver could name
-            "artifact_deterministic",  # "the artifact cannot be traced to source" fails closed
-            "observability_declared",  # "cannot state how it will be observed in Stage 2" fails closed
-        }
-    ),
-}
-"""Gates, per stage, that the spec makes fail closed without exception."""
+NON_WAIVABLE: dict[int, frozenset[str]] = {1: frozenset(g.value for g in gates.non_waivable(1))}
+"""Gates, per stage, that the spec makes fail closed without exception (from ``domain.gates``). Only
+Stage 1 refuses waivers by name; other stages record any gate name and honour the waivable ones."""
 
-WAIVABLE_STAGE2: frozenset[str] = frozenset(
-    {
-        # prechecks a waiver is honoured for
-        "dependencies_healthy",  # "platform dependencies ... explicitly degraded with operator approval"
-        "observation_window",  # production-critical window under 60 minutes "unless explicitly waived"
-        # end-of-window acceptance gates (``domain.canary.GATE_NAMES``) and required evidence
-        "canary_pods_ready",
-        "canary_pods_stable",
-        "canary_health",
-        "canary_error_rate",
-        "canary_latency",
-        "canary_saturation",
-        "canary_statistical_comparison",
-        "canary_routing",
-        "canary_side_effects",
-        "canary_logs_clean",
-        "rollback_ready",
-        "canary_release_identity",  # rendered release identity, namespace and release name read back
-        "statehub_note",  # "State Hub progress note with non-secret evidence"
-    }
-)
+WAIVABLE_STAGE2: frozenset[str] = frozenset(g.value for g in gates.waivable_gates(2))
 """Stage 2 gates whose failure ``lifecycle.stage2`` turns into ``waived`` when a waiver names them
 (the spec: "any required evidence is missing and no operator waiver is recorded" fails closed, so a
 recorded waiver is the way through). Other stage 2 names are recorded but no Stage 2 check reads them."""
@@ -65,10 +38,8 @@ _GATE_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(?::[A-Za-z0-9][A-Za-z0-9_.\-]*)?$
 
 def stage1_gates(decl: Declaration) -> list[str]:
     """Every Stage 1 gate name for ``decl``: the required checks, then ``local_check:<name>``."""
-    from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
-
-    return list(REQUIRED_CHECKS) + [
-        f"local_check:{c.name}" for c in (getattr(decl, "local_checks", None) or [])
+    return list(gates.names_for(1)) + [
+        f"{gates.LOCAL_CHECK_PREFIX}{c.name}" for c in (getattr(decl, "local_checks", None) or [])
     ]
 
 
