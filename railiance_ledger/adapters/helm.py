@@ -11,9 +11,13 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from railiance_ledger.domain.redaction import redact
 from railiance_ledger.errors import AdapterError, AdapterNotFound, AdapterTimeout, AdapterUnavailable
+
+if TYPE_CHECKING:
+    from railiance_ledger.ports import HelmPort
 
 _STDERR_LIMIT = 2000
 _RELEASE_OPERATIONS = frozenset({"history", "uninstall", "rollback", "get manifest"})
@@ -256,3 +260,7 @@ def _json_object(text: str, *, operation: str, address: str) -> dict[str, object
             "answer is not a JSON object", system="helm", operation=operation, address=address
         )
     return data
+
+
+if TYPE_CHECKING:
+    _helm_port: type[HelmPort] = Helm  # mypy: Helm implements the helm port

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import kubernetes
@@ -36,6 +36,7 @@ from railiance_ledger.errors import (
     AdapterTimeout,
     AdapterUnavailable,
 )
+from railiance_ledger.ports import KubePort, PodState, PodSummary
 
 SYSTEM = "kubernetes"
 Obj = dict[str, Any]
@@ -53,35 +54,6 @@ class KubeInvalid(AdapterError):
     def __init__(self, message: str, *, causes: list[dict[str, str]], **context: str) -> None:
         super().__init__(message, **context)
         self.causes = causes
-
-
-@dataclass(frozen=True)
-class PodState:
-    """One pod as the gates see it."""
-
-    name: str
-    phase: str
-    ready: bool
-    restarts: int
-    waiting_reason: str = ""
-
-
-@dataclass(frozen=True)
-class PodSummary:
-    """The pods behind a selector: counts, restart totals and one :class:`PodState` per pod."""
-
-    total: int
-    ready: int
-    pending: int
-    crashlooping: int
-    restarts_max: int
-    restarts_total: int
-    pods: tuple[PodState, ...] = field(default_factory=tuple)
-
-    @property
-    def all_ready(self) -> bool:
-        """True when there is at least one pod and every pod is ready."""
-        return self.total > 0 and self.ready == self.total
 
 
 @dataclass(frozen=True)
@@ -526,3 +498,7 @@ class Kube:
             exc.body = text
             raise self._fail(operation, exc) from exc
         return status, text
+
+
+if TYPE_CHECKING:
+    _kube_port: type[KubePort] = Kube  # mypy: Kube implements the kube port

@@ -38,8 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 
@@ -51,13 +50,13 @@ from railiance_ledger.errors import (
     AdapterTimeout,
     AdapterUnavailable,
 )
+from railiance_ledger.ports import MetricsPort, MetricValue, Sample, Series, Timestamp
 
 __all__ = [
     "ERROR_RATE_QUERY",
     "P95_LATENCY_MS_QUERY",
     "SATURATION_QUERY",
     "MetricValue",
-    "Metrics",
     "PrometheusMetrics",
     "Sample",
     "Series",
@@ -77,79 +76,6 @@ P95_LATENCY_MS_QUERY = (
     " * 1000"
 )
 SATURATION_QUERY = "max(avg_over_time(app_saturation_ratio{{{sel_only}}}[{window}]))"
-
-Timestamp = dt.datetime | float
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One element of an instant vector: labels, value, evaluation time (unix seconds)."""
-
-    labels: dict[str, str]
-    value: float
-    timestamp: float
-
-
-@dataclass(frozen=True)
-class Series:
-    """One series of a range query: labels and ``(unix seconds, value)`` points in time order."""
-
-    labels: dict[str, str]
-    points: list[tuple[float, float]] = field(default_factory=list)
-
-    @property
-    def values(self) -> list[float]:
-        """The values alone, in time order."""
-        return [value for _, value in self.points]
-
-
-@dataclass(frozen=True)
-class MetricValue:
-    """A gate signal: a number, or an explicit "metrics unavailable" with the reason.
-
-    ``value`` is ``None`` exactly when ``available`` is false. ``query`` is the PromQL asked, kept
-    as evidence. ``reason`` is empty when available.
-    """
-
-    value: float | None
-    available: bool
-    query: str
-    reason: str = ""
-
-    @classmethod
-    def of(cls, value: float, *, query: str) -> MetricValue:
-        """An available value."""
-        return cls(value=value, available=True, query=query, reason="")
-
-    @classmethod
-    def unavailable(cls, reason: str, *, query: str) -> MetricValue:
-        """No value: ``reason`` says why (prefixed with "metrics unavailable")."""
-        text = reason if reason.startswith("metrics unavailable") else f"metrics unavailable: {reason}"
-        return cls(value=None, available=False, query=query, reason=text)
-
-
-class Metrics(Protocol):
-    """What canary observation needs from a metrics backend."""
-
-    def instant(self, *, query: str) -> list[Sample]:
-        """Evaluate ``query`` now."""
-        ...
-
-    def range(self, *, query: str, start: Timestamp, end: Timestamp, step: float | str) -> list[Series]:
-        """Evaluate ``query`` over ``[start, end]`` every ``step``."""
-        ...
-
-    def error_rate(self, *, selector: str, window: str = "1m") -> MetricValue:
-        """Fraction of 5xx responses over ``window``."""
-        ...
-
-    def p95_latency_ms(self, *, selector: str, window: str = "1m") -> MetricValue:
-        """95th percentile request latency in milliseconds over ``window``."""
-        ...
-
-    def saturation(self, *, selector: str, window: str = "1m") -> MetricValue:
-        """Mean saturation ratio over ``window`` of the busiest instance."""
-        ...
 
 
 def _selector_parts(selector: str) -> tuple[str, str]:
@@ -380,3 +306,9 @@ class PrometheusMetrics:
         raise AdapterProtocolError(
             message, system=SYSTEM, operation=operation, address=self._base + path
         ) from exc
+
+
+if TYPE_CHECKING:
+    _metrics_port: type[MetricsPort] = (
+        PrometheusMetrics  # mypy: PrometheusMetrics implements the metrics port
+    )

@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -48,6 +48,10 @@ from railiance_ledger.errors import (
     InvalidDigest,
     InvalidInput,
 )
+from railiance_ledger.ports import RegistryPort
+
+Registry = RegistryPort
+"""Old name of :class:`railiance_ledger.ports.RegistryPort` (still imported by the Dagster support code)."""
 
 __all__ = ["MANIFEST_MEDIA_TYPES", "OciRegistry", "Registry"]
 
@@ -69,26 +73,6 @@ _CHALLENGE_PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))
 _DEFAULT_TOKEN_TTL = 60.0  # seconds; the token spec's default when expires_in is absent
 _TOKEN_SKEW = 5.0
 _MAX_PAGES = 10_000
-
-
-class Registry(Protocol):
-    """What the lifecycle and the new-digest sensor need from an OCI registry."""
-
-    def resolve_tag(self, *, repository: str, tag: str) -> str:
-        """The digest ``repository:tag`` points at now."""
-        ...
-
-    def digest_exists(self, *, repository: str, digest: str) -> bool:
-        """True when a manifest with ``digest`` exists in ``repository``."""
-        ...
-
-    def list_tags(self, *, repository: str, pattern: str | None = None) -> list[str]:
-        """Every tag of ``repository``, optionally only those matching ``pattern``."""
-        ...
-
-    def tags_with_digests(self, *, repository: str, pattern: str | None = None) -> dict[str, str]:
-        """Tag -> digest for every (matching) tag of ``repository``."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -483,3 +467,7 @@ class OciRegistry:
             raise AdapterProtocolError(
                 f"malformed JSON ({exc})", system=SYSTEM, operation=operation, address=self._display(url)
             ) from exc
+
+
+if TYPE_CHECKING:
+    _registry_port: type[RegistryPort] = OciRegistry  # mypy: OciRegistry implements the registry port

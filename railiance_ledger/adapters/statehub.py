@@ -20,7 +20,7 @@ JSON ``{"id": "<note id>"}`` (2xx). Anything else is a protocol error.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -33,24 +33,15 @@ from railiance_ledger.errors import (
     AdapterTimeout,
     AdapterUnavailable,
 )
+from railiance_ledger.ports import StateHubPort
+
+NotePoster = StateHubPort
+"""Old name of :class:`railiance_ledger.ports.StateHubPort` (kept for importers outside the ports' owner)."""
 
 __all__ = ["SYSTEM", "NotePoster", "StateHub"]
 
 SYSTEM = "statehub"
 """The system name every State Hub error carries."""
-
-
-class NotePoster(Protocol):
-    """What the lifecycle needs from State Hub: post one note, get its id."""
-
-    @property
-    def base_url(self) -> str: ...
-
-    def post_note(
-        self, *, workload: str, kind: str, title: str, body: str, evidence: list[dict[str, Any]]
-    ) -> str:
-        """Post one note and return its id."""
-        ...
 
 
 class StateHub:
@@ -182,3 +173,7 @@ def _error(
     if cause is not None:
         err.__cause__ = cause
     return err
+
+
+if TYPE_CHECKING:
+    _statehub_port: type[StateHubPort] = StateHub  # mypy: StateHub implements the State Hub port

@@ -54,10 +54,9 @@ from railiance_ledger.errors import AdapterError, GateFailed, InvalidInput, Rail
 if TYPE_CHECKING:
     import httpx
 
-    from railiance_ledger.adapters.statehub import NotePoster
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ledger.store import EventStore
-    from railiance_ledger.lifecycle.stage2 import HelmLike, KubeLike
+    from railiance_ledger.ports import HelmPort, KubePort, StateHubPort
 
 __all__ = [
     "CANDIDATE_FATES",
@@ -244,7 +243,7 @@ def subset_mismatches(want: Any, have: Any, path: str = "") -> list[str]:
     return []
 
 
-def compare_live(kube: KubeLike, docs: Sequence[Mapping[str, Any]], namespace: str) -> list[str]:
+def compare_live(kube: KubePort, docs: Sequence[Mapping[str, Any]], namespace: str) -> list[str]:
     """Mismatches between the rendered ``docs`` and the live objects (``spec``/``data`` and labels)."""
     problems: list[str] = []
     for doc in docs:
@@ -279,7 +278,7 @@ def deployment_of(docs: Sequence[Mapping[str, Any]], release: str) -> tuple[str,
 
 def await_rollout(
     *,
-    kube: KubeLike,
+    kube: KubePort,
     namespace: str,
     deployment: str,
     image: str | None,
@@ -482,8 +481,8 @@ def _plan(store: EventStore, decl: Declaration) -> _Plan:
 def restore_stable(
     *,
     decl: Declaration,
-    kube: KubeLike,
-    helm: HelmLike,
+    kube: KubePort,
+    helm: HelmPort,
     target: RestoreTarget,
     leaving: Mapping[str, Any],
     strategy: str,
@@ -588,7 +587,7 @@ def routing_objects(leaving: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _selected_pods(
-    kube: KubeLike, namespace: str, service: str
+    kube: KubePort, namespace: str, service: str
 ) -> tuple[dict[str, Any] | None, str, list[dict[str, Any]]]:
     """``(Service, selector text, live pods it selects)`` of ``service``."""
     svc = kube.get(api_version="v1", kind="Service", namespace=namespace, name=service)
@@ -612,7 +611,7 @@ def _ready(pod: Mapping[str, Any]) -> bool:
 
 
 def routing_read_back(
-    kube: KubeLike, objs: Sequence[Mapping[str, Any]], *, namespace: str, service: str, image: str | None
+    kube: KubePort, objs: Sequence[Mapping[str, Any]], *, namespace: str, service: str, image: str | None
 ) -> dict[str, Any]:
     """Read routing back after a routing switch or a routing rollback.
 
@@ -683,7 +682,7 @@ def _find_check(decl: Declaration, name: str | None) -> tuple[str, Any] | None:
 def run_check(
     *,
     decl: Declaration,
-    kube: KubeLike,
+    kube: KubePort,
     http: httpx.Client,
     name: str | None,
     namespace: str | None = None,
@@ -763,7 +762,7 @@ def probe_url(
 def verify_restored(
     *,
     decl: Declaration,
-    kube: KubeLike,
+    kube: KubePort,
     http: httpx.Client,
     target: RestoreTarget,
     strategy: str,
@@ -832,11 +831,11 @@ def rollback(
     store: EventStore,
     decl: Declaration,
     operator: str,
-    kube: KubeLike,
-    helm: HelmLike,
+    kube: KubePort,
+    helm: HelmPort,
     http: httpx.Client,
     reason: str,
-    statehub: NotePoster | None = None,
+    statehub: StateHubPort | None = None,
     defer: bool = False,
     approval_id: str | None = None,
     candidate_fate: str = "returned-to-stage1",
@@ -984,15 +983,15 @@ def _perform(
     store: EventStore,
     decl: Declaration,
     operator: str,
-    kube: KubeLike,
-    helm: HelmLike,
+    kube: KubePort,
+    helm: HelmPort,
     http: httpx.Client,
     plan: _Plan,
     symptom: str,
     fate: str,
     strategy: str,
     started_payload: dict[str, Any],
-    statehub: NotePoster | None,
+    statehub: StateHubPort | None,
     now: Callable[[], datetime],
     home: Path | None,
     ready_timeout: float,
@@ -1064,7 +1063,7 @@ def _perform(
 def _retire_switched_release(
     *,
     decl: Declaration,
-    helm: HelmLike,
+    helm: HelmPort,
     target: RestoreTarget,
     leaving: Mapping[str, Any],
     verified: bool,
@@ -1110,7 +1109,7 @@ def _complete(
     failures: list[str],
     cleanup: list[str],
     verification: dict[str, Any],
-    statehub: NotePoster | None,
+    statehub: StateHubPort | None,
     now: Callable[[], datetime],
     events: list[RecordedEvent],
     strategy: str,
@@ -1205,13 +1204,13 @@ def _manual(
     store: EventStore,
     decl: Declaration,
     operator: str,
-    kube: KubeLike,
+    kube: KubePort,
     http: httpx.Client,
     plan: _Plan,
     symptom: str,
     fate: str,
     started_payload: dict[str, Any],
-    statehub: NotePoster | None,
+    statehub: StateHubPort | None,
     done: bool,
     now: Callable[[], datetime],
     home: Path | None,
@@ -1302,7 +1301,7 @@ def _defer(
     plan: _Plan,
     symptom: str,
     approval_id: str | None,
-    statehub: NotePoster | None,
+    statehub: StateHubPort | None,
     now: Callable[[], datetime],
 ) -> RollbackOutcome:
     """``rollback.deferred``: only with a human approval by another operator and a State Hub note."""
@@ -1381,7 +1380,7 @@ def _defer(
 
 def _note(
     store: EventStore,
-    statehub: NotePoster | None,
+    statehub: StateHubPort | None,
     event: RecordedEvent,
     decl: Declaration,
     warnings: list[str],

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain import canary as dc
 from railiance_ledger.domain.digests import parse_image_ref
@@ -58,17 +58,16 @@ from railiance_ledger.lifecycle.checks import make_check as _check
 if TYPE_CHECKING:
     import httpx
 
-    from railiance_ledger.adapters.statehub import NotePoster
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ledger.store import EventStore
     from railiance_ledger.lifecycle.notes import NoteOutcome
+    from railiance_ledger.ports import HelmPort, KubePort, MetricsPort, RegistryPort, StateHubPort
 
 __all__ = [
     "ACCEPTANCE_CHECKS",
     "IDENTITY_GATE",
     "PRECHECKS",
     "STATEHUB_GATE",
-    "KubeLike",
     "StageOutcome",
     "deploy_canary",
     "observe_canary",
@@ -105,82 +104,6 @@ GATEWAY_GV = "gateway.networking.k8s.io/v1"
 GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
 FIELD_MANAGER = "railiance-ledger"
 INGRESS_GV = "networking.k8s.io/v1"
-
-
-class KubeLike(Protocol):
-    """What Stage 2 needs from the Kubernetes adapter (keyword-only, our types only)."""
-
-    def namespace_ready(self, *, namespace: str) -> bool: ...
-    def dry_run_apply(
-        self, *, manifests: list[dict[str, Any]], field_manager: str
-    ) -> list[dict[str, Any]]: ...
-    def apply(
-        self, *, manifests: list[dict[str, Any]], field_manager: str, force: bool = True
-    ) -> list[dict[str, Any]]: ...
-    def delete(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> bool: ...
-    def get(
-        self, *, api_version: str, kind: str, namespace: str | None, name: str
-    ) -> dict[str, Any] | None: ...
-    def list(
-        self, *, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
-    ) -> list[dict[str, Any]]: ...
-    def pod_summary(self, *, namespace: str, selector: str) -> Any: ...
-    def pod_logs(
-        self,
-        *,
-        namespace: str,
-        selector: str,
-        tail_lines: int = 200,
-        limit_bytes: int = 65536,
-        max_pods: int = 20,
-    ) -> dict[str, str]: ...
-    def has_api(self, *, group: str, version: str, kind: str) -> bool: ...
-    def ingress_class_exists(self, *, name: str) -> bool: ...
-    def secret_exists(self, *, namespace: str, name: str) -> bool: ...
-    def service_proxy_get(
-        self, *, namespace: str, service: str, port: int | str, path: str, timeout: float = 5.0
-    ) -> tuple[int, str]: ...
-
-
-class HelmLike(Protocol):
-    """What Stage 2 needs from ``adapters.helm.Helm``."""
-
-    def template(
-        self,
-        *,
-        chart: Path | str,
-        release: str,
-        namespace: str,
-        values_files: Sequence[Path | str] = (),
-        set_values: Mapping[str, str] | None = None,
-        kube_version: str | None = None,
-        timeout: float = 60.0,
-    ) -> str: ...
-    def install_or_upgrade(
-        self,
-        *,
-        chart: Path | str,
-        release: str,
-        namespace: str,
-        values_files: Sequence[Path | str] = (),
-        set_values: Mapping[str, str] | None = None,
-        wait: bool = False,
-        extra_args: Sequence[str] = (),
-        timeout: float = 300.0,
-    ) -> dict[str, object]: ...
-    def history(self, *, release: str, namespace: str, timeout: float = 60.0) -> list[dict[str, object]]: ...
-    def uninstall(self, *, release: str, namespace: str, timeout: float = 300.0) -> None: ...
-
-
-class RegistryLike(Protocol):
-    def digest_exists(self, *, repository: str, digest: str) -> bool: ...
-
-
-class MetricsLike(Protocol):
-    def instant(self, *, query: str) -> Any: ...
-    def error_rate(self, *, selector: str, window: str = "1m") -> Any: ...
-    def p95_latency_ms(self, *, selector: str, window: str = "1m") -> Any: ...
-    def saturation(self, *, selector: str, window: str = "1m") -> Any: ...
 
 
 @dataclass
@@ -437,7 +360,7 @@ def _routing_spec(
 # ---------------------------------------------------------------------------------------- prechecks
 
 
-def _check_form(ctx: _Ctx, kube: KubeLike) -> Check:
+def _check_form(ctx: _Ctx, kube: KubePort) -> Check:
     decl = ctx.decl
     declared = dc.CanaryForm(decl.canary.form)
     provider = dc.Provider(decl.canary.provider or "ingress-nginx")
@@ -506,7 +429,7 @@ def _check_stage1(ctx: _Ctx) -> Check:
     return _check("stage1_passed", False, f"no passing Stage 1 result for {ctx.digest} (the same digest)")
 
 
-def _check_cluster(ctx: _Ctx, kube: KubeLike) -> Check:
+def _check_cluster(ctx: _Ctx, kube: KubePort) -> Check:
     if kube.namespace_ready(namespace=ctx.namespace):
         return _check(
             "cluster_ready",
@@ -517,7 +440,7 @@ def _check_cluster(ctx: _Ctx, kube: KubeLike) -> Check:
     return _check("cluster_ready", False, f"namespace {ctx.namespace} is missing or not active")
 
 
-def _check_registry(ctx: _Ctx, registry: RegistryLike) -> Check:
+def _check_registry(ctx: _Ctx, registry: RegistryPort) -> Check:
     repo = _repo_path(ctx.repository)
     if registry.digest_exists(repository=repo, digest=ctx.digest):
         return _check(
@@ -529,7 +452,7 @@ def _check_registry(ctx: _Ctx, registry: RegistryLike) -> Check:
     return _check("digest_in_registry", False, f"{repo}@{ctx.digest} does not exist in the registry")
 
 
-def _check_dry_run(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> Check:
+def _check_dry_run(ctx: _Ctx, kube: KubePort, helm: HelmPort) -> Check:
     decl = ctx.decl
     text = helm.template(
         chart=decl.resolve(decl.chart.path),
@@ -562,7 +485,7 @@ def _check_dry_run(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> Check:
     )
 
 
-def _check_routing_prereqs(ctx: _Ctx, kube: KubeLike, resolve: Callable[[str], bool]) -> Check:
+def _check_routing_prereqs(ctx: _Ctx, kube: KubePort, resolve: Callable[[str], bool]) -> Check:
     spec = ctx.routing
     if spec is None:
         return _check("routing_prerequisites", False, "no canary form decided")
@@ -619,7 +542,7 @@ def _check_dependencies(ctx: _Ctx, http: httpx.Client) -> Check:
     return _check("dependencies_healthy", True, "healthy: " + (", ".join(ok) or "no dependencies declared"))
 
 
-def _stable_helm_target(ctx: _Ctx, helm: HelmLike) -> dict[str, Any] | None:
+def _stable_helm_target(ctx: _Ctx, helm: HelmPort) -> dict[str, Any] | None:
     try:
         revisions = helm.history(release=ctx.stable_release, namespace=ctx.stable_namespace)
     except AdapterError:
@@ -638,7 +561,7 @@ def _stable_helm_target(ctx: _Ctx, helm: HelmLike) -> dict[str, Any] | None:
     }
 
 
-def _check_rollback_target(ctx: _Ctx, store: EventStore, helm: HelmLike) -> Check:
+def _check_rollback_target(ctx: _Ctx, store: EventStore, helm: HelmPort) -> Check:
     from railiance_ledger.lifecycle.approvals import current_stable_target
 
     target = current_stable_target(store, ctx.workload)
@@ -677,7 +600,7 @@ def _check_rollback_target(ctx: _Ctx, store: EventStore, helm: HelmLike) -> Chec
     return _check("rollback_target_known", True, f"{target['kind']}: {what} ({target['source']})")
 
 
-def _check_monitoring(ctx: _Ctx, kube: KubeLike, metrics: MetricsLike) -> Check:
+def _check_monitoring(ctx: _Ctx, kube: KubePort, metrics: MetricsPort) -> Check:
     obs = ctx.decl.observability
     selector = _join_selector(obs.prometheus_selector, f'{obs.track_label}="canary"')
     try:
@@ -872,12 +795,12 @@ def deploy_canary(
     store: EventStore,
     decl: Declaration,
     operator: str,
-    kube: KubeLike,
-    helm: HelmLike,
-    registry: RegistryLike,
-    metrics: MetricsLike,
+    kube: KubePort,
+    helm: HelmPort,
+    registry: RegistryPort,
+    metrics: MetricsPort,
     http: httpx.Client,
-    statehub: NotePoster | None = None,
+    statehub: StateHubPort | None = None,
     image: str | None = None,
     now: Callable[[], datetime] = _utcnow,
     resolve_host: Callable[[str], bool] = _default_resolve,
@@ -1090,7 +1013,7 @@ def deploy_canary(
 
 
 def _await_rollout(
-    kube: KubeLike,
+    kube: KubePort,
     namespace: str,
     selector: str,
     timeout: float,
@@ -1158,7 +1081,7 @@ def _target_text(target: Mapping[str, Any] | None) -> str:
 
 def _post_note(
     store: EventStore,
-    statehub: NotePoster | None,
+    statehub: StateHubPort | None,
     event: RecordedEvent,
     decl: Declaration,
     *,
@@ -1190,7 +1113,7 @@ def _post_note(
 # ---------------------------------------------------------------------------------------- routing I/O
 
 
-def _read_routing(kube: KubeLike, spec: dc.RoutingSpec) -> list[dict[str, Any]]:
+def _read_routing(kube: KubePort, spec: dc.RoutingSpec) -> list[dict[str, Any]]:
     """Every Ingress (and HTTPRoute when served) in the namespace: what routing looks like now."""
     objs = [
         dict(o, kind="Ingress")
@@ -1212,8 +1135,8 @@ def _read_routing(kube: KubeLike, spec: dc.RoutingSpec) -> list[dict[str, Any]]:
 
 def _remove(
     *,
-    kube: KubeLike,
-    helm: HelmLike | None,
+    kube: KubePort,
+    helm: HelmPort | None,
     spec: dc.RoutingSpec,
     release: str,
     namespace: str,
@@ -1312,7 +1235,7 @@ def _metric(value: Any) -> dc.Metric:
     )
 
 
-def _track(metrics: MetricsLike, selector: str, window: str) -> dc.TrackMetrics:
+def _track(metrics: MetricsPort, selector: str, window: str) -> dc.TrackMetrics:
     out: dict[str, dc.Metric] = {}
     for name in ("error_rate", "p95_latency_ms", "saturation"):
         try:
@@ -1334,7 +1257,7 @@ def _status_of(answer: Any) -> int | None:
     return None
 
 
-def _scan_pod_logs(kube: KubeLike, namespace: str, selector: str) -> dc.LogScan:
+def _scan_pod_logs(kube: KubePort, namespace: str, selector: str) -> dc.LogScan:
     """Scan the canary pods' recent logs; only kinds and counts are kept, never the text."""
     kinds: dict[str, int] = {}
     auth = lines = 0
@@ -1358,8 +1281,8 @@ def _collect(
     elapsed: float,
     decl: Declaration,
     dep: _Deployment,
-    kube: KubeLike,
-    metrics: MetricsLike,
+    kube: KubePort,
+    metrics: MetricsPort,
     http: httpx.Client,
     thresholds: dc.Thresholds,
     history: Sequence[RecordedEvent],
@@ -1476,11 +1399,11 @@ def observe_canary(
     store: EventStore,
     decl: Declaration,
     operator: str,
-    kube: KubeLike,
-    metrics: MetricsLike,
+    kube: KubePort,
+    metrics: MetricsPort,
     http: httpx.Client,
-    helm: HelmLike | None = None,
-    statehub: NotePoster | None = None,
+    helm: HelmPort | None = None,
+    statehub: StateHubPort | None = None,
     image: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -1642,7 +1565,7 @@ def _verdicts(
     samples: Sequence[dc.CanarySample],
     thresholds: dc.Thresholds,
     expected: int,
-    helm: HelmLike | None,
+    helm: HelmPort | None,
     *,
     read_back: bool,
 ) -> list[Check]:
@@ -1684,7 +1607,7 @@ def _waive(ctx: _Ctx, check: Check) -> Check:
 _SHA256_HEX = frozenset("0123456789abcdef")
 
 
-def _check_release_identity(ctx: _Ctx, dep: _Deployment, helm: HelmLike | None) -> Check:
+def _check_release_identity(ctx: _Ctx, dep: _Deployment, helm: HelmPort | None) -> Check:
     """``canary_release_identity``: the rendered release identity, namespace and release name were
     recorded at deploy and, read back from helm, are still what runs: the recorded revision is the
     deployed one and its manifest pins the candidate digest. ``helm=None`` (the canary was already
@@ -1868,9 +1791,9 @@ def _finish(
     store: EventStore,
     ctx: _Ctx,
     dep: _Deployment,
-    kube: KubeLike,
-    helm: HelmLike,
-    statehub: NotePoster | None,
+    kube: KubePort,
+    helm: HelmPort,
+    statehub: StateHubPort | None,
     operator: str,
     samples: list[dc.CanarySample],
     thresholds: dc.Thresholds,
@@ -1954,7 +1877,7 @@ def _post_rejection(
     store: EventStore,
     ctx: _Ctx,
     dep: _Deployment,
-    statehub: NotePoster | None,
+    statehub: StateHubPort | None,
     samples: Sequence[dc.CanarySample],
     checks: Sequence[Check],
     expected: int,
@@ -2017,8 +1940,8 @@ def _rollback(
     store: EventStore,
     ctx: _Ctx,
     dep: _Deployment,
-    kube: KubeLike,
-    helm: HelmLike | None,
+    kube: KubePort,
+    helm: HelmPort | None,
     operator: str,
     symptom: str,
     now: Callable[[], datetime],
@@ -2097,9 +2020,9 @@ def _rollback_and_fail(
     store: EventStore,
     ctx: _Ctx,
     dep: _Deployment,
-    kube: KubeLike,
-    helm: HelmLike,
-    statehub: NotePoster | None,
+    kube: KubePort,
+    helm: HelmPort,
+    statehub: StateHubPort | None,
     operator: str,
     samples: list[dc.CanarySample],
     thresholds: dc.Thresholds,
@@ -2138,8 +2061,8 @@ def remove_canary(
     store: EventStore,
     decl: Declaration,
     operator: str,
-    kube: KubeLike,
-    helm: HelmLike,
+    kube: KubePort,
+    helm: HelmPort,
     reason: str,
     now: Callable[[], datetime] = _utcnow,
 ) -> list[RecordedEvent]:

@@ -84,10 +84,9 @@ from railiance_ledger.lifecycle.stage2 import StageOutcome
 if TYPE_CHECKING:
     import httpx
 
-    from railiance_ledger.adapters.statehub import NotePoster
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ledger.store import EventStore
-    from railiance_ledger.lifecycle.stage2 import HelmLike, KubeLike
+    from railiance_ledger.ports import HelmPort, KubePort, StateHubPort
 
 __all__ = [
     "PRECHECKS",
@@ -201,7 +200,7 @@ def _helm_command(ctx: _Ctx) -> str:
     return shlex.join(args + ["--wait"])
 
 
-def _render(ctx: _Ctx, helm: HelmLike) -> None:
+def _render(ctx: _Ctx, helm: HelmPort) -> None:
     from railiance_ledger.lifecycle.stage2 import canonical_manifests
 
     if ctx.rendered_text:
@@ -327,7 +326,7 @@ def _check_stage2(ctx: _Ctx) -> Check:
     )
 
 
-def _live_image(kube: KubeLike, ctx: _Ctx) -> str | None:
+def _live_image(kube: KubePort, ctx: _Ctx) -> str | None:
     name, _ = rb.deployment_of(ctx.rendered_docs, ctx.release)
     dep = kube.get(api_version="apps/v1", kind="Deployment", namespace=ctx.namespace, name=name)
     containers = ((((dep or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get(
@@ -336,7 +335,7 @@ def _live_image(kube: KubeLike, ctx: _Ctx) -> str | None:
     return str(containers[0].get("image")) if containers else None
 
 
-def _routing_snapshot(kube: KubeLike, decl: Declaration, namespace: str) -> list[dict[str, Any]]:
+def _routing_snapshot(kube: KubePort, decl: Declaration, namespace: str) -> list[dict[str, Any]]:
     """The production routing objects (Ingress/HTTPRoute for the host or the stable service), cleaned."""
     out: list[dict[str, Any]] = []
     for obj in kube.list(api_version=INGRESS_GV, kind="Ingress", namespace=namespace):
@@ -351,7 +350,7 @@ def _routing_snapshot(kube: KubeLike, decl: Declaration, namespace: str) -> list
     return out
 
 
-def _snapshot_live(kube: KubeLike, ctx: _Ctx) -> str | None:
+def _snapshot_live(kube: KubePort, ctx: _Ctx) -> str | None:
     """Store the live objects the production release renders (the pre-ledger stable) in the content store."""
     import yaml  # type: ignore[import-untyped]
 
@@ -373,7 +372,7 @@ def _snapshot_live(kube: KubeLike, ctx: _Ctx) -> str | None:
     return sha
 
 
-def _helm_revision(helm: HelmLike, release: str, namespace: str) -> int | None:
+def _helm_revision(helm: HelmPort, release: str, namespace: str) -> int | None:
     try:
         revisions = helm.history(release=release, namespace=namespace)
     except AdapterError as exc:
@@ -387,7 +386,7 @@ def _helm_revision(helm: HelmLike, release: str, namespace: str) -> int | None:
     return int(rev) if isinstance(rev, (int, str)) and str(rev).isdigit() else None
 
 
-def _check_previous(ctx: _Ctx, store: EventStore, kube: KubeLike, helm: HelmLike) -> Check:
+def _check_previous(ctx: _Ctx, store: EventStore, kube: KubePort, helm: HelmPort) -> Check:
     from railiance_ledger.ledger.projections import lineage
 
     _render(ctx, helm)
@@ -556,7 +555,7 @@ def _check_migrations(store: EventStore, ctx: _Ctx) -> Check:
     return _check("migrations_approved", True, f"{cls} migrations {why}; sequenced: {seq}{extra}")
 
 
-def _check_statehub(ctx: _Ctx, hub: NotePoster | None) -> Check:
+def _check_statehub(ctx: _Ctx, hub: StateHubPort | None) -> Check:
     """The State Hub progress note is required Stage 3 evidence: production traffic does not change
     while no State Hub is configured to receive it, unless a stage 3 ``statehub_note`` waiver says so."""
     from railiance_ledger.lifecycle.waivers import active_waivers
@@ -608,7 +607,7 @@ def _check_human(store: EventStore, ctx: _Ctx) -> Check:
     )
 
 
-def _check_rollback(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> Check:
+def _check_rollback(ctx: _Ctx, kube: KubePort, helm: HelmPort) -> Check:
     rbk = ctx.decl.rollback
     names = ctx.decl.check_names()
     if not rbk.verification:
@@ -688,7 +687,7 @@ def _check_rollback(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> Check:
     )
 
 
-def _plan_switch(ctx: _Ctx, kube: KubeLike, helm: HelmLike) -> str | None:
+def _plan_switch(ctx: _Ctx, kube: KubePort, helm: HelmPort) -> str | None:
     """What a routing switch would change, checked before anything changes; the problem, or None.
 
     The candidate's Stage 2 canary release must be deployed in the production namespace, be neither
@@ -805,7 +804,7 @@ def _route_services(obj: Mapping[str, Any], host: str | None) -> dict[str, float
 
 
 def production_routing(
-    kube: KubeLike, decl: Declaration, *, namespace: str, image: str, canary_service: str | None
+    kube: KubePort, decl: Declaration, *, namespace: str, image: str, canary_service: str | None
 ) -> dict[str, Any]:
     """Read production routing back: what the host routes to, and what the stable service selects.
 
@@ -883,7 +882,7 @@ def production_routing(
 
 
 def _judge_promotion(
-    decl: Declaration, kube: KubeLike, http: httpx.Client, namespace: str, routing: Mapping[str, Any]
+    decl: Declaration, kube: KubePort, http: httpx.Client, namespace: str, routing: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], Check, str | None]:
     """After a promotion: the smoke results, the ``post_promotion_smoke`` check, and why the promotion
     failed (stable routing not on the candidate, or a failed smoke), or ``None`` when it stands."""
@@ -909,7 +908,7 @@ def _judge_promotion(
     return smoke, check, failure
 
 
-def _smoke(decl: Declaration, kube: KubeLike, http: httpx.Client, namespace: str) -> list[dict[str, Any]]:
+def _smoke(decl: Declaration, kube: KubePort, http: httpx.Client, namespace: str) -> list[dict[str, Any]]:
     """Every declared ``[[smoke]]`` check through the production URL (else the stable service proxy)."""
     out: list[dict[str, Any]] = []
     for s in decl.smoke:
@@ -1009,10 +1008,10 @@ def promote(
     store: EventStore,
     decl: Declaration,
     operator: str,
-    kube: KubeLike,
-    helm: HelmLike,
+    kube: KubePort,
+    helm: HelmPort,
     http: httpx.Client,
-    statehub: NotePoster | None = None,
+    statehub: StateHubPort | None = None,
     image: str | None = None,
     now: Callable[[], datetime] = _utcnow,
     home: Path | None = None,
@@ -1064,7 +1063,7 @@ def promote(
     )
 
 
-def _shift_weight(kube: KubeLike, spec: dc.RoutingSpec) -> str:
+def _shift_weight(kube: KubePort, spec: dc.RoutingSpec) -> str:
     """Send all of the host's traffic to the canary (weight 100); return the read-back text."""
     from railiance_ledger.lifecycle.stage2 import _read_routing
 
@@ -1092,10 +1091,10 @@ def _promote(
     store: EventStore,
     ctx: _Ctx,
     checks: list[Check],
-    kube: KubeLike,
-    helm: HelmLike,
+    kube: KubePort,
+    helm: HelmPort,
     http: httpx.Client,
-    statehub: NotePoster | None,
+    statehub: StateHubPort | None,
     now: Callable[[], datetime],
     started: datetime,
     ready_timeout: float,
@@ -1341,10 +1340,10 @@ def _promote_switch(
     store: EventStore,
     ctx: _Ctx,
     checks: list[Check],
-    kube: KubeLike,
-    helm: HelmLike,
+    kube: KubePort,
+    helm: HelmPort,
     http: httpx.Client,
-    statehub: NotePoster | None,
+    statehub: StateHubPort | None,
     now: Callable[[], datetime],
     started: datetime,
     ready_timeout: float,
@@ -1591,7 +1590,7 @@ def _record_promotion(
     payload: dict[str, Any],
     routing: Mapping[str, Any],
     smoke: Sequence[Mapping[str, Any]],
-    statehub: NotePoster | None,
+    statehub: StateHubPort | None,
     now: Callable[[], datetime],
     started: datetime,
     events: list[RecordedEvent],
@@ -1712,10 +1711,10 @@ def _fail_and_restore(
     store: EventStore,
     ctx: _Ctx,
     checks: list[Check],
-    kube: KubeLike,
-    helm: HelmLike,
+    kube: KubePort,
+    helm: HelmPort,
     http: httpx.Client,
-    statehub: NotePoster | None,
+    statehub: StateHubPort | None,
     now: Callable[[], datetime],
     started: datetime,
     started_ev: RecordedEvent,
