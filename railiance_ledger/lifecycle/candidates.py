@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from railiance_ledger.domain.digests import DigestFormatError, parse_image_ref
+from railiance_ledger.domain.digests import DigestFormatError, is_digest, parse_image_ref
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
 from railiance_ledger.errors import InvalidDigest, InvalidInput
 
@@ -20,6 +22,88 @@ def parse_candidate_image(image: str) -> tuple[str, str]:
     except DigestFormatError as exc:
         raise InvalidDigest(str(exc), hint="name the candidate as REPOSITORY@sha256:<64 hex>") from exc
     return ref.repository, ref.digest
+
+
+def candidate_digest(image: str) -> str:
+    """The digest a candidate is named by: ``REPOSITORY@sha256:...`` or a bare ``sha256:...``.
+
+    Raises ``InvalidDigest`` (exit 2) for a tag or a malformed digest.
+    """
+    text = image.strip()
+    if is_digest(text):
+        return text
+    return parse_candidate_image(text)[1]
+
+
+@dataclass(frozen=True)
+class ResolvedCandidate:
+    """A registered candidate: its digest, pinned image, source revision and registration event."""
+
+    digest: str
+    image: str
+    """``REPOSITORY@sha256:...`` as registered (or the bare digest when neither the registration nor
+    the caller named a repository)."""
+    revision: str | None
+    registration: RecordedEvent
+
+    @property
+    def repository(self) -> str:
+        """The image repository (``""`` when only the digest is known)."""
+        if "@" not in self.image:
+            return ""
+        return parse_image_ref(self.image).repository
+
+
+def select_candidate(
+    history: Iterable[RecordedEvent],
+    workload: str,
+    image: str | None = None,
+    *,
+    repository: str | None = None,
+) -> ResolvedCandidate | None:
+    """The registered candidate ``image`` names (a pinned ref or a bare digest), else the newest one.
+
+    Returns ``None`` only when ``image`` is ``None`` and nothing is registered. Raises
+    ``InvalidDigest`` for an ``image`` not pinned by digest and ``InvalidInput`` for a digest that is
+    not registered for ``workload`` (both exit 2). ``repository`` completes the image of an old
+    registration that did not record one.
+    """
+    registered = [ev for ev in history if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.candidate]
+    if image is None:
+        if not registered:
+            return None
+        reg = registered[-1]
+    else:
+        digest = candidate_digest(image)
+        reg_or_none = next((ev for ev in registered if ev.candidate == digest), None)
+        if reg_or_none is None:
+            raise InvalidInput(
+                f"candidate {digest} is not registered for {workload}",
+                hint="register it with `railiance candidate add APP_DIR --image REF@sha256:...`",
+            )
+        reg = reg_or_none
+    digest = str(reg.candidate)
+    pinned = reg.payload.get("image") or (f"{repository}@{digest}" if repository else digest)
+    return ResolvedCandidate(
+        digest=digest, image=str(pinned), revision=reg.payload.get("revision"), registration=reg
+    )
+
+
+def resolve_candidate(
+    history: Iterable[RecordedEvent],
+    workload: str,
+    image: str | None = None,
+    *,
+    repository: str | None = None,
+) -> ResolvedCandidate:
+    """``select_candidate``, refusing (``InvalidInput``, exit 2) when no candidate is registered."""
+    found = select_candidate(history, workload, image, repository=repository)
+    if found is None:
+        raise InvalidInput(
+            f"no candidate is registered for {workload}",
+            hint="register one with `railiance candidate add APP_DIR --image REF@sha256:...`",
+        )
+    return found
 
 
 def find_registration(store: EventStore, workload: str, digest: str) -> RecordedEvent | None:

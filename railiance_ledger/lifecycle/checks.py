@@ -3,6 +3,15 @@
 A check either passes or fails with its reason; a failure is a *policy* failure (the gate was asked
 and said no) or a *technical* one (the fact could not be collected). Both fail closed. Every reason
 passes the one redaction path before it is stored or shown.
+
+Running a check so that nothing it raises can pass it or abort the stage comes in two flavours:
+
+- ``judge(name, fn)``: errors are classified by type: a gate that refused (a ``RailianceError``
+  other than an ``AdapterError``) fails the check as *policy*; could-not-ask errors (adapters,
+  anything unexpected) fail it as *technical*. Stages 2 and 3 judge their checks this way.
+- ``judge_or_unevaluated(name, fn)`` (and ``judge_all_or_unevaluated`` for a function returning a
+  list of checks): any error means the check "could not be evaluated" and fails it as *technical*.
+  Stage 1 runs its checks this way.
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ from collections.abc import Callable, Iterable
 from railiance_ledger.domain.redaction import redact
 from railiance_ledger.domain.stage_result import Check, CheckStatus, Evidence, FailureKind
 from railiance_ledger.errors import AdapterError, RailianceError
+
+_REASON_LIMIT = 300
 
 
 def make_check(
@@ -34,7 +45,12 @@ def make_check(
     )
 
 
-def guarded(name: str, fn: Callable[[], Check]) -> Check:
+def bounded(text: str, limit: int = _REASON_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters (ending in ``[...]`` when cut)."""
+    return text if len(text) <= limit else text[: limit - 5] + "[...]"
+
+
+def judge(name: str, fn: Callable[[], Check]) -> Check:
     """Run one check so that nothing it raises can pass it or abort the stage.
 
     Could-not-ask errors (adapters, anything unexpected) fail it as technical; a gate that refused
@@ -48,3 +64,41 @@ def guarded(name: str, fn: Callable[[], Check]) -> Check:
         return make_check(name, False, str(exc))
     except Exception as exc:  # noqa: BLE001 - any unexpected failure fails the check closed
         return make_check(name, False, f"{type(exc).__name__}: {exc}", technical=True)
+
+
+guarded = judge
+"""The former name of ``judge`` (kept until Stages 2 and 3 import ``judge``)."""
+
+
+def judge_or_unevaluated(name: str, fn: Callable[[], Check]) -> Check:
+    """Run one check; any error fails it as technical ("could not be evaluated") instead of
+    aborting the stage."""
+    try:
+        return fn()
+    except RailianceError as exc:
+        return make_check(
+            name, False, f"could not be evaluated: {exc.message}", failure=FailureKind.TECHNICAL
+        )
+    except Exception as exc:  # noqa: BLE001 - fail closed, never crash between started and completed
+        return make_check(
+            name,
+            False,
+            f"could not be evaluated: {type(exc).__name__}: {bounded(str(exc))}",
+            failure=FailureKind.TECHNICAL,
+        )
+
+
+def judge_all_or_unevaluated(name: str, what: str, fn: Callable[[], list[Check]]) -> list[Check]:
+    """Run a function returning several checks; any error yields the one technical failure ``name``
+    saying ``what`` could not be run."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - fail closed
+        return [
+            make_check(
+                name,
+                False,
+                f"{what} could not be run: {type(exc).__name__}: {bounded(str(exc))}",
+                failure=FailureKind.TECHNICAL,
+            )
+        ]
