@@ -1,15 +1,17 @@
 """The ``railiance`` command: parse, call the lifecycle, render.
 
 Thin by design: every command parses its arguments, calls one lifecycle service or ledger read,
-and renders the result as text or ``--json``. Imports are lazy so ``railiance status`` stays cheap,
-and nothing here imports dagster. Every byte printed goes through the one redaction path.
+and renders the result as text or ``--json`` (``railiance_ledger.cli_render``). The global options
+travel in click's context object (``CliOptions``), never in a module global. Adapters (the State Hub
+client, the cluster clients) are built once per command by ``lifecycle.environment`` and passed into
+every service call. Imports are lazy so ``railiance status`` stays cheap, and nothing here imports
+dagster. Every byte printed goes through the one redaction path.
 
 Exit codes: 0 pass/ok, 1 a gate or stage failed, 2 invalid input, 3 ledger integrity/concurrency.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,20 +22,69 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from railiance_ledger.cli_render import echo
+
 if TYPE_CHECKING:
+    from railiance_ledger.adapters.statehub import NotePoster
+    from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ledger.store import EventStore
+    from railiance_ledger.lifecycle.environment import Adapters
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_LEDGER = 0, 1, 2, 3
 
 
-@dataclass
-class Globals:
+@dataclass(frozen=True)
+class CliOptions:
+    """The global options, given before the command (``railiance --json --ledger URL status ...``).
+
+    Held in click's context object (``ctx.obj``) for the one invocation; commands receive it with
+    ``@pass_options``.
+    """
+
     ledger: str | None = None
+    """``--ledger`` URL (else ``RAILIANCE_LEDGER_URL``, else SQLite under ``RAILIANCE_HOME``)."""
     json: bool = False
+    """``--json`` before the command: every command reports JSON."""
     operator: str | None = None
+    """``--operator`` before the command: the default for every command's own ``--operator``."""
+
+    def want_json(self, flag: bool) -> bool:
+        """JSON output when the command's ``--json`` or the global one is given."""
+        return flag or self.json
+
+    def store(self) -> EventStore:
+        """The ledger these options name."""
+        from railiance_ledger import config
+        from railiance_ledger.ledger.store import EventStore
+
+        return EventStore.open(config.ledger_url(self.ledger))
+
+    def named_operator(self, flag: str | None) -> str | None:
+        """The operator named on the command line (the command's ``--operator``, else the global one)."""
+        return flag or self.operator
+
+    def actor(self, flag: str | None) -> str:
+        """Who is acting: ``--operator``, else ``RAILIANCE_OPERATOR``, else the login name."""
+        from railiance_ledger import config
+
+        return config.operator(self.named_operator(flag))
+
+    def require_operator(self, flag: str | None) -> str:
+        """An explicit operator (``--operator`` or ``RAILIANCE_OPERATOR``), else ``InvalidInput``."""
+        from railiance_ledger import config
+        from railiance_ledger.errors import InvalidInput
+
+        who = config.explicit_operator(self.named_operator(flag))
+        if not who:
+            raise InvalidInput(
+                "this record needs an operator identity",
+                hint="pass --operator NAME or set RAILIANCE_OPERATOR",
+            )
+        return who
 
 
-G = Globals()
+pass_options = click.make_pass_decorator(CliOptions, ensure=True)
+"""Hands a command the ``CliOptions`` of this invocation (defaults when the group did not run)."""
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -64,9 +115,10 @@ _context_opt = click.option(
 )
 @_json_opt
 @click.option("--operator", "operator", default=None, help="Who is acting.")
-def _main(ledger: str | None, json_out: bool, operator: str | None) -> None:
+@click.pass_context
+def _main(ctx: click.Context, ledger: str | None, json_out: bool, operator: str | None) -> None:
     """Railiance Ledger: gated, evidence-recording promotion of workloads."""
-    G.ledger, G.json, G.operator = ledger, json_out, operator
+    ctx.obj = CliOptions(ledger=ledger, json=json_out, operator=operator)
 
 
 app = _main
@@ -83,50 +135,15 @@ app.add_command(candidate_app)
 app.add_command(ledger_app)
 
 
-# ---------------------------------------------------------------------------- rendering helpers
-
-
-def _redact(value: Any) -> Any:
-    from railiance_ledger.domain.redaction import redact_value
-
-    return redact_value(value)
-
-
-def _echo(text: str, *, err: bool = False) -> None:
-    from railiance_ledger.domain.redaction import redact
-
-    click.echo(redact(text), err=err)
-
-
-def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(_redact(value), indent=2, sort_keys=True, default=str))
-
-
-def _want_json(flag: bool) -> bool:
-    return flag or G.json
+# ---------------------------------------------------------------------------- shared steps
 
 
 def _fail(exc: Exception, *, as_json: bool) -> NoReturn:
-    from railiance_ledger.errors import DeclarationError, RailianceError
+    from railiance_ledger.cli_render import render_error
+    from railiance_ledger.errors import RailianceError
 
     code = exc.exit_code if isinstance(exc, RailianceError) else EXIT_FAILED
-    if as_json:
-        body: dict[str, Any] = {
-            "ok": False,
-            "error": type(exc).__name__,
-            "message": str(exc),
-            "exit_code": code,
-        }
-        if isinstance(exc, DeclarationError):
-            body["issues"] = [i.as_dict() for i in exc.issues]
-        _emit_json(body)
-    else:
-        if isinstance(exc, DeclarationError) and exc.issues:
-            _echo(f"error: {exc.message}", err=True)
-            for issue in exc.issues:
-                _echo(f"  {issue}", err=True)
-        else:
-            _echo(f"error: {exc}", err=True)
+    render_error(exc, code=code, as_json=as_json)
     raise click.exceptions.Exit(code)
 
 
@@ -143,51 +160,33 @@ def _guard(as_json: bool) -> Iterator[None]:
         _fail(exc, as_json=as_json)
 
 
-def _store() -> EventStore:
-    from railiance_ledger import config
-    from railiance_ledger.ledger.store import EventStore
-
-    return EventStore.open(config.ledger_url(G.ledger))
-
-
-def _actor(flag: str | None) -> str:
-    from railiance_ledger import config
-
-    return config.operator(flag or G.operator)
-
-
-def _load(app_dir: Path) -> Any:
+def _load(app_dir: Path) -> Declaration:
     from railiance_ledger.declaration.loader import load_declaration
 
     return load_declaration(app_dir)
 
 
-def _as_dict(obj: Any) -> Any:
-    if hasattr(obj, "as_dict"):
-        return obj.as_dict()
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json", by_alias=True)
-    if isinstance(obj, list):
-        return [_as_dict(o) for o in obj]
-    return obj
+@contextmanager
+def _statehub() -> Iterator[NotePoster | None]:
+    """The State Hub of this command (``lifecycle.environment``), or ``None`` when none is configured."""
+    from railiance_ledger.lifecycle.environment import Environment
+
+    with Environment.from_env().statehub() as hub:
+        yield hub
 
 
-def _render_stage_result(doc: dict[str, Any]) -> None:
-    """Human rendering of a stage-result document: one line per check with verdict and reason."""
-    status = doc.get("status", "fail")
-    cand = doc.get("candidate") or {}
-    _echo(
-        f"Stage {doc.get('stage')} ({doc.get('target_environment')}) for {doc['workload']['name']} "
-        f"{cand.get('digest') or '<no candidate>'}: {status.upper()}"
-    )
-    marks = {"pass": "PASS  ", "fail": "FAIL  ", "waived": "WAIVED"}
-    for check in doc.get("checks", []):
-        reason = check.get("reason") or ""
-        kind = f" [{check['failure']}]" if check.get("failure") else ""
-        _echo(f"  {marks.get(check['status'], check['status'])} {check['name']}{kind}: {reason}")
-    ledger = doc.get("ledger")
-    if ledger:
-        _echo(f"  ledger seq {ledger['seq']} hash {ledger['hash'][:16]}...")
+@contextmanager
+def _adapters(
+    decl: Declaration, kubeconfig: str | None, context: str | None, *, metrics: bool = True
+) -> Iterator[Adapters]:
+    """The real adapters for ``decl`` (lifecycle.environment); with ``metrics`` (Stage 2), configuration
+    gaps that make metrics fail closed are warned about first."""
+    from railiance_ledger.lifecycle.environment import Environment
+
+    with Environment.from_env(kubeconfig=kubeconfig, context=context).open(decl) as ad:
+        for warning in ad.warnings if metrics else ():
+            echo(f"warning: {warning}", err=True)
+        yield ad
 
 
 # ---------------------------------------------------------------------------- validate
@@ -203,10 +202,12 @@ def _render_stage_result(doc: dict[str, Any]) -> None:
     help="Write the operator runbook listing missing fields.",
 )
 @_json_opt
-def validate(app_dir: Path, runbook: Path | None, json_out: bool) -> None:
+@pass_options
+def validate(opts: CliOptions, app_dir: Path, runbook: Path | None, json_out: bool) -> None:
     """Validate APP_DIR/railiance/app.toml; every error on its own line with its TOML path and a hint."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import render_validation
         from railiance_ledger.declaration.loader import validate_app_dir
 
         report = validate_app_dir(app_dir)
@@ -216,38 +217,7 @@ def validate(app_dir: Path, runbook: Path | None, json_out: bool) -> None:
 
             runbook.write_text(redact(render_runbook(app_dir, report)), encoding="utf-8")
         ok = report.declaration is not None and not report.issues
-        decl = report.declaration
-        if as_json:
-            _emit_json(
-                {
-                    "ok": ok,
-                    "app_dir": str(app_dir),
-                    "workload": decl.workload.name if decl else None,
-                    "criticality": str(decl.criticality) if decl else None,
-                    "production_critical": decl.production_critical if decl else None,
-                    "observation_window_seconds": decl.observation_window_seconds if decl else None,
-                    "issues": [i.as_dict() for i in report.issues],
-                    "warnings": [i.as_dict() for i in report.warnings],
-                    "runbook": str(runbook) if runbook else None,
-                }
-            )
-        else:
-            for issue in report.issues:
-                _echo(f"error: {issue}", err=True)
-            for warning in report.warnings:
-                _echo(f"warning: {warning}", err=True)
-            if ok and decl is not None:
-                from railiance_ledger.domain.durations import format_duration
-
-                _echo(
-                    f"ok: {decl.workload.name} ({decl.workload.repo}) is a valid railiance.app/v1 declaration; "
-                    f"criticality {decl.criticality}, observation window "
-                    f"{format_duration(decl.observation_window_seconds)}"
-                )
-            else:
-                _echo(f"{len(report.issues)} problem(s) in {app_dir}/railiance/app.toml", err=True)
-            if runbook is not None:
-                _echo(f"runbook written to {runbook}")
+        render_validation(report, app_dir=app_dir, runbook=runbook, ok=ok, as_json=as_json)
         raise click.exceptions.Exit(EXIT_OK if ok else EXIT_INVALID)
 
 
@@ -260,12 +230,14 @@ def validate(app_dir: Path, runbook: Path | None, json_out: bool) -> None:
 @click.option("--revision", "revision", default=None, help="Source commit (else read from the work tree).")
 @_operator_opt
 @_json_opt
+@pass_options
 def candidate_add(
-    app_dir: Path, image: str, revision: str | None, operator: str | None, json_out: bool
+    opts: CliOptions, app_dir: Path, image: str, revision: str | None, operator: str | None, json_out: bool
 ) -> None:
     """Register a candidate artifact by immutable digest."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import render_registration
         from railiance_ledger.lifecycle.candidates import (
             parse_candidate_image,
             register_candidate,
@@ -275,18 +247,11 @@ def candidate_add(
         parse_candidate_image(image)  # refuse bad input before touching anything
         decl = _load(app_dir)
         rev = revision or source_revision(decl)
-        store = _store()
+        store = opts.store()
         event, created = register_candidate(
-            store=store, decl=decl, image=image, operator=_actor(operator), revision=rev
+            store=store, decl=decl, image=image, operator=opts.actor(operator), revision=rev
         )
-        if as_json:
-            _emit_json({"ok": True, "created": created, "event": event.model_dump()})
-        else:
-            verb = "registered" if created else "already registered"
-            _echo(
-                f"{verb}: {event.payload.get('image')} for {event.stream} (revision {event.payload.get('revision')}); "
-                f"ledger seq {event.seq}"
-            )
+        render_registration(event, created, as_json=as_json)
 
 
 # ---------------------------------------------------------------------------- Stage 1
@@ -300,30 +265,29 @@ def candidate_add(
 )
 @_operator_opt
 @_json_opt
+@pass_options
 def run(
-    app_dir: Path, image: str | None, skip_check: list[str], operator: str | None, json_out: bool
+    opts: CliOptions,
+    app_dir: Path,
+    image: str | None,
+    skip_check: list[str],
+    operator: str | None,
+    json_out: bool,
 ) -> None:
     """Stage 1 local validation of the candidate."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import render_stage1
         from railiance_ledger.lifecycle import stage1
 
         outcome = stage1.run_cli(
-            store=_store(),
+            store=opts.store(),
             app_dir=app_dir,
-            operator=_actor(operator),
+            operator=opts.actor(operator),
             image=image,
             skip_checks=list(skip_check),
         )
-        doc = outcome.document
-        if as_json:
-            _emit_json(doc)
-        else:
-            _render_stage_result(doc)
-            if doc.get("status") == "pass":
-                _echo(
-                    "Candidate is eligible for Stage 2 review. Stage 1 does not authorize production traffic."
-                )
+        render_stage1(outcome.document, as_json=as_json)
         raise click.exceptions.Exit(outcome.exit_code)
 
 
@@ -335,7 +299,9 @@ def run(
 @click.option("--stage", "stage", default=None, type=int, help="Stage the waiver applies to (default 1).")
 @_operator_opt
 @_json_opt
+@pass_options
 def waive(
+    opts: CliOptions,
     app_dir: Path,
     gate: str,
     reason: str,
@@ -345,8 +311,9 @@ def waive(
     json_out: bool,
 ) -> None:
     """Record a waiver for one gate of one candidate."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import render_waiver
         from railiance_ledger.lifecycle import waivers
 
         decl = _load(app_dir)
@@ -355,75 +322,22 @@ def waive(
             from railiance_ledger.lifecycle.candidates import parse_candidate_image
 
             digest = parse_candidate_image(image)[1]
-        event = waivers.record_waiver(
-            store=_store(),
-            decl=decl,
-            gate=gate,
-            operator=_require_operator(operator),
-            reason=reason,
-            candidate=digest,
-            stage=stage or 1,
-        )
-        if as_json:
-            _emit_json({"ok": True, "event": event.model_dump()})
-        else:
-            _echo(f"waiver recorded: {gate} for {event.candidate} by {event.actor} (event {event.event_id})")
-
-
-def _require_operator(flag: str | None) -> str:
-    from railiance_ledger import config
-    from railiance_ledger.errors import InvalidInput
-
-    who = config.explicit_operator(flag or G.operator)
-    if not who:
-        raise InvalidInput(
-            "this record needs an operator identity", hint="pass --operator NAME or set RAILIANCE_OPERATOR"
-        )
-    return who
+        who = opts.require_operator(operator)
+        with _statehub() as hub:
+            event = waivers.record_waiver(
+                store=opts.store(),
+                decl=decl,
+                gate=gate,
+                operator=who,
+                reason=reason,
+                candidate=digest,
+                stage=stage or 1,
+                statehub=hub,
+            )
+        render_waiver(event, gate, as_json=as_json)
 
 
 # ---------------------------------------------------------------------------- later stages
-
-
-@contextmanager
-def _adapters(
-    decl: Any, kubeconfig: str | None, context: str | None, *, metrics: bool = True
-) -> Iterator[Any]:
-    """The real adapters for ``decl`` (lifecycle.environment); with ``metrics`` (Stage 2), configuration
-    gaps that make metrics fail closed are warned about first."""
-    from railiance_ledger.lifecycle.environment import Environment
-
-    with Environment.from_env(kubeconfig=kubeconfig, context=context).open(decl) as ad:
-        for warning in ad.warnings if metrics else ():
-            _echo(f"warning: {warning}", err=True)
-        yield ad
-
-
-def _render_stage2(outcome: Any, *, as_json: bool) -> None:
-    doc = outcome.document
-    if as_json:
-        _emit_json({**doc, "warnings": outcome.warnings, "rolled_back": outcome.rolled_back})
-    else:
-        phase = doc.get("phase")
-        if phase in (None, "completed"):
-            _render_stage_result(doc)
-            if outcome.rolled_back:
-                _echo(
-                    "  canary rolled back: routing and workload removed (see rollback.completed in the ledger)"
-                )
-        else:
-            cand = (doc.get("candidate") or {}).get("digest")
-            _echo(f"Stage 2 canary {phase} for {doc.get('workload', {}).get('name')} {cand}")
-            for check in doc.get("checks", []):
-                _echo(f"  {check['status'].upper():6} {check['name']}: {check.get('reason', '')}")
-            for key in ("release", "routing", "manifests_sha256", "rollback_target", "statehub_note"):
-                if doc.get(key) is not None:
-                    _echo(f"  {key}: {json.dumps(doc[key], sort_keys=True, default=str)}")
-            if phase == "observing":
-                _echo(f"  {outcome.samples}/{outcome.expected_samples} samples recorded")
-        for warning in outcome.warnings:
-            _echo(f"warning: {warning}", err=True)
-    raise click.exceptions.Exit(outcome.exit_code)
 
 
 @app.command("deploy")
@@ -436,7 +350,9 @@ def _render_stage2(outcome: Any, *, as_json: bool) -> None:
 @_context_opt
 @_operator_opt
 @_json_opt
+@pass_options
 def deploy(
+    opts: CliOptions,
     app_dir: Path,
     stage: int,
     image: str | None,
@@ -446,7 +362,7 @@ def deploy(
     json_out: bool,
 ) -> None:
     """Stage 2 canary deployment: every precheck first, then the Helm release and its routing."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.errors import InvalidInput
 
@@ -455,14 +371,15 @@ def deploy(
                 f"deploy --stage {stage} is not a deploy: Stage 1 is `railiance run`, Stage 3 is `railiance promote`",
                 hint="use --stage 2",
             )
+        from railiance_ledger.cli_render import render_stage2
         from railiance_ledger.lifecycle import stage2
 
         decl = _load(app_dir)
         with _adapters(decl, kubeconfig, context) as ad:
             outcome = stage2.deploy_canary(
-                store=_store(),
+                store=opts.store(),
                 decl=decl,
-                operator=_actor(operator),
+                operator=opts.actor(operator),
                 kube=ad.kube,
                 helm=ad.helm,
                 registry=ad.registry,
@@ -472,7 +389,8 @@ def deploy(
                 image=image,
                 helm_upgrade_args=ad.helm_args,
             )
-        _render_stage2(outcome, as_json=as_json)
+        render_stage2(outcome, as_json=as_json)
+        raise click.exceptions.Exit(outcome.exit_code)
 
 
 @app.command("observe")
@@ -487,7 +405,9 @@ def deploy(
 @_context_opt
 @_operator_opt
 @_json_opt
+@pass_options
 def observe(
+    opts: CliOptions,
     app_dir: Path,
     image: str | None,
     max_samples: int | None,
@@ -497,18 +417,19 @@ def observe(
     json_out: bool,
 ) -> None:
     """Stage 2 evidence collection over the observation window, with progress; resumable."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import progress_bar, render_stage2
         from railiance_ledger.lifecycle import stage2
 
         decl = _load(app_dir)
-        progress_cb, finish = _progress_bar(enabled=not as_json and sys.stderr.isatty())
+        progress_cb, finish = progress_bar(enabled=not as_json and sys.stderr.isatty(), quiet=opts.json)
         try:
             with _adapters(decl, kubeconfig, context) as ad:
                 outcome = stage2.observe_canary(
-                    store=_store(),
+                    store=opts.store(),
                     decl=decl,
-                    operator=_actor(operator),
+                    operator=opts.actor(operator),
                     kube=ad.kube,
                     metrics=ad.metrics,
                     http=ad.http,
@@ -521,34 +442,8 @@ def observe(
                 )
         finally:
             finish()
-        _render_stage2(outcome, as_json=as_json)
-
-
-def _progress_bar(*, enabled: bool) -> tuple[Any, Any]:
-    """A rich progress bar on a terminal; elsewhere one plain line per sample on stderr."""
-    if not enabled:
-
-        def plain(done: int, expected: int, sample: Any) -> None:
-            if not G.json:
-                _echo(f"sample {done}/{expected}", err=True)
-
-        return plain, lambda: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("observing canary"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    )
-    task = bar.add_task("observe", total=None)
-    bar.start()
-
-    def update(done: int, expected: int, sample: Any) -> None:
-        bar.update(task, completed=done, total=expected)
-
-    return update, bar.stop
+        render_stage2(outcome, as_json=as_json)
+        raise click.exceptions.Exit(outcome.exit_code)
 
 
 @app.command("approve")
@@ -576,7 +471,9 @@ def _progress_bar(*, enabled: bool) -> tuple[Any, Any]:
 @click.option("--reason", "reason", default=None, help="With --revoke: why (recorded, redacted).")
 @_operator_opt
 @_json_opt
+@pass_options
 def approve(
+    opts: CliOptions,
     app_dir: Path,
     stage: int | None,
     image: str | None,
@@ -591,22 +488,25 @@ def approve(
     json_out: bool,
 ) -> None:
     """Record (or with --revoke, revoke) a human approval: operator, candidate, stage, window, rollback target."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import report_noted
         from railiance_ledger.errors import InvalidInput
         from railiance_ledger.lifecycle import approvals
 
         decl = _load(app_dir)
-        who = operator or G.operator
+        who = opts.named_operator(operator)
         if revoke:
-            event = approvals.revoke(
-                store=_store(),
-                decl=decl,
-                operator=who,
-                reason=reason or "",
-                approval_id=approval,
-                image=image,
-            )
+            with _statehub() as hub:
+                event = approvals.revoke(
+                    store=opts.store(),
+                    decl=decl,
+                    operator=who,
+                    reason=reason or "",
+                    approval_id=approval,
+                    image=image,
+                    statehub=hub,
+                )
             summary = f"approval revoked for {event.candidate} by {event.actor} (event {event.event_id})"
             if event.payload.get("immediate_rollback"):
                 summary += "; inside the observation window: immediate rollback required"
@@ -623,31 +523,24 @@ def approve(
                         f"--waive {item!r} is not GATE=REASON", hint="e.g. --waive local_health='probe flaky'"
                     )
                 waived[gate.strip()] = why.strip()
-            event = approvals.approve(
-                store=_store(),
-                decl=decl,
-                operator=who,
-                stage=stage,
-                image=image,
-                window=window,
-                rollback_target=rollback_target,
-                waived_gates=waived or None,
-                retrospective=retrospective,
-            )
+            with _statehub() as hub:
+                event = approvals.approve(
+                    store=opts.store(),
+                    decl=decl,
+                    operator=who,
+                    stage=stage,
+                    image=image,
+                    window=window,
+                    rollback_target=rollback_target,
+                    waived_gates=waived or None,
+                    retrospective=retrospective,
+                    statehub=hub,
+                )
             summary = (
                 f"approval recorded: stage {event.stage} of {event.candidate} by {event.actor} "
                 f"(event {event.event_id})"
             )
-        _report_noted(event, summary, as_json=as_json)
-
-
-def _report_noted(event: Any, summary: str, *, as_json: bool) -> None:
-    if as_json:
-        _emit_json(event.as_dict())
-        return
-    _echo(summary)
-    for warning in event.warnings:
-        _echo(f"warning: {warning}", err=True)
+        report_noted(event, summary, as_json=as_json)
 
 
 @app.command("exception")
@@ -657,23 +550,34 @@ def _report_noted(event: Any, summary: str, *, as_json: bool) -> None:
 @_image_opt
 @_operator_opt
 @_json_opt
+@pass_options
 def exception(
-    app_dir: Path, skip_stage: int, reason: str, image: str | None, operator: str | None, json_out: bool
+    opts: CliOptions,
+    app_dir: Path,
+    skip_stage: int,
+    reason: str,
+    image: str | None,
+    operator: str | None,
+    json_out: bool,
 ) -> None:
     """Record an emergency exception (skip a stage); it awaits a retrospective approval."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import report_noted
         from railiance_ledger.lifecycle import approvals
 
-        event = approvals.record_exception(
-            store=_store(),
-            decl=_load(app_dir),
-            operator=operator or G.operator,
-            skip_stage=skip_stage,
-            reason=reason,
-            image=image,
-        )
-        _report_noted(
+        decl = _load(app_dir)
+        with _statehub() as hub:
+            event = approvals.record_exception(
+                store=opts.store(),
+                decl=decl,
+                operator=opts.named_operator(operator),
+                skip_stage=skip_stage,
+                reason=reason,
+                image=image,
+                statehub=hub,
+            )
+        report_noted(
             event,
             f"emergency exception recorded: skip stage {skip_stage} for {event.candidate} by {event.actor}; "
             "a retrospective approval is now required",
@@ -685,25 +589,16 @@ def exception(
 @_app_dir
 @_image_opt
 @_json_opt
-def readiness(app_dir: Path, image: str | None, json_out: bool) -> None:
+@pass_options
+def readiness(opts: CliOptions, app_dir: Path, image: str | None, json_out: bool) -> None:
     """Answer the spec's readiness questions from the declaration and the ledger (exit 1 while any is missing)."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import render_readiness
         from railiance_ledger.lifecycle.readiness import readiness_report
 
-        report = readiness_report(store=_store(), decl=_load(app_dir), image=image)
-        if as_json:
-            _emit_json(report.as_dict())
-        else:
-            for ans in report.answers:
-                mark = "ANSWERED" if ans.answered else "MISSING "
-                _echo(f"{mark} {ans.id}: {ans.text} [{ans.source}]")
-                for item in ans.missing:
-                    _echo(f"  missing: {item}")
-            if report.must_remain_in:
-                _echo(f"  must remain in: {report.must_remain_in}; do not cut over to Stage 3")
-            else:
-                _echo("every readiness question is answered")
+        report = readiness_report(store=opts.store(), decl=_load(app_dir), image=image)
+        render_readiness(report, as_json=as_json)
         raise click.exceptions.Exit(EXIT_OK if report.ready else EXIT_FAILED)
 
 
@@ -714,7 +609,9 @@ def readiness(app_dir: Path, image: str | None, json_out: bool) -> None:
 @_context_opt
 @_operator_opt
 @_json_opt
+@pass_options
 def promote(
+    opts: CliOptions,
     app_dir: Path,
     image: str | None,
     kubeconfig: str | None,
@@ -723,16 +620,17 @@ def promote(
     json_out: bool,
 ) -> None:
     """Stage 3 production promotion: six prechecks, the promotion, routing read-back, smoke; rolls back on failure."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import render_promotion
         from railiance_ledger.lifecycle import stage3
 
         decl = _load(app_dir)
         with _adapters(decl, kubeconfig, context, metrics=False) as ad:
             outcome = stage3.promote(
-                store=_store(),
+                store=opts.store(),
                 decl=decl,
-                operator=_actor(operator),
+                operator=opts.actor(operator),
                 kube=ad.kube,
                 helm=ad.helm,
                 http=ad.http,
@@ -740,31 +638,7 @@ def promote(
                 image=image,
                 helm_upgrade_args=ad.helm_args,
             )
-        doc = outcome.document
-        if as_json:
-            _emit_json(
-                {
-                    **doc,
-                    "warnings": outcome.warnings,
-                    "rolled_back": outcome.rolled_back,
-                    "workflow_id": outcome.workflow_id,
-                    "rollback": outcome.rollback,
-                }
-            )
-        else:
-            _render_stage_result(doc)
-            if outcome.workflow_id:
-                _echo(f"  workflow id: {outcome.workflow_id}")
-            if doc.get("rollback_target"):
-                _echo(
-                    f"  rollback target retained: {json.dumps(doc['rollback_target'], sort_keys=True, default=str)}"
-                )
-            if outcome.rolled_back and outcome.rollback:
-                _echo(
-                    f"  promotion failed after changing production; rolled back: {outcome.rollback.get('action')}"
-                )
-            for warning in outcome.warnings:
-                _echo(f"warning: {warning}", err=True)
+        render_promotion(outcome, as_json=as_json)
         raise click.exceptions.Exit(outcome.exit_code)
 
 
@@ -806,7 +680,9 @@ def promote(
 @_context_opt
 @_operator_opt
 @_json_opt
+@pass_options
 def rollback(
+    opts: CliOptions,
     app_dir: Path,
     reason: str,
     defer: bool,
@@ -820,8 +696,9 @@ def rollback(
     json_out: bool,
 ) -> None:
     """Roll back to the previous stable target from the ledger's lineage, then verify and record."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import render_rollback
         from railiance_ledger.errors import InvalidInput
         from railiance_ledger.lifecycle import rollback as rb
 
@@ -833,9 +710,9 @@ def rollback(
         decl = _load(app_dir)
         with _adapters(decl, kubeconfig, context, metrics=False) as ad:
             outcome = rb.rollback(
-                store=_store(),
+                store=opts.store(),
                 decl=decl,
-                operator=_actor(operator),
+                operator=opts.actor(operator),
                 kube=ad.kube,
                 helm=ad.helm,
                 http=ad.http,
@@ -847,29 +724,7 @@ def rollback(
                 accept_forward_only=accept_forward_only,
                 manual_done=manual_done,
             )
-        doc = outcome.document
-        if as_json:
-            _emit_json(
-                {**doc, "phase": outcome.phase, "exit_code": outcome.exit_code, "warnings": outcome.warnings}
-            )
-        else:
-            _echo(f"rollback of {decl.workload.name}: {outcome.phase}")
-            for key in (
-                "symptom",
-                "action",
-                "final_stable",
-                "verification",
-                "remaining_cleanup",
-                "candidate_disposition",
-                "statehub_note",
-                "ledger",
-            ):
-                if doc.get(key) not in (None, "", [], {}):
-                    value = doc[key]
-                    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-                    _echo(f"  {key}: {text}")
-            for warning in outcome.warnings:
-                _echo(f"warning: {warning}", err=True)
+        render_rollback(outcome, decl.workload.name, as_json=as_json)
         raise click.exceptions.Exit(outcome.exit_code)
 
 
@@ -879,90 +734,45 @@ def rollback(
 @app.command("status")
 @click.argument("workload")
 @_json_opt
-def status(workload: str, json_out: bool) -> None:
+@pass_options
+def status(opts: CliOptions, workload: str, json_out: bool) -> None:
     """Each candidate's stage state, the current stable and earlier stables."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import as_dict, emit_json, render_status
         from railiance_ledger.ledger.projections import workload_status
 
-        st = workload_status(_store(), workload)
-        data = _as_dict(st)
+        data = as_dict(workload_status(opts.store(), workload))
         if as_json:
-            _emit_json(data)
+            emit_json(data)
             return
-        _render_status(data)
-
-
-def _render_status(data: dict[str, Any]) -> None:
-    _echo(f"workload {data.get('workload')}")
-    stable = data.get("current_stable")
-    _echo(f"  stable: {_short(stable)}")
-    for earlier in data.get("earlier_stables") or []:
-        _echo(f"  earlier stable: {_short(earlier)}")
-    cands = data.get("candidates") or []
-    if not cands:
-        _echo("  no candidates registered")
-    for c in cands:
-        _echo(f"  candidate {c.get('image') or c.get('digest')}: {c.get('state')}")
-    for p in data.get("pending_approvals") or []:
-        _echo(f"  pending approval: stage {p.get('stage')} for {p.get('digest')} ({p.get('reason')})")
-    for e in data.get("awaiting_retrospective") or []:
-        _echo(
-            f"  emergency action awaiting retrospective approval: skip stage {e.get('skip_stage')} for "
-            f"{e.get('digest')} by {e.get('operator')} at {e.get('recorded_at')}: {e.get('reason')} "
-            f"(event {e.get('event_id')})"
-        )
-
-
-def _short(stable: Any) -> str:
-    if not stable:
-        return "none"
-    if isinstance(stable, dict):
-        return str(stable.get("image") or stable.get("digest"))
-    return str(stable)
+        render_status(data)
 
 
 @app.command("notes")
 @click.argument("workload")
 @click.option("--repost", "repost", is_flag=True, default=False, help="Post every undelivered note again.")
 @_json_opt
-def notes(workload: str, repost: bool, json_out: bool) -> None:
+@pass_options
+def notes(opts: CliOptions, workload: str, repost: bool, json_out: bool) -> None:
     """State Hub notes recorded as not delivered; --repost sends them again (exit 1 while any remain)."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import render_notes
         from railiance_ledger.errors import InvalidInput
         from railiance_ledger.lifecycle import notes as hub_notes
 
-        store = _store()
+        store = opts.store()
         reposted: list[Any] = []
         if repost:
-            statehub = hub_notes.statehub_from_env()
-            if statehub is None:
-                raise InvalidInput(
-                    "--repost needs a State Hub", hint=f"set {hub_notes.STATEHUB_URL_ENV} to its base URL"
-                )
-            reposted = hub_notes.repost_undelivered(store=store, workload=workload, statehub=statehub)
+            with _statehub() as statehub:
+                if statehub is None:
+                    raise InvalidInput(
+                        "--repost needs a State Hub", hint=f"set {hub_notes.STATEHUB_URL_ENV} to its base URL"
+                    )
+                reposted = hub_notes.repost_undelivered(store=store, workload=workload, statehub=statehub)
         pending = hub_notes.undelivered_notes(store, workload)
-        if as_json:
-            _emit_json(
-                {
-                    "workload": workload,
-                    "reposted": [
-                        {"delivered": o.delivered, "note_id": o.note_id, "warning": o.warning}
-                        for o in reposted
-                    ],
-                    "undelivered": [p.as_dict() for p in pending],
-                }
-            )
-        else:
-            for o in reposted:
-                _echo(
-                    f"re-posted: {'delivered as ' + str(o.note_id) if o.delivered else 'NOT delivered: ' + str(o.error)}"
-                )
-            if not pending:
-                _echo(f"every State Hub note of {workload} is delivered")
-            for p in pending:
-                _echo(f"undelivered: {p.ref_kind} seq {p.ref_seq} ({p.ref_event_id}): {p.error}")
+        render_notes(workload, reposted, pending, as_json=as_json)
         raise click.exceptions.Exit(EXIT_FAILED if pending else EXIT_OK)
 
 
@@ -970,71 +780,31 @@ def notes(workload: str, repost: bool, json_out: bool) -> None:
 @click.argument("workload")
 @click.option("--limit", "limit", default=None, type=int, help="Only the newest N events.")
 @_json_opt
-def history(workload: str, limit: int | None, json_out: bool) -> None:
+@pass_options
+def history(opts: CliOptions, workload: str, limit: int | None, json_out: bool) -> None:
     """The workload's events, oldest first."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import render_history
         from railiance_ledger.ledger.projections import history as read_history
 
-        events = read_history(_store(), workload, limit=limit)
-        if as_json:
-            _emit_json([e.model_dump() for e in events])
-            return
-        if not events:
-            _echo(f"no events for {workload}")
-        for e in events:
-            stage = f" stage {e.stage}" if e.stage else ""
-            cand = f" {e.candidate[:19]}" if e.candidate else ""
-            extra = ""
-            if e.kind == "stage.completed":
-                extra = f" -> {e.payload.get('status')}"
-            _echo(f"{e.seq:>8} {e.recorded_at} {e.kind}{stage}{cand}{extra} by {e.actor}")
+        render_history(workload, read_history(opts.store(), workload, limit=limit), as_json=as_json)
 
 
 @app.command("lineage")
 @click.argument("workload")
 @click.option("--at", "at", default=None, help="ISO timestamp: what was stable at that moment.")
 @_json_opt
-def lineage(workload: str, at: str | None, json_out: bool) -> None:
+@pass_options
+def lineage(opts: CliOptions, workload: str, at: str | None, json_out: bool) -> None:
     """Stable history and the rollback target (what we would roll back to, and how)."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import render_lineage
         from railiance_ledger.lifecycle.stage3 import lineage_with_evidence
 
-        data = lineage_with_evidence(_store(), workload, at=_normalise_at(at) if at else None)
-        if as_json:
-            _emit_json(data)
-            return
-        _echo(f"lineage of {workload}" + (f" at {at}" if at else ""))
-        _echo(f"  current stable: {_short(data.get('current_stable'))}")
-        stables = data.get("stables") or []
-        for s in stables:
-            approvers = (
-                ", ".join(sorted({str(a.get("operator")) for a in s.get("approvals") or []}))
-                or "none recorded"
-            )
-            _echo(
-                f"  stable {_short(s)} ({s.get('state', '')}) promoted at {s.get('promoted_at', '?')} "
-                f"by {s.get('promoted_by', '?')}; approved by {approvers}"
-            )
-            ev = s.get("evidence") or {}
-            promo, result = ev.get("promotion") or {}, ev.get("stage_result") or {}
-            if promo or result:
-                _echo(
-                    f"    evidence: promotion seq {promo.get('seq')} workflow {promo.get('workflow_id')}; "
-                    f"stage 3 result seq {result.get('seq')} ({result.get('status')}); "
-                    f"State Hub notes {', '.join(ev.get('notes') or []) or 'none'}"
-                )
-        target = data.get("rollback_target")
-        if target:
-            _echo(
-                f"  rollback target: {_short(target)} ({json.dumps(target.get('restore', {}), sort_keys=True)})"
-            )
-        else:
-            _echo("  rollback target: none recorded (no earlier stable)")
-        cands = data.get("candidates") or []
-        for c in cands:
-            _echo(f"  candidate {c.get('image') or c.get('digest')}: {c.get('state', '')}")
+        data = lineage_with_evidence(opts.store(), workload, at=_normalise_at(at) if at else None)
+        render_lineage(workload, data, at=at, as_json=as_json)
 
 
 def _normalise_at(at: str) -> str:
@@ -1064,10 +834,12 @@ def _normalise_at(at: str) -> str:
     help="SEQ:HASH anchor recorded earlier (e.g. in State Hub); detects deleted newest events.",
 )
 @_json_opt
-def ledger_verify(expect_head: str | None, json_out: bool) -> None:
+@pass_options
+def ledger_verify(opts: CliOptions, expect_head: str | None, json_out: bool) -> None:
     """Recompute the hash chain; name the first bad seq and why (edited, missing, reordered)."""
-    as_json = _want_json(json_out)
+    as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.cli_render import render_verification
         from railiance_ledger.errors import InvalidInput
         from railiance_ledger.ledger.verify import check_anchor, verify
 
@@ -1080,23 +852,11 @@ def ledger_verify(expect_head: str | None, json_out: bool) -> None:
                     hint="copy it from `railiance ledger verify`",
                 )
             anchor = (int(seq_text), hash_text)
-        store = _store()
+        store = opts.store()
         report = verify(store)
         if anchor is not None:
             report = check_anchor(store, report, seq=anchor[0], hash=anchor[1])
-        data = _as_dict(report)
-        if as_json:
-            _emit_json(data)
-        elif report.ok:
-            _echo(
-                f"ok: {report.events_checked} events, hash chain verifies; "
-                f"head {report.head_seq}:{report.head_hash} (keep it as an anchor for --expect-head)"
-            )
-        else:
-            _echo(
-                f"ledger integrity error: first bad seq {report.first_bad_seq} ({report.problem}): {report.detail}",
-                err=True,
-            )
+        render_verification(report, as_json=as_json)
         raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_LEDGER)
 
 
@@ -1109,12 +869,13 @@ def ledger_verify(expect_head: str | None, json_out: bool) -> None:
     type=click.Path(path_type=Path),
     help="File to write (default: stdout).",
 )
-def ledger_export(output: Path | None) -> None:
+@pass_options
+def ledger_export(opts: CliOptions, output: Path | None) -> None:
     """Export every event as JSON Lines, one canonical envelope per line."""
     with _guard(False):
         from railiance_ledger.ledger.verify import export_jsonl
 
-        store = _store()
+        store = opts.store()
         if output is None:
             export_jsonl(store, sys.stdout)
         else:

@@ -1,8 +1,16 @@
 """The real adapters a lifecycle command needs, built from configuration.
 
-The CLI and the Dagster resources never build adapters themselves: they describe where things are
-(flags or environment) and this module builds the ``Kube``, ``Helm``, registry, metrics and State
-Hub clients, so every caller gets the same adapters and the same defaults.
+The composition root: the CLI and the Dagster resources never build adapters themselves, and the
+lifecycle services never build one "just in case". Callers describe where things are (flags,
+environment, resource configuration) and this module builds the ``Kube``, ``Helm``, registry,
+metrics and State Hub clients, once per command or run, and passes them into every service call;
+HTTP clients are closed when the command ends.
+
+- ``Environment.from_env(...).open(decl)``: every adapter of a cluster command (deploy, observe,
+  promote, rollback); ``Environment.statehub()``: the State Hub alone (approve, revoke, waive,
+  exception, notes).
+- ``build_kube``, ``build_helm``, ``open_registry``, ``open_metrics``, ``open_statehub``,
+  ``probe_client``: the single builders, also used by the Dagster resources with their own settings.
 
 Environment (flags win where the CLI has one):
 
@@ -11,7 +19,8 @@ Environment (flags win where the CLI has one):
   ``RAILIANCE_REGISTRY_USERNAME`` / ``RAILIANCE_REGISTRY_PASSWORD`` for the token flow.
 - ``RAILIANCE_PROMETHEUS_URL``: Prometheus; when unset the metrics adapter points nowhere and every
   metric is "metrics unavailable" (which fails closed unless waived).
-- ``RAILIANCE_STATEHUB_URL``: State Hub for progress notes.
+- ``RAILIANCE_STATEHUB_URL``: State Hub for progress notes; unset means none is configured (the
+  services record that the note was not sent, and warn when the spec expects one).
 - ``RAILIANCE_HELM``: the helm binary (default: ``helm`` on PATH, else ``.venv/bin/helm``);
   ``RAILIANCE_HELM_ARGS``: extra arguments for ``helm upgrade --install`` (space separated).
   helm runs with the same ``KUBECONFIG`` (and ``HELM_KUBECONTEXT`` for the context) and inherits
@@ -45,6 +54,9 @@ UNREACHABLE_PROMETHEUS = "http://127.0.0.1:9"
 """Where the metrics adapter points when no Prometheus is configured: the discard port refuses, so
 every query answers "metrics unavailable" instead of a number."""
 
+STATEHUB_URL_ENV = "RAILIANCE_STATEHUB_URL"
+"""Environment variable naming the State Hub base URL; unset means no State Hub is configured."""
+
 
 @dataclass
 class Environment:
@@ -59,7 +71,9 @@ class Environment:
     helm_binary: str | None = None
     helm_args: tuple[str, ...] = ()
     ingress_url: str | None = None
+    statehub_url: str | None = None
     timeout: float = 10.0
+    statehub_timeout: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -82,6 +96,7 @@ class Environment:
             helm_binary=e.get("RAILIANCE_HELM") or None,
             helm_args=tuple(shlex.split(e.get("RAILIANCE_HELM_ARGS", ""))),
             ingress_url=e.get("RAILIANCE_INGRESS_URL") or None,
+            statehub_url=e.get(STATEHUB_URL_ENV, "").strip() or None,
         )
 
     def registry_base(self, decl: Declaration) -> str:
@@ -93,48 +108,43 @@ class Environment:
 
     def kube(self) -> Kube:
         """The Kubernetes adapter for the configured kubeconfig and context."""
-        from railiance_ledger.adapters.kube import Kube
-
-        return Kube.from_kubeconfig(self.kubeconfig, self.context, timeout=self.timeout)
+        return build_kube(self.kubeconfig, self.context, timeout=self.timeout)
 
     def helm(self) -> Helm:
         """The real helm binary, pointed at the same kubeconfig and context."""
-        from railiance_ledger.adapters.helm import Helm
-        from railiance_ledger.lifecycle.stage1 import default_helm
+        return build_helm(self.helm_binary, kubeconfig=self.kubeconfig, context=self.context)
 
-        base = Helm(self.helm_binary) if self.helm_binary else default_helm()
-        env: dict[str, str] = dict(base.env)
-        if self.kubeconfig:
-            env["KUBECONFIG"] = self.kubeconfig
-        if self.context:
-            env["HELM_KUBECONTEXT"] = self.context
-        return Helm(base.binary, env=env)
+    @contextmanager
+    def statehub(self) -> Iterator[NotePoster | None]:
+        """The State Hub of ``RAILIANCE_STATEHUB_URL`` (closed afterwards), or ``None`` when none is set.
+
+        The CLI's State Hub client follows the proxy settings of the environment (as it always has);
+        the other clients of a command do not.
+        """
+        with open_statehub(self.statehub_url, timeout=self.statehub_timeout, trust_env=True) as hub:
+            yield hub
 
     @contextmanager
     def open(self, decl: Declaration) -> Iterator[Adapters]:
         """Build every adapter for ``decl``; HTTP clients are closed when the block ends."""
-        from railiance_ledger.adapters.metrics import PrometheusMetrics
-        from railiance_ledger.adapters.registry import OciRegistry
-        from railiance_ledger.lifecycle.notes import statehub_from_env
-
-        timeout = httpx.Timeout(self.timeout)
         with (
             probe_client(self.timeout, ingress_url=self.ingress_url, host=decl.routing.host) as http,
-            httpx.Client(timeout=timeout, trust_env=False) as registry_http,
-            httpx.Client(timeout=timeout, trust_env=False) as metrics_http,
+            open_registry(
+                self.registry_base(decl),
+                username=self.registry_username,
+                password=self.registry_password,
+                timeout=self.timeout,
+            ) as registry,
+            open_metrics(self.prometheus_url or UNREACHABLE_PROMETHEUS, timeout=self.timeout) as metrics,
+            self.statehub() as statehub,
         ):
             yield Adapters(
                 kube=self.kube(),
                 helm=self.helm(),
-                registry=OciRegistry(
-                    registry_http,
-                    self.registry_base(decl),
-                    username=self.registry_username,
-                    password=self.registry_password,
-                ),
-                metrics=PrometheusMetrics(metrics_http, self.prometheus_url or UNREACHABLE_PROMETHEUS),
+                registry=registry,
+                metrics=metrics,
                 http=http,
-                statehub=statehub_from_env(),
+                statehub=statehub,
                 helm_args=self.helm_args,
                 metrics_configured=bool(self.prometheus_url),
                 ingress_url=self.ingress_url,
@@ -205,3 +215,103 @@ def probe_client(
 def host_of(url: str) -> str:
     """The host of ``url`` (for messages)."""
     return urlsplit(url).hostname or url
+
+
+def build_kube(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    timeout: float = 10.0,
+    in_cluster: bool = False,
+) -> Kube:
+    """The Kubernetes adapter: the pod's service account with ``in_cluster``, else the kubeconfig
+    (``None``: ``$KUBECONFIG`` or ``~/.kube/config``) and its ``context`` (``None``: the current one)."""
+    from railiance_ledger.adapters.kube import Kube
+
+    if in_cluster:
+        return Kube.in_cluster(timeout=timeout)
+    return Kube.from_kubeconfig(kubeconfig, context, timeout=timeout)
+
+
+def build_helm(
+    binary: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+) -> Helm:
+    """The helm binary (``None``: helm on ``PATH``, else ``.venv/bin/helm``) with ``env`` added to its
+    environment, pointed at ``kubeconfig`` (``KUBECONFIG``) and ``context`` (``HELM_KUBECONTEXT``)."""
+    from railiance_ledger.adapters.helm import Helm
+    from railiance_ledger.lifecycle.stage1 import default_helm
+
+    base = Helm(binary) if binary else default_helm()
+    merged: dict[str, str] = {**base.env, **dict(env or {})}
+    if kubeconfig:
+        merged["KUBECONFIG"] = kubeconfig
+    if context:
+        merged["HELM_KUBECONTEXT"] = context
+    return Helm(base.binary, env=merged)
+
+
+@contextmanager
+def open_registry(
+    url: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    timeout: float = 10.0,
+    max_workers: int | None = None,
+) -> Iterator[OciRegistry]:
+    """The OCI registry at ``url`` over its own ``httpx.Client`` (no proxies; closed afterwards).
+
+    ``max_workers`` bounds concurrent requests (the connection pool is sized for it); ``token`` is a
+    static bearer token, used only when no ``username`` is given.
+    """
+    from railiance_ledger.adapters.registry import OciRegistry
+
+    pool: dict[str, Any] = {}
+    sized: dict[str, Any] = {}
+    if max_workers is not None:
+        pool["max_workers"] = max_workers
+        sized["limits"] = httpx.Limits(
+            max_connections=max_workers * 2, max_keepalive_connections=max_workers * 2
+        )
+    with httpx.Client(timeout=timeout, trust_env=False, **sized) as client:
+        yield OciRegistry(
+            client,
+            url,
+            username=username,
+            password=password,
+            token=None if username else token,
+            **pool,
+        )
+
+
+@contextmanager
+def open_metrics(url: str, *, timeout: float = 10.0) -> Iterator[PrometheusMetrics]:
+    """Prometheus at ``url`` over its own ``httpx.Client`` (no proxies; closed afterwards)."""
+    from railiance_ledger.adapters.metrics import PrometheusMetrics
+
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
+        yield PrometheusMetrics(client, url)
+
+
+@contextmanager
+def open_statehub(
+    url: str | None, *, timeout: float = 5.0, trust_env: bool = False
+) -> Iterator[NotePoster | None]:
+    """The State Hub at ``url`` (closed afterwards), or ``None`` when no URL is configured.
+
+    ``None`` is an answer, not an error: the services record that no note was sent and warn when
+    the spec expects one.
+    """
+    url = (url or "").strip()
+    if not url:
+        yield None
+        return
+    from railiance_ledger.adapters.statehub import StateHub
+
+    with httpx.Client(timeout=timeout, trust_env=trust_env) as client:
+        yield StateHub(client, url, timeout=timeout)
