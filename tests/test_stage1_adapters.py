@@ -16,7 +16,7 @@ from railiance_ledger.adapters.health import HttpProbe
 from railiance_ledger.adapters.helm import Helm, HelmCommandFailed
 from railiance_ledger.adapters.process import LocalProcess, run_command
 from railiance_ledger.errors import AdapterNotFound, AdapterUnavailable
-from railiance_ledger.lifecycle.stage1 import scan_manifest, scan_values
+from railiance_ledger.domain.manifest_scan import scan_manifest, scan_values
 from tests.fixtures.stage1 import EXAMPLE, STAGE1_APPS, _git, helm_binary
 
 PY = sys.executable

@@ -229,16 +229,17 @@ class StageRun:
     # -------------------------------------------------------------------------------- the result
 
     def approval_model(self, approval: RecordedEvent | None) -> Approval:
-        """The result's approval: not required unless production-critical; else the approval event
-        (its id and operator) or ``missing``."""
-        if not self.decl.production_critical:
+        """The result's approval: not required in Stage 1 or for a workload that is not
+        production-critical; else the approval event (its id and operator) or ``missing``."""
+        if self.stage == 1 or not self.decl.production_critical:
             return Approval(required=False, decision="not required")
         if approval is None:
             return Approval(required=True, decision="missing")
         return Approval(required=True, decision=approval.event_id, operator=approval.actor)
 
     def candidate_model(self) -> Candidate:
-        return Candidate(digest=self.digest or "", image=self.image or "", revision=self.revision)
+        """The result's candidate (the image passes the redaction path; ``""`` for what is unknown)."""
+        return Candidate(digest=self.digest or "", image=redact(self.image or ""), revision=self.revision)
 
     def result(
         self,
@@ -326,6 +327,6 @@ class StageRun:
         return Completion(document=doc, event=ev)
 
 
-def evidence(kind: str, ref: str, detail: str = "") -> Evidence:
+def make_evidence(kind: str, ref: str, detail: str = "") -> Evidence:
     """An evidence reference with ``ref`` and ``detail`` redacted."""
     return Evidence(kind=kind, ref=redact(ref), detail=redact(detail))  # type: ignore[arg-type]
