@@ -21,7 +21,7 @@ from dagster import (
 from assets.resources import AppsResource, LedgerResource, log_of
 from railiance_ledger.domain.events import RecordedEvent
 from railiance_ledger.ledger.store import EventStore
-from railiance_ledger.lifecycle.dagster_support import DeclaredWorkload
+from railiance_ledger.lifecycle.workloads import DeclaredWorkload
 
 candidates_partitions = DynamicPartitionsDefinition(name="candidates")
 """One partition per candidate: ``<workload>@<first 12 hex of the digest>``."""
@@ -65,7 +65,7 @@ def resolve_digest(store: EventStore, key: str) -> str:
 def resolve_target(store: EventStore, apps: AppsResource, key: str) -> Target:
     """Declaration and digest of the candidate ``key``, or a ``Failure`` that says what is missing."""
     from railiance_ledger.errors import RailianceError
-    from railiance_ledger.lifecycle.dagster_support import find_workload
+    from railiance_ledger.lifecycle.workloads import find_workload
 
     digest = resolve_digest(store, key)
     try:

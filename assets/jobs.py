@@ -116,8 +116,9 @@ def rollback_workload(
     """``lifecycle.rollback.rollback``; a guard-triggered run (``candidate`` set) whose canary is no longer open does nothing."""
     from railiance_ledger.errors import RailianceError
     from railiance_ledger.ledger.projections import partition_key
-    from railiance_ledger.lifecycle.dagster_support import find_workload, open_canary
+    from railiance_ledger.lifecycle.gating import open_canary
     from railiance_ledger.lifecycle.rollback import rollback
+    from railiance_ledger.lifecycle.workloads import find_workload
 
     actor = config.operator.strip() or ledger.actor
     try:
@@ -214,7 +215,7 @@ def lineage_report(
 ) -> Output[dict[str, Any]]:
     """Read ``projections.lineage`` for each workload and report it (and observe the stable's partition)."""
     from railiance_ledger.ledger.projections import lineage, partition_key
-    from railiance_ledger.lifecycle.dagster_support import discover_workloads
+    from railiance_ledger.lifecycle.workloads import discover_workloads
 
     with ledger.open() as store:
         if config.workload:

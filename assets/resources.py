@@ -1,4 +1,5 @@
-"""Resources: ``ConfigurableResource``s that build the real adapters from configuration.
+"""Resources: ``ConfigurableResource``s that hold the configuration of the real adapters; the adapters
+themselves are built by ``railiance_ledger.lifecycle.environment`` (the one composition root).
 
 Every field defaults to ``None`` and is resolved when used, from the same environment variables the
 CLI reads, so ``dagster dev -w workspace.yaml`` works with no configuration at all and tests pass the
@@ -116,32 +117,25 @@ class RegistryResource(ConfigurableResource):  # type: ignore[type-arg]
 
     @contextmanager
     def open(self) -> Iterator[OciRegistry]:
-        """An ``OciRegistry`` over a pooled ``httpx.Client`` (closed afterwards)."""
-        import httpx
-
-        from railiance_ledger.adapters.registry import OciRegistry
+        """An ``OciRegistry`` over a pooled ``httpx.Client`` (closed afterwards), built by
+        ``lifecycle.environment.open_registry``."""
         from railiance_ledger.errors import InvalidInput
+        from railiance_ledger.lifecycle.environment import open_registry
 
         url = self.resolved_url()
         if not url:
             raise InvalidInput(
                 "no registry configured", hint="set RAILIANCE_REGISTRY_URL or the registry resource's url"
             )
-        limits = httpx.Limits(
-            max_connections=self.max_workers * 2, max_keepalive_connections=self.max_workers * 2
-        )
-        with httpx.Client(timeout=self.timeout, limits=limits, trust_env=False) as client:
-            username = self.username or _env("RAILIANCE_REGISTRY_USERNAME")
-            password = self.password or _env("RAILIANCE_REGISTRY_PASSWORD")
-            token = self.token or _env("RAILIANCE_REGISTRY_TOKEN")
-            yield OciRegistry(
-                client,
-                url,
-                username=username,
-                password=password,
-                token=None if username else token,
-                max_workers=self.max_workers,
-            )
+        with open_registry(
+            url,
+            username=self.username or _env("RAILIANCE_REGISTRY_USERNAME"),
+            password=self.password or _env("RAILIANCE_REGISTRY_PASSWORD"),
+            token=self.token or _env("RAILIANCE_REGISTRY_TOKEN"),
+            timeout=self.timeout,
+            max_workers=self.max_workers,
+        ) as registry:
+            yield registry
 
 
 class StateHubResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -152,17 +146,12 @@ class StateHubResource(ConfigurableResource):  # type: ignore[type-arg]
 
     @contextmanager
     def open(self) -> Iterator[NotePoster | None]:
-        """A ``StateHub`` (closed afterwards), or ``None`` when no URL is configured."""
-        url = self.url or _env("RAILIANCE_STATEHUB_URL")
-        if not url:
-            yield None
-            return
-        import httpx
+        """A ``StateHub`` (closed afterwards), or ``None`` when no URL is configured
+        (``lifecycle.environment.open_statehub``)."""
+        from railiance_ledger.lifecycle.environment import open_statehub
 
-        from railiance_ledger.adapters.statehub import StateHub
-
-        with httpx.Client(timeout=self.timeout, trust_env=False) as client:
-            yield StateHub(client, url, timeout=self.timeout)
+        with open_statehub(self.url or _env("RAILIANCE_STATEHUB_URL"), timeout=self.timeout) as hub:
+            yield hub
 
 
 class KubeResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -187,15 +176,15 @@ class KubeResource(ConfigurableResource):  # type: ignore[type-arg]
     )
 
     def build(self) -> Kube:
-        """A ``Kube``; raises a clear ``AdapterError`` when no kubeconfig can be loaded."""
-        from railiance_ledger.adapters.kube import Kube
+        """A ``Kube`` (``lifecycle.environment.build_kube``); raises a clear ``AdapterError`` when no
+        kubeconfig can be loaded."""
+        from railiance_ledger.lifecycle.environment import build_kube
 
-        if self.in_cluster:
-            return Kube.in_cluster(timeout=self.timeout)
-        return Kube.from_kubeconfig(
+        return build_kube(
             self.kubeconfig or _env("KUBECONFIG"),
             self.context or _env("RAILIANCE_KUBE_CONTEXT"),
             timeout=self.timeout,
+            in_cluster=self.in_cluster,
         )
 
     def kubeconfig_path(self) -> str | None:
@@ -231,18 +220,13 @@ class HelmResource(ConfigurableResource):  # type: ignore[type-arg]
         return tuple(shlex.split(os.environ.get("RAILIANCE_HELM_ARGS", "")))
 
     def build(self, *, kubeconfig: str | None = None, context: str | None = None) -> Helm:
-        """A ``Helm``; ``env``, ``kubeconfig`` and ``context`` are passed to helm through its environment."""
-        from railiance_ledger.adapters.helm import Helm
-        from railiance_ledger.lifecycle.stage1 import default_helm
+        """A ``Helm`` (``lifecycle.environment.build_helm``); ``env``, ``kubeconfig`` and ``context`` are
+        passed to helm through its environment."""
+        from railiance_ledger.lifecycle.environment import build_helm
 
-        binary = self.binary or _env("RAILIANCE_HELM")
-        helm = Helm(binary) if binary else default_helm()
-        env: dict[str, str] = {**dict(getattr(helm, "env", None) or {}), **self.env}
-        if kubeconfig:
-            env["KUBECONFIG"] = kubeconfig
-        if context:
-            env["HELM_KUBECONTEXT"] = context
-        return Helm(helm.binary, env=env) if env else helm
+        return build_helm(
+            self.binary or _env("RAILIANCE_HELM"), env=self.env, kubeconfig=kubeconfig, context=context
+        )
 
 
 class MetricsResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -253,19 +237,18 @@ class MetricsResource(ConfigurableResource):  # type: ignore[type-arg]
 
     @contextmanager
     def open(self) -> Iterator[PrometheusMetrics]:
-        """A ``PrometheusMetrics`` (closed afterwards); raises ``InvalidInput`` when none is configured."""
-        import httpx
-
-        from railiance_ledger.adapters.metrics import PrometheusMetrics
+        """A ``PrometheusMetrics`` (closed afterwards; ``lifecycle.environment.open_metrics``); raises
+        ``InvalidInput`` when none is configured."""
         from railiance_ledger.errors import InvalidInput
+        from railiance_ledger.lifecycle.environment import open_metrics
 
         url = self.url or _env("RAILIANCE_PROMETHEUS_URL")
         if not url:
             raise InvalidInput(
                 "no Prometheus configured", hint="set RAILIANCE_PROMETHEUS_URL or the metrics resource's url"
             )
-        with httpx.Client(timeout=self.timeout, trust_env=False) as client:
-            yield PrometheusMetrics(client, url)
+        with open_metrics(url, timeout=self.timeout) as metrics:
+            yield metrics
 
 
 @contextmanager

@@ -104,9 +104,12 @@ def _probe_client(kube: KubeResource, decl: Any) -> Any:
 
 
 def _fail_from(exc: BaseException) -> Failure:
-    from railiance_ledger.lifecycle.dagster_support import describe_error
+    """A run failure carrying one line for ``exc``: our errors' message (with hint), else type and text."""
+    from railiance_ledger.errors import RailianceError
 
-    return Failure(description=describe_error(exc))
+    if isinstance(exc, RailianceError):
+        return Failure(description=str(exc))
+    return Failure(description=f"{type(exc).__name__}: {exc}")
 
 
 # ---------------------------------------------------------------------------------------------- assets

@@ -37,7 +37,8 @@ def new_digest_sensor(
     """One tick: poll every declared workload concurrently, register what is new, request Stage 1."""
     from railiance_ledger.errors import RailianceError
     from railiance_ledger.ledger.projections import partition_key
-    from railiance_ledger.lifecycle.dagster_support import discover_workloads, poll_registry, register_polled
+    from railiance_ledger.lifecycle.registry_poll import poll_registry, register_polled
+    from railiance_ledger.lifecycle.workloads import discover_workloads
 
     seen: dict[str, dict[str, str]] = load_cursor(context.cursor, {})
     workloads, problems = discover_workloads(apps.path())

@@ -2,8 +2,8 @@
 ``canary_guard_sensor`` (a rollback run when an immediate-rollback condition appears while observing).
 
 Both read the ledger from a JSON cursor ``{"seq": <last seq read>}``; the decisions are the
-lifecycle's (``lifecycle.dagster_support``), which reads each touched candidate's whole history, so a
-decision never depends on where a cursor happened to stop.
+lifecycle's (``lifecycle.gating``, ``lifecycle.guard``), which read each touched candidate's whole
+history, so a decision never depends on where a cursor happened to stop.
 """
 
 from dagster import (
@@ -26,7 +26,7 @@ BATCH = 5000
 
 
 def _decls(apps: AppsResource, context: SensorEvaluationContext) -> dict[str, object]:
-    from railiance_ledger.lifecycle.dagster_support import discover_workloads
+    from railiance_ledger.lifecycle.workloads import discover_workloads
 
     workloads, problems = discover_workloads(apps.path())
     for problem in problems:
@@ -49,7 +49,7 @@ def stage_gate_sensor(
     context: SensorEvaluationContext, ledger: LedgerResource, apps: AppsResource
 ) -> SensorResult | SkipReason:
     """One tick: read the ledger after the cursor, ask the gates, request what may run."""
-    from railiance_ledger.lifecycle.dagster_support import next_stage_requests
+    from railiance_ledger.lifecycle.gating import next_stage_requests
 
     after = int(load_cursor(context.cursor, {"seq": 0}).get("seq", 0))
     with ledger.open() as store:
@@ -106,7 +106,7 @@ def canary_guard_sensor(
     context: SensorEvaluationContext, ledger: LedgerResource, apps: AppsResource
 ) -> SensorResult | SkipReason:
     """One tick: find immediate-rollback conditions among new events and request a rollback for each."""
-    from railiance_ledger.lifecycle.dagster_support import rollback_conditions
+    from railiance_ledger.lifecycle.guard import rollback_conditions
 
     after = int(load_cursor(context.cursor, {"seq": 0}).get("seq", 0))
     with ledger.open() as store:
