@@ -49,16 +49,26 @@ from assets.resources import (
     http_client,
     log_of,
 )
-from railiance_ledger.domain.canary import GATE_NAMES
 from railiance_ledger.domain.events import RecordedEvent
-from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
-from railiance_ledger.lifecycle.stage2 import ACCEPTANCE_CHECKS, PRECHECKS
-from railiance_ledger.lifecycle.stage3 import PRECHECKS as STAGE3_PRECHECKS
-from railiance_ledger.lifecycle.stage3 import PROMOTION_CHECKS
+from railiance_ledger.domain.gates import Gate, GatePhase, names_for, sample_gate_names
 
-CANARY_APPLIED = "canary_applied"
+CANARY_APPLIED = Gate.CANARY_APPLIED.value
 """The Stage 2 deploy gate after the prechecks: the canary release and its routing were applied and read
 back (a ``stage.started`` with phase ``deployed``), else the failed apply's reason."""
+
+# The asset checks of each stage asset, from the gate catalogue (``domain.gates``), in report order.
+STAGE1_CHECKS = names_for(1)
+"""``stage1_validation``: every Stage 1 gate."""
+STAGE2_PRECHECKS = names_for(2, GatePhase.PRECHECK)
+"""``stage2_canary``: the Stage 2 prechecks (before anything is applied)."""
+STAGE2_DEPLOY_CHECKS = (*STAGE2_PRECHECKS, *names_for(2, GatePhase.EVIDENCE))
+"""``stage2_canary``: the prechecks, then the deploy evidence (``canary_applied``)."""
+ACCEPTANCE_CHECKS = names_for(2, GatePhase.ACCEPTANCE)
+"""``canary_acceptance``: the end-of-window acceptance gates."""
+SAMPLE_CHECKS = sample_gate_names()
+"""The acceptance gates judged from the window's samples: a result reporting one is an acceptance result."""
+STAGE3_CHECKS = (*names_for(3, GatePhase.PRECHECK), *names_for(3, GatePhase.PROMOTION))
+"""``stage3_promotion``: the Stage 3 prechecks, then the promotion checks."""
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -467,7 +477,7 @@ def _canary_doc(
                 f"{', '.join(ev.payload.get('routing_objects') or []) or 'none'}",
             }
             return {"checks": [*(ev.payload.get("prechecks") or []), applied], "status": "pass"}, ev
-        if ev.kind == "stage.completed" and set(_checks_of(ev.payload)) & set(PRECHECKS):
+        if ev.kind == "stage.completed" and set(_checks_of(ev.payload)) & set(STAGE2_PRECHECKS):
             return ev.payload, ev
     return None
 
@@ -481,7 +491,7 @@ def _acceptance_doc(
             ev.candidate == digest
             and ev.kind == "stage.completed"
             and ev.stage == 2
-            and set(_checks_of(ev.payload)) & set(GATE_NAMES)
+            and set(_checks_of(ev.payload)) & set(SAMPLE_CHECKS)
         ):
             return ev.payload, ev
     return None
@@ -603,16 +613,12 @@ def approval_in_force(context: AssetCheckExecutionContext, ledger: LedgerResourc
     )
 
 
-STAGE1_GATES = [_gate_check(stage1_validation, n, "Stage 1", _stage1_doc) for n in REQUIRED_CHECKS]
-STAGE2_GATES = [
-    _gate_check(stage2_canary, n, "Stage 2 deploy", _canary_doc) for n in (*PRECHECKS, CANARY_APPLIED)
-]
+STAGE1_GATES = [_gate_check(stage1_validation, n, "Stage 1", _stage1_doc) for n in STAGE1_CHECKS]
+STAGE2_GATES = [_gate_check(stage2_canary, n, "Stage 2 deploy", _canary_doc) for n in STAGE2_DEPLOY_CHECKS]
 ACCEPTANCE_GATES = [
     _gate_check(canary_acceptance, n, "Stage 2 acceptance", _acceptance_doc) for n in ACCEPTANCE_CHECKS
 ]
-STAGE3_GATES = [
-    _gate_check(stage3_promotion, n, "Stage 3", _stage3_doc) for n in (*STAGE3_PRECHECKS, *PROMOTION_CHECKS)
-]
+STAGE3_GATES = [_gate_check(stage3_promotion, n, "Stage 3", _stage3_doc) for n in STAGE3_CHECKS]
 GATES: list[AssetChecksDefinition] = [
     *STAGE1_GATES,
     *STAGE2_GATES,

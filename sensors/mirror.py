@@ -29,9 +29,8 @@ from dagster import (
 
 from assets.candidates import candidates_partitions
 from assets.resources import LedgerResource, log_of
-from railiance_ledger.domain.canary import GATE_NAMES
 from railiance_ledger.domain.events import RecordedEvent
-from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
+from railiance_ledger.domain.gates import names_for, sample_gate_names
 from sensors.settings import default_status, dump_cursor, interval, load_cursor
 
 NAME = "ledger_mirror_sensor"
@@ -63,7 +62,7 @@ def placement(ev: RecordedEvent) -> tuple[str, bool]:
             return "stage1_validation", True
         if stage == 2:
             names = {str(c.get("name")) for c in ev.payload.get("checks") or [] if isinstance(c, dict)}
-            return ("canary_acceptance" if names & set(GATE_NAMES) else "stage2_canary"), True
+            return ("canary_acceptance" if names & set(sample_gate_names()) else "stage2_canary"), True
         return "stage3_promotion", True
     if kind == "stage.started":
         return {1: "stage1_validation", 2: "stage2_canary"}.get(stage or 0, "stage3_promotion"), stage == 2
@@ -114,7 +113,7 @@ def mirrored_events(ev: RecordedEvent, key: str) -> list[Any]:
     ]
     if ev.kind == "stage.completed" and ev.stage == 1 and isinstance(payload, dict):
         checks = {str(c.get("name")): c for c in payload.get("checks") or [] if isinstance(c, dict)}
-        for name in REQUIRED_CHECKS:
+        for name in names_for(1):
             c = checks.get(name)
             status = str(c.get("status")) if c else "missing"
             reason = redact(str(c.get("reason") or "")) if c else "not reported"

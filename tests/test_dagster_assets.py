@@ -12,6 +12,7 @@ pytest.importorskip("dagster")
 
 from dagster import AssetKey, materialize
 
+from assets import GATES
 from assets.candidates import candidate
 from assets.stages import (
     STAGE1_GATES,
@@ -21,10 +22,78 @@ from assets.stages import (
     stage2_canary,
 )
 from railiance_ledger.domain.events import EventKind
+from railiance_ledger.domain.gates import names_for
 from railiance_ledger.ledger.projections import partition_key
-from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
 from sensors import new_digest_sensor
 from tests.fixtures.dagster import DagsterEnv, _git
+
+ASSET_CHECKS = {
+    "stage1_validation": [
+        "source_revision_identified",
+        "artifact_deterministic",
+        "candidate_immutable",
+        "manifests_valid",
+        "secrets_by_reference",
+        "local_health",
+        "migrations_classified",
+        "observability_declared",
+    ],
+    "stage2_canary": [
+        "canary_form_declared",
+        "canary_distinguishable",
+        "stage1_passed",
+        "cluster_ready",
+        "digest_in_registry",
+        "server_dry_run",
+        "routing_prerequisites",
+        "dependencies_healthy",
+        "rollback_target_known",
+        "monitoring_available",
+        "declared_references",
+        "observation_window",
+        "operator_approval",
+        "canary_applied",
+    ],
+    "canary_acceptance": [
+        "canary_pods_ready",
+        "canary_pods_stable",
+        "canary_health",
+        "canary_error_rate",
+        "canary_latency",
+        "canary_saturation",
+        "canary_statistical_comparison",
+        "canary_routing",
+        "canary_side_effects",
+        "canary_logs_clean",
+        "rollback_ready",
+        "canary_release_identity",
+        "operator_approval",
+        "statehub_note",
+    ],
+    "promotion_approval": ["approval_in_force"],
+    "stage3_promotion": [
+        "stage2_accepted",
+        "previous_stable_recorded",
+        "backup_posture_current",
+        "migrations_approved",
+        "human_approval",
+        "rollback_available",
+        "statehub_configured",
+        "promotion_applied",
+        "stable_routing_points_at_candidate",
+        "post_promotion_smoke",
+    ],
+}
+"""The asset checks of each stage asset, by their stable names, in report order (the UI shows these)."""
+
+
+def test_asset_checks_derive_from_the_gate_catalogue_under_their_stable_names() -> None:
+    """Every stage asset carries its catalogue gates as asset checks; the names and order never drift."""
+    by_asset: dict[str, list[str]] = {}
+    for checks in GATES:
+        for key in checks.check_keys:
+            by_asset.setdefault(key.asset_key.to_user_string(), []).append(key.name)
+    assert ASSET_CHECKS == by_asset
 
 
 def _registered_key(env: DagsterEnv, registry_helper: Any) -> tuple[str, str]:
@@ -76,7 +145,7 @@ def test_stage1_materializes_document_seq_hash_and_passing_gates(
     )
     assert {**doc, "ledger": None} == completed.payload
     assert str(completed.seq) in meta["ledger_seqs"].value.split(",")
-    assert {name: True for name in REQUIRED_CHECKS} == {k: v[0] for k, v in _checks(result).items()}
+    assert {name: True for name in names_for(1)} == {k: v[0] for k, v in _checks(result).items()}
     assert _checks(result)["manifests_valid"][1].startswith("pass: ")
     cand_meta = _materialization(result, "candidate").metadata
     assert (digest, "dagster-sensor") == (cand_meta["digest"].value, cand_meta["registered_by"].value)

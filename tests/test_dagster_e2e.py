@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import pytest
 
 from railiance_ledger.domain.events import EventKind
+from railiance_ledger.domain.gates import names_for
 from railiance_ledger.ledger.projections import partition_key
-from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
 from tests.fixtures.dagster import DevEnv
 
 pytestmark = pytest.mark.slow
@@ -122,7 +122,7 @@ def test_pushed_digest_runs_stage1_and_ledger_and_event_log_agree(
     succeeded = {
         c["name"]: key in (c["partitionStatuses"] or {}).get("succeededPartitions", []) for c in checks
     }
-    assert {name: True for name in REQUIRED_CHECKS} == succeeded
+    assert {name: True for name in names_for(1)} == succeeded
 
     candidates = env.dev.graphql(MATERIALIZATIONS, {"asset": ["candidate"], "key": key})["assetOrError"]
     assert candidates["assetMaterializations"], "the candidate asset shows the registration"

@@ -20,15 +20,18 @@ pytest.importorskip("dagster")
 from dagster import AssetKey, AssetRecordsFilter, SensorResult
 
 from railiance_ledger.domain.events import EventKind
+from railiance_ledger.domain.gates import GatePhase, names_for
 from railiance_ledger.ledger.projections import lineage, partition_key
 from railiance_ledger.ledger.verify import verify
-from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
-from railiance_ledger.lifecycle.stage2 import ACCEPTANCE_CHECKS, PRECHECKS
-from railiance_ledger.lifecycle.stage3 import PRECHECKS as STAGE3_PRECHECKS
-from railiance_ledger.lifecycle.stage3 import PROMOTION_CHECKS
 from sensors import canary_guard_sensor, new_digest_sensor, stage_gate_sensor
 from tests.fixtures.dagster import DagsterLifecycleEnv
 from tests.fixtures.stage3 import NS
+
+REQUIRED_CHECKS = names_for(1)
+PRECHECKS = names_for(2, GatePhase.PRECHECK)
+ACCEPTANCE_CHECKS = names_for(2, GatePhase.ACCEPTANCE)
+STAGE3_PRECHECKS = names_for(3, GatePhase.PRECHECK)
+PROMOTION_CHECKS = names_for(3, GatePhase.PROMOTION)
 
 pytestmark = pytest.mark.slow
 

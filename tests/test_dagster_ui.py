@@ -12,8 +12,10 @@ from urllib.parse import quote
 import pytest
 
 from railiance_ledger.domain.events import EventKind
+from railiance_ledger.domain.gates import names_for
 from railiance_ledger.ledger.projections import partition_key
-from railiance_ledger.lifecycle.stage1 import REQUIRED_CHECKS
+
+REQUIRED_CHECKS = names_for(1)
 from tests.fixtures.dagster import DevEnv
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui]
