@@ -18,8 +18,8 @@ secrets; the scan is ``domain.manifest_scan``), ``local`` (local health, local c
 ``declared`` (migrations, observability), ``run`` (the service: ``run_stage1``, ``run_cli``).
 """
 
+from railiance_ledger.domain.gates import LOCAL_CHECK_PREFIX
 from railiance_ledger.lifecycle.stage1.context import (
-    LOCAL_CHECK_PREFIX,
     MIGRATION_CLASSES,
     OUTPUT_TAIL_CHARS,
     REQUIRED_CHECKS,

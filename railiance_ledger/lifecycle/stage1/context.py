@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from railiance_ledger.domain.durations import parse_duration
+from railiance_ledger.domain.gates import names_for
 from railiance_ledger.domain.redaction import is_secret_key
 from railiance_ledger.lifecycle.kit import StageRun
 
@@ -19,33 +20,17 @@ if TYPE_CHECKING:
 
 STAGE: Literal[1] = 1
 
-
-REQUIRED_CHECKS: tuple[str, ...] = (
-    "source_revision_identified",
-    "artifact_deterministic",
-    "candidate_immutable",
-    "manifests_valid",
-    "secrets_by_reference",
-    "local_health",
-    "migrations_classified",
-    "observability_declared",
-)
-"""The stable names of Stage 1's required checks, in the order they are reported."""
-
-
-LOCAL_CHECK_PREFIX = "local_check:"
-
+REQUIRED_CHECKS: tuple[str, ...] = names_for(STAGE)
+"""The stable names of Stage 1's required checks, in the order they are reported (from the gate
+catalogue, ``domain.gates``); the declared local checks follow ``local_health``."""
 
 MIGRATION_CLASSES = ("none", "reversible", "forward-only", "requires-approval")
-
 
 OUTPUT_TAIL_CHARS = 4096
 """The longest redacted output tail kept as evidence of a local check."""
 
-
 WORKLOAD_TAIL_CHARS = 1024
 """The longest redacted output tail of the local workload kept when it fails to start."""
-
 
 _ENV_SCRUB = re.compile(r"(?i)^(RAILIANCE_LEDGER_URL|KUBECONFIG|.*_TOKEN|.*_KEY|.*SECRET.*|.*PASSWORD.*)$")
 

@@ -9,12 +9,12 @@ import httpx
 
 from railiance_ledger.adapters.health import HttpProbe
 from railiance_ledger.adapters.process import LocalProcess, run_command
+from railiance_ledger.domain.gates import LOCAL_CHECK_PREFIX
 from railiance_ledger.domain.stage_result import Check, Evidence, FailureKind
 from railiance_ledger.errors import AdapterError
 from railiance_ledger.lifecycle.checks import make_check
 from railiance_ledger.lifecycle.kit import make_evidence
 from railiance_ledger.lifecycle.stage1.context import (
-    LOCAL_CHECK_PREFIX,
     OUTPUT_TAIL_CHARS,
     WORKLOAD_TAIL_CHARS,
     Stage1Context,

@@ -143,7 +143,8 @@ def check_manifests(ctx: Stage1Context, helm: Helm) -> Check:
         name,
         True,
         f"{len(ctx.rendered)} object(s) rendered by helm template "
-        f"({decl.stages.local.release} in {decl.stages.local.namespace}) and valid against Kubernetes {version}",
+        f"({decl.stages.local.release} in {decl.stages.local.namespace}) "
+        f"and valid against Kubernetes {version}",
         evidence=evidence,
     )
 

@@ -13,6 +13,7 @@ import httpx
 
 from railiance_ledger.declaration import load_declaration
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, format_timestamp
+from railiance_ledger.domain.gates import LOCAL_CHECK_PREFIX
 from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.domain.stage_result import (
     Check,
@@ -26,7 +27,12 @@ from railiance_ledger.domain.waiving import WaiverWording, apply_waivers
 from railiance_ledger.errors import ConcurrencyConflict, InvalidInput
 from railiance_ledger.lifecycle.checks import judge_all_or_unevaluated, judge_or_unevaluated
 from railiance_ledger.lifecycle.kit import StageRun, make_evidence
-from railiance_ledger.lifecycle.stage1.context import LOCAL_CHECK_PREFIX, STAGE, Stage1Context, local_env
+from railiance_ledger.lifecycle.stage1.context import (
+    REQUIRED_CHECKS,
+    STAGE,
+    Stage1Context,
+    local_env,
+)
 from railiance_ledger.lifecycle.stage1.declared import check_migrations, check_observability
 from railiance_ledger.lifecycle.stage1.local import check_local_commands, check_local_health
 from railiance_ledger.lifecycle.stage1.render import check_manifests, default_helm
@@ -69,7 +75,8 @@ class Stage1Outcome:
         lines = [
             (
                 f"Stage 1 (local validation) of {doc['workload']['name']} "
-                f"candidate {cand.get('image') or cand.get('digest') or '(none)'} at revision {cand.get('revision') or '?'}"
+                f"candidate {cand.get('image') or cand.get('digest') or '(none)'} "
+                f"at revision {cand.get('revision') or '?'}"
             )
         ]
         for c in doc["checks"]:
@@ -79,7 +86,8 @@ class Stage1Outcome:
             lines.append(f"  {mark:<6} {c['name']}{extra}: {c.get('reason', '')}")
         ledger = doc.get("ledger") or {}
         lines.append(
-            f"Stage 1 {doc['status'].upper()}; recorded as {self.recorded_as} at ledger seq {ledger.get('seq')}"
+            f"Stage 1 {doc['status'].upper()}; recorded as {self.recorded_as} "
+            f"at ledger seq {ledger.get('seq')}"
             " (Stage 1 never authorizes production traffic)"
         )
         return lines
@@ -210,17 +218,12 @@ def assemble_checks(
     deterministic = judge_or_unevaluated(
         "artifact_deterministic", lambda: check_artifact_deterministic(ctx, history)
     )
-    ordered = [
-        fixed["source_revision_identified"],
-        deterministic,
-        fixed["candidate_immutable"],
-        fixed["manifests_valid"],
-        fixed["secrets_by_reference"],
-        fixed["local_health"],
-        *local_checks,
-        fixed["migrations_classified"],
-        fixed["observability_declared"],
-    ]
+    judged = {**fixed, "artifact_deterministic": deterministic}
+    ordered: list[Check] = []
+    for name in REQUIRED_CHECKS:
+        ordered.append(judged[name])
+        if name == "local_health":
+            ordered += local_checks
     if ctx.run.digest is None:
         return ordered
     return apply_waivers(ordered, ctx.run.waivers(history), wording=WaiverWording.WAIVER_FIRST)

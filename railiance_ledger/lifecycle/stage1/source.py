@@ -101,7 +101,8 @@ def check_candidate_immutable(ctx: Stage1Context, *, image: str | None) -> tuple
             return make_check(
                 name,
                 False,
-                f"no candidate is registered for {workload} and no --image was given: a Stage 2 candidate must be "
+                f"no candidate is registered for {workload} and no --image was given: "
+                "a Stage 2 candidate must be "
                 "named by immutable digest (`railiance candidate add APP_DIR --image REF@sha256:...`)",
             ), []
         run.registration, run.digest, run.image = newest.registration, newest.digest, newest.image
@@ -138,7 +139,8 @@ def check_artifact_deterministic(ctx: Stage1Context, history: Sequence[RecordedE
         return make_check(
             name,
             False,
-            f"candidate {ctx.run.digest} was registered for revision {reg_rev}, but the work tree is at {ctx.run.revision}: "
+            f"candidate {ctx.run.digest} was registered for revision {reg_rev}, "
+            f"but the work tree is at {ctx.run.revision}: "
             "validate the revision the artifact was built from",
             evidence=[
                 make_evidence("commit", str(reg_rev), "registered revision"),
