@@ -15,9 +15,9 @@ from railiance_ledger.adapters.git import GitRepo
 from railiance_ledger.adapters.health import HttpProbe
 from railiance_ledger.adapters.helm import Helm, HelmCommandFailed
 from railiance_ledger.adapters.process import LocalProcess, run_command
-from railiance_ledger.errors import AdapterNotFound, AdapterUnavailable
 from railiance_ledger.domain.manifest_scan import scan_manifest, scan_values
-from tests.fixtures.stage1 import EXAMPLE, STAGE1_APPS, _git, helm_binary
+from railiance_ledger.errors import AdapterNotFound, AdapterUnavailable
+from tests.fixtures.stage1 import EXAMPLE, STAGE1_APPS, git, helm_binary
 
 PY = sys.executable
 
@@ -172,11 +172,11 @@ def test_stage1_git_reports_head_dirty_and_untracked(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.txt").write_text("a\n")
     (tmp_path / "other.txt").write_text("o\n")
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "-A")
-    _git(tmp_path, "commit", "-q", "-m", "x")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-q", "-m", "x")
     repo = GitRepo(tmp_path / "sub")
-    assert (_git(tmp_path, "rev-parse", "HEAD"), False, []) == (
+    assert (git(tmp_path, "rev-parse", "HEAD"), False, []) == (
         repo.head(),
         repo.is_dirty(),
         repo.untracked(),
