@@ -731,16 +731,18 @@ def test_statehub_5xx_then_recovers_delivers_the_note(
     assert 1 == len(statehub.notes)
 
 
-def test_statehub_configured_by_environment(
+def test_services_never_build_a_statehub_from_the_environment(
     store: Any, decl: Any, statehub: StateHubServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """RAILIANCE_STATEHUB_URL is used when no State Hub is injected."""
+    """RAILIANCE_STATEHUB_URL is read by the composition root (``Environment``), not by the service:
+    without an injected State Hub nothing is posted and the missing note is reported."""
     register(store, decl)
     monkeypatch.setenv("RAILIANCE_STATEHUB_URL", statehub.url)
 
-    approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x")
+    event = approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x")
 
-    assert ["approval.granted"] == [n["kind"] for n in statehub.notes]
+    assert [] == statehub.notes
+    assert any("no State Hub configured" in w for w in event.warnings)
 
 
 def test_production_critical_approval_without_statehub_warns(store: Any, decl: Any) -> None:

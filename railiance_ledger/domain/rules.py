@@ -12,83 +12,54 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Iterable
 
+from railiance_ledger.domain.candidate_state import TERMINAL_FATES, CandidateState, EventLike
 from railiance_ledger.domain.events import EventKind, NewEvent
+from railiance_ledger.domain.payloads import RollbackCompleted, parse_as
+
+__all__ = [
+    "TERMINAL_FATES",
+    "EventLike",
+    "RuleBroken",
+    "candidate_fate",
+    "check_append",
+    "is_registered",
+    "stage_excepted",
+    "stage_passed",
+]
 
 
 class RuleBroken(ValueError):
     """The append would break a lifecycle rule; the message says which and what to do."""
 
 
-class EventLike(Protocol):
-    @property
-    def kind(self) -> str: ...
-    @property
-    def candidate(self) -> str | None: ...
-    @property
-    def stage(self) -> int | None: ...
-    @property
-    def payload(self) -> Mapping[str, Any]: ...
-
-
 def stage_passed(history: Iterable[EventLike], digest: str, stage: int) -> bool:
-    """True when the latest ``stage.completed`` for ``(digest, stage)`` has status ``pass``."""
-    latest: str | None = None
-    for ev in history:
-        if ev.kind == EventKind.STAGE_COMPLETED and ev.candidate == digest and ev.stage == stage:
-            latest = str(ev.payload.get("status", "fail"))
-    return latest == "pass"
+    """True when the latest ``stage.completed`` for ``(digest, stage)`` has status ``pass``.
+
+    Over the whole ``history`` given (the caller decides whether results before a rollback count).
+    """
+    result = CandidateState.from_events(history, digest).all_results.get(stage)
+    return result is not None and result.passed
 
 
 def stage_excepted(history: Iterable[EventLike], digest: str, stage: int) -> bool:
-    """True when an ``exception.emergency`` records skipping ``stage`` for ``digest``."""
-    return any(
-        ev.kind == EventKind.EXCEPTION_EMERGENCY
-        and ev.candidate == digest
-        and int(ev.payload.get("skip_stage", 0) or 0) == stage
-        for ev in history
-    )
+    """True when an ``exception.emergency`` in ``history`` records skipping ``stage`` for ``digest``."""
+    return stage in CandidateState.from_events(history, digest).skipped_ever
 
 
 def is_registered(history: Iterable[EventLike], digest: str) -> bool:
     """True when ``candidate.registered`` exists for ``digest``."""
-    return any(ev.kind == EventKind.CANDIDATE_REGISTERED and ev.candidate == digest for ev in history)
-
-
-TERMINAL_FATES = frozenset({"blocked", "abandoned"})
-"""Rollback fates after which a candidate may never move toward production again."""
+    return CandidateState.from_events(history, digest).registered
 
 
 def candidate_fate(event: EventLike) -> str | None:
     """The fate a ``rollback.completed`` recorded for its candidate, or ``None``.
 
-    ``candidate_fate`` is ``returned-to-stage1``, ``blocked`` or ``abandoned``; older records only
-    carry the prose ``candidate_disposition`` ("returned to Stage 1").
+    ``returned-to-stage1``, ``blocked`` or ``abandoned``; older records are upcast by
+    ``domain.payloads`` (``RollbackCompleted``).
     """
-    fate = event.payload.get("candidate_fate")
-    if fate:
-        return str(fate)
-    text = str(event.payload.get("candidate_disposition") or "").lower()
-    for known in ("blocked", "abandoned"):
-        if known in text:
-            return known
-    return "returned-to-stage1" if "stage 1" in text else None
-
-
-def since_last_rollback(history: list[EventLike], digest: str) -> tuple[list[EventLike], str | None]:
-    """The candidate's events after its latest rollback, and the fate that rollback recorded.
-
-    A rolled-back candidate keeps nothing it had earned: whatever it does next starts again from
-    Stage 1 (``returned-to-stage1``) or is refused (``blocked``/``abandoned``).
-    """
-    fate: str | None = None
-    start = 0
-    for i, ev in enumerate(history):
-        if ev.kind == EventKind.ROLLBACK_COMPLETED and ev.candidate == digest:
-            fate, start = candidate_fate(ev), i + 1
-    return history[start:], fate
+    return parse_as(RollbackCompleted, event.payload).candidate_fate
 
 
 def check_append(history: list[EventLike], new: NewEvent) -> None:
@@ -101,10 +72,10 @@ def check_append(history: list[EventLike], new: NewEvent) -> None:
     digest = new.candidate
     if digest is None:
         return
-    mine = [ev for ev in history if ev.candidate == digest]
     if kind == EventKind.CANDIDATE_REGISTERED:
         return
-    if not is_registered(mine, digest):
+    state = CandidateState.from_events(history, digest)
+    if not state.registered:
         raise RuleBroken(
             f"candidate {digest} is not registered for {new.stream}; "
             "register it first with `railiance candidate add APP_DIR --image REF@sha256:...`"
@@ -123,10 +94,9 @@ def check_append(history: list[EventLike], new: NewEvent) -> None:
         EventKind.APPROVAL_GRANTED,
         EventKind.PROMOTION_COMPLETED,
     } or (kind == EventKind.STAGE_COMPLETED and new.payload.get("status") == "pass")
-    mine, fate = since_last_rollback(mine, digest)
-    if progressing and fate in TERMINAL_FATES:
+    if progressing and state.terminal:
         raise RuleBroken(
-            f"candidate {digest} was {fate} by a rollback and may not move toward production again; "
+            f"candidate {digest} was {state.fate} by a rollback and may not move toward production again; "
             "build and register a new candidate"
         )
     if kind == EventKind.STAGE_COMPLETED and not progressing:
@@ -138,15 +108,12 @@ def check_append(history: list[EventLike], new: NewEvent) -> None:
         target = 3
     if target is None:
         return
-    for earlier in range(1, target):
-        if stage_passed(mine, digest, earlier) or stage_excepted(mine, digest, earlier):
-            continue
+    earlier = state.first_unsatisfied_before(target)
+    if earlier is not None:
         raise RuleBroken(
             f"stage {target} for {digest} needs stage {earlier} to have passed for the same digest; "
             f"stages are sequential. To skip it, record `railiance exception APP_DIR --skip-stage {earlier} "
             "--operator NAME --reason TEXT` first"
         )
-    if kind == EventKind.PROMOTION_COMPLETED and not (
-        stage_passed(mine, digest, 2) or stage_excepted(mine, digest, 2)
-    ):
+    if kind == EventKind.PROMOTION_COMPLETED and not state.satisfied(2):
         raise RuleBroken(f"promotion of {digest} needs stage 2 acceptance for the same digest")

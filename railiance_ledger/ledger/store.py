@@ -35,6 +35,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
+from railiance_ledger.domain import payloads
 from railiance_ledger.domain.events import (
     GENESIS_HASH,
     EventKind,
@@ -331,6 +332,11 @@ class EventStore:
         ts = now if now is not None else datetime.now(UTC)
         recorded_at = format_timestamp(ts)
         payload_texts = [self._payload_text(ev) for ev in batch]
+        for ev in batch:
+            try:
+                payloads.validate(ev.kind, ev.payload)
+            except payloads.InvalidPayload as exc:
+                raise RuleViolation(f"ledger append refused for {ev.stream!r}: {exc}") from exc
         with self._translated("append"), self._engine.connect() as conn:
             raw: Any = conn.connection.driver_connection
             try:

@@ -22,10 +22,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.declaration.criticality import Category
-from railiance_ledger.domain.digests import DigestFormatError, is_digest, parse_image_ref
+from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.durations import format_duration
-from railiance_ledger.domain.events import EventKind, RecordedEvent
-from railiance_ledger.errors import InvalidInput
+from railiance_ledger.domain.events import RecordedEvent
+from railiance_ledger.domain.payloads import StageCompleted, parse_as
+from railiance_ledger.lifecycle.candidates import select_candidate
 
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
@@ -225,21 +226,9 @@ def _make(
 
 
 def _candidate(history: list[RecordedEvent], workload: str, image: str | None) -> RecordedEvent | None:
-    registered = [ev for ev in history if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.candidate]
-    if image is None:
-        return registered[-1] if registered else None
-    text = image.strip()
-    try:
-        digest = text if is_digest(text) else parse_image_ref(text).digest
-    except DigestFormatError as exc:
-        raise InvalidInput(str(exc), hint="name the candidate as REPOSITORY@sha256:<64 hex>") from exc
-    for ev in registered:
-        if ev.candidate == digest:
-            return ev
-    raise InvalidInput(
-        f"candidate {digest} is not registered for {workload}",
-        hint="register it with `railiance candidate add APP_DIR --image REF@sha256:...`",
-    )
+    """The registration of the candidate ``image`` names, else the newest; ``None`` when none is."""
+    found = select_candidate(history, workload, image.strip() if image else None)
+    return found.registration if found is not None else None
 
 
 def _artifact(reg: RecordedEvent | None) -> ReadinessAnswer:
@@ -280,11 +269,9 @@ def _local_checks(history: list[RecordedEvent], decl: Declaration, digest: str |
             source="app.toml [[local_checks]]",
             missing=["a registered candidate with a passing Stage 1 result"],
         )
-    latest: RecordedEvent | None = None
-    for ev in history:
-        if ev.kind == EventKind.STAGE_COMPLETED and ev.candidate == digest and ev.stage == 1:
-            latest = ev
-    if latest is None or latest.payload.get("status") != "pass":
+    result = CandidateState.from_events(history, digest).all_results.get(1)
+    latest = next((ev for ev in history if result is not None and ev.event_id == result.event_id), None)
+    if latest is None or result is None or not result.passed:
         state = "no Stage 1 result" if latest is None else f"Stage 1 failed (seq {latest.seq})"
         return _make(
             "local_checks",
@@ -293,10 +280,8 @@ def _local_checks(history: list[RecordedEvent], decl: Declaration, digest: str |
             source=f"ledger stage.completed stage 1 seq {latest.seq}" if latest else "ledger",
             missing=["a passing Stage 1 result for this candidate (railiance run APP_DIR)"],
         )
-    checks = latest.payload.get("checks") or []
-    summary = (
-        ", ".join(f"{c.get('name')} {c.get('status')}" for c in checks if isinstance(c, dict)) or "passed"
-    )
+    checks = parse_as(StageCompleted, latest.payload).checks or []
+    summary = ", ".join(f"{c.get('name')} {c.get('status')}" for c in checks) or "passed"
     return _make(
         "local_checks",
         answered=True,
@@ -398,23 +383,10 @@ def _approver(history: list[RecordedEvent], decl: Declaration, digest: str | Non
     )
     text = f"{who}; {required}"
     if digest is not None:
-        state = _approval_in_force(history, digest, 3)
-        if state.get("granted"):
-            text += f"; approved for Stage 3 by {state['operator']} (event {state['approval_id']})"
+        grant = CandidateState.from_events(history, digest).approval_in_force(3)
+        if grant is not None:
+            text += f"; approved for Stage 3 by {grant.actor} (event {grant.event_id})"
     return _make("stage3_approver", answered=True, text=text, source=source)
-
-
-def _approval_in_force(history: Iterable[RecordedEvent], digest: str, stage: int) -> dict[str, Any]:
-    """The latest grant or revocation of ``(digest, stage)`` decides, as in ``approvals.approval_state``."""
-    state: dict[str, Any] = {"granted": False}
-    for ev in history:
-        if ev.candidate != digest or ev.stage != stage:
-            continue
-        if ev.kind == EventKind.APPROVAL_GRANTED:
-            state = {"granted": True, "operator": ev.actor, "approval_id": ev.event_id}
-        elif ev.kind == EventKind.APPROVAL_REVOKED:
-            state = {"granted": False, "revoked_by": ev.actor, "revocation_id": ev.event_id}
-    return state
 
 
 def _previous_stable(store: EventStore, decl: Declaration) -> ReadinessAnswer:

@@ -14,15 +14,17 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain import gates
-from railiance_ledger.domain.digests import is_digest
+from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
+from railiance_ledger.domain.identity import Operator, OperatorLike
 from railiance_ledger.domain.redaction import redact
 from railiance_ledger.errors import InvalidInput
+from railiance_ledger.lifecycle.candidates import select_candidate
 
 if TYPE_CHECKING:
-    from railiance_ledger.adapters.statehub import NotePoster
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ledger.store import EventStore
+    from railiance_ledger.ports import StateHubPort
 
 NON_WAIVABLE: dict[int, frozenset[str]] = {1: frozenset(g.value for g in gates.non_waivable(1))}
 """Gates, per stage, that the spec makes fail closed without exception (from ``domain.gates``). Only
@@ -48,11 +50,11 @@ def record_waiver(
     store: EventStore,
     decl: Declaration,
     gate: str,
-    operator: str,
+    operator: OperatorLike,
     reason: str,
     candidate: str | None = None,
     stage: int = 1,
-    statehub: NotePoster | None = None,
+    statehub: StateHubPort | None = None,
 ) -> RecordedEvent:
     """Append ``waiver.granted`` for ``gate`` of ``candidate`` (default: the newest registered one).
 
@@ -60,15 +62,19 @@ def record_waiver(
     gate of that stage, a gate the spec never lets be waived, and a candidate that is not
     registered for the workload. The reason is stored redacted.
 
-    The waiver is also posted, redacted, as a State Hub note (``statehub``, else the one named by
-    ``RAILIANCE_STATEHUB_URL``, else none) and the outcome kept in the ledger as ``note.posted``;
-    the returned event is a ``NotedEvent`` whose ``.warnings`` say when the note was not delivered.
+    The waiver is also posted, redacted, as a State Hub note (the injected ``statehub``; none when
+    it is ``None``) and the outcome kept in the ledger as ``note.posted``; the returned event is a
+    ``NotedEvent`` whose ``.warnings`` say when the note was not delivered.
+
+    ``operator`` is an ``Operator`` (``domain.identity``) or a plain name (taken as given
+    explicitly); the record keeps ``operator_explicit``.
     """
     gate = gate.strip()
-    if not operator or not operator.strip():
+    if not operator or not str(operator).strip():
         raise InvalidInput(
             "a waiver needs an operator", hint="pass --operator NAME or set RAILIANCE_OPERATOR"
         )
+    identity = Operator.of(operator)
     if not reason or not reason.strip():
         raise InvalidInput("a waiver needs a reason", hint="pass --reason TEXT saying why the gate may fail")
     if stage not in (1, 2, 3):
@@ -93,13 +99,14 @@ def record_waiver(
     payload: dict[str, Any] = {
         "gate": gate,
         "reason": redact(reason.strip()),
-        "operator": operator,
+        "operator": identity.name,
+        "operator_explicit": identity.explicit,
         "scope": {"gate": gate, "candidate": digest, "stage": stage},
     }
     event = NewEvent(
         stream=workload,
         kind=EventKind.WAIVER_GRANTED,
-        actor=operator,
+        actor=identity.name,
         candidate=digest,
         stage=stage,
         payload=payload,
@@ -109,10 +116,10 @@ def record_waiver(
 
 
 def _post_waiver_note(
-    *, store: EventStore, decl: Declaration, event: RecordedEvent, statehub: NotePoster | None
+    *, store: EventStore, decl: Declaration, event: RecordedEvent, statehub: StateHubPort | None
 ) -> RecordedEvent:
     """Post the waiver as a State Hub note and record the outcome (see ``lifecycle.notes``)."""
-    from railiance_ledger.lifecycle.notes import NotedEvent, post_and_record, statehub_from_env
+    from railiance_ledger.lifecycle.notes import NotedEvent, post_and_record
 
     scope = event.payload.get("scope") or {}
     body = (
@@ -122,7 +129,7 @@ def _post_waiver_note(
     )
     note = post_and_record(
         store=store,
-        statehub=statehub if statehub is not None else statehub_from_env(),
+        statehub=statehub,
         event=event,
         title=f"{event.stream}: gate {scope.get('gate')} waived by {event.actor}",
         body=body,
@@ -133,42 +140,23 @@ def _post_waiver_note(
 
 
 def _resolve_candidate(history: Iterable[RecordedEvent], workload: str, candidate: str | None) -> str:
-    registered = [
-        ev.candidate for ev in history if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.candidate
-    ]
-    if candidate is None:
-        if not registered:
-            raise InvalidInput(
-                f"no candidate is registered for {workload}; a waiver names one candidate",
-                hint="register it with `railiance candidate add APP_DIR --image REF@sha256:...`",
-            )
-        return registered[-1]
-    if not is_digest(candidate):
+    found = select_candidate(history, workload, candidate)
+    if found is None:
         raise InvalidInput(
-            f"{candidate!r} is not a sha256 digest", hint="pass --image REPOSITORY@sha256:<64 hex>"
-        )
-    if candidate not in registered:
-        raise InvalidInput(
-            f"candidate {candidate} is not registered for {workload}",
+            f"no candidate is registered for {workload}; a waiver names one candidate",
             hint="register it with `railiance candidate add APP_DIR --image REF@sha256:...`",
         )
-    return candidate
+    return found.digest
 
 
 def active_waivers(history: Iterable[RecordedEvent], *, digest: str, stage: int) -> dict[str, RecordedEvent]:
-    """The latest ``waiver.granted`` per gate for ``digest`` and ``stage`` (non-waivable gates excluded)."""
-    out: dict[str, RecordedEvent] = {}
+    """The latest ``waiver.granted`` per gate for ``digest`` and ``stage`` (non-waivable gates excluded).
+
+    The waivers come from the candidate-state fold (``CandidateState.waivers_for``); the rule that
+    some gates are never waived comes from the gate catalogue (``NON_WAIVABLE``).
+    """
+    events = list(history)
+    by_id = {ev.event_id: ev for ev in events if ev.kind == EventKind.WAIVER_GRANTED}
     banned = NON_WAIVABLE.get(stage, frozenset())
-    for ev in history:
-        if ev.kind != EventKind.WAIVER_GRANTED or ev.candidate != digest:
-            continue
-        scope = ev.payload.get("scope") or {}
-        ev_stage = scope.get("stage", ev.stage)
-        if ev_stage is not None and int(ev_stage) != stage:
-            continue
-        if scope.get("candidate") not in (None, digest):
-            continue
-        gate = str(scope.get("gate") or ev.payload.get("gate") or "")
-        if gate and gate not in banned:
-            out[gate] = ev
-    return out
+    state = CandidateState.from_events(events, digest)
+    return {gate: by_id[w.event_id] for gate, w in state.waivers_for(stage).items() if gate not in banned}
