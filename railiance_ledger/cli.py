@@ -279,14 +279,18 @@ def run(
     with _guard(as_json):
         from railiance_ledger.cli_render import render_stage1
         from railiance_ledger.lifecycle import stage1
+        from railiance_ledger.lifecycle.environment import open_local
 
-        outcome = stage1.run_cli(
-            store=opts.store(),
-            app_dir=app_dir,
-            operator=opts.actor(operator),
-            image=image,
-            skip_checks=list(skip_check),
-        )
+        with open_local() as ad:
+            outcome = stage1.run_stage1(
+                store=opts.store(),
+                app_dir=app_dir,
+                operator=opts.actor(operator),
+                image=image,
+                helm=ad.helm,
+                http=ad.http,
+                skip_checks=list(skip_check),
+            )
         render_stage1(outcome.document, as_json=as_json)
         raise click.exceptions.Exit(outcome.exit_code)
 

@@ -8,7 +8,7 @@ HTTP clients are closed when the command ends.
 
 - ``Environment.from_env(...).open(decl)``: every adapter of a cluster command (deploy, observe,
   promote, rollback); ``Environment.statehub()``: the State Hub alone (approve, revoke, waive,
-  exception, notes).
+  exception, notes); ``open_local()``: Stage 1's helm and probe client (``railiance run``).
 - ``build_kube``, ``build_helm``, ``open_registry``, ``open_metrics``, ``open_statehub``,
   ``probe_client``: the single builders, also used by the Dagster resources with their own settings.
 
@@ -42,6 +42,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from railiance_ledger.lifecycle.notes import STATEHUB_URL_ENV
+
 if TYPE_CHECKING:
     from railiance_ledger.adapters.helm import Helm
     from railiance_ledger.adapters.kube import Kube
@@ -54,8 +56,8 @@ UNREACHABLE_PROMETHEUS = "http://127.0.0.1:9"
 """Where the metrics adapter points when no Prometheus is configured: the discard port refuses, so
 every query answers "metrics unavailable" instead of a number."""
 
-STATEHUB_URL_ENV = "RAILIANCE_STATEHUB_URL"
-"""Environment variable naming the State Hub base URL; unset means no State Hub is configured."""
+LOCAL_PROBE_TIMEOUT = 5.0
+"""Seconds per request of Stage 1's local health probes (httpx's default, as ``railiance run`` always had)."""
 
 
 @dataclass
@@ -149,6 +151,22 @@ class Environment:
                 metrics_configured=bool(self.prometheus_url),
                 ingress_url=self.ingress_url,
             )
+
+
+@dataclass
+class LocalAdapters:
+    """The adapters of Stage 1 (``railiance run``): helm for ``helm template`` and a probe client."""
+
+    helm: Helm
+    http: httpx.Client
+
+
+@contextmanager
+def open_local() -> Iterator[LocalAdapters]:
+    """Stage 1's adapters: the helm on ``PATH`` (else ``.venv/bin/helm``) and a probe client with no
+    proxies (closed afterwards). Stage 1 renders and probes locally, so no cluster setting applies."""
+    with probe_client(LOCAL_PROBE_TIMEOUT) as http:
+        yield LocalAdapters(helm=build_helm(), http=http)
 
 
 @dataclass
