@@ -15,6 +15,7 @@ and never escape into business code. Policy failures (a gate said no) and techni
     │   ├── IntegrityError              hash chain broken (edited, missing, reordered)
     │   └── RuleViolation               a domain rule refused the append (e.g. skipped stage)
     ├── GateFailed                      exit 1: a policy failure, the gate said no
+    ├── ActionNotConfirmed              exit 1: an action on the cluster did not read back as asked
     └── AdapterError                    exit 1: a technical failure, could not ask
         ├── AdapterTimeout
         ├── AdapterUnavailable          connection refused, DNS, 5xx
@@ -112,6 +113,13 @@ class RuleViolation(LedgerError):
 
 class GateFailed(RailianceError):
     """A policy failure: the gate was asked and said no (exit 1)."""
+
+    exit_code = 1
+
+
+class ActionNotConfirmed(RailianceError):
+    """An action on the world was taken but did not read back as asked (a routing shift, a switch,
+    a rollout): production may have changed, so the caller restores what it replaced (exit 1)."""
 
     exit_code = 1
 

@@ -16,8 +16,8 @@ from railiance_ledger.domain.events import EventKind
 from railiance_ledger.errors import GateFailed
 from railiance_ledger.ledger.projections import lineage, workload_status
 from railiance_ledger.ledger.verify import verify
-from railiance_ledger.lifecycle.rollback import split_docs
-from railiance_ledger.lifecycle.stage2 import load_manifests
+from railiance_ledger.lifecycle.cluster.manifests import load_manifests
+from railiance_ledger.lifecycle.cluster.objects import split_docs
 from railiance_ledger.lifecycle.stage3 import PRECHECKS, lineage_with_evidence
 from tests.fixtures.stage3 import NS, Stage3Env
 

@@ -14,7 +14,7 @@ from typing import Any
 from railiance_ledger.domain.events import EventKind
 from railiance_ledger.ledger.projections import lineage, workload_status
 from railiance_ledger.ledger.verify import verify
-from railiance_ledger.lifecycle.rollback import clean_object
+from railiance_ledger.lifecycle.cluster.objects import clean_object
 from tests.fixtures.stage3 import NS, Stage3Env
 
 

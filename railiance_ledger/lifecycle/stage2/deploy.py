@@ -1,0 +1,314 @@
+"""Stage 2 deploy: prechecks, then the canary release, its routing, the rollout wait and the record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from railiance_ledger.domain import canary as dc
+from railiance_ledger.domain.events import EventKind, NewEvent
+from railiance_ledger.domain.redaction import redact, redact_value
+from railiance_ledger.domain.stage_result import (
+    Check,
+    Evidence,
+    overall_status,
+)
+from railiance_ledger.errors import AdapterError
+from railiance_ledger.lifecycle.checks import guarded as _guard
+from railiance_ledger.lifecycle.checks import make_check as _check
+from railiance_ledger.lifecycle.cluster.canary import remove_canary_objects
+from railiance_ledger.lifecycle.cluster.manifests import store_manifests
+from railiance_ledger.lifecycle.cluster.objects import (
+    FIELD_MANAGER,
+    GATEWAY_GV,
+    INGRESS_GV,
+    clean_for_restore,
+)
+from railiance_ledger.lifecycle.cluster.rollout import await_pods
+from railiance_ledger.lifecycle.cluster.routing import read_routing
+from railiance_ledger.lifecycle.stage2.context import (
+    STATEHUB_GATE,
+    CanaryContext,
+    StageOutcome,
+    canary_selector,
+    canary_values_files,
+    candidate_of,
+    complete_stage,
+    iso,
+    make_context,
+    post_note,
+    set_values,
+    stage_result,
+    target_text,
+    utcnow,
+)
+from railiance_ledger.lifecycle.stage2.prechecks import (
+    check_approval,
+    check_cluster,
+    check_dependencies,
+    check_distinguishable,
+    check_dry_run,
+    check_form,
+    check_monitoring,
+    check_references,
+    check_registry,
+    check_rollback_target,
+    check_routing_prereqs,
+    check_stage1,
+    check_window,
+    default_resolve,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from railiance_ledger.declaration.models import Declaration
+    from railiance_ledger.ledger.store import EventStore
+    from railiance_ledger.ports import HelmPort, KubePort, MetricsPort, RegistryPort, StateHubPort
+
+
+def deploy_canary(
+    *,
+    store: EventStore,
+    decl: Declaration,
+    operator: str,
+    kube: KubePort,
+    helm: HelmPort,
+    registry: RegistryPort,
+    metrics: MetricsPort,
+    http: httpx.Client,
+    statehub: StateHubPort | None = None,
+    image: str | None = None,
+    now: Callable[[], datetime] = utcnow,
+    resolve_host: Callable[[str], bool] = default_resolve,
+    helm_upgrade_args: Sequence[str] = (),
+    home: Path | None = None,
+    rollout_timeout: float = 120.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> StageOutcome:
+    """Stage 2 deploy: every precheck first, then the canary release, its routing, and the record.
+
+    Returns exit 0 with a ``"phase": "deployed"`` document when the canary is up and routed as
+    declared; exit 1 with a failed stage-result document (``stage.completed``, stage 2) when any
+    precheck fails (nothing applied) or the apply itself fails (what was applied is removed).
+    ``resolve_host`` decides DNS resolution of ``routing.host`` (injected in tests);
+    ``helm_upgrade_args`` are passed to ``helm upgrade``. Routing is applied once the canary's pods
+    are ready, crash-looping, or ``rollout_timeout`` seconds have passed (the observation judges
+    what it finds; the deploy records it as pod-status evidence).
+    """
+    started = now()
+    ctx = make_context(store, decl, image)
+    ctx.home = home
+    checks: list[Check] = [_guard("canary_form_declared", lambda: check_form(ctx, kube))]
+    checks.append(_guard("canary_distinguishable", lambda: check_distinguishable(ctx, store)))
+    checks.append(_guard("stage1_passed", lambda: check_stage1(ctx)))
+    checks.append(_guard("cluster_ready", lambda: check_cluster(ctx, kube)))
+    checks.append(_guard("digest_in_registry", lambda: check_registry(ctx, registry)))
+    checks.append(_guard("server_dry_run", lambda: check_dry_run(ctx, kube, helm)))
+    checks.append(_guard("routing_prerequisites", lambda: check_routing_prereqs(ctx, kube, resolve_host)))
+    checks.append(_guard("dependencies_healthy", lambda: check_dependencies(ctx, http)))
+    checks.append(_guard("rollback_target_known", lambda: check_rollback_target(ctx, store, helm)))
+    checks.append(_guard("monitoring_available", lambda: check_monitoring(ctx, kube, metrics)))
+    checks.append(_guard("declared_references", lambda: check_references(ctx)))
+    checks.append(_guard("observation_window", lambda: check_window(ctx)))
+    checks.append(_guard("operator_approval", lambda: check_approval(ctx)))
+    if overall_status(checks) == "fail":
+        doc, events, failed_warnings = complete_stage(
+            store, ctx, stage_result(ctx, checks, [], started, now()), operator
+        )
+        return StageOutcome(document=doc, exit_code=1, events=events, warnings=failed_warnings)
+
+    assert ctx.routing is not None
+    spec = ctx.routing
+    applied: list[dict[str, Any]] = []
+    previous: list[dict[str, Any]] = []
+    try:
+        status = helm.install_or_upgrade(
+            chart=decl.resolve(decl.chart.path),
+            release=ctx.release,
+            namespace=ctx.namespace,
+            values_files=canary_values_files(ctx),
+            set_values=set_values(ctx),
+            extra_args=list(helm_upgrade_args),
+        )
+        revision = status.get("version")
+        rollout = await_pods(kube, ctx.namespace, canary_selector(ctx), rollout_timeout, sleep, clock)
+        sha, _path = store_manifests(ctx.rendered_text, home)
+        stable_ing = (
+            kube.get(
+                api_version=INGRESS_GV, kind="Ingress", name=decl.routing.service, namespace=ctx.namespace
+            )
+            if spec.provider is dc.Provider.INGRESS_NGINX and spec.form is dc.CanaryForm.SHADOW
+            else None
+        )
+        stable_route = (
+            kube.get(api_version=GATEWAY_GV, kind="HTTPRoute", name=spec.route_name, namespace=ctx.namespace)
+            if spec.provider is dc.Provider.GATEWAY_API and spec.form.needs_routing_provider
+            else None
+        )
+        plan = dc.plan_routing(spec, stable_ingress=stable_ing, stable_route=stable_route)
+        previous = [clean_for_restore(o) for o in (stable_ing, stable_route) if o is not None]
+        for obj in plan.objects:
+            kube.apply(manifests=[obj], field_manager=FIELD_MANAGER)
+            applied.append(obj)
+        observed = read_routing(kube, spec)
+        ok, reason = dc.routing_matches(spec, observed)
+        if not ok:
+            raise _ApplyFailed(f"routing read back after apply does not match: {reason}")
+    except (AdapterError, _ApplyFailed, ValueError) as exc:
+        patched = {(o["kind"], o["metadata"]["name"]) for o in previous}
+        cleanup = remove_canary_objects(
+            kube=kube,
+            helm=helm,
+            spec=spec,
+            release=ctx.release,
+            namespace=ctx.namespace,
+            creates=[o for o in applied if (o["kind"], o["metadata"]["name"]) not in patched],
+            previous=previous,
+        )
+        checks.append(
+            _check(
+                "canary_applied",
+                False,
+                f"{exc}; cleanup: {cleanup.text}",
+                technical=isinstance(exc, AdapterError),
+            )
+        )
+        doc, events, failed_warnings = complete_stage(
+            store, ctx, stage_result(ctx, checks, [], started, now()), operator
+        )
+        return StageOutcome(document=doc, exit_code=1, events=events, warnings=failed_warnings)
+
+    # A stable HTTPRoute built because none existed is ours: rollback deletes it (nothing to restore).
+    built_route = [o for o in plan.patches if o.get("kind") == "HTTPRoute" and stable_route is None]
+    creates = [clean_for_restore(o) for o in [*plan.creates, *built_route]]
+    evidence = _deploy_evidence(ctx, revision, sha, spec, reason)
+    evidence.append(Evidence(kind="pod-status", ref=canary_selector(ctx), detail=rollout))
+    payload = {
+        "phase": "deployed",
+        "release": {
+            "name": ctx.release,
+            "namespace": ctx.namespace,
+            "revision": revision,
+            "chart": str(decl.chart.path),
+            "image": ctx.image,
+        },
+        "manifests": {
+            "sha256": sha,
+            "bytes": len(ctx.rendered_text.encode()),
+            "store": "$RAILIANCE_HOME/manifests/<sha256>.yaml",
+        },
+        "selector": canary_selector(ctx),
+        "rollout": rollout,
+        "routing": spec.as_dict(),
+        "routing_objects": [f"{o['kind']}/{o['metadata']['name']}" for o in plan.objects],
+        "routing_created": creates,
+        "routing_previous": previous,
+        "fallback": ctx.form_decision.reason
+        if ctx.form_decision and ctx.form_decision.fallback_from
+        else None,
+        "rollback_target": ctx.rollback_target,
+        "prechecks": [c.model_dump(mode="json") for c in checks],
+        "evidence": [e.model_dump(mode="json") for e in evidence],
+        "observation_window_seconds": decl.observation_window_seconds,
+        "sample_interval_seconds": int(decl.canary.sample_interval),
+        "started_at": iso(started),
+    }
+    events = store.append(
+        [
+            NewEvent(
+                stream=ctx.workload,
+                kind=EventKind.STAGE_STARTED,
+                actor=operator,
+                candidate=ctx.digest,
+                stage=2,
+                payload=redact_value(payload),
+            ),
+            NewEvent(
+                stream=ctx.workload,
+                kind=EventKind.ROUTING_CHANGED,
+                actor=operator,
+                candidate=ctx.digest,
+                stage=2,
+                payload=redact_value(
+                    {
+                        "action": "canary routing applied",
+                        "form": str(spec.form),
+                        "provider": str(spec.provider),
+                        "weight": spec.weight,
+                        "objects": payload["routing_objects"],
+                        "read_back": reason,
+                        "fallback_from": spec.fallback_from,
+                    }
+                ),
+            ),
+        ]
+    )
+    warnings: list[str] = []
+    note = post_note(
+        store,
+        statehub,
+        events[0],
+        decl,
+        title=f"{ctx.workload}: Stage 2 canary deployed ({spec.form})",
+        body=(
+            f"Canary {ctx.image} deployed as release {ctx.release} revision {revision} in "
+            f"{ctx.namespace}; routing: {reason}. Observation window "
+            f"{decl.observation_window_seconds}s. Rollback: {target_text(ctx.rollback_target)}."
+        ),
+        evidence=[e.model_dump(mode="json") for e in evidence],
+        warnings=warnings,
+    )
+    note_id = note.note_id
+    if not note.delivered and STATEHUB_GATE not in ctx.waivers:
+        warnings.append(
+            f"the {STATEHUB_GATE} acceptance gate will fail at the end of the window (and the canary be "
+            "removed) unless State Hub takes the acceptance note then or a waiver for gate "
+            f"{STATEHUB_GATE} (stage 2) of this candidate is recorded"
+        )
+    doc = {
+        "phase": "deployed",
+        "stage": 2,
+        "workload": {"name": ctx.workload, "repo": decl.workload.repo},
+        "candidate": candidate_of(ctx).model_dump(mode="json"),
+        "target_environment": "canary",
+        "status": "pass",
+        "checks": payload["prechecks"],
+        "evidence": payload["evidence"],
+        "release": payload["release"],
+        "routing": {
+            "form": str(spec.form),
+            "provider": str(spec.provider),
+            "weight": spec.weight,
+            "read_back": reason,
+            "fallback": payload["fallback"],
+        },
+        "manifests_sha256": sha,
+        "rollback_target": ctx.rollback_target,
+        "statehub_note": note_id,
+        "ledger": {"seq": events[-1].seq, "hash": events[-1].hash},
+    }
+    return StageOutcome(document=doc, exit_code=0, events=events, warnings=warnings)
+
+
+class _ApplyFailed(Exception):
+    """The canary could not be applied as declared."""
+
+
+def _deploy_evidence(
+    ctx: CanaryContext, revision: Any, sha: str, spec: dc.RoutingSpec, reason: str
+) -> list[Evidence]:
+    return [
+        Evidence(kind="digest", ref=ctx.image, detail="candidate"),
+        Evidence(
+            kind="k8s-object",
+            ref=f"helm-release/{ctx.namespace}/{ctx.release}",
+            detail=f"revision {revision}",
+        ),
+        Evidence(kind="summary", ref=f"manifests:sha256:{sha}", detail="rendered release identity"),
+        Evidence(kind="summary", ref=f"routing:{spec.form}", detail=redact(reason)),
+    ]

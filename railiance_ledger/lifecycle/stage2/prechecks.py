@@ -1,0 +1,386 @@
+"""Stage 2 prechecks: every check that runs before anything is applied."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from railiance_ledger.adapters.health import HttpProbe
+from railiance_ledger.domain import canary as dc
+from railiance_ledger.domain.digests import parse_image_ref
+from railiance_ledger.domain.durations import format_duration
+from railiance_ledger.domain.redaction import redact
+from railiance_ledger.domain.rules import stage_excepted, stage_passed
+from railiance_ledger.domain.stage_result import (
+    Check,
+    CheckStatus,
+    Evidence,
+)
+from railiance_ledger.errors import AdapterError
+from railiance_ledger.ledger.projections import lineage
+from railiance_ledger.lifecycle.approvals import current_stable_target
+from railiance_ledger.lifecycle.checks import make_check as _check
+from railiance_ledger.lifecycle.cluster.manifests import canonical_manifests
+from railiance_ledger.lifecycle.cluster.objects import (
+    FIELD_MANAGER,
+    GATEWAY_GROUP,
+    GATEWAY_VERSION,
+    split_docs,
+)
+from railiance_ledger.lifecycle.stage2.context import (
+    CanaryContext,
+    canary_values_files,
+    join_selector,
+    repo_path,
+    routing_spec,
+    set_values,
+    stage2_approval,
+    strip_braces,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from railiance_ledger.ledger.store import EventStore
+    from railiance_ledger.ports import HelmPort, KubePort, MetricsPort, RegistryPort
+
+
+def check_form(ctx: CanaryContext, kube: KubePort) -> Check:
+    decl = ctx.decl
+    declared = dc.CanaryForm(decl.canary.form)
+    provider = dc.Provider(decl.canary.provider or "ingress-nginx")
+    ingress_ok = bool(decl.routing.ingress_class) and kube.ingress_class_exists(
+        name=decl.routing.ingress_class or ""
+    )
+    gateway_ok = kube.has_api(group=GATEWAY_GROUP, version=GATEWAY_VERSION, kind="HTTPRoute")
+    decision = dc.choose_form(
+        declared, provider, ingress_class_available=ingress_ok, gateway_api_available=gateway_ok
+    )
+    ctx.form_decision = decision
+    if decision.form is None:
+        return _check("canary_form_declared", False, decision.reason)
+    ctx.routing = routing_spec(
+        ctx, decision.form, decision.provider, str(decision.fallback_from) if decision.fallback_from else None
+    )
+    ev = [Evidence(kind="summary", ref=f"form:{decision.form}", detail=decision.reason)]
+    return _check("canary_form_declared", True, decision.reason, evidence=ev)
+
+
+def check_distinguishable(ctx: CanaryContext, store: EventStore) -> Check:
+    """The canary must not land in the release that serves production (spec: Stage 2 fails closed
+    when the canary cannot be distinguished from stable production)."""
+
+    name = "canary_distinguishable"
+    stable = lineage(store, ctx.workload).current_stable
+    if stable is None:
+        return _check(
+            name,
+            True,
+            f"no stable recorded in the ledger; canary release {ctx.release} in "
+            f"{ctx.namespace} is separate from production release {ctx.stable_release}",
+        )
+    restore = stable.restore or {}
+    serving = str(restore.get("serving_release") or restore.get("release") or ctx.stable_release)
+    serving_ns = str(restore.get("namespace") or ctx.stable_namespace)
+    if (serving, serving_ns) == (ctx.release, ctx.namespace):
+        return _check(
+            name,
+            False,
+            f"release {ctx.release} in {ctx.namespace} serves production (stable {stable.digest}, promoted at "
+            f"{stable.promoted_at}); deploying the canary into it would silently replace stable production. "
+            "Use another stages.canary.release for this canary (alternate two names after routing switches)",
+        )
+    return _check(
+        name,
+        True,
+        f"canary release {ctx.release} in {ctx.namespace} is separate from the release "
+        f"serving production ({serving} in {serving_ns})",
+    )
+
+
+def check_stage1(ctx: CanaryContext) -> Check:
+    if stage_passed(ctx.history, ctx.digest, 1):
+        return _check(
+            "stage1_passed",
+            True,
+            f"Stage 1 passed for {ctx.digest}",
+            evidence=[Evidence(kind="digest", ref=ctx.digest, detail="stage 1 pass")],
+        )
+    if stage_excepted(ctx.history, ctx.digest, 1):
+        return _check(
+            "stage1_passed", True, f"Stage 1 skipped by a recorded emergency exception for {ctx.digest}"
+        )
+    return _check("stage1_passed", False, f"no passing Stage 1 result for {ctx.digest} (the same digest)")
+
+
+def check_cluster(ctx: CanaryContext, kube: KubePort) -> Check:
+    if kube.namespace_ready(namespace=ctx.namespace):
+        return _check(
+            "cluster_ready",
+            True,
+            f"cluster reachable; namespace {ctx.namespace} active",
+            evidence=[Evidence(kind="k8s-object", ref=f"Namespace/{ctx.namespace}", detail="Active")],
+        )
+    return _check("cluster_ready", False, f"namespace {ctx.namespace} is missing or not active")
+
+
+def check_registry(ctx: CanaryContext, registry: RegistryPort) -> Check:
+    repo = repo_path(ctx.repository)
+    if registry.digest_exists(repository=repo, digest=ctx.digest):
+        return _check(
+            "digest_in_registry",
+            True,
+            f"{repo}@{ctx.digest} exists in the registry",
+            evidence=[Evidence(kind="digest", ref=ctx.image, detail="manifest present")],
+        )
+    return _check("digest_in_registry", False, f"{repo}@{ctx.digest} does not exist in the registry")
+
+
+def check_dry_run(ctx: CanaryContext, kube: KubePort, helm: HelmPort) -> Check:
+    decl = ctx.decl
+    text = helm.template(
+        chart=decl.resolve(decl.chart.path),
+        release=ctx.release,
+        namespace=ctx.namespace,
+        values_files=canary_values_files(ctx),
+        set_values=set_values(ctx),
+        kube_version=getattr(decl.workload, "kubernetes_version", None),
+    )
+    ctx.rendered_text = canonical_manifests(text)
+    ctx.rendered_docs = split_docs(ctx.rendered_text)
+    if not ctx.rendered_docs:
+        return _check("server_dry_run", False, "the chart rendered no objects")
+    refused: list[str] = []
+    for doc in ctx.rendered_docs:
+        doc.setdefault("metadata", {}).setdefault("namespace", ctx.namespace)
+        ref = f"{doc.get('kind')}/{doc['metadata'].get('name')}"
+        try:
+            kube.dry_run_apply(manifests=[doc], field_manager=FIELD_MANAGER)
+        except AdapterError as exc:
+            refused.append(f"{ref}: {exc.reason}")
+    if refused:
+        return _check("server_dry_run", False, "server-side dry-run refused " + "; ".join(refused))
+    sha = hashlib.sha256(ctx.rendered_text.encode()).hexdigest()
+    return _check(
+        "server_dry_run",
+        True,
+        f"{len(ctx.rendered_docs)} objects accepted by server-side dry-run",
+        evidence=[Evidence(kind="summary", ref=f"manifests:sha256:{sha}", detail=ctx.release)],
+    )
+
+
+def check_routing_prereqs(ctx: CanaryContext, kube: KubePort, resolve: Callable[[str], bool]) -> Check:
+    spec = ctx.routing
+    if spec is None:
+        return _check("routing_prerequisites", False, "no canary form decided")
+    if spec.form is dc.CanaryForm.ISOLATED_NAMESPACE:
+        return _check(
+            "routing_prerequisites", True, "not applicable: isolated namespace, no production routing"
+        )
+    problems: list[str] = []
+    if not spec.host:
+        problems.append("routing.host is not declared")
+    if spec.provider is dc.Provider.INGRESS_NGINX and not kube.ingress_class_exists(name=spec.ingress_class):
+        problems.append(f"IngressClass {spec.ingress_class} not found")
+    if spec.provider is dc.Provider.GATEWAY_API and not kube.has_api(
+        group=GATEWAY_GROUP, version=GATEWAY_VERSION, kind="HTTPRoute"
+    ):
+        problems.append("Gateway API (HTTPRoute) not served")
+    if spec.tls_secret and not kube.secret_exists(namespace=ctx.namespace, name=spec.tls_secret):
+        problems.append(f"TLS secret {spec.tls_secret} not found in {ctx.namespace}")
+    if spec.host and not resolve(spec.host):
+        problems.append(f"DNS name {spec.host} does not resolve")
+    if problems:
+        return _check("routing_prerequisites", False, "; ".join(problems))
+    return _check(
+        "routing_prerequisites",
+        True,
+        f"{spec.provider} available, TLS secret {spec.tls_secret or '(none declared)'} present, {spec.host} resolves",
+    )
+
+
+def check_dependencies(ctx: CanaryContext, http: httpx.Client) -> Check:
+
+    probe = HttpProbe(http)
+    bad: list[str] = []
+    ok: list[str] = []
+    for dep in ctx.decl.dependencies:
+        if not dep.health_url:
+            ok.append(f"{dep.name} (no health URL declared)")
+            continue
+        res = probe.probe(url=dep.health_url, retries=1, timeout=3.0, backoff=0.1)
+        (ok if res.ok else bad).append(
+            f"{dep.name}: {res.reason}" if not res.ok else f"{dep.name} {res.reason}"
+        )
+    if bad:
+        waiver = ctx.waivers.get("dependencies_healthy")
+        if waiver is not None:
+            return Check(
+                name="dependencies_healthy",
+                status=CheckStatus.WAIVED,
+                waiver=waiver.event_id,
+                reason=redact("degraded with operator approval: " + "; ".join(bad)),
+            )
+        return _check("dependencies_healthy", False, "dependencies unhealthy: " + "; ".join(bad))
+    return _check("dependencies_healthy", True, "healthy: " + (", ".join(ok) or "no dependencies declared"))
+
+
+def _stable_helm_target(ctx: CanaryContext, helm: HelmPort) -> dict[str, Any] | None:
+    try:
+        revisions = helm.history(release=ctx.stable_release, namespace=ctx.stable_namespace)
+    except AdapterError:
+        return None
+    deployed = [r for r in revisions if str(r.get("status", "")).lower() == "deployed"]
+    if not deployed:
+        return None
+    rev = deployed[-1]
+    return {
+        "kind": "helm-revision",
+        "release": ctx.stable_release,
+        "namespace": ctx.stable_namespace,
+        "revision": rev.get("revision"),
+        "chart": rev.get("chart"),
+        "source": "helm history of the stable release",
+    }
+
+
+def check_rollback_target(ctx: CanaryContext, store: EventStore, helm: HelmPort) -> Check:
+
+    target = current_stable_target(store, ctx.workload)
+    if target is not None:
+        target["source"] = "ledger lineage (current stable)"
+    elif ctx.decl.rollback.previous_stable:
+        prev = ctx.decl.rollback.previous_stable
+        try:
+            ref = parse_image_ref(prev)
+            target = {"kind": "digest-and-values", "image": ref.pinned, "digest": ref.digest}
+        except ValueError:
+            target = {"kind": "manual", "detail": prev}
+        target["source"] = "declaration rollback.previous_stable"
+    else:
+        target = _stable_helm_target(ctx, helm)
+    if target is None:
+        return _check(
+            "rollback_target_known",
+            False,
+            "rollback target unknown: no stable in the ledger lineage, no rollback.previous_stable, "
+            f"no deployed revision of release {ctx.stable_release}",
+        )
+    target["canary_removal"] = {
+        "release": ctx.release,
+        "namespace": ctx.namespace,
+        "action": "helm uninstall",
+    }
+    ctx.rollback_target = target
+    what = (
+        target.get("image")
+        or target.get("digest")
+        or f"{target.get('release')} revision {target.get('revision')}"
+        if target.get("kind") != "manual"
+        else target.get("detail")
+    )
+    return _check("rollback_target_known", True, f"{target['kind']}: {what} ({target['source']})")
+
+
+def check_monitoring(ctx: CanaryContext, kube: KubePort, metrics: MetricsPort) -> Check:
+    obs = ctx.decl.observability
+    selector = join_selector(obs.prometheus_selector, f'{obs.track_label}="canary"')
+    try:
+        metrics.instant(query=f"count(up{{{strip_braces(obs.prometheus_selector)}}}) or vector(0)")
+    except AdapterError as exc:
+        return _check("monitoring_available", False, f"metrics unavailable: {exc}", technical=True)
+    # Pod-log reads are proven on a running pod: the canary namespace's, else (an isolated canary
+    # namespace is empty before the deploy) the stable namespace's.
+    namespaces = list(dict.fromkeys([ctx.namespace, ctx.stable_namespace]))
+    found = [(ns, p) for ns in namespaces for p in kube.list(api_version="v1", kind="Pod", namespace=ns)[:1]]
+    if not found:
+        return _check(
+            "monitoring_available",
+            False,
+            f"no pod in {' or '.join(namespaces)} to prove pod-log reads work",
+            technical=True,
+        )
+    ns, pod = found[0]
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    name = f"{ns}/{pod['metadata']['name']}"
+    kube.pod_logs(
+        namespace=ns,
+        selector=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        tail_lines=1,
+        max_pods=1,
+    )
+    return _check(
+        "monitoring_available",
+        True,
+        f"Prometheus answers for {{{selector}}}; pod logs readable ({name})",
+        evidence=[Evidence(kind="query", ref=f"{{{selector}}}", detail="prometheus")],
+    )
+
+
+def check_references(ctx: CanaryContext) -> Check:
+    if not ctx.rendered_docs:
+        return _check("declared_references", False, "no rendered manifests to inspect")
+    secrets = [{"name": s.name, "kind": s.kind} for s in ctx.decl.secrets]
+    deps = [{"name": d.name, "health_url": d.health_url} for d in ctx.decl.dependencies]
+    extra = [ctx.decl.routing.tls_secret] if ctx.decl.routing.tls_secret else []
+    missing = dc.undeclared_references(
+        ctx.rendered_docs, secrets=secrets, dependencies=deps, extra_secret_names=extra
+    )
+    if missing:
+        return _check(
+            "declared_references",
+            False,
+            "the candidate needs what was not declared before the canary: " + ", ".join(missing),
+        )
+    return _check(
+        "declared_references", True, "every secret, config map and dependency the pods use is declared"
+    )
+
+
+def check_window(ctx: CanaryContext) -> Check:
+    decl = ctx.decl
+
+    window = format_duration(decl.observation_window_seconds)
+    if getattr(decl, "window_needs_waiver", False):
+        waiver = ctx.waivers.get("observation_window")
+        if waiver is None:
+            return _check(
+                "observation_window",
+                False,
+                f"production-critical window {window} is under 60m and no waiver is recorded",
+            )
+        return Check(
+            name="observation_window",
+            status=CheckStatus.WAIVED,
+            waiver=waiver.event_id,
+            reason=f"window {window} under 60m, waived",
+        )
+    return _check(
+        "observation_window",
+        True,
+        f"window {window}, sample every {format_duration(int(decl.canary.sample_interval))}",
+    )
+
+
+def check_approval(ctx: CanaryContext) -> Check:
+    if not ctx.decl.production_critical:
+        return _check("operator_approval", True, "not required (workload is not production-critical)")
+    ev = stage2_approval(ctx.history, ctx.digest)
+    if ev is None:
+        return _check(
+            "operator_approval",
+            False,
+            "production-critical: no approval.granted for this digest and stage 2 before traffic changes",
+        )
+    ctx.approval_event = ev
+    return _check("operator_approval", True, f"approved by {ev.actor} (event {ev.event_id})")
+
+
+def default_resolve(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None)
+        return True
+    except OSError:
+        return False
