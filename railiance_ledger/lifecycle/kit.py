@@ -9,6 +9,7 @@ Services build one at the top and pass it down instead of a private ``_Ctx`` of 
     # ``open`` resolves the candidate (``image`` or the newest registered; InvalidInput, exit 2,
     # when none), reads the history and notes ``started_at`` from the clock.
     waivers = run.waivers()                      # active waivers of this stage for the candidate
+    state = run.state()                          # the candidate-state fold (stage results, approvals...)
     run.record_started({"plan": ...})            # ``stage.started`` (payload redacted)
     checks = [judge("cluster_ready", lambda: ...), ...]   # lifecycle.checks
     result = run.result(checks, evidence=[...], approval=run.approval_model(run.approval_in_force()))
@@ -38,8 +39,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from railiance_ledger.domain.candidate_state import CandidateState, Grant
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact, redact_value
 from railiance_ledger.domain.stage_result import (
@@ -53,6 +55,7 @@ from railiance_ledger.domain.stage_result import (
 )
 from railiance_ledger.errors import RuleViolation
 from railiance_ledger.lifecycle.candidates import ResolvedCandidate, resolve_candidate
+from railiance_ledger.lifecycle.waivers import active_waivers
 from railiance_ledger.ports import Clock, SystemClock
 
 if TYPE_CHECKING:
@@ -64,6 +67,16 @@ TargetEnvironment = Literal["local", "canary", "production"]
 
 TARGET_ENVIRONMENT: dict[int, TargetEnvironment] = {1: "local", 2: "canary", 3: "production"}
 """Where each stage runs the candidate (the stage result's ``target_environment``)."""
+
+
+class ApprovalDecision(Protocol):
+    """An approval as the result names it: an ``approval.granted`` event, or the fold's ``Grant``."""
+
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def actor(self) -> str: ...
 
 
 class CallableClock:
@@ -202,33 +215,25 @@ class StageRun:
 
     def waivers(self, history: Iterable[RecordedEvent] | None = None) -> dict[str, RecordedEvent]:
         """The active waivers of this stage for the candidate, per gate (none without a candidate)."""
-        from railiance_ledger.lifecycle.waivers import active_waivers
-
         if self.digest is None:
             return {}
         return active_waivers(
             self.history if history is None else history, digest=self.digest, stage=self.stage
         )
 
-    def approval_in_force(self) -> RecordedEvent | None:
-        """The latest ``approval.granted`` for the candidate and this stage not revoked afterwards
-        (an approval recorded without a stage counts for every stage)."""
-        current: RecordedEvent | None = None
-        for ev in self.history:
-            if ev.candidate != self.digest:
-                continue
-            stage = ev.stage if ev.stage is not None else ev.payload.get("stage")
-            if stage is not None and int(stage) != self.stage:
-                continue
-            if ev.kind == EventKind.APPROVAL_GRANTED:
-                current = ev
-            elif ev.kind == EventKind.APPROVAL_REVOKED:
-                current = None
-        return current
+    def state(self) -> CandidateState:
+        """The candidate-state fold (``domain.candidate_state``) over the history read last."""
+        return CandidateState.from_events(self.history, self.require_digest())
+
+    def approval_in_force(self) -> Grant | None:
+        """The candidate's approval for this stage in force (the fold's answer), else ``None``."""
+        if self.digest is None:
+            return None
+        return self.state().approval_in_force(self.stage)
 
     # -------------------------------------------------------------------------------- the result
 
-    def approval_model(self, approval: RecordedEvent | None) -> Approval:
+    def approval_model(self, approval: ApprovalDecision | None) -> Approval:
         """The result's approval: not required in Stage 1 or for a workload that is not
         production-critical; else the approval event (its id and operator) or ``missing``."""
         if self.stage == 1 or not self.decl.production_critical:
