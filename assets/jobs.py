@@ -44,6 +44,7 @@ from assets.resources import (
     log_of,
 )
 from assets.stages import (
+    actor_of,
     canary_acceptance,
     promotion_approval,
     stage1_validation,
@@ -120,7 +121,7 @@ def rollback_workload(
     from railiance_ledger.lifecycle.rollback import rollback
     from railiance_ledger.lifecycle.workloads import find_workload
 
-    actor = config.operator.strip() or ledger.actor
+    actor = actor_of(config.operator, ledger)
     try:
         workload = find_workload(apps.path(), config.workload)
     except RailianceError as exc:

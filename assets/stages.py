@@ -51,6 +51,7 @@ from assets.resources import (
 )
 from railiance_ledger.domain.events import RecordedEvent
 from railiance_ledger.domain.gates import Gate, GatePhase, names_for, sample_gate_names
+from railiance_ledger.domain.identity import Operator
 
 CANARY_APPLIED = Gate.CANARY_APPLIED.value
 """The Stage 2 deploy gate after the prechecks: the canary release and its routing were applied and read
@@ -104,8 +105,26 @@ class ApprovalConfig(Config):
     )
 
 
+def launchpad_operator(name: str, *, default: str | None = None) -> Operator | None:
+    """The operator identity a launchpad ``operator`` field gives, recording whether it was explicit.
+
+    Filled in: explicit. Left empty: ``default`` (the ledger resource's actor for automated runs)
+    marked as defaulted, or ``None`` without one (the approvals service then asks for an operator).
+    """
+    named = name.strip()
+    if named:
+        return Operator.given(named)
+    return Operator.defaulted(default) if default else None
+
+
+def actor_of(config_operator: str, ledger: LedgerResource) -> str:
+    """The actor a stage or rollback run records: the launchpad's operator, else the ledger resource's actor."""
+    who = launchpad_operator(config_operator, default=ledger.actor)
+    return who.name if who is not None else ledger.actor
+
+
 def _actor(config: StageConfig, ledger: LedgerResource) -> str:
-    return config.operator.strip() or ledger.actor
+    return actor_of(config.operator, ledger)
 
 
 def _probe_client(kube: KubeResource, decl: Any) -> Any:
@@ -337,7 +356,7 @@ def promotion_approval(
                 event = approve(
                     store=store,
                     decl=target.workload.decl,
-                    operator=config.operator,
+                    operator=launchpad_operator(config.operator),
                     stage=config.stage,
                     image=target.image,
                     window=config.window or None,

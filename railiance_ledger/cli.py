@@ -27,6 +27,7 @@ from railiance_ledger.cli_render import echo
 if TYPE_CHECKING:
     from railiance_ledger.adapters.statehub import NotePoster
     from railiance_ledger.declaration.models import Declaration
+    from railiance_ledger.domain.identity import Operator
     from railiance_ledger.ledger.store import EventStore
     from railiance_ledger.lifecycle.environment import Adapters
 
@@ -69,13 +70,27 @@ class CliOptions:
 
         return config.operator(self.named_operator(flag))
 
-    def require_operator(self, flag: str | None) -> str:
-        """An explicit operator (``--operator`` or ``RAILIANCE_OPERATOR``), else ``InvalidInput``."""
+    def identity(self, flag: str | None) -> Operator:
+        """The operator identity of a human decision, recording whether it was explicit.
+
+        Explicit: ``--operator`` (the command's, else the global one), else ``RAILIANCE_OPERATOR``.
+        Otherwise the login name, marked as defaulted: the approvals service refuses it for a human
+        decision and says so.
+        """
         from railiance_ledger import config
+        from railiance_ledger.domain.identity import Operator
+
+        named = config.explicit_operator(self.named_operator(flag))
+        if named and named.strip():
+            return Operator.given(named)
+        return Operator.defaulted(config.operator(None))
+
+    def require_identity(self, flag: str | None) -> Operator:
+        """An explicit operator identity (``--operator`` or ``RAILIANCE_OPERATOR``), else ``InvalidInput``."""
         from railiance_ledger.errors import InvalidInput
 
-        who = config.explicit_operator(self.named_operator(flag))
-        if not who:
+        who = self.identity(flag)
+        if not who.explicit:
             raise InvalidInput(
                 "this record needs an operator identity",
                 hint="pass --operator NAME or set RAILIANCE_OPERATOR",
@@ -326,7 +341,7 @@ def waive(
             from railiance_ledger.lifecycle.candidates import parse_candidate_image
 
             digest = parse_candidate_image(image)[1]
-        who = opts.require_operator(operator)
+        who = opts.require_identity(operator)
         with _statehub() as hub:
             event = waivers.record_waiver(
                 store=opts.store(),
@@ -499,7 +514,7 @@ def approve(
         from railiance_ledger.lifecycle import approvals
 
         decl = _load(app_dir)
-        who = opts.named_operator(operator)
+        who = opts.identity(operator)
         if revoke:
             with _statehub() as hub:
                 event = approvals.revoke(
@@ -575,7 +590,7 @@ def exception(
             event = approvals.record_exception(
                 store=opts.store(),
                 decl=decl,
-                operator=opts.named_operator(operator),
+                operator=opts.identity(operator),
                 skip_stage=skip_stage,
                 reason=reason,
                 image=image,

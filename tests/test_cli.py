@@ -131,6 +131,43 @@ def test_operator_flag_overrides_environment(env: dict[str, str]) -> None:
     assert "bob" == json.loads(out)["event"]["actor"]
 
 
+def test_waiver_records_the_operator_and_that_it_was_given_explicitly(env: dict[str, str]) -> None:
+    """RAILIANCE_OPERATOR (and --operator, global or per command) is an explicit identity: the record says so."""
+    invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE, "--revision", "a" * 40)
+    code, out = invoke("--json", "waive", str(EXAMPLE), "--gate", "local_health", "--reason", "probe flaky")
+    assert 0 == code, out
+    payload = json.loads(out)["event"]["payload"]
+    assert ("alice", True) == (payload["operator"], payload["operator_explicit"])
+    code, out = invoke(
+        "--operator", "bob", "--json", "waive", str(EXAMPLE), "--gate", "local_health", "--reason", "x"
+    )
+    assert 0 == code, out
+    assert ("bob", "bob") == (
+        json.loads(out)["event"]["actor"],
+        json.loads(out)["event"]["payload"]["operator"],
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["waive", str(EXAMPLE), "--gate", "local_health", "--reason", "flaky"],
+        ["approve", str(EXAMPLE), "--stage", "2", "--rollback-target", "manual: restore the backup"],
+        ["exception", str(EXAMPLE), "--skip-stage", "1", "--reason", "outage"],
+    ],
+)
+def test_human_decisions_refuse_the_login_name_as_operator_and_write_nothing(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """Without --operator or RAILIANCE_OPERATOR the identity is only defaulted: exit 2, nothing recorded."""
+    invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE, "--revision", "a" * 40)
+    monkeypatch.delenv("RAILIANCE_OPERATOR")
+    code, out = invoke("--json", *args)
+    assert (2, "InvalidInput") == (code, json.loads(out)["error"]), out
+    assert "operator identity" in json.loads(out)["message"]
+    assert 1 == count_events(env["db"])
+
+
 def test_ledger_verify_ok_then_exit_3_naming_seq_after_tampering(env: dict[str, str]) -> None:
     invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE)
     invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE.replace("c" * 64, "d" * 64))

@@ -1,8 +1,10 @@
 """State Hub notes for ledger events: post, record the outcome, never drop a failure silently.
 
 Every approval, revocation, waiver and emergency exception (and any Stage 2/3 progress note) is
-posted to State Hub when one is configured (``RAILIANCE_STATEHUB_URL``). ``post_and_record`` is the
-one path for that:
+posted to State Hub when one is configured (``RAILIANCE_STATEHUB_URL``). The State Hub client is
+built by the composition root (``lifecycle.environment``: ``Environment.statehub()``,
+``open_statehub``) and passed in; ``statehub=None`` means none is configured. ``post_and_record`` is
+the one path for posting:
 
 1. the note (title, body, evidence) is redacted by the adapter and posted, with bounded retries;
 2. the outcome is appended to the ledger as ``note.posted`` referencing the event it is about:
@@ -36,7 +38,9 @@ __all__ = [
     "STATEHUB_URL_ENV",
     "NoteOutcome",
     "NotedEvent",
+    "UndeliveredNote",
     "post_and_record",
+    "repost_undelivered",
     "statehub_from_env",
     "undelivered_notes",
 ]
