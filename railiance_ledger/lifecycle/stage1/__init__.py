@@ -15,7 +15,7 @@ failing stage-result document is then recorded as a ``note.posted`` event (``top
 Modules, by phase: ``context`` (gate names, limits, ``Stage1Context``), ``source`` (revision,
 candidate, determinism), ``render`` (helm template + schema validation), ``secrets`` (plaintext
 secrets; the scan is ``domain.manifest_scan``), ``local`` (local health, local check commands),
-``declared`` (migrations, observability), ``run`` (the service: ``run_stage1``, ``run_cli``).
+``declared`` (migrations, observability), ``run`` (the service, ``run_stage1``).
 """
 
 from railiance_ledger.domain.gates import LOCAL_CHECK_PREFIX
@@ -36,7 +36,7 @@ from railiance_ledger.lifecycle.stage1.render import (
     default_helm,
     render_chart,
 )
-from railiance_ledger.lifecycle.stage1.run import Stage1Outcome, run_cli, run_stage1
+from railiance_ledger.lifecycle.stage1.run import Stage1Outcome, run_stage1
 from railiance_ledger.lifecycle.stage1.secrets import check_secrets
 from railiance_ledger.lifecycle.stage1.source import (
     check_artifact_deterministic,
@@ -66,6 +66,5 @@ __all__ = [
     "default_helm",
     "local_env",
     "render_chart",
-    "run_cli",
     "run_stage1",
 ]

@@ -35,7 +35,7 @@ from railiance_ledger.lifecycle.stage1.context import (
 )
 from railiance_ledger.lifecycle.stage1.declared import check_migrations, check_observability
 from railiance_ledger.lifecycle.stage1.local import check_local_commands, check_local_health
-from railiance_ledger.lifecycle.stage1.render import check_manifests, default_helm
+from railiance_ledger.lifecycle.stage1.render import check_manifests
 from railiance_ledger.lifecycle.stage1.secrets import check_secrets
 from railiance_ledger.lifecycle.stage1.source import (
     check_artifact_deterministic,
@@ -250,24 +250,3 @@ def result_evidence(ctx: Stage1Context, checks: list[Check]) -> list[Evidence]:
         )
     )
     return evidence
-
-
-def run_cli(
-    *,
-    store: EventStore,
-    app_dir: Path,
-    operator: str,
-    image: str | None = None,
-    skip_checks: Sequence[str] = (),
-) -> Stage1Outcome:
-    """``railiance run``: ``run_stage1`` with the real helm and a fresh HTTP client (no proxies)."""
-    with httpx.Client(trust_env=False) as http:
-        return run_stage1(
-            store=store,
-            app_dir=app_dir,
-            operator=operator,
-            image=image,
-            helm=default_helm(),
-            http=http,
-            skip_checks=skip_checks,
-        )
