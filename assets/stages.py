@@ -605,19 +605,15 @@ def approval_in_force(context: AssetCheckExecutionContext, ledger: LedgerResourc
     The check cannot see the run's config, so it judges the stage the ledger last recorded a grant for: a
     stage 2 approval run is judged on stage 2 (not failed for a stage 3 approval nobody asked for).
     """
-    from railiance_ledger.domain.events import EventKind
-    from railiance_ledger.lifecycle.approvals import approval_state
+    from railiance_ledger.lifecycle.approvals import candidate_state, state_of
 
     key = context.op_execution_context.partition_key
     with ledger.open() as store:
         workload, digest = workload_of(key), resolve_digest(store, key)
-        grants = [
-            ev
-            for ev in store.read_candidate(workload, digest)
-            if ev.kind == EventKind.APPROVAL_GRANTED and ev.stage in (2, 3)
-        ]
-        stage = int(grants[-1].stage) if grants and grants[-1].stage else 3
-        state = approval_state(store, workload, digest, stage)
+        folded = candidate_state(store, workload, digest)
+    granted = [g.stage for g in folded.grants if g.stage in (2, 3)]
+    stage = int(granted[-1]) if granted and granted[-1] else 3
+    state = state_of(folded, workload, stage)
     if state.granted:
         why = f"stage {stage} approved by {state.operator} at {state.granted_at} (event {state.approval_id})"
     elif state.revoked:

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from railiance_ledger.domain.candidate_state import CandidateState, candidate_states
 from railiance_ledger.domain.events import EventKind, RecordedEvent
 from railiance_ledger.ledger.projections import partition_key
-from railiance_ledger.lifecycle.approvals import approval_state
 
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
@@ -69,28 +69,24 @@ def _latest(
     return found
 
 
+def _canary_opened(history: Sequence[RecordedEvent], state: CandidateState) -> RecordedEvent | None:
+    """The Stage 2 ``stage.started`` that opened ``state``'s canary window, when the fold says it is open."""
+    if state.open_stage != 2:
+        return None
+    return _latest(history, state.digest, EventKind.STAGE_STARTED, 2)
+
+
 def open_canary(history: Sequence[RecordedEvent], digest: str | None = None) -> RecordedEvent | None:
     """The Stage 2 ``stage.started`` (of ``digest`` when given) whose window is still open, or ``None``.
 
-    A window closes with that candidate's Stage 2 ``stage.completed`` or a ``rollback.completed``.
+    Whether a window is open is the candidate-state fold's answer (``CandidateState.open_stage``): it
+    closes with that candidate's Stage 2 ``stage.completed`` or a ``rollback.completed``. Without
+    ``digest``, the most recently opened window among the stream's candidates.
     """
-    current: RecordedEvent | None = None
-    for ev in history:
-        if digest is not None and ev.candidate not in (digest, None):
-            continue
-        if ev.kind == EventKind.STAGE_STARTED and ev.stage == 2:
-            current = ev
-        elif current is None or ev.candidate not in (current.candidate, None):
-            continue
-        elif (
-            ev.kind == EventKind.STAGE_COMPLETED and ev.stage == 2
-        ) or ev.kind == EventKind.ROLLBACK_COMPLETED:
-            current = None
-    return current
-
-
-def _approved(store: EventStore, workload: str, digest: str, stage: int) -> bool:
-    return approval_state(store, workload, digest, stage).granted
+    if digest is not None:
+        return _canary_opened(history, CandidateState.from_events(history, digest))
+    opened = [_canary_opened(history, state) for state in candidate_states(history).values()]
+    return max((ev for ev in opened if ev is not None), key=lambda ev: ev.seq, default=None)
 
 
 def next_stage_requests(
@@ -103,7 +99,8 @@ def next_stage_requests(
     """Which candidates touched by ``events`` may start their next stage now, and which must wait.
 
     Reads each touched candidate's history from the ledger (the events only say *which* candidates to
-    look at), so the answer never depends on where the cursor stopped:
+    look at), so the answer never depends on where the cursor stopped; stage results, approvals in
+    force and the open canary are the candidate-state fold's (``CandidateState.from_events``):
 
     - Stage 1 passed and Stage 2 never started -> ``canary``; a production-critical workload waits
       for an ``approval.granted`` of that digest for stage 2.
@@ -129,17 +126,17 @@ def next_stage_requests(
         history = histories.setdefault(workload, store.read_stream(workload))
         decl = decls.get(workload)
         key = partition_key(workload, digest)
-        s1 = _latest(history, digest, EventKind.STAGE_COMPLETED, 1)
-        s2_started = _latest(history, digest, EventKind.STAGE_STARTED, 2)
-        s2_done = _latest(history, digest, EventKind.STAGE_COMPLETED, 2)
-        s3_started = _latest(history, digest, EventKind.STAGE_STARTED, 3)
         if decl is None:
             held.append(
                 HeldStage(workload, digest, "-", f"{workload} is not declared under the apps directory", seq)
             )
             continue
         critical = bool(decl.production_critical)
-        canary = open_canary(history, digest)
+        state = CandidateState.from_events(history, digest)
+        s1, s2 = state.results.get(1), state.results.get(2)
+        s2_ever = _latest(history, digest, EventKind.STAGE_STARTED, 2) or state.all_results.get(2)
+        s3_started = _latest(history, digest, EventKind.STAGE_STARTED, 3)
+        canary = _canary_opened(history, state)
         if canary is not None:
             go.append(
                 NextStage(
@@ -151,8 +148,8 @@ def next_stage_requests(
                     f"{key}:observe:{canary.seq}",
                 )
             )
-        elif s1 is not None and s1.payload.get("status") == "pass" and s2_started is None and s2_done is None:
-            if critical and not _approved(store, workload, digest, 2):
+        elif s1 is not None and s1.passed and s2_ever is None:
+            if critical and state.approval_in_force(2) is None:
                 held.append(
                     HeldStage(
                         workload,
@@ -174,8 +171,8 @@ def next_stage_requests(
                         f"{key}:canary",
                     )
                 )
-        elif s2_done is not None and s2_done.payload.get("status") == "pass" and s3_started is None:
-            if critical and not _approved(store, workload, digest, 3):
+        elif s2 is not None and s2.passed and s3_started is None:
+            if critical and state.approval_in_force(3) is None:
                 held.append(
                     HeldStage(
                         workload,
@@ -195,7 +192,7 @@ def next_stage_requests(
                         workload,
                         digest,
                         "promote",
-                        f"canary accepted at seq {s2_done.seq}",
+                        f"canary accepted at seq {s2.seq}",
                         seq,
                         f"{key}:promote",
                     )
