@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from railiance_ledger.domain.events import EventKind
 from railiance_ledger.domain.gates import CandidatePhase
@@ -30,6 +30,8 @@ from railiance_ledger.domain.payloads import (
     ApprovalGranted,
     ApprovalRevoked,
     ExceptionEmergency,
+    InvalidPayload,
+    Payload,
     RollbackCompleted,
     StageCompleted,
     WaiverGranted,
@@ -289,6 +291,21 @@ def candidate_states(history: Iterable[EventLike]) -> dict[str, CandidateState]:
 # ---------------------------------------------------------------------------------- the fold
 
 
+P = TypeVar("P", bound=Payload)
+
+
+def _read(model: type[P], payload: Mapping[str, Any]) -> P | None:
+    """The typed payload, or ``None`` when a record (older than validation at append) does not parse.
+
+    Callers fail closed on ``None``: an unreadable result is a failure, an unreadable grant grants
+    nothing, an unreadable revocation revokes its whole stage, an unreadable waiver waives nothing.
+    """
+    try:
+        return parse_as(model, payload)
+    except InvalidPayload:
+        return None
+
+
 def _attr(ev: EventLike, name: str, default: Any) -> Any:
     value = getattr(ev, name, default)
     return default if value is None else value
@@ -335,6 +352,10 @@ class _Fold:
 
     def step(self, index: int, ev: EventLike) -> None:
         kind = ev.kind
+        if kind == EventKind.STAGE_STARTED:
+            if ev.stage in (2, 3):
+                self.open_stage = ev.stage
+            return
         event_id = str(_attr(ev, "event_id", ""))
         seq = int(_attr(ev, "seq", index))
         actor = str(_attr(ev, "actor", ""))
@@ -344,19 +365,16 @@ class _Fold:
                 self.registration = dict(ev.payload)
             self.registered = True
         elif kind == EventKind.STAGE_COMPLETED and ev.stage is not None:
-            doc = parse_as(StageCompleted, ev.payload)
-            record = StageRecord(ev.stage, "pass" if doc.passed else "fail", event_id, seq, at)
+            passed = StageCompleted.passed_in(ev.payload)
+            record = StageRecord(ev.stage, "pass" if passed else "fail", event_id, seq, at)
             self.results[ev.stage] = record
             self.all_results[ev.stage] = record
             if self.open_stage == ev.stage:
                 self.open_stage = None
-        elif kind == EventKind.STAGE_STARTED:
-            if ev.stage in (2, 3):
-                self.open_stage = ev.stage
         elif kind == EventKind.PROMOTION_COMPLETED:
             self.promoted = True
         elif kind == EventKind.EXCEPTION_EMERGENCY:
-            exc = parse_as(ExceptionEmergency, ev.payload)
+            exc = _read(ExceptionEmergency, ev.payload) or ExceptionEmergency()
             skip = _int(exc.skip_stage)
             if skip is not None:
                 self.skipped.add(skip)
@@ -366,7 +384,9 @@ class _Fold:
             )
             self.exceptions.append((index, record_exc))
         elif kind == EventKind.APPROVAL_GRANTED:
-            granted = parse_as(ApprovalGranted, ev.payload)
+            granted = _read(ApprovalGranted, ev.payload)
+            if granted is None:
+                return
             stage = ev.stage if ev.stage is not None else _int(granted.stage)
             grant = Grant(
                 event_id=event_id,
@@ -386,7 +406,7 @@ class _Fold:
         elif kind == EventKind.APPROVAL_REVOKED:
             self.revoke(ev, event_id, seq, actor, at)
         elif kind == EventKind.WAIVER_GRANTED:
-            waiver = parse_as(WaiverGranted, ev.payload)
+            waiver = _read(WaiverGranted, ev.payload) or WaiverGranted()
             scoped = waiver.scoped_candidate()
             gate = waiver.scoped_gate()
             if gate and scoped in (None, self.digest):
@@ -395,8 +415,8 @@ class _Fold:
                     gate, stage, event_id, seq, actor, str(waiver.reason or ""), waiver
                 )
         elif kind == EventKind.ROLLBACK_COMPLETED:
-            done = parse_as(RollbackCompleted, ev.payload)
-            self.fate = done.candidate_fate
+            done = _read(RollbackCompleted, ev.payload)
+            self.fate = done.candidate_fate if done is not None else None
             self.rolled_back = True
             self.results = {}
             self.skipped = set()
@@ -404,7 +424,7 @@ class _Fold:
             self.open_stage = None
 
     def revoke(self, ev: EventLike, event_id: str, seq: int, actor: str, at: str) -> None:
-        revoked = parse_as(ApprovalRevoked, ev.payload)
+        revoked = _read(ApprovalRevoked, ev.payload) or ApprovalRevoked()
         target = revoked.approval_id
         stage = ev.stage if ev.stage is not None else _int(revoked.stage)
         if stage is None and target is not None:

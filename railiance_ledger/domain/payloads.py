@@ -67,7 +67,7 @@ class InvalidPayload(ValueError):
 class Payload(BaseModel):
     """Base of every payload model: frozen, extra keys kept, a kind and a version."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", defer_build=True)
 
     KIND: ClassVar[EventKind]
     VERSION: ClassVar[int] = 1
@@ -120,12 +120,21 @@ class StageCompleted(Payload):
     checks: list[dict[str, Any]] | None = None
     approval: dict[str, Any] | None = None
 
-    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True, defer_build=True)
 
     @property
     def passed(self) -> bool:
         """True when the result passed."""
         return self.status == "pass"
+
+    @staticmethod
+    def passed_in(payload: Mapping[str, Any]) -> bool:
+        """``passed`` without building the model: the one field folds read from every result.
+
+        Stage-result documents are large and this document has one version; ``status`` was
+        validated at append (``pass`` or ``fail``), and anything but ``pass`` is a failure.
+        """
+        return payload.get("status") == "pass"
 
 
 class CanarySample(Payload):

@@ -17,11 +17,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
+from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.events import EventKind, RecordedEvent, format_timestamp
 from railiance_ledger.errors import LedgerError
 from railiance_ledger.ledger.schema import EVENT_COLUMNS, events
@@ -282,10 +283,6 @@ def _normalize_at(at: str | None) -> str | None:
     return format_timestamp(ts)
 
 
-def _truthy(value: Any) -> bool:
-    return value is True or value == 1 or (isinstance(value, str) and value.lower() in {"true", "1", "yes"})
-
-
 def _int_or_none(value: Any) -> int | None:
     try:
         return None if value is None else int(value)
@@ -293,17 +290,38 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
-def _approval(row: Any, payload: dict[str, Any], *, revoked: bool = False) -> ApprovalRecord:
-    seq, event_id, _kind, candidate, stage, actor, recorded_at = row[:7]
-    return ApprovalRecord(
-        event_id=event_id,
-        seq=int(seq),
-        digest=candidate,
-        stage=_int_or_none(stage) if stage is not None else _int_or_none(payload.get("stage")),
-        operator=str(payload.get("operator") or actor),
-        recorded_at=recorded_at,
-        retrospective=_truthy(payload.get("retrospective")),
-        revoked=revoked,
+class _RowEvent(NamedTuple):
+    """A status or lineage row as the candidate-state fold reads it (``domain.candidate_state.EventLike``)."""
+
+    seq: int
+    event_id: str
+    kind: str
+    candidate: str | None
+    stage: int | None
+    actor: str
+    recorded_at: str
+    payload: dict[str, Any]
+
+
+def _row_event(row: Any, payload: dict[str, Any]) -> _RowEvent:
+    seq, event_id, kind, candidate, stage, actor, recorded_at = row[:7]
+    return _RowEvent(int(seq), event_id, kind, candidate, _int_or_none(stage), actor, recorded_at, payload)
+
+
+def _approval_records(state: CandidateState) -> tuple[ApprovalRecord, ...]:
+    """The candidate's grants as the projections show them (``revoked`` as the fold decides)."""
+    return tuple(
+        ApprovalRecord(
+            event_id=g.event_id,
+            seq=g.seq,
+            digest=state.digest,
+            stage=g.stage,
+            operator=g.operator,
+            recorded_at=g.recorded_at,
+            retrospective=g.retrospective,
+            revoked=g.revoked,
+        )
+        for g in state.grants
     )
 
 
@@ -328,6 +346,16 @@ _STATUS_KINDS = (
     _K.ROLLBACK_COMPLETED,
 )
 _LINEAGE_KINDS = (_K.PROMOTION_COMPLETED, _K.ROLLBACK_COMPLETED)
+_FOLDED_KINDS = frozenset(
+    {
+        _K.STAGE_COMPLETED,
+        _K.APPROVAL_GRANTED,
+        _K.APPROVAL_REVOKED,
+        _K.EXCEPTION_EMERGENCY,
+        _K.ROLLBACK_COMPLETED,
+    }
+)
+"""The kinds whose rules the status asks the fold about (results, approvals, exceptions, resets)."""
 
 
 _STATEMENTS: dict[tuple[str, str], Any] = {}
@@ -467,16 +495,19 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
     rows = _status_rows(store, workload)
     order: list[str] = []
     info: dict[str, dict[str, Any]] = {}
-    results: dict[str, dict[int, StageResult]] = {}
     last_stage_event: dict[str, StageResult] = {}
-    approvals: dict[str, list[ApprovalRecord]] = {}
-    exceptions: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
+    folded: dict[str, list[_RowEvent]] = {}
     stack = _Stack()
     last_seq = 0
     for row in rows:
         seq, event_id, kind, digest, stage, actor, recorded_at, payload_text, status = row
         last_seq = int(seq)
         payload: dict[str, Any] = json.loads(payload_text) if payload_text else {}
+        if kind == _K.STAGE_COMPLETED:
+            # the query ships only the document's status; it is all the fold reads of a result
+            payload = {"status": status} if status in ("pass", "fail") else {}
+        if digest and kind in _FOLDED_KINDS:
+            folded.setdefault(digest, []).append(_row_event(row, payload))
         if kind == _K.CANDIDATE_REGISTERED:
             if digest not in info:
                 order.append(digest)
@@ -489,28 +520,11 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
                     "approval_required": payload.get("approval_required", True) is not False,
                 }
         elif kind == _K.STAGE_COMPLETED and digest and stage is not None:
-            result = StageResult(int(stage), str(status or "fail"), int(seq), event_id, recorded_at)
-            results.setdefault(digest, {})[int(stage)] = result
-            last_stage_event[digest] = result
+            last_stage_event[digest] = StageResult(
+                int(stage), str(status or "fail"), int(seq), event_id, recorded_at
+            )
         elif kind == _K.STAGE_STARTED and digest and stage is not None:
             last_stage_event[digest] = StageResult(int(stage), "running", int(seq), event_id, recorded_at)
-        elif kind == _K.APPROVAL_GRANTED and digest:
-            record = _approval(row, payload)
-            approvals.setdefault(digest, []).append(record)
-        elif kind == _K.APPROVAL_REVOKED and digest:
-            target = payload.get("approval_event_id") or payload.get("approval")
-            revoked_stage = _int_or_none(stage if stage is not None else payload.get("stage"))
-            approvals[digest] = [
-                _approval_revoked(a)
-                if (
-                    a.event_id == target
-                    or (target is None and (revoked_stage is None or a.stage == revoked_stage))
-                )
-                else a
-                for a in approvals.get(digest, [])
-            ]
-        elif kind == _K.EXCEPTION_EMERGENCY and digest:
-            exceptions.setdefault(digest, []).append((row, payload))
         elif kind == _K.PROMOTION_COMPLETED:
             stack.promote(row, payload)
         elif kind == _K.ROLLBACK_COMPLETED:
@@ -522,41 +536,40 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
     pending: list[PendingApproval] = []
     awaiting: list[ExceptionRecord] = []
     for digest in order:
-        its_approvals = tuple(approvals.get(digest, ()))
+        # the rules (approval in force, exception coverage, latest results) are the fold's
+        state = CandidateState.from_events(folded.get(digest, []), digest)
+        its_approvals = _approval_records(state)
         its_exceptions: list[ExceptionRecord] = []
-        for row, payload in exceptions.get(digest, []):
-            seq = int(row[0])
-            # only a retrospective approval that still stands (not revoked) covers the emergency
-            approved = any(a.retrospective and not a.revoked and a.seq > seq for a in its_approvals)
+        for exc in state.exceptions:
             exc_record = ExceptionRecord(
-                event_id=row[1],
-                seq=seq,
+                event_id=exc.event_id,
+                seq=exc.seq,
                 digest=digest,
-                skip_stage=_int_or_none(payload.get("skip_stage")),
-                operator=str(payload.get("operator") or row[5]),
-                reason=str(payload.get("reason") or ""),
-                recorded_at=row[6],
-                retrospectively_approved=approved,
+                skip_stage=exc.skip_stage,
+                operator=exc.operator,
+                reason=exc.reason,
+                recorded_at=exc.recorded_at,
+                retrospectively_approved=not exc.awaiting_retrospective,
             )
             its_exceptions.append(exc_record)
-            if not approved:
+            if exc.awaiting_retrospective:
                 awaiting.append(exc_record)
         latest = last_stage_event.get(digest)
         if digest == current:
-            state = "stable"
+            phase = "stable"
         elif digest in stack.rolled_back_digests:
-            state = "rolled-back"
+            phase = "rolled-back"
         elif digest in promoted:
-            state = "superseded"
+            phase = "superseded"
         elif latest is None:
-            state = "registered"
+            phase = "registered"
         else:
-            state = f"stage{latest.stage}:{latest.status}"
+            phase = f"stage{latest.stage}:{latest.status}"
             if latest.status == "pass" and latest.stage in (1, 2):
                 nxt = latest.stage + 1
-                state += " (eligible for Stage 2 review)" if nxt == 2 else " (eligible for Stage 3 promotion)"
+                phase += " (eligible for Stage 2 review)" if nxt == 2 else " (eligible for Stage 3 promotion)"
                 required = info[digest]["approval_required"]
-                if required and not any(a.stage == nxt and not a.revoked for a in its_approvals):
+                if required and state.approval_in_force(nxt) is None:
                     pending.append(
                         PendingApproval(
                             digest=digest,
@@ -565,6 +578,10 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
                             reason=f"stage {latest.stage} passed; no approval for stage {nxt} yet",
                         )
                     )
+        stages = [
+            StageResult(r.stage, r.status, r.seq, r.event_id, r.recorded_at)
+            for r in state.all_results.values()
+        ]
         candidates.append(
             CandidateStatus(
                 digest=digest,
@@ -572,8 +589,8 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
                 partition_key=partition_key(workload, digest),
                 registered_at=info[digest]["at"],
                 registered_by=info[digest]["by"],
-                stages=tuple(sorted(results.get(digest, {}).values(), key=lambda r: r.stage)),
-                state=state,
+                stages=tuple(sorted(stages, key=lambda r: r.stage)),
+                state=phase,
                 approvals=its_approvals,
                 exceptions=tuple(its_exceptions),
             )
@@ -587,10 +604,6 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
         pending_approvals=tuple(pending),
         awaiting_retrospective=tuple(awaiting),
     )
-
-
-def _approval_revoked(a: ApprovalRecord) -> ApprovalRecord:
-    return replace(a, revoked=True)
 
 
 def candidates(store: EventStore, workload: str) -> list[CandidateStatus]:
@@ -625,7 +638,7 @@ _APPROVALS_STMT = (
     sa.select(*_BASE_COLS, events.c.payload)
     .where(
         events.c.stream == sa.bindparam("stream"),
-        events.c.kind == _K.APPROVAL_GRANTED.value,
+        events.c.kind.in_([_K.APPROVAL_GRANTED.value, _K.APPROVAL_REVOKED.value]),
         events.c.candidate.in_(sa.bindparam("digests", expanding=True)),
         events.c.recorded_at <= sa.bindparam("at"),
     )
@@ -699,10 +712,10 @@ def _approvals_for(
 ) -> dict[str, tuple[ApprovalRecord, ...]]:
     if not digests:
         return {}
-    out: dict[str, list[ApprovalRecord]] = {}
+    rows: dict[str, list[_RowEvent]] = {}
     for row in conn.execute(_APPROVALS_STMT, {"stream": workload, "digests": list(digests), "at": at}):
-        out.setdefault(row[3], []).append(_approval(row, json.loads(row[7])))
-    return {k: tuple(v) for k, v in out.items()}
+        rows.setdefault(row[3], []).append(_row_event(row, json.loads(row[7])))
+    return {d: _approval_records(CandidateState.from_events(evs, d)) for d, evs in rows.items()}
 
 
 def rollback_target(store: EventStore, workload: str) -> RollbackTarget | None:
