@@ -6,9 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from railiance_ledger.adapters.git import GitRepo
 from railiance_ledger.domain.digests import DigestFormatError, is_digest, parse_image_ref
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
-from railiance_ledger.errors import InvalidDigest, InvalidInput
+from railiance_ledger.errors import AdapterError, InvalidDigest, InvalidInput
 
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
@@ -180,9 +181,6 @@ def source_revision(decl: Declaration) -> str | None:
     Stage 1's ``source_revision_identified`` check decides whether a missing revision fails; here
     we only record what can be known.
     """
-    from railiance_ledger.adapters.git import GitRepo
-    from railiance_ledger.errors import AdapterError
-
     try:
         return GitRepo(decl.resolve(decl.source.path)).head()
     except AdapterError:

@@ -17,9 +17,10 @@ from railiance_ledger.errors import AdapterError
 from railiance_ledger.lifecycle.checks import bounded, make_check
 from railiance_ledger.lifecycle.kit import make_evidence
 from railiance_ledger.lifecycle.stage1.context import Stage1Context
+from railiance_ledger.ports import HelmPort
 
 
-def render_chart(ctx: Stage1Context, helm: Helm) -> None:
+def render_chart(ctx: Stage1Context, helm: HelmPort) -> None:
     """Render the declared chart with the local stage's values (and the candidate's image) into
     ``ctx.rendered``. Raises the helm adapter's errors, or ``RenderRefused`` for non-objects."""
     decl = ctx.decl
@@ -58,7 +59,7 @@ class RenderRefused(Exception):
     """The chart rendered into something that is not a list of Kubernetes objects."""
 
 
-def check_manifests(ctx: Stage1Context, helm: Helm) -> Check:
+def check_manifests(ctx: Stage1Context, helm: HelmPort) -> Check:
     """``manifests_valid``: ``helm template`` renders and every object validates, offline and strict,
     against the schemas of ``workload.kubernetes_version``."""
     import kubernetes_validate  # type: ignore[import-untyped]

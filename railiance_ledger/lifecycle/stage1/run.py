@@ -42,10 +42,9 @@ from railiance_ledger.lifecycle.stage1.source import (
     check_candidate_immutable,
     check_source_revision,
 )
-from railiance_ledger.ports import Clock
+from railiance_ledger.ports import Clock, HelmPort
 
 if TYPE_CHECKING:
-    from railiance_ledger.adapters.helm import Helm
     from railiance_ledger.ledger.store import EventStore
 
 _APPEND_ATTEMPTS = 3
@@ -99,7 +98,7 @@ def run_stage1(
     app_dir: Path,
     operator: str,
     image: str | None = None,
-    helm: Helm,
+    helm: HelmPort,
     http: httpx.Client,
     skip_checks: Sequence[str] = (),
     now: Clock | Callable[[], datetime] | None = None,
