@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from railiance_ledger.adapters.kube import Kube
     from railiance_ledger.adapters.metrics import PrometheusMetrics
     from railiance_ledger.adapters.registry import OciRegistry
-    from railiance_ledger.adapters.statehub import NotePoster
     from railiance_ledger.ledger.store import EventStore
+    from railiance_ledger.ports import StateHubPort
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The repository root (the code location's working directory)."""
@@ -145,7 +145,7 @@ class StateHubResource(ConfigurableResource):  # type: ignore[type-arg]
     timeout: float = Field(default=5.0, description="Seconds per HTTP request.")
 
     @contextmanager
-    def open(self) -> Iterator[NotePoster | None]:
+    def open(self) -> Iterator[StateHubPort | None]:
         """A ``StateHub`` (closed afterwards), or ``None`` when no URL is configured
         (``lifecycle.environment.open_statehub``)."""
         from railiance_ledger.lifecycle.environment import open_statehub

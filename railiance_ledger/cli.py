@@ -25,11 +25,11 @@ import click
 from railiance_ledger.cli_render import echo
 
 if TYPE_CHECKING:
-    from railiance_ledger.adapters.statehub import NotePoster
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.domain.identity import Operator
     from railiance_ledger.ledger.store import EventStore
     from railiance_ledger.lifecycle.environment import Adapters
+    from railiance_ledger.ports import StateHubPort
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_LEDGER = 0, 1, 2, 3
 
@@ -182,7 +182,7 @@ def _load(app_dir: Path) -> Declaration:
 
 
 @contextmanager
-def _statehub() -> Iterator[NotePoster | None]:
+def _statehub() -> Iterator[StateHubPort | None]:
     """The State Hub of this command (``lifecycle.environment``), or ``None`` when none is configured."""
     from railiance_ledger.lifecycle.environment import Environment
 

@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     from railiance_ledger.adapters.kube import Kube
     from railiance_ledger.adapters.metrics import PrometheusMetrics
     from railiance_ledger.adapters.registry import OciRegistry
-    from railiance_ledger.adapters.statehub import NotePoster
     from railiance_ledger.declaration.models import Declaration
+    from railiance_ledger.ports import StateHubPort
 
 UNREACHABLE_PROMETHEUS = "http://127.0.0.1:9"
 """Where the metrics adapter points when no Prometheus is configured: the discard port refuses, so
@@ -117,7 +117,7 @@ class Environment:
         return build_helm(self.helm_binary, kubeconfig=self.kubeconfig, context=self.context)
 
     @contextmanager
-    def statehub(self) -> Iterator[NotePoster | None]:
+    def statehub(self) -> Iterator[StateHubPort | None]:
         """The State Hub of ``RAILIANCE_STATEHUB_URL`` (closed afterwards), or ``None`` when none is set.
 
         The CLI's State Hub client follows the proxy settings of the environment (as it always has);
@@ -178,7 +178,7 @@ class Adapters:
     registry: OciRegistry
     metrics: PrometheusMetrics
     http: httpx.Client
-    statehub: NotePoster | None
+    statehub: StateHubPort | None
     helm_args: tuple[str, ...] = ()
     metrics_configured: bool = True
     ingress_url: str | None = None
@@ -319,7 +319,7 @@ def open_metrics(url: str, *, timeout: float = 10.0) -> Iterator[PrometheusMetri
 @contextmanager
 def open_statehub(
     url: str | None, *, timeout: float = 5.0, trust_env: bool = False
-) -> Iterator[NotePoster | None]:
+) -> Iterator[StateHubPort | None]:
     """The State Hub at ``url`` (closed afterwards), or ``None`` when no URL is configured.
 
     ``None`` is an answer, not an error: the services record that no note was sent and warn when

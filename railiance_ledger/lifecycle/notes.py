@@ -19,8 +19,6 @@ the one path for posting:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +29,8 @@ from railiance_ledger.domain.redaction import redact, redact_value
 from railiance_ledger.errors import AdapterError
 
 if TYPE_CHECKING:
-    from railiance_ledger.adapters.statehub import NotePoster
     from railiance_ledger.ledger.store import EventStore
+    from railiance_ledger.ports import StateHubPort
 
 __all__ = [
     "STATEHUB_URL_ENV",
@@ -41,7 +39,6 @@ __all__ = [
     "UndeliveredNote",
     "post_and_record",
     "repost_undelivered",
-    "statehub_from_env",
     "undelivered_notes",
 ]
 
@@ -130,26 +127,10 @@ class NotedEvent(RecordedEvent):
         return hash((self.seq, self.hash))
 
 
-def statehub_from_env(env: Mapping[str, str] | None = None, *, timeout: float = 5.0) -> NotePoster | None:
-    """A ``StateHub`` for ``RAILIANCE_STATEHUB_URL``, or ``None`` when it is not set.
-
-    The httpx client it builds lives as long as the process (the CLI is short-lived); long-running
-    callers (Dagster resources) should build ``StateHub(client, url)`` themselves and close it.
-    """
-    url = (env if env is not None else os.environ).get(STATEHUB_URL_ENV, "").strip()
-    if not url:
-        return None
-    import httpx
-
-    from railiance_ledger.adapters.statehub import StateHub
-
-    return StateHub(httpx.Client(timeout=timeout), url, timeout=timeout)
-
-
 def post_and_record(
     *,
     store: EventStore,
-    statehub: NotePoster | None,
+    statehub: StateHubPort | None,
     event: RecordedEvent,
     title: str,
     body: str,
@@ -287,7 +268,7 @@ def undelivered_notes(store: EventStore, workload: str) -> list[UndeliveredNote]
     return sorted(out, key=lambda n: n.ref_seq)
 
 
-def repost_undelivered(*, store: EventStore, workload: str, statehub: NotePoster) -> list[NoteOutcome]:
+def repost_undelivered(*, store: EventStore, workload: str, statehub: StateHubPort) -> list[NoteOutcome]:
     """Post again every note of ``workload`` that was recorded as not delivered; each attempt is recorded.
 
     The original body was never stored (only its outcome), so the re-posted note carries the event

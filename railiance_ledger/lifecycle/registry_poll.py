@@ -20,8 +20,8 @@ from railiance_ledger.lifecycle.candidates import register_candidate
 from railiance_ledger.lifecycle.workloads import DeclaredWorkload
 
 if TYPE_CHECKING:
-    from railiance_ledger.adapters.registry import Registry
     from railiance_ledger.ledger.store import EventStore
+    from railiance_ledger.ports import RegistryPort
 
 __all__ = ["TagPoll", "poll_registry", "register_polled"]
 
@@ -42,7 +42,7 @@ class TagPoll:
         return self.error is None
 
 
-def _poll_one(registry: Registry, workload: DeclaredWorkload) -> TagPoll:
+def _poll_one(registry: RegistryPort, workload: DeclaredWorkload) -> TagPoll:
     try:
         tags = registry.tags_with_digests(repository=workload.repository_path, pattern=workload.tag_pattern)
     except AdapterNotFound:
@@ -55,7 +55,7 @@ def _poll_one(registry: Registry, workload: DeclaredWorkload) -> TagPoll:
 
 
 def poll_registry(
-    registry: Registry, workloads: Sequence[DeclaredWorkload], *, max_workers: int = 16
+    registry: RegistryPort, workloads: Sequence[DeclaredWorkload], *, max_workers: int = 16
 ) -> list[TagPoll]:
     """``tag -> digest`` of every workload's watched tags, asked concurrently (bounded by ``max_workers``).
 
