@@ -1035,8 +1035,10 @@ def compare_distributions(
         return True, f"significant but negligible shift {shift:.4g} <= {min_effect:g} (p={p_value:.4g})"
     return (
         True,
-        f"no significant regression (Mann-Whitney U={float(result.statistic):g}, p={p_value:.4g}, alpha "
-        f"{alpha:g})",
+        (
+            f"no significant regression (Mann-Whitney U={float(result.statistic):g}, p={p_value:.4g}, alpha "
+            f"{alpha:g})"
+        ),
     )
 
 

@@ -48,6 +48,12 @@ class EventKind(StrEnum):
     """A rollback was deferred by a human because it is more dangerous than the incident."""
     NOTE_POSTED = "note.posted"
     """A State Hub progress note was posted (or could not be)."""
+    ROLLBACK_INCOMPLETE = "rollback.incomplete"
+    """A rollback could not finish; further actions on the workload are blocked until resolved."""
+    LEASE_ACQUIRED = "lease.acquired"
+    """An action took the workload's lease (holder, action, expiry): one action per workload at a time."""
+    LEASE_RELEASED = "lease.released"
+    """An action released the workload's lease."""
 
     @property
     def needs_candidate(self) -> bool:

@@ -38,11 +38,14 @@ __all__ = [
     "CandidateRegistered",
     "ExceptionEmergency",
     "InvalidPayload",
+    "LeaseAcquired",
+    "LeaseReleased",
     "NotePosted",
     "Payload",
     "PromotionCompleted",
     "RollbackCompleted",
     "RollbackDeferred",
+    "RollbackIncomplete",
     "RollbackStarted",
     "RoutingChanged",
     "StageCompleted",
@@ -292,6 +295,34 @@ class RollbackDeferred(Payload):
     KIND = EventKind.ROLLBACK_DEFERRED
 
 
+class RollbackIncomplete(Payload):
+    """``rollback.incomplete``: a rollback that could not finish, and what is left to do."""
+
+    KIND = EventKind.ROLLBACK_INCOMPLETE
+    reason: str | None = None
+    failures: list[Any] | None = None
+    remaining_cleanup: list[Any] | None = None
+
+
+class LeaseAcquired(Payload):
+    """``lease.acquired``: who holds the workload's lease, for which action, until when."""
+
+    KIND = EventKind.LEASE_ACQUIRED
+    holder: str | None = None
+    action: str | None = None
+    expires_at: str | None = None
+
+
+class LeaseReleased(Payload):
+    """``lease.released``: the lease an action held is given back."""
+
+    KIND = EventKind.LEASE_RELEASED
+    holder: str | None = None
+    action: str | None = None
+    lease_id: str | None = None
+    """The ``lease.acquired`` event released."""
+
+
 class NotePosted(Payload):
     """``note.posted``: a State Hub note was posted (or not) about another event."""
 
@@ -319,7 +350,10 @@ MODELS: dict[EventKind, type[Payload]] = {
         RollbackStarted,
         RollbackCompleted,
         RollbackDeferred,
+        RollbackIncomplete,
         NotePosted,
+        LeaseAcquired,
+        LeaseReleased,
     )
 }
 """The payload model of every event kind."""
