@@ -126,3 +126,12 @@ def test_lists_elsewhere_derive_from_the_catalogue() -> None:
     assert gates.sample_gate_names() == canary.GATE_NAMES
     assert {1: {g.value for g in gates.non_waivable(1)}} == waivers.NON_WAIVABLE
     assert {g.value for g in gates.waivable_gates(2)} == waivers.WAIVABLE_STAGE2
+
+
+def test_docs_gate_table_is_the_catalogue() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "gates.md").read_text(encoding="utf-8")
+    start, end = "<!-- gate-table:start -->\n", "<!-- gate-table:end -->"
+    table = text[text.index(start) + len(start) : text.index(end)]
+    assert gates.markdown_table() == table

@@ -34,6 +34,7 @@ __all__ = [
     "is_gate",
     "is_local_check",
     "is_waivable",
+    "markdown_table",
     "names_for",
     "non_waivable",
     "sample_gate_names",
@@ -415,6 +416,19 @@ def summary(name: str) -> str:
     if is_local_check(name):
         return f"the declared local check {name[len(LOCAL_CHECK_PREFIX) :]} passed"
     return info(name).summary
+
+
+def markdown_table() -> str:
+    """The catalogue as the Markdown table docs/gates.md carries (a test keeps the two equal)."""
+    lines = ["| gate | stage | phase | waivable | summary |", "|---|---|---|---|---|"]
+    for row in CATALOGUE.values():
+        phases = " + ".join(p.value for p in row.phases) + (" (conditional)" if row.conditional else "")
+        waivable = "yes" if row.waivable else "no"
+        if row.waivable and row.waiver_name != row.gate.value:
+            waivable += f" (by a `{row.waiver_name}` waiver)"
+        lines.append(f"| `{row.gate.value}` | {row.stage} | {phases} | {waivable} | {row.summary} |")
+    lines.append(f"| `{LOCAL_CHECK_PREFIX}<name>` | 1 | evidence | yes | the declared local check passed |")
+    return "\n".join(lines) + "\n"
 
 
 class CandidatePhase(StrEnum):
