@@ -79,6 +79,9 @@ SERVERS: dict[str, Callable[[int, Path], Service]] = {
     "registry-token": _start_registry_token,
     "prometheus": _start_prometheus,
     "kube": lambda port, workdir: __import__("tests.harness.kube", fromlist=["start"]).start(port, workdir),
+    "kube-real": lambda port, workdir: __import__("tests.harness.kube_real", fromlist=["start"]).start(
+        port, workdir
+    ),
 }
 
 

@@ -103,9 +103,12 @@ class MetricsApp:
         saturation: float = 0.2,
         rate: float = 50.0,
         seed: int | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
-        """Prepare the app; nothing listens or runs until ``start()``."""
+        """Prepare the app; nothing listens or runs until ``start()``. ``host`` is the address to
+        bind (a pod IP inside the test network namespace; default loopback)."""
         self.track = track
+        self.host = host
         self.job: str | None = None  # set by whoever registers it with Prometheus, for selectors
         self._port = port
         self._state = AppState()
@@ -152,12 +155,12 @@ class MetricsApp:
 
     @property
     def address(self) -> str:
-        """``127.0.0.1:<port>``: the scrape target."""
-        return f"127.0.0.1:{self._port}"
+        """``<host>:<port>``: the scrape target."""
+        return f"{self.host}:{self._port}"
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
+        """``http://<host>:<port>``."""
         return f"http://{self.address}"
 
     # -- traffic -----------------------------------------------------------------------------------
@@ -242,7 +245,7 @@ class MetricsApp:
                     return
                 self._send(200, json.dumps(app.state()).encode())
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._server = ThreadingHTTPServer((self.host, self._port), Handler)
         self._server.daemon_threads = True
         self._port = int(self._server.server_address[1])
         # Export every series from the start (zero-valued), as real apps should: "no traffic" then
