@@ -23,6 +23,7 @@ from tests.fixtures.stage2 import (
     observe_env,
     use_form,
     wait_for_metric,
+    with_env_statehub,
 )
 
 
@@ -38,7 +39,7 @@ def deploy(env: CanaryEnv, **kw: Any) -> Any:
         http=env.http,
         resolve_host=lambda h: True,
         image=env.image,
-        **kw,
+        **with_env_statehub(kw),
     )
 
 
@@ -52,7 +53,7 @@ def observe(env: CanaryEnv, **kw: Any) -> Any:
         helm=env.helm,
         metrics=env.metrics,
         http=env.http,
-        **kw,
+        **with_env_statehub(kw),
     )
 
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from railiance_ledger.domain.events import EventKind, NewEvent
 from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.errors import GateFailed
-from railiance_ledger.lifecycle.notes import statehub_from_env
 from railiance_ledger.lifecycle.rollback.model import RollbackOutcome, RollbackPlan, iso
 from railiance_ledger.lifecycle.rollback.plan import human_decision
 from railiance_ledger.lifecycle.rollback.record import post_rollback_note
@@ -34,7 +33,7 @@ def defer_rollback(
     """``rollback.deferred``: only with a human approval by another operator and a State Hub note."""
 
     workload = decl.workload.name
-    hub = statehub if statehub is not None else statehub_from_env()
+    hub = statehub
     grant = human_decision(
         store,
         workload,

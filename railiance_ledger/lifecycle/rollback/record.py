@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
 from railiance_ledger.domain.redaction import redact_value
-from railiance_ledger.lifecycle.notes import post_and_record, statehub_from_env
+from railiance_ledger.lifecycle.notes import post_and_record
 from railiance_ledger.lifecycle.rollback.model import FATE_TEXT, RollbackOutcome, RollbackPlan, iso
 
 if TYPE_CHECKING:
@@ -129,11 +129,10 @@ def post_rollback_note(
     title: str,
     body: str,
 ) -> str | None:
-
-    hub = statehub if statehub is not None else statehub_from_env()
+    """Post the rollback note about ``event`` (when a State Hub is configured) and record ``note.posted``."""
     note = post_and_record(
         store=store,
-        statehub=hub,
+        statehub=statehub,
         event=event,
         title=title,
         body=body,

@@ -396,7 +396,7 @@ def close(
     status = overall_status(checks)
     started = datetime.fromisoformat(str(dep.started.payload.get("started_at") or dep.started.recorded_at))
     result = stage_result(ctx, checks, _window_evidence(ctx, dep, samples, note), started, now())
-    doc, evs, w = complete_stage(store, ctx, result, operator)
+    doc, evs, w = complete_stage(ctx, result)
     doc["phase"] = "completed"
     doc["rolled_back"] = rolled_back
     doc["statehub_note"] = note.note_id if note.delivered else None

@@ -5,7 +5,7 @@ result assembly and the State Hub progress note.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,32 +15,23 @@ from railiance_ledger import config
 from railiance_ledger.domain import canary as dc
 from railiance_ledger.domain import gates
 from railiance_ledger.domain.digests import parse_image_ref
-from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
-from railiance_ledger.domain.redaction import redact_value
+from railiance_ledger.domain.events import RecordedEvent
 from railiance_ledger.domain.stage_result import (
     Approval,
     Candidate,
     Check,
     Evidence,
     StageResult,
-    Workload,
-    overall_status,
-)
-from railiance_ledger.errors import InvalidInput, RuleViolation
-from railiance_ledger.lifecycle.candidates import (
-    find_registration,
-    newest_candidate,
-    parse_candidate_image,
 )
 from railiance_ledger.lifecycle.cluster.objects import first_of_kind
-from railiance_ledger.lifecycle.notes import post_and_record, statehub_from_env
-from railiance_ledger.lifecycle.waivers import active_waivers
+from railiance_ledger.lifecycle.kit import ApprovalDecision, StageRun
+from railiance_ledger.lifecycle.notes import post_and_record
 
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ledger.store import EventStore
     from railiance_ledger.lifecycle.notes import NoteOutcome
-    from railiance_ledger.ports import StateHubPort
+    from railiance_ledger.ports import Clock, StateHubPort
 
 
 PRECHECKS: tuple[str, ...] = gates.names_for(2, gates.GatePhase.PRECHECK)
@@ -95,76 +86,53 @@ def iso(ts: datetime) -> str:
 
 @dataclass
 class CanaryContext:
-    decl: Declaration
-    digest: str
-    image: str
-    repository: str
-    revision: str | None
+    """One Stage 2 call: the stage run (candidate, history, operator, clock) and the canary's facts."""
+
+    run: StageRun
     namespace: str
     release: str
     stable_release: str
     stable_namespace: str
     waivers: dict[str, RecordedEvent]
-    history: list[RecordedEvent]
     rendered_text: str = ""
     rendered_docs: list[dict[str, Any]] = field(default_factory=list)
     routing: dc.RoutingSpec | None = None
     form_decision: dc.FormDecision | None = None
     rollback_target: dict[str, Any] | None = None
-    approval_event: RecordedEvent | None = None
+    approval_event: ApprovalDecision | None = None
     home: Path | None = None
 
     @property
+    def decl(self) -> Declaration:
+        return self.run.decl
+
+    @property
     def workload(self) -> str:
-        return self.decl.workload.name
+        return self.run.workload
 
+    @property
+    def digest(self) -> str:
+        return self.run.require_digest()
 
-def resolve_candidate(
-    store: EventStore, decl: Declaration, image: str | None
-) -> tuple[str, str, str, str | None]:
-    """``(digest, pinned image, repository, revision)`` of ``image`` or the newest registered candidate."""
+    @property
+    def image(self) -> str:
+        return self.run.image or self.digest
 
-    workload = decl.workload.name
-    if image:
-        _, digest = parse_candidate_image(image)
-        reg = find_registration(store, workload, digest)
-    else:
-        reg = newest_candidate(store, workload)
-        if reg is None:
-            raise InvalidInput(
-                f"no candidate is registered for {workload}",
-                hint="register one with `railiance candidate add APP_DIR --image REF@sha256:...`",
-            )
-        digest = str(reg.candidate)
-    if reg is None:
-        raise InvalidInput(
-            f"candidate {digest} is not registered for {workload}",
-            hint="register it with `railiance candidate add APP_DIR --image REF@sha256:...`",
-        )
-    pinned = str(reg.payload.get("image") or f"{decl.image.repository}@{digest}")
-    repository = parse_image_ref(pinned).repository
-    return digest, pinned, repository, reg.payload.get("revision")
+    @property
+    def repository(self) -> str:
+        return parse_image_ref(self.image).repository if "@" in self.image else ""
 
+    @property
+    def revision(self) -> str | None:
+        return self.run.revision
 
-def waivers_for(history: Sequence[RecordedEvent], digest: str) -> dict[str, RecordedEvent]:
+    @property
+    def history(self) -> list[RecordedEvent]:
+        return self.run.history
 
-    return active_waivers(history, digest=digest, stage=2)
-
-
-def stage2_approval(history: Sequence[RecordedEvent], digest: str) -> RecordedEvent | None:
-    """The latest ``approval.granted`` for ``digest`` and stage 2 not revoked afterwards."""
-    current: RecordedEvent | None = None
-    for ev in history:
-        if ev.candidate != digest:
-            continue
-        stage = ev.stage if ev.stage is not None else (ev.payload.get("stage"))
-        if stage is not None and int(stage) != 2:
-            continue
-        if ev.kind == EventKind.APPROVAL_GRANTED:
-            current = ev
-        elif ev.kind == EventKind.APPROVAL_REVOKED:
-            current = None
-    return current
+    @history.setter
+    def history(self, value: list[RecordedEvent]) -> None:
+        self.run.history = value
 
 
 def repo_path(repository: str) -> str:
@@ -268,75 +236,55 @@ def strip_braces(selector: str) -> str:
 
 
 def candidate_of(ctx: CanaryContext) -> Candidate:
-    return Candidate(digest=ctx.digest, image=ctx.image, revision=ctx.revision)
+    """The result's candidate (the stage kit's)."""
+    return ctx.run.candidate_model()
 
 
 def approval_model(ctx: CanaryContext) -> Approval:
-    if not ctx.decl.production_critical:
-        return Approval(required=False, decision="not required")
-    ev = ctx.approval_event or stage2_approval(ctx.history, ctx.digest)
-    if ev is None:
-        return Approval(required=True, decision="missing")
-    return Approval(required=True, decision=ev.event_id, operator=ev.actor)
+    """The result's approval: the one recorded at deploy time, else the one in force now."""
+    return ctx.run.approval_model(ctx.approval_event or ctx.run.approval_in_force())
 
 
 def stage_result(
     ctx: CanaryContext, checks: list[Check], evidence: list[Evidence], started: datetime, finished: datetime
 ) -> StageResult:
-    return StageResult(
-        workload=Workload(name=ctx.workload, repo=ctx.decl.workload.repo),
-        stage=2,
-        candidate=candidate_of(ctx),
-        target_environment="canary",
-        checks=checks,
-        status=overall_status(checks),
+    """The Stage 2 result of ``checks`` (started when the canary call or window started)."""
+    ctx.run.started_at = started
+    return ctx.run.result(
+        checks,
         evidence=evidence,
-        rollback_target=ctx.rollback_target,
         approval=approval_model(ctx),
-        started_at=iso(started),
-        finished_at=iso(finished),
+        rollback_target=ctx.rollback_target,
+        candidate=candidate_of(ctx),
+        finished_at=finished,
     )
 
 
 def complete_stage(
-    store: EventStore, ctx: CanaryContext, result: StageResult, operator: str
+    ctx: CanaryContext, result: StageResult
 ) -> tuple[dict[str, Any], list[RecordedEvent], list[str]]:
     """Append ``stage.completed`` and return the document with its ledger reference."""
-    doc = result.to_document()
-    try:
-        ev = store.append(
-            [
-                NewEvent(
-                    stream=ctx.workload,
-                    kind=EventKind.STAGE_COMPLETED,
-                    actor=operator,
-                    candidate=ctx.digest,
-                    stage=2,
-                    payload=redact_value(doc),
-                )
-            ]
-        )[0]
-    except RuleViolation as exc:
-        return doc, [], [f"stage result not recorded: {exc}"]
-    doc["ledger"] = {"seq": ev.seq, "hash": ev.hash}
-    return doc, [ev], []
+    done = ctx.run.complete(result)
+    return done.document, [done.event] if done.event is not None else [], done.warnings
 
 
-def make_context(store: EventStore, decl: Declaration, image: str | None) -> CanaryContext:
-    digest, pinned, repository, revision = resolve_candidate(store, decl, image)
-    history = store.read_stream(decl.workload.name)
+def make_context(
+    store: EventStore,
+    decl: Declaration,
+    image: str | None,
+    *,
+    operator: str,
+    clock: Clock | Callable[[], datetime] | None = None,
+) -> CanaryContext:
+    """The context of one Stage 2 call for ``image`` (else the newest registered candidate)."""
+    run = StageRun.open(store=store, decl=decl, operator=operator, stage=2, image=image, clock=clock)
     return CanaryContext(
-        decl=decl,
-        digest=digest,
-        image=pinned,
-        repository=repository,
-        revision=revision,
+        run=run,
         namespace=decl.stages.canary.namespace,
         release=decl.stages.canary.release,
         stable_release=decl.stages.production.release,
         stable_namespace=decl.stages.production.namespace,
-        waivers=waivers_for(history, digest),
-        history=history,
+        waivers=run.waivers(),
     )
 
 
@@ -365,13 +313,11 @@ def post_note(
     evidence: list[dict[str, Any]],
     warnings: list[str],
 ) -> NoteOutcome:
-    """Post a Stage 2 progress note about ``event`` (``statehub``, else ``RAILIANCE_STATEHUB_URL``, else none)
+    """Post a Stage 2 progress note about ``event`` to ``statehub`` (none configured: nothing is sent)
     and record the outcome as ``note.posted``; an undelivered or unposted note adds a warning."""
-
-    hub = statehub if statehub is not None else statehub_from_env()
     note = post_and_record(
         store=store,
-        statehub=hub,
+        statehub=statehub,
         event=event,
         title=title,
         body=body,
@@ -391,5 +337,5 @@ def canary_thresholds(decl: Declaration) -> dc.Thresholds:
 
 def refresh_context(store: EventStore, ctx: CanaryContext) -> None:
     """Re-read the ledger: approvals revoked and waivers recorded during the window count at its end."""
-    ctx.history = store.read_stream(ctx.workload)
-    ctx.waivers = waivers_for(ctx.history, ctx.digest)
+    ctx.run.refresh()
+    ctx.waivers = ctx.run.waivers()

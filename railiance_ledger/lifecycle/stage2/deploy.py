@@ -100,8 +100,8 @@ def deploy_canary(
     are ready, crash-looping, or ``rollout_timeout`` seconds have passed (the observation judges
     what it finds; the deploy records it as pod-status evidence).
     """
-    started = now()
-    ctx = make_context(store, decl, image)
+    ctx = make_context(store, decl, image, operator=operator, clock=now)
+    started = ctx.run.started_at
     ctx.home = home
     checks: list[Check] = [_guard("canary_form_declared", lambda: check_form(ctx, kube))]
     checks.append(_guard("canary_distinguishable", lambda: check_distinguishable(ctx, store)))
@@ -117,9 +117,7 @@ def deploy_canary(
     checks.append(_guard("observation_window", lambda: check_window(ctx)))
     checks.append(_guard("operator_approval", lambda: check_approval(ctx)))
     if overall_status(checks) == "fail":
-        doc, events, failed_warnings = complete_stage(
-            store, ctx, stage_result(ctx, checks, [], started, now()), operator
-        )
+        doc, events, failed_warnings = complete_stage(ctx, stage_result(ctx, checks, [], started, now()))
         return StageOutcome(document=doc, exit_code=1, events=events, warnings=failed_warnings)
 
     assert ctx.routing is not None
@@ -178,9 +176,7 @@ def deploy_canary(
                 technical=isinstance(exc, AdapterError),
             )
         )
-        doc, events, failed_warnings = complete_stage(
-            store, ctx, stage_result(ctx, checks, [], started, now()), operator
-        )
+        doc, events, failed_warnings = complete_stage(ctx, stage_result(ctx, checks, [], started, now()))
         return StageOutcome(document=doc, exit_code=1, events=events, warnings=failed_warnings)
 
     # A stable HTTPRoute built because none existed is ours: rollback deletes it (nothing to restore).

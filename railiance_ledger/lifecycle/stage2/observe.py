@@ -208,7 +208,9 @@ def observe_canary(
             hint="deploy one first with `railiance deploy --stage 2 APP_DIR`",
         )
     digest = str(dep.started.candidate)
-    ctx = make_context(store, decl, str(dep.started.payload["release"]["image"]))
+    ctx = make_context(
+        store, decl, str(dep.started.payload["release"]["image"]), operator=operator, clock=now
+    )
     ctx.rollback_target = dep.started.payload.get("rollback_target")
     thresholds = canary_thresholds(decl)
     interval = float(decl.canary.sample_interval)

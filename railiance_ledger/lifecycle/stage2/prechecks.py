@@ -36,7 +36,6 @@ from railiance_ledger.lifecycle.stage2.context import (
     repo_path,
     routing_spec,
     set_values,
-    stage2_approval,
     strip_braces,
 )
 
@@ -367,7 +366,7 @@ def check_window(ctx: CanaryContext) -> Check:
 def check_approval(ctx: CanaryContext) -> Check:
     if not ctx.decl.production_critical:
         return _check("operator_approval", True, "not required (workload is not production-critical)")
-    ev = stage2_approval(ctx.history, ctx.digest)
+    ev = ctx.run.approval_in_force()
     if ev is None:
         return _check(
             "operator_approval",

@@ -113,7 +113,9 @@ def remove_canary(
     dep = open_deployment(store.read_stream(decl.workload.name), None)
     if dep is None:
         raise InvalidInput(f"no Stage 2 canary of {decl.workload.name} is deployed")
-    ctx = make_context(store, decl, str(dep.started.payload["release"]["image"]))
+    ctx = make_context(
+        store, decl, str(dep.started.payload["release"]["image"]), operator=operator, clock=now
+    )
     ctx.rollback_target = dep.started.payload.get("rollback_target")
     return roll_back_canary(
         store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator, symptom=reason, now=now

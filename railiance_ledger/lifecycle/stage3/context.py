@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,28 +12,26 @@ from typing import TYPE_CHECKING, Any
 
 from railiance_ledger import config
 from railiance_ledger.domain import gates
-from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
-from railiance_ledger.domain.redaction import redact_value
+from railiance_ledger.domain.digests import parse_image_ref
+from railiance_ledger.domain.events import EventKind, RecordedEvent
 from railiance_ledger.domain.stage_result import (
     Approval,
     Candidate,
     Check,
     Evidence,
     StageResult,
-    Workload,
-    overall_status,
 )
-from railiance_ledger.errors import ActionNotConfirmed, AdapterNotFound, RuleViolation
+from railiance_ledger.errors import ActionNotConfirmed, AdapterNotFound
 from railiance_ledger.lifecycle.cluster.manifests import canonical_manifests
 from railiance_ledger.lifecycle.cluster.objects import split_docs
+from railiance_ledger.lifecycle.kit import ApprovalDecision, StageRun
 from railiance_ledger.lifecycle.rollback.model import RestoreTarget
 from railiance_ledger.lifecycle.stage2 import StageOutcome
-from railiance_ledger.lifecycle.stage2.context import resolve_candidate
 
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ledger.store import EventStore
-    from railiance_ledger.ports import HelmPort
+    from railiance_ledger.ports import Clock, HelmPort
 
 
 PRECHECKS: tuple[str, ...] = gates.names_for(3, gates.GatePhase.PRECHECK)
@@ -69,28 +67,52 @@ def iso(ts: datetime) -> str:
 
 @dataclass
 class PromotionContext:
-    decl: Declaration
-    digest: str
-    image: str
-    repository: str
-    revision: str | None
-    history: list[RecordedEvent]
+    """One promotion: the stage run (candidate, history, operator, clock) and the promotion's facts."""
+
+    run: StageRun
     namespace: str
     release: str
-    operator: str
     home: Path | None
     stage2_result: RecordedEvent | None = None
     exception: RecordedEvent | None = None
     rendered_text: str = ""
     rendered_docs: list[dict[str, Any]] = field(default_factory=list)
     previous: RestoreTarget | None = None
-    approval: RecordedEvent | None = None
+    approval: ApprovalDecision | None = None
     canary: RecordedEvent | None = None
     switch: dict[str, Any] | None = None
 
     @property
+    def decl(self) -> Declaration:
+        return self.run.decl
+
+    @property
     def workload(self) -> str:
-        return self.decl.workload.name
+        return self.run.workload
+
+    @property
+    def digest(self) -> str:
+        return self.run.require_digest()
+
+    @property
+    def image(self) -> str:
+        return self.run.image or self.digest
+
+    @property
+    def repository(self) -> str:
+        return parse_image_ref(self.image).repository if "@" in self.image else ""
+
+    @property
+    def revision(self) -> str | None:
+        return self.run.revision
+
+    @property
+    def history(self) -> list[RecordedEvent]:
+        return self.run.history
+
+    @property
+    def operator(self) -> str:
+        return self.run.operator
 
     @property
     def form(self) -> str:
@@ -201,11 +223,8 @@ def helm_revision(helm: HelmPort, release: str, namespace: str) -> int | None:
 
 
 def approval_model(ctx: PromotionContext) -> Approval:
-    if not ctx.decl.production_critical:
-        return Approval(required=False, decision="not required")
-    if ctx.approval is None:
-        return Approval(required=True, decision="missing")
-    return Approval(required=True, decision=ctx.approval.event_id, operator=ctx.approval.actor)
+    """The result's approval: the Stage 3 approval the prechecks found (the stage kit's model)."""
+    return ctx.run.approval_model(ctx.approval)
 
 
 def rollback_target_of(ctx: PromotionContext) -> dict[str, Any] | None:
@@ -215,67 +234,40 @@ def rollback_target_of(ctx: PromotionContext) -> dict[str, Any] | None:
     return {"kind": kind, **ctx.previous.as_dict(), "retained": True}
 
 
-def stage_result(
-    ctx: PromotionContext,
-    checks: list[Check],
-    evidence: list[Evidence],
-    started: datetime,
-    finished: datetime,
-) -> StageResult:
-    return StageResult(
-        workload=Workload(name=ctx.workload, repo=ctx.decl.workload.repo),
-        stage=3,
-        candidate=Candidate(digest=ctx.digest, image=ctx.image, revision=ctx.revision),
-        target_environment="production",
-        checks=checks,
-        status=overall_status(checks),
+def stage_result(ctx: PromotionContext, checks: list[Check], evidence: list[Evidence]) -> StageResult:
+    """The Stage 3 result of ``checks``, finished now."""
+    return ctx.run.result(
+        checks,
         evidence=evidence,
-        rollback_target=rollback_target_of(ctx),
         approval=approval_model(ctx),
-        started_at=iso(started),
-        finished_at=iso(finished),
+        rollback_target=rollback_target_of(ctx),
+        candidate=Candidate(digest=ctx.digest, image=ctx.image, revision=ctx.revision),
     )
 
 
 def complete_stage(
-    store: EventStore, ctx: PromotionContext, result: StageResult
+    ctx: PromotionContext, result: StageResult
 ) -> tuple[dict[str, Any], list[RecordedEvent], list[str]]:
-    doc = result.to_document()
-    try:
-        ev = store.append(
-            [
-                NewEvent(
-                    stream=ctx.workload,
-                    kind=EventKind.STAGE_COMPLETED,
-                    actor=ctx.operator,
-                    candidate=ctx.digest,
-                    stage=3,
-                    payload=redact_value(doc),
-                )
-            ]
-        )[0]
-    except RuleViolation as exc:
-        return {**doc, "phase": "completed"}, [], [f"stage result not recorded: {exc}"]
-    doc["ledger"] = {"seq": ev.seq, "hash": ev.hash}
-    doc["phase"] = "completed"
-    return doc, [ev], []
+    """Append ``stage.completed``; the document (``phase`` ``completed``) with its ledger reference."""
+    done = ctx.run.complete(result)
+    doc = {**done.document, "phase": "completed"}
+    return doc, [done.event] if done.event is not None else [], done.warnings
 
 
 def make_context(
-    store: EventStore, decl: Declaration, image: str | None, operator: str, home: Path | None
+    store: EventStore,
+    decl: Declaration,
+    image: str | None,
+    operator: str,
+    home: Path | None,
+    clock: Clock | Callable[[], datetime] | None = None,
 ) -> PromotionContext:
-
-    digest, pinned, repository, revision = resolve_candidate(store, decl, image)
+    """The context of one promotion of ``image`` (else the newest registered candidate)."""
+    run = StageRun.open(store=store, decl=decl, operator=operator, stage=3, image=image, clock=clock)
     return PromotionContext(
-        decl=decl,
-        digest=digest,
-        image=pinned,
-        repository=repository,
-        revision=revision,
-        history=store.read_stream(decl.workload.name),
+        run=run,
         namespace=decl.stages.production.namespace,
         release=decl.stages.production.release,
-        operator=operator,
         home=home,
     )
 

@@ -14,7 +14,6 @@ from railiance_ledger.domain.stage_result import (
 )
 from railiance_ledger.lifecycle.approvals import require_operator
 from railiance_ledger.lifecycle.checks import guarded as _guard
-from railiance_ledger.lifecycle.notes import statehub_from_env
 from railiance_ledger.lifecycle.stage3.context import (
     PromotionOutcome,
     canary_deployment,
@@ -70,8 +69,8 @@ def promote(
     """
 
     who = require_operator(operator, what="a promotion")
-    started = now()
-    ctx = make_context(store, decl, image, who, home)
+    ctx = make_context(store, decl, image, who, home, clock=now)
+    started = ctx.run.started_at
     ctx.canary = canary_deployment(ctx.history, ctx.digest)
     checks: list[Check] = [_guard("stage2_accepted", lambda: check_stage2(ctx))]
     checks.append(_guard("previous_stable_recorded", lambda: check_previous(ctx, store, kube, helm)))
@@ -80,11 +79,9 @@ def promote(
     checks.append(_guard("human_approval", lambda: check_human(store, ctx)))
     checks.append(_guard("rollback_available", lambda: check_rollback(ctx, kube, helm)))
 
-    hub = statehub if statehub is not None else statehub_from_env()
-    checks.append(_guard("statehub_configured", lambda: check_statehub(ctx, hub)))
-    statehub = hub
+    checks.append(_guard("statehub_configured", lambda: check_statehub(ctx, statehub)))
     if overall_status(checks) == "fail":
-        doc, events, warnings = complete_stage(store, ctx, stage_result(ctx, checks, [], started, now()))
+        doc, events, warnings = complete_stage(ctx, stage_result(ctx, checks, []))
         return PromotionOutcome(document=doc, exit_code=1, events=events, warnings=warnings)
     form: PromotionForm = (
         RoutingSwitch(ctx)

@@ -14,7 +14,7 @@ from railiance_ledger.domain.stage_result import (
 )
 from railiance_ledger.lifecycle.checks import make_check as _check
 from railiance_ledger.lifecycle.cluster.probes import run_smoke
-from railiance_ledger.lifecycle.notes import post_and_record, statehub_from_env
+from railiance_ledger.lifecycle.notes import post_and_record
 from railiance_ledger.lifecycle.rollback.model import RollbackPlan
 from railiance_ledger.lifecycle.rollback.restore import perform
 from railiance_ledger.lifecycle.stage3.context import (
@@ -93,11 +93,10 @@ def record_promotion(
     )[0]
     events.append(promo)
     warnings: list[str] = []
-    hub = statehub if statehub is not None else statehub_from_env()
     evidence = _evidence(ctx, workflow_id, str(payload["command"]), new_rev, routing, smoke, release=release)
     note = post_and_record(
         store=store,
-        statehub=hub,
+        statehub=statehub,
         event=promo,
         title=f"{workload}: promoted {ctx.image} to stable",
         body=(
@@ -121,7 +120,7 @@ def record_promotion(
     if note.warning:
         warnings.append(note.warning)
     evidence.append(Evidence(kind="statehub", ref=note.note_id or "not delivered", detail="progress note"))
-    doc, evs, w = complete_stage(store, ctx, stage_result(ctx, checks, evidence, started, now()))
+    doc, evs, w = complete_stage(ctx, stage_result(ctx, checks, evidence))
     doc.update(
         {
             "workflow_id": workflow_id,
@@ -283,7 +282,7 @@ def fail_and_restore(
             evidence.append(
                 Evidence(kind="statehub", ref=str(rollback_doc["statehub_note"]), detail="rollback note")
             )
-    doc, evs, w = complete_stage(store, ctx, stage_result(ctx, checks, evidence, started, now()))
+    doc, evs, w = complete_stage(ctx, stage_result(ctx, checks, evidence))
     doc.update({"workflow_id": workflow_id, "rolled_back": rolled_back, "rollback": rollback_doc})
     return PromotionOutcome(
         document=doc,
