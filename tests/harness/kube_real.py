@@ -31,6 +31,7 @@ import json
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -292,7 +293,7 @@ class ControlPlane:
         """An ``httpx.Client`` on the apiserver, authenticated with the bearer token."""
         return httpx.Client(
             base_url=self.url,
-            verify=str(self.pki.ca_crt),
+            verify=ssl.create_default_context(cafile=str(self.pki.ca_crt)),
             headers={"Authorization": f"Bearer {self.token}"},
             timeout=timeout,
         )
