@@ -25,7 +25,7 @@ from railiance_ledger.domain.events import EventKind
 from railiance_ledger.domain.gates import names_for
 from railiance_ledger.ledger.projections import partition_key
 from sensors import new_digest_sensor
-from tests.fixtures.dagster import DagsterEnv, _git
+from tests.fixtures.dagster import DagsterEnv, git
 
 ASSET_CHECKS = {
     "stage1_validation": [
@@ -161,7 +161,7 @@ def test_stage1_failure_records_failing_document_and_fails_closed(
     toml.write_text(
         re.sub(r'^classification = "reversible".*\n', "", toml.read_text(), count=1, flags=re.MULTILINE)
     )
-    _git(app, "commit", "-q", "-am", "unclassified migrations")
+    git(app, "commit", "-q", "-am", "unclassified migrations")
     key, _digest = _registered_key(dagster_env, registry_helper)
 
     result = materialize(

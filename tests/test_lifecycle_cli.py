@@ -22,7 +22,7 @@ from railiance_ledger.domain.events import EventKind
 from railiance_ledger.ledger.projections import lineage
 from railiance_ledger.ledger.store import EventStore
 from tests.fixtures.cli import CliStage2
-from tests.fixtures.stage1 import _git
+from tests.fixtures.stage1 import git
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +55,8 @@ def ingress() -> Iterator[str]:
 def _release(c: CliStage2, tag: str, registry_helper: Any, repository: str) -> str:
     """Commit a change (a new source revision), push ``tag``, return the pinned image."""
     (c.app / "RELEASE").write_text(tag + "\n")
-    _git(c.app, "add", "-A")
-    _git(c.app, "commit", "-q", "-m", f"release {tag}")
+    git(c.app, "add", "-A")
+    git(c.app, "commit", "-q", "-m", f"release {tag}")
     digest = registry_helper.push_image(repository, tag)
     return f"{c.image.split('@', 1)[0]}@{digest}"
 
