@@ -182,3 +182,21 @@ def test_post_note_redacts_every_text_before_sending(statehub: StateHubServer, c
     assert SECRET not in raw
     assert "hunter2" not in raw
     assert "[REDACTED:" in statehub.notes[0]["body"]
+
+
+def test_the_composition_root_builds_the_statehub_once_from_its_url_and_closes_it(
+    statehub: StateHubServer,
+) -> None:
+    """``Environment.statehub()`` is the one State Hub builder: a client for RAILIANCE_STATEHUB_URL that
+    posts there and is closed when the command ends; no URL means ``None`` (nothing configured)."""
+    from railiance_ledger.lifecycle.environment import Environment
+
+    with Environment.from_env({"RAILIANCE_STATEHUB_URL": f"  {statehub.url}  "}).statehub() as hub:
+        assert hub is not None
+        assert "note-1" == hub.post_note(workload="forge", kind="note", title="t", body="b", evidence=[])
+        built = hub
+    assert isinstance(built, StateHub) and built.client.is_closed
+    assert 1 == len(statehub.notes)
+
+    with Environment.from_env({"RAILIANCE_STATEHUB_URL": "  "}).statehub() as none:
+        assert none is None
