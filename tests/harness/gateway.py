@@ -374,7 +374,7 @@ class TestGateway:
                 break
         if port_name is None:
             return []
-        out = []
+        out: list[str] = []
         for sl in slices:
             ports = [p for p in sl.get("ports") or [] if (p.get("name") or "") == port_name]
             if not ports:

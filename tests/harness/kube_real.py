@@ -174,7 +174,7 @@ def _make_pki(directory: Path) -> Pki:
             )
         )
         if server:
-            service_ip = next(ipaddress.ip_network(SERVICE_CIDR).hosts())
+            service_ip = ipaddress.ip_address(str(next(ipaddress.ip_network(SERVICE_CIDR).hosts())))
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
                     [
@@ -537,7 +537,7 @@ def _boot(cp: ControlPlane, *, port: int, nodes: int, gateway_api: bool, timeout
 
     def etcd_ready() -> bool:
         _check(cp)
-        return httpx.get(f"{etcd_url}/health", timeout=2).json().get("health") == "true"
+        return bool(httpx.get(f"{etcd_url}/health", timeout=2).json().get("health") == "true")
 
     wait_until(etcd_ready, timeout=30, interval=0.1, what="etcd /health")
     cp.timings["etcd"] = time.monotonic() - t0

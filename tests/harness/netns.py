@@ -132,6 +132,28 @@ def _used_slots() -> set[int]:
     return used
 
 
+STALE_AFTER = 600.0  # seconds: a test network with no process in it for this long was left behind
+
+
+def reap_stale() -> list[str]:
+    """Delete ``railiance-<slot>`` namespaces that a killed run left behind: no process inside and
+    older than ``STALE_AFTER`` (a new one is empty only for the seconds before its pod host starts)."""
+    import time
+
+    removed = []
+    for slot in _used_slots():
+        name = f"railiance-{slot}"
+        path = f"/run/netns/{name}"
+        try:
+            age = time.time() - os.stat(path).st_mtime
+        except OSError:
+            continue
+        if age > STALE_AFTER and not _ip("netns", "pids", name, check=False).stdout.strip():
+            _ip("netns", "del", name, check=False)
+            removed.append(name)
+    return removed
+
+
 def create_network(nodes: int = 2) -> TestNetwork:
     """A new ``TestNetwork`` in a free slot (tries a few in case another run races for one)."""
     if nodes > MAX_NODES:
@@ -139,6 +161,7 @@ def create_network(nodes: int = 2) -> TestNetwork:
     why = available()
     if why:
         raise HarnessError(f"cannot create the test network: {why}")
+    reap_stale()
     last: HarnessError | None = None
     for _ in range(5):
         free = sorted(set(range(1, 63)) - _used_slots())
