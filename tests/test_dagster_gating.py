@@ -137,3 +137,51 @@ def test_guard_reports_a_revocation_only_while_the_canary_window_is_open(ledger:
 
     append(ledger, stage_result(W, D, 2, "fail"))
     assert [] == rollback_conditions(ledger, [revocation], decls)
+
+
+def test_a_stage1_pass_of_one_digest_never_requests_another_digests_canary(ledger: EventStore) -> None:
+    """Digest X passed Stage 1 and digest Y failed: X's canary only."""
+    y = digest_of("v2")
+    events = append(
+        ledger,
+        registered(W, D),
+        registered(W, y),
+        stage_started(W, D, 1),
+        stage_result(W, D, 1, "pass"),
+        stage_started(W, y, 1),
+        stage_result(W, y, 1, "fail"),
+    )
+
+    assert ([("canary", f"{KEY}:canary")], []) == decide(ledger, events)
+
+
+def test_guard_ignores_a_revocation_when_no_canary_was_deployed(ledger: EventStore) -> None:
+    """No open canary: a revocation is not an immediate-rollback condition."""
+    decls: dict[str, Any] = {W: load_declaration(ROOT / "examples" / W)}
+    append(ledger, registered(W, D), stage_started(W, D, 1), stage_result(W, D, 1, "pass"))
+    events = append(ledger, approval(W, D, 2, operator="bob"), revoked(D, 2))
+
+    assert [] == rollback_conditions(ledger, events, decls)
+
+
+def test_guard_reports_a_canary_sample_naming_an_immediate_rollback_symptom(ledger: EventStore) -> None:
+    """A sample with secret material in the canary's logs, during the window: an immediate rollback."""
+    from railiance_ledger.domain import canary as dc
+
+    decls: dict[str, Any] = {W: load_declaration(ROOT / "examples" / W)}
+    sample = dc.CanarySample(
+        index=0, at="2026-01-01T00:00:00+00:00", logs=dc.LogScan(secret_kinds={"github-token": 1})
+    ).to_payload()
+    append(ledger, registered(W, D), stage_started(W, D, 1), stage_result(W, D, 1, "pass"))
+    append(ledger, stage_started(W, D, 2))
+    [observed] = append(
+        ledger,
+        NewEvent(
+            stream=W, kind=EventKind.CANARY_SAMPLE, actor="dagster", candidate=D, stage=2, payload=sample
+        ),
+    )
+
+    [condition] = rollback_conditions(ledger, [observed], decls)
+
+    assert (KEY, observed.seq) == (condition.partition_key, condition.seq)
+    assert "secret" in condition.reason

@@ -163,16 +163,6 @@ def _register(env: DagsterEnv, registry_helper: Any, tag: str = "v1.0.0") -> str
     return digest
 
 
-def test_gate_requests_nothing_before_stage1_passes(dagster_env: DagsterEnv, registry_helper: Any) -> None:
-    """Registered, Stage 1 failed: no canary run requested."""
-    digest = _register(dagster_env, registry_helper)
-    _append(dagster_env, stage_result("hello-web", digest, 1, "fail"))
-
-    result = dagster_env.tick(stage_gate_sensor)
-
-    assert [] == list(getattr(result, "run_requests", []) or [])
-
-
 def test_gate_requests_canary_after_stage1_pass(dagster_env: DagsterEnv, registry_helper: Any) -> None:
     """Stage 1 passed for the digest: a canary run for that digest's partition, once."""
     digest = _register(dagster_env, registry_helper)
@@ -186,73 +176,6 @@ def test_gate_requests_canary_after_stage1_pass(dagster_env: DagsterEnv, registr
         (r.job_name, r.partition_key, r.run_key) for r in result.run_requests
     ]
     assert json.loads(result.cursor)["seq"] > 0
-
-
-def test_gate_does_not_let_one_digest_pass_for_another(dagster_env: DagsterEnv, registry_helper: Any) -> None:
-    """A Stage 1 pass of digest X requests X's canary, never Y's."""
-    x = _register(dagster_env, registry_helper, "v1.0.0")
-    y = _register(dagster_env, registry_helper, "v1.0.1")
-    _append(dagster_env, stage_result("hello-web", x, 1, "pass"), stage_result("hello-web", y, 1, "fail"))
-
-    result = dagster_env.tick(stage_gate_sensor)
-
-    assert [partition_key("hello-web", x)] == [r.partition_key for r in result.run_requests]
-
-
-def test_gate_production_critical_waits_for_approval(
-    dagster_env: DagsterEnv, registry_helper: Any, registry_repository: str
-) -> None:
-    """Production-critical: Stage 1 pass alone is held; an approval.granted for stage 2 releases the canary."""
-    repo = registry_repository + "-crit"
-    dagster_env.add_app("crit-web", repo, critical=True)
-    digest = registry_helper.push_image(repo, "v1.0.0")
-    dagster_env.tick(new_digest_sensor)
-    _append(dagster_env, stage_result("crit-web", digest, 1, "pass"))
-
-    held = dagster_env.tick(stage_gate_sensor)
-    assert [] == list(held.run_requests)
-    assert "waiting for an approval.granted for stage 2" in (held.skip_reason.skip_message or "")
-
-    _append(
-        dagster_env,
-        NewEvent(
-            stream="crit-web",
-            kind=EventKind.APPROVAL_GRANTED,
-            actor="alice",
-            candidate=digest,
-            stage=2,
-            payload={"operator": "alice"},
-        ),
-    )
-    released = dagster_env.tick(stage_gate_sensor, cursor=held.cursor)
-
-    assert [("canary", partition_key("crit-web", digest))] == [
-        (r.job_name, r.partition_key) for r in released.run_requests
-    ]
-
-
-def test_gate_requests_observe_when_canary_deployed(dagster_env: DagsterEnv, registry_helper: Any) -> None:
-    """A Stage 2 stage.started (canary deployed, window open) requests the observe job."""
-    digest = _register(dagster_env, registry_helper)
-    _append(dagster_env, stage_result("hello-web", digest, 1, "pass"))
-    [started] = _append(
-        dagster_env,
-        NewEvent(
-            stream="hello-web",
-            kind=EventKind.STAGE_STARTED,
-            actor="dagster",
-            candidate=digest,
-            stage=2,
-            payload={"phase": "deployed"},
-        ),
-    )
-
-    result = dagster_env.tick(stage_gate_sensor)
-
-    key = partition_key("hello-web", digest)
-    assert [("observe", f"{key}:observe:{started.seq}")] == [
-        (r.job_name, r.run_key) for r in result.run_requests
-    ]
 
 
 def test_gate_empty_ledger_is_a_skip(dagster_env: DagsterEnv) -> None:
@@ -306,63 +229,6 @@ def test_guard_requests_rollback_when_approval_revoked_during_window(
         cfg["candidate"],
     )
     assert f"seq {revoked.seq}" in cfg["reason"]
-
-
-def test_guard_requests_rollback_on_immediate_rollback_sample(
-    dagster_env: DagsterEnv, registry_helper: Any
-) -> None:
-    """A canary.sample whose symptom calls for an immediate rollback (secret material in logs) during the window."""
-    digest = _register(dagster_env, registry_helper)
-    from railiance_ledger.domain import canary as dc
-
-    sample = dc.CanarySample(
-        index=0, at="2026-01-01T00:00:00+00:00", logs=dc.LogScan(secret_kinds={"github-token": 1})
-    ).to_payload()
-    _append(
-        dagster_env,
-        stage_result("hello-web", digest, 1, "pass"),
-        NewEvent(
-            stream="hello-web",
-            kind=EventKind.STAGE_STARTED,
-            actor="dagster",
-            candidate=digest,
-            stage=2,
-            payload={"phase": "deployed"},
-        ),
-        NewEvent(
-            stream="hello-web",
-            kind=EventKind.CANARY_SAMPLE,
-            actor="dagster",
-            candidate=digest,
-            stage=2,
-            payload=sample,
-        ),
-    )
-
-    result = dagster_env.tick(canary_guard_sensor)
-
-    [req] = result.run_requests
-    assert "secret" in req.run_config["ops"]["rollback_workload"]["config"]["reason"]
-
-
-def test_guard_ignores_revocation_outside_window(dagster_env: DagsterEnv, registry_helper: Any) -> None:
-    """No open canary: a revocation is not an immediate-rollback condition."""
-    digest = _register(dagster_env, registry_helper)
-    _append(
-        dagster_env,
-        NewEvent(
-            stream="hello-web",
-            kind=EventKind.APPROVAL_REVOKED,
-            actor="bob",
-            candidate=digest,
-            stage=2,
-            payload={"reason": "bad"},
-        ),
-    )
-
-    result = dagster_env.tick(canary_guard_sensor)
-
-    assert [] == list(getattr(result, "run_requests", []) or [])
 
 
 # ------------------------------------------------------------------------------------------ mirror
