@@ -279,3 +279,24 @@ def test_gateway_answers_503_when_the_canary_has_no_ready_pod(
     resp = httpx.get(real_kube_gateway.url + "/", headers={"Host": f"{ns}.test"}, timeout=10)
     assert resp.status_code == 503
     assert resp.headers[BACKEND_HEADER] == f"{ns}/web-canary"
+
+
+def test_pod_logs_served_through_the_kubelet_port(
+    real_kube: ControlPlane, real_kube_namespace: str, real_kube_api_client: Any
+) -> None:
+    import kubernetes
+
+    ns = real_kube_namespace
+    apply(real_kube, ns, track_deployment("chatty", "stable", replicas=2))
+    wait_until(
+        lambda: sum(is_ready(p) for p in pods(real_kube, ns, "app=chatty")) == 2, timeout=30, what="2 pods"
+    )
+    names = sorted(p["metadata"]["name"] for p in pods(real_kube, ns, "app=chatty"))
+    real_kube.set_logs(ns, ["GET /checkout 200", "GET /checkout 200", "GET /cart 200"])
+    real_kube.set_logs(ns, ["GET /checkout 401 token=sk_live_123", "GET /checkout 500"], pods=[names[0]])
+    core = kubernetes.client.CoreV1Api(real_kube_api_client)
+    assert core.read_namespaced_pod_log(names[1], ns, tail_lines=2) == "GET /checkout 200\nGET /cart 200\n"
+    assert "token=sk_live_123" in core.read_namespaced_pod_log(names[0], ns)
+    assert core.read_namespaced_pod_log(names[0], ns, limit_bytes=12) == "GET /checkou"
+    proc = real_kube.kubectl("-n", ns, "logs", "-l", "app=chatty", "--tail=1", "--prefix")
+    assert f"[pod/{names[0]}/app] GET /checkout 500" in proc.stdout

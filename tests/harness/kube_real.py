@@ -55,6 +55,7 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler
 
 POD_CIDR = "198.18.0.0/16"
 SERVICE_CIDR = "198.19.0.0/16"
+KUBELET_PORT = 10250  # kwok's server on the host side of the test network (logs)
 PODHOST_PORT = 10000  # the pod host's control API, on the namespace side of the veth pair
 CONTEXT = "railiance-test"
 ADMIN_USER = "railiance-admin"
@@ -321,6 +322,58 @@ class ControlPlane:
             self._gateway = TestGateway(self.client(timeout=10.0)).start()
         return self._gateway
 
+    def set_logs(
+        self, namespace: str, lines: list[str], *, pods: list[str] | None = None, container: str | None = None
+    ) -> Path:
+        """What ``kubectl logs`` (``pods/<name>/log``) answers for pods of ``namespace``.
+
+        Writes ``lines`` to a file (CRI log format, as a container runtime does) and points kwok at it: with ``pods``, a ``Logs`` object per pod
+        (named like the pod, so create it once the pod exists); without, a ``ClusterLogs`` for every
+        pod of the namespace. ``container`` limits it to one container. Needs the test network
+        (kwok's server is the nodes' kubelet); returns the file, which may be appended to.
+        """
+        if self.network is None:
+            raise HarnessError("pod logs need the test network (root and iproute2)")
+        directory = self.workdir / "pod-logs" / namespace
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / (f"{'_'.join(pods)}.log" if pods else "_namespace.log")
+        # kwok reads the container runtime's (CRI) log format: "<RFC3339Nano> <stream> F <line>"
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+        path.write_text("".join(f"{stamp} stdout F {line}\n" for line in lines))
+        spec = {"logs": [{"containers": [container] if container else [], "logsFile": str(path)}]}
+        with self.client() as http:
+            targets: list[tuple[str, dict[str, Any]]] = []
+            if pods:
+                for pod in pods:
+                    targets.append(
+                        (
+                            f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{namespace}/logs",
+                            {"kind": "Logs", "metadata": {"name": pod, "namespace": namespace}, "spec": spec},
+                        )
+                    )
+            else:
+                targets.append(
+                    (
+                        "/apis/kwok.x-k8s.io/v1alpha1/clusterlogs",
+                        {
+                            "kind": "ClusterLogs",
+                            "metadata": {"name": f"ns-{namespace}"},
+                            "spec": {"selector": {"matchNamespaces": [namespace]}, **spec},
+                        },
+                    )
+                )
+            for collection, obj in targets:
+                obj["apiVersion"] = "kwok.x-k8s.io/v1alpha1"
+                name = obj["metadata"]["name"]
+                resp = http.post(collection, json=obj)
+                if resp.status_code == 409:
+                    current = http.get(f"{collection}/{name}").json()
+                    obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                    resp = http.put(f"{collection}/{name}", json=obj)
+                if resp.status_code not in (200, 201):
+                    raise HarnessError(f"setting logs {name}: {resp.status_code} {resp.text}")
+        return path
+
     def alive(self) -> bool:
         """True while every component still runs."""
         return all(p.alive() for p in self.processes.values())
@@ -377,7 +430,7 @@ def _check(cp: ControlPlane) -> None:
         proc.check_alive(name)
 
 
-def _stage_config(workdir: Path, node_ip: str) -> Path:
+def _stage_config(workdir: Path, node_ip: str, *, node_port: int = 0) -> Path:
     """kwok's --config: a KwokConfiguration followed by the Stages of kwok-stages.yaml."""
     kwok_config = {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
@@ -396,6 +449,8 @@ def _stage_config(workdir: Path, node_ip: str) -> Path:
             "enablePodsOnNodeSyncListPager": True,
             "enablePodsOnNodeSyncStreamWatch": False,
             "enableDebuggingHandlers": True,
+            "enableCRDs": ["Logs", "ClusterLogs"],
+            **({"nodePort": node_port} if node_port else {}),
         },
     }
     path = workdir / "kwok.yaml"
@@ -565,6 +620,10 @@ def _boot(cp: ControlPlane, *, port: int, nodes: int, gateway_api: bool, timeout
             "--allow-privileged=true",
             "--profiling=false",
             "--goaway-chance=0",
+            # logs (and exec, port-forward) go to the node's kubelet port: kwok's server
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki.admin_crt}",
+            f"--kubelet-client-key={pki.admin_key}",
             f"--cert-dir={cp.workdir / 'apiserver-certs'}",
             "--v=1",
         ],
@@ -618,24 +677,11 @@ def _boot(cp: ControlPlane, *, port: int, nodes: int, gateway_api: bool, timeout
                 "--v=1",
             ],
         )
-        _start(
-            cp,
-            "kwok",
-            [
-                str(b / "kwok"),
-                f"--kubeconfig={kubeconfig}",
-                f"--config={_stage_config(cp.workdir, plan.host_ip)}",
-                f"--server-address=127.0.0.1:{free_port()}",
-                "--v=INFO",
-            ],
-        )
-        for i in range(1, nodes + 1):
-            resp = http.post("/api/v1/nodes", json=node_manifest(i, plan.node_cidr(i)))
-            if resp.status_code not in (201, 409):
-                raise HarnessError(f"creating node kwok-node-{i}: {resp.status_code} {resp.text}")
         crds: list[str] = []
+        crd_files = [cp.bin_dir / "kwok-crds.yaml"]
         if gateway_api:
-            crd_file = cp.bin_dir / "gateway-api-standard.yaml"
+            crd_files.append(cp.bin_dir / "gateway-api-standard.yaml")
+        for crd_file in crd_files:
             # The standard channel ships CRDs and a ValidatingAdmissionPolicy (+ binding) that
             # refuses downgrades to older experimental CRDs.
             paths = {
@@ -655,6 +701,38 @@ def _boot(cp: ControlPlane, *, port: int, nodes: int, gateway_api: bool, timeout
                     )
                 if doc["kind"] == "CustomResourceDefinition":
                     crds.append(doc["metadata"]["name"])
+
+        # kwok serves pod logs (Logs/ClusterLogs objects name a file) on the nodes' kubelet port,
+        # at the nodes' InternalIP: the host side of the test network.
+        kwok_crds = [d["metadata"]["name"] for d in _yaml_docs(cp.bin_dir / "kwok-crds.yaml")]
+
+        def kwok_crds_established() -> bool:
+            for name in kwok_crds:
+                crd = http.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").json()
+                conds = crd.get("status", {}).get("conditions", [])
+                if not any(c["type"] == "Established" and c["status"] == "True" for c in conds):
+                    return False
+            return True
+
+        wait_until(kwok_crds_established, timeout=30, interval=0.1, what="kwok CRDs established")
+        server = f"{plan.host_ip}:{KUBELET_PORT}" if cp.network is not None else f"127.0.0.1:{free_port()}"
+        _start(
+            cp,
+            "kwok",
+            [
+                str(b / "kwok"),
+                f"--kubeconfig={kubeconfig}",
+                f"--config={_stage_config(cp.workdir, plan.host_ip, node_port=KUBELET_PORT if cp.network else 0)}",
+                f"--server-address={server}",
+                f"--tls-cert-file={pki.server_crt}",
+                f"--tls-private-key-file={pki.server_key}",
+                "--v=INFO",
+            ],
+        )
+        for i in range(1, nodes + 1):
+            resp = http.post("/api/v1/nodes", json=node_manifest(i, plan.node_cidr(i)))
+            if resp.status_code not in (201, 409):
+                raise HarnessError(f"creating node kwok-node-{i}: {resp.status_code} {resp.text}")
 
         def settled() -> bool:
             _check(cp)
