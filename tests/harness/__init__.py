@@ -66,6 +66,17 @@ def stop_group(proc: subprocess.Popen[Any], *, first: int = signal.SIGTERM, time
             continue
 
 
+def _term_when_parent_dies() -> None:
+    """In the child before exec: SIGTERM when the parent dies, even by SIGKILL (Linux prctl
+    PR_SET_PDEATHSIG), so a killed test run leaves no server behind in its own session."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except OSError:
+        pass
+
+
 class ManagedProcess:
     """A child process in its own session (process group), its output in a log file.
 
@@ -73,7 +84,9 @@ class ManagedProcess:
     SIGKILL when the group ignores SIGTERM.
     """
 
-    def __init__(self, argv: Sequence[str], *, log_path: Path, cwd: Path | None = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], *, log_path: Path, cwd: Path | None = None, die_with_parent: bool = False
+    ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -84,6 +97,7 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_term_when_parent_dies if die_with_parent else None,  # noqa: PLW1509
         )
 
     @property

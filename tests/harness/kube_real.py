@@ -420,7 +420,9 @@ def kubectl_binary() -> str:
 
 
 def _start(cp: ControlPlane, name: str, argv: list[str], cwd: Path | None = None) -> ManagedProcess:
-    proc = ManagedProcess(argv, log_path=cp.workdir / f"{name}.log", cwd=cwd or cp.workdir)
+    proc = ManagedProcess(
+        argv, log_path=cp.workdir / f"{name}.log", cwd=cwd or cp.workdir, die_with_parent=True
+    )
     cp.processes[name] = proc
     return proc
 
