@@ -8,7 +8,8 @@ from kwok Stages chosen by the annotation ``kwok.railiance.dev/behaviour`` (docs
 from __future__ import annotations
 
 import json
-import socket
+import os
+import signal
 import ssl
 import subprocess
 import time
@@ -704,14 +705,29 @@ def test_control_plane_cli_prints_ready_line(tmp_path: Path, real_kube: ControlP
         ).stdout
         assert "node/kwok-node-1" in out
     finally:
-        import os
-        import signal
-
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-    # every component's process group is gone: no etcd answers on its port any more
+    # every component's process group is gone
     leftovers = subprocess.run(
         ["pgrep", "-f", str(tmp_path / "cp")], capture_output=True, text=True, check=False
     )
     assert leftovers.stdout.strip() == ""
-    assert socket  # imported for symmetry with the other harness tests
+
+
+def test_gateway_api_can_be_removed_and_restored(real_kube: ControlPlane) -> None:
+    try:
+        real_kube.set_gateway_api(False)
+        out = real_kube.kubectl("api-resources", "--api-group=gateway.networking.k8s.io", "-o", "name").stdout
+        assert "httproutes" not in out
+    finally:
+        real_kube.set_gateway_api(True)
+    wait_until(
+        lambda: (
+            "httproutes.gateway.networking.k8s.io"
+            in real_kube.kubectl(
+                "api-resources", "--api-group=gateway.networking.k8s.io", "-o", "name"
+            ).stdout
+        ),
+        timeout=30,
+        what="HTTPRoute served again",
+    )

@@ -374,6 +374,44 @@ class ControlPlane:
                     raise HarnessError(f"setting logs {name}: {resp.status_code} {resp.text}")
         return path
 
+    def set_gateway_api(self, enabled: bool, *, timeout: float = 60.0) -> None:
+        """Remove (with every HTTPRoute, Gateway, ...) or reinstall the Gateway API CRDs, for tests of
+        "weighted routing unavailable". The control plane is shared: restore it in a ``finally``."""
+        docs = [
+            d
+            for d in _yaml_docs(self.bin_dir / "gateway-api-standard.yaml")
+            if d["kind"] == "CustomResourceDefinition"
+        ]
+        base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        with self.client() as http:
+            for doc in docs:
+                if enabled:
+                    resp = http.post(base, json=doc)
+                    ok = resp.status_code in (201, 409)
+                else:
+                    resp = http.delete(f"{base}/{doc['metadata']['name']}")
+                    ok = resp.status_code in (200, 202, 404)
+                if not ok:
+                    raise HarnessError(f"gateway api {enabled}: {resp.status_code} {resp.text}")
+
+            def settled() -> bool:
+                for doc in docs:
+                    resp = http.get(f"{base}/{doc['metadata']['name']}")
+                    if not enabled:
+                        if resp.status_code != 404:
+                            return False
+                        continue
+                    conds = (
+                        resp.json().get("status", {}).get("conditions", []) if resp.status_code == 200 else []
+                    )
+                    if not any(c["type"] == "Established" and c["status"] == "True" for c in conds):
+                        return False
+                return True
+
+            wait_until(
+                settled, timeout=timeout, interval=0.2, what=f"Gateway API CRDs {'up' if enabled else 'gone'}"
+            )
+
     def alive(self) -> bool:
         """True while every component still runs."""
         return all(p.alive() for p in self.processes.values())
