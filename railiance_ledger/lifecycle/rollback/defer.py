@@ -6,10 +6,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from railiance_ledger.domain.events import EventKind, NewEvent
+from railiance_ledger.domain.events import EventKind, NewEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.errors import GateFailed
-from railiance_ledger.lifecycle.rollback.model import RollbackOutcome, RollbackPlan, iso
+from railiance_ledger.lifecycle.rollback.model import RollbackOutcome, RollbackPlan
 from railiance_ledger.lifecycle.rollback.plan import human_decision
 from railiance_ledger.lifecycle.rollback.record import post_rollback_note
 
@@ -56,7 +56,7 @@ def defer_rollback(
         "approval_id": grant.event_id,
         "current_stable": plan.leaving_digest,
         "rollback_target": plan.target.as_dict(),
-        "at": iso(now()),
+        "at": format_timestamp(now()),
         "why": "the rollback is judged more dangerous than the incident state",
     }
     ev = store.append(

@@ -42,10 +42,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 @dataclass(frozen=True)
 class RestoreTarget:
     """Everything needed to put one stable back: what it was and how it was deployed.

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
+from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.lifecycle.notes import post_and_record
-from railiance_ledger.lifecycle.rollback.model import FATE_TEXT, RollbackOutcome, RollbackPlan, iso
+from railiance_ledger.lifecycle.rollback.model import FATE_TEXT, RollbackOutcome, RollbackPlan
 
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
@@ -57,7 +57,7 @@ def complete_rollback(
         "verification": verification,
         "failures": failures,
         "succeeded": ok,
-        "at": iso(now()),
+        "at": format_timestamp(now()),
     }
     done = store.append(
         [

@@ -8,13 +8,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from railiance_ledger.domain.events import RecordedEvent
+from railiance_ledger.domain.events import RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact
 from railiance_ledger.errors import GateFailed, InvalidInput
 from railiance_ledger.lifecycle.approvals import require_operator
 from railiance_ledger.lifecycle.rollback.defer import defer_rollback
 from railiance_ledger.lifecycle.rollback.manual import manual_rollback
-from railiance_ledger.lifecycle.rollback.model import CANDIDATE_FATES, RollbackOutcome, iso, utcnow
+from railiance_ledger.lifecycle.rollback.model import CANDIDATE_FATES, RollbackOutcome, utcnow
 from railiance_ledger.lifecycle.rollback.plan import human_decision, open_stage3, plan_rollback
 from railiance_ledger.lifecycle.rollback.restore import perform
 from railiance_ledger.lifecycle.stage2.canary import open_deployment
@@ -132,7 +132,7 @@ def rollback(
     started_payload = {
         "symptom": symptom,
         "reason": symptom,
-        "at": iso(now()),
+        "at": format_timestamp(now()),
         "strategy": strategy,
         "from_stable": leaving or None,
         "from_image": plan.leaving_image,

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 from railiance_ledger.domain import canary as dc
 from railiance_ledger.domain.events import RecordedEvent
-from railiance_ledger.domain.redaction import redact
 from railiance_ledger.domain.stage_result import (
     Check,
     CheckStatus,
     Evidence,
     overall_status,
 )
+from railiance_ledger.domain.waiving import WaiverWording, waive
 from railiance_ledger.errors import AdapterNotFound
 from railiance_ledger.lifecycle.checks import guarded as _guard
 from railiance_ledger.lifecycle.checks import make_check as _check
@@ -75,16 +75,7 @@ def verdicts(
 
 def _waive(ctx: CanaryContext, check: Check) -> Check:
     """``check`` as ``waived`` when it failed and a stage 2 waiver for its name and this candidate is recorded."""
-    waiver = ctx.waivers.get(check.name)
-    if check.status != CheckStatus.FAIL or waiver is None:
-        return check
-    return Check(
-        name=check.name,
-        status=CheckStatus.WAIVED,
-        waiver=waiver.event_id,
-        evidence=check.evidence,
-        reason=redact(f"{check.reason} (waived by {waiver.actor}, event {waiver.event_id})"),
-    )
+    return waive(check, ctx.waivers.get(check.name), wording=WaiverWording.CHECK_FIRST)
 
 
 _SHA256_HEX = frozenset("0123456789abcdef")
@@ -284,7 +275,7 @@ def finish(
     (no waiver), the canary is rejected and removed like any other. Gates failed: the canary is
     removed first, then the "rejected" note is posted and ``statehub_note`` judges it too.
     """
-    refresh_context(store, ctx)
+    refresh_context(ctx)
     checks = verdicts(ctx, dep, samples, thresholds, expected, helm, read_back=True)
     warnings: list[str] = []
     rolled_back = False
@@ -334,11 +325,9 @@ def finish(
         note = post_rejection(store, ctx, dep, statehub, samples, checks, expected, warnings)
         checks.append(check_statehub_note(ctx, note))
     return close(
-        store=store,
         ctx=ctx,
         dep=dep,
         note=note,
-        operator=operator,
         samples=samples,
         checks=checks,
         events=events,
@@ -380,11 +369,9 @@ def post_rejection(
 
 def close(
     *,
-    store: EventStore,
     ctx: CanaryContext,
     dep: CanaryDeployment,
     note: NoteOutcome,
-    operator: str,
     samples: list[dc.CanarySample],
     checks: list[Check],
     events: list[RecordedEvent],
@@ -430,18 +417,16 @@ def rollback_and_fail(
     events += roll_back_canary(
         store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator, symptom=symptom, now=now
     )
-    refresh_context(store, ctx)
+    refresh_context(ctx)
     checks = verdicts(ctx, dep, samples, thresholds, expected, helm, read_back=False)
     checks.insert(0, _check("immediate_rollback", False, f"rolled back immediately: {symptom}"))
     warnings: list[str] = []
     note = post_rejection(store, ctx, dep, statehub, samples, checks, expected, warnings)
     checks.append(check_statehub_note(ctx, note))
     return close(
-        store=store,
         ctx=ctx,
         dep=dep,
         note=note,
-        operator=operator,
         samples=samples,
         checks=checks,
         events=events,

@@ -80,10 +80,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 @dataclass
 class CanaryContext:
     """One Stage 2 call: the stage run (candidate, history, operator, clock) and the canary's facts."""
@@ -335,7 +331,7 @@ def canary_thresholds(decl: Declaration) -> dc.Thresholds:
     return dc.Thresholds.from_mapping(t.model_dump())
 
 
-def refresh_context(store: EventStore, ctx: CanaryContext) -> None:
+def refresh_context(ctx: CanaryContext) -> None:
     """Re-read the ledger: approvals revoked and waivers recorded during the window count at its end."""
     ctx.run.refresh()
     ctx.waivers = ctx.run.waivers()

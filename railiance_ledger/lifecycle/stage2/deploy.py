@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain import canary as dc
-from railiance_ledger.domain.events import EventKind, NewEvent
+from railiance_ledger.domain.events import EventKind, NewEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact, redact_value
 from railiance_ledger.domain.stage_result import (
     Check,
@@ -37,7 +37,6 @@ from railiance_ledger.lifecycle.stage2.context import (
     canary_values_files,
     candidate_of,
     complete_stage,
-    iso,
     make_context,
     post_note,
     set_values,
@@ -212,7 +211,7 @@ def deploy_canary(
         "evidence": [e.model_dump(mode="json") for e in evidence],
         "observation_window_seconds": decl.observation_window_seconds,
         "sample_interval_seconds": int(decl.canary.sample_interval),
-        "started_at": iso(started),
+        "started_at": format_timestamp(started),
     }
     events = store.append(
         [

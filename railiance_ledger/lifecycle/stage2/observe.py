@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain import canary as dc
-from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
+from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact, redact_value
 from railiance_ledger.errors import AdapterError, InvalidInput
 from railiance_ledger.lifecycle.candidates import parse_candidate_image
@@ -23,7 +23,6 @@ from railiance_ledger.lifecycle.stage2.context import (
     StageOutcome,
     canary_thresholds,
     candidate_of,
-    iso,
     join_selector,
     make_context,
     strip_braces,
@@ -143,7 +142,7 @@ def _collect(
     prod_ok = not (er.usable and er.value is not None and er.value > thresholds.max_error_rate)
     return dc.CanarySample(
         index=index,
-        at=iso(at),
+        at=format_timestamp(at),
         elapsed_seconds=round(elapsed, 3),
         pods=pod_state,
         health_inside=inside,

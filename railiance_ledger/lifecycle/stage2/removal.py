@@ -6,12 +6,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
+from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.errors import InvalidInput
 from railiance_ledger.lifecycle.cluster.canary import remove_canary_objects
 from railiance_ledger.lifecycle.stage2.canary import CanaryDeployment, open_deployment
-from railiance_ledger.lifecycle.stage2.context import CanaryContext, iso, make_context, target_text, utcnow
+from railiance_ledger.lifecycle.stage2.context import CanaryContext, make_context, target_text, utcnow
 
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
@@ -44,7 +44,7 @@ def roll_back_canary(
                 payload=redact_value(
                     {
                         "symptom": symptom,
-                        "at": iso(now()),
+                        "at": format_timestamp(now()),
                         "action": "remove canary routing and release",
                         "rollback_target": target,
                     }
@@ -90,7 +90,7 @@ def roll_back_canary(
                         else "none",
                         "candidate_disposition": "returned to Stage 1",
                         "succeeded": not failed,
-                        "at": iso(now()),
+                        "at": format_timestamp(now()),
                     }
                 ),
             ),

@@ -61,10 +61,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 @dataclass
 class PromotionContext:
     """One promotion: the stage run (candidate, history, operator, clock) and the promotion's facts."""

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
+from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.domain.stage_result import Check
 from railiance_ledger.errors import AdapterError, RailianceError
 from railiance_ledger.lifecycle.checks import make_check as _check
 from railiance_ledger.lifecycle.rollback.model import RESTORE_KEYS, new_workflow_id
-from railiance_ledger.lifecycle.stage3.context import PromotionContext, PromotionOutcome, iso
+from railiance_ledger.lifecycle.stage3.context import PromotionContext, PromotionOutcome
 from railiance_ledger.lifecycle.stage3.record import fail_and_restore, judge_promotion, record_promotion
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def run_promotion(
         **form.plan_fields(),
         "values": form.values,
         "prechecks": [c.model_dump(mode="json") for c in checks],
-        "started_at": iso(started),
+        "started_at": format_timestamp(started),
     }
     run.events += store.append(
         [
@@ -173,7 +173,6 @@ def run_promotion(
             http=http,
             statehub=statehub,
             now=now,
-            started=started,
             started_ev=started_ev,
             events=run.events,
             failure=failure,
@@ -217,7 +216,5 @@ def run_promotion(
         routing=routing,
         smoke=smoke,
         statehub=statehub,
-        now=now,
-        started=started,
         events=run.events,
     )

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
+from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.domain.stage_result import (
     Check,
@@ -21,7 +21,6 @@ from railiance_ledger.lifecycle.stage3.context import (
     PromotionContext,
     PromotionOutcome,
     complete_stage,
-    iso,
     stage_result,
 )
 
@@ -69,8 +68,6 @@ def record_promotion(
     routing: Mapping[str, Any],
     smoke: Sequence[Mapping[str, Any]],
     statehub: StateHubPort | None,
-    now: Callable[[], datetime],
-    started: datetime,
     events: list[RecordedEvent],
 ) -> PromotionOutcome:
     """``promotion.completed`` (``payload``), the State Hub note, ``stage.completed`` (3): the promotion passed."""
@@ -192,7 +189,6 @@ def fail_and_restore(
     http: httpx.Client,
     statehub: StateHubPort | None,
     now: Callable[[], datetime],
-    started: datetime,
     started_ev: RecordedEvent,
     events: list[RecordedEvent],
     failure: str,
@@ -245,7 +241,7 @@ def fail_and_restore(
             started_payload={
                 "symptom": failure,
                 "reason": failure,
-                "at": iso(now()),
+                "at": format_timestamp(now()),
                 "automatic": True,
                 "workflow_id": workflow_id,
                 "strategy": strategy,
