@@ -306,11 +306,6 @@ def _read(model: type[P], payload: Mapping[str, Any]) -> P | None:
         return None
 
 
-def _attr(ev: EventLike, name: str, default: Any) -> Any:
-    value = getattr(ev, name, default)
-    return default if value is None else value
-
-
 def _int(value: Any) -> int | None:
     try:
         return None if value is None else int(value)
@@ -356,10 +351,10 @@ class _Fold:
             if ev.stage in (2, 3):
                 self.open_stage = ev.stage
             return
-        event_id = str(_attr(ev, "event_id", ""))
-        seq = int(_attr(ev, "seq", index))
-        actor = str(_attr(ev, "actor", ""))
-        at = str(_attr(ev, "recorded_at", ""))
+        event_id: str = getattr(ev, "event_id", None) or ""
+        seq: int = getattr(ev, "seq", None) or index
+        actor: str = getattr(ev, "actor", None) or ""
+        at: str = getattr(ev, "recorded_at", None) or ""
         if kind == EventKind.CANDIDATE_REGISTERED:
             if not self.registered:
                 self.registration = dict(ev.payload)

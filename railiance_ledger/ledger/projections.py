@@ -305,7 +305,7 @@ class _RowEvent(NamedTuple):
 
 def _row_event(row: Any, payload: dict[str, Any]) -> _RowEvent:
     seq, event_id, kind, candidate, stage, actor, recorded_at = row[:7]
-    return _RowEvent(int(seq), event_id, kind, candidate, _int_or_none(stage), actor, recorded_at, payload)
+    return _RowEvent(seq, event_id, kind, candidate, stage, actor, recorded_at, payload)
 
 
 def _approval_records(state: CandidateState) -> tuple[ApprovalRecord, ...]:
