@@ -6,9 +6,10 @@ Wiring only: every asset calls one ``railiance_ledger.lifecycle`` service or the
 from __future__ import annotations
 
 from assets.candidates import candidate, candidates_partitions
+from assets.gates import GATES
 from assets.jobs import JOBS
 from assets.resources import default_resources
-from assets.stages import GATES, STAGE_ASSETS
+from assets.stages import STAGE_ASSETS
 
 ASSETS = [candidate, *STAGE_ASSETS]
 """Every asset, in lineage order."""

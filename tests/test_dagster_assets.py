@@ -14,13 +14,8 @@ from dagster import AssetKey, materialize
 
 from assets import GATES
 from assets.candidates import candidate
-from assets.stages import (
-    STAGE1_GATES,
-    approval_in_force,
-    promotion_approval,
-    stage1_validation,
-    stage2_canary,
-)
+from assets.gates import STAGE1_GATES, approval_in_force
+from assets.stages import promotion_approval, stage1_validation, stage2_canary
 from railiance_ledger.domain.events import EventKind
 from railiance_ledger.domain.gates import names_for
 from railiance_ledger.ledger.projections import partition_key
