@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
+    "SYSTEM_CLOCK",
     "Clock",
     "HelmPort",
     "KubePort",
@@ -60,6 +61,10 @@ class SystemClock:
     def now(self) -> dt.datetime:
         """The current time in UTC."""
         return dt.datetime.now(dt.UTC)
+
+
+SYSTEM_CLOCK = SystemClock()
+"""The one system clock (``now=SYSTEM_CLOCK.now`` is the default of the services' ``now`` parameter)."""
 
 
 # ------------------------------------------------------------------------------------ kubernetes

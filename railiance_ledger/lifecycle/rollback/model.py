@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain.digests import parse_image_ref
@@ -36,10 +35,6 @@ RESTORE_KEYS = (
     "source",
 )
 """The keys of a restore record kept for a stable (never nested further: payloads stay bounded)."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

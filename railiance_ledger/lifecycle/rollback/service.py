@@ -14,11 +14,12 @@ from railiance_ledger.errors import GateFailed, InvalidInput
 from railiance_ledger.lifecycle.approvals import require_operator
 from railiance_ledger.lifecycle.rollback.defer import defer_rollback
 from railiance_ledger.lifecycle.rollback.manual import manual_rollback
-from railiance_ledger.lifecycle.rollback.model import CANDIDATE_FATES, RollbackOutcome, utcnow
+from railiance_ledger.lifecycle.rollback.model import CANDIDATE_FATES, RollbackOutcome
 from railiance_ledger.lifecycle.rollback.plan import human_decision, open_stage3, plan_rollback
 from railiance_ledger.lifecycle.rollback.restore import perform
 from railiance_ledger.lifecycle.stage2.canary import open_deployment
 from railiance_ledger.lifecycle.stage2.removal import remove_canary
+from railiance_ledger.ports import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
     import httpx
@@ -44,7 +45,7 @@ def rollback(
     accept_forward_only: bool = False,
     automatic: bool = False,
     manual_done: bool = False,
-    now: Callable[[], datetime] = utcnow,
+    now: Callable[[], datetime] = SYSTEM_CLOCK.now,
     home: Path | None = None,
     ready_timeout: float = 120.0,
     sleep: Callable[[float], None] = time.sleep,

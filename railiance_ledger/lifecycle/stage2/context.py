@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,10 +74,6 @@ class StageOutcome:
     def passed(self) -> bool:
         """True when the call succeeded (exit 0)."""
         return self.exit_code == 0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

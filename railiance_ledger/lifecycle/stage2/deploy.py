@@ -42,7 +42,6 @@ from railiance_ledger.lifecycle.stage2.context import (
     set_values,
     stage_result,
     target_text,
-    utcnow,
 )
 from railiance_ledger.lifecycle.stage2.prechecks import (
     check_approval,
@@ -60,6 +59,7 @@ from railiance_ledger.lifecycle.stage2.prechecks import (
     check_window,
     default_resolve,
 )
+from railiance_ledger.ports import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
     import httpx
@@ -81,7 +81,7 @@ def deploy_canary(
     http: httpx.Client,
     statehub: StateHubPort | None = None,
     image: str | None = None,
-    now: Callable[[], datetime] = utcnow,
+    now: Callable[[], datetime] = SYSTEM_CLOCK.now,
     resolve_host: Callable[[str], bool] = default_resolve,
     helm_upgrade_args: Sequence[str] = (),
     home: Path | None = None,

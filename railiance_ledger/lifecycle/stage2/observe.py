@@ -26,8 +26,8 @@ from railiance_ledger.lifecycle.stage2.context import (
     join_selector,
     make_context,
     strip_braces,
-    utcnow,
 )
+from railiance_ledger.ports import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
     import httpx
@@ -179,7 +179,7 @@ def observe_canary(
     image: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
-    now: Callable[[], datetime] = utcnow,
+    now: Callable[[], datetime] = SYSTEM_CLOCK.now,
     on_progress: Callable[[int, int, dc.CanarySample], None] | None = None,
     max_samples: int | None = None,
     metrics_window: str | None = None,

@@ -11,7 +11,8 @@ from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.errors import InvalidInput
 from railiance_ledger.lifecycle.cluster.canary import remove_canary_objects
 from railiance_ledger.lifecycle.stage2.canary import CanaryDeployment, open_deployment
-from railiance_ledger.lifecycle.stage2.context import CanaryContext, make_context, target_text, utcnow
+from railiance_ledger.lifecycle.stage2.context import CanaryContext, make_context, target_text
+from railiance_ledger.ports import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
@@ -107,7 +108,7 @@ def remove_canary(
     kube: KubePort,
     helm: HelmPort,
     reason: str,
-    now: Callable[[], datetime] = utcnow,
+    now: Callable[[], datetime] = SYSTEM_CLOCK.now,
 ) -> list[RecordedEvent]:
     """Operator-triggered Stage 2 rollback of the canary being observed (``railiance rollback`` during Stage 2)."""
     dep = open_deployment(store.read_stream(decl.workload.name), None)

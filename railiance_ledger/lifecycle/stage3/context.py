@@ -6,7 +6,7 @@ import hashlib
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +55,6 @@ class PromotionOutcome(StageOutcome):
 
     workflow_id: str | None = None
     rollback: dict[str, Any] | None = None
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

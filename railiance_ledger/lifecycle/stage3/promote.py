@@ -20,7 +20,6 @@ from railiance_ledger.lifecycle.stage3.context import (
     complete_stage,
     make_context,
     stage_result,
-    utcnow,
 )
 from railiance_ledger.lifecycle.stage3.forms import PromotionForm, run_promotion
 from railiance_ledger.lifecycle.stage3.forms_replace import ReleaseReplace
@@ -34,6 +33,7 @@ from railiance_ledger.lifecycle.stage3.prechecks import (
     check_stage2,
     check_statehub,
 )
+from railiance_ledger.ports import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
     import httpx
@@ -53,7 +53,7 @@ def promote(
     http: httpx.Client,
     statehub: StateHubPort | None = None,
     image: str | None = None,
-    now: Callable[[], datetime] = utcnow,
+    now: Callable[[], datetime] = SYSTEM_CLOCK.now,
     home: Path | None = None,
     ready_timeout: float = 120.0,
     sleep: Callable[[float], None] = time.sleep,
