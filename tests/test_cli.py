@@ -131,6 +131,18 @@ def test_operator_flag_overrides_environment(env: dict[str, str]) -> None:
     assert "bob" == json.loads(out)["event"]["actor"]
 
 
+def test_global_options_hold_for_one_invocation_only(env: dict[str, str]) -> None:
+    """--json and --operator before the command live in click's context object, not in module state: the
+    next invocation in the same process prints text and acts as RAILIANCE_OPERATOR again."""
+    code, out = invoke("--json", "--operator", "bob", "candidate", "add", str(EXAMPLE), "--image", IMAGE)
+    assert (0, "bob") == (code, json.loads(out)["event"]["actor"]), out
+    other = IMAGE.replace("c" * 64, "d" * 64)
+    code, out = invoke("candidate", "add", str(EXAMPLE), "--image", other, "--revision", "a" * 40)
+    assert 0 == code and out.startswith("registered: "), out
+    code, out = invoke("history", "hello-web", "--json")
+    assert ["bob", "alice"] == [e["actor"] for e in json.loads(out)]
+
+
 def test_waiver_records_the_operator_and_that_it_was_given_explicitly(env: dict[str, str]) -> None:
     """RAILIANCE_OPERATOR (and --operator, global or per command) is an explicit identity: the record says so."""
     invoke("candidate", "add", str(EXAMPLE), "--image", IMAGE, "--revision", "a" * 40)
