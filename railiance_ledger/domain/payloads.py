@@ -53,6 +53,7 @@ __all__ = [
     "WaiverGranted",
     "parse",
     "parse_as",
+    "read_or_default",
     "validate",
 ]
 
@@ -284,6 +285,9 @@ class RollbackCompleted(Payload):
     UPCASTERS = (_rollback_v1_to_v2,)
     final_stable: str | None = None
     final_image: str | None = None
+    image: str | None = None
+    """Older records name the final stable's image here instead of ``final_image``."""
+    restore: dict[str, Any] | None = None
     reason: str | None = None
     symptom: str | None = None
     candidate_fate: CandidateFate | None = None
@@ -400,6 +404,15 @@ def parse_as(model: type[P], payload: Mapping[str, Any]) -> P:
     parsed = parse(model.KIND, payload)
     assert isinstance(parsed, model)
     return parsed
+
+
+def read_or_default(model: type[P], payload: Mapping[str, Any]) -> P:
+    """``parse_as``, or the model's defaults when a record (older than validation at append) does
+    not parse: for readers whose defaults fail closed (no approval, no fate, no final stable)."""
+    try:
+        return parse_as(model, payload)
+    except InvalidPayload:
+        return model.model_construct()
 
 
 def validate(kind: str | EventKind, payload: Mapping[str, Any]) -> None:

@@ -24,6 +24,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.events import EventKind, RecordedEvent, format_timestamp
+from railiance_ledger.domain.payloads import (
+    CandidateRegistered,
+    PromotionCompleted,
+    RollbackCompleted,
+    read_or_default,
+)
 from railiance_ledger.errors import LedgerError
 from railiance_ledger.ledger.schema import EVENT_COLUMNS, events
 from railiance_ledger.ledger.store import EventStore, row_to_event
@@ -403,16 +409,17 @@ class _Stack:
 
     def promote(self, row: Any, payload: dict[str, Any]) -> None:
         seq, event_id, _kind, candidate, _stage, actor, recorded_at = row[:7]
-        digest = str(payload.get("digest") or candidate)
+        promo = read_or_default(PromotionCompleted, payload)
+        digest = str(promo.digest or candidate)
         self.records.append(
             StableRecord(
                 digest=digest,
-                image=payload.get("image"),
+                image=promo.image,
                 promoted_at=recorded_at,
                 promoted_by=actor,
                 event_id=event_id,
                 seq=int(seq),
-                previous_stable=payload.get("previous_stable"),
+                previous_stable=promo.previous_stable,
                 restore=payload,
                 approvals=(),
                 state="current",
@@ -422,7 +429,8 @@ class _Stack:
 
     def rollback(self, row: Any, payload: dict[str, Any]) -> None:
         seq, event_id, _kind, candidate, stage, actor, recorded_at = row[:7]
-        final = payload.get("final_stable")
+        done = read_or_default(RollbackCompleted, payload)
+        final = done.final_stable
         from_stable = self.records[self.stack[-1]].digest if self.stack else None
         if candidate:
             self.rolled_back_digests.add(candidate)
@@ -440,13 +448,13 @@ class _Stack:
                 self.records.append(
                     StableRecord(
                         digest=str(final),
-                        image=payload.get("final_image") or payload.get("image"),
+                        image=done.final_image or done.image,
                         promoted_at=recorded_at,
                         promoted_by=actor,
                         event_id=None,
                         seq=int(seq),
                         previous_stable=None,
-                        restore=dict(payload.get("restore") or {}),
+                        restore=dict(done.restore or {}),
                         approvals=(),
                         state="current",
                     )
@@ -464,7 +472,7 @@ class _Stack:
                 from_stable=from_stable,
                 final_stable=final,
                 candidate=candidate,
-                reason=str(payload.get("reason") or ""),
+                reason=str(done.reason or ""),
             )
         )
 
@@ -510,14 +518,15 @@ def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
             folded.setdefault(digest, []).append(_row_event(row, payload))
         if kind == _K.CANDIDATE_REGISTERED:
             if digest not in info:
+                reg = read_or_default(CandidateRegistered, payload)
                 order.append(digest)
                 info[digest] = {
-                    "image": payload.get("image"),
+                    "image": reg.image,
                     "at": recorded_at,
                     "by": actor,
                     # Registrations record whether the declaration makes approval mandatory; older
                     # ones did not, and for those a missing approval is listed (fail closed).
-                    "approval_required": payload.get("approval_required", True) is not False,
+                    "approval_required": reg.approval_required is not False,
                 }
         elif kind == _K.STAGE_COMPLETED and digest and stage is not None:
             last_stage_event[digest] = StageResult(
