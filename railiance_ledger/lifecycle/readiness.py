@@ -25,7 +25,7 @@ from railiance_ledger.declaration.criticality import Category
 from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.durations import format_duration
 from railiance_ledger.domain.events import RecordedEvent
-from railiance_ledger.domain.payloads import StageCompleted, parse_as
+from railiance_ledger.domain.payloads import CandidateRegistered, StageCompleted, read_or_default
 from railiance_ledger.lifecycle.candidates import select_candidate
 
 if TYPE_CHECKING:
@@ -198,8 +198,8 @@ def readiness_report(*, store: EventStore, decl: Declaration, image: str | None 
     if registration is not None:
         candidate = {
             "digest": registration.candidate,
-            "image": registration.payload.get("image"),
-            "revision": registration.payload.get("revision"),
+            "image": read_or_default(CandidateRegistered, registration.payload).image,
+            "revision": read_or_default(CandidateRegistered, registration.payload).revision,
         }
     return ReadinessReport(
         workload=workload,
@@ -240,8 +240,9 @@ def _artifact(reg: RecordedEvent | None) -> ReadinessAnswer:
             source="ledger",
             missing=["a candidate registered by immutable digest (railiance candidate add)"],
         )
-    revision = reg.payload.get("revision")
-    image = reg.payload.get("image") or reg.candidate
+    registered = read_or_default(CandidateRegistered, reg.payload)
+    revision = registered.revision
+    image = registered.image or reg.candidate
     source = f"ledger candidate.registered seq {reg.seq}"
     if not revision:
         return _make(
@@ -280,7 +281,7 @@ def _local_checks(history: list[RecordedEvent], decl: Declaration, digest: str |
             source=f"ledger stage.completed stage 1 seq {latest.seq}" if latest else "ledger",
             missing=["a passing Stage 1 result for this candidate (railiance run APP_DIR)"],
         )
-    checks = parse_as(StageCompleted, latest.payload).checks or []
+    checks = read_or_default(StageCompleted, latest.payload).checks or []
     summary = ", ".join(f"{c.get('name')} {c.get('status')}" for c in checks) or "passed"
     return _make(
         "local_checks",
