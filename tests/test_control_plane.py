@@ -731,3 +731,41 @@ def test_gateway_api_can_be_removed_and_restored(real_kube: ControlPlane) -> Non
         timeout=30,
         what="HTTPRoute served again",
     )
+
+
+def test_behaviour_by_image_digest(real_kube: ControlPlane, real_kube_namespace: str) -> None:
+    import hashlib
+
+    ns = real_kube_namespace
+    bad = "registry.test/shop@sha256:" + hashlib.sha256(ns.encode() + b"bad").hexdigest()
+    good = "registry.test/shop@sha256:" + hashlib.sha256(ns.encode() + b"good").hexdigest()
+    tagged = f"registry.test/{ns}-pull:v2"
+    real_kube.set_image_behaviour(bad, "crashloop")
+    real_kube.set_image_behaviour(f"registry.test/{ns}-pull", "image-pull-error")  # repository: any tag
+    try:
+        apply(
+            real_kube,
+            ns,
+            deployment("bad", replicas=1, image=bad),
+            deployment("good", replicas=1, image=good),
+            deployment("pull", replicas=1, image=tagged),
+            deployment("explicit", replicas=1, image=bad, annotations={BEHAVIOUR: "ready"}),
+        )
+        wait_until(
+            lambda: waiting_reason(pods(real_kube, ns, "app=bad")[0]) == "CrashLoopBackOff",
+            timeout=30,
+            what="the bad digest crash-loops",
+        )
+        wait_until(
+            lambda: waiting_reason(pods(real_kube, ns, "app=pull")[0]) == "ImagePullBackOff",
+            timeout=30,
+            what="the repository cannot be pulled",
+        )
+        real_kube.kubectl("-n", ns, "rollout", "status", "deployment/good", "--timeout=30s")
+        real_kube.kubectl("-n", ns, "rollout", "status", "deployment/explicit", "--timeout=30s")
+        assert pods(real_kube, ns, "app=bad")[0]["metadata"]["annotations"][BEHAVIOUR] == "crashloop"
+    finally:
+        real_kube.set_image_behaviour(bad, None)
+        real_kube.set_image_behaviour(f"registry.test/{ns}-pull", None)
+    apply(real_kube, ns, deployment("again", replicas=1, image=bad))
+    real_kube.kubectl("-n", ns, "rollout", "status", "deployment/again", "--timeout=30s")

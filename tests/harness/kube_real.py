@@ -374,6 +374,21 @@ class ControlPlane:
                     raise HarnessError(f"setting logs {name}: {resp.status_code} {resp.text}")
         return path
 
+    def set_image_behaviour(self, image: str, behaviour: str | None) -> None:
+        """Pods whose first container runs ``image`` (exactly, or its repository without tag or
+        digest) get ``behaviour`` (see docs/testing.md "Pod behaviours") when created, unless their
+        template names one; None forgets the image. Pods already created keep theirs."""
+        ns, name = IMAGE_BEHAVIOURS
+        patch = {"data": {image_key(image): behaviour}}
+        with self.client() as http:
+            resp = http.patch(
+                f"/api/v1/namespaces/{ns}/configmaps/{name}",
+                content=json.dumps(patch),
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            if resp.status_code != 200:
+                raise HarnessError(f"setting the behaviour of {image}: {resp.status_code} {resp.text}")
+
     def set_gateway_api(self, enabled: bool, *, timeout: float = 60.0) -> None:
         """Remove (with every HTTPRoute, Gateway, ...) or reinstall the Gateway API CRDs, for tests of
         "weighted routing unavailable". The control plane is shared: restore it in a ``finally``."""
@@ -496,6 +511,99 @@ def _stage_config(workdir: Path, node_ip: str, *, node_port: int = 0) -> Path:
     path = workdir / "kwok.yaml"
     path.write_text(yaml.safe_dump(kwok_config, sort_keys=False) + "---\n" + STAGES_FILE.read_text())
     return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Pod behaviours by image: a ConfigMap of image -> behaviour, applied to pods at admission by a
+# MutatingAdmissionPolicy (real apiserver machinery), so a test can make one candidate digest crash
+# while another of the same chart runs. An explicit pod annotation wins.
+
+BEHAVIOUR_ANNOTATION = "kwok.railiance.dev/behaviour"
+IMAGE_BEHAVIOURS = ("kube-system", "railiance-image-behaviours")
+
+
+def image_key(image: str) -> str:
+    """The ConfigMap key for ``image`` ("/", ":" and "@" become "_"; keys allow [-._a-zA-Z0-9])."""
+    return image.replace("/", "_").replace(":", "_").replace("@", "_")
+
+
+_IMAGE_KEY_CEL = "{}.replace('/', '_').replace(':', '_').replace('@', '_')"
+_REPO_CEL = (
+    "object.spec.containers[0].image.split('@')[0].lastIndexOf(':') > "
+    "object.spec.containers[0].image.split('@')[0].lastIndexOf('/') ? "
+    "object.spec.containers[0].image.split('@')[0].substring(0, "
+    "object.spec.containers[0].image.split('@')[0].lastIndexOf(':')) : "
+    "object.spec.containers[0].image.split('@')[0]"
+)
+
+
+def image_behaviour_policy() -> list[dict[str, Any]]:
+    """The ConfigMap, MutatingAdmissionPolicy and binding that apply ``IMAGE_BEHAVIOURS``."""
+    ns, name = IMAGE_BEHAVIOURS
+    api = "admissionregistration.k8s.io/v1beta1"
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": {}},
+        {
+            "apiVersion": api,
+            "kind": "MutatingAdmissionPolicy",
+            "metadata": {"name": "railiance-image-behaviours"},
+            "spec": {
+                "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["pods"],
+                        }
+                    ]
+                },
+                "failurePolicy": "Fail",
+                "reinvocationPolicy": "Never",
+                "variables": [
+                    {"name": "key", "expression": _IMAGE_KEY_CEL.format("object.spec.containers[0].image")},
+                    {"name": "repoKey", "expression": _IMAGE_KEY_CEL.format(f"({_REPO_CEL})")},
+                    {
+                        "name": "behaviour",
+                        "expression": (
+                            "params == null || !has(params.data) ? '' : "
+                            "variables.key in params.data ? params.data[variables.key] : "
+                            "variables.repoKey in params.data ? params.data[variables.repoKey] : ''"
+                        ),
+                    },
+                    {
+                        "name": "explicit",
+                        "expression": (
+                            "has(object.metadata.annotations) && "
+                            f"'{BEHAVIOUR_ANNOTATION}' in object.metadata.annotations"
+                        ),
+                    },
+                ],
+                "mutations": [
+                    {
+                        "patchType": "ApplyConfiguration",
+                        "applyConfiguration": {
+                            "expression": (
+                                "variables.behaviour == '' || variables.explicit ? Object{} : "
+                                "Object{metadata: Object.metadata{annotations: "
+                                f"{{'{BEHAVIOUR_ANNOTATION}': variables.behaviour}}}}}}"
+                            )
+                        },
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": api,
+            "kind": "MutatingAdmissionPolicyBinding",
+            "metadata": {"name": "railiance-image-behaviours"},
+            "spec": {
+                "policyName": "railiance-image-behaviours",
+                "paramRef": {"name": name, "namespace": ns, "parameterNotFoundAction": "Allow"},
+            },
+        },
+    ]
 
 
 def node_manifest(index: int, pod_cidr: str) -> dict[str, Any]:
@@ -652,7 +760,10 @@ def _boot(cp: ControlPlane, *, port: int, nodes: int, gateway_api: bool, timeout
             f"--client-ca-file={pki.ca_crt}",
             f"--token-auth-file={cp.workdir / 'tokens.csv'}",
             "--authorization-mode=Node,RBAC",
-            "--enable-admission-plugins=NodeRestriction",
+            "--enable-admission-plugins=NodeRestriction,MutatingAdmissionPolicy",
+            # MutatingAdmissionPolicy (beta in 1.35) maps images to pod behaviours (IMAGE_BEHAVIOURS)
+            "--feature-gates=MutatingAdmissionPolicy=true",
+            "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
@@ -741,6 +852,18 @@ def _boot(cp: ControlPlane, *, port: int, nodes: int, gateway_api: bool, timeout
                     )
                 if doc["kind"] == "CustomResourceDefinition":
                     crds.append(doc["metadata"]["name"])
+
+        policy_paths = {
+            "ConfigMap": f"/api/v1/namespaces/{IMAGE_BEHAVIOURS[0]}/configmaps",
+            "MutatingAdmissionPolicy": "/apis/admissionregistration.k8s.io/v1beta1/mutatingadmissionpolicies",
+            "MutatingAdmissionPolicyBinding": (
+                "/apis/admissionregistration.k8s.io/v1beta1/mutatingadmissionpolicybindings"
+            ),
+        }
+        for obj in image_behaviour_policy():
+            resp = http.post(policy_paths[obj["kind"]], json=obj)
+            if resp.status_code not in (201, 409):
+                raise HarnessError(f"creating {obj['kind']}: {resp.status_code} {resp.text}")
 
         # kwok serves pod logs (Logs/ClusterLogs objects name a file) on the nodes' kubelet port,
         # at the nodes' InternalIP: the host side of the test network.
