@@ -19,45 +19,35 @@ INGRESS_GV = "networking.k8s.io/v1"
 
 
 def first_of_kind(docs: Sequence[Mapping[str, Any]], kind: str) -> Mapping[str, Any] | None:
+    """The first document of ``kind`` in ``docs``, else ``None``."""
     return next((d for d in docs if d.get("kind") == kind), None)
-
-
-def clean_for_restore(obj: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in obj.items() if k != "status"}
-    meta = dict(out.get("metadata") or {})
-    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
-        meta.pop(key, None)
-    out["metadata"] = meta
-    return out
 
 
 FIELD_MANAGER = "railiance-ledger"
 
 
-def clean_object(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A Kubernetes object without status and server-assigned metadata (what can be re-applied)."""
+_SERVER_ASSIGNED = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields")
+_OWNERSHIP = ("deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences")
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def clean_object(obj: Mapping[str, Any], *, keep_ownership: bool = False) -> dict[str, Any]:
+    """A Kubernetes object without status and server-assigned metadata (what can be re-applied).
+
+    By default ownership and deletion metadata and kubectl's last-applied annotation go too (a
+    snapshot to compare or restore later). ``keep_ownership`` keeps them: what Stage 2 records of the
+    routing objects it patches or creates, re-applied as they were when the canary is removed.
+    """
     out = {k: v for k, v in obj.items() if k != "status"}
     meta = dict(out.get("metadata") or {})
-    for key in (
-        "resourceVersion",
-        "uid",
-        "creationTimestamp",
-        "generation",
-        "managedFields",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "ownerReferences",
-    ):
+    for key in _SERVER_ASSIGNED if keep_ownership else (*_SERVER_ASSIGNED, *_OWNERSHIP):
         meta.pop(key, None)
-    ann = {
-        k: v
-        for k, v in (meta.get("annotations") or {}).items()
-        if k != "kubectl.kubernetes.io/last-applied-configuration"
-    }
-    if ann:
-        meta["annotations"] = ann
-    else:
-        meta.pop("annotations", None)
+    if not keep_ownership:
+        ann = {k: v for k, v in (meta.get("annotations") or {}).items() if k != _LAST_APPLIED}
+        if ann:
+            meta["annotations"] = ann
+        else:
+            meta.pop("annotations", None)
     out["metadata"] = meta
     return out
 

@@ -25,7 +25,7 @@ from railiance_ledger.lifecycle.cluster.objects import (
     FIELD_MANAGER,
     GATEWAY_GV,
     INGRESS_GV,
-    clean_for_restore,
+    clean_object,
 )
 from railiance_ledger.lifecycle.cluster.rollout import await_pods
 from railiance_ledger.lifecycle.cluster.routing import read_routing
@@ -148,7 +148,7 @@ def deploy_canary(
             else None
         )
         plan = dc.plan_routing(spec, stable_ingress=stable_ing, stable_route=stable_route)
-        previous = [clean_for_restore(o) for o in (stable_ing, stable_route) if o is not None]
+        previous = [clean_object(o, keep_ownership=True) for o in (stable_ing, stable_route) if o is not None]
         for obj in plan.objects:
             kube.apply(manifests=[obj], field_manager=FIELD_MANAGER)
             applied.append(obj)
@@ -180,7 +180,7 @@ def deploy_canary(
 
     # A stable HTTPRoute built because none existed is ours: rollback deletes it (nothing to restore).
     built_route = [o for o in plan.patches if o.get("kind") == "HTTPRoute" and stable_route is None]
-    creates = [clean_for_restore(o) for o in [*plan.creates, *built_route]]
+    creates = [clean_object(o, keep_ownership=True) for o in [*plan.creates, *built_route]]
     evidence = _deploy_evidence(ctx, revision, sha, spec, reason)
     evidence.append(Evidence(kind="pod-status", ref=canary_selector(ctx), detail=rollout))
     payload = {
