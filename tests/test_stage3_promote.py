@@ -476,23 +476,6 @@ def test_promote_fails_closed_without_stage2_acceptance(stage3_env: Stage3Env) -
     assert ["fail"] == [e.payload["status"] for e in recorded]
 
 
-def test_promote_backup_posture_must_be_current_for_stateful_workloads(stage3_env: Stage3Env) -> None:
-    """Stateful: the backup check must exit 0 and state a backup age within backup.max_age."""
-    env = stage3_env
-    env.sub(
-        r"^stateful = false",
-        'stateful = true\ncheck = ["sh", "-c", "echo age_seconds=90000"]\nmax_age = "24h"',
-    )
-    v1 = env.through_stage2("v1.0.0")
-    out = env.promote(v1)
-    assert ["backup_posture_current"] == failed(out.document)
-    assert "older than backup.max_age" in check(out.document, "backup_posture_current")["reason"]
-    env.sub(r"^check = .*$", 'check = ["sh", "-c", "echo age_seconds=600"]')
-    out = env.promote(v1)
-    assert 0 == out.exit_code, failed(out.document)
-    assert "600s old" in check(out.document, "backup_posture_current")["reason"]
-
-
 def test_promote_gateway_api_weighted_canary_shifts_then_replaces(stage3_env: Stage3Env) -> None:
     """Gateway API: the HTTPRoute sends 100% to the canary, then the stable release takes over and the
     route is back to the stable service only."""
