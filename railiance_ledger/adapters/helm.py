@@ -7,6 +7,7 @@ One private ``_run`` helper executes ``helm`` with a timeout and translates ever
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from railiance_ledger.domain.redaction import redact
-from railiance_ledger.errors import AdapterError, AdapterNotFound, AdapterTimeout, AdapterUnavailable
+from railiance_ledger.errors import (
+    AdapterError,
+    AdapterNotFound,
+    AdapterProtocolError,
+    AdapterTimeout,
+    AdapterUnavailable,
+)
 
 if TYPE_CHECKING:
     from railiance_ledger.ports import HelmPort
@@ -180,8 +187,6 @@ class Helm:
 
         A release that does not exist raises ``HelmReleaseNotFound`` (helm exits 1, "release: not found").
         """
-        import json
-
         out = self._run(
             ["history", release, "--namespace", namespace, "--output", "json"],
             operation="history",
@@ -191,8 +196,6 @@ class Helm:
         try:
             data = json.loads(out or "[]")
         except ValueError as exc:
-            from railiance_ledger.errors import AdapterProtocolError
-
             raise AdapterProtocolError(
                 "history is not JSON", system="helm", operation="history", address=f"{namespace}/{release}"
             ) from exc
@@ -245,10 +248,6 @@ class Helm:
 
 def _json_object(text: str, *, operation: str, address: str) -> dict[str, object]:
     """Parse helm's ``--output json`` answer into a dict, or raise ``AdapterProtocolError``."""
-    import json
-
-    from railiance_ledger.errors import AdapterProtocolError
-
     try:
         data = json.loads(text)
     except ValueError as exc:
