@@ -906,8 +906,10 @@ class Declaration(_Table):
                             "a routing-switch promotion leaves the production release untouched, so it is "
                             f"undone by restoring the previous routing, not by {self.rollback.strategy}"
                         ),
-                        'set rollback.strategy = "routing" (or "manual"), or promotion.form = '
-                        '"release-replace"',
+                        (
+                            'set rollback.strategy = "routing" (or "manual"), or promotion.form = '
+                            '"release-replace"'
+                        ),
                     )
                 )
             if canary.namespace != production.namespace:
@@ -918,8 +920,10 @@ class Declaration(_Table):
                             "a routing switch points the stable Service at the canary pods: they must run in "
                             "the production namespace"
                         ),
-                        "deploy the canary in the production namespace, or use promotion.form = "
-                        "'release-replace'",
+                        (
+                            "deploy the canary in the production namespace, or use promotion.form = "
+                            "'release-replace'"
+                        ),
                     )
                 )
         if self.rollback.verification is not None and self.rollback.verification not in self.check_names():

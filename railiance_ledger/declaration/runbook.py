@@ -190,8 +190,10 @@ def render_runbook(app_dir: Path, report: ValidationReport | None = None) -> str
         "",
         "This runbook is the lifecycle's temporary compatibility path for a workload without a complete",
         "machine-readable declaration (spec: Workload Declaration). Each stage still runs in order and still",
-        "leaves evidence; the steps below replace, by hand, what the missing declaration fields would "
-        "provide.",
+        (
+            "leaves evidence; the steps below replace, by hand, what the missing declaration fields would "
+            "provide."
+        ),
         "Add the fields to `railiance/app.toml` (see docs/app-toml.md) and retire this runbook.",
         "",
         f"Declaration: {_status_line(report)}",
