@@ -671,8 +671,8 @@ def start_control_plane(
         raise HarnessError("control-plane binaries are not built: run scripts/k8s-binaries")
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    net = create_network(nodes) if network and network_available() is None else None
     pki = _make_pki(workdir / "pki")
+    net = create_network(nodes) if network and network_available() is None else None
     token = secrets.token_hex(24)
     (workdir / "tokens.csv").write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
     port = port or free_port()
