@@ -66,7 +66,7 @@ def test_apply_dry_run_and_pod_summary_per_behaviour(kube: Kube, real_kube_names
 
 def test_service_proxy_health_and_logs(kube: Kube, real_kube: ControlPlane, real_kube_namespace: str) -> None:
     if real_kube.network is None:
-        pytest.skip("needs the test network")
+        pytest.skip(f"needs the test network: {real_kube.network_error}")
     ns = real_kube_namespace
     objs = [
         track_deployment("stable", "stable"),

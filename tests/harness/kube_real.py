@@ -279,6 +279,8 @@ class ControlPlane:
     fault_proxy: FaultProxy | None = None
     #: the test network namespace (None when this process may not make one: not root, no iproute2)
     network: TestNetwork | None = None
+    #: why there is no test network (None when there is one)
+    network_error: str | None = None
     pod_sync: PodSync | None = None
     _api: httpx.Client | None = None
     _gateway: TestGateway | None = None
@@ -672,7 +674,13 @@ def start_control_plane(
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     pki = _make_pki(workdir / "pki")
-    net = create_network(nodes) if network and network_available() is None else None
+    net: TestNetwork | None = None
+    network_error = "not requested" if not network else network_available()
+    if network_error is None:
+        try:
+            net = create_network(nodes)
+        except HarnessError as exc:  # e.g. root without CAP_NET_ADMIN: run without pod traffic
+            network_error = str(exc)
     token = secrets.token_hex(24)
     (workdir / "tokens.csv").write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
     port = port or free_port()
@@ -693,6 +701,7 @@ def start_control_plane(
         pki=pki,
         nodes=[f"kwok-node-{i}" for i in range(1, nodes + 1)],
         network=net,
+        network_error=network_error,
     )
     try:
         _boot(cp, port=port, nodes=nodes, gateway_api=gateway_api, timeout=timeout, t0=t0)
