@@ -769,3 +769,41 @@ def test_behaviour_by_image_digest(real_kube: ControlPlane, real_kube_namespace:
         real_kube.set_image_behaviour(f"registry.test/{ns}-pull", None)
     apply(real_kube, ns, deployment("again", replicas=1, image=bad))
     real_kube.kubectl("-n", ns, "rollout", "status", "deployment/again", "--timeout=30s")
+
+
+def test_fault_proxy_fails_a_helm_upgrade_then_lets_it_through(
+    real_kube: ControlPlane, real_kube_faults: FaultProxy, real_kube_namespace: str, tmp_path: Path
+) -> None:
+    ns = real_kube_namespace
+    chart = tmp_path / "chart"
+    for rel, text in CHART.items():
+        (chart / rel).parent.mkdir(parents=True, exist_ok=True)
+        (chart / rel).write_text(text)
+    proxied = str(real_kube.proxied_kubeconfig_path)
+
+    def helm_via_proxy(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ROOT / ".venv/bin/helm"), "--kubeconfig", proxied, "-n", ns, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert (
+        helm_via_proxy("upgrade", "--install", "web", str(chart), "--wait", "--timeout=60s").returncode == 0
+    )
+    real_kube_faults.add(rf"^/apis/apps/v1/namespaces/{ns}/deployments/web$", methods=["PATCH"], status=500)
+    failed = helm_via_proxy("upgrade", "web", str(chart), "--set", "replicas=3", "--timeout=30s")
+    assert failed.returncode != 0
+    assert "500" in failed.stderr or "Internal" in failed.stderr, failed.stderr
+    real_kube_faults.clear()
+    ok = helm_via_proxy("upgrade", "web", str(chart), "--set", "replicas=3", "--wait", "--timeout=60s")
+    assert ok.returncode == 0, ok.stderr
+    assert get(real_kube, f"/apis/apps/v1/namespaces/{ns}/deployments/web")["spec"]["replicas"] == 3
+    patched = [
+        r
+        for r in real_kube_faults.requests()
+        if r["method"] == "PATCH" and r["path"].split("?")[0].endswith("/deployments/web")
+    ]
+    assert {r["status"] for r in patched} >= {500, 200}
