@@ -4,7 +4,7 @@ lifecycle run of this repository's code location. Pods do not execute under kwok
 the Job the launcher created (image, command, env, service account) and the run's events in
 PostgreSQL.
 
-Needs the ``scale`` extra (``dagster-k8s``, ``dagster-postgres``); skipped without it.
+``dagster-k8s`` and ``dagster-postgres`` are in the dev extra, so ``make test`` always runs it.
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.harness import wait_until
 from tests.harness.kube_real import ROOT, ControlPlane
-
-pytest.importorskip("dagster_k8s")
-pytest.importorskip("dagster_postgres")
 
 IMAGE = "registry.test/railiance-dagster@sha256:" + "d" * 64
 
