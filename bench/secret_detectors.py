@@ -11,7 +11,12 @@ redacts). A piece of evidence is a false positive when anything in it is changed
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,8 +71,54 @@ def _detect_secrets() -> tuple[Callable[[str, str], bool], Callable[[str], bool]
     return hit, fp
 
 
+def _gitleaks() -> tuple[Callable[[str, str], bool], Callable[[str], bool]] | None:
+    """The gitleaks binary (GITLEAKS=path, else on PATH), built from github.com/zricethezav/gitleaks/v8,
+    scanning the whole corpus once as files (``gitleaks dir``) with its default rule set."""
+    binary = os.environ.get("GITLEAKS") or shutil.which("gitleaks")
+    if not binary:
+        return None
+    texts = [s.text for s in SHAPES] + list(EVIDENCE)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, text in enumerate(texts):
+            Path(tmp, f"{i:03d}.txt").write_text(text, encoding="utf-8")
+        report = Path(tmp, "report.json")
+        subprocess.run(
+            [
+                binary,
+                "dir",
+                tmp,
+                "--no-banner",
+                "--report-format",
+                "json",
+                "--report-path",
+                str(report),
+                "--exit-code",
+                "0",
+                "--log-level",
+                "error",
+            ],
+            check=True,
+            timeout=300,
+        )
+        found: dict[str, list[str]] = {}
+        for item in json.loads(report.read_text(encoding="utf-8")):
+            found.setdefault(texts[int(Path(item["File"]).stem)], []).append(item["Secret"])
+
+    def hit(text: str, secret: str) -> bool:
+        return any(_overlap(v, secret) for v in found.get(text, []))
+
+    def fp(text: str) -> bool:
+        return bool(found.get(text))
+
+    return hit, fp
+
+
 def main() -> None:
-    detectors = {"railiance redact()": _ours(), "detect-secrets 1.5 (library)": _detect_secrets()}
+    detectors = {
+        "railiance redact()": _ours(),
+        "detect-secrets 1.5 (library)": _detect_secrets(),
+        "gitleaks (binary, default rules)": _gitleaks(),
+    }
     for name, pair in detectors.items():
         if pair is None:
             print(f"{name}: not installed")
