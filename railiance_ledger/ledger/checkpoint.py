@@ -183,8 +183,8 @@ def check_integrity(store: EventStore) -> IntegrityCheck:
     """Verify the chain from the stored checkpoint (the whole chain when there is none or the
     append-only triggers are gone); raise :class:`IntegrityError` naming the first bad seq."""
     intact = triggers_intact(store)
-    checkpoint = read_checkpoint(store) if intact else None
-    if checkpoint is not None:
+    checkpoint = read_checkpoint(store)
+    if checkpoint is not None and intact:
         ok, head_seq, head_hash, checked = _check_after(store, *checkpoint)
         if ok:
             if head_seq > checkpoint[0]:
