@@ -10,6 +10,8 @@ and because they are blocking nothing downstream runs in the same run. Across ru
 decides: the gate sensor asks it before requesting the next stage.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dagster import (
@@ -43,6 +45,7 @@ from assets.resources import (
 )
 from railiance_ledger.domain.events import RecordedEvent
 from railiance_ledger.domain.identity import Operator
+from railiance_ledger.ledger.store import EventStore
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -103,6 +106,17 @@ def _actor(config: StageConfig, ledger: LedgerResource) -> str:
 def _probe_client(kube: KubeResource, decl: Any) -> Any:
     """The HTTP client of a stage's probes: the production host through ``kube.ingress_url`` when one is set."""
     return http_client(ingress_url=kube.resolved_ingress_url(), host=decl.routing.host)
+
+
+@contextmanager
+def _acting(store: EventStore, target: Any, action: str, actor: str) -> Iterator[EventStore]:
+    """The ledger for ``action`` on the target's workload (``lifecycle.actions``): the chain verified
+    from the checkpoint, no unresolved incomplete rollback, the lease held for the whole call."""
+    from railiance_ledger.lifecycle.actions import acting, lease_duration
+
+    decl = target.workload.decl
+    with acting(store, decl.workload.name, action, actor, duration=lease_duration(decl, action)) as act:
+        yield act.store
 
 
 def _fail_from(exc: BaseException) -> Failure:
@@ -198,13 +212,14 @@ def stage2_canary(
         check_candidate_matches(key, target.digest, config.candidate)
         try:
             with (
+                _acting(store, target, "deploy", _actor(config, ledger)) as leased,
                 registry.open() as reg,
                 metrics.open() as prom,
                 statehub.open() as hub,
                 _probe_client(kube, target.workload.decl) as http,
             ):
                 outcome = deploy_canary(
-                    store=store,
+                    store=leased,
                     decl=target.workload.decl,
                     operator=_actor(config, ledger),
                     kube=kube_client,
@@ -262,9 +277,14 @@ def canary_acceptance(
         target = resolve_target(store, apps, key)
         check_candidate_matches(key, target.digest, config.candidate)
         try:
-            with metrics.open() as prom, statehub.open() as hub, http_client() as http:
+            with (
+                _acting(store, target, "observe", _actor(config, ledger)) as leased,
+                metrics.open() as prom,
+                statehub.open() as hub,
+                http_client() as http,
+            ):
                 outcome = observe_canary(
-                    store=store,
+                    store=leased,
                     decl=target.workload.decl,
                     operator=_actor(config, ledger),
                     kube=kube_client,
@@ -325,9 +345,12 @@ def promotion_approval(
         target = resolve_target(store, apps, key)
         check_candidate_matches(key, target.digest, config.candidate)
         try:
-            with statehub.open() as hub:
+            with (
+                _acting(store, target, "approve", config.operator or ledger.actor) as leased,
+                statehub.open() as hub,
+            ):
                 event = approve(
-                    store=store,
+                    store=leased,
                     decl=target.workload.decl,
                     operator=launchpad_operator(config.operator),
                     stage=config.stage,
@@ -397,9 +420,13 @@ def stage3_promotion(
         target = resolve_target(store, apps, key)
         check_candidate_matches(key, target.digest, config.candidate)
         try:
-            with statehub.open() as hub, _probe_client(kube, target.workload.decl) as http:
+            with (
+                _acting(store, target, "promote", _actor(config, ledger)) as leased,
+                statehub.open() as hub,
+                _probe_client(kube, target.workload.decl) as http,
+            ):
                 outcome = promote(
-                    store=store,
+                    store=leased,
                     decl=target.workload.decl,
                     operator=_actor(config, ledger),
                     kube=kube_client,
