@@ -204,6 +204,38 @@ def _adapters(
         yield ad
 
 
+@contextmanager
+def _acting(opts: CliOptions, decl: Declaration, action: str, operator: str | None) -> Iterator[EventStore]:
+    """The ledger for an action on ``decl``'s workload (``lifecycle.actions``): the chain verified from
+    the checkpoint, no unresolved incomplete rollback, the workload's lease held; exit 3 otherwise."""
+    from railiance_ledger.lifecycle.actions import acting, lease_duration
+
+    with acting(
+        opts.store(),
+        decl.workload.name,
+        action,
+        opts.actor(operator),
+        duration=lease_duration(decl, action),
+    ) as act:
+        yield act.store
+
+
+def _read_integrity(store: EventStore, *, strict: bool) -> dict[str, Any]:
+    """The integrity check of a read-only command: a loud warning on stderr when the chain does not
+    verify (``IntegrityError`` under ``--strict``, exit 3); the check as a dict for JSON output."""
+    from railiance_ledger.errors import IntegrityError
+    from railiance_ledger.ledger.checkpoint import check_integrity
+
+    try:
+        return {"ok": True, **check_integrity(store).as_dict()}
+    except IntegrityError as exc:
+        if strict:
+            raise
+        echo(f"WARNING: THE LEDGER DOES NOT VERIFY: {exc.message}", err=True)
+        echo("WARNING: what follows is read from a ledger that was changed after it was recorded", err=True)
+        return {"ok": False, "first_bad_seq": exc.seq, "problem": exc.problem, "detail": exc.message}
+
+
 # ---------------------------------------------------------------------------- validate
 
 
@@ -342,9 +374,9 @@ def waive(
 
             digest = parse_candidate_image(image)[1]
         who = opts.require_identity(operator)
-        with _statehub() as hub:
+        with _acting(opts, decl, "waive", operator) as store, _statehub() as hub:
             event = waivers.record_waiver(
-                store=opts.store(),
+                store=store,
                 decl=decl,
                 gate=gate,
                 operator=who,
@@ -394,9 +426,9 @@ def deploy(
         from railiance_ledger.lifecycle import stage2
 
         decl = _load(app_dir)
-        with _adapters(decl, kubeconfig, context) as ad:
+        with _acting(opts, decl, "deploy", operator) as store, _adapters(decl, kubeconfig, context) as ad:
             outcome = stage2.deploy_canary(
-                store=opts.store(),
+                store=store,
                 decl=decl,
                 operator=opts.actor(operator),
                 kube=ad.kube,
@@ -444,9 +476,12 @@ def observe(
         decl = _load(app_dir)
         progress_cb, finish = progress_bar(enabled=not as_json and sys.stderr.isatty(), quiet=opts.json)
         try:
-            with _adapters(decl, kubeconfig, context) as ad:
+            with (
+                _acting(opts, decl, "observe", operator) as store,
+                _adapters(decl, kubeconfig, context) as ad,
+            ):
                 outcome = stage2.observe_canary(
-                    store=opts.store(),
+                    store=store,
                     decl=decl,
                     operator=opts.actor(operator),
                     kube=ad.kube,
@@ -516,9 +551,9 @@ def approve(
         decl = _load(app_dir)
         who = opts.identity(operator)
         if revoke:
-            with _statehub() as hub:
+            with _acting(opts, decl, "revoke", operator) as store, _statehub() as hub:
                 event = approvals.revoke(
-                    store=opts.store(),
+                    store=store,
                     decl=decl,
                     operator=who,
                     reason=reason or "",
@@ -542,9 +577,9 @@ def approve(
                         f"--waive {item!r} is not GATE=REASON", hint="e.g. --waive local_health='probe flaky'"
                     )
                 waived[gate.strip()] = why.strip()
-            with _statehub() as hub:
+            with _acting(opts, decl, "approve", operator) as store, _statehub() as hub:
                 event = approvals.approve(
-                    store=opts.store(),
+                    store=store,
                     decl=decl,
                     operator=who,
                     stage=stage,
@@ -586,9 +621,9 @@ def exception(
         from railiance_ledger.lifecycle import approvals
 
         decl = _load(app_dir)
-        with _statehub() as hub:
+        with _acting(opts, decl, "exception", operator) as store, _statehub() as hub:
             event = approvals.record_exception(
-                store=opts.store(),
+                store=store,
                 decl=decl,
                 operator=opts.identity(operator),
                 skip_stage=skip_stage,
@@ -645,9 +680,12 @@ def promote(
         from railiance_ledger.lifecycle import stage3
 
         decl = _load(app_dir)
-        with _adapters(decl, kubeconfig, context, metrics=False) as ad:
+        with (
+            _acting(opts, decl, "promote", operator) as store,
+            _adapters(decl, kubeconfig, context, metrics=False) as ad,
+        ):
             outcome = stage3.promote(
-                store=opts.store(),
+                store=store,
                 decl=decl,
                 operator=opts.actor(operator),
                 kube=ad.kube,
@@ -695,6 +733,13 @@ def promote(
     default=False,
     help="Manual strategy: the runbook was carried out.",
 )
+@click.option(
+    "--resolve",
+    "resolve",
+    is_flag=True,
+    default=False,
+    help="Record that an incomplete rollback was finished by hand (unblocks the workload).",
+)
 @_kubeconfig_opt
 @_context_opt
 @_operator_opt
@@ -709,6 +754,7 @@ def rollback(
     accept_forward_only: bool,
     candidate: str,
     manual_done: bool,
+    resolve: bool,
     kubeconfig: str | None,
     context: str | None,
     operator: str | None,
@@ -717,6 +763,9 @@ def rollback(
     """Roll back to the previous stable target from the ledger's lineage, then verify and record."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
+        if resolve:
+            _resolve_incomplete(opts, app_dir, reason, operator, as_json=as_json)
+            return
         from railiance_ledger.cli_render import render_rollback
         from railiance_ledger.errors import InvalidInput
         from railiance_ledger.lifecycle import rollback as rb
@@ -727,9 +776,12 @@ def rollback(
                 f"--candidate {candidate!r} is not one of {', '.join(fates)}", hint="e.g. --candidate blocked"
             )
         decl = _load(app_dir)
-        with _adapters(decl, kubeconfig, context, metrics=False) as ad:
+        with (
+            _acting(opts, decl, "rollback", operator) as store,
+            _adapters(decl, kubeconfig, context, metrics=False) as ad,
+        ):
             outcome = rb.rollback(
-                store=opts.store(),
+                store=store,
                 decl=decl,
                 operator=opts.actor(operator),
                 kube=ad.kube,
@@ -747,21 +799,50 @@ def rollback(
         raise click.exceptions.Exit(outcome.exit_code)
 
 
+def _resolve_incomplete(
+    opts: CliOptions, app_dir: Path, reason: str, operator: str | None, *, as_json: bool
+) -> None:
+    """``rollback --resolve``: record that the remains of an incomplete rollback were cleaned up by hand."""
+    from railiance_ledger.cli_render import emit_json
+    from railiance_ledger.lifecycle.actions import acting, lease_duration, resolve_incomplete
+
+    decl = _load(app_dir)
+    who = opts.require_identity(operator).name
+    name = decl.workload.name
+    with acting(opts.store(), name, "resolve", who, duration=lease_duration(decl, "resolve")) as act:
+        event = resolve_incomplete(act, name, who, reason)
+    if as_json:
+        emit_json({"resolved": True, "seq": event.seq, "event_id": event.event_id})
+    else:
+        echo(f"incomplete rollback of {name} resolved by {who} (seq {event.seq}); actions are allowed again")
+
+
 # ---------------------------------------------------------------------------- projections
+
+
+_strict_opt = click.option(
+    "--strict", "strict", is_flag=True, default=False, help="Exit 3 when the ledger chain does not verify."
+)
 
 
 @app.command("status")
 @click.argument("workload")
+@_strict_opt
 @_json_opt
 @pass_options
-def status(opts: CliOptions, workload: str, json_out: bool) -> None:
-    """Each candidate's stage state, the current stable and earlier stables."""
+def status(opts: CliOptions, workload: str, strict: bool, json_out: bool) -> None:
+    """Each candidate's stage state, the current stable and earlier stables; the lease and any blocker."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import as_dict, emit_json, render_status
         from railiance_ledger.ledger.projections import workload_status
+        from railiance_ledger.lifecycle.actions import action_summary
 
-        data = as_dict(workload_status(opts.store(), workload))
+        store = opts.store()
+        integrity = _read_integrity(store, strict=strict)
+        data = as_dict(workload_status(store, workload))
+        data["integrity"] = integrity
+        data.update(action_summary(store, workload))
         if as_json:
             emit_json(data)
             return
@@ -798,31 +879,37 @@ def notes(opts: CliOptions, workload: str, repost: bool, json_out: bool) -> None
 @app.command("history")
 @click.argument("workload")
 @click.option("--limit", "limit", default=None, type=int, help="Only the newest N events.")
+@_strict_opt
 @_json_opt
 @pass_options
-def history(opts: CliOptions, workload: str, limit: int | None, json_out: bool) -> None:
+def history(opts: CliOptions, workload: str, limit: int | None, strict: bool, json_out: bool) -> None:
     """The workload's events, oldest first."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import render_history
         from railiance_ledger.ledger.projections import history as read_history
 
-        render_history(workload, read_history(opts.store(), workload, limit=limit), as_json=as_json)
+        store = opts.store()
+        _read_integrity(store, strict=strict)
+        render_history(workload, read_history(store, workload, limit=limit), as_json=as_json)
 
 
 @app.command("lineage")
 @click.argument("workload")
 @click.option("--at", "at", default=None, help="ISO timestamp: what was stable at that moment.")
+@_strict_opt
 @_json_opt
 @pass_options
-def lineage(opts: CliOptions, workload: str, at: str | None, json_out: bool) -> None:
+def lineage(opts: CliOptions, workload: str, at: str | None, strict: bool, json_out: bool) -> None:
     """Stable history and the rollback target (what we would roll back to, and how)."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import render_lineage
         from railiance_ledger.lifecycle.stage3 import lineage_with_evidence
 
-        data = lineage_with_evidence(opts.store(), workload, at=_normalise_at(at) if at else None)
+        store = opts.store()
+        _read_integrity(store, strict=strict)
+        data = lineage_with_evidence(store, workload, at=_normalise_at(at) if at else None)
         render_lineage(workload, data, at=at, as_json=as_json)
 
 
