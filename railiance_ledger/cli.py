@@ -348,6 +348,13 @@ def run(
 @click.option("--reason", "reason", required=True, help="Why the gate is waived (recorded, redacted).")
 @_image_opt
 @click.option("--stage", "stage", default=None, type=int, help="Stage the waiver applies to (default 1).")
+@click.option(
+    "--signature",
+    "signature_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Armored SSH signature over the record (see railiance approve --payload; docs/approvals.md).",
+)
 @_operator_opt
 @_json_opt
 @pass_options
@@ -358,6 +365,7 @@ def waive(
     reason: str,
     image: str | None,
     stage: int | None,
+    signature_file: Path | None,
     operator: str | None,
     json_out: bool,
 ) -> None:
@@ -384,6 +392,7 @@ def waive(
                 candidate=digest,
                 stage=stage or 1,
                 statehub=hub,
+                signature=_read_signature(signature_file),
             )
         render_waiver(event, gate, as_json=as_json)
 
@@ -523,6 +532,16 @@ def observe(
 )
 @click.option("--approval", "approval", default=None, help="With --revoke: the approval event id.")
 @click.option("--reason", "reason", default=None, help="With --revoke: why (recorded, redacted).")
+@click.option(
+    "--payload", "payload_only", is_flag=True, default=False, help="Print the record to sign; write nothing."
+)
+@click.option(
+    "--signature",
+    "signature_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Armored SSH signature (ssh-keygen -Y sign -n railiance-ledger@v1) over the --payload record.",
+)
 @_operator_opt
 @_json_opt
 @pass_options
@@ -538,10 +557,15 @@ def approve(
     revoke: bool,
     approval: str | None,
     reason: str | None,
+    payload_only: bool,
+    signature_file: Path | None,
     operator: str | None,
     json_out: bool,
 ) -> None:
-    """Record (or with --revoke, revoke) a human approval: operator, candidate, stage, window, rollback target."""
+    """Record (or with --revoke, revoke) a human approval: operator, candidate, stage, window, rollback target.
+
+    With --payload, print the canonical record to sign instead; --signature FILE records it signed.
+    """
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import report_noted
@@ -550,7 +574,20 @@ def approve(
 
         decl = _load(app_dir)
         who = opts.identity(operator)
+        signature = _read_signature(signature_file)
         if revoke:
+            if payload_only:
+                sys.stdout.buffer.write(
+                    approvals.revocation_to_sign(
+                        store=opts.store(),
+                        decl=decl,
+                        operator=who,
+                        reason=reason or "",
+                        approval_id=approval,
+                        image=image,
+                    )
+                )
+                return
             with _acting(opts, decl, "revoke", operator) as store, _statehub() as hub:
                 event = approvals.revoke(
                     store=store,
@@ -560,6 +597,7 @@ def approve(
                     approval_id=approval,
                     image=image,
                     statehub=hub,
+                    signature=signature,
                 )
             summary = f"approval revoked for {event.candidate} by {event.actor} (event {event.event_id})"
             if event.payload.get("immediate_rollback"):
@@ -577,19 +615,21 @@ def approve(
                         f"--waive {item!r} is not GATE=REASON", hint="e.g. --waive local_health='probe flaky'"
                     )
                 waived[gate.strip()] = why.strip()
+            args: dict[str, Any] = {
+                "decl": decl,
+                "operator": who,
+                "stage": stage,
+                "image": image,
+                "window": window,
+                "rollback_target": rollback_target,
+                "waived_gates": waived or None,
+                "retrospective": retrospective,
+            }
+            if payload_only:
+                sys.stdout.buffer.write(approvals.approval_to_sign(store=opts.store(), **args))
+                return
             with _acting(opts, decl, "approve", operator) as store, _statehub() as hub:
-                event = approvals.approve(
-                    store=store,
-                    decl=decl,
-                    operator=who,
-                    stage=stage,
-                    image=image,
-                    window=window,
-                    rollback_target=rollback_target,
-                    waived_gates=waived or None,
-                    retrospective=retrospective,
-                    statehub=hub,
-                )
+                event = approvals.approve(store=store, statehub=hub, signature=signature, **args)
             summary = (
                 f"approval recorded: stage {event.stage} of {event.candidate} by {event.actor} "
                 f"(event {event.event_id})"
@@ -597,11 +637,36 @@ def approve(
         report_noted(event, summary, as_json=as_json)
 
 
+def _read_signature(path: Path | None) -> str | None:
+    """The armored signature in ``path`` (``--signature FILE``), or ``None``."""
+    if path is None:
+        return None
+    from railiance_ledger.errors import InvalidInput
+
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"--signature {path}: cannot read it: {exc}") from exc
+    if "-----BEGIN SSH SIGNATURE-----" not in text:
+        raise InvalidInput(
+            f"--signature {path} is not an armored SSH signature",
+            hint="sign with `ssh-keygen -Y sign -n railiance-ledger@v1 -f KEY FILE` and pass FILE.sig",
+        )
+    return text
+
+
 @app.command("exception")
 @_app_dir
 @click.option("--skip-stage", "skip_stage", required=True, type=int, help="The stage to skip (1 or 2).")
 @click.option("--reason", "reason", required=True, help="Why delaying would increase production risk.")
 @_image_opt
+@click.option(
+    "--signature",
+    "signature_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Armored SSH signature over the record (see railiance approve --payload; docs/approvals.md).",
+)
 @_operator_opt
 @_json_opt
 @pass_options
@@ -611,6 +676,7 @@ def exception(
     skip_stage: int,
     reason: str,
     image: str | None,
+    signature_file: Path | None,
     operator: str | None,
     json_out: bool,
 ) -> None:
@@ -630,6 +696,7 @@ def exception(
                 reason=reason,
                 image=image,
                 statehub=hub,
+                signature=_read_signature(signature_file),
             )
         report_noted(
             event,

@@ -9,7 +9,10 @@ every ``prev_hash`` link. The first problem found is classified:
 - ``reordered``: a ``prev_hash`` that does not link to the previous row but to some other stored
   event (rows were swapped or moved);
 - ``edited``: a hash that does not match the row's contents while the link is right, or a link to
-  no stored event at all (a row was rewritten, possibly with a recomputed hash).
+  no stored event at all (a row was rewritten, possibly with a recomputed hash);
+- ``forged``: a signed human record (approval, revocation, waiver, emergency exception) whose SSH
+  signature does not verify against the allowed-signers content it recorded (``domain.signing``):
+  a record changed or invented by someone who rewrote the whole chain with valid hashes.
 
 Truncation of the newest events cannot be seen from the chain alone; compare :attr:`VerifyReport.head_hash`
 with a head recorded elsewhere (a State Hub note, an export) to detect it.
@@ -27,11 +30,14 @@ from typing import IO, Any, Literal
 import sqlalchemy as sa
 
 from railiance_ledger.domain.events import GENESIS_HASH
+from railiance_ledger.domain.signing import SIGNED_KINDS, SignatureInvalid, verify_signed_payload
 from railiance_ledger.ledger.chain import export_text, row_hash
 from railiance_ledger.ledger.schema import EVENT_COLUMNS, events
 from railiance_ledger.ledger.store import EventStore
 
-Problem = Literal["edited", "missing", "reordered"]
+Problem = Literal["edited", "missing", "reordered", "forged"]
+
+_SIGNED = frozenset(str(kind) for kind in SIGNED_KINDS)
 
 VERIFY_BATCH = 20_000
 """Rows fetched per query while verifying."""
@@ -158,6 +164,10 @@ def _check_rows(store: EventStore, rows: list[Any], state: _State) -> VerifyRepo
                     "the event was changed after it was recorded",
                     prev,
                 )
+            if kind in _SIGNED and '"signature"' in payload:
+                forged = _check_signature(seq, stream, kind, candidate, stage, payload)
+                if forged is not None:
+                    return _bad(checked, seq, "forged", forged, prev)
             prev2 = prev
             prev = digest
             expected_seq = seq + 1
@@ -165,6 +175,19 @@ def _check_rows(store: EventStore, rows: list[Any], state: _State) -> VerifyRepo
         return None
     finally:
         state.prev, state.prev2, state.expected_seq, state.checked = prev, prev2, expected_seq, checked
+
+
+def _check_signature(
+    seq: int, stream: str, kind: str, candidate: str | None, stage: int | None, payload: str
+) -> str | None:
+    """Why the signed record at ``seq`` is forged, or ``None`` when its signature verifies."""
+    try:
+        verify_signed_payload(
+            stream=stream, kind=kind, candidate=candidate, stage=stage, payload=json.loads(payload)
+        )
+    except SignatureInvalid as exc:
+        return f"seq {seq} ({kind} in {stream!r}): the signature does not hold: {exc}; the record is forged"
+    return None
 
 
 def _bad(checked: int, seq: int, problem: Problem, detail: str, head_hash: str) -> VerifyReport:
