@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.domain.identity import Operator
     from railiance_ledger.ledger.store import EventStore
+    from railiance_ledger.ledger.verify import VerifyReport
     from railiance_ledger.lifecycle.environment import Adapters
     from railiance_ledger.ports import StateHubPort
 
@@ -1006,9 +1007,16 @@ def _normalise_at(at: str) -> str:
     default=None,
     help="SEQ:HASH anchor recorded earlier (e.g. in State Hub); detects deleted newest events.",
 )
+@click.option(
+    "--witness",
+    "witness",
+    type=click.Choice(["statehub"]),
+    default=None,
+    help="Check the chain against every ledger head the State Hub notes recorded (RAILIANCE_STATEHUB_URL).",
+)
 @_json_opt
 @pass_options
-def ledger_verify(opts: CliOptions, expect_head: str | None, json_out: bool) -> None:
+def ledger_verify(opts: CliOptions, expect_head: str | None, witness: str | None, json_out: bool) -> None:
     """Recompute the hash chain; name the first bad seq and why (edited, missing, reordered)."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
@@ -1029,8 +1037,26 @@ def ledger_verify(opts: CliOptions, expect_head: str | None, json_out: bool) -> 
         report = verify(store)
         if anchor is not None:
             report = check_anchor(store, report, seq=anchor[0], hash=anchor[1])
+        if witness == "statehub":
+            report = _witness_statehub(store, report)
         render_verification(report, as_json=as_json)
         raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_LEDGER)
+
+
+def _witness_statehub(store: EventStore, report: VerifyReport) -> VerifyReport:
+    """``report`` checked against the ledger heads State Hub's notes recorded (``--witness statehub``)."""
+    from railiance_ledger.errors import InvalidInput
+    from railiance_ledger.ledger.verify import check_witness
+    from railiance_ledger.lifecycle.environment import Environment
+    from railiance_ledger.lifecycle.notes import STATEHUB_URL_ENV, witnessed_heads
+
+    env = Environment.from_env()
+    with env.witness() as hub:
+        if hub is None:
+            raise InvalidInput(
+                "--witness statehub needs a State Hub", hint=f"set {STATEHUB_URL_ENV} to its base URL"
+            )
+        return check_witness(store, report, witnessed_heads(hub))
 
 
 @ledger_app.command("export")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json.encoder
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import IO, Any, Literal
@@ -295,6 +295,32 @@ def check_anchor(store: EventStore, report: VerifyReport, *, seq: int, hash: str
             ),
         )
     return report
+
+
+def check_witness(store: EventStore, report: VerifyReport, heads: Iterable[tuple[int, str]]) -> VerifyReport:
+    """Check a verified chain against every head ``(seq, hash)`` an external witness recorded.
+
+    Each head is an anchor (:func:`check_anchor`): the first one the ledger no longer holds, or
+    holds with another hash, fails the report and says so. No heads at all is not a pass for the
+    witness: the report fails and says the witness recorded nothing to compare.
+    """
+    if not report.ok:
+        return report
+    seen = 0
+    for seq, digest in sorted(heads):
+        seen += 1
+        checked = check_anchor(store, report, seq=seq, hash=digest)
+        if not checked.ok:
+            return replace(checked, detail=f"witness: {checked.detail}")
+    if seen == 0:
+        return replace(
+            report,
+            ok=False,
+            problem="missing",
+            first_bad_seq=None,
+            detail="witness: State Hub recorded no ledger head to compare the chain with",
+        )
+    return replace(report, detail=f"{report.detail}; {seen} witnessed heads match")
 
 
 def export_jsonl(store: EventStore, fp: IO[str], *, after_seq: int = 0) -> int:
