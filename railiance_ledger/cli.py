@@ -13,7 +13,7 @@ Exit codes: 0 pass/ok, 1 a gate or stage failed, 2 invalid input, 3 ledger integ
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
@@ -54,12 +54,13 @@ class CliOptions:
         """JSON output when the command's ``--json`` or the global one is given."""
         return flag or self.json
 
-    def store(self) -> EventStore:
-        """The ledger these options name."""
+    def store(self, *, create: bool = False) -> EventStore:
+        """The ledger these options name; one that does not exist is ``LedgerNotFound`` (exit 3) unless
+        ``create`` (``ledger init``, the first ``candidate add`` on the default path)."""
         from railiance_ledger import config
         from railiance_ledger.ledger.store import EventStore
 
-        return EventStore.open(config.ledger_url(self.ledger))
+        return EventStore.open(config.ledger_url(self.ledger), create=create)
 
     def named_operator(self, flag: str | None) -> str | None:
         """The operator named on the command line (the command's ``--operator``, else the global one)."""
@@ -69,7 +70,7 @@ class CliOptions:
         """Who is acting: ``--operator``, else ``RAILIANCE_OPERATOR``, else the login name."""
         from railiance_ledger import config
 
-        return config.operator(self.named_operator(flag))
+        return _checked_name(config.operator(self.named_operator(flag)))
 
     def identity(self, flag: str | None) -> Operator:
         """The operator identity of a human decision, recording whether it was explicit.
@@ -82,6 +83,8 @@ class CliOptions:
         from railiance_ledger.domain.identity import Operator
 
         named = config.explicit_operator(self.named_operator(flag))
+        if named:
+            _checked_name(named)
         if named and named.strip():
             return Operator.given(named)
         return Operator.defaulted(config.operator(None))
@@ -99,6 +102,24 @@ class CliOptions:
         return who
 
 
+def _shown(value: str) -> str:
+    """User input in a message: redacted, shortened, control characters visible (never ``repr()``)."""
+    from railiance_ledger.domain.text import shown
+
+    return shown(value)
+
+
+def _checked_name(name: str) -> str:
+    """An operator name from a flag or RAILIANCE_OPERATOR, refused (exit 2) when too long or hostile."""
+    from railiance_ledger.domain.text import NAME_MAX, text_problem
+    from railiance_ledger.errors import InvalidInput
+
+    problem = text_problem(name, limit=NAME_MAX)
+    if problem:
+        raise InvalidInput(f"the operator name {problem}", hint="give a plain name of at most 200 characters")
+    return name
+
+
 pass_options = click.make_pass_decorator(CliOptions, ensure=True)
 """Hands a command the ``CliOptions`` of this invocation (defaults when the group did not run)."""
 
@@ -107,8 +128,34 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 _json_opt = click.option(
     "--json", "json_out", is_flag=True, default=False, help="Print machine-readable JSON."
 )
+
+
+def _free_text(kind: str) -> Any:
+    """A click callback refusing bad free text (exit 2, the value never echoed): ``kind`` is ``name``,
+    ``reason`` or ``revision`` (domain.text: length limits, no control or bidi characters, commit ids)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        from railiance_ledger.domain.text import NAME_MAX, REASON_MAX, revision_problem, text_problem
+
+        if value is None:
+            return None
+        if kind == "revision":
+            problem = revision_problem(value)
+        else:
+            problem = text_problem(value, limit=NAME_MAX if kind == "name" else REASON_MAX)
+        if problem:
+            raise click.BadParameter(problem)
+        return value
+
+    return check
+
+
 _operator_opt = click.option(
-    "--operator", "operator", default=None, help="Who is acting (else RAILIANCE_OPERATOR, else login name)."
+    "--operator",
+    "operator",
+    default=None,
+    callback=_free_text("name"),
+    help="Who is acting (else RAILIANCE_OPERATOR, else login name).",
 )
 _app_dir = click.argument("app_dir", type=click.Path(path_type=Path))
 _image_opt = click.option(
@@ -122,7 +169,43 @@ _context_opt = click.option(
 )
 
 
-@click.group(name="railiance", context_settings=CONTEXT, no_args_is_help=True)
+class _RedactingGroup(click.Group):
+    """The top-level group: click's own usage errors (a bad option value, a missing argument) are
+    printed through the redaction path with control characters made visible, like everything else."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            if args is not None and any("\x00" in str(a) for a in args):
+                raise click.UsageError("an argument contains a NUL character")
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            import io
+            import unicodedata
+
+            buf = io.StringIO()
+            exc.show(file=buf)
+            text = "".join(
+                c if c in "\n\t" or unicodedata.category(c)[0] != "C" else f"\\u{ord(c):04x}"
+                for c in buf.getvalue()
+            )
+            echo(text.rstrip("\n"), err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)  # click.exceptions.Exit(n) comes back as n
+
+
+@click.group(name="railiance", cls=_RedactingGroup, context_settings=CONTEXT, no_args_is_help=True)
 @click.option(
     "--ledger",
     "ledger",
@@ -130,7 +213,7 @@ _context_opt = click.option(
     help="Ledger URL (else RAILIANCE_LEDGER_URL, else sqlite:///$RAILIANCE_HOME/ledger.db).",
 )
 @_json_opt
-@click.option("--operator", "operator", default=None, help="Who is acting.")
+@click.option("--operator", "operator", default=None, callback=_free_text("name"), help="Who is acting.")
 @click.pass_context
 def _main(ctx: click.Context, ledger: str | None, json_out: bool, operator: str | None) -> None:
     """Railiance Ledger: gated, evidence-recording promotion of workloads."""
@@ -174,6 +257,12 @@ def _guard(as_json: bool) -> Iterator[None]:
         raise
     except RailianceError as exc:
         _fail(exc, as_json=as_json)
+    except OSError as exc:
+        # A file the operator named (an output path, RAILIANCE_HOME, an app directory): invalid input.
+        from railiance_ledger.errors import InvalidInput
+
+        where = f": {_shown(str(exc.filename))}" if exc.filename is not None else ""
+        _fail(InvalidInput(f"{exc.strerror or type(exc).__name__}{where}"), as_json=as_json)
 
 
 def _load(app_dir: Path) -> Declaration:
@@ -275,7 +364,13 @@ def validate(opts: CliOptions, app_dir: Path, runbook: Path | None, json_out: bo
 @candidate_app.command("add")
 @_app_dir
 @click.option("--image", "image", required=True, help="REPOSITORY@sha256:<64 hex>; a tag alone is refused.")
-@click.option("--revision", "revision", default=None, help="Source commit (else read from the work tree).")
+@click.option(
+    "--revision",
+    "revision",
+    default=None,
+    callback=_free_text("revision"),
+    help="Source commit id (else read from the work tree).",
+)
 @_operator_opt
 @_json_opt
 @pass_options
@@ -295,7 +390,9 @@ def candidate_add(
         parse_candidate_image(image)  # refuse bad input before touching anything
         decl = _load(app_dir)
         rev = revision or source_revision(decl)
-        store = opts.store()
+        from railiance_ledger import config
+
+        store = opts.store(create=config.default_ledger(opts.ledger))
         event, created = register_candidate(
             store=store, decl=decl, image=image, operator=opts.actor(operator), revision=rev
         )
@@ -346,7 +443,13 @@ def run(
 @app.command("waive")
 @_app_dir
 @click.option("--gate", "gate", required=True, help="Gate (check) name, e.g. source_revision_identified.")
-@click.option("--reason", "reason", required=True, help="Why the gate is waived (recorded, redacted).")
+@click.option(
+    "--reason",
+    "reason",
+    callback=_free_text("reason"),
+    required=True,
+    help="Why the gate is waived (recorded, redacted).",
+)
 @_image_opt
 @click.option("--stage", "stage", default=None, type=int, help="Stage the waiver applies to (default 1).")
 @click.option(
@@ -460,7 +563,11 @@ def deploy(
     "--image", "image", default=None, help="Candidate REPOSITORY@sha256:... (else the deployed one)."
 )
 @click.option(
-    "--max-samples", "max_samples", default=None, type=int, help="Stop after N samples (resume later)."
+    "--max-samples",
+    "max_samples",
+    default=None,
+    type=click.IntRange(1, 10**6),
+    help="Stop after N samples (resume later).",
 )
 @_kubeconfig_opt
 @_context_opt
@@ -532,7 +639,13 @@ def observe(
     "--revoke", "revoke", is_flag=True, default=False, help="Revoke an approval instead of granting one."
 )
 @click.option("--approval", "approval", default=None, help="With --revoke: the approval event id.")
-@click.option("--reason", "reason", default=None, help="With --revoke: why (recorded, redacted).")
+@click.option(
+    "--reason",
+    "reason",
+    callback=_free_text("reason"),
+    default=None,
+    help="With --revoke: why (recorded, redacted).",
+)
 @click.option(
     "--payload", "payload_only", is_flag=True, default=False, help="Print the record to sign; write nothing."
 )
@@ -613,7 +726,8 @@ def approve(
                 gate, sep, why = item.partition("=")
                 if not sep or not gate.strip() or not why.strip():
                     raise InvalidInput(
-                        f"--waive {item!r} is not GATE=REASON", hint="e.g. --waive local_health='probe flaky'"
+                        f"--waive {_shown(item)} is not GATE=REASON",
+                        hint="e.g. --waive local_health='probe flaky'",
                     )
                 waived[gate.strip()] = why.strip()
             args: dict[str, Any] = {
@@ -659,7 +773,13 @@ def _read_signature(path: Path | None) -> str | None:
 @app.command("exception")
 @_app_dir
 @click.option("--skip-stage", "skip_stage", required=True, type=int, help="The stage to skip (1 or 2).")
-@click.option("--reason", "reason", required=True, help="Why delaying would increase production risk.")
+@click.option(
+    "--reason",
+    "reason",
+    callback=_free_text("reason"),
+    required=True,
+    help="Why delaying would increase production risk.",
+)
 @_image_opt
 @click.option(
     "--signature",
@@ -769,7 +889,13 @@ def promote(
 
 @app.command("rollback")
 @_app_dir
-@click.option("--reason", "reason", required=True, help="The triggering symptom (recorded, redacted).")
+@click.option(
+    "--reason",
+    "reason",
+    callback=_free_text("reason"),
+    required=True,
+    help="The triggering symptom (recorded, redacted).",
+)
 @click.option(
     "--defer",
     "defer",
@@ -841,7 +967,8 @@ def rollback(
         fates = ("returned-to-stage1", "blocked", "abandoned")
         if candidate not in fates:
             raise InvalidInput(
-                f"--candidate {candidate!r} is not one of {', '.join(fates)}", hint="e.g. --candidate blocked"
+                f"--candidate {_shown(candidate)} is not one of {', '.join(fates)}",
+                hint="e.g. --candidate blocked",
             )
         decl = _load(app_dir)
         with (
@@ -891,6 +1018,75 @@ def _resolve_incomplete(
 _strict_opt = click.option(
     "--strict", "strict", is_flag=True, default=False, help="Exit 3 when the ledger chain does not verify."
 )
+
+
+@app.command("evidence")
+@click.argument("target", metavar="APP_DIR|verify")
+@click.argument("bundle", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--candidate", "candidate", default=None, help="The candidate digest (or image@digest).")
+@click.option(
+    "--key",
+    "key_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM key: the private key to sign (else RAILIANCE_EVIDENCE_KEY); the public key to verify.",
+)
+@click.option(
+    "--output", "-o", "output", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Write here."
+)
+@_json_opt
+@pass_options
+def evidence(
+    opts: CliOptions,
+    target: str,
+    bundle: Path | None,
+    candidate: str | None,
+    key_file: Path | None,
+    output: Path | None,
+    json_out: bool,
+) -> None:
+    """`evidence APP_DIR --candidate DIGEST`: the signed in-toto bundle; `evidence verify FILE --key PUB`."""
+    import json
+    import os
+    from datetime import datetime
+
+    as_json = opts.want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.errors import InvalidInput
+        from railiance_ledger.lifecycle.evidence import EVIDENCE_KEY_ENV, build_bundle, verify_bundle
+
+        key = key_file or (Path(os.environ[EVIDENCE_KEY_ENV]) if os.environ.get(EVIDENCE_KEY_ENV) else None)
+        if key is None:
+            raise InvalidInput("evidence needs a key", hint=f"pass --key FILE or set {EVIDENCE_KEY_ENV}")
+        if target == "verify":
+            if bundle is None:
+                raise InvalidInput("evidence verify needs the bundle FILE", hint="railiance evidence verify FILE --key PUB")
+            try:
+                text = bundle.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InvalidInput(f"cannot read {bundle}: {exc}") from exc
+            verified = verify_bundle(text, key)
+            if as_json:
+                echo(json.dumps(verified.as_dict(), indent=2, sort_keys=True))
+            else:
+                subject = verified.subject[0]
+                echo(
+                    f"ok: {subject['name']}@sha256:{subject['digest']['sha256']} {verified.result}; "
+                    f"ledger seq {verified.ledger.get('seq')} hash {verified.ledger.get('hash')}; key {verified.keyid}"
+                )
+            return
+        if bundle is not None:
+            raise InvalidInput(f"unexpected argument {bundle}", hint="railiance evidence APP_DIR --candidate DIGEST")
+        if not candidate:
+            raise InvalidInput("evidence needs --candidate DIGEST", hint="railiance evidence APP_DIR --candidate sha256:...")
+        decl = _load(Path(target))
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = build_bundle(store=opts.store(), decl=decl, candidate=candidate, key_file=key, now=now)
+        if output is not None:
+            output.write_text(text, encoding="utf-8")
+            echo(f"evidence bundle written to {output}", err=as_json)
+        else:
+            sys.stdout.write(text)
 
 
 @app.command("status")
@@ -946,7 +1142,9 @@ def notes(opts: CliOptions, workload: str, repost: bool, json_out: bool) -> None
 
 @app.command("history")
 @click.argument("workload")
-@click.option("--limit", "limit", default=None, type=int, help="Only the newest N events.")
+@click.option(
+    "--limit", "limit", default=None, type=click.IntRange(1, 10**9), help="Only the newest N events."
+)
 @_strict_opt
 @_json_opt
 @pass_options
@@ -990,7 +1188,7 @@ def _normalise_at(at: str) -> str:
         ts = datetime.fromisoformat(at)
     except ValueError as exc:
         raise InvalidInput(
-            f"--at {at!r} is not an ISO-8601 timestamp", hint="e.g. 2026-11-26T10:00:00Z"
+            f"--at {_shown(at)} is not an ISO-8601 timestamp", hint="e.g. 2026-11-26T10:00:00Z"
         ) from exc
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
@@ -998,6 +1196,23 @@ def _normalise_at(at: str) -> str:
 
 
 # ---------------------------------------------------------------------------- ledger
+
+
+@ledger_app.command("init")
+@_json_opt
+@pass_options
+def ledger_init(opts: CliOptions, json_out: bool) -> None:
+    """Create the ledger at --ledger / RAILIANCE_LEDGER_URL (else the default path); idempotent."""
+    as_json = opts.want_json(json_out)
+    with _guard(as_json):
+        store = opts.store(create=True)
+        seq, head = store.head()
+        if as_json:
+            from railiance_ledger.cli_render import emit_json
+
+            emit_json({"ok": True, "ledger": store.url, "seq": seq, "hash": head})
+        else:
+            echo(f"ok: ledger at {store.url} (head {seq})")
 
 
 @ledger_app.command("verify")
@@ -1029,7 +1244,7 @@ def ledger_verify(opts: CliOptions, expect_head: str | None, witness: str | None
             seq_text, _, hash_text = expect_head.partition(":")
             if not seq_text.isdigit() or len(hash_text) != 64:
                 raise InvalidInput(
-                    f"--expect-head {expect_head!r} is not SEQ:HASH",
+                    f"--expect-head {_shown(expect_head)} is not SEQ:HASH",
                     hint="copy it from `railiance ledger verify`",
                 )
             anchor = (int(seq_text), hash_text)
@@ -1083,8 +1298,17 @@ def ledger_export(opts: CliOptions, output: Path | None) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="railiance")
+    """Console-script entry point. The last line against tracebacks: anything that escaped the
+    commands' own translation is reported in one redacted line (exit 1; ``RAILIANCE_DEBUG=1`` re-raises)."""
+    import os
+
+    try:
+        app(prog_name="railiance")
+    except Exception as exc:  # the contract: a message, never a traceback
+        if os.environ.get("RAILIANCE_DEBUG"):
+            raise
+        echo(f"error: internal error ({type(exc).__name__}): {_shown(str(exc))}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

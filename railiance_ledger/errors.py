@@ -111,6 +111,10 @@ class LeaseHeld(ConcurrencyConflict):
         self.expires_at = expires_at
 
 
+class LedgerNotFound(LedgerError):
+    """The ledger URL names no existing ledger (a typo must not create an empty one): exit 3."""
+
+
 class WorkloadBlocked(LedgerError):
     """An unresolved ``rollback.incomplete`` blocks every action on the workload (exit 3)."""
 

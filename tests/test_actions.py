@@ -242,6 +242,7 @@ def test_two_processes_racing_for_the_lease_exactly_one_acts(
 def cli_env(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[dict[str, str], Path]]:
     app = tmp_path / "hello-web"
     shutil.copytree(EXAMPLE, app)
+    EventStore.open(sqlite_url).close()  # an explicit ledger URL must name an existing ledger (issue 13)
     env = {
         **os.environ,
         "RAILIANCE_LEDGER_URL": sqlite_url,
