@@ -283,7 +283,7 @@ def render_rollback(outcome: Any, workload: str, *, as_json: bool) -> None:
         "final_stable",
         "verification",
         "remaining_cleanup",
-        "candidate_disposition",
+        "candidate_fate",
         "statehub_note",
         "ledger",
     ):
