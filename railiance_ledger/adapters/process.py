@@ -14,7 +14,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +32,33 @@ _WINDOW_BYTES = 64 * 1024
 cut of the kept tail is still recognised whole)."""
 
 _STOP_GRACE_S = 3.0
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """While a child process group of ours runs, SIGTERM to this process raises ``SystemExit(143)``
+    (as SIGINT raises ``KeyboardInterrupt``), so every ``finally``/``__exit__`` on the way out stops
+    the group instead of the process dying with its children left running.
+
+    Only from the main thread and only when SIGTERM has its default disposition (a host such as
+    Dagster that handles SIGTERM itself keeps its handler); nested uses are no-ops.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    def _raise(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
@@ -147,6 +175,13 @@ def run_command(
     64 KiB are held, and a redacted tail of at most ``tail_bytes`` characters is returned.
     Raises ``AdapterUnavailable`` only when the command cannot be started at all.
     """
+    with sigterm_unwinds():
+        return _run_command(argv=argv, cwd=cwd, timeout=timeout, env=env, tail_bytes=tail_bytes)
+
+
+def _run_command(
+    *, argv: Sequence[str], cwd: Path, timeout: float, env: Mapping[str, str] | None, tail_bytes: int
+) -> CommandResult:
     started = time.monotonic()
     proc = _spawn(argv, cwd=cwd, env=env, stdout=subprocess.PIPE)
     buf = bytearray()
@@ -216,6 +251,7 @@ class LocalProcess:
         )
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._signals = ExitStack()
 
     @property
     def base_url(self) -> str:
@@ -229,9 +265,11 @@ class LocalProcess:
 
     def __enter__(self) -> Self:
         self._log = tempfile.TemporaryFile(prefix="railiance-local-")
+        self._signals.enter_context(sigterm_unwinds())
         try:
             self._proc = _spawn(self.argv, cwd=self.cwd, env=self.env, stdout=self._log)
         except BaseException:
+            self._signals.close()
             self._log.close()
             self._log = None
             raise
@@ -241,6 +279,7 @@ class LocalProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+        self._signals.close()
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -373,7 +373,7 @@ class Health(_Table):
     path: HttpPath
     expect_status: Status = 200
     timeout: Duration = 5
-    retries: Annotated[int, Field(ge=0)] = 3
+    retries: Annotated[int, Field(ge=0, le=20)] = 3
     key: bool = False
     """The key health endpoint recorded as Stage 2 evidence (at most one; default: the first)."""
 
