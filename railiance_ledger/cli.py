@@ -1032,7 +1032,12 @@ _strict_opt = click.option(
     help="PEM key: the private key to sign (else RAILIANCE_EVIDENCE_KEY); the public key to verify.",
 )
 @click.option(
-    "--output", "-o", "output", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Write here."
+    "--output",
+    "-o",
+    "output",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here.",
 )
 @_json_opt
 @pass_options
@@ -1060,7 +1065,9 @@ def evidence(
             raise InvalidInput("evidence needs a key", hint=f"pass --key FILE or set {EVIDENCE_KEY_ENV}")
         if target == "verify":
             if bundle is None:
-                raise InvalidInput("evidence verify needs the bundle FILE", hint="railiance evidence verify FILE --key PUB")
+                raise InvalidInput(
+                    "evidence verify needs the bundle FILE", hint="railiance evidence verify FILE --key PUB"
+                )
             try:
                 text = bundle.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
@@ -1076,9 +1083,13 @@ def evidence(
                 )
             return
         if bundle is not None:
-            raise InvalidInput(f"unexpected argument {bundle}", hint="railiance evidence APP_DIR --candidate DIGEST")
+            raise InvalidInput(
+                f"unexpected argument {bundle}", hint="railiance evidence APP_DIR --candidate DIGEST"
+            )
         if not candidate:
-            raise InvalidInput("evidence needs --candidate DIGEST", hint="railiance evidence APP_DIR --candidate sha256:...")
+            raise InvalidInput(
+                "evidence needs --candidate DIGEST", hint="railiance evidence APP_DIR --candidate sha256:..."
+            )
         decl = _load(Path(target))
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         text = build_bundle(store=opts.store(), decl=decl, candidate=candidate, key_file=key, now=now)
