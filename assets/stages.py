@@ -76,6 +76,14 @@ class ApprovalConfig(Config):
     waive: list[str] = Field(
         default_factory=list, description="Gates waived by this approval, as GATE=REASON."
     )
+    signature: str = Field(
+        default="",
+        description=(
+            "Armored SSH signature (-----BEGIN SSH SIGNATURE-----) over the record `railiance approve ... "
+            "--payload` prints for the same operator, stage, window and target, made with "
+            "`ssh-keygen -Y sign -n railiance-ledger@v1`; required when the workload declares allowed signers."
+        ),
+    )
     reason: str = Field(
         default="", description="Free text kept with the run (the approval record carries the facts)."
     )
@@ -359,9 +367,11 @@ def promotion_approval(
                     rollback_target=config.rollback_target or None,
                     waived_gates=waived or None,
                     statehub=hub,
+                    signature=config.signature or None,
                 )
         except RailianceError as exc:
             raise _fail_from(exc) from exc
+    signed = event.payload.get("signature") or {}
     appended: list[RecordedEvent] = [event]
     if event.note is not None and event.note.record is not None:
         appended.append(event.note.record)
@@ -378,6 +388,10 @@ def promotion_approval(
             image=target.image,
             extra={
                 "operator": MetadataValue.text(event.actor),
+                "signed_by": MetadataValue.text(
+                    str(signed["principal"]) if signed else "unsigned (the typed operator name only)"
+                ),
+                "signing_key_sha256": MetadataValue.text(str(signed.get("key_sha256", "")) or "none"),
                 "stage": MetadataValue.int(config.stage),
                 "approval_event": MetadataValue.text(event.event_id),
             },
