@@ -702,6 +702,7 @@ def approve(
                     )
                 )
                 return
+            opts.require_identity(operator)  # refused (exit 2) before the lease is taken
             with _acting(opts, decl, "revoke", operator) as store, _statehub() as hub:
                 event = approvals.revoke(
                     store=store,
@@ -743,6 +744,7 @@ def approve(
             if payload_only:
                 sys.stdout.buffer.write(approvals.approval_to_sign(store=opts.store(), **args))
                 return
+            opts.require_identity(operator)  # refused (exit 2) before the lease is taken
             with _acting(opts, decl, "approve", operator) as store, _statehub() as hub:
                 event = approvals.approve(store=store, statehub=hub, signature=signature, **args)
             summary = (
@@ -808,6 +810,7 @@ def exception(
         from railiance_ledger.lifecycle import approvals
 
         decl = _load(app_dir)
+        opts.require_identity(operator)  # refused (exit 2) before the lease is taken
         with _acting(opts, decl, "exception", operator) as store, _statehub() as hub:
             event = approvals.record_exception(
                 store=store,

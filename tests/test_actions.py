@@ -126,9 +126,8 @@ def test_a_second_action_is_refused_naming_the_holder_and_the_lease_is_released(
     seed(store)
     with acting(store, W, "promote", "alice") as act:
         assert act.lease.holder.startswith("alice@") and f":{os.getpid()}" in act.lease.holder
-        with pytest.raises(LeaseHeld) as info:
-            with acting(store, W, "rollback", "bob"):
-                pytest.fail("the second action must not run")
+        with pytest.raises(LeaseHeld) as info, acting(store, W, "rollback", "bob"):
+            pytest.fail("the second action must not run")
         assert info.value.holder == act.lease.holder and info.value.action == "promote"
         assert info.value.exit_code == 3 and "promote" in str(info.value)
         assert action_state(store, W).lease is not None
@@ -177,9 +176,11 @@ def test_an_incomplete_rollback_blocks_every_action_until_resolved(store: EventS
         ]
     )
     for action in ("deploy", "observe", "promote", "approve", "waive", "exception"):
-        with pytest.raises(WorkloadBlocked, match="helm rollback hello-web 1"):
-            with acting(store, W, action, "op"):
-                pytest.fail("a blocked workload must not act")
+        with (
+            pytest.raises(WorkloadBlocked, match="helm rollback hello-web 1"),
+            acting(store, W, action, "op"),
+        ):
+            pytest.fail("a blocked workload must not act")
     with acting(store, W, "resolve", "op") as act:
         resolve_incomplete(act, W, "op", "routing reset by hand")
     assert action_state(store, W).blocker is None
