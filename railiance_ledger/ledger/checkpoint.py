@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from railiance_ledger.domain.events import GENESIS_HASH
-from railiance_ledger.errors import IntegrityError
+from railiance_ledger.errors import IntegrityError, LedgerError
 from railiance_ledger.ledger.chain import row_hash
 from railiance_ledger.ledger.schema import EVENT_COLUMNS
 from railiance_ledger.ledger.store import EventStore
@@ -95,12 +95,18 @@ def read_checkpoint(store: EventStore) -> tuple[int, str] | None:
 
 
 def _store_checkpoint(store: EventStore, seq: int, hash_: str) -> None:
+    """Move the checkpoint forward (never back). Best effort: the checkpoint only saves work, so a
+    write that loses a lock race is dropped (the next check verifies a little more)."""
     if seq <= 0:
         return
-    with store.reading("checkpoint") as conn:
-        conn.exec_driver_sql(_CREATE)
-        conn.execute(_UPSERT, {"seq": seq, "hash": hash_})
-        conn.commit()
+    try:
+        with store.reading("checkpoint") as conn:
+            conn.execution_options(railiance_begin="IMMEDIATE")  # SQLite: take the write lock first
+            conn.exec_driver_sql(_CREATE)
+            conn.execute(_UPSERT, {"seq": seq, "hash": hash_})
+            conn.commit()
+    except LedgerError:
+        return
 
 
 def reset_checkpoint(store: EventStore) -> None:
