@@ -9,8 +9,10 @@ environment would be exit 4) and without appending anything.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -319,5 +321,32 @@ def test_a_command_against_a_held_lease_exits_3_naming_the_holder_before_the_clu
             assert store.count() == before
             code, out = _cli(env, "--json", "status", W)
             assert code == 0 and act.lease.holder in out
+    finally:
+        store.close()
+
+
+def test_a_sigkilled_holder_leaves_a_visible_lease_that_expires_and_is_taken_over(
+    cli_env: tuple[dict[str, str], Path], sqlite_url: str, tmp_path: Path
+) -> None:
+    env, _app = cli_env
+    store = EventStore.open(sqlite_url)
+    try:
+        seed(store)
+        go = tmp_path / "go"
+        go.touch()
+        holder = _spawn(sqlite_url, go, 600.0)
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ACTED"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+        code, out = _cli(env, "--json", "status", W)
+        lease = json.loads(out)["lease"]
+        assert code == 0 and lease["holder"].endswith(f":{holder.pid}") and lease["expired"] is False
+        code, out = _cli(env, "waive", str(_app), "--gate", "g", "--reason", "r", "--operator", "alice")
+        assert code == 3 and f":{holder.pid}" in out
+        later = datetime.now(UTC) + timedelta(hours=3)
+        with acting(store, W, "rollback", "bob", now=lambda: later) as act:
+            assert act.taken_over is not None and act.taken_over.holder == lease["holder"]
+        assert action_state(store, W).lease is None
     finally:
         store.close()
