@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from railiance_ledger.domain.redaction import redact
+from railiance_ledger.domain.redaction import redact_log
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class HttpProbe:
             if attempt < attempts_allowed:
                 time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
                 delay = min(max_backoff, delay * 2)
-        return ProbeResult(url, status, False, attempt, redact(reason), _ms(started))
+        return ProbeResult(url, status, False, attempt, redact_log(reason), _ms(started))
 
 
 def _ms(started: float) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from railiance_ledger.domain.redaction import redact
+from railiance_ledger.domain.redaction import redact_log
 from railiance_ledger.errors import AdapterError, AdapterUnavailable
 
 DEFAULT_TAIL_BYTES = 4096
@@ -32,6 +32,16 @@ _WINDOW_BYTES = 64 * 1024
 cut of the kept tail is still recognised whole)."""
 
 _STOP_GRACE_S = 3.0
+
+
+class _SpawnState:
+    """Whether the main thread is inside ``Popen()`` and a SIGTERM that arrived meanwhile."""
+
+    active = False
+    pending: int | None = None
+
+
+_SPAWN = _SpawnState()
 
 
 @contextmanager
@@ -52,6 +62,9 @@ def sigterm_unwinds() -> Iterator[None]:
         return
 
     def _raise(signum: int, _frame: object) -> None:
+        if _SPAWN.active:  # inside Popen(): raising now would lose the new group; _spawn raises after
+            _SPAWN.pending = signum
+            return
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _raise)
@@ -88,7 +101,7 @@ def redacted_tail(raw: bytes, *, limit: int = DEFAULT_TAIL_BYTES, truncated: boo
     if truncated:
         nl = text.find("\n")
         text = text[nl + 1 :] if nl >= 0 else ""
-    clean = redact(text)
+    clean = redact_log(text)  # secrets, then end users' personal data (a log excerpt)
     if len(clean) <= limit:
         return clean
     tail = clean[-limit:]
@@ -133,16 +146,28 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     if not argv:
         raise AdapterError("empty command", system="process", operation="start", address=str(cwd))
+    main = threading.current_thread() is threading.main_thread()
     try:
-        return subprocess.Popen(
-            list(argv),
-            cwd=str(cwd),
-            env=dict(env) if env is not None else None,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        if main:
+            _SPAWN.active, _SPAWN.pending = True, None
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=str(cwd),
+                env=dict(env) if env is not None else None,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            if main:
+                _SPAWN.active = False
+        if main and _SPAWN.pending is not None:
+            signum, _SPAWN.pending = _SPAWN.pending, None
+            _kill_group(proc)
+            raise SystemExit(128 + signum)
+        return proc
     except FileNotFoundError as exc:
         raise AdapterUnavailable(
             f"executable {argv[0]!r} not found",

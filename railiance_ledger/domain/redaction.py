@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import ipaddress
 import math
 import re
 from collections import Counter
@@ -756,6 +757,97 @@ def _redact_uncached(text: str) -> str:
     parts: list[str] = []
     pos = 0
     for f in findings:
+        parts.append(text[pos : f.start])
+        parts.append(marker(f.kind))
+        pos = f.end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Personal data of end users in log excerpts
+# --------------------------------------------------------------------------------------------------
+
+PII_KINDS: tuple[str, ...] = ("card", "email", "ip", "phone")
+"""Marker kinds of :func:`redact_log` beyond :data:`KINDS`."""
+
+_EMAIL_RE = re.compile(
+    r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62})"
+    r"(?:\.[A-Za-z0-9\-]{1,63}){1,8}"
+)
+_CARD_RE = re.compile(r"(?<![\d.\-])\d(?:[ \-]?\d){12,18}(?![\d\-])")
+_PHONE_RE = re.compile(r"(?<![\w+.\-:/])\+?\(?\d{1,4}\)?(?:[ .\-]?\(?\d{2,4}\)?){2,4}(?![\w.\-:/])")
+_IPV4_RE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6_RE = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{1,4}(?![0-9A-Fa-f:])")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _end_user_ip(text: str) -> bool:
+    """A public (global) address: an end user's, not a pod, node, loopback or documentation one."""
+    try:
+        return ipaddress.ip_address(text).is_global
+    except ValueError:
+        return False
+
+
+def find_pii(text: str) -> list[Finding]:
+    """E-mail addresses, phone numbers, payment card numbers (Luhn-valid) and public IP addresses.
+
+    Private, loopback and cluster addresses stay (they are evidence of where a pod ran); card numbers
+    must pass the Luhn check; phone numbers need a leading ``+`` or separators and 9-15 digits, so
+    timestamps, durations and counters stay readable.
+    """
+    out: list[Finding] = []
+    for m in _EMAIL_RE.finditer(text):
+        out.append(Finding("email", m.start(), m.end()))
+    for m in _CARD_RE.finditer(text):
+        digits = re.sub(r"\D", "", m.group(0))
+        if 13 <= len(digits) <= 19 and _luhn(digits):
+            out.append(Finding("card", m.start(), m.end()))
+    for m in _PHONE_RE.finditer(text):
+        raw = m.group(0)
+        digits = re.sub(r"\D", "", raw)
+        separated = raw.startswith("+") or any(c in raw for c in " .-(")
+        if separated and 9 <= len(digits) <= 15 and not _luhn_card_like(raw):
+            out.append(Finding("phone", m.start(), m.end()))
+    for pattern in (_IPV4_RE, _IPV6_RE):
+        for m in pattern.finditer(text):
+            if _end_user_ip(m.group(0)):
+                out.append(Finding("ip", m.start(), m.end()))
+    return out
+
+
+def _luhn_card_like(raw: str) -> bool:
+    digits = re.sub(r"\D", "", raw)
+    return 13 <= len(digits) <= 19 and _luhn(digits)
+
+
+def redact_log(text: str) -> str:
+    """A log excerpt (workload output, health bodies, canary logs) for evidence: :func:`redact` first,
+    then the personal data of end users (:func:`find_pii`) replaced by ``[REDACTED:email|phone|card|ip]``.
+
+    The same one path: secrets are removed exactly as everywhere else; PII is removed only from log
+    excerpts, because operator identities (e-mail-like names) and cluster addresses are evidence.
+    """
+    text = redact(text)
+    findings = sorted(
+        (f for f in find_pii(text) if not MARKER_RE.search(text[f.start : f.end])),
+        key=lambda f: (f.start, -f.end),
+    )
+    parts: list[str] = []
+    pos = 0
+    for f in findings:
+        if f.start < pos:
+            continue
         parts.append(text[pos : f.start])
         parts.append(marker(f.kind))
         pos = f.end
