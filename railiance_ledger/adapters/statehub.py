@@ -133,7 +133,6 @@ class StateHub:
         assert last is not None
         raise last
 
-
     def list_notes(self) -> list[dict[str, Any]]:
         """GET ``<base_url>/notes``: every note State Hub recorded (the witness of ``ledger verify``).
 
