@@ -201,7 +201,11 @@ store = EventStore.open(url)
 while not go.exists():
     time.sleep(0.005)
 try:
-    with acting(store, "hello-web", "promote", "racer"):
+    with acting(store, "hello-web", "promote", "racer") as act:
+        if len(sys.argv) > 4:  # record an intent (a Stage 3 start) before "touching the cluster"
+            from railiance_ledger.domain.events import EventKind, NewEvent
+            act.store.append([NewEvent(stream="hello-web", kind=EventKind.STAGE_STARTED, actor="racer",
+                candidate=sys.argv[4], stage=3, payload={"release": {"name": "hello-web", "namespace": "hello-web"}})])
         print("ACTED", flush=True)
         time.sleep(hold)
 except LeaseHeld as exc:
@@ -210,9 +214,9 @@ except LeaseHeld as exc:
 """
 
 
-def _spawn(url: str, go: Path, hold: float) -> subprocess.Popen[str]:
+def _spawn(url: str, go: Path, hold: float, *intent: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", HOLDER, url, str(go), str(hold)],
+        [sys.executable, "-c", HOLDER, url, str(go), str(hold), *intent],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -350,3 +354,85 @@ def test_a_sigkilled_holder_leaves_a_visible_lease_that_expires_and_is_taken_ove
         assert action_state(store, W).lease is None
     finally:
         store.close()
+
+
+def test_an_action_that_fails_after_recording_its_intent_ends_with_a_blocking_incomplete_rollback(
+    store: EventStore,
+) -> None:
+    from railiance_ledger.errors import AdapterUnavailable
+
+    d = seed(store)
+    with pytest.raises(AdapterUnavailable), acting(store, W, "deploy", "alice") as act:
+        act.store.append(
+            [
+                NewEvent(
+                    stream=W,
+                    kind=EventKind.STAGE_STARTED,
+                    actor="alice",
+                    candidate=d,
+                    stage=2,
+                    payload={"release": {"name": "hello-web-canary", "namespace": "hello-web"}},
+                ),
+                NewEvent(
+                    stream=W,
+                    kind=EventKind.ROUTING_CHANGED,
+                    actor="alice",
+                    candidate=d,
+                    stage=2,
+                    payload={"action": "canary weight 10"},
+                ),
+            ]
+        )
+        raise AdapterUnavailable("connection reset", system="kubernetes", operation="read pods")
+    blocker = action_state(store, W).blocker
+    assert blocker is not None and "connection reset" in blocker.reason
+    assert any("hello-web-canary" in item for item in blocker.remaining)
+    assert any("canary weight 10" in item for item in blocker.remaining)
+    assert "railiance rollback" in blocker.manual_command
+    assert action_state(store, W).lease is None  # released all the same
+    with pytest.raises(WorkloadBlocked), acting(store, W, "observe", "alice"):
+        pytest.fail("blocked")
+    with acting(store, W, "rollback", "bob") as act:  # a rollback that completes resolves it
+        act.store.append(
+            [NewEvent(stream=W, kind=EventKind.ROLLBACK_COMPLETED, actor="bob", candidate=d, payload={})]
+        )
+    assert action_state(store, W).blocker is None
+
+
+def test_an_action_that_fails_before_any_intent_records_nothing_but_its_lease(store: EventStore) -> None:
+    seed(store)
+    with pytest.raises(RuntimeError), acting(store, W, "promote", "alice"):
+        raise RuntimeError("precheck could not ask")
+    kinds = [ev.kind for ev in store.read_stream(W)][-2:]
+    assert kinds == [EventKind.LEASE_ACQUIRED, EventKind.LEASE_RELEASED]
+    assert action_state(store, W).blocker is None
+
+
+def test_a_holder_killed_after_its_intent_leaves_a_blocking_incomplete_rollback_once_expired(
+    store: EventStore, ledger_url: str, tmp_path: Path
+) -> None:
+    d = seed(store)
+    # Stage 3 needs Stage 2 passed, so that the holder's stage.started (its intent) is accepted.
+    store.append(
+        [
+            stage_started(W, d, 2),
+            stage_result(W, d, 2),
+        ]
+    )
+    go = tmp_path / "go"
+    go.touch()
+    holder = _spawn(ledger_url, go, 600.0, d)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ACTED"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=60)
+    later = datetime.now(UTC) + timedelta(hours=3)
+    with (
+        pytest.raises(WorkloadBlocked, match="stage 3"),
+        acting(store, W, "promote", "bob", now=lambda: later),
+    ):
+        pytest.fail("blocked")
+    state = action_state(store, W)
+    assert state.blocker is not None and state.lease is None
+    assert f":{holder.pid}" in state.blocker.reason
+    with acting(store, W, "rollback", "bob", now=lambda: later):
+        pass  # a rollback may act (and its completion resolves the block)

@@ -298,10 +298,121 @@ def acting(
         raise
     lease = Lease(acquired.event_id, acquired.seq, holder, action, payload["expires_at"])
     leased = LeasedStore(store, workload=workload, lease_id=acquired.event_id, version=acquired.version)
+    if taken_over is not None:
+        _take_over_unfinished(leased, workload, operator, action, lease, taken_over)
     try:
         yield Action(store=leased, lease=lease, integrity=integrity, taken_over=taken_over)
+    except BaseException as exc:
+        _record_unfinished(leased, workload, operator, action, acquired.seq, exc)
+        raise
     finally:
         _release(leased, workload, operator, lease)
+
+
+def _take_over_unfinished(
+    leased: LeasedStore, workload: str, operator: str, action: str, lease: Lease, dead: Lease
+) -> None:
+    """The expired lease's holder died (SIGKILL, power loss) after recording an intent: record what it
+    left open as ``rollback.incomplete``; unless this action is a rollback, release and refuse."""
+    left = unfinished_since(leased.read_stream(workload), dead.seq)
+    if left is None:
+        return
+    payload = payloads.RollbackIncomplete(
+        reason=f"{dead.action} by {dead.holder} stopped (its lease expired at {dead.expires_at}) "
+        "after recording its intent",
+        remaining_cleanup=left["remaining"],
+    ).to_payload()
+    payload["manual_command"] = f"railiance rollback APP_DIR --reason 'unfinished {dead.action}'"
+    payload["action"] = dead.action
+    event = NewEvent(
+        stream=workload,
+        kind=EventKind.ROLLBACK_INCOMPLETE,
+        actor=operator,
+        candidate=left["candidate"],
+        stage=None,
+        payload=payload,
+    )
+    recorded = leased.append([event])[0]
+    if action in UNBLOCKING_ACTIONS:
+        return
+    _release(leased, workload, operator, lease)
+    blocker = Blocker(
+        recorded.seq, str(payload["reason"]), list(left["remaining"]), payload["manual_command"]
+    )
+    raise _blocked_error(workload, blocker)
+
+
+def unfinished_since(events: Sequence[RecordedEvent], after_seq: int) -> dict[str, Any] | None:
+    """What an action that stopped left open after ``after_seq`` (its lease): a Stage 2/3
+    ``stage.started`` without its ``stage.completed``, or a ``rollback.started`` without its
+    ``rollback.completed``; with the last routing change. ``None`` when nothing is open."""
+    open_stage: RecordedEvent | None = None
+    open_rollback: RecordedEvent | None = None
+    routing: RecordedEvent | None = None
+    for ev in events:
+        if ev.seq <= after_seq:
+            continue
+        if ev.kind == EventKind.STAGE_STARTED and ev.stage in (2, 3):
+            open_stage = ev
+        elif ev.kind == EventKind.STAGE_COMPLETED and open_stage is not None and ev.stage == open_stage.stage:
+            open_stage = None
+        elif ev.kind == EventKind.ROLLBACK_STARTED:
+            open_rollback = ev
+        elif ev.kind in (EventKind.ROLLBACK_COMPLETED, EventKind.ROLLBACK_INCOMPLETE):
+            open_rollback = None
+            open_stage = None
+        elif ev.kind == EventKind.ROUTING_CHANGED:
+            routing = ev
+    if open_stage is None and open_rollback is None:
+        return None
+    remaining: list[str] = []
+    candidate = None
+    if open_stage is not None:
+        release = open_stage.payload.get("release") or {}
+        candidate = open_stage.candidate
+        remaining.append(
+            f"stage {open_stage.stage} of {open_stage.candidate} started at seq {open_stage.seq} has no result; "
+            f"release {release.get('name', '?')} in namespace {release.get('namespace', '?')} may be installed"
+        )
+    if open_rollback is not None:
+        candidate = candidate or open_rollback.candidate
+        remaining.append(f"the rollback started at seq {open_rollback.seq} did not complete")
+    if routing is not None:
+        remaining.append(
+            f"routing last changed at seq {routing.seq}: {routing.payload.get('action') or routing.payload}"
+        )
+    return {"candidate": candidate, "remaining": remaining}
+
+
+def _record_unfinished(
+    leased: LeasedStore, workload: str, operator: str, action: str, lease_seq: int, exc: BaseException
+) -> None:
+    """Intent recorded, outcome not: append ``rollback.incomplete`` naming what remains and the
+    manual command, so every later action refuses until a rollback completes or is resolved."""
+    try:
+        left = unfinished_since(leased.read_stream(workload, after_version=0), lease_seq)
+        if left is None:
+            return
+        payload = payloads.RollbackIncomplete(
+            reason=f"{action} stopped after recording its intent: {type(exc).__name__}: {exc}",
+            remaining_cleanup=left["remaining"],
+        ).to_payload()
+        payload["manual_command"] = f"railiance rollback APP_DIR --reason 'unfinished {action}'"
+        payload["action"] = action
+        leased.append(
+            [
+                NewEvent(
+                    stream=workload,
+                    kind=EventKind.ROLLBACK_INCOMPLETE,
+                    actor=operator,
+                    candidate=left["candidate"],
+                    stage=None,
+                    payload=payload,
+                )
+            ]
+        )
+    except (LedgerError, ValueError):
+        return  # the ledger itself refuses: the lease stays visible and expires; status shows it
 
 
 def _release(leased: LeasedStore, workload: str, operator: str, lease: Lease) -> None:
