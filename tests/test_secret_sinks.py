@@ -138,3 +138,22 @@ def test_log_redaction_keeps_cluster_evidence(evidence: str) -> None:
 def test_state_hub_note_documents_are_redacted() -> None:
     doc = redact_value({"title": "canary", "body": "\n".join(s.text for s in SHAPES), "evidence": []})
     _no_secret(str(doc), "State Hub note document")
+
+
+def test_the_stage1_secrets_gate_refuses_every_shape_in_values_and_manifests() -> None:
+    from railiance_ledger.domain.manifest_scan import scan_manifest, scan_values
+
+    missed_values = [s.name for s in SHAPES if not scan_values({"app": {"config": s.text}}, "values.yaml")]
+    assert not missed_values
+    missed_manifests = []
+    for s in SHAPES:
+        cm = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "cfg"},
+            "data": {"settings": s.text},
+        }
+        findings, _ = scan_manifest(cm)
+        if not findings:
+            missed_manifests.append(s.name)
+    assert not missed_manifests
