@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import functools
 import hashlib
 import io
 from collections.abc import Mapping
@@ -220,4 +221,10 @@ def verify_signed_payload(
             f"the signature block names principal {block.get('principal')!r}, the record {principal!r}"
         )
     record = canonical_record(stream=stream, kind=kind, candidate=candidate, stage=stage, payload=payload)
-    return verify_record(record, armored, AllowedSigners(content), principal=principal)
+    return verify_record(record, armored, _parsed_signers(content), principal=principal)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_signers(content: str) -> AllowedSigners:
+    """``AllowedSigners(content)``, parsed once per distinct content (a ledger repeats the same file)."""
+    return AllowedSigners(content)
