@@ -453,6 +453,9 @@ def run(
 @_image_opt
 @click.option("--stage", "stage", default=None, type=int, help="Stage the waiver applies to (default 1).")
 @click.option(
+    "--payload", "payload_only", is_flag=True, default=False, help="Print the record to sign; write nothing."
+)
+@click.option(
     "--signature",
     "signature_file",
     default=None,
@@ -469,11 +472,12 @@ def waive(
     reason: str,
     image: str | None,
     stage: int | None,
+    payload_only: bool,
     signature_file: Path | None,
     operator: str | None,
     json_out: bool,
 ) -> None:
-    """Record a waiver for one gate of one candidate."""
+    """Record a waiver for one gate of one candidate (--payload: print the record to sign instead)."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import render_waiver
@@ -486,17 +490,20 @@ def waive(
 
             digest = parse_candidate_image(image)[1]
         who = opts.require_identity(operator)
+        args: dict[str, Any] = {
+            "decl": decl,
+            "gate": gate,
+            "operator": who,
+            "reason": reason,
+            "candidate": digest,
+            "stage": stage or 1,
+        }
+        if payload_only:
+            sys.stdout.buffer.write(waivers.waiver_to_sign(store=opts.store(), **args))
+            return
         with _acting(opts, decl, "waive", operator) as store, _statehub() as hub:
             event = waivers.record_waiver(
-                store=store,
-                decl=decl,
-                gate=gate,
-                operator=who,
-                reason=reason,
-                candidate=digest,
-                stage=stage or 1,
-                statehub=hub,
-                signature=_read_signature(signature_file),
+                store=store, statehub=hub, signature=_read_signature(signature_file), **args
             )
         render_waiver(event, gate, as_json=as_json)
 
@@ -784,6 +791,9 @@ def _read_signature(path: Path | None) -> str | None:
 )
 @_image_opt
 @click.option(
+    "--payload", "payload_only", is_flag=True, default=False, help="Print the record to sign; write nothing."
+)
+@click.option(
     "--signature",
     "signature_file",
     default=None,
@@ -799,11 +809,15 @@ def exception(
     skip_stage: int,
     reason: str,
     image: str | None,
+    payload_only: bool,
     signature_file: Path | None,
     operator: str | None,
     json_out: bool,
 ) -> None:
-    """Record an emergency exception (skip a stage); it awaits a retrospective approval."""
+    """Record an emergency exception (skip a stage); it awaits a retrospective approval.
+
+    With --payload, print the record to sign instead; --signature FILE records it signed.
+    """
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import report_noted
@@ -811,16 +825,19 @@ def exception(
 
         decl = _load(app_dir)
         opts.require_identity(operator)  # refused (exit 2) before the lease is taken
+        args: dict[str, Any] = {
+            "decl": decl,
+            "operator": opts.identity(operator),
+            "skip_stage": skip_stage,
+            "reason": reason,
+            "image": image,
+        }
+        if payload_only:
+            sys.stdout.buffer.write(approvals.exception_to_sign(store=opts.store(), **args))
+            return
         with _acting(opts, decl, "exception", operator) as store, _statehub() as hub:
             event = approvals.record_exception(
-                store=store,
-                decl=decl,
-                operator=opts.identity(operator),
-                skip_stage=skip_stage,
-                reason=reason,
-                image=image,
-                statehub=hub,
-                signature=_read_signature(signature_file),
+                store=store, statehub=hub, signature=_read_signature(signature_file), **args
             )
         report_noted(
             event,

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from railiance_ledger.adapters.sshsig import sign_bytes
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
-from railiance_ledger.domain.signing import NAMESPACE, AllowedSigners, armor, SignatureInvalid, verify_record
+from railiance_ledger.domain.signing import NAMESPACE, AllowedSigners, SignatureInvalid, armor, verify_record
 from railiance_ledger.errors import GateFailed, InvalidInput
 from railiance_ledger.lifecycle import approvals, waivers
 from tests.test_approvals import DEPLOYER, REGISTRAR, deploy_canary, digest_of, image_of, register, write_app
@@ -355,3 +355,33 @@ def test_cli_approve_prints_the_payload_and_records_it_signed(
     done = CliRunner().invoke(app, [*base, "--signature", str(sig), "--json"])
     assert done.exit_code == 0, done.output
     assert count(store, EventKind.APPROVAL_GRANTED) == 1
+
+
+def test_cli_waive_and_exception_print_their_payload_and_take_a_signature(
+    tmp_path: Path, store: Any, keys: dict[str, Path]
+) -> None:
+    from click.testing import CliRunner
+
+    from railiance_ledger.cli import app
+
+    decl = write_app(
+        tmp_path, name="blog", category="internal-service", extra=SIGNED_TOML + "require_signatures = true\n"
+    )
+    write_signers(decl, keys, (APPROVER,))
+    register(store, decl)
+    commands = {
+        "waive": ["waive", str(decl.app_dir), "--gate", "local_health", "--reason", "probe flaky"],
+        "exception": ["exception", str(decl.app_dir), "--skip-stage", "1", "--reason", "outage fix"],
+    }
+    for name, args in commands.items():
+        base = ["--ledger", store.url, *args, "--operator", APPROVER]
+        unsigned = CliRunner().invoke(app, base)
+        assert unsigned.exit_code == 2 and "must be signed" in unsigned.output, (name, unsigned.output)
+        printed = CliRunner().invoke(app, [*base, "--payload"])
+        assert printed.exit_code == 0, (name, printed.output)
+        sig = tmp_path / f"{name}.sig"
+        sig.write_text(sign_bytes(printed.stdout_bytes, keys[APPROVER]))
+        done = CliRunner().invoke(app, [*base, "--signature", str(sig)])
+        assert done.exit_code == 0, (name, done.output)
+    assert count(store, EventKind.WAIVER_GRANTED) == 1
+    assert count(store, EventKind.EXCEPTION_EMERGENCY) == 1
