@@ -53,9 +53,7 @@ def test_the_rollback_job_refuses_a_workload_whose_lease_is_held(dagster_env: Da
             job = build_definitions(dagster_env.resources()).get_job_def("rollback")
             result = job.execute_in_process(
                 instance=dagster_env.instance,
-                run_config={
-                    "ops": {"rollback_workload": {"config": {"workload": W, "reason": "latency"}}}
-                },
+                run_config={"ops": {"rollback_workload": {"config": {"workload": W, "reason": "latency"}}}},
                 raise_on_error=False,
             )
             assert not result.success
