@@ -52,7 +52,8 @@ class Target:
 
 
 def resolve_digest(store: EventStore, key: str) -> str:
-    """The full digest behind ``key`` (the ledger refuses unknown and ambiguous keys): a ``Failure`` otherwise."""
+    """The full digest behind ``key`` (the ledger refuses unknown and ambiguous keys): a ``Failure``
+    otherwise."""
     from railiance_ledger.errors import RailianceError
     from railiance_ledger.ledger.projections import resolve_partition_key
 

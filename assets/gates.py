@@ -190,7 +190,8 @@ def gate_result(
     ),
 )
 def approval_in_force(context: AssetCheckExecutionContext, ledger: LedgerResource) -> AssetCheckResult:
-    """Pass when the latest approval decision of this digest, for the stage it was last granted for, is a grant.
+    """Pass when the latest approval decision of this digest, for the stage it was last granted for, is a
+    grant.
 
     The check cannot see the run's config, so it judges the stage the ledger last recorded a grant for: a
     stage 2 approval run is judged on stage 2 (not failed for a stage 3 approval nobody asked for).
@@ -207,7 +208,10 @@ def approval_in_force(context: AssetCheckExecutionContext, ledger: LedgerResourc
     if state.granted:
         why = f"stage {stage} approved by {state.operator} at {state.granted_at} (event {state.approval_id})"
     elif state.revoked:
-        why = f"stage {stage} approval revoked by {state.revoked_by} at {state.revoked_at}: {state.revocation_reason}"
+        why = (
+            f"stage {stage} approval revoked by {state.revoked_by} at {state.revoked_at}: "
+            f"{state.revocation_reason}"
+        )
     else:
         why = f"no stage {stage} approval recorded"
     return AssetCheckResult(

@@ -208,7 +208,9 @@ class HelmResource(ConfigurableResource):  # type: ignore[type-arg]
     )
     upgrade_args: list[str] | None = Field(
         default=None,
-        description="Extra arguments for `helm upgrade --install`; else RAILIANCE_HELM_ARGS (space separated).",
+        description=(
+            "Extra arguments for `helm upgrade --install`; else RAILIANCE_HELM_ARGS (space separated)."
+        ),
     )
 
     def resolved_upgrade_args(self) -> tuple[str, ...]:
@@ -255,7 +257,8 @@ class MetricsResource(ConfigurableResource):  # type: ignore[type-arg]
 def http_client(
     timeout: float = 10.0, *, ingress_url: str | None = None, host: str | None = None
 ) -> Iterator[httpx.Client]:
-    """The lifecycle's probe client (``lifecycle.environment.probe_client``): production host via the ingress."""
+    """The lifecycle's probe client (``lifecycle.environment.probe_client``): production host via the
+    ingress."""
     from railiance_ledger.lifecycle.environment import probe_client
 
     with probe_client(timeout, ingress_url=ingress_url, host=host) as client:

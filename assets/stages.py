@@ -81,7 +81,8 @@ class ApprovalConfig(Config):
         description=(
             "Armored SSH signature (-----BEGIN SSH SIGNATURE-----) over the record `railiance approve ... "
             "--payload` prints for the same operator, stage, window and target, made with "
-            "`ssh-keygen -Y sign -n railiance-ledger@v1`; required when the workload declares allowed signers."
+            "`ssh-keygen -Y sign -n railiance-ledger@v1`; required when the workload declares allowed "
+            "signers."
         ),
     )
     reason: str = Field(
@@ -102,7 +103,8 @@ def launchpad_operator(name: str, *, default: str | None = None) -> Operator | N
 
 
 def actor_of(config_operator: str, ledger: LedgerResource) -> str:
-    """The actor a stage or rollback run records: the launchpad's operator, else the ledger resource's actor."""
+    """The actor a stage or rollback run records: the launchpad's operator, else the ledger resource's
+    actor."""
     who = launchpad_operator(config_operator, default=ledger.actor)
     return who.name if who is not None else ledger.actor
 
@@ -112,7 +114,8 @@ def _actor(config: StageConfig, ledger: LedgerResource) -> str:
 
 
 def _probe_client(kube: KubeResource, decl: Any) -> Any:
-    """The HTTP client of a stage's probes: the production host through ``kube.ingress_url`` when one is set."""
+    """The HTTP client of a stage's probes: the production host through ``kube.ingress_url`` when one is
+    set."""
     return http_client(ingress_url=kube.resolved_ingress_url(), host=decl.routing.host)
 
 
@@ -328,7 +331,8 @@ def canary_acceptance(
     description=(
         "A human approval (lifecycle.approvals.approve) of the candidate, stage 3 by default: the operator, "
         "observation window, rollback target and waived gates, recorded as approval.granted. Same rules as "
-        "`railiance approve`: an explicit operator, no self-approval (registrar or deployer), declared approvers."
+        "`railiance approve`: an explicit operator, no self-approval (registrar or deployer), declared "
+        "approvers."
     ),
 )
 def promotion_approval(
@@ -338,7 +342,8 @@ def promotion_approval(
     apps: AppsResource,
     statehub: StateHubResource,
 ) -> MaterializeResult:
-    """Record the operator's approval of the partition's candidate; the run fails with the refusal otherwise."""
+    """Record the operator's approval of the partition's candidate; the run fails with the refusal
+    otherwise."""
     from railiance_ledger.errors import RailianceError
     from railiance_ledger.lifecycle.approvals import approve
 
@@ -405,10 +410,10 @@ def promotion_approval(
     group_name=GROUP,
     kinds={"kubernetes"},
     description=(
-        "Stage 3 production promotion (lifecycle.stage3.promote): every precheck first, then the stable release "
-        "replaced by the candidate pinned by digest, routing read back, smoke checks, automatic rollback on "
-        "failure. The materialization carries the result and the workload's lineage (rollback target, as "
-        "`railiance lineage`)."
+        "Stage 3 production promotion (lifecycle.stage3.promote): every precheck first, then the stable "
+        "release replaced by the candidate pinned by digest, routing read back, smoke checks, automatic "
+        "rollback on failure. The materialization carries the result and the workload's lineage (rollback "
+        "target, as `railiance lineage`)."
     ),
 )
 def stage3_promotion(

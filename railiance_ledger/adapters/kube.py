@@ -306,7 +306,8 @@ class Kube:
         return [self._apply_one(m, field_manager, True, True) for m in manifests]
 
     def apply(self, *, manifests: Objs, field_manager: str, force: bool = True) -> Objs:
-        """Server-side apply every manifest (create or update) as ``field_manager``; returns the stored objects."""
+        """Server-side apply every manifest (create or update) as ``field_manager``; returns the stored
+        objects."""
         return [self._apply_one(m, field_manager, force, False) for m in manifests]
 
     def get(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None:
@@ -442,7 +443,10 @@ class Kube:
                 "reason": e.get("reason", ""),
                 "message": e.get("message", ""),
                 "count": int(e.get("count") or 1),
-                "object": f"{(e.get('involvedObject') or {}).get('kind')}/{(e.get('involvedObject') or {}).get('name')}",
+                "object": (
+                    f"{(e.get('involvedObject') or {}).get('kind')}/"
+                    f"{(e.get('involvedObject') or {}).get('name')}"
+                ),
                 "last_seen": str(e.get("lastTimestamp") or e.get("eventTime") or ""),
             }
             for e in doc.get("items") or []

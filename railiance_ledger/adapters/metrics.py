@@ -22,7 +22,8 @@ Queries (``W`` is the window, e.g. ``1m``; ``S`` the selector)::
 
     error rate   (sum(rate(http_requests_total{S,code=~"5.."}[W])) or vector(0))
                    / sum(rate(http_requests_total{S}[W]))
-    p95 (ms)     histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{S}[W]))) * 1000
+    p95 (ms)     histogram_quantile(0.95, sum by (le)
+                   (rate(http_request_duration_seconds_bucket{S}[W]))) * 1000
     saturation   max(avg_over_time(app_saturation_ratio{S}[W]))
 
 Fail closed
@@ -72,7 +73,8 @@ ERROR_RATE_QUERY = (
     " / sum(rate(http_requests_total{{{sel_only}}}[{window}]))"
 )
 P95_LATENCY_MS_QUERY = (
-    "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{{sel_only}}}[{window}])))"
+    "histogram_quantile(0.95, sum by (le) "
+    "(rate(http_request_duration_seconds_bucket{{{sel_only}}}[{window}])))"
     " * 1000"
 )
 SATURATION_QUERY = "max(avg_over_time(app_saturation_ratio{{{sel_only}}}[{window}]))"
@@ -150,7 +152,8 @@ class PrometheusMetrics:
             self._protocol(f"unexpected result shape ({exc})", operation, "/api/v1/query", exc)
 
     def range(self, *, query: str, start: Timestamp, end: Timestamp, step: float | str) -> list[Series]:
-        """Evaluate ``query`` over ``[start, end]`` every ``step`` (seconds or ``"15s"``); raise on failure."""
+        """Evaluate ``query`` over ``[start, end]`` every ``step`` (seconds or ``"15s"``); raise on
+        failure."""
         operation = f"range query {query!r}"
         params = {
             "query": query,

@@ -255,9 +255,10 @@ def free_loopback_port() -> int:
 class LocalProcess:
     """A workload started locally for the duration of a ``with`` block.
 
-    ``{port}`` in the command (and in environment values) is replaced by a free loopback port (``self.port``). The process
-    runs in its own process group, its output goes to a private temporary file, and on leaving
-    the block the whole group is stopped (SIGTERM, then SIGKILL) whatever happened inside.
+    ``{port}`` in the command (and in environment values) is replaced by a free loopback port
+    (``self.port``). The process runs in its own process group, its output goes to a private
+    temporary file, and on leaving the block the whole group is stopped (SIGTERM, then SIGKILL)
+    whatever happened inside.
     """
 
     def __init__(

@@ -942,7 +942,10 @@ class Declaration(_Table):
             problems.append(
                 (
                     "rollback.verification",
-                    f"{shown(self.rollback.verification)} names no [[health]], [[smoke]] or [[acceptance]] check",
+                    (
+                        f"{shown(self.rollback.verification)} names no [[health]], [[smoke]] or "
+                        "[[acceptance]] check"
+                    ),
                     "name one of: " + ", ".join(sorted(self.check_names())),
                 )
             )

@@ -35,7 +35,8 @@ def envelope_text(
         f'{{"actor":{_quote(actor)},"candidate":{"null" if candidate is None else _quote(candidate)}'
         f',"event_id":{_quote(event_id)},"kind":{_quote(kind)},"payload":{payload_text}'
         f',"prev_hash":{_quote(prev_hash)},"recorded_at":{_quote(recorded_at)},"seq":{int(seq)}'
-        f',"stage":{"null" if stage is None else int(stage)},"stream":{_quote(stream)},"version":{int(version)}}}'
+        f',"stage":{"null" if stage is None else int(stage)},"stream":{_quote(stream)}'
+        f',"version":{int(version)}}}'
     )
 
 
@@ -78,5 +79,6 @@ def export_text(
         f'{{"actor":{_quote(actor)},"candidate":{"null" if candidate is None else _quote(candidate)}'
         f',"event_id":{_quote(event_id)},"hash":{_quote(hash_)},"kind":{_quote(kind)},"payload":{payload_text}'
         f',"prev_hash":{_quote(prev_hash)},"recorded_at":{_quote(recorded_at)},"seq":{int(seq)}'
-        f',"stage":{"null" if stage is None else int(stage)},"stream":{_quote(stream)},"version":{int(version)}}}'
+        f',"stage":{"null" if stage is None else int(stage)},"stream":{_quote(stream)}'
+        f',"version":{int(version)}}}'
     )

@@ -369,7 +369,8 @@ _STATEMENTS: dict[tuple[str, str], Any] = {}
 
 
 def _status_statement(store: EventStore) -> Any:
-    """The status query for this dialect, built once: stage events ship no payload, results only ``status``."""
+    """The status query for this dialect, built once: stage events ship no payload, results only
+    ``status``."""
     key = ("status", store.dialect)
     stmt = _STATEMENTS.get(key)
     if stmt is None:
@@ -755,7 +756,8 @@ def resolve_partition_key(store: EventStore, key: str) -> str:
         found = [str(d) for d in conn.execute(stmt).scalars()]
     if not found:
         raise LedgerError(
-            f"partition key {shown(key)}: no registered candidate of {workload!r} has a digest starting {short}",
+            f"partition key {shown(key)}: no registered candidate of {workload!r} has a digest starting "
+            f"{short}",
             hint="register it with `railiance candidate add APP_DIR --image REF@sha256:...`",
         )
     if len(found) > 1:

@@ -105,7 +105,8 @@ class _AppendSql:
         # One equality lookup per kind: a prepared (generic) PostgreSQL plan for "kind IN (...)" filters
         # every event of the candidate instead of seeking (stream, candidate, kind) in the index.
         history = " UNION ALL ".join(
-            f"SELECT kind, stage, payload, seq FROM events WHERE stream = {p} AND candidate = {p} AND kind = '{k}'"
+            f"SELECT kind, stage, payload, seq FROM events WHERE stream = {p} AND candidate = {p} AND kind = "
+            f"'{k}'"
             for k in RULE_HISTORY_KINDS
         )
         return cls(
@@ -503,7 +504,8 @@ class EventStore:
             yield
         except (sa_exc.IntegrityError, self._driver_integrity_error) as exc:
             raise ConcurrencyConflict(
-                f"stream {stream!r}: the next seq or version was taken by another writer ({_driver_reason(exc)})",
+                f"stream {stream!r}: the next seq or version was taken by another writer "
+                f"({_driver_reason(exc)})",
                 hint="re-read the stream and retry",
             ) from exc
 
@@ -518,7 +520,8 @@ class EventStore:
             text.encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise LedgerError(
-                f"ledger append refused: the payload of {ev.kind.value} for {ev.stream!r} is not plain JSON: {exc}"
+                f"ledger append refused: the payload of {ev.kind.value} for {ev.stream!r} is not plain JSON: "
+                f"{exc}"
             ) from exc
         return text
 

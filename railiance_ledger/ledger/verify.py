@@ -99,9 +99,11 @@ class _State:
 
 
 def _batch_fetcher(store: EventStore, batch: int) -> Callable[[int], list[Any]]:
-    """Rows after a seq, as plain DB-API tuples (SQLAlchemy's result layer would cost a third of the budget)."""
+    """Rows after a seq, as plain DB-API tuples (SQLAlchemy's result layer would cost a third of the
+    budget)."""
     sql = (
-        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > {'%s' if store.dialect == 'postgresql' else '?'} "
+        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > "
+        f"{'%s' if store.dialect == 'postgresql' else '?'} "
         f"ORDER BY seq LIMIT {int(batch)}"
     )
 
@@ -143,17 +145,20 @@ def _check_rows(store: EventStore, rows: list[Any], state: _State) -> VerifyRepo
                     checked,
                     expected_seq,
                     "missing",
-                    f"seq {expected_seq}..{seq - 1} missing: the event after seq {expected_seq - 1} is seq {seq}",
+                    f"seq {expected_seq}..{seq - 1} missing: the event after seq {expected_seq - 1} is seq "
+                    f"{seq}",
                     prev,
                 )
             if prev_hash != prev:
                 return _classify_link(store, row, prev, prev2, checked)
             # Inlined chain.row_hash: this loop is the verify budget (>= 150,000 events/s).
             text = (
-                f'{prev_hash}\n{{"actor":{quote(actor)},"candidate":{"null" if candidate is None else quote(candidate)}'
+                f'{prev_hash}\n{{"actor":{quote(actor)}'
+                f',"candidate":{"null" if candidate is None else quote(candidate)}'
                 f',"event_id":{quote(event_id)},"kind":{quote(kind)},"payload":{payload}'
                 f',"prev_hash":{quote(prev_hash)},"recorded_at":{quote(recorded_at)},"seq":{seq}'
-                f',"stage":{"null" if stage is None else stage},"stream":{quote(stream)},"version":{version}}}'
+                f',"stage":{"null" if stage is None else stage},"stream":{quote(stream)}'
+                f',"version":{version}}}'
             )
             if sha256(text.encode()).hexdigest() != digest:
                 return _bad(

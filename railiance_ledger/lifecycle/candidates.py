@@ -138,7 +138,9 @@ def register_candidate(
     if declared and repository != declared:
         raise InvalidInput(
             f"image repository {shown(repository)} does not match the declared image.repository {declared!r}",
-            hint="register an image of the declared repository, or fix image.repository in railiance/app.toml",
+            hint=(
+                "register an image of the declared repository, or fix image.repository in railiance/app.toml"
+            ),
         )
     workload = decl.workload.name
     existing = find_registration(store, workload, digest)

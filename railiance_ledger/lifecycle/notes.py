@@ -220,7 +220,8 @@ def post_and_record(
     warning = None
     if not delivered:
         warning = (
-            f"State Hub note for {event.kind} {event.event_id} was NOT delivered after {attempts} attempt(s): "
+            f"State Hub note for {event.kind} {event.event_id} was NOT delivered after {attempts} "
+            "attempt(s): "
             f"{error}. Recorded as note.posted delivered=false (ledger seq {record.seq}); "
             "re-post it once State Hub is reachable."
         )
@@ -297,7 +298,8 @@ def repost_undelivered(*, store: EventStore, workload: str, statehub: StateHubPo
             detail = detail[:4000] + " ...(truncated; the full record is in the ledger)"
         body = (
             f"Re-posted after an earlier delivery failure ({pending.error or 'unknown error'}).\n"
-            f"{event.kind} by {event.actor} at {event.recorded_at}; ledger seq {event.seq}, hash {event.hash}.\n"
+            f"{event.kind} by {event.actor} at {event.recorded_at}; ledger seq {event.seq}, hash "
+            f"{event.hash}.\n"
             f"Record: {detail}"
         )
         outcomes.append(

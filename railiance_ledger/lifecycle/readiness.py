@@ -372,10 +372,16 @@ def _acceptance(decl: Declaration) -> ReadinessAnswer:
 def _approver(history: list[RecordedEvent], decl: Declaration, digest: str | None) -> ReadinessAnswer:
     approvers = list(decl.approval.approvers)
     if approvers:
-        who = f"one of the declared approvers ({', '.join(approvers)}), never the operator who registered or deployed it"
+        who = (
+            f"one of the declared approvers ({', '.join(approvers)}), never the operator who registered or "
+            "deployed it"
+        )
         source = "app.toml [approval].approvers"
     else:
-        who = "any named operator other than the one who registered or deployed the candidate (separation of duties)"
+        who = (
+            "any named operator other than the one who registered or deployed the candidate (separation of "
+            "duties)"
+        )
         source = "lifecycle rule (no [approval].approvers declared)"
     required = (
         "explicit human approval is required (production-critical)"

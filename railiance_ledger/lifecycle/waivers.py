@@ -143,7 +143,8 @@ def _post_waiver_note(
 
     scope = event.payload.get("scope") or {}
     body = (
-        f"Waiver of gate {scope.get('gate')} (stage {scope.get('stage')}) for {event.candidate} of {event.stream} "
+        f"Waiver of gate {scope.get('gate')} (stage {scope.get('stage')}) for {event.candidate} of "
+        f"{event.stream} "
         f"by {event.actor}.\nReason: {event.payload.get('reason')}.\n"
         f"Ledger event {event.event_id} (seq {event.seq})."
     )
@@ -154,7 +155,9 @@ def _post_waiver_note(
         title=f"{event.stream}: gate {scope.get('gate')} waived by {event.actor}",
         body=body,
         required=bool(getattr(decl, "production_critical", False)),
-        required_reason="waivers of production-critical workloads are operator decisions State Hub should hold",
+        required_reason=(
+            "waivers of production-critical workloads are operator decisions State Hub should hold"
+        ),
     )
     return NotedEvent.wrap(event, note)
 

@@ -121,5 +121,8 @@ def find_workload(apps_dir: Path, workload: str) -> DeclaredWorkload:
     extra = f"; declarations that did not load: {'; '.join(problems)}" if problems else ""
     raise InvalidInput(
         f"workload {shown(workload)} is not declared under {apps_dir}{extra}",
-        hint="set RAILIANCE_APPS_DIR (or the apps resource's apps_dir) to the directory holding <app>/railiance/app.toml",
+        hint=(
+            "set RAILIANCE_APPS_DIR (or the apps resource's apps_dir) to the directory holding "
+            "<app>/railiance/app.toml"
+        ),
     )

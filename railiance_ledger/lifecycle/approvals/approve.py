@@ -149,7 +149,8 @@ def _approve(
     who = identity.name
     if stage not in APPROVABLE_STAGES:
         raise InvalidInput(
-            f"stage {stage} is not approved by a human: approvals are for stage 2 (canary) and stage 3 (promotion)",
+            f"stage {stage} is not approved by a human: approvals are for stage 2 (canary) and stage 3 "
+            "(promotion)",
             hint="use --stage 2 or --stage 3",
         )
     workload = decl.workload.name
@@ -193,8 +194,8 @@ def _approve(
     if retrospective:
         if not exceptions:
             raise GateFailed(
-                f"retrospective approval refused for {cand.image}: no emergency exception is recorded for it; "
-                "an approval may only be retrospective when an emergency action was taken",
+                f"retrospective approval refused for {cand.image}: no emergency exception is recorded for "
+                "it; an approval may only be retrospective when an emergency action was taken",
                 hint="approve before the action instead, or record the emergency with `railiance exception`",
             )
         covers = [e.event_id for e in exceptions if e.awaiting_retrospective] or [
@@ -216,7 +217,8 @@ def _approve(
             window_waived_by = str(window_waiver["event_id"])
         else:
             raise GateFailed(
-                f"observation window {format_duration(window_seconds)} is under the {format_duration(minimum or 0)} "
+                f"observation window {format_duration(window_seconds)} is under the "
+                f"{format_duration(minimum or 0)} "
                 f"minimum for production-critical {workload}, and no waiver is recorded",
                 hint=f"lengthen the window, or waive it: --waive {WINDOW_GATE}=REASON",
             )
@@ -227,8 +229,8 @@ def _approve(
         target = default_rollback_target(store, decl)
     if target is None:
         raise GateFailed(
-            f"approval refused: the rollback target of {workload} is unknown (no stable version in the ledger and "
-            "no rollback.previous_stable declared); every promotion must have a rollback path",
+            f"approval refused: the rollback target of {workload} is unknown (no stable version in the "
+            "ledger and no rollback.previous_stable declared); every promotion must have a rollback path",
             hint="pass --rollback-target REPOSITORY@sha256:... or a documented manual recovery path",
         )
 
@@ -314,12 +316,16 @@ def _check_reached(state: CandidateState, stage: int, cand: ResolvedCandidate) -
         f"approval refused: stage {before} of {cand.image} failed (seq {result.seq}), "
         f"so it has not reached stage {stage}; "
         "an approval cannot stand in for a stage result",
-        hint=f"run stage {before} first, or record an emergency exception (railiance exception --skip-stage {before})",
+        hint=(
+            f"run stage {before} first, or record an emergency exception (railiance exception --skip-stage "
+            f"{before})"
+        ),
     )
 
 
 def recorded_waivers(state: CandidateState, stage: int) -> dict[str, dict[str, Any]]:
-    """Latest ``waiver.granted`` per gate recorded for the candidate and ``stage``, as the approval lists them."""
+    """Latest ``waiver.granted`` per gate recorded for the candidate and ``stage``, as the approval lists
+    them."""
     return {
         gate: {"event_id": w.event_id, "reason": w.reason, "operator": w.actor}
         for gate, w in state.waivers_for(stage).items()

@@ -29,7 +29,8 @@ __all__ = ["exception_to_sign", "pending_retrospective", "record_exception"]
 
 
 def record_exception(**kwargs: Any) -> NotedEvent:
-    """Record an emergency exception (see ``_record_exception``); ``signature`` signs ``exception_to_sign``."""
+    """Record an emergency exception (see ``_record_exception``); ``signature`` signs
+    ``exception_to_sign``."""
     noted = _record_exception(**kwargs)
     assert noted is not None
     return noted
@@ -65,7 +66,8 @@ def _record_exception(
     why = require_reason(reason, what="an emergency exception")
     if skip_stage not in SKIPPABLE_STAGES:
         raise InvalidInput(
-            f"stage {skip_stage} cannot be skipped: an emergency exception skips stage 1 or stage 2 on the way to production",
+            f"stage {skip_stage} cannot be skipped: an emergency exception skips stage 1 or stage 2 on the "
+            "way to production",
             hint="use --skip-stage 1 or --skip-stage 2",
         )
     workload = decl.workload.name

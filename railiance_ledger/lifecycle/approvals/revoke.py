@@ -124,7 +124,8 @@ def _revoke(
     event = store.append([seal(decl, draft, signature)], expected_version=stream_version(history))[0]
     image_text = (grant.payload.get("candidate") or {}).get("image") or grant.candidate
     body = (
-        f"Approval {grant.event_id} (stage {grant.stage}, by {grant.actor}) of {image_text} revoked by {who}.\n"
+        f"Approval {grant.event_id} (stage {grant.stage}, by {grant.actor}) of {image_text} revoked by "
+        f"{who}.\n"
         f"Reason: {why}.\n"
         + (
             "The candidate is inside its observation window: rollback must be immediate.\n"

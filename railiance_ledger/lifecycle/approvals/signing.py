@@ -38,7 +38,8 @@ __all__ = ["load_signers", "seal", "signatures_required", "signers_path", "to_si
 
 _SIGN_HINT = (
     "print the record with --payload, sign it with "
-    f"`ssh-keygen -Y sign -n {NAMESPACE} -f ~/.ssh/id_ed25519 record.json` and pass --signature record.json.sig"
+    f"`ssh-keygen -Y sign -n {NAMESPACE} -f ~/.ssh/id_ed25519 record.json` and pass --signature "
+    "record.json.sig"
 )
 
 
@@ -123,7 +124,10 @@ def seal(decl: Declaration, event: NewEvent, signature: str | None) -> NewEvent:
                 + (
                     "the declaration sets approval.require_signatures"
                     if decl.approval.require_signatures
-                    else "approvals of a production-critical workload count only when signed by an allowed signer"
+                    else (
+                        "approvals of a production-critical workload count only when signed by an allowed "
+                        "signer"
+                    )
                 ),
                 hint=_SIGN_HINT,
             )
