@@ -539,7 +539,8 @@ def deploy(
 
         if stage != 2:
             raise InvalidInput(
-                f"deploy --stage {stage} is not a deploy: Stage 1 is `railiance run`, Stage 3 is `railiance promote`",
+                f"deploy --stage {stage} is not a deploy: Stage 1 is `railiance run`, "
+                "Stage 3 is `railiance promote`",
                 hint="use --stage 2",
             )
         from railiance_ledger.cli_render import render_stage2
@@ -683,7 +684,8 @@ def approve(
     operator: str | None,
     json_out: bool,
 ) -> None:
-    """Record (or with --revoke, revoke) a human approval: operator, candidate, stage, window, rollback target.
+    """Record (or with --revoke, revoke) a human approval: operator, candidate, stage, window, rollback
+    target.
 
     With --payload, print the canonical record to sign instead; --signature FILE records it signed.
     """
@@ -853,7 +855,8 @@ def exception(
 @_json_opt
 @pass_options
 def readiness(opts: CliOptions, app_dir: Path, image: str | None, json_out: bool) -> None:
-    """Answer the spec's readiness questions from the declaration and the ledger (exit 1 while any is missing)."""
+    """Answer the spec's readiness questions from the declaration and the ledger (exit 1 while any is
+    missing)."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import render_readiness
@@ -881,7 +884,8 @@ def promote(
     operator: str | None,
     json_out: bool,
 ) -> None:
-    """Stage 3 production promotion: six prechecks, the promotion, routing read-back, smoke; rolls back on failure."""
+    """Stage 3 production promotion: six prechecks, the promotion, routing read-back, smoke; rolls back on
+    failure."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import render_promotion
@@ -1099,7 +1103,8 @@ def evidence(
                 subject = verified.subject[0]
                 echo(
                     f"ok: {subject['name']}@sha256:{subject['digest']['sha256']} {verified.result}; "
-                    f"ledger seq {verified.ledger.get('seq')} hash {verified.ledger.get('hash')}; key {verified.keyid}"
+                    f"ledger seq {verified.ledger.get('seq')} hash {verified.ledger.get('hash')}; key "
+                    f"{verified.keyid}"
                 )
             return
         if bundle is not None:

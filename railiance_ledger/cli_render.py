@@ -57,7 +57,8 @@ def short(stable: Any) -> str:
 
 
 def render_error(exc: Exception, *, code: int, as_json: bool) -> None:
-    """An error as ``{"ok": false, ...}`` or as ``error: ...`` lines on stderr (declaration issues one a line)."""
+    """An error as ``{"ok": false, ...}`` or as ``error: ...`` lines on stderr (declaration issues one a
+    line)."""
     from railiance_ledger.errors import DeclarationError
 
     if as_json:
@@ -121,7 +122,8 @@ def render_registration(event: Any, created: bool, *, as_json: bool) -> None:
         return
     verb = "registered" if created else "already registered"
     echo(
-        f"{verb}: {event.payload.get('image')} for {event.stream} (revision {event.payload.get('revision')}); "
+        f"{verb}: {event.payload.get('image')} for {event.stream} (revision "
+        f"{event.payload.get('revision')}); "
         f"ledger seq {event.seq}"
     )
 
@@ -155,7 +157,8 @@ def render_stage1(doc: dict[str, Any], *, as_json: bool) -> None:
 
 
 def render_stage2(outcome: Any, *, as_json: bool) -> None:
-    """The result of ``railiance deploy --stage 2`` or ``railiance observe``: the phase reached and its facts."""
+    """The result of ``railiance deploy --stage 2`` or ``railiance observe``: the phase reached and its
+    facts."""
     doc = outcome.document
     if as_json:
         emit_json({**doc, "warnings": outcome.warnings, "rolled_back": outcome.rolled_back})
@@ -165,7 +168,8 @@ def render_stage2(outcome: Any, *, as_json: bool) -> None:
             render_stage_result(doc)
             if outcome.rolled_back:
                 echo(
-                    "  canary rolled back: routing and workload removed (see rollback.completed in the ledger)"
+                    "  canary rolled back: routing and workload removed (see rollback.completed in the "
+                    "ledger)"
                 )
         else:
             cand = (doc.get("candidate") or {}).get("digest")
@@ -319,7 +323,8 @@ def render_status(data: dict[str, Any]) -> None:
     if lease:
         state = "EXPIRED (may be taken over)" if lease.get("expired") else "held"
         echo(
-            f"  lease {state}: {lease.get('action')} by {lease.get('holder')} until {lease.get('expires_at')} "
+            f"  lease {state}: {lease.get('action')} by {lease.get('holder')} until "
+            f"{lease.get('expires_at')} "
             f"(seq {lease.get('seq')})"
         )
     blocker = data.get("blocked_by")
@@ -329,7 +334,8 @@ def render_status(data: dict[str, Any]) -> None:
             f"remaining: {blocker.get('remaining')}; manual command: {blocker.get('manual_command') or '-'}"
         )
         echo(
-            "  every action refuses until `railiance rollback` completes or `railiance rollback --resolve` is recorded"
+            "  every action refuses until `railiance rollback` completes or `railiance rollback --resolve` "
+            "is recorded"
         )
 
 
@@ -348,7 +354,8 @@ def render_notes(workload: str, reposted: list[Any], pending: list[Any], *, as_j
         return
     for o in reposted:
         echo(
-            f"re-posted: {'delivered as ' + str(o.note_id) if o.delivered else 'NOT delivered: ' + str(o.error)}"
+            "re-posted: "
+            f"{'delivered as ' + str(o.note_id) if o.delivered else 'NOT delivered: ' + str(o.error)}"
         )
     if not pending:
         echo(f"every State Hub note of {workload} is delivered")
@@ -417,6 +424,7 @@ def render_verification(report: Any, *, as_json: bool) -> None:
         )
     else:
         echo(
-            f"ledger integrity error: first bad seq {report.first_bad_seq} ({report.problem}): {report.detail}",
+            f"ledger integrity error: first bad seq {report.first_bad_seq} ({report.problem}): "
+            f"{report.detail}",
             err=True,
         )
