@@ -16,7 +16,7 @@ test:
 	./scripts/bootstrap --test-deps
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff format --check railiance_ledger tests assets sensors bench tools definitions.py
-	$(VENV)/bin/ruff check railiance_ledger
+	$(VENV)/bin/ruff check railiance_ledger assets sensors tools definitions.py
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 

@@ -114,7 +114,8 @@ def rollback_workload(
     helm: HelmResource,
     statehub: StateHubResource,
 ) -> Output[dict[str, Any]]:
-    """``lifecycle.rollback.rollback``; a guard-triggered run (``candidate`` set) whose canary is no longer open does nothing."""
+    """``lifecycle.rollback.rollback``; a guard-triggered run (``candidate`` set) whose canary is no longer
+    open does nothing."""
     from railiance_ledger.errors import RailianceError
     from railiance_ledger.ledger.projections import partition_key
     from railiance_ledger.lifecycle.actions import acting, lease_duration
@@ -186,7 +187,9 @@ def rollback_workload(
     exit_code = int(getattr(outcome, "exit_code", 0) or 0)
     if exit_code != 0:
         raise Failure(
-            description=f"rollback of {workload.name} did not complete: {document.get('status') or exit_code}",
+            description=(
+                f"rollback of {workload.name} did not complete: {document.get('status') or exit_code}"
+            ),
             metadata={"document": MetadataValue.json(document), "ledger_seqs": seqs},
         )
     return Output(
@@ -198,7 +201,9 @@ def rollback_workload(
 @job(
     name="rollback",
     executor_def=in_process_executor,
-    description="Roll a workload back: remove the open Stage 2 canary, or return production to the previous stable.",
+    description=(
+        "Roll a workload back: remove the open Stage 2 canary, or return production to the previous stable."
+    ),
 )
 def rollback_job() -> None:
     """The ``rollback`` job."""

@@ -23,15 +23,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from secret_corpus import EVIDENCE, SHAPES  # noqa: E402
+from secret_corpus import EVIDENCE, SHAPES
 
-from railiance_ledger.domain.redaction import redact  # noqa: E402
+from railiance_ledger.domain.redaction import redact
 
 
 def _overlap(a: str, b: str, n: int = 8) -> bool:
     if len(a) < n or len(b) < n:
         return a in b or b in a
-    return any(a[i : i + n] in b for i in range(0, len(a) - n + 1))
+    return any(a[i : i + n] in b for i in range(len(a) - n + 1))
 
 
 def _ours() -> tuple[Callable[[str, str], bool], Callable[[str], bool]]:

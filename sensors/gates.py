@@ -41,7 +41,8 @@ def _decls(apps: AppsResource, context: SensorEvaluationContext) -> dict[str, ob
     default_status=default_status(GATE),
     description=(
         "Reads new ledger events and requests the next stage for the same digest only when the ledger says "
-        "its upstream passed: Stage 1 pass -> canary, canary deployed -> observe, canary accepted -> promote. "
+        "its upstream passed: Stage 1 pass -> canary, canary deployed -> observe, canary accepted -> "
+        "promote. "
         'Production-critical workloads wait for an approval.granted. Cursor: {"seq": N}.'
     ),
 )
@@ -101,7 +102,8 @@ def stage_gate_sensor(
     default_status=default_status(GUARD),
     description=(
         "During an open Stage 2 observation window, requests a `rollback` run when an immediate-rollback "
-        "condition appears in the ledger: an approval revoked, or a canary.sample naming an immediate-rollback "
+        "condition appears in the ledger: an approval revoked, or a canary.sample naming an "
+        "immediate-rollback "
         'symptom (the declared thresholds). Cursor: {"seq": N}.'
     ),
 )

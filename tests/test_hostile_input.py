@@ -32,8 +32,8 @@ from tests.secret_corpus import SHAPES
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "hello-web"
 FUZZ_EXAMPLES = {
-    "cli": int(os.environ.get("FUZZ_CLI", 400)),
-    "declaration": int(os.environ.get("FUZZ_DECL", 300)),
+    "cli": int(os.environ.get("FUZZ_CLI", "400")),
+    "declaration": int(os.environ.get("FUZZ_DECL", "300")),
 }
 SECRET = next(s for s in SHAPES if s.name == "github-pat-classic").secret
 DIGEST = "sha256:" + "ab" * 32

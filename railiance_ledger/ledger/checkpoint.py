@@ -42,7 +42,8 @@ _CREATE = (
 _READ = sa.text(f"SELECT seq, hash FROM {TABLE} WHERE id = 1")
 _UPSERT = sa.text(
     f"INSERT INTO {TABLE} (id, seq, hash) VALUES (1, :seq, :hash) "
-    f"ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash WHERE excluded.seq > {TABLE}.seq"
+    "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash WHERE excluded.seq > "
+    f"{TABLE}.seq"
 )
 _RESET = sa.text(f"DELETE FROM {TABLE}")
 _SQLITE_TRIGGERS = sa.text(

@@ -133,7 +133,8 @@ class WorkloadActionState:
 
     @classmethod
     def from_events(cls, events: Sequence[RecordedEvent]) -> WorkloadActionState:
-        """Fold the stream (in order): the newest unreleased lease, the newest unresolved incomplete rollback."""
+        """Fold the stream (in order): the newest unreleased lease, the newest unresolved incomplete
+        rollback."""
         lease: Lease | None = None
         blocker: Blocker | None = None
         version = 0
@@ -205,7 +206,8 @@ class LeasedStore(EventStore):
                         acq = payloads.read_or_default(payloads.LeaseAcquired, ev.payload)
                         raise LeaseHeld(
                             f"workload {self.workload!r}: the lease was taken over by {acq.holder} "
-                            f"({acq.action}) at seq {ev.seq} while this action held it; nothing more is recorded",
+                            f"({acq.action}) at seq {ev.seq} while this action held it; nothing more is "
+                            "recorded",
                             holder=acq.holder or "",
                             action=acq.action or "",
                             expires_at=acq.expires_at or "",
@@ -213,7 +215,8 @@ class LeasedStore(EventStore):
                 if newer:
                     self.version = newer[-1].version
         raise ConcurrencyConflict(
-            f"workload {self.workload!r}: other writers kept appending; the action's record could not be placed",
+            f"workload {self.workload!r}: other writers kept appending; the action's record could not be "
+            "placed",
             hint="re-run the command",
         )
 
@@ -371,8 +374,10 @@ def unfinished_since(events: Sequence[RecordedEvent], after_seq: int) -> dict[st
         release = open_stage.payload.get("release") or {}
         candidate = open_stage.candidate
         remaining.append(
-            f"stage {open_stage.stage} of {open_stage.candidate} started at seq {open_stage.seq} has no result; "
-            f"release {release.get('name', '?')} in namespace {release.get('namespace', '?')} may be installed"
+            f"stage {open_stage.stage} of {open_stage.candidate} started at seq {open_stage.seq} has no "
+            "result; "
+            f"release {release.get('name', '?')} in namespace {release.get('namespace', '?')} may be "
+            "installed"
         )
     if open_rollback is not None:
         candidate = candidate or open_rollback.candidate

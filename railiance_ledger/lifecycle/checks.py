@@ -66,10 +66,6 @@ def judge(name: str, fn: Callable[[], Check]) -> Check:
         return make_check(name, False, f"{type(exc).__name__}: {exc}", technical=True)
 
 
-guarded = judge
-"""The former name of ``judge`` (kept until Stages 2 and 3 import ``judge``)."""
-
-
 def judge_or_unevaluated(name: str, fn: Callable[[], Check]) -> Check:
     """Run one check; any error fails it as technical ("could not be evaluated") instead of
     aborting the stage."""

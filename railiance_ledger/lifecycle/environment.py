@@ -34,9 +34,12 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -257,6 +260,17 @@ def build_kube(
     return Kube.from_kubeconfig(kubeconfig, context, timeout=timeout)
 
 
+def default_helm() -> Helm:
+    """The helm on ``PATH``, else the one ``scripts/bootstrap`` unpacked next to this Python."""
+    from railiance_ledger.adapters.helm import Helm
+
+    found = shutil.which("helm")
+    if found:
+        return Helm(found)
+    local = Path(sys.executable).parent / "helm"
+    return Helm(str(local) if local.exists() else "helm")
+
+
 def build_helm(
     binary: str | None = None,
     *,
@@ -267,7 +281,6 @@ def build_helm(
     """The helm binary (``None``: helm on ``PATH``, else ``.venv/bin/helm``) with ``env`` added to its
     environment, pointed at ``kubeconfig`` (``KUBECONFIG``) and ``context`` (``HELM_KUBECONTEXT``)."""
     from railiance_ledger.adapters.helm import Helm
-    from railiance_ledger.lifecycle.stage1 import default_helm
 
     base = Helm(binary) if binary else default_helm()
     merged: dict[str, str] = {**base.env, **dict(env or {})}

@@ -63,7 +63,8 @@ def api_version_of(doc: Mapping[str, Any]) -> str:
 
 
 def subset_mismatches(want: Any, have: Any, path: str = "") -> list[str]:
-    """Where ``have`` (a live object) differs from ``want`` (a rendered one); fields the server added are fine."""
+    """Where ``have`` (a live object) differs from ``want`` (a rendered one); fields the server added are
+    fine."""
     if isinstance(want, Mapping):
         if not isinstance(have, Mapping):
             return [f"{path or '.'}: expected a mapping"]
@@ -86,7 +87,8 @@ def subset_mismatches(want: Any, have: Any, path: str = "") -> list[str]:
 
 
 def deployment_of(docs: Sequence[Mapping[str, Any]], release: str) -> tuple[str, dict[str, str]]:
-    """``(name, matchLabels)`` of the first Deployment in ``docs`` (else the release name and instance label)."""
+    """``(name, matchLabels)`` of the first Deployment in ``docs`` (else the release name and instance
+    label)."""
     dep = next((d for d in docs if d.get("kind") == "Deployment"), None)
     if dep is None:
         return release, {"app.kubernetes.io/instance": release}

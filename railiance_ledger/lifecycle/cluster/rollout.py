@@ -121,7 +121,8 @@ def await_rollout(
             wrong_template = image is not None and image not in images
             stale = image is not None and any(i != image for i in pod_images)
             detail = (
-                f"Deployment {deployment}: template image {', '.join(images) or '?'}; {len(ready)}/{want} ready; "
+                f"Deployment {deployment}: template image {', '.join(images) or '?'}; {len(ready)}/{want} "
+                "ready; "
                 f"pod images {', '.join(pod_images) or 'none'}"
             )
             if not wrong_template and not stale and len(ready) >= want and len(pods) == want:

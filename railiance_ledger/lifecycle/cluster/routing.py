@@ -177,7 +177,10 @@ def production_routing(
         "pod_images": images,
         "detail": "; ".join(problems)
         if problems
-        else f"{host or 'service'} -> {stable} ({', '.join(serving) or 'service only'}); {ready}/{len(pods)} pods ready on {image}",
+        else (
+            f"{host or 'service'} -> {stable} ({', '.join(serving) or 'service only'}); {ready}/{len(pods)} "
+            f"pods ready on {image}"
+        ),
     }
 
 
@@ -288,6 +291,9 @@ def routing_read_back(
         "pod_images": images,
         "detail": "; ".join(problems[:10])
         if problems
-        else f"Service {service} selects {sel}: {ready}/{len(pods)} pods ready on {image or ', '.join(images)}; "
-        f"{len(objs)} routing objects as recorded",
+        else (
+            f"Service {service} selects {sel}: {ready}/{len(pods)} pods ready on "
+            f"{image or ', '.join(images)}; "
+            f"{len(objs)} routing objects as recorded"
+        ),
     }

@@ -39,7 +39,8 @@ def manual_rollback(
     ready_timeout: float,
     sleep: Callable[[float], None],
 ) -> RollbackOutcome:
-    """The documented manual path: record the runbook; verify and complete only once a human says it is done."""
+    """The documented manual path: record the runbook; verify and complete only once a human says it is
+    done."""
     workload = decl.workload.name
     runbook = decl.rollback.runbook or "(no runbook declared)"
     action = f"manual recovery by an operator following the runbook {runbook}"

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 CANDIDATE_FATES: tuple[str, ...] = ("returned-to-stage1", "blocked", "abandoned")
-"""What becomes of the candidate that was rolled back (the spec's blocked / abandoned / returned to Stage 1)."""
+"""What becomes of the candidate that was rolled back (the spec's blocked / abandoned /
+returned to Stage 1)."""
 
 
 FATE_TEXT = {"returned-to-stage1": "returned to Stage 1", "blocked": "blocked", "abandoned": "abandoned"}

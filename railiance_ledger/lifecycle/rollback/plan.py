@@ -26,7 +26,8 @@ def human_decision(
     after_seq: int,
     what: str,
 ) -> RecordedEvent:
-    """The approval that authorises ``what``: in force, for ``digest``, after ``after_seq``, by someone else."""
+    """The approval that authorises ``what``: in force, for ``digest``, after ``after_seq``, by someone
+    else."""
 
     if not approval_id:
         raise GateFailed(
@@ -102,7 +103,8 @@ def plan_rollback(store: EventStore, decl: Declaration) -> RollbackPlan:
     current = lin.current_stable
     if current is None:
         raise GateFailed(
-            f"{workload} has no stable version in the ledger: nothing was promoted, so there is nothing to roll back",
+            f"{workload} has no stable version in the ledger: nothing was promoted, so there is nothing to "
+            "roll back",
             hint="a Stage 2 canary is rolled back by `railiance rollback` while it is observed",
         )
     target = lin.rollback_target

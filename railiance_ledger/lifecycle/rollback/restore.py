@@ -72,7 +72,10 @@ def restore_stable(
                 [f"no rendered manifests were stored for {target.text}"],
                 cleanup,
             )
-        action = f"re-applied the stored rendered manifests sha256:{target.manifests_sha256} of {target.text} to {ns}"
+        action = (
+            f"re-applied the stored rendered manifests sha256:{target.manifests_sha256} of {target.text} to "
+            f"{ns}"
+        )
         try:
             docs = split_docs(load_manifests(target.manifests_sha256, home))
         except (OSError, InvalidInput) as exc:
@@ -104,7 +107,8 @@ def restore_stable(
         objs = routing_objects(leaving)
         if not objs:
             why = (
-                f"the stable being left ({leaving.get('image') or leaving.get('digest') or 'unknown'}) was not "
+                f"the stable being left ({leaving.get('image') or leaving.get('digest') or 'unknown'}) was "
+                "not "
                 "promoted by a routing switch: no previous routing configuration is recorded with it, so a "
                 f"routing rollback cannot restore {target.text}; declare helm-revision or digest-and-values"
             )

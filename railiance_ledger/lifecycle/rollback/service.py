@@ -109,11 +109,13 @@ def rollback(
     if forward_only:
         if automatic or not accept_forward_only:
             raise GateFailed(
-                f"forward-only migration in {plan.leaving_image or leaving} blocks automatic rollback: the older "
+                f"forward-only migration in {plan.leaving_image or leaving} blocks automatic rollback: the "
+                "older "
                 f"code would run against data it may not understand; a human must decide",
                 hint=(
                     "review the migration, then have another operator approve and run "
-                    "`railiance rollback APP_DIR --reason TEXT --accept-forward-only --approval <approval id>`"
+                    "`railiance rollback APP_DIR --reason TEXT --accept-forward-only --approval <approval "
+                    "id>`"
                 ),
             )
         decision = human_decision(

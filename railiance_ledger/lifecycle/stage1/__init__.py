@@ -33,7 +33,6 @@ from railiance_ledger.lifecycle.stage1.local import check_local_commands, check_
 from railiance_ledger.lifecycle.stage1.render import (
     RenderRefused,
     check_manifests,
-    default_helm,
     render_chart,
 )
 from railiance_ledger.lifecycle.stage1.run import Stage1Outcome, run_stage1
@@ -63,7 +62,6 @@ __all__ = [
     "check_observability",
     "check_secrets",
     "check_source_revision",
-    "default_helm",
     "local_env",
     "render_chart",
     "run_stage1",

@@ -3,13 +3,11 @@ offline and strict against the Kubernetes schemas of the declared version."""
 
 from __future__ import annotations
 
-import shutil
-import sys
 from pathlib import Path
 
 import yaml  # type: ignore[import-untyped]
 
-from railiance_ledger.adapters.helm import Helm, HelmCommandFailed
+from railiance_ledger.adapters.helm import HelmCommandFailed
 from railiance_ledger.domain.manifest_scan import object_ref
 from railiance_ledger.domain.redaction import redact
 from railiance_ledger.domain.stage_result import Check, Evidence, FailureKind
@@ -148,12 +146,3 @@ def check_manifests(ctx: Stage1Context, helm: HelmPort) -> Check:
         f"and valid against Kubernetes {version}",
         evidence=evidence,
     )
-
-
-def default_helm() -> Helm:
-    """The helm on ``PATH``, else the one ``scripts/bootstrap`` unpacked next to this Python."""
-    found = shutil.which("helm")
-    if found:
-        return Helm(found)
-    local = Path(sys.executable).parent / "helm"
-    return Helm(str(local) if local.exists() else "helm")

@@ -18,7 +18,7 @@ from railiance_ledger.domain.stage_result import (
 )
 from railiance_ledger.domain.waiving import WaiverWording, waive
 from railiance_ledger.errors import AdapterNotFound
-from railiance_ledger.lifecycle.checks import guarded as _guard
+from railiance_ledger.lifecycle.checks import judge as _guard
 from railiance_ledger.lifecycle.checks import make_check as _check
 from railiance_ledger.lifecycle.notes import STATEHUB_URL_ENV
 from railiance_ledger.lifecycle.stage2.canary import CanaryDeployment
@@ -74,7 +74,8 @@ def verdicts(
 
 
 def _waive(ctx: CanaryContext, check: Check) -> Check:
-    """``check`` as ``waived`` when it failed and a stage 2 waiver for its name and this candidate is recorded."""
+    """``check`` as ``waived`` when it failed and a stage 2 waiver for its name and this candidate is
+    recorded."""
     return waive(check, ctx.waivers.get(check.name), wording=WaiverWording.CHECK_FIRST)
 
 

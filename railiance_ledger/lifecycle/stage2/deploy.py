@@ -17,7 +17,7 @@ from railiance_ledger.domain.stage_result import (
     overall_status,
 )
 from railiance_ledger.errors import AdapterError
-from railiance_ledger.lifecycle.checks import guarded as _guard
+from railiance_ledger.lifecycle.checks import judge as _guard
 from railiance_ledger.lifecycle.checks import make_check as _check
 from railiance_ledger.lifecycle.cluster.canary import remove_canary_objects
 from railiance_ledger.lifecycle.cluster.manifests import store_manifests

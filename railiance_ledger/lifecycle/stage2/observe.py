@@ -16,7 +16,6 @@ from railiance_ledger.errors import AdapterError, InvalidInput
 from railiance_ledger.lifecycle.candidates import parse_candidate_image
 from railiance_ledger.lifecycle.cluster.probes import outside_probe, status_of
 from railiance_ledger.lifecycle.cluster.routing import read_routing
-from railiance_ledger.lifecycle.stage1 import default_helm
 from railiance_ledger.lifecycle.stage2.acceptance import finish, rollback_and_fail
 from railiance_ledger.lifecycle.stage2.canary import CanaryDeployment, open_deployment
 from railiance_ledger.lifecycle.stage2.context import (
@@ -165,7 +164,7 @@ def observe_canary(
     kube: KubePort,
     metrics: MetricsPort,
     http: httpx.Client,
-    helm: HelmPort | None = None,
+    helm: HelmPort,
     statehub: StateHubPort | None = None,
     image: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -181,12 +180,10 @@ def observe_canary(
     Resumable: samples already recorded since the last stage 2 ``stage.started`` of the candidate
     count toward the window. ``max_samples`` stops after that many new samples (exit 0, phase
     ``observing``) without completing the stage. ``on_progress(done, expected, sample)`` is called
-    after every sample. ``helm`` (default: the real binary) uninstalls the canary on rollback.
+    after every sample. ``helm`` (built by the composition root) uninstalls the canary on rollback.
     ``metrics_window`` is the PromQL range of each sample (default ``default_metrics_window``);
     ``ingress_url`` is where outside probes enter (default: ``routing.host`` as DNS resolves it).
     """
-    if helm is None:
-        helm = default_helm()
     digest: str | None = None
     if image:
         digest = parse_candidate_image(image)[1]

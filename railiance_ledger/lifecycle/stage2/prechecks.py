@@ -87,7 +87,8 @@ def check_distinguishable(ctx: CanaryContext, store: EventStore) -> Check:
         return _check(
             name,
             False,
-            f"release {ctx.release} in {ctx.namespace} serves production (stable {stable.digest}, promoted at "
+            f"release {ctx.release} in {ctx.namespace} serves production (stable {stable.digest}, promoted "
+            "at "
             f"{stable.promoted_at}); deploying the canary into it would silently replace stable production. "
             "Use another stages.canary.release for this canary (alternate two names after routing switches)",
         )
@@ -125,7 +126,8 @@ def check_stage1(ctx: CanaryContext) -> Check:
         return _check(
             "stage1_passed",
             False,
-            f"the Stage 1 result of {ctx.digest} predates its rollback ({state.fate or 'returned-to-stage1'}): "
+            f"the Stage 1 result of {ctx.digest} predates its rollback "
+            f"({state.fate or 'returned-to-stage1'}): "
             "run Stage 1 again (`railiance run APP_DIR`)",
         )
     return _check("stage1_passed", False, f"no passing Stage 1 result for {ctx.digest} (the same digest)")
@@ -213,7 +215,8 @@ def check_routing_prereqs(ctx: CanaryContext, kube: KubePort, resolve: Callable[
     return _check(
         "routing_prerequisites",
         True,
-        f"{spec.provider} available, TLS secret {spec.tls_secret or '(none declared)'} present, {spec.host} resolves",
+        f"{spec.provider} available, TLS secret {spec.tls_secret or '(none declared)'} present, {spec.host} "
+        "resolves",
     )
 
 

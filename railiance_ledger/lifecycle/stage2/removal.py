@@ -115,7 +115,8 @@ def remove_canary(
     now: Callable[[], datetime] = SYSTEM_CLOCK.now,
     fate: CandidateFate = "returned-to-stage1",
 ) -> list[RecordedEvent]:
-    """Operator-triggered Stage 2 rollback of the canary being observed (``railiance rollback`` during Stage 2)."""
+    """Operator-triggered Stage 2 rollback of the canary being observed (``railiance rollback`` during Stage
+    2)."""
     dep = open_deployment(store.read_stream(decl.workload.name), None)
     if dep is None:
         raise InvalidInput(f"no Stage 2 canary of {decl.workload.name} is deployed")

@@ -158,7 +158,8 @@ def render(ctx: PromotionContext, helm: HelmPort) -> None:
 def store_values(
     decl: Declaration, home: Path | None, files: Sequence[str | None] | None = None
 ) -> list[dict[str, Any]]:
-    """sha256 of every production values file (or of ``files``); each copied to ``$RAILIANCE_HOME/values/<sha256>.yaml``."""
+    """sha256 of every production values file (or of ``files``); each copied to
+    ``$RAILIANCE_HOME/values/<sha256>.yaml``."""
 
     out: list[dict[str, Any]] = []
     base = (home or config.railiance_home()) / "values"

@@ -87,7 +87,8 @@ def check_stage2(ctx: PromotionContext) -> Check:
         return _check(
             "stage2_accepted",
             False,
-            f"the Stage 2 acceptance of {ctx.digest} predates its rollback {last_rb.event_id if last_rb else ''}"
+            f"the Stage 2 acceptance of {ctx.digest} predates its rollback "
+            f"{last_rb.event_id if last_rb else ''}"
             ": the candidate was returned to Stage 1 and needs new Stage 1 and Stage 2 results",
         )
     if result is None:
@@ -323,7 +324,8 @@ def check_human(store: EventStore, ctx: PromotionContext) -> Check:
         return _check(
             "human_approval",
             False,
-            f"production-critical: {why}; explicit human approval is required before production traffic changes",
+            f"production-critical: {why}; explicit human approval is required before production traffic "
+            "changes",
         )
     if ev.actor == ctx.operator:
         return _check(
@@ -443,7 +445,8 @@ def _plan_switch(ctx: PromotionContext, kube: KubePort, helm: HelmPort) -> str |
         return f"the canary release {namespace}/{release} is not in the production namespace {ctx.namespace}"
     if release in (ctx.release, serving):
         return (
-            f"the canary release {release} is the release serving the current stable {prev.text}: switching to "
+            f"the canary release {release} is the release serving the current stable {prev.text}: switching "
+            "to "
             "it would leave no previous workload to switch back to. With routing-switch, alternate "
             "stages.canary.release between two names so a canary never lands in the serving release"
         )

@@ -13,7 +13,7 @@ from railiance_ledger.domain.stage_result import (
     overall_status,
 )
 from railiance_ledger.lifecycle.approvals import require_operator
-from railiance_ledger.lifecycle.checks import guarded as _guard
+from railiance_ledger.lifecycle.checks import judge as _guard
 from railiance_ledger.lifecycle.stage3.context import (
     PromotionOutcome,
     canary_deployment,

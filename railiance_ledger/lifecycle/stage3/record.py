@@ -70,7 +70,8 @@ def record_promotion(
     statehub: StateHubPort | None,
     events: list[RecordedEvent],
 ) -> PromotionOutcome:
-    """``promotion.completed`` (``payload``), the State Hub note, ``stage.completed`` (3): the promotion passed."""
+    """``promotion.completed`` (``payload``), the State Hub note, ``stage.completed`` (3): the promotion
+    passed."""
 
     prev = ctx.previous
     assert prev is not None
@@ -264,7 +265,8 @@ def fail_and_restore(
                 out.passed,
                 f"{failure}. Previous stable {ctx.previous.text} restored automatically: "
                 f"{out.document.get('action')}; verification "
-                f"{'passed' if out.passed else 'FAILED'}: {out.document['verification']['check'].get('detail')}",
+                f"{'passed' if out.passed else 'FAILED'}: "
+                f"{out.document['verification']['check'].get('detail')}",
             )
         )
     evidence = [Evidence(kind="workflow", ref=workflow_id, detail="promotion (failed)")]
