@@ -23,7 +23,7 @@ from railiance_ledger.errors import (
     AdapterTimeout,
     AdapterUnavailable,
 )
-from tests.kube_emulator import KubeEmulator, PodMode
+from tests.kube_cluster import KubeEmulator, PodMode
 
 FM = "railiance-tests"
 LIVE_IMAGE = "registry.k8s.io/pause:3.9"
@@ -49,7 +49,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """The emulator by default; with ``-m live`` a real cluster from KUBECONFIG in a throw-away namespace."""
     if request.param == "emulator":
         client = request.getfixturevalue("kube_api_client")
-        yield Cluster(Kube(client, timeout=5), "default", request.getfixturevalue("kube_emulator"))
+        yield Cluster(Kube(client, timeout=5), "default", request.getfixturevalue("kube_cluster"))
         return
     if not os.environ.get("KUBECONFIG"):
         pytest.skip("set KUBECONFIG to a disposable cluster (k3d, kind) for the live lane")
@@ -181,7 +181,7 @@ def test_pod_summary_counts_ready_pods(cluster: Cluster) -> None:
 def test_pod_summary_crashloop_and_pending(cluster: Cluster) -> None:
     """Crashlooping and unschedulable pods are counted with their reasons and restarts."""
     em = cluster.need_emulator()
-    em.behaviours.set("crash:1", PodMode.CRASHLOOP, restart_interval=0.1)
+    em.behaviours.set("crash:1", PodMode.CRASHLOOP)
     em.behaviours.set("stuck:1", PodMode.PENDING)
     cluster.kube.apply(
         manifests=[
@@ -236,7 +236,7 @@ def test_ingress_read_write_and_class(cluster: Cluster) -> None:
     assert got is not None and got["metadata"]["uid"] == written["metadata"]["uid"]
     assert cluster.kube.ingress_class_exists(name="no-such-class-" + uuid.uuid4().hex[:6]) is False
     if cluster.emulator is not None:
-        cluster.emulator.create(
+        cluster.cluster.create(
             {
                 "apiVersion": "networking.k8s.io/v1",
                 "kind": "IngressClass",
@@ -381,7 +381,7 @@ def refused_address() -> str:
     ],
 )
 def test_errors_are_typed_and_readable(
-    kube_emulator: KubeEmulator, kube_api_client: Any, fault: Any, expected: type[AdapterError], text: str
+    kube_cluster: KubeEmulator, kube_api_client: Any, fault: Any, expected: type[AdapterError], text: str
 ) -> None:
     """Each failure of ``list`` is the documented error type, naming kubernetes, the operation and address."""
     kube = Kube(kube_api_client, timeout=0.3)
@@ -394,7 +394,7 @@ def test_errors_are_typed_and_readable(
         )  # discovery known; the list fails
     else:
         kube._served("apps/v1")
-        kube_emulator.faults.add(r"/deployments$", **fault)
+        kube_cluster.faults.add(r"/deployments$", **fault)
     with pytest.raises(expected) as err:
         kube.list(api_version="apps/v1", kind="Deployment", namespace="default")
     message = str(err.value)

@@ -185,14 +185,21 @@ class Kube:
             if setting.get("in") == "header" and setting.get("value"):
                 headers[setting["key"]] = setting["value"]
         try:
-            response = self.api.call_api(
+            # The client's own urllib3 pool (its TLS and proxy settings), not ``ApiClient.call_api``:
+            # that signature differs between client releases (``call_api(method, url, ...)`` from
+            # 37, ``call_api(resource_path, method, ...)`` before; dagster-k8s pins 36), and only
+            # the pool answers non-2xx statuses without raising in both.
+            payload = body if body is None or isinstance(body, (bytes, str)) else json.dumps(body)
+            response = self.api.rest_client.pool_manager.request(
                 method,
                 url,
-                header_params={**self.api.default_headers, **headers},
-                body=body,
-                _request_timeout=timeout or self.timeout,
+                body=payload,
+                headers={**self.api.default_headers, **headers},
+                preload_content=False,
+                timeout=urllib3.Timeout(total=timeout or self.timeout),
             )
-            data = response.read()  # type: ignore[no-untyped-call]
+            data = response.read()
+            response.release_conn()
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._fail(operation, exc) from exc
         return int(response.status), str(response.reason or ""), bytes(data)
