@@ -21,6 +21,7 @@ from tests.fixtures.stage2 import (
     events_of,
     not_passed,
     observe_env,
+    starve_service,
     use_form,
     wait_for_metric,
     with_env_statehub,
@@ -98,9 +99,7 @@ def test_stage2_weighted_canary_accepted(canary_env: CanaryEnv) -> None:
     assert canary_env.pair is not None and canary_env.pair.job in first["canary"]["error_rate"]["query"]
     assert first["canary"]["p95_latency_ms"]["available"] and first["stable"]["saturation"]["value"] == 0.2
     # health from inside went through the API server's service proxy (percent-encoded, as a client sends it)
-    assert any(
-        "/services/hello-web-canary%3A8080/proxy/healthz 200" in p for p in canary_env.cluster.paths()
-    )
+    assert any("/services/hello-web-canary%3A8080/proxy/healthz 200" in p for p in canary_env.cluster.paths())
     assert "HTTP 200" == first["health_inside"]["reason"]
     evidence = {e["detail"].split(":")[0]: e for e in res.document["evidence"]}
     assert {"rendered release identity", "key health inside", "key health outside", "progress note"} <= set(
@@ -325,10 +324,10 @@ def test_stage2_secret_in_pod_logs_fails_and_is_never_stored(canary_env: CanaryE
 
 
 def test_stage2_health_from_inside_failing_through_the_service_proxy(canary_env: CanaryEnv) -> None:
-    """The API server's proxy to the canary Service answers 503: ``canary_health`` fails on "inside"
+    """The canary Service selects no ready pod, so the API server's own proxy answers 503: ``canary_health`` fails on "inside"
     (outside stays fine, so no immediate rollback) and the canary is removed at the end of the window."""
-    canary_env.cluster.faults.add(r"/services/hello-web-canary:8080/proxy/", status=503)
     assert 0 == deploy(canary_env).exit_code
+    starve_service(canary_env, "hello-web-canary")  # the real proxy: no ready endpoint, 503
     res = observe(canary_env)
     assert (1, True) == (res.exit_code, res.rolled_back)
     c = check(res.document, "canary_health")

@@ -39,6 +39,7 @@ from tests.fixtures.stage2 import (
     events_of,
     not_passed,
     observe_env,
+    starve_service,
 )
 
 STATEHUB_ENV = "RAILIANCE_STATEHUB_URL"
@@ -198,8 +199,8 @@ def test_stage2_statehub_note_waiver_accepts_with_waived(
 def test_stage2_statehub_fails_on_a_rejected_canary_still_reported(canary_env: CanaryEnv) -> None:
     """A canary the gates reject is removed first; the "rejected" note is judged by statehub_note too."""
     assert canary_env.hub is not None
-    canary_env.cluster.faults.add(r"/services/hello-web-canary:8080/proxy/", status=503)
     assert 0 == deploy_env(canary_env).exit_code
+    starve_service(canary_env, "hello-web-canary")  # the real proxy: no ready endpoint, 503
     res = observe_env(canary_env, fast=True)
     assert (1, True) == (res.exit_code, res.rolled_back)
     assert "pass" == check_named(res.document, "statehub_note")["status"]

@@ -162,7 +162,5 @@ def test_stage2_fallback_to_isolated_when_no_ingress_class_and_no_gateway_api(ca
     canary_env.cluster.set_gateway_api(False)
     doc = accepted(canary_env)
     _assert_fallback(canary_env, doc, "isolated-namespace")
-    assert ["hello-web"] == [
-        i["metadata"]["name"] for i in canary_env.cluster.list("ingresses", "hello-web")
-    ]
+    assert ["hello-web"] == [i["metadata"]["name"] for i in canary_env.cluster.list("ingresses", "hello-web")]
     assert "canary isolated" in check_named(doc, "canary_routing")["reason"]

@@ -10,8 +10,8 @@ import pytest
 from railiance_ledger.adapters.helm import Helm, HelmCommandFailed, HelmReleaseNotFound
 from railiance_ledger.adapters.kube import Kube
 from railiance_ledger.errors import AdapterNotFound
-from tests.fixtures.stage2 import EXAMPLE, ClusterHelm, helm_binary, helm_env, seed_cluster
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.stage2 import EXAMPLE, ClusterHelm, helm_binary, helm_env, seed_cluster
 
 CHART = EXAMPLE / "chart"
 VALUES = [CHART / "values.yaml", CHART / "values-production.yaml"]
@@ -33,7 +33,9 @@ def image_of(cluster: KubeCluster) -> str:
     return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
-def test_stage2_helm_release_lifecycle_against_the_control_plane(helm: Helm, kube_cluster: KubeCluster) -> None:
+def test_stage2_helm_release_lifecycle_against_the_control_plane(
+    helm: Helm, kube_cluster: KubeCluster
+) -> None:
     first = helm.install_or_upgrade(
         chart=CHART,
         release="hello-web",
