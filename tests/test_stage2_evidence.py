@@ -257,6 +257,8 @@ def test_stage2_canary_release_changed_mid_window_fails_release_identity(canary_
                     "image.digest": STABLE_DIGEST,
                     "track": "canary",
                 },
+                wait=True,  # a real rolling update: the next sample sees it finished, pods ready
+                timeout=60,
             )
 
     res = observe_env(canary_env, fast=True, on_progress=progress)
