@@ -1,7 +1,7 @@
 """The whole lifecycle through the real CLI (``bin/railiance`` in subprocesses), end to end.
 
 v1 -> v2 -> v3, each: ``railiance run`` (Stage 1, real ``helm template``) on its own commit,
-``deploy --stage 2`` and ``observe`` (the Kubernetes emulator with the real helm, the real registry,
+``deploy --stage 2`` and ``observe`` (the real Kubernetes control plane with the real helm, the real registry,
 real Prometheus, the recording State Hub), ``approve --stage 3`` by a second operator, ``promote``;
 then ``rollback`` from v3 restores exactly v2, and ``ledger verify`` passes with every stage result,
 approval and rollback record in the ledger. Outside probes (smoke, rollback verification) enter

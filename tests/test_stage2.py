@@ -1,6 +1,6 @@
 """Stage 2 service: deploy the canary (prechecks first), observe it, accept or roll back.
 
-Everything is real except the cluster: the Kubernetes emulator (official client; the real helm
+Everything is real except the cluster: the real Kubernetes control plane (official client; the real helm
 binary installs, lists and uninstalls the releases), the real registry (distribution), real
 Prometheus scraping a stable and a canary metrics app per test, and a SQLite ledger. Windows are
 4 s with 1 s samples.

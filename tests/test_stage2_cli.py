@@ -1,6 +1,6 @@
 """Stage 2 acceptance through the real CLI (``bin/railiance`` in a subprocess), as the issue's
 "Done when" asks: ``railiance run`` (Stage 1) on a git-committed copy of hello-web, then
-``railiance deploy --stage 2`` and ``railiance observe`` against the Kubernetes emulator
+``railiance deploy --stage 2`` and ``railiance observe`` against the real Kubernetes control plane
 (``KUBECONFIG``; the real helm), the real registry (``RAILIANCE_REGISTRY_URL``), real Prometheus
 (``RAILIANCE_PROMETHEUS_URL``) and the recording State Hub (``RAILIANCE_STATEHUB_URL``).
 Outside probes enter through ``RAILIANCE_INGRESS_URL`` (the canary metrics app plays the ingress).

@@ -1,5 +1,5 @@
 """Stage 2 required evidence (spec "Required Stage 2 evidence"), each in a passing/failing pair, end
-to end (emulator + real helm + real registry + real Prometheus + the recording State Hub).
+to end (real control plane + real helm + real registry + real Prometheus + the recording State Hub).
 
 "Stage 2 fails closed when any required evidence is missing and no operator waiver is recorded":
 every item the result could not collect fails a named check (exit 1, the canary removed like any

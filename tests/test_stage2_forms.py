@@ -1,4 +1,4 @@
-"""Stage 2 canary forms end to end (emulator + real helm + real registry + real Prometheus): header,
+"""Stage 2 canary forms end to end (real control plane + real helm + real registry + real Prometheus): header,
 path, shadow and isolated-namespace accepted, and the fallback when weighted routing is unavailable.
 """
 

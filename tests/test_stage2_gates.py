@@ -1,4 +1,4 @@
-"""Stage 2 gates in passing/failing pairs, end to end (emulator + real helm + real registry + real
+"""Stage 2 gates in passing/failing pairs, end to end (real control plane + real helm + real registry + real
 Prometheus + the recording State Hub): each failure names its check or gate and exits 1.
 """
 

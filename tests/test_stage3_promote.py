@@ -1,6 +1,6 @@
 """Stage 3 promotion and rollback through the lifecycle services, on real servers.
 
-Everything runs for real except the Kubernetes API (the emulator, through the official client) and
+Everything runs for real except the Kubernetes API (the real control plane, through the official client) and
 the ingress controller (``http`` forwards the production host to the app): git and Stage 1, the
 OCI registry, the real ``helm`` binary installing, upgrading and rolling back releases in the
 emulator, a real State Hub, a real app behind the services, and a SQLite ledger.

@@ -3,7 +3,7 @@
 ``[promotion] form = "routing-switch"`` (with ``rollback.strategy = "routing"``): promote points the
 stable Service at the accepted canary release's pods instead of upgrading the production release,
 records the exact routing objects it replaced, and a rollback re-applies them. Everything runs as
-in tests/test_stage3_promote.py: the Kubernetes API emulator through the official client, the real
+in tests/test_stage3_promote.py: the real Kubernetes control plane through the official client, the real
 ``helm`` binary, the real registry and State Hub, a SQLite ledger.
 """
 
