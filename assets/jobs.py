@@ -117,6 +117,7 @@ def rollback_workload(
     """``lifecycle.rollback.rollback``; a guard-triggered run (``candidate`` set) whose canary is no longer open does nothing."""
     from railiance_ledger.errors import RailianceError
     from railiance_ledger.ledger.projections import partition_key
+    from railiance_ledger.lifecycle.actions import acting, lease_duration
     from railiance_ledger.lifecycle.gating import open_canary
     from railiance_ledger.lifecycle.rollback import rollback
     from railiance_ledger.lifecycle.workloads import find_workload
@@ -140,22 +141,27 @@ def rollback_workload(
             )
             return Output({"rolled_back": None}, metadata={"note": "canary already closed"})
         try:
-            kube_client = kube.build()
-            with (
-                statehub.open() as hub,
-                http_client(ingress_url=kube.resolved_ingress_url(), host=workload.decl.routing.host) as http,
-            ):
-                outcome = rollback(
-                    store=store,
-                    decl=workload.decl,
-                    operator=actor,
-                    kube=kube_client,
-                    helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
-                    http=http,
-                    reason=config.reason,
-                    statehub=hub,
-                    automatic=bool(config.candidate),
-                )
+            with acting(
+                store, workload.name, "rollback", actor, duration=lease_duration(workload.decl, "rollback")
+            ) as act:
+                kube_client = kube.build()
+                with (
+                    statehub.open() as hub,
+                    http_client(
+                        ingress_url=kube.resolved_ingress_url(), host=workload.decl.routing.host
+                    ) as http,
+                ):
+                    outcome = rollback(
+                        store=act.store,
+                        decl=workload.decl,
+                        operator=actor,
+                        kube=kube_client,
+                        helm=helm.build(kubeconfig=kube.kubeconfig_path(), context=kube.context),
+                        http=http,
+                        reason=config.reason,
+                        statehub=hub,
+                        automatic=bool(config.candidate),
+                    )
         except RailianceError as exc:
             raise Failure(description=f"rollback of {workload.name} failed: {exc}") from exc
     events = list(getattr(outcome, "events", []) or [])

@@ -10,6 +10,8 @@ and because they are blocking nothing downstream runs in the same run. Across ru
 decides: the gate sensor asks it before requesting the next stage.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dagster import (
@@ -43,6 +45,7 @@ from assets.resources import (
 )
 from railiance_ledger.domain.events import RecordedEvent
 from railiance_ledger.domain.identity import Operator
+from railiance_ledger.ledger.store import EventStore
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -72,6 +75,14 @@ class ApprovalConfig(Config):
     )
     waive: list[str] = Field(
         default_factory=list, description="Gates waived by this approval, as GATE=REASON."
+    )
+    signature: str = Field(
+        default="",
+        description=(
+            "Armored SSH signature (-----BEGIN SSH SIGNATURE-----) over the record `railiance approve ... "
+            "--payload` prints for the same operator, stage, window and target, made with "
+            "`ssh-keygen -Y sign -n railiance-ledger@v1`; required when the workload declares allowed signers."
+        ),
     )
     reason: str = Field(
         default="", description="Free text kept with the run (the approval record carries the facts)."
@@ -103,6 +114,17 @@ def _actor(config: StageConfig, ledger: LedgerResource) -> str:
 def _probe_client(kube: KubeResource, decl: Any) -> Any:
     """The HTTP client of a stage's probes: the production host through ``kube.ingress_url`` when one is set."""
     return http_client(ingress_url=kube.resolved_ingress_url(), host=decl.routing.host)
+
+
+@contextmanager
+def _acting(store: EventStore, target: Any, action: str, actor: str) -> Iterator[EventStore]:
+    """The ledger for ``action`` on the target's workload (``lifecycle.actions``): the chain verified
+    from the checkpoint, no unresolved incomplete rollback, the lease held for the whole call."""
+    from railiance_ledger.lifecycle.actions import acting, lease_duration
+
+    decl = target.workload.decl
+    with acting(store, decl.workload.name, action, actor, duration=lease_duration(decl, action)) as act:
+        yield act.store
 
 
 def _fail_from(exc: BaseException) -> Failure:
@@ -198,13 +220,14 @@ def stage2_canary(
         check_candidate_matches(key, target.digest, config.candidate)
         try:
             with (
+                _acting(store, target, "deploy", _actor(config, ledger)) as leased,
                 registry.open() as reg,
                 metrics.open() as prom,
                 statehub.open() as hub,
                 _probe_client(kube, target.workload.decl) as http,
             ):
                 outcome = deploy_canary(
-                    store=store,
+                    store=leased,
                     decl=target.workload.decl,
                     operator=_actor(config, ledger),
                     kube=kube_client,
@@ -262,9 +285,14 @@ def canary_acceptance(
         target = resolve_target(store, apps, key)
         check_candidate_matches(key, target.digest, config.candidate)
         try:
-            with metrics.open() as prom, statehub.open() as hub, http_client() as http:
+            with (
+                _acting(store, target, "observe", _actor(config, ledger)) as leased,
+                metrics.open() as prom,
+                statehub.open() as hub,
+                http_client() as http,
+            ):
                 outcome = observe_canary(
-                    store=store,
+                    store=leased,
                     decl=target.workload.decl,
                     operator=_actor(config, ledger),
                     kube=kube_client,
@@ -325,9 +353,12 @@ def promotion_approval(
         target = resolve_target(store, apps, key)
         check_candidate_matches(key, target.digest, config.candidate)
         try:
-            with statehub.open() as hub:
+            with (
+                _acting(store, target, "approve", config.operator or ledger.actor) as leased,
+                statehub.open() as hub,
+            ):
                 event = approve(
-                    store=store,
+                    store=leased,
                     decl=target.workload.decl,
                     operator=launchpad_operator(config.operator),
                     stage=config.stage,
@@ -336,9 +367,11 @@ def promotion_approval(
                     rollback_target=config.rollback_target or None,
                     waived_gates=waived or None,
                     statehub=hub,
+                    signature=config.signature or None,
                 )
         except RailianceError as exc:
             raise _fail_from(exc) from exc
+    signed = event.payload.get("signature") or {}
     appended: list[RecordedEvent] = [event]
     if event.note is not None and event.note.record is not None:
         appended.append(event.note.record)
@@ -355,6 +388,10 @@ def promotion_approval(
             image=target.image,
             extra={
                 "operator": MetadataValue.text(event.actor),
+                "signed_by": MetadataValue.text(
+                    str(signed["principal"]) if signed else "unsigned (the typed operator name only)"
+                ),
+                "signing_key_sha256": MetadataValue.text(str(signed.get("key_sha256", "")) or "none"),
                 "stage": MetadataValue.int(config.stage),
                 "approval_event": MetadataValue.text(event.event_id),
             },
@@ -397,9 +434,13 @@ def stage3_promotion(
         target = resolve_target(store, apps, key)
         check_candidate_matches(key, target.digest, config.candidate)
         try:
-            with statehub.open() as hub, _probe_client(kube, target.workload.decl) as http:
+            with (
+                _acting(store, target, "promote", _actor(config, ledger)) as leased,
+                statehub.open() as hub,
+                _probe_client(kube, target.workload.decl) as http,
+            ):
                 outcome = promote(
-                    store=store,
+                    store=leased,
                     decl=target.workload.decl,
                     operator=_actor(config, ledger),
                     kube=kube_client,

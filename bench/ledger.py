@@ -3,7 +3,8 @@
 
 1. Load N events across W workloads through ``EventStore.append`` (realistic lifecycles, rules
    checked, ~100 events per append, workloads interleaved), so the chain is the real one.
-2. Verify the whole chain: budget >= 150,000 events/s.
+2. Verify the whole chain: budget >= 150,000 events/s. Then the integrity check before an action
+   (verify from the stored checkpoint, O(new events)): budget < 20 ms, with its ratio to the full walk.
 3. ``workload_status`` and ``rollback_target`` latency over random workloads: budget < 5 ms (median
    and p95 reported).
 4. Append rate, one event per transaction, through ``EventStore.append_one`` versus a raw SQLAlchemy
@@ -38,14 +39,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sqlalchemy as sa
 
 from railiance_ledger.domain.events import EventKind, NewEvent
+from railiance_ledger.ledger.checkpoint import check_integrity
 from railiance_ledger.ledger.projections import rollback_target, workload_status
 from railiance_ledger.ledger.store import EventStore
 from railiance_ledger.ledger.verify import verify
+from railiance_ledger.lifecycle.actions import acting
 
 K = EventKind
 VERIFY_BUDGET = 150_000.0
 QUERY_BUDGET_MS = 5.0
 RATIO_BUDGET = 0.5
+INTEGRITY_BUDGET_MS = 20.0
 CANDIDATES_PER_APPEND = 5
 ROUNDS = 5
 
@@ -419,6 +423,70 @@ def bench_append(store: EventStore, n: int, result: Result) -> None:
         raw.drop(conn)
 
 
+def bench_integrity(store: EventStore, names: list[str], full_s: float, result: Result) -> None:
+    """The integrity check before an action (``ledger.checkpoint.check_integrity``): budget < 20 ms.
+
+    The first check walks the chain once and stores the checkpoint; then, 50 rounds of: append one
+    action's worth of events (lease, stage started/completed, a note, release: 6 events) to a random
+    workload, and time the check, which re-hashes the checkpoint row and the new events only. Also the
+    whole ``lifecycle.actions.acting`` enter/exit (check, stream fold, lease acquire and release).
+    """
+    t = time.perf_counter()
+    first = check_integrity(store)
+    result.put(
+        "integrity_first_s",
+        round(time.perf_counter() - t, 2),
+        f"integrity check, first (full walk, sets the checkpoint): {first.events_checked:,} events in "
+        f"{time.perf_counter() - t:.2f} s",
+    )
+    rng = random.Random(11)
+    walls: list[float] = []
+    cpus: list[float] = []
+    checked: list[int] = []
+    for _ in range(50):
+        name = rng.choice(names)
+        store.append(
+            [
+                NewEvent(stream=name, kind=EventKind.NOTE_POSTED, actor="bench", payload={"i": i})
+                for i in range(6)
+            ]
+        )
+        box: list[Any] = []
+        wall, cpu = timed(lambda box=box: box.append(check_integrity(store)))
+        walls.append(wall)
+        cpus.append(cpu)
+        checked.append(box[0].events_checked)
+    median = statistics.median(walls)
+    ok = "OK" if p95(walls) < INTEGRITY_BUDGET_MS else "MISSED"
+    result.put(
+        "integrity_ms",
+        {
+            "median": round(median, 2),
+            "p95": round(p95(walls), 2),
+            "cpu_median": round(statistics.median(cpus), 2),
+        },
+        f"integrity check from the checkpoint ({statistics.median(checked):.0f} events hashed): median "
+        f"{median:.2f} ms, p95 {p95(walls):.2f} ms wall (CPU median {statistics.median(cpus):.2f} ms); "
+        f"budget < {INTEGRITY_BUDGET_MS} ms: {ok}; the full walk takes {full_s * 1000:,.0f} ms "
+        f"({full_s * 1000 / median:,.0f}x the check)",
+    )
+    acts: list[float] = []
+    for _ in range(20):
+        name = rng.choice(names)
+
+        def act(name: str = name) -> None:
+            with acting(store, name, "observe", "bench"):
+                pass
+
+        acts.append(timed(act)[0])
+    result.put(
+        "acting_ms",
+        {"median": round(statistics.median(acts), 2), "p95": round(p95(acts), 2)},
+        f"acting() enter+exit (check, stream fold, lease acquired + released): median "
+        f"{statistics.median(acts):.2f} ms, p95 {p95(acts):.2f} ms",
+    )
+
+
 def run(backend: str, args: argparse.Namespace) -> Result:
     result = Result(backend)
     print(f"\n== {backend} ==", flush=True)
@@ -438,6 +506,7 @@ def run(backend: str, args: argparse.Namespace) -> Result:
                 f"verify: {report.events_checked:,} events in {elapsed:.2f} s = "
                 f"{rate:,.0f} events/s (budget >= {VERIFY_BUDGET:,.0f}: {ok})",
             )
+            bench_integrity(store, names, elapsed, result)
             bench_queries(store, names, args.queries, result)
             bench_append(store, args.appends, result)
         finally:

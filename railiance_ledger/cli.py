@@ -13,7 +13,7 @@ Exit codes: 0 pass/ok, 1 a gate or stage failed, 2 invalid input, 3 ledger integ
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.domain.identity import Operator
     from railiance_ledger.ledger.store import EventStore
+    from railiance_ledger.ledger.verify import VerifyReport
     from railiance_ledger.lifecycle.environment import Adapters
     from railiance_ledger.ports import StateHubPort
 
@@ -53,12 +54,13 @@ class CliOptions:
         """JSON output when the command's ``--json`` or the global one is given."""
         return flag or self.json
 
-    def store(self) -> EventStore:
-        """The ledger these options name."""
+    def store(self, *, create: bool = False) -> EventStore:
+        """The ledger these options name; one that does not exist is ``LedgerNotFound`` (exit 3) unless
+        ``create`` (``ledger init``, the first ``candidate add`` on the default path)."""
         from railiance_ledger import config
         from railiance_ledger.ledger.store import EventStore
 
-        return EventStore.open(config.ledger_url(self.ledger))
+        return EventStore.open(config.ledger_url(self.ledger), create=create)
 
     def named_operator(self, flag: str | None) -> str | None:
         """The operator named on the command line (the command's ``--operator``, else the global one)."""
@@ -68,7 +70,7 @@ class CliOptions:
         """Who is acting: ``--operator``, else ``RAILIANCE_OPERATOR``, else the login name."""
         from railiance_ledger import config
 
-        return config.operator(self.named_operator(flag))
+        return _checked_name(config.operator(self.named_operator(flag)))
 
     def identity(self, flag: str | None) -> Operator:
         """The operator identity of a human decision, recording whether it was explicit.
@@ -81,6 +83,8 @@ class CliOptions:
         from railiance_ledger.domain.identity import Operator
 
         named = config.explicit_operator(self.named_operator(flag))
+        if named:
+            _checked_name(named)
         if named and named.strip():
             return Operator.given(named)
         return Operator.defaulted(config.operator(None))
@@ -98,6 +102,24 @@ class CliOptions:
         return who
 
 
+def _shown(value: str) -> str:
+    """User input in a message: redacted, shortened, control characters visible (never ``repr()``)."""
+    from railiance_ledger.domain.text import shown
+
+    return shown(value)
+
+
+def _checked_name(name: str) -> str:
+    """An operator name from a flag or RAILIANCE_OPERATOR, refused (exit 2) when too long or hostile."""
+    from railiance_ledger.domain.text import NAME_MAX, text_problem
+    from railiance_ledger.errors import InvalidInput
+
+    problem = text_problem(name, limit=NAME_MAX)
+    if problem:
+        raise InvalidInput(f"the operator name {problem}", hint="give a plain name of at most 200 characters")
+    return name
+
+
 pass_options = click.make_pass_decorator(CliOptions, ensure=True)
 """Hands a command the ``CliOptions`` of this invocation (defaults when the group did not run)."""
 
@@ -106,8 +128,34 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 _json_opt = click.option(
     "--json", "json_out", is_flag=True, default=False, help="Print machine-readable JSON."
 )
+
+
+def _free_text(kind: str) -> Any:
+    """A click callback refusing bad free text (exit 2, the value never echoed): ``kind`` is ``name``,
+    ``reason`` or ``revision`` (domain.text: length limits, no control or bidi characters, commit ids)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        from railiance_ledger.domain.text import NAME_MAX, REASON_MAX, revision_problem, text_problem
+
+        if value is None:
+            return None
+        if kind == "revision":
+            problem = revision_problem(value)
+        else:
+            problem = text_problem(value, limit=NAME_MAX if kind == "name" else REASON_MAX)
+        if problem:
+            raise click.BadParameter(problem)
+        return value
+
+    return check
+
+
 _operator_opt = click.option(
-    "--operator", "operator", default=None, help="Who is acting (else RAILIANCE_OPERATOR, else login name)."
+    "--operator",
+    "operator",
+    default=None,
+    callback=_free_text("name"),
+    help="Who is acting (else RAILIANCE_OPERATOR, else login name).",
 )
 _app_dir = click.argument("app_dir", type=click.Path(path_type=Path))
 _image_opt = click.option(
@@ -121,7 +169,43 @@ _context_opt = click.option(
 )
 
 
-@click.group(name="railiance", context_settings=CONTEXT, no_args_is_help=True)
+class _RedactingGroup(click.Group):
+    """The top-level group: click's own usage errors (a bad option value, a missing argument) are
+    printed through the redaction path with control characters made visible, like everything else."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            if args is not None and any("\x00" in str(a) for a in args):
+                raise click.UsageError("an argument contains a NUL character")
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            import io
+            import unicodedata
+
+            buf = io.StringIO()
+            exc.show(file=buf)
+            text = "".join(
+                c if c in "\n\t" or unicodedata.category(c)[0] != "C" else f"\\u{ord(c):04x}"
+                for c in buf.getvalue()
+            )
+            echo(text.rstrip("\n"), err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)  # click.exceptions.Exit(n) comes back as n
+
+
+@click.group(name="railiance", cls=_RedactingGroup, context_settings=CONTEXT, no_args_is_help=True)
 @click.option(
     "--ledger",
     "ledger",
@@ -129,7 +213,7 @@ _context_opt = click.option(
     help="Ledger URL (else RAILIANCE_LEDGER_URL, else sqlite:///$RAILIANCE_HOME/ledger.db).",
 )
 @_json_opt
-@click.option("--operator", "operator", default=None, help="Who is acting.")
+@click.option("--operator", "operator", default=None, callback=_free_text("name"), help="Who is acting.")
 @click.pass_context
 def _main(ctx: click.Context, ledger: str | None, json_out: bool, operator: str | None) -> None:
     """Railiance Ledger: gated, evidence-recording promotion of workloads."""
@@ -173,6 +257,12 @@ def _guard(as_json: bool) -> Iterator[None]:
         raise
     except RailianceError as exc:
         _fail(exc, as_json=as_json)
+    except OSError as exc:
+        # A file the operator named (an output path, RAILIANCE_HOME, an app directory): invalid input.
+        from railiance_ledger.errors import InvalidInput
+
+        where = f": {_shown(str(exc.filename))}" if exc.filename is not None else ""
+        _fail(InvalidInput(f"{exc.strerror or type(exc).__name__}{where}"), as_json=as_json)
 
 
 def _load(app_dir: Path) -> Declaration:
@@ -202,6 +292,38 @@ def _adapters(
         for warning in ad.warnings if metrics else ():
             echo(f"warning: {warning}", err=True)
         yield ad
+
+
+@contextmanager
+def _acting(opts: CliOptions, decl: Declaration, action: str, operator: str | None) -> Iterator[EventStore]:
+    """The ledger for an action on ``decl``'s workload (``lifecycle.actions``): the chain verified from
+    the checkpoint, no unresolved incomplete rollback, the workload's lease held; exit 3 otherwise."""
+    from railiance_ledger.lifecycle.actions import acting, lease_duration
+
+    with acting(
+        opts.store(),
+        decl.workload.name,
+        action,
+        opts.actor(operator),
+        duration=lease_duration(decl, action),
+    ) as act:
+        yield act.store
+
+
+def _read_integrity(store: EventStore, *, strict: bool) -> dict[str, Any]:
+    """The integrity check of a read-only command: a loud warning on stderr when the chain does not
+    verify (``IntegrityError`` under ``--strict``, exit 3); the check as a dict for JSON output."""
+    from railiance_ledger.errors import IntegrityError
+    from railiance_ledger.ledger.checkpoint import check_integrity
+
+    try:
+        return {"ok": True, **check_integrity(store).as_dict()}
+    except IntegrityError as exc:
+        if strict:
+            raise
+        echo(f"WARNING: THE LEDGER DOES NOT VERIFY: {exc.message}", err=True)
+        echo("WARNING: what follows is read from a ledger that was changed after it was recorded", err=True)
+        return {"ok": False, "first_bad_seq": exc.seq, "problem": exc.problem, "detail": exc.message}
 
 
 # ---------------------------------------------------------------------------- validate
@@ -242,7 +364,13 @@ def validate(opts: CliOptions, app_dir: Path, runbook: Path | None, json_out: bo
 @candidate_app.command("add")
 @_app_dir
 @click.option("--image", "image", required=True, help="REPOSITORY@sha256:<64 hex>; a tag alone is refused.")
-@click.option("--revision", "revision", default=None, help="Source commit (else read from the work tree).")
+@click.option(
+    "--revision",
+    "revision",
+    default=None,
+    callback=_free_text("revision"),
+    help="Source commit id (else read from the work tree).",
+)
 @_operator_opt
 @_json_opt
 @pass_options
@@ -262,7 +390,9 @@ def candidate_add(
         parse_candidate_image(image)  # refuse bad input before touching anything
         decl = _load(app_dir)
         rev = revision or source_revision(decl)
-        store = opts.store()
+        from railiance_ledger import config
+
+        store = opts.store(create=config.default_ledger(opts.ledger))
         event, created = register_candidate(
             store=store, decl=decl, image=image, operator=opts.actor(operator), revision=rev
         )
@@ -313,9 +443,25 @@ def run(
 @app.command("waive")
 @_app_dir
 @click.option("--gate", "gate", required=True, help="Gate (check) name, e.g. source_revision_identified.")
-@click.option("--reason", "reason", required=True, help="Why the gate is waived (recorded, redacted).")
+@click.option(
+    "--reason",
+    "reason",
+    callback=_free_text("reason"),
+    required=True,
+    help="Why the gate is waived (recorded, redacted).",
+)
 @_image_opt
 @click.option("--stage", "stage", default=None, type=int, help="Stage the waiver applies to (default 1).")
+@click.option(
+    "--payload", "payload_only", is_flag=True, default=False, help="Print the record to sign; write nothing."
+)
+@click.option(
+    "--signature",
+    "signature_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Armored SSH signature over the record (see railiance approve --payload; docs/approvals.md).",
+)
 @_operator_opt
 @_json_opt
 @pass_options
@@ -326,10 +472,12 @@ def waive(
     reason: str,
     image: str | None,
     stage: int | None,
+    payload_only: bool,
+    signature_file: Path | None,
     operator: str | None,
     json_out: bool,
 ) -> None:
-    """Record a waiver for one gate of one candidate."""
+    """Record a waiver for one gate of one candidate (--payload: print the record to sign instead)."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import render_waiver
@@ -342,16 +490,20 @@ def waive(
 
             digest = parse_candidate_image(image)[1]
         who = opts.require_identity(operator)
-        with _statehub() as hub:
+        args: dict[str, Any] = {
+            "decl": decl,
+            "gate": gate,
+            "operator": who,
+            "reason": reason,
+            "candidate": digest,
+            "stage": stage or 1,
+        }
+        if payload_only:
+            sys.stdout.buffer.write(waivers.waiver_to_sign(store=opts.store(), **args))
+            return
+        with _acting(opts, decl, "waive", operator) as store, _statehub() as hub:
             event = waivers.record_waiver(
-                store=opts.store(),
-                decl=decl,
-                gate=gate,
-                operator=who,
-                reason=reason,
-                candidate=digest,
-                stage=stage or 1,
-                statehub=hub,
+                store=store, statehub=hub, signature=_read_signature(signature_file), **args
             )
         render_waiver(event, gate, as_json=as_json)
 
@@ -394,9 +546,9 @@ def deploy(
         from railiance_ledger.lifecycle import stage2
 
         decl = _load(app_dir)
-        with _adapters(decl, kubeconfig, context) as ad:
+        with _acting(opts, decl, "deploy", operator) as store, _adapters(decl, kubeconfig, context) as ad:
             outcome = stage2.deploy_canary(
-                store=opts.store(),
+                store=store,
                 decl=decl,
                 operator=opts.actor(operator),
                 kube=ad.kube,
@@ -418,7 +570,11 @@ def deploy(
     "--image", "image", default=None, help="Candidate REPOSITORY@sha256:... (else the deployed one)."
 )
 @click.option(
-    "--max-samples", "max_samples", default=None, type=int, help="Stop after N samples (resume later)."
+    "--max-samples",
+    "max_samples",
+    default=None,
+    type=click.IntRange(1, 10**6),
+    help="Stop after N samples (resume later).",
 )
 @_kubeconfig_opt
 @_context_opt
@@ -444,9 +600,12 @@ def observe(
         decl = _load(app_dir)
         progress_cb, finish = progress_bar(enabled=not as_json and sys.stderr.isatty(), quiet=opts.json)
         try:
-            with _adapters(decl, kubeconfig, context) as ad:
+            with (
+                _acting(opts, decl, "observe", operator) as store,
+                _adapters(decl, kubeconfig, context) as ad,
+            ):
                 outcome = stage2.observe_canary(
-                    store=opts.store(),
+                    store=store,
                     decl=decl,
                     operator=opts.actor(operator),
                     kube=ad.kube,
@@ -487,7 +646,23 @@ def observe(
     "--revoke", "revoke", is_flag=True, default=False, help="Revoke an approval instead of granting one."
 )
 @click.option("--approval", "approval", default=None, help="With --revoke: the approval event id.")
-@click.option("--reason", "reason", default=None, help="With --revoke: why (recorded, redacted).")
+@click.option(
+    "--reason",
+    "reason",
+    callback=_free_text("reason"),
+    default=None,
+    help="With --revoke: why (recorded, redacted).",
+)
+@click.option(
+    "--payload", "payload_only", is_flag=True, default=False, help="Print the record to sign; write nothing."
+)
+@click.option(
+    "--signature",
+    "signature_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Armored SSH signature (ssh-keygen -Y sign -n railiance-ledger@v1) over the --payload record.",
+)
 @_operator_opt
 @_json_opt
 @pass_options
@@ -503,10 +678,15 @@ def approve(
     revoke: bool,
     approval: str | None,
     reason: str | None,
+    payload_only: bool,
+    signature_file: Path | None,
     operator: str | None,
     json_out: bool,
 ) -> None:
-    """Record (or with --revoke, revoke) a human approval: operator, candidate, stage, window, rollback target."""
+    """Record (or with --revoke, revoke) a human approval: operator, candidate, stage, window, rollback target.
+
+    With --payload, print the canonical record to sign instead; --signature FILE records it signed.
+    """
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import report_noted
@@ -515,16 +695,31 @@ def approve(
 
         decl = _load(app_dir)
         who = opts.identity(operator)
+        signature = _read_signature(signature_file)
         if revoke:
-            with _statehub() as hub:
+            if payload_only:
+                sys.stdout.buffer.write(
+                    approvals.revocation_to_sign(
+                        store=opts.store(),
+                        decl=decl,
+                        operator=who,
+                        reason=reason or "",
+                        approval_id=approval,
+                        image=image,
+                    )
+                )
+                return
+            opts.require_identity(operator)  # refused (exit 2) before the lease is taken
+            with _acting(opts, decl, "revoke", operator) as store, _statehub() as hub:
                 event = approvals.revoke(
-                    store=opts.store(),
+                    store=store,
                     decl=decl,
                     operator=who,
                     reason=reason or "",
                     approval_id=approval,
                     image=image,
                     statehub=hub,
+                    signature=signature,
                 )
             summary = f"approval revoked for {event.candidate} by {event.actor} (event {event.event_id})"
             if event.payload.get("immediate_rollback"):
@@ -539,22 +734,26 @@ def approve(
                 gate, sep, why = item.partition("=")
                 if not sep or not gate.strip() or not why.strip():
                     raise InvalidInput(
-                        f"--waive {item!r} is not GATE=REASON", hint="e.g. --waive local_health='probe flaky'"
+                        f"--waive {_shown(item)} is not GATE=REASON",
+                        hint="e.g. --waive local_health='probe flaky'",
                     )
                 waived[gate.strip()] = why.strip()
-            with _statehub() as hub:
-                event = approvals.approve(
-                    store=opts.store(),
-                    decl=decl,
-                    operator=who,
-                    stage=stage,
-                    image=image,
-                    window=window,
-                    rollback_target=rollback_target,
-                    waived_gates=waived or None,
-                    retrospective=retrospective,
-                    statehub=hub,
-                )
+            args: dict[str, Any] = {
+                "decl": decl,
+                "operator": who,
+                "stage": stage,
+                "image": image,
+                "window": window,
+                "rollback_target": rollback_target,
+                "waived_gates": waived or None,
+                "retrospective": retrospective,
+            }
+            if payload_only:
+                sys.stdout.buffer.write(approvals.approval_to_sign(store=opts.store(), **args))
+                return
+            opts.require_identity(operator)  # refused (exit 2) before the lease is taken
+            with _acting(opts, decl, "approve", operator) as store, _statehub() as hub:
+                event = approvals.approve(store=store, statehub=hub, signature=signature, **args)
             summary = (
                 f"approval recorded: stage {event.stage} of {event.candidate} by {event.actor} "
                 f"(event {event.event_id})"
@@ -562,11 +761,45 @@ def approve(
         report_noted(event, summary, as_json=as_json)
 
 
+def _read_signature(path: Path | None) -> str | None:
+    """The armored signature in ``path`` (``--signature FILE``), or ``None``."""
+    if path is None:
+        return None
+    from railiance_ledger.errors import InvalidInput
+
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"--signature {path}: cannot read it: {exc}") from exc
+    if "-----BEGIN SSH SIGNATURE-----" not in text:
+        raise InvalidInput(
+            f"--signature {path} is not an armored SSH signature",
+            hint="sign with `ssh-keygen -Y sign -n railiance-ledger@v1 -f KEY FILE` and pass FILE.sig",
+        )
+    return text
+
+
 @app.command("exception")
 @_app_dir
 @click.option("--skip-stage", "skip_stage", required=True, type=int, help="The stage to skip (1 or 2).")
-@click.option("--reason", "reason", required=True, help="Why delaying would increase production risk.")
+@click.option(
+    "--reason",
+    "reason",
+    callback=_free_text("reason"),
+    required=True,
+    help="Why delaying would increase production risk.",
+)
 @_image_opt
+@click.option(
+    "--payload", "payload_only", is_flag=True, default=False, help="Print the record to sign; write nothing."
+)
+@click.option(
+    "--signature",
+    "signature_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Armored SSH signature over the record (see railiance approve --payload; docs/approvals.md).",
+)
 @_operator_opt
 @_json_opt
 @pass_options
@@ -576,25 +809,35 @@ def exception(
     skip_stage: int,
     reason: str,
     image: str | None,
+    payload_only: bool,
+    signature_file: Path | None,
     operator: str | None,
     json_out: bool,
 ) -> None:
-    """Record an emergency exception (skip a stage); it awaits a retrospective approval."""
+    """Record an emergency exception (skip a stage); it awaits a retrospective approval.
+
+    With --payload, print the record to sign instead; --signature FILE records it signed.
+    """
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import report_noted
         from railiance_ledger.lifecycle import approvals
 
         decl = _load(app_dir)
-        with _statehub() as hub:
+        opts.require_identity(operator)  # refused (exit 2) before the lease is taken
+        args: dict[str, Any] = {
+            "decl": decl,
+            "operator": opts.identity(operator),
+            "skip_stage": skip_stage,
+            "reason": reason,
+            "image": image,
+        }
+        if payload_only:
+            sys.stdout.buffer.write(approvals.exception_to_sign(store=opts.store(), **args))
+            return
+        with _acting(opts, decl, "exception", operator) as store, _statehub() as hub:
             event = approvals.record_exception(
-                store=opts.store(),
-                decl=decl,
-                operator=opts.identity(operator),
-                skip_stage=skip_stage,
-                reason=reason,
-                image=image,
-                statehub=hub,
+                store=store, statehub=hub, signature=_read_signature(signature_file), **args
             )
         report_noted(
             event,
@@ -645,9 +888,12 @@ def promote(
         from railiance_ledger.lifecycle import stage3
 
         decl = _load(app_dir)
-        with _adapters(decl, kubeconfig, context, metrics=False) as ad:
+        with (
+            _acting(opts, decl, "promote", operator) as store,
+            _adapters(decl, kubeconfig, context, metrics=False) as ad,
+        ):
             outcome = stage3.promote(
-                store=opts.store(),
+                store=store,
                 decl=decl,
                 operator=opts.actor(operator),
                 kube=ad.kube,
@@ -663,7 +909,13 @@ def promote(
 
 @app.command("rollback")
 @_app_dir
-@click.option("--reason", "reason", required=True, help="The triggering symptom (recorded, redacted).")
+@click.option(
+    "--reason",
+    "reason",
+    callback=_free_text("reason"),
+    required=True,
+    help="The triggering symptom (recorded, redacted).",
+)
 @click.option(
     "--defer",
     "defer",
@@ -695,6 +947,13 @@ def promote(
     default=False,
     help="Manual strategy: the runbook was carried out.",
 )
+@click.option(
+    "--resolve",
+    "resolve",
+    is_flag=True,
+    default=False,
+    help="Record that an incomplete rollback was finished by hand (unblocks the workload).",
+)
 @_kubeconfig_opt
 @_context_opt
 @_operator_opt
@@ -709,6 +968,7 @@ def rollback(
     accept_forward_only: bool,
     candidate: str,
     manual_done: bool,
+    resolve: bool,
     kubeconfig: str | None,
     context: str | None,
     operator: str | None,
@@ -717,6 +977,9 @@ def rollback(
     """Roll back to the previous stable target from the ledger's lineage, then verify and record."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
+        if resolve:
+            _resolve_incomplete(opts, app_dir, reason, operator, as_json=as_json)
+            return
         from railiance_ledger.cli_render import render_rollback
         from railiance_ledger.errors import InvalidInput
         from railiance_ledger.lifecycle import rollback as rb
@@ -724,12 +987,16 @@ def rollback(
         fates = ("returned-to-stage1", "blocked", "abandoned")
         if candidate not in fates:
             raise InvalidInput(
-                f"--candidate {candidate!r} is not one of {', '.join(fates)}", hint="e.g. --candidate blocked"
+                f"--candidate {_shown(candidate)} is not one of {', '.join(fates)}",
+                hint="e.g. --candidate blocked",
             )
         decl = _load(app_dir)
-        with _adapters(decl, kubeconfig, context, metrics=False) as ad:
+        with (
+            _acting(opts, decl, "rollback", operator) as store,
+            _adapters(decl, kubeconfig, context, metrics=False) as ad,
+        ):
             outcome = rb.rollback(
-                store=opts.store(),
+                store=store,
                 decl=decl,
                 operator=opts.actor(operator),
                 kube=ad.kube,
@@ -747,21 +1014,130 @@ def rollback(
         raise click.exceptions.Exit(outcome.exit_code)
 
 
+def _resolve_incomplete(
+    opts: CliOptions, app_dir: Path, reason: str, operator: str | None, *, as_json: bool
+) -> None:
+    """``rollback --resolve``: record that the remains of an incomplete rollback were cleaned up by hand."""
+    from railiance_ledger.cli_render import emit_json
+    from railiance_ledger.lifecycle.actions import acting, lease_duration, resolve_incomplete
+
+    decl = _load(app_dir)
+    who = opts.require_identity(operator).name
+    name = decl.workload.name
+    with acting(opts.store(), name, "resolve", who, duration=lease_duration(decl, "resolve")) as act:
+        event = resolve_incomplete(act, name, who, reason)
+    if as_json:
+        emit_json({"resolved": True, "seq": event.seq, "event_id": event.event_id})
+    else:
+        echo(f"incomplete rollback of {name} resolved by {who} (seq {event.seq}); actions are allowed again")
+
+
 # ---------------------------------------------------------------------------- projections
+
+
+_strict_opt = click.option(
+    "--strict", "strict", is_flag=True, default=False, help="Exit 3 when the ledger chain does not verify."
+)
+
+
+@app.command("evidence")
+@click.argument("target", metavar="APP_DIR|verify")
+@click.argument("bundle", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--candidate", "candidate", default=None, help="The candidate digest (or image@digest).")
+@click.option(
+    "--key",
+    "key_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM key: the private key to sign (else RAILIANCE_EVIDENCE_KEY); the public key to verify.",
+)
+@click.option(
+    "--output",
+    "-o",
+    "output",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here.",
+)
+@_json_opt
+@pass_options
+def evidence(
+    opts: CliOptions,
+    target: str,
+    bundle: Path | None,
+    candidate: str | None,
+    key_file: Path | None,
+    output: Path | None,
+    json_out: bool,
+) -> None:
+    """`evidence APP_DIR --candidate DIGEST`: the signed in-toto bundle; `evidence verify FILE --key PUB`."""
+    import json
+    import os
+    from datetime import datetime
+
+    as_json = opts.want_json(json_out)
+    with _guard(as_json):
+        from railiance_ledger.errors import InvalidInput
+        from railiance_ledger.lifecycle.evidence import EVIDENCE_KEY_ENV, build_bundle, verify_bundle
+
+        key = key_file or (Path(os.environ[EVIDENCE_KEY_ENV]) if os.environ.get(EVIDENCE_KEY_ENV) else None)
+        if key is None:
+            raise InvalidInput("evidence needs a key", hint=f"pass --key FILE or set {EVIDENCE_KEY_ENV}")
+        if target == "verify":
+            if bundle is None:
+                raise InvalidInput(
+                    "evidence verify needs the bundle FILE", hint="railiance evidence verify FILE --key PUB"
+                )
+            try:
+                text = bundle.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InvalidInput(f"cannot read {bundle}: {exc}") from exc
+            verified = verify_bundle(text, key)
+            if as_json:
+                echo(json.dumps(verified.as_dict(), indent=2, sort_keys=True))
+            else:
+                subject = verified.subject[0]
+                echo(
+                    f"ok: {subject['name']}@sha256:{subject['digest']['sha256']} {verified.result}; "
+                    f"ledger seq {verified.ledger.get('seq')} hash {verified.ledger.get('hash')}; key {verified.keyid}"
+                )
+            return
+        if bundle is not None:
+            raise InvalidInput(
+                f"unexpected argument {bundle}", hint="railiance evidence APP_DIR --candidate DIGEST"
+            )
+        if not candidate:
+            raise InvalidInput(
+                "evidence needs --candidate DIGEST", hint="railiance evidence APP_DIR --candidate sha256:..."
+            )
+        decl = _load(Path(target))
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = build_bundle(store=opts.store(), decl=decl, candidate=candidate, key_file=key, now=now)
+        if output is not None:
+            output.write_text(text, encoding="utf-8")
+            echo(f"evidence bundle written to {output}", err=as_json)
+        else:
+            sys.stdout.write(text)
 
 
 @app.command("status")
 @click.argument("workload")
+@_strict_opt
 @_json_opt
 @pass_options
-def status(opts: CliOptions, workload: str, json_out: bool) -> None:
-    """Each candidate's stage state, the current stable and earlier stables."""
+def status(opts: CliOptions, workload: str, strict: bool, json_out: bool) -> None:
+    """Each candidate's stage state, the current stable and earlier stables; the lease and any blocker."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import as_dict, emit_json, render_status
         from railiance_ledger.ledger.projections import workload_status
+        from railiance_ledger.lifecycle.actions import action_summary
 
-        data = as_dict(workload_status(opts.store(), workload))
+        store = opts.store()
+        integrity = _read_integrity(store, strict=strict)
+        data = as_dict(workload_status(store, workload))
+        data["integrity"] = integrity
+        data.update(action_summary(store, workload))
         if as_json:
             emit_json(data)
             return
@@ -797,32 +1173,40 @@ def notes(opts: CliOptions, workload: str, repost: bool, json_out: bool) -> None
 
 @app.command("history")
 @click.argument("workload")
-@click.option("--limit", "limit", default=None, type=int, help="Only the newest N events.")
+@click.option(
+    "--limit", "limit", default=None, type=click.IntRange(1, 10**9), help="Only the newest N events."
+)
+@_strict_opt
 @_json_opt
 @pass_options
-def history(opts: CliOptions, workload: str, limit: int | None, json_out: bool) -> None:
+def history(opts: CliOptions, workload: str, limit: int | None, strict: bool, json_out: bool) -> None:
     """The workload's events, oldest first."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import render_history
         from railiance_ledger.ledger.projections import history as read_history
 
-        render_history(workload, read_history(opts.store(), workload, limit=limit), as_json=as_json)
+        store = opts.store()
+        _read_integrity(store, strict=strict)
+        render_history(workload, read_history(store, workload, limit=limit), as_json=as_json)
 
 
 @app.command("lineage")
 @click.argument("workload")
 @click.option("--at", "at", default=None, help="ISO timestamp: what was stable at that moment.")
+@_strict_opt
 @_json_opt
 @pass_options
-def lineage(opts: CliOptions, workload: str, at: str | None, json_out: bool) -> None:
+def lineage(opts: CliOptions, workload: str, at: str | None, strict: bool, json_out: bool) -> None:
     """Stable history and the rollback target (what we would roll back to, and how)."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import render_lineage
         from railiance_ledger.lifecycle.stage3 import lineage_with_evidence
 
-        data = lineage_with_evidence(opts.store(), workload, at=_normalise_at(at) if at else None)
+        store = opts.store()
+        _read_integrity(store, strict=strict)
+        data = lineage_with_evidence(store, workload, at=_normalise_at(at) if at else None)
         render_lineage(workload, data, at=at, as_json=as_json)
 
 
@@ -835,7 +1219,7 @@ def _normalise_at(at: str) -> str:
         ts = datetime.fromisoformat(at)
     except ValueError as exc:
         raise InvalidInput(
-            f"--at {at!r} is not an ISO-8601 timestamp", hint="e.g. 2026-11-26T10:00:00Z"
+            f"--at {_shown(at)} is not an ISO-8601 timestamp", hint="e.g. 2026-11-26T10:00:00Z"
         ) from exc
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
@@ -845,6 +1229,23 @@ def _normalise_at(at: str) -> str:
 # ---------------------------------------------------------------------------- ledger
 
 
+@ledger_app.command("init")
+@_json_opt
+@pass_options
+def ledger_init(opts: CliOptions, json_out: bool) -> None:
+    """Create the ledger at --ledger / RAILIANCE_LEDGER_URL (else the default path); idempotent."""
+    as_json = opts.want_json(json_out)
+    with _guard(as_json):
+        store = opts.store(create=True)
+        seq, head = store.head()
+        if as_json:
+            from railiance_ledger.cli_render import emit_json
+
+            emit_json({"ok": True, "ledger": store.url, "seq": seq, "hash": head})
+        else:
+            echo(f"ok: ledger at {store.url} (head {seq})")
+
+
 @ledger_app.command("verify")
 @click.option(
     "--expect-head",
@@ -852,9 +1253,16 @@ def _normalise_at(at: str) -> str:
     default=None,
     help="SEQ:HASH anchor recorded earlier (e.g. in State Hub); detects deleted newest events.",
 )
+@click.option(
+    "--witness",
+    "witness",
+    type=click.Choice(["statehub"]),
+    default=None,
+    help="Check the chain against every ledger head the State Hub notes recorded (RAILIANCE_STATEHUB_URL).",
+)
 @_json_opt
 @pass_options
-def ledger_verify(opts: CliOptions, expect_head: str | None, json_out: bool) -> None:
+def ledger_verify(opts: CliOptions, expect_head: str | None, witness: str | None, json_out: bool) -> None:
     """Recompute the hash chain; name the first bad seq and why (edited, missing, reordered)."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
@@ -867,7 +1275,7 @@ def ledger_verify(opts: CliOptions, expect_head: str | None, json_out: bool) -> 
             seq_text, _, hash_text = expect_head.partition(":")
             if not seq_text.isdigit() or len(hash_text) != 64:
                 raise InvalidInput(
-                    f"--expect-head {expect_head!r} is not SEQ:HASH",
+                    f"--expect-head {_shown(expect_head)} is not SEQ:HASH",
                     hint="copy it from `railiance ledger verify`",
                 )
             anchor = (int(seq_text), hash_text)
@@ -875,8 +1283,26 @@ def ledger_verify(opts: CliOptions, expect_head: str | None, json_out: bool) -> 
         report = verify(store)
         if anchor is not None:
             report = check_anchor(store, report, seq=anchor[0], hash=anchor[1])
+        if witness == "statehub":
+            report = _witness_statehub(store, report)
         render_verification(report, as_json=as_json)
         raise click.exceptions.Exit(EXIT_OK if report.ok else EXIT_LEDGER)
+
+
+def _witness_statehub(store: EventStore, report: VerifyReport) -> VerifyReport:
+    """``report`` checked against the ledger heads State Hub's notes recorded (``--witness statehub``)."""
+    from railiance_ledger.errors import InvalidInput
+    from railiance_ledger.ledger.verify import check_witness
+    from railiance_ledger.lifecycle.environment import Environment
+    from railiance_ledger.lifecycle.notes import STATEHUB_URL_ENV, witnessed_heads
+
+    env = Environment.from_env()
+    with env.witness() as hub:
+        if hub is None:
+            raise InvalidInput(
+                "--witness statehub needs a State Hub", hint=f"set {STATEHUB_URL_ENV} to its base URL"
+            )
+        return check_witness(store, report, witnessed_heads(hub))
 
 
 @ledger_app.command("export")
@@ -903,8 +1329,17 @@ def ledger_export(opts: CliOptions, output: Path | None) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="railiance")
+    """Console-script entry point. The last line against tracebacks: anything that escaped the
+    commands' own translation is reported in one redacted line (exit 1; ``RAILIANCE_DEBUG=1`` re-raises)."""
+    import os
+
+    try:
+        app(prog_name="railiance")
+    except Exception as exc:  # the contract: a message, never a traceback
+        if os.environ.get("RAILIANCE_DEBUG"):
+            raise
+        echo(f"error: internal error ({type(exc).__name__}): {_shown(str(exc))}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -283,7 +283,7 @@ def render_rollback(outcome: Any, workload: str, *, as_json: bool) -> None:
         "final_stable",
         "verification",
         "remaining_cleanup",
-        "candidate_disposition",
+        "candidate_fate",
         "statehub_note",
         "ledger",
     ):
@@ -314,6 +314,22 @@ def render_status(data: dict[str, Any]) -> None:
             f"  emergency action awaiting retrospective approval: skip stage {e.get('skip_stage')} for "
             f"{e.get('digest')} by {e.get('operator')} at {e.get('recorded_at')}: {e.get('reason')} "
             f"(event {e.get('event_id')})"
+        )
+    lease = data.get("lease")
+    if lease:
+        state = "EXPIRED (may be taken over)" if lease.get("expired") else "held"
+        echo(
+            f"  lease {state}: {lease.get('action')} by {lease.get('holder')} until {lease.get('expires_at')} "
+            f"(seq {lease.get('seq')})"
+        )
+    blocker = data.get("blocked_by")
+    if blocker:
+        echo(
+            f"  BLOCKED by an incomplete rollback (seq {blocker.get('seq')}): {blocker.get('reason')}; "
+            f"remaining: {blocker.get('remaining')}; manual command: {blocker.get('manual_command') or '-'}"
+        )
+        echo(
+            "  every action refuses until `railiance rollback` completes or `railiance rollback --resolve` is recorded"
         )
 
 

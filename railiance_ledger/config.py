@@ -19,9 +19,14 @@ def ledger_url(flag: str | None = None) -> str:
     env = os.environ.get("RAILIANCE_LEDGER_URL")
     if env:
         return env
-    home = railiance_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'ledger.db'}"
+    # No mkdir here: opening the ledger creates the directory, and only where a ledger may be created
+    # (`ledger init`, the first `candidate add` on this default path).
+    return f"sqlite:///{railiance_home() / 'ledger.db'}"
+
+
+def default_ledger(flag: str | None = None) -> bool:
+    """True when neither ``--ledger`` nor ``RAILIANCE_LEDGER_URL`` names the ledger (the default path)."""
+    return not flag and not os.environ.get("RAILIANCE_LEDGER_URL")
 
 
 def operator(flag: str | None = None) -> str:

@@ -12,6 +12,8 @@ and never escape into business code. Policy failures (a gate said no) and techni
     │   └── InvalidDuration             a duration string that does not parse
     ├── LedgerError                     exit 3: the ledger itself
     │   ├── ConcurrencyConflict         stale expected_version; re-read and retry
+    │   │   └── LeaseHeld               another action holds the workload's lease (names the holder)
+    │   ├── WorkloadBlocked             an unresolved rollback.incomplete blocks every action
     │   ├── IntegrityError              hash chain broken (edited, missing, reordered)
     │   └── RuleViolation               a domain rule refused the append (e.g. skipped stage)
     ├── GateFailed                      exit 1: a policy failure, the gate said no
@@ -96,6 +98,27 @@ class ConcurrencyConflict(LedgerError):
     """Another writer appended to the same stream first; re-read the stream and retry."""
 
 
+class LeaseHeld(ConcurrencyConflict):
+    """Another action holds the workload's lease; ``holder`` and ``action`` name it (exit 3)."""
+
+    def __init__(self, message: str, *, holder: str = "", action: str = "", expires_at: str = "") -> None:
+        super().__init__(
+            message,
+            hint="wait for that action to finish, or for the lease to expire if its holder crashed",
+        )
+        self.holder = holder
+        self.action = action
+        self.expires_at = expires_at
+
+
+class LedgerNotFound(LedgerError):
+    """The ledger URL names no existing ledger (a typo must not create an empty one): exit 3."""
+
+
+class WorkloadBlocked(LedgerError):
+    """An unresolved ``rollback.incomplete`` blocks every action on the workload (exit 3)."""
+
+
 class IntegrityError(LedgerError):
     """The hash chain does not verify; ``seq`` names the first bad event."""
 
@@ -106,9 +129,8 @@ class IntegrityError(LedgerError):
 
 
 class RuleViolation(LedgerError):
-    """A lifecycle rule refused the append (stage skipped, wrong digest, ...)."""
-
-    exit_code = 1
+    """A lifecycle rule refused the append (stage skipped, wrong digest, ...): a refused record is
+    exit 3, never a warning."""
 
 
 class GateFailed(RailianceError):

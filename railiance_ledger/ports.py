@@ -37,6 +37,7 @@ __all__ = [
     "Sample",
     "Series",
     "StateHubPort",
+    "StateHubWitnessPort",
     "SystemClock",
     "Timestamp",
 ]
@@ -277,4 +278,12 @@ class StateHubPort(Protocol):
         self, *, workload: str, kind: str, title: str, body: str, evidence: list[dict[str, Any]]
     ) -> str:
         """Post one note and return its id."""
+        ...
+
+
+class StateHubWitnessPort(Protocol):
+    """State Hub as the ledger's external witness: the notes it recorded, read back."""
+
+    def list_notes(self) -> list[dict[str, Any]]:
+        """Every note State Hub holds (each with its ``evidence``), oldest first."""
         ...

@@ -17,7 +17,7 @@ from dagster import (
 from assets.candidates import candidates_partitions
 from assets.jobs import canary_job, observe_job, promote_job, rollback_job
 from assets.resources import AppsResource, LedgerResource, log_of
-from sensors.settings import default_status, dump_cursor, interval, load_cursor
+from sensors.settings import chain_refusal, default_status, dump_cursor, interval, load_cursor
 
 GATE = "stage_gate_sensor"
 GUARD = "canary_guard_sensor"
@@ -53,6 +53,9 @@ def stage_gate_sensor(
 
     after = int(load_cursor(context.cursor, {"seq": 0}).get("seq", 0))
     with ledger.open() as store:
+        refusal = chain_refusal(store, context)
+        if refusal is not None:
+            return refusal
         events = list(store.read_all(after_seq=after, limit=BATCH))
         if not events:
             return SkipReason(f"no ledger events after seq {after}")
@@ -110,6 +113,9 @@ def canary_guard_sensor(
 
     after = int(load_cursor(context.cursor, {"seq": 0}).get("seq", 0))
     with ledger.open() as store:
+        refusal = chain_refusal(store, context)
+        if refusal is not None:
+            return refusal
         events = list(store.read_all(after_seq=after, limit=BATCH))
         if not events:
             return SkipReason(f"no ledger events after seq {after}")

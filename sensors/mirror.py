@@ -31,7 +31,7 @@ from assets.candidates import candidates_partitions
 from assets.resources import LedgerResource, log_of
 from railiance_ledger.domain.events import RecordedEvent
 from railiance_ledger.domain.gates import names_for, sample_gate_names
-from sensors.settings import default_status, dump_cursor, interval, load_cursor
+from sensors.settings import chain_refusal, default_status, dump_cursor, interval, load_cursor
 
 NAME = "ledger_mirror_sensor"
 BATCH = 2000
@@ -216,6 +216,9 @@ def ledger_mirror_sensor(
     after = int(state.get("seq", 0))
     held_ids = [str(i) for i in state.get("held") or []]
     with ledger.open() as store:
+        refusal = chain_refusal(store, context)
+        if refusal is not None:
+            return refusal
         held = [ev for ev in (store.get(i) for i in held_ids) if ev is not None]
         fresh = list(store.read_all(after_seq=after, limit=BATCH))
     if not fresh and not held:

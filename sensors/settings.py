@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any
 
-from dagster import DefaultSensorStatus
+from dagster import DefaultSensorStatus, SkipReason
 
 
 def default_status(name: str) -> DefaultSensorStatus:
@@ -43,3 +43,20 @@ def load_cursor(raw: str | None, default: Any) -> Any:
 def dump_cursor(value: Any) -> str:
     """Canonical JSON for a cursor (sorted keys, compact)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def chain_refusal(store: Any, context: Any) -> SkipReason | None:
+    """A sensor acts only on a ledger whose chain verifies (from the checkpoint, ``ledger.checkpoint``):
+    on a mismatch the tick logs an error naming the first bad seq, requests nothing and keeps its cursor."""
+    from railiance_ledger.errors import IntegrityError
+    from railiance_ledger.ledger.checkpoint import check_integrity
+
+    try:
+        check_integrity(store)
+    except IntegrityError as exc:
+        message = f"the ledger does not verify, refusing to act: {exc.message}"
+        from assets.resources import log_of
+
+        log_of(context).error(message)
+        return SkipReason(message)
+    return None

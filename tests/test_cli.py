@@ -207,6 +207,10 @@ def test_ledger_export_writes_one_event_per_line(env: dict[str, str], tmp_path: 
 def test_explicit_ledger_url_is_used(env: dict[str, str], tmp_path: Path) -> None:
     db = tmp_path / "other.db"
     code, out = invoke("--ledger", f"sqlite:///{db}", "candidate", "add", str(EXAMPLE), "--image", IMAGE)
+    assert 3 == code, out  # a URL naming no ledger is never created on the fly
+    assert not db.exists()
+    assert 0 == invoke("--ledger", f"sqlite:///{db}", "ledger", "init")[0]
+    code, out = invoke("--ledger", f"sqlite:///{db}", "candidate", "add", str(EXAMPLE), "--image", IMAGE)
     assert 0 == code, out
     assert (1, 0) == (count_events(str(db)), count_events(env["db"]))
 
@@ -300,4 +304,5 @@ def test_notes_repost_without_a_state_hub_is_invalid_input(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("RAILIANCE_STATEHUB_URL", raising=False)
+    assert 0 == invoke("ledger", "init")[0]
     assert 2 == invoke("notes", "hello-web", "--repost")[0]

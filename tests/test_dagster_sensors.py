@@ -243,6 +243,7 @@ def test_mirror_reports_cli_events_as_runless_asset_events(dagster_env: DagsterE
 
     digest = "sha256:" + "ab" * 32
     app_dir = dagster_env.apps_dir / "hello-web"
+    dagster_env.store().close()  # the ledger exists: the CLI refuses a --ledger URL naming none
     run = CliRunner().invoke(
         app,
         [

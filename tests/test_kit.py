@@ -132,9 +132,8 @@ def test_started_then_completed_are_recorded_with_the_result(ledger: EventStore)
     assert run.events[1].actor == "op" and run.events[1].stage == 1 and run.events[1].candidate == d
 
 
-def test_complete_reports_a_refused_result_as_a_warning(
-    ledger: EventStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_complete_raises_a_refused_result(ledger: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused ``stage.completed`` is exit 3 (``RuleViolation``), never a warning."""
     d = digest_of("a")
     ledger.append([registered(W, d)])
     run = StageRun.open(store=ledger, decl=decl(), operator="op", stage=2)
@@ -143,9 +142,9 @@ def test_complete_reports_a_refused_result_as_a_warning(
         raise RuleViolation("stage 2 needs a stage 1 pass")
 
     monkeypatch.setattr(ledger, "append", refuse)
-    done = run.complete(run.result([make_check("x", True, "ok")]))
-    assert not done.recorded and done.document["ledger"] is None
-    assert done.warnings == ["stage result not recorded: stage 2 needs a stage 1 pass"]
+    with pytest.raises(RuleViolation, match="stage 1 pass") as info:
+        run.complete(run.result([make_check("x", True, "ok")]))
+    assert info.value.exit_code == 3
 
 
 def test_approval_in_force_and_the_result_model(ledger: EventStore) -> None:

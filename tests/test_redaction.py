@@ -274,15 +274,17 @@ def test_forgejo_token_header_and_env_are_redacted_but_bare_40_hex_commit_ids_ar
     assert redact(f"built commit {FORGEJO}") == f"built commit {FORGEJO}"
 
 
-def test_kubeconfig_loses_every_credential_but_keeps_cluster_server_and_names() -> None:
+def test_kubeconfig_loses_every_credential_its_ca_and_server_but_keeps_names() -> None:
     out = redact(KUBECONFIG)
-    for secret in (CLIENT_KEY_DATA, CLIENT_CERT_DATA, SA_TOKEN):
+    for secret in (CLIENT_KEY_DATA, CLIENT_CERT_DATA, SA_TOKEN, CA_DATA, "127.0.0.1:6443"):
         assert secret not in out
     assert "client-key-data: [REDACTED:kubeconfig]" in out
     assert "client-certificate-data: [REDACTED:kubeconfig]" in out
     assert "token: [REDACTED:kubeconfig]" in out
     assert _only_marker_kinds(out) == {"kubeconfig"}
-    for kept in ("server: https://127.0.0.1:6443", "name: k3d-railiance", "current-context: k3d-railiance"):
+    assert "certificate-authority-data: [REDACTED:kubeconfig]" in out
+    assert "server: [REDACTED:kubeconfig]" in out
+    for kept in ("name: k3d-railiance", "current-context: k3d-railiance"):
         assert kept in out
 
 

@@ -102,3 +102,48 @@ def test_declared_references_fails_closed_without_rendered_manifests() -> None:
     """Nothing rendered to inspect: the references cannot be shown to be declared."""
     c = check_references(context([]))
     assert (CheckStatus.FAIL, "no rendered manifests to inspect") == (c.status, c.reason)
+
+
+def _rolled_back(seq: int, fate: str | None) -> RecordedEvent:
+    payload: dict[str, Any] = {"payload_version": 2, "final_stable": None}
+    if fate is not None:
+        payload["candidate_fate"] = fate
+    return event(seq, EventKind.ROLLBACK_COMPLETED, payload, stage=2)
+
+
+def test_stage1_passed_is_the_ledger_rule_a_rollback_resets_it() -> None:
+    """One definition (issue 11): the precheck refuses exactly when the ledger would refuse
+    ``stage.started`` for Stage 2, so a canary is never installed and then left unrecorded."""
+    from railiance_ledger.domain.events import NewEvent
+    from railiance_ledger.domain.rules import RuleBroken, check_append
+
+    registered = event(1, EventKind.CANDIDATE_REGISTERED, {"image": "x", "digest": D})
+    passed = event(2, EventKind.STAGE_COMPLETED, {"status": "pass", "candidate": {"digest": D}}, stage=1)
+    start2 = NewEvent(stream=W, kind=EventKind.STAGE_STARTED, actor="op", candidate=D, stage=2, payload={})
+    cases = {
+        "passed": ([registered, passed], True),
+        "returned to stage 1": ([registered, passed, _rolled_back(3, "returned-to-stage1")], False),
+        "blocked": ([registered, passed, _rolled_back(3, "blocked")], False),
+        "abandoned": ([registered, passed, _rolled_back(3, "abandoned")], False),
+        "passed again after the rollback": (
+            [
+                registered,
+                passed,
+                _rolled_back(3, "returned-to-stage1"),
+                event(4, EventKind.STAGE_COMPLETED, {"status": "pass"}, stage=1),
+            ],
+            True,
+        ),
+    }
+    for name, (history, ok) in cases.items():
+        check = check_stage1(context(history))
+        try:
+            check_append(list(history), start2)
+            rule_ok = True
+        except RuleBroken:
+            rule_ok = False
+        assert (check.status == CheckStatus.PASS, rule_ok) == (ok, ok), (name, check.reason)
+    blocked = check_stage1(context(cases["blocked"][0]))
+    assert "blocked" in blocked.reason
+    returned = check_stage1(context(cases["returned to stage 1"][0]))
+    assert "run Stage 1 again" in returned.reason

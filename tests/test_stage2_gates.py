@@ -133,9 +133,9 @@ def test_stage2_approval_revoked_mid_window_rolls_back_immediately(canary_env: C
     assert "approval revoked during the observation window" in c["reason"]
     assert "fail" == check_named(res.document, "operator_approval")["status"]
     done = events_of(canary_env, EventKind.ROLLBACK_COMPLETED)[0].payload
-    assert ("approval revoked during the observation window", "returned to Stage 1") == (
+    assert ("approval revoked during the observation window", "returned-to-stage1") == (
         done["symptom"],
-        done["candidate_disposition"],
+        done["candidate_fate"],
     )
     nothing_applied(canary_env)
 

@@ -171,7 +171,7 @@ def test_stage3_full_lifecycle_v1_v2_v3_then_rollback_restores_v2(stage3_env: St
     assert (digest(v3), digest(v2), "blocked", "p95 latency doubled after v3") == (
         done.candidate,
         done.payload["final_stable"],
-        done.payload["candidate_disposition"],
+        done.payload["candidate_fate"],
         done.payload["symptom"],
     )
     assert "helm rollback hello-web 3" in done.payload["action"]
@@ -248,10 +248,10 @@ def test_promote_smoke_failure_rolls_back_automatically(stage3_env: Stage3Env) -
     assert env.live_image() == env.stable0
     assert [] == env.events(EventKind.PROMOTION_COMPLETED)
     done = env.events(EventKind.ROLLBACK_COMPLETED)[-1]
-    assert (digest(v1), digest(env.stable0), "returned to Stage 1") == (
+    assert (digest(v1), digest(env.stable0), "returned-to-stage1") == (
         done.candidate,
         done.payload["final_stable"],
-        done.payload["candidate_disposition"],
+        done.payload["candidate_fate"],
     )
     assert "post-promotion smoke failed" in done.payload["symptom"]
     assert EventKind.STAGE_COMPLETED == env.kinds()[-1]

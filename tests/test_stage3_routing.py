@@ -177,11 +177,11 @@ def test_promote_routing_switch_smoke_failure_restores_previous_routing(stage3_e
     assert 1 == len(switched)
     same_objects(switched[0].payload["routing_previous"], before)
     done = env.events(EventKind.ROLLBACK_COMPLETED)[-1]
-    assert (digest(v1), digest(env.stable0), "routing", "returned to Stage 1") == (
+    assert (digest(v1), digest(env.stable0), "routing", "returned-to-stage1") == (
         done.candidate,
         done.payload["final_stable"],
         done.payload["strategy"],
-        done.payload["candidate_disposition"],
+        done.payload["candidate_fate"],
     )
     assert done.payload["verification"]["routing"]["ok"]
     assert EventKind.STAGE_COMPLETED == env.kinds()[-1]

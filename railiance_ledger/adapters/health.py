@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from railiance_ledger.domain.redaction import redact
+from railiance_ledger.domain.redaction import redact_log
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,12 @@ class ProbeResult:
         return self.status_code is not None
 
 
+MAX_RETRIES = 20
+"""Retries beyond this are not honoured (the declaration refuses more; a caller passing 10**18 gets 20)."""
+DEFAULT_DEADLINE_S = 300.0
+"""The overall deadline of one check: every attempt and every pause together."""
+
+
 class HttpProbe:
     """Probe HTTP endpoints through an injected ``httpx.Client``."""
 
@@ -48,23 +54,32 @@ class HttpProbe:
         retries: int = 3,
         backoff: float = 0.25,
         max_backoff: float = 2.0,
+        deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> ProbeResult:
         """GET ``url`` until it answers ``expect_status`` or ``1 + retries`` attempts are used.
 
+        Bounded: at most ``1 + MAX_RETRIES`` attempts, and all of them (with their pauses) within
+        ``deadline_s`` seconds; each attempt's timeout is cut to what is left of the deadline.
         Between attempts it sleeps ``backoff`` seconds, doubling up to ``max_backoff``. The result
         carries the last reason (``connection refused``, ``timed out after 2s``,
         ``HTTP 500, expected 200``); the reason text is redacted.
         """
-        attempts_allowed = 1 + max(0, retries)
+        attempts_allowed = 1 + min(MAX_RETRIES, max(0, retries))
         started = time.monotonic()
+        deadline = started + max(0.0, deadline_s)
         status: int | None = None
         reason = "not probed"
         delay = backoff
         attempt = 0
         for attempt in range(1, attempts_allowed + 1):
             status = None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                reason = f"{reason}; overall deadline of {deadline_s:g}s reached after {attempt - 1} attempts"
+                attempt -= 1
+                break
             try:
-                response = self.client.get(url, timeout=timeout, follow_redirects=False)
+                response = self.client.get(url, timeout=min(timeout, left), follow_redirects=False)
                 status = response.status_code
                 if status == expect_status:
                     return ProbeResult(url, status, True, attempt, f"HTTP {status}", _ms(started))
@@ -84,9 +99,9 @@ class HttpProbe:
             except httpx.HTTPError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             if attempt < attempts_allowed:
-                time.sleep(delay)
+                time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
                 delay = min(max_backoff, delay * 2)
-        return ProbeResult(url, status, False, attempt, redact(reason), _ms(started))
+        return ProbeResult(url, status, False, attempt, redact_log(reason), _ms(started))
 
 
 def _ms(started: float) -> int:

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
-import kubernetes
+import kubernetes  # type: ignore[import-untyped,unused-ignore]  # typed from kubernetes 37 on
+import urllib3
 import urllib3.exceptions
-from kubernetes.client.exceptions import ApiException
+from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped,unused-ignore]
 
 from railiance_ledger.errors import (
     AdapterAuthError,
@@ -102,7 +103,7 @@ class Kube:
     ) -> Kube:
         """A ``Kube`` from a kubeconfig file (default: ``$KUBECONFIG`` or ``~/.kube/config``)."""
         try:
-            client = kubernetes.config.new_client_from_config(config_file=path, context=context)  # type: ignore[no-untyped-call]
+            client = kubernetes.config.new_client_from_config(config_file=path, context=context)  # type: ignore[no-untyped-call,unused-ignore]
         except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
             raise AdapterError(
                 str(exc),
@@ -118,7 +119,7 @@ class Kube:
         """A ``Kube`` from the pod's service account (inside a cluster)."""
         config = kubernetes.client.Configuration()
         try:
-            kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
+            kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call,unused-ignore]
         except kubernetes.config.ConfigException as exc:
             raise AdapterError(
                 str(exc),
@@ -184,22 +185,20 @@ class Kube:
         for setting in self.api.configuration.auth_settings().values():
             if setting.get("in") == "header" and setting.get("value"):
                 headers[setting["key"]] = setting["value"]
+        # The client's urllib3 pool (TLS and client certificates configured from the kubeconfig) is
+        # used directly: ApiClient.call_api changed signature between kubernetes 36 and 37 (and
+        # dagster-k8s pins kubernetes<37), the pool manager's request did not.
+        encoded = None if body is None else json.dumps(body).encode("utf-8")
         try:
-            # The client's own urllib3 pool (its TLS and proxy settings), not ``ApiClient.call_api``:
-            # that signature differs between client releases (``call_api(method, url, ...)`` from
-            # 37, ``call_api(resource_path, method, ...)`` before; dagster-k8s pins 36), and only
-            # the pool answers non-2xx statuses without raising in both.
-            payload = body if body is None or isinstance(body, (bytes, str)) else json.dumps(body)
             response = self.api.rest_client.pool_manager.request(
                 method,
                 url,
-                body=payload,
+                body=encoded,
                 headers={**self.api.default_headers, **headers},
-                preload_content=False,
                 timeout=urllib3.Timeout(total=timeout or self.timeout),
+                preload_content=False,
             )
             data = response.read()
-            response.release_conn()
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._fail(operation, exc) from exc
         return int(response.status), str(response.reason or ""), bytes(data)

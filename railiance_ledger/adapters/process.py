@@ -14,13 +14,14 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from railiance_ledger.domain.redaction import redact
+from railiance_ledger.domain.redaction import redact_log
 from railiance_ledger.errors import AdapterError, AdapterUnavailable
 
 DEFAULT_TAIL_BYTES = 4096
@@ -31,6 +32,46 @@ _WINDOW_BYTES = 64 * 1024
 cut of the kept tail is still recognised whole)."""
 
 _STOP_GRACE_S = 3.0
+
+
+class _SpawnState:
+    """Whether the main thread is inside ``Popen()`` and a SIGTERM that arrived meanwhile."""
+
+    active = False
+    pending: int | None = None
+
+
+_SPAWN = _SpawnState()
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """While a child process group of ours runs, SIGTERM to this process raises ``SystemExit(143)``
+    (as SIGINT raises ``KeyboardInterrupt``), so every ``finally``/``__exit__`` on the way out stops
+    the group instead of the process dying with its children left running.
+
+    Only from the main thread and only when SIGTERM has its default disposition (a host such as
+    Dagster that handles SIGTERM itself keeps its handler); nested uses are no-ops.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    def _raise(signum: int, _frame: object) -> None:
+        if _SPAWN.active:  # inside Popen(): raising now would lose the new group; _spawn raises after
+            _SPAWN.pending = signum
+            return
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
@@ -60,7 +101,7 @@ def redacted_tail(raw: bytes, *, limit: int = DEFAULT_TAIL_BYTES, truncated: boo
     if truncated:
         nl = text.find("\n")
         text = text[nl + 1 :] if nl >= 0 else ""
-    clean = redact(text)
+    clean = redact_log(text)  # secrets, then end users' personal data (a log excerpt)
     if len(clean) <= limit:
         return clean
     tail = clean[-limit:]
@@ -105,16 +146,28 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     if not argv:
         raise AdapterError("empty command", system="process", operation="start", address=str(cwd))
+    main = threading.current_thread() is threading.main_thread()
     try:
-        return subprocess.Popen(
-            list(argv),
-            cwd=str(cwd),
-            env=dict(env) if env is not None else None,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        if main:
+            _SPAWN.active, _SPAWN.pending = True, None
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=str(cwd),
+                env=dict(env) if env is not None else None,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            if main:
+                _SPAWN.active = False
+        if main and _SPAWN.pending is not None:
+            signum, _SPAWN.pending = _SPAWN.pending, None
+            _kill_group(proc)
+            raise SystemExit(128 + signum)
+        return proc
     except FileNotFoundError as exc:
         raise AdapterUnavailable(
             f"executable {argv[0]!r} not found",
@@ -147,6 +200,13 @@ def run_command(
     64 KiB are held, and a redacted tail of at most ``tail_bytes`` characters is returned.
     Raises ``AdapterUnavailable`` only when the command cannot be started at all.
     """
+    with sigterm_unwinds():
+        return _run_command(argv=argv, cwd=cwd, timeout=timeout, env=env, tail_bytes=tail_bytes)
+
+
+def _run_command(
+    *, argv: Sequence[str], cwd: Path, timeout: float, env: Mapping[str, str] | None, tail_bytes: int
+) -> CommandResult:
     started = time.monotonic()
     proc = _spawn(argv, cwd=cwd, env=env, stdout=subprocess.PIPE)
     buf = bytearray()
@@ -216,6 +276,7 @@ class LocalProcess:
         )
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._signals = ExitStack()
 
     @property
     def base_url(self) -> str:
@@ -229,9 +290,11 @@ class LocalProcess:
 
     def __enter__(self) -> Self:
         self._log = tempfile.TemporaryFile(prefix="railiance-local-")
+        self._signals.enter_context(sigterm_unwinds())
         try:
             self._proc = _spawn(self.argv, cwd=self.cwd, env=self.env, stdout=self._log)
         except BaseException:
+            self._signals.close()
             self._log.close()
             self._log = None
             raise
@@ -241,6 +304,7 @@ class LocalProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+        self._signals.close()
         if self._log is not None:
             self._log.close()
             self._log = None

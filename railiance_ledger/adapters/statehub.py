@@ -133,6 +133,42 @@ class StateHub:
         assert last is not None
         raise last
 
+    def list_notes(self) -> list[dict[str, Any]]:
+        """GET ``<base_url>/notes``: every note State Hub recorded (the witness of ``ledger verify``).
+
+        One attempt; ``AdapterUnavailable``/``AdapterTimeout`` when State Hub does not answer,
+        ``AdapterProtocolError`` when the answer is not a JSON list of notes.
+        """
+        url = self.notes_url
+        address = redact(url)
+        try:
+            response = self.client.get(url, timeout=self.timeout)
+        except httpx.TimeoutException as exc:
+            raise AdapterTimeout(
+                f"timed out after {self.timeout:g}s", system=SYSTEM, operation="list_notes", address=address
+            ) from exc
+        except httpx.TransportError as exc:
+            raise AdapterUnavailable(
+                _transport_reason(exc), system=SYSTEM, operation="list_notes", address=address
+            ) from exc
+        if response.status_code != 200:
+            raise AdapterUnavailable(
+                f"HTTP {response.status_code}", system=SYSTEM, operation="list_notes", address=address
+            )
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise AdapterProtocolError(
+                "answer is not JSON", system=SYSTEM, operation="list_notes", address=address
+            ) from exc
+        if not isinstance(data, list):
+            data = data.get("notes") if isinstance(data, dict) else None
+        if not isinstance(data, list):
+            raise AdapterProtocolError(
+                "answer is not a list of notes", system=SYSTEM, operation="list_notes", address=address
+            )
+        return [n for n in data if isinstance(n, dict)]
+
 
 def _note_id(response: httpx.Response, address: str, attempt: int) -> str:
     """The ``id`` of a 2xx JSON answer, or ``AdapterProtocolError``."""

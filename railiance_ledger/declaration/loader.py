@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from railiance_ledger.declaration.models import DURATION_HINT, RULES_ERROR_TYPE, SCHEMA_ID, Declaration
+from railiance_ledger.domain.text import DECLARATION_STRING_MAX, NAME_MAX, shown, text_problem
 from railiance_ledger.errors import DeclarationError, DeclarationIssue
 
 __all__ = [
@@ -140,6 +141,10 @@ def validate_app_dir(app_dir: Path) -> ValidationReport:
         return ValidationReport(app_dir, path, None, (_syntax_issue(shown, exc),), found=True)
 
     present = frozenset(_paths(data))
+    text_issues = _text_issues(data)
+    if text_issues:
+        # Capped before any matching: an over-long or hostile string never reaches a regex.
+        return ValidationReport(app_dir, path, None, tuple(text_issues), (), True, True, present, None)
     name = _workload_name(data)
     secret_issues = _scan_secrets(data)
     secret_paths = {i.path for i in secret_issues}
@@ -150,12 +155,84 @@ def validate_app_dir(app_dir: Path) -> ValidationReport:
     except ValidationError as exc:
         for error in exc.errors():
             issues.extend(_issues_from_error(error))
+    if decl is not None:
+        issues.extend(_confinement_issues(decl, data))
     issues = [i for i in issues if not _under_any(i.path, secret_paths)]
     issues = _dedupe(secret_issues + issues)
     warnings = tuple(decl.warnings()) if decl is not None else ()
     if issues:
         decl = None
     return ValidationReport(app_dir, path, decl, tuple(issues), warnings, True, True, present, name)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def _text_issues(data: Any, base: str = "") -> list[DeclarationIssue]:
+    """Every key or string value that is too long or carries a NUL, control or bidi character."""
+    out: list[DeclarationIssue] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            key_text = str(key)
+            problem = text_problem(key_text, limit=NAME_MAX)
+            if problem:
+                out.append(
+                    DeclarationIssue(base or "(top level)", f"a key {problem}", "use a plain key name")
+                )
+                continue
+            out.extend(_text_issues(value, _join(base, key_text)))
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            out.extend(_text_issues(item, _join(base, index)))
+    elif isinstance(data, str):
+        problem = text_problem(data, limit=DECLARATION_STRING_MAX, allow_newlines=True)
+        if problem:
+            out.append(
+                DeclarationIssue(
+                    base,
+                    problem,
+                    f"keep strings under {DECLARATION_STRING_MAX} characters, without control characters",
+                )
+            )
+    return out
+
+
+def _declared_paths(decl: Declaration, data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(TOML path, declared value) of every file or directory the declaration names."""
+    yield "source.path", decl.source.path
+    yield "chart.path", decl.chart.path
+    if decl.chart.values:
+        yield "chart.values", decl.chart.values
+    for stage_name in ("local", "canary", "production"):
+        stage = getattr(decl.stages, stage_name, None)
+        if stage is not None and stage.values:
+            yield f"stages.{stage_name}.values", stage.values
+    runbook = decl.rollback.runbook
+    if runbook and "://" not in runbook:
+        yield "rollback.runbook", runbook
+    if decl.approval.allowed_signers:
+        yield "approval.allowed_signers", decl.approval.allowed_signers
+
+
+def _confinement_issues(decl: Declaration, data: Mapping[str, Any]) -> list[DeclarationIssue]:
+    """Declared paths must stay inside the workload directory: resolved (symlinks followed), no NUL."""
+    out: list[DeclarationIssue] = []
+    root = decl.app_dir.resolve()
+    hint = "use a path relative to railiance/ that stays inside the workload directory"
+    for field_path, value in _declared_paths(decl, data):
+        if "\x00" in value:
+            out.append(DeclarationIssue(field_path, "contains a NUL character", hint))
+            continue
+        try:
+            real = decl.resolve(value).resolve()
+        except (OSError, RuntimeError, ValueError):
+            out.append(DeclarationIssue(field_path, f"cannot be resolved: {shown(value)}", hint))
+            continue
+        if real != root and root not in real.parents:
+            out.append(
+                DeclarationIssue(field_path, f"{shown(value)} is outside the workload directory", hint)
+            )
+    return out
 
 
 # --------------------------------------------------------------------------- TOML helpers
@@ -419,7 +496,7 @@ def _issues_from_error(error: ErrorDetails) -> list[DeclarationIssue]:
         return [
             DeclarationIssue(
                 path,
-                f"unknown key `{key}` in {where}",
+                f"unknown key {shown(key)} in {where}",
                 "remove it or check spelling; allowed keys: " + ", ".join(allowed),
             )
         ]

@@ -35,6 +35,7 @@ from pydantic_core import PydanticCustomError
 from railiance_ledger.declaration.criticality import Category, Criticality, category_criticality
 from railiance_ledger.domain.digests import DigestFormatError, parse_image_ref
 from railiance_ledger.domain.durations import DurationFormatError, format_duration, parse_duration
+from railiance_ledger.domain.text import shown
 from railiance_ledger.errors import DeclarationIssue
 
 __all__ = [
@@ -120,7 +121,7 @@ def _dns_label(limit: int) -> Any:
         if len(value) > limit or not _DNS_LABEL.match(value):
             raise _custom(
                 "dns_label",
-                f"{value!r} is not a DNS label of at most {limit} characters",
+                f"{shown(value)} is not a DNS label of at most {limit} characters",
                 "use lowercase letters, digits and '-', starting and ending with a letter or digit",
             )
         return value
@@ -137,7 +138,7 @@ ReleaseName = Annotated[str, _dns_label(53)]
 
 def _http_path(value: str) -> str:
     if not value.startswith("/") or any(c.isspace() for c in value):
-        raise _custom("http_path", f"{value!r} is not an HTTP path", "start with '/', e.g. /healthz")
+        raise _custom("http_path", f"{shown(value)} is not an HTTP path", "start with '/', e.g. /healthz")
     return value
 
 
@@ -150,7 +151,9 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9
 def _hostname(value: str) -> str:
     if not _HOSTNAME.match(value):
         raise _custom(
-            "hostname", f"{value!r} is not a host name", "use a lowercase DNS name such as app.example.org"
+            "hostname",
+            f"{shown(value)} is not a host name",
+            "use a lowercase DNS name such as app.example.org",
         )
     return value
 
@@ -162,7 +165,7 @@ def _object_name(value: str) -> str:
     if not _HOSTNAME.match(value):
         raise _custom(
             "object_name",
-            f"{value!r} is not a Kubernetes object name",
+            f"{shown(value)} is not a Kubernetes object name",
             "use lowercase letters, digits, '-' and '.', at most 253 characters",
         )
     return value
@@ -185,7 +188,9 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 def _kube_version(value: str) -> str:
     if not re.match(r"^1\.\d{1,3}(\.\d{1,3})?$", value):
-        raise _custom("kubernetes_version", f"{value!r} is not a Kubernetes version", 'write it like "1.30"')
+        raise _custom(
+            "kubernetes_version", f"{shown(value)} is not a Kubernetes version", 'write it like "1.30"'
+        )
     return value
 
 
@@ -202,14 +207,16 @@ def _regex(value: str) -> str:
 def _header_name(value: str) -> str:
     if not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", value):
         raise _custom(
-            "header_name", f"{value!r} is not an HTTP header name", 'write it like "X-Railiance-Canary"'
+            "header_name", f"{shown(value)} is not an HTTP header name", 'write it like "X-Railiance-Canary"'
         )
     return value
 
 
 def _label_name(value: str) -> str:
     if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", value):
-        raise _custom("label_name", f"{value!r} is not a metric label name", "use letters, digits and '_'")
+        raise _custom(
+            "label_name", f"{shown(value)} is not a metric label name", "use letters, digits and '_'"
+        )
     return value
 
 
@@ -366,7 +373,7 @@ class Health(_Table):
     path: HttpPath
     expect_status: Status = 200
     timeout: Duration = 5
-    retries: Annotated[int, Field(ge=0)] = 3
+    retries: Annotated[int, Field(ge=0, le=20)] = 3
     key: bool = False
     """The key health endpoint recorded as Stage 2 evidence (at most one; default: the first)."""
 
@@ -657,6 +664,11 @@ class Approval(_Table):
 
     approvers: Seq[Text] = ()
     """Operators who may approve; empty means anyone but the deployer."""
+    allowed_signers: Text | None = None
+    """Path (relative to ``railiance/``) of the SSH allowed-signers file (git's ``allowedSignersFile``
+    format) whose keys sign human records; with it, production-critical approvals must be signed."""
+    require_signatures: bool = False
+    """Every human record (approval, revocation, waiver, emergency exception) must be signed."""
 
 
 class Acceptance(_Table):
@@ -841,7 +853,7 @@ class Declaration(_Table):
                     problems.append(
                         (
                             f"{table}[{index}].name",
-                            f"duplicate name {item.name!r}",
+                            f"duplicate name {shown(item.name)}",
                             "give every entry a distinct name",
                         )
                     )
@@ -930,7 +942,7 @@ class Declaration(_Table):
             problems.append(
                 (
                     "rollback.verification",
-                    f"{self.rollback.verification!r} names no [[health]], [[smoke]] or [[acceptance]] check",
+                    f"{shown(self.rollback.verification)} names no [[health]], [[smoke]] or [[acceptance]] check",
                     "name one of: " + ", ".join(sorted(self.check_names())),
                 )
             )

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from railiance_ledger.domain.text import shown
+
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REF_RE = re.compile(
     r"^(?P<repo>[a-z0-9][a-z0-9._\-/:]*?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}))?@(?P<digest>[^@]+)$"
@@ -46,7 +48,7 @@ def check_digest(value: str) -> str:
     """Return ``value`` when it is a well-formed digest, else raise ``DigestFormatError``."""
     if not is_digest(value):
         raise DigestFormatError(
-            f"malformed digest {value!r}: expected sha256: followed by 64 lowercase hex characters"
+            f"malformed digest {shown(value)}: expected sha256: followed by 64 lowercase hex characters"
         )
     return value
 
@@ -61,13 +63,13 @@ def parse_image_ref(ref: str) -> ImageRef:
     text = ref.strip()
     if "@" not in text:
         raise DigestFormatError(
-            f"image {ref!r} is not pinned by digest: a tag is mutable and never a candidate; "
+            f"image {shown(ref)} is not pinned by digest: a tag is mutable and never a candidate; "
             "use REPOSITORY@sha256:<64 hex>"
         )
     m = _REF_RE.match(text)
     if not m:
         raise DigestFormatError(
-            f"image reference {ref!r} is not of the form REPOSITORY[:TAG]@sha256:<64 hex>"
+            f"image reference {shown(ref)} is not of the form REPOSITORY[:TAG]@sha256:<64 hex>"
         )
     digest = check_digest(m.group("digest"))
     return ImageRef(repository=m.group("repo"), digest=digest, tag=m.group("tag"))

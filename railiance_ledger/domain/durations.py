@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from railiance_ledger.domain.text import shown
+
 _PART = re.compile(r"(\d+)(h|m|s)")
 _WHOLE = re.compile(r"^(?:\d+[hms])+$")
 _FACTOR = {"h": 3600, "m": 60, "s": 1}
@@ -16,24 +18,24 @@ class DurationFormatError(ValueError):
 def parse_duration(text: str | int) -> int:
     """Seconds in ``text``; plain integers are seconds. Zero or negative durations are refused."""
     if isinstance(text, bool):
-        raise DurationFormatError(f"duration {text!r} must be text like '15m' or '1h30m'")
+        raise DurationFormatError(f"duration {shown(text)} must be text like '15m' or '1h30m'")
     if isinstance(text, int):
         seconds = text
     else:
         s = text.strip().lower().replace(" ", "")
         if not _WHOLE.match(s):
             raise DurationFormatError(
-                f"duration {text!r} does not parse: use forms like '90s', '15m', '1h30m'"
+                f"duration {shown(text)} does not parse: use forms like '90s', '15m', '1h30m'"
             )
         seen: set[str] = set()
         seconds = 0
         for num, unit in _PART.findall(s):
             if unit in seen:
-                raise DurationFormatError(f"duration {text!r} repeats the unit {unit!r}")
+                raise DurationFormatError(f"duration {shown(text)} repeats the unit {unit!r}")
             seen.add(unit)
             seconds += int(num) * _FACTOR[unit]
     if seconds <= 0:
-        raise DurationFormatError(f"duration {text!r} must be greater than zero")
+        raise DurationFormatError(f"duration {shown(text)} must be greater than zero")
     return seconds
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import ipaddress
 import math
 import re
 from collections import Counter
@@ -71,12 +72,21 @@ _PRIORITY: dict[str, int] = {
     "slack-token": 80,
     "google-api-key": 80,
     "openbao-token": 80,
+    "stripe-key": 80,
+    "openai-key": 80,
+    "anthropic-key": 80,
+    "google-oauth-token": 80,
+    "azure-sas": 80,
+    "azure-client-secret": 80,
+    "provider-token": 78,
+    "age-secret-key": 95,
     "jwt": 75,
     "forgejo-token": 70,
     "basic-auth": 65,
     "bearer-token": 60,
     "url-credentials": 50,
     "env-secret": 10,
+    "high-entropy": 5,
 }
 
 KINDS: tuple[str, ...] = tuple(sorted(_PRIORITY))
@@ -122,6 +132,8 @@ _REFERENCE_ANYWHERE = frozenset({"ref", "refs", "reference"})
 _REFERENCE_FIRST = frozenset({"existing", "external"})
 # Always kubeconfig material, wherever they appear (the client certificate identifies the user).
 _KUBECONFIG_KEYS = frozenset({"client-key-data", "client-certificate-data"})
+# Inside a kubeconfig document only: which cluster it reaches and the CA it trusts are not evidence.
+_KUBECONFIG_DOC_KEYS = frozenset({"certificate-authority-data", "server"})
 
 
 def _key_words(name: str) -> list[str]:
@@ -403,6 +415,35 @@ _SHAPES: tuple[_Shape, ...] = (
         re.compile(r"[\"'](?i:identitytoken|registrytoken)[\"']\s*:\s*[\"'](?P<s>[^\"'\s]+)[\"']"),
     ),
     _Shape("docker-auth", re.compile(r"(?<![A-Za-z0-9+/])ey[A-Za-z0-9+/]{20,}={0,2}"), _b64_docker_config),
+    # Provider families from the gitleaks rule set (config/gitleaks.toml, v8.30): fixed prefixes,
+    # one character class each, so every pattern is linear.
+    _Shape("stripe-key", re.compile(r"(?<![A-Za-z0-9_])(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,}")),
+    _Shape("stripe-key", re.compile(r"(?<![A-Za-z0-9_])whsec_[A-Za-z0-9]{24,}")),
+    _Shape(
+        "openai-key",
+        re.compile(
+            r"(?<![A-Za-z0-9_\-])sk-(?:(?:proj|svcacct|admin)-)?[A-Za-z0-9_\-]{16,}T3BlbkFJ[A-Za-z0-9_\-]{16,}"
+        ),
+    ),
+    _Shape("anthropic-key", re.compile(r"(?<![A-Za-z0-9_\-])sk-ant-[a-z]{3,8}\d\d-[A-Za-z0-9_\-]{32,}")),
+    _Shape("google-oauth-token", re.compile(r"(?<![A-Za-z0-9_\-])ya29\.[A-Za-z0-9_\-]{20,}")),
+    _Shape("azure-sas", re.compile(r"[?&]sig=(?P<s>[A-Za-z0-9%+/=]{16,})")),
+    _Shape(
+        "azure-client-secret",
+        re.compile(r"(?<![A-Za-z0-9_~.\-])[A-Za-z0-9_~.\-]{3}\dQ~[A-Za-z0-9_~.\-]{31,34}"),
+    ),
+    _Shape(
+        "provider-token",
+        re.compile(
+            r"(?<![A-Za-z0-9_])(?:hf_[A-Za-z0-9]{30,}|do[opr]_v1_[a-f0-9]{64}|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"
+            r"|SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}|SK[0-9a-fA-F]{32}(?![0-9A-Za-z])"
+            r"|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|dp\.pt\.[A-Za-z0-9]{43}|lin_api_[A-Za-z0-9]{40}"
+            r"|sq0csp-[0-9A-Za-z_\-]{43}|EAA[MC][A-Za-z0-9]{100,}|PMAK-[a-f0-9]{24}-[a-f0-9]{34})"
+        ),
+    ),
+    _Shape("age-secret-key", re.compile(r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}")),
+    # ODBC/ADO.NET connection strings: ";Pwd=..." / ";Password=..." (not the shell's PWD=/path)
+    _Shape("url-credentials", re.compile(r"(?i:;[ \t]*(?:pwd|password)[ \t]*=)(?P<s>[^;\r\n\"']+)")),
 )
 
 
@@ -416,7 +457,9 @@ def _shape_findings(text: str) -> Iterator[Finding]:
             yield Finding(shape.kind, start, end)
 
 
-_URL_CRED_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://(?P<s>[^\s/?#\"'<>]+)@(?=[A-Za-z0-9\[])")
+_URL_CRED_RE = re.compile(
+    r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://(?P<s>[^\s/?#\"'<>]{1,512})@(?=[A-Za-z0-9\[])"
+)
 
 
 def _url_findings(text: str) -> Iterator[Finding]:
@@ -531,7 +574,8 @@ def _kv_findings(text: str) -> Iterator[Finding]:
     kubeconfig_doc = bool(_KUBECONFIG_DOC_RE.search(text))
     for m in _KV_RE.finditer(text):
         key = m.group("key")
-        if not is_secret_key(key):
+        kube_only = kubeconfig_doc and key.lower() in _KUBECONFIG_DOC_KEYS
+        if not kube_only and not is_secret_key(key):
             continue
         line_start, _ = _line_bounds(text, m.start())
         at_line_start = bool(_LINE_PREFIX_RE.fullmatch(text[line_start : m.start()]))
@@ -553,7 +597,7 @@ def _kv_findings(text: str) -> Iterator[Finding]:
                 continue
             start, end = span
         value = text[start:end]
-        if _is_reference_or_inert(value):
+        if not kube_only and _is_reference_or_inert(value):
             continue
         yield Finding(kind, start, end)
     for m in _CLI_RE.finditer(text):
@@ -604,7 +648,33 @@ def _env_dump_findings(text: str) -> Iterator[Finding]:
     yield from flush()
 
 
-_DETECTORS: tuple[Detector, ...] = (_shape_findings, _url_findings, _kv_findings, _env_dump_findings)
+_TOKEN_RE = re.compile(r"(?<![A-Za-z0-9+/_\-.~])[A-Za-z0-9+/_\-.~]{20,}={0,2}")
+_CERT_BLOCK_RE = re.compile(
+    r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s\\]{0,65536}?-----END CERTIFICATE-----"
+)
+_B64_CERT_PREFIX = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t"  # base64 of "-----BEGIN CERTIFICATE-----"
+
+
+def _entropy_findings(text: str) -> Iterator[Finding]:
+    """The fallback: any standalone random-looking token (see :func:`_is_high_entropy_token`)."""
+    certs = [c.span() for c in _CERT_BLOCK_RE.finditer(text)] if "CERTIFICATE" in text else []
+    for m in _TOKEN_RE.finditer(text):
+        token = m.group(0).rstrip(".")
+        if token.startswith(_B64_CERT_PREFIX) or any(a <= m.start() < b for a, b in certs):
+            continue  # a public certificate (a CA bundle, tls.crt): evidence, not a secret
+        if text[max(0, m.start() - 3) : m.start()] == "h1:" and len(token) == 44:
+            continue  # a Go module checksum (go.sum): evidence
+        if _is_high_entropy_token(token):
+            yield Finding("high-entropy", m.start(), m.start() + len(token))
+
+
+_DETECTORS: tuple[Detector, ...] = (
+    _shape_findings,
+    _url_findings,
+    _kv_findings,
+    _env_dump_findings,
+    _entropy_findings,
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -689,6 +759,97 @@ def _redact_uncached(text: str) -> str:
     parts: list[str] = []
     pos = 0
     for f in findings:
+        parts.append(text[pos : f.start])
+        parts.append(marker(f.kind))
+        pos = f.end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Personal data of end users in log excerpts
+# --------------------------------------------------------------------------------------------------
+
+PII_KINDS: tuple[str, ...] = ("card", "email", "ip", "phone")
+"""Marker kinds of :func:`redact_log` beyond :data:`KINDS`."""
+
+_EMAIL_RE = re.compile(
+    r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62})"
+    r"(?:\.[A-Za-z0-9\-]{1,63}){1,8}"
+)
+_CARD_RE = re.compile(r"(?<![\d.\-])\d(?:[ \-]?\d){12,18}(?![\d\-])")
+_PHONE_RE = re.compile(r"(?<![\w+.\-:/])\+?\(?\d{1,4}\)?(?:[ .\-]?\(?\d{2,4}\)?){2,4}(?![\w.\-:/])")
+_IPV4_RE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6_RE = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{1,4}(?![0-9A-Fa-f:])")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _end_user_ip(text: str) -> bool:
+    """A public (global) address: an end user's, not a pod, node, loopback or documentation one."""
+    try:
+        return ipaddress.ip_address(text).is_global
+    except ValueError:
+        return False
+
+
+def find_pii(text: str) -> list[Finding]:
+    """E-mail addresses, phone numbers, payment card numbers (Luhn-valid) and public IP addresses.
+
+    Private, loopback and cluster addresses stay (they are evidence of where a pod ran); card numbers
+    must pass the Luhn check; phone numbers need a leading ``+`` or separators and 9-15 digits, so
+    timestamps, durations and counters stay readable.
+    """
+    out: list[Finding] = []
+    for m in _EMAIL_RE.finditer(text):
+        out.append(Finding("email", m.start(), m.end()))
+    for m in _CARD_RE.finditer(text):
+        digits = re.sub(r"\D", "", m.group(0))
+        if 13 <= len(digits) <= 19 and _luhn(digits):
+            out.append(Finding("card", m.start(), m.end()))
+    for m in _PHONE_RE.finditer(text):
+        raw = m.group(0)
+        digits = re.sub(r"\D", "", raw)
+        separated = raw.startswith("+") or any(c in raw for c in " .-(")
+        if separated and 9 <= len(digits) <= 15 and not _luhn_card_like(raw):
+            out.append(Finding("phone", m.start(), m.end()))
+    for pattern in (_IPV4_RE, _IPV6_RE):
+        for m in pattern.finditer(text):
+            if _end_user_ip(m.group(0)):
+                out.append(Finding("ip", m.start(), m.end()))
+    return out
+
+
+def _luhn_card_like(raw: str) -> bool:
+    digits = re.sub(r"\D", "", raw)
+    return 13 <= len(digits) <= 19 and _luhn(digits)
+
+
+def redact_log(text: str) -> str:
+    """A log excerpt (workload output, health bodies, canary logs) for evidence: :func:`redact` first,
+    then the personal data of end users (:func:`find_pii`) replaced by ``[REDACTED:email|phone|card|ip]``.
+
+    The same one path: secrets are removed exactly as everywhere else; PII is removed only from log
+    excerpts, because operator identities (e-mail-like names) and cluster addresses are evidence.
+    """
+    text = redact(text)
+    findings = sorted(
+        (f for f in find_pii(text) if not MARKER_RE.search(text[f.start : f.end])),
+        key=lambda f: (f.start, -f.end),
+    )
+    parts: list[str] = []
+    pos = 0
+    for f in findings:
+        if f.start < pos:
+            continue
         parts.append(text[pos : f.start])
         parts.append(marker(f.kind))
         pos = f.end

@@ -30,6 +30,7 @@ from railiance_ledger.domain.payloads import (
     RollbackCompleted,
     read_or_default,
 )
+from railiance_ledger.domain.text import shown
 from railiance_ledger.errors import LedgerError
 from railiance_ledger.ledger.schema import EVENT_COLUMNS, events
 from railiance_ledger.ledger.store import EventStore, row_to_event
@@ -283,7 +284,7 @@ def _normalize_at(at: str | None) -> str | None:
     try:
         ts = datetime.fromisoformat(at)
     except ValueError as exc:
-        raise LedgerError(f"lineage: {at!r} is not an ISO-8601 timestamp") from exc
+        raise LedgerError(f"lineage: {shown(at)} is not an ISO-8601 timestamp") from exc
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return format_timestamp(ts)
@@ -736,7 +737,9 @@ def resolve_partition_key(store: EventStore, key: str) -> str:
     """The full digest behind a partition key ``<workload>@<12 hex>``; refuses unknown keys and collisions."""
     match = _PARTITION_KEY.match(key)
     if match is None:
-        raise LedgerError(f"partition key {key!r} is not of the form <workload>@<first 12 hex of the digest>")
+        raise LedgerError(
+            f"partition key {shown(key)} is not of the form <workload>@<first 12 hex of the digest>"
+        )
     workload, short = match.group("workload"), match.group("short")
     stmt = (
         sa.select(events.c.candidate)
@@ -752,12 +755,12 @@ def resolve_partition_key(store: EventStore, key: str) -> str:
         found = [str(d) for d in conn.execute(stmt).scalars()]
     if not found:
         raise LedgerError(
-            f"partition key {key!r}: no registered candidate of {workload!r} has a digest starting {short}",
+            f"partition key {shown(key)}: no registered candidate of {workload!r} has a digest starting {short}",
             hint="register it with `railiance candidate add APP_DIR --image REF@sha256:...`",
         )
     if len(found) > 1:
         raise LedgerError(
-            f"partition key {key!r} is ambiguous: it matches {' and '.join(found)}",
+            f"partition key {shown(key)} is ambiguous: it matches {' and '.join(found)}",
             hint="refusing to guess; address the candidate by its full digest",
         )
     return found[0]

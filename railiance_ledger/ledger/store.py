@@ -46,7 +46,7 @@ from railiance_ledger.domain.events import (
 )
 from railiance_ledger.domain.redaction import redact, redact_value
 from railiance_ledger.domain.rules import RuleBroken, check_append
-from railiance_ledger.errors import ConcurrencyConflict, LedgerError, RuleViolation
+from railiance_ledger.errors import ConcurrencyConflict, LedgerError, LedgerNotFound, RuleViolation
 from railiance_ledger.ledger import schema
 from railiance_ledger.ledger.chain import row_hash
 from railiance_ledger.ledger.schema import ADVISORY_LOCK_KEY, SCHEMA_LOCK_KEY, SCHEMA_VERSION, events
@@ -202,13 +202,22 @@ class EventStore:
     # -- opening -----------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str) -> EventStore:
+    def open(cls, url: str, *, create: bool = True) -> EventStore:
         """Open (and on first use create or migrate) the ledger at ``url``.
 
         ``sqlite:///PATH`` creates the parent directory; ``postgresql://`` is rewritten to psycopg.
+        With ``create=False`` a URL naming no existing ledger (no SQLite file, no ledger tables) raises
+        :class:`LedgerNotFound` and nothing is created.
         """
         parsed = normalize_url(url)
         shown = redact_url(parsed)
+        database = parsed.database
+        on_disk = parsed.drivername.startswith("sqlite") and database and database != ":memory:"
+        if not create and on_disk and not Path(str(database)).expanduser().is_file():
+            raise LedgerNotFound(
+                f"no ledger at {shown}",
+                hint="check --ledger / RAILIANCE_LEDGER_URL, or create it with `railiance ledger init`",
+            )
         try:
             if parsed.drivername.startswith("sqlite"):
                 engine = _sqlite_engine(parsed)
@@ -220,19 +229,24 @@ class EventStore:
             raise LedgerError(f"ledger open failed at {shown}: {_driver_reason(exc)}") from exc
         store = cls(engine, url=shown)
         try:
-            store._ensure_schema()
+            store._ensure_schema(create=create)
         except BaseException:
             engine.dispose()
             raise
         return store
 
-    def _ensure_schema(self) -> None:
+    def _ensure_schema(self, *, create: bool = True) -> None:
         with self._translated("open"):
             with self._engine.connect() as conn:
                 version = schema.read_schema_version(conn)
                 conn.rollback()
             if version == SCHEMA_VERSION:
                 return
+            if version == 0 and not create:
+                raise LedgerNotFound(
+                    f"no ledger at {self._url} (the database holds no ledger tables)",
+                    hint="check --ledger / RAILIANCE_LEDGER_URL, or create it with `railiance ledger init`",
+                )
             if version > SCHEMA_VERSION:
                 raise LedgerError(
                     f"ledger at {self._url} has schema version {version}, newer than this program "
@@ -639,7 +653,16 @@ def _recorded(row: tuple[Any, ...], ev: NewEvent) -> RecordedEvent:
 
 
 def _redacted(ev: NewEvent) -> NewEvent:
-    """``ev`` with its payload and actor passed through the redaction path (a copy only if changed)."""
+    """``ev`` with its payload and actor passed through the redaction path (a copy only if changed).
+
+    The last line before the database: identifying columns (stream, candidate) are never rewritten,
+    so one that holds a secret is refused rather than stored."""
+    for column, value in (("stream", ev.stream), ("candidate", ev.candidate or "")):
+        if redact(value) != value:
+            raise LedgerError(
+                f"ledger append refused: the {column} of a {ev.kind.value} event holds what looks like a "
+                f"secret ({redact(value)[:200]})"
+            )
     payload = redact_value(ev.payload)
     actor = redact(ev.actor)
     if payload == ev.payload and actor == ev.actor:

@@ -9,7 +9,10 @@ every ``prev_hash`` link. The first problem found is classified:
 - ``reordered``: a ``prev_hash`` that does not link to the previous row but to some other stored
   event (rows were swapped or moved);
 - ``edited``: a hash that does not match the row's contents while the link is right, or a link to
-  no stored event at all (a row was rewritten, possibly with a recomputed hash).
+  no stored event at all (a row was rewritten, possibly with a recomputed hash);
+- ``forged``: a signed human record (approval, revocation, waiver, emergency exception) whose SSH
+  signature does not verify against the allowed-signers content it recorded (``domain.signing``):
+  a record changed or invented by someone who rewrote the whole chain with valid hashes.
 
 Truncation of the newest events cannot be seen from the chain alone; compare :attr:`VerifyReport.head_hash`
 with a head recorded elsewhere (a State Hub note, an export) to detect it.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json.encoder
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import IO, Any, Literal
@@ -27,11 +30,14 @@ from typing import IO, Any, Literal
 import sqlalchemy as sa
 
 from railiance_ledger.domain.events import GENESIS_HASH
+from railiance_ledger.domain.signing import SIGNED_KINDS, SignatureInvalid, verify_signed_payload
 from railiance_ledger.ledger.chain import export_text, row_hash
 from railiance_ledger.ledger.schema import EVENT_COLUMNS, events
 from railiance_ledger.ledger.store import EventStore
 
-Problem = Literal["edited", "missing", "reordered"]
+Problem = Literal["edited", "missing", "reordered", "forged"]
+
+_SIGNED = frozenset(str(kind) for kind in SIGNED_KINDS)
 
 VERIFY_BATCH = 20_000
 """Rows fetched per query while verifying."""
@@ -158,6 +164,10 @@ def _check_rows(store: EventStore, rows: list[Any], state: _State) -> VerifyRepo
                     "the event was changed after it was recorded",
                     prev,
                 )
+            if kind in _SIGNED and '"signature"' in payload:
+                forged = _check_signature(seq, stream, kind, candidate, stage, payload)
+                if forged is not None:
+                    return _bad(checked, seq, "forged", forged, prev)
             prev2 = prev
             prev = digest
             expected_seq = seq + 1
@@ -165,6 +175,19 @@ def _check_rows(store: EventStore, rows: list[Any], state: _State) -> VerifyRepo
         return None
     finally:
         state.prev, state.prev2, state.expected_seq, state.checked = prev, prev2, expected_seq, checked
+
+
+def _check_signature(
+    seq: int, stream: str, kind: str, candidate: str | None, stage: int | None, payload: str
+) -> str | None:
+    """Why the signed record at ``seq`` is forged, or ``None`` when its signature verifies."""
+    try:
+        verify_signed_payload(
+            stream=stream, kind=kind, candidate=candidate, stage=stage, payload=json.loads(payload)
+        )
+    except SignatureInvalid as exc:
+        return f"seq {seq} ({kind} in {stream!r}): the signature does not hold: {exc}; the record is forged"
+    return None
 
 
 def _bad(checked: int, seq: int, problem: Problem, detail: str, head_hash: str) -> VerifyReport:
@@ -272,6 +295,32 @@ def check_anchor(store: EventStore, report: VerifyReport, *, seq: int, hash: str
             ),
         )
     return report
+
+
+def check_witness(store: EventStore, report: VerifyReport, heads: Iterable[tuple[int, str]]) -> VerifyReport:
+    """Check a verified chain against every head ``(seq, hash)`` an external witness recorded.
+
+    Each head is an anchor (:func:`check_anchor`): the first one the ledger no longer holds, or
+    holds with another hash, fails the report and says so. No heads at all is not a pass for the
+    witness: the report fails and says the witness recorded nothing to compare.
+    """
+    if not report.ok:
+        return report
+    seen = 0
+    for seq, digest in sorted(heads):
+        seen += 1
+        checked = check_anchor(store, report, seq=seq, hash=digest)
+        if not checked.ok:
+            return replace(checked, detail=f"witness: {checked.detail}")
+    if seen == 0:
+        return replace(
+            report,
+            ok=False,
+            problem="missing",
+            first_bad_seq=None,
+            detail="witness: State Hub recorded no ledger head to compare the chain with",
+        )
+    return replace(report, detail=f"{report.detail}; {seen} witnessed heads match")
 
 
 def export_jsonl(store: EventStore, fp: IO[str], *, after_seq: int = 0) -> int:

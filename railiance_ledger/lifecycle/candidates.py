@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from railiance_ledger.adapters.git import GitRepo
 from railiance_ledger.domain.digests import DigestFormatError, is_digest, parse_image_ref
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
+from railiance_ledger.domain.text import shown
 from railiance_ledger.errors import AdapterError, InvalidDigest, InvalidInput
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ def register_candidate(
     declared = decl.image.repository
     if declared and repository != declared:
         raise InvalidInput(
-            f"image repository {repository!r} does not match the declared image.repository {declared!r}",
+            f"image repository {shown(repository)} does not match the declared image.repository {declared!r}",
             hint="register an image of the declared repository, or fix image.repository in railiance/app.toml",
         )
     workload = decl.workload.name

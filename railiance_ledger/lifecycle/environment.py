@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from railiance_ledger.adapters.metrics import PrometheusMetrics
     from railiance_ledger.adapters.registry import OciRegistry
     from railiance_ledger.declaration.models import Declaration
-    from railiance_ledger.ports import StateHubPort
+    from railiance_ledger.ports import StateHubPort, StateHubWitnessPort
 
 UNREACHABLE_PROMETHEUS = "http://127.0.0.1:9"
 """Where the metrics adapter points when no Prometheus is configured: the discard port refuses, so
@@ -124,6 +124,12 @@ class Environment:
         the other clients of a command do not.
         """
         with open_statehub(self.statehub_url, timeout=self.statehub_timeout, trust_env=True) as hub:
+            yield hub
+
+    @contextmanager
+    def witness(self) -> Iterator[StateHubWitnessPort | None]:
+        """The State Hub of ``RAILIANCE_STATEHUB_URL`` read as the ledger's witness, or ``None``."""
+        with open_statehub_witness(self.statehub_url, timeout=self.statehub_timeout) as hub:
             yield hub
 
     @contextmanager
@@ -314,6 +320,19 @@ def open_metrics(url: str, *, timeout: float = 10.0) -> Iterator[PrometheusMetri
 
     with httpx.Client(timeout=timeout, trust_env=False) as client:
         yield PrometheusMetrics(client, url)
+
+
+@contextmanager
+def open_statehub_witness(url: str | None, *, timeout: float = 5.0) -> Iterator[StateHubWitnessPort | None]:
+    """The State Hub at ``url`` for reading its notes back (``ledger verify --witness``), or ``None``."""
+    url = (url or "").strip()
+    if not url:
+        yield None
+        return
+    from railiance_ledger.adapters.statehub import StateHub
+
+    with httpx.Client(timeout=timeout, trust_env=True) as client:
+        yield StateHub(client, url, timeout=timeout)
 
 
 @contextmanager

@@ -53,7 +53,6 @@ from railiance_ledger.domain.stage_result import (
     Workload,
     overall_status,
 )
-from railiance_ledger.errors import RuleViolation
 from railiance_ledger.lifecycle.candidates import ResolvedCandidate, resolve_candidate
 from railiance_ledger.lifecycle.waivers import active_waivers
 from railiance_ledger.ports import Clock, SystemClock
@@ -320,14 +319,12 @@ class StageRun:
         """Append ``stage.completed`` with the (redacted) stage-result document.
 
         The returned document is the result's, with ``ledger`` (seq, hash) once recorded. When the
-        ledger's rules refuse the event (``RuleViolation``), nothing is raised: the completion has no
-        event and a warning saying so. Other ledger errors (conflicts, integrity) propagate.
+        ledger's rules refuse the event, ``RuleViolation`` propagates (exit 3): a result that was not
+        recorded never becomes a warning on an exit code derived from the document. Other ledger
+        errors (conflicts, integrity) propagate too.
         """
         doc = result.to_document()
-        try:
-            ev = self.append([self.completed_event(doc)], expected_version=expected_version)[0]
-        except RuleViolation as exc:
-            return Completion(document=doc, event=None, warnings=[f"stage result not recorded: {exc}"])
+        ev = self.append([self.completed_event(doc)], expected_version=expected_version)[0]
         doc["ledger"] = {"seq": ev.seq, "hash": ev.hash}
         return Completion(document=doc, event=ev)
 

@@ -30,9 +30,10 @@ from railiance_ledger.errors import AdapterError
 
 if TYPE_CHECKING:
     from railiance_ledger.ledger.store import EventStore
-    from railiance_ledger.ports import StateHubPort
+    from railiance_ledger.ports import StateHubPort, StateHubWitnessPort
 
 __all__ = [
+    "LEDGER_HEAD_REF",
     "STATEHUB_URL_ENV",
     "NoteOutcome",
     "NotedEvent",
@@ -40,7 +41,11 @@ __all__ = [
     "post_and_record",
     "repost_undelivered",
     "undelivered_notes",
+    "witnessed_heads",
 ]
+
+LEDGER_HEAD_REF = "ledger-head:"
+"""Prefix of the evidence ``ref`` every note carries: ``ledger-head:<seq>:<hash>``."""
 
 STATEHUB_URL_ENV = "RAILIANCE_STATEHUB_URL"
 """Environment variable naming the State Hub base URL; unset means no State Hub is configured."""
@@ -163,6 +168,14 @@ def post_and_record(
             "detail": f"{event.kind} seq {event.seq} hash {event.hash}",
         },
     ]
+    head_seq, head_hash = store.head()
+    note_evidence.append(
+        {
+            "kind": "summary",
+            "ref": f"{LEDGER_HEAD_REF}{head_seq}:{head_hash}",
+            "detail": "the ledger head (seq:hash) when this note was posted: an external witness",
+        }
+    )
     if event.candidate:
         note_evidence.append({"kind": "digest", "ref": event.candidate, "detail": "candidate artifact"})
     note_evidence.extend(evidence or [])
@@ -297,3 +310,22 @@ def repost_undelivered(*, store: EventStore, workload: str, statehub: StateHubPo
             )
         )
     return outcomes
+
+
+def witnessed_heads(statehub: StateHubWitnessPort) -> list[tuple[int, str]]:
+    """Every ledger head ``(seq, hash)`` the notes State Hub recorded carry, ascending by seq.
+
+    Each note posted through ``post_and_record`` names the head at the time as evidence
+    (``ledger-head:<seq>:<hash>``); ``ledger verify --witness statehub`` checks the chain still holds
+    every one of them, which shows a truncated tail or a rewritten history the chain alone cannot.
+    """
+    heads: set[tuple[int, str]] = set()
+    for note in statehub.list_notes():
+        for item in note.get("evidence") or []:
+            ref = item.get("ref") if isinstance(item, dict) else None
+            if not isinstance(ref, str) or not ref.startswith(LEDGER_HEAD_REF):
+                continue
+            seq_text, _, digest = ref[len(LEDGER_HEAD_REF) :].partition(":")
+            if seq_text.isdigit() and len(digest) == 64:
+                heads.add((int(seq_text), digest))
+    return sorted(heads)

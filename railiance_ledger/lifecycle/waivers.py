@@ -19,6 +19,7 @@ from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
 from railiance_ledger.domain.identity import Operator, OperatorLike
 from railiance_ledger.domain.redaction import redact
 from railiance_ledger.errors import InvalidInput
+from railiance_ledger.lifecycle.approvals.signing import seal, to_sign
 from railiance_ledger.lifecycle.candidates import select_candidate
 
 if TYPE_CHECKING:
@@ -45,7 +46,21 @@ def stage1_gates(decl: Declaration) -> list[str]:
     ]
 
 
-def record_waiver(
+def record_waiver(**kwargs: Any) -> RecordedEvent:
+    """Record a waiver (see ``_record_waiver``); ``signature`` signs what ``waiver_to_sign`` returns."""
+    recorded = _record_waiver(**kwargs)
+    assert recorded is not None
+    return recorded
+
+
+def waiver_to_sign(**kwargs: Any) -> bytes:
+    """The canonical record a waiver with these arguments would append."""
+    out: list[bytes] = []
+    _record_waiver(**kwargs, payload_sink=out)
+    return out[0]
+
+
+def _record_waiver(
     *,
     store: EventStore,
     decl: Declaration,
@@ -55,7 +70,9 @@ def record_waiver(
     candidate: str | None = None,
     stage: int = 1,
     statehub: StateHubPort | None = None,
-) -> RecordedEvent:
+    signature: str | None = None,
+    payload_sink: list[bytes] | None = None,
+) -> RecordedEvent | None:
     """Append ``waiver.granted`` for ``gate`` of ``candidate`` (default: the newest registered one).
 
     Refuses (``InvalidInput``, nothing written) an empty reason or operator, a gate that is not a
@@ -111,7 +128,10 @@ def record_waiver(
         stage=stage,
         payload=payload,
     )
-    recorded = store.append([event])[0]
+    if payload_sink is not None:
+        payload_sink.append(to_sign(decl, event))
+        return None
+    recorded = store.append([seal(decl, event, signature)])[0]
     return _post_waiver_note(store=store, decl=decl, event=recorded, statehub=statehub)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from railiance_ledger.domain.text import shown
 from railiance_ledger.errors import InvalidInput, RailianceError
 
 if TYPE_CHECKING:
@@ -102,7 +103,9 @@ def discover_workloads(apps_dir: Path) -> tuple[list[DeclaredWorkload], list[str
             continue
         name = decl.workload.name
         if name in names:
-            problems.append(f"{app_dir}: workload {name!r} is already declared by {names[name]}; ignored")
+            problems.append(
+                f"{app_dir}: workload {shown(name)} is already declared by {names[name]}; ignored"
+            )
             continue
         names[name] = app_dir
         found.append(DeclaredWorkload(app_dir=app_dir, decl=decl))
@@ -117,6 +120,6 @@ def find_workload(apps_dir: Path, workload: str) -> DeclaredWorkload:
             return w
     extra = f"; declarations that did not load: {'; '.join(problems)}" if problems else ""
     raise InvalidInput(
-        f"workload {workload!r} is not declared under {apps_dir}{extra}",
+        f"workload {shown(workload)} is not declared under {apps_dir}{extra}",
         hint="set RAILIANCE_APPS_DIR (or the apps resource's apps_dir) to the directory holding <app>/railiance/app.toml",
     )

@@ -24,13 +24,14 @@ are recorded come from the one candidate-state fold (``domain.candidate_state``)
 ``Operator`` (``domain.identity``) or a plain name; records keep ``operator_explicit``.
 
 Modules: ``common`` (identity, reasons, shared helpers), ``target`` (rollback target), ``approve``,
-``revoke``, ``exceptions`` (emergency exceptions), ``state`` (approval state from the fold).
+``revoke``, ``exceptions`` (emergency exceptions), ``state`` (approval state from the fold),
+``signing`` (SSHSIG signatures over the records and the signature policy; see docs/approvals.md).
 
 Services return a ``NotedEvent``: the recorded event (a ``RecordedEvent``) that also carries
 ``.note`` and ``.warnings`` for the CLI to print.
 """
 
-from railiance_ledger.lifecycle.approvals.approve import approve, recorded_waivers
+from railiance_ledger.lifecycle.approvals.approve import approval_to_sign, approve, recorded_waivers
 from railiance_ledger.lifecycle.approvals.common import (
     APPROVABLE_STAGES,
     SKIPPABLE_STAGES,
@@ -39,8 +40,12 @@ from railiance_ledger.lifecycle.approvals.common import (
     require_operator,
     require_reason,
 )
-from railiance_ledger.lifecycle.approvals.exceptions import pending_retrospective, record_exception
-from railiance_ledger.lifecycle.approvals.revoke import revoke
+from railiance_ledger.lifecycle.approvals.exceptions import (
+    exception_to_sign,
+    pending_retrospective,
+    record_exception,
+)
+from railiance_ledger.lifecycle.approvals.revoke import revocation_to_sign, revoke
 from railiance_ledger.lifecycle.approvals.state import (
     ApprovalState,
     approval_state,
@@ -55,15 +60,18 @@ __all__ = [
     "WINDOW_GATE",
     "ApprovalState",
     "approval_state",
+    "approval_to_sign",
     "approve",
     "candidate_state",
     "current_stable_target",
+    "exception_to_sign",
     "pending_retrospective",
     "record_exception",
     "recorded_waivers",
     "require_identity",
     "require_operator",
     "require_reason",
+    "revocation_to_sign",
     "revoke",
     "state_of",
 ]

@@ -20,6 +20,7 @@ from railiance_ledger.lifecycle.approvals.common import (
     stream_version,
     target_text,
 )
+from railiance_ledger.lifecycle.approvals.signing import seal, to_sign
 from railiance_ledger.lifecycle.approvals.target import default_rollback_target, explicit_rollback_target
 from railiance_ledger.lifecycle.candidates import ResolvedCandidate, resolve_candidate
 from railiance_ledger.lifecycle.notes import NotedEvent, post_and_record
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from railiance_ledger.ledger.store import EventStore
     from railiance_ledger.ports import StateHubPort
 
-__all__ = ["approve", "recorded_waivers"]
+__all__ = ["approval_to_sign", "approve", "recorded_waivers"]
 
 _DEPLOY_KINDS = {EventKind.STAGE_STARTED, EventKind.ROUTING_CHANGED, EventKind.PROMOTION_COMPLETED}
 
@@ -93,7 +94,25 @@ def _check_separation(
 # ---------------------------------------------------------------------------- approve
 
 
-def approve(
+def approve(**kwargs: Any) -> NotedEvent:
+    """Record a human approval (see ``_approve`` for the parameters, the record and the refusals).
+
+    ``signature`` is the armored SSHSIG over the record ``approval_to_sign`` returns for the same
+    arguments; it is verified against the declared allowed signers before anything is written.
+    """
+    noted = _approve(**kwargs)
+    assert noted is not None
+    return noted
+
+
+def approval_to_sign(**kwargs: Any) -> bytes:
+    """The canonical record an approval with these arguments would append: what the operator signs."""
+    out: list[bytes] = []
+    _approve(**kwargs, payload_sink=out)
+    return out[0]
+
+
+def _approve(
     *,
     store: EventStore,
     decl: Declaration,
@@ -105,7 +124,9 @@ def approve(
     waived_gates: Mapping[str, str] | None = None,
     retrospective: bool = False,
     statehub: StateHubPort | None = None,
-) -> NotedEvent:
+    signature: str | None = None,
+    payload_sink: list[bytes] | None = None,
+) -> NotedEvent | None:
     """Record a human approval of one candidate for one stage as ``approval.granted``.
 
     The record names what the spec asks: the approving operator, the candidate artifact (image,
@@ -118,7 +139,11 @@ def approve(
     unregistered candidate, an empty waiver reason, an unparsable window (``InvalidInput``); an
     operator who registered or deployed the candidate, an operator not among the declared
     ``approval.approvers``, a retrospective approval without an emergency exception, an unknown
-    rollback target, a production-critical window under 60 minutes without a waiver (``GateFailed``).
+    rollback target, a production-critical window under 60 minutes without a waiver, a candidate
+    whose previous stage failed or has not passed with no emergency exception skipping it
+    (``GateFailed``); a missing, invalid or unallowed signature where one is required
+    (``lifecycle.approvals.signing.seal``).
+    With ``payload_sink``, nothing is written: the canonical record to sign is appended to it.
     """
     identity = require_identity(operator)
     who = identity.name
@@ -161,6 +186,7 @@ def approve(
             hint="ask one of the declared approvers, or change [approval] approvers in railiance/app.toml",
         )
     duties = _check_separation(who, history, cand, retrospective=retrospective)
+    _check_reached(state, stage, cand)
 
     exceptions = state.exceptions
     covers: list[str] = []
@@ -239,19 +265,18 @@ def approve(
         "covers_exceptions": covers,
         "separation_of_duties": duties,
     }
-    event = store.append(
-        [
-            NewEvent(
-                stream=workload,
-                kind=EventKind.APPROVAL_GRANTED,
-                actor=who,
-                candidate=cand.digest,
-                stage=stage,
-                payload=redact_value(payload),
-            )
-        ],
-        expected_version=stream_version(history),
-    )[0]
+    draft = NewEvent(
+        stream=workload,
+        kind=EventKind.APPROVAL_GRANTED,
+        actor=who,
+        candidate=cand.digest,
+        stage=stage,
+        payload=redact_value(payload),
+    )
+    if payload_sink is not None:
+        payload_sink.append(to_sign(decl, draft))
+        return None
+    event = store.append([seal(decl, draft, signature)], expected_version=stream_version(history))[0]
     waived_text = "; ".join(f"{w['gate']}: {w['reason']}" for w in payload["waived_gates"]) or "none"
     body = (
         f"{'Retrospective approval' if retrospective else 'Approval'} of {cand.image} for stage {stage} "
@@ -273,6 +298,24 @@ def approve(
         required_reason="production-critical approvals must be recorded as a State Hub note",
     )
     return NotedEvent.wrap(event, note)
+
+
+def _check_reached(state: CandidateState, stage: int, cand: ResolvedCandidate) -> None:
+    """Refuse approving ``stage`` when the stage before it failed (and no emergency exception skips it).
+
+    A stage with no result yet is not refused here (the stage's own prechecks require it to have
+    passed before anything is deployed); a recorded failure is.
+    """
+    before = stage - 1
+    result = state.results.get(before)
+    if result is None or result.passed or state.excepted(before):
+        return
+    raise GateFailed(
+        f"approval refused: stage {before} of {cand.image} failed (seq {result.seq}), "
+        f"so it has not reached stage {stage}; "
+        "an approval cannot stand in for a stage result",
+        hint=f"run stage {before} first, or record an emergency exception (railiance exception --skip-stage {before})",
+    )
 
 
 def recorded_waivers(state: CandidateState, stage: int) -> dict[str, dict[str, Any]]:

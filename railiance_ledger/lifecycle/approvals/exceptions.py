@@ -16,6 +16,7 @@ from railiance_ledger.lifecycle.approvals.common import (
     require_reason,
     stream_version,
 )
+from railiance_ledger.lifecycle.approvals.signing import seal, to_sign
 from railiance_ledger.lifecycle.candidates import resolve_candidate
 from railiance_ledger.lifecycle.notes import NotedEvent, post_and_record
 
@@ -24,10 +25,24 @@ if TYPE_CHECKING:
     from railiance_ledger.ledger.store import EventStore
     from railiance_ledger.ports import StateHubPort
 
-__all__ = ["pending_retrospective", "record_exception"]
+__all__ = ["exception_to_sign", "pending_retrospective", "record_exception"]
 
 
-def record_exception(
+def record_exception(**kwargs: Any) -> NotedEvent:
+    """Record an emergency exception (see ``_record_exception``); ``signature`` signs ``exception_to_sign``."""
+    noted = _record_exception(**kwargs)
+    assert noted is not None
+    return noted
+
+
+def exception_to_sign(**kwargs: Any) -> bytes:
+    """The canonical record an emergency exception with these arguments would append."""
+    out: list[bytes] = []
+    _record_exception(**kwargs, payload_sink=out)
+    return out[0]
+
+
+def _record_exception(
     *,
     store: EventStore,
     decl: Declaration,
@@ -36,7 +51,9 @@ def record_exception(
     reason: str,
     image: str | None = None,
     statehub: StateHubPort | None = None,
-) -> NotedEvent:
+    signature: str | None = None,
+    payload_sink: list[bytes] | None = None,
+) -> NotedEvent | None:
     """Record ``exception.emergency``: skipping ``skip_stage`` for one candidate, awaiting approval.
 
     The spec lets a workload skip a stage toward production only when an operator records an
@@ -70,19 +87,18 @@ def record_exception(
         "awaiting_retrospective_approval": True,
         "production_critical": decl.production_critical,
     }
-    event = store.append(
-        [
-            NewEvent(
-                stream=workload,
-                kind=EventKind.EXCEPTION_EMERGENCY,
-                actor=who,
-                candidate=cand.digest,
-                stage=skip_stage,
-                payload=redact_value(payload),
-            )
-        ],
-        expected_version=stream_version(history),
-    )[0]
+    draft = NewEvent(
+        stream=workload,
+        kind=EventKind.EXCEPTION_EMERGENCY,
+        actor=who,
+        candidate=cand.digest,
+        stage=skip_stage,
+        payload=redact_value(payload),
+    )
+    if payload_sink is not None:
+        payload_sink.append(to_sign(decl, draft))
+        return None
+    event = store.append([seal(decl, draft, signature)], expected_version=stream_version(history))[0]
     body = (
         f"EMERGENCY EXCEPTION: {who} skips stage {skip_stage} for {cand.image} of {workload}.\n"
         f"Reason: {why}.\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.events import EventKind, NewEvent
@@ -16,6 +16,7 @@ from railiance_ledger.lifecycle.approvals.common import (
     require_reason,
     stream_version,
 )
+from railiance_ledger.lifecycle.approvals.signing import seal, to_sign
 from railiance_ledger.lifecycle.candidates import resolve_candidate
 from railiance_ledger.lifecycle.notes import NotedEvent, post_and_record
 
@@ -24,10 +25,24 @@ if TYPE_CHECKING:
     from railiance_ledger.ledger.store import EventStore
     from railiance_ledger.ports import StateHubPort
 
-__all__ = ["revoke"]
+__all__ = ["revocation_to_sign", "revoke"]
 
 
-def revoke(
+def revoke(**kwargs: Any) -> NotedEvent:
+    """Record a revocation (see ``_revoke``); ``signature`` signs what ``revocation_to_sign`` returns."""
+    noted = _revoke(**kwargs)
+    assert noted is not None
+    return noted
+
+
+def revocation_to_sign(**kwargs: Any) -> bytes:
+    """The canonical record a revocation with these arguments would append."""
+    out: list[bytes] = []
+    _revoke(**kwargs, payload_sink=out)
+    return out[0]
+
+
+def _revoke(
     *,
     store: EventStore,
     decl: Declaration,
@@ -36,7 +51,9 @@ def revoke(
     approval_id: str | None = None,
     image: str | None = None,
     statehub: StateHubPort | None = None,
-) -> NotedEvent:
+    signature: str | None = None,
+    payload_sink: list[bytes] | None = None,
+) -> NotedEvent | None:
     """Record ``approval.revoked`` for one approval: by ``approval_id``, else the candidate's latest.
 
     Any operator may revoke (revoking is a safety action), but a named one is required. When the
@@ -93,19 +110,18 @@ def revoke(
         observing_stage=in_window,
         immediate_rollback=in_window is not None,
     ).to_payload()
-    event = store.append(
-        [
-            NewEvent(
-                stream=workload,
-                kind=EventKind.APPROVAL_REVOKED,
-                actor=who,
-                candidate=grant.candidate,
-                stage=grant.stage,
-                payload=redact_value(payload),
-            )
-        ],
-        expected_version=stream_version(history),
-    )[0]
+    draft = NewEvent(
+        stream=workload,
+        kind=EventKind.APPROVAL_REVOKED,
+        actor=who,
+        candidate=grant.candidate,
+        stage=grant.stage,
+        payload=redact_value(payload),
+    )
+    if payload_sink is not None:
+        payload_sink.append(to_sign(decl, draft))
+        return None
+    event = store.append([seal(decl, draft, signature)], expected_version=stream_version(history))[0]
     image_text = (grant.payload.get("candidate") or {}).get("image") or grant.candidate
     body = (
         f"Approval {grant.event_id} (stage {grant.stage}, by {grant.actor}) of {image_text} revoked by {who}.\n"

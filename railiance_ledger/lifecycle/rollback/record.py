@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, format_timestamp
+from railiance_ledger.domain.payloads import RollbackCompleted
 from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.lifecycle.notes import post_and_record
 from railiance_ledger.lifecycle.rollback.model import FATE_TEXT, RollbackOutcome, RollbackPlan
@@ -52,8 +53,8 @@ def complete_rollback(
         "final_image": target.image,
         "restore": target.as_dict(),
         "remaining_cleanup": cleanup or ["none"],
-        "candidate_disposition": FATE_TEXT[fate],
         "candidate_fate": fate,
+        "payload_version": RollbackCompleted.VERSION,
         "verification": verification,
         "failures": failures,
         "succeeded": ok,
@@ -105,7 +106,7 @@ def complete_rollback(
                 "final_stable",
                 "final_image",
                 "remaining_cleanup",
-                "candidate_disposition",
+                "candidate_fate",
                 "verification",
                 "failures",
             )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from railiance_ledger.domain.events import RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import httpx
 
     from railiance_ledger.declaration.models import Declaration
+    from railiance_ledger.domain.payloads import CandidateFate
     from railiance_ledger.ledger.store import EventStore
     from railiance_ledger.ports import HelmPort, KubePort, StateHubPort
 
@@ -76,7 +77,14 @@ def rollback(
 
     if not defer and open_deployment(history, None) is not None and open_stage3(history) is None:
         events = remove_canary(
-            store=store, decl=decl, operator=who, kube=kube, helm=helm, reason=symptom, now=now
+            store=store,
+            decl=decl,
+            operator=who,
+            kube=kube,
+            helm=helm,
+            reason=symptom,
+            now=now,
+            fate=cast("CandidateFate", candidate_fate),
         )
         done = events[-1] if events else None
         ok = bool(done and done.payload.get("succeeded", True))

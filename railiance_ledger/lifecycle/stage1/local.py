@@ -22,6 +22,11 @@ from railiance_ledger.lifecycle.stage1.context import (
     text_of,
 )
 
+MAX_READY_S = 600.0
+"""The local workload gets at most this long to listen, whatever ``ready_timeout`` says."""
+HEALTH_DEADLINE_S = 120.0
+"""The overall deadline of each local health check (every retry and pause together)."""
+
 
 def check_local_health(ctx: Stage1Context, http: httpx.Client, env: Mapping[str, str]) -> Check:
     """``local_health``: start the declared command, probe every declared health endpoint with
@@ -41,7 +46,7 @@ def check_local_health(ctx: Stage1Context, http: httpx.Client, env: Mapping[str,
     try:
         # PORT mirrors the substituted --port for servers that read it from the environment.
         with LocalProcess(argv=command, cwd=ctx.railiance_dir, env={**env, "PORT": "{port}"}) as proc:
-            ready = proc.wait_for_port(timeout=ready_timeout)
+            ready = proc.wait_for_port(timeout=min(ready_timeout, MAX_READY_S))
             exited = proc.poll()
             if exited is not None:
                 tail = proc.output_tail(limit=WORKLOAD_TAIL_CHARS)
@@ -72,6 +77,7 @@ def check_local_health(ctx: Stage1Context, http: httpx.Client, env: Mapping[str,
                     timeout=seconds_of(getattr(h, "timeout", None), 2.0),
                     retries=int(getattr(h, "retries", 3) if getattr(h, "retries", None) is not None else 3),
                     backoff=0.25,
+                    deadline_s=HEALTH_DEADLINE_S,
                 )
                 results.append((h, path, result))
                 evidence.append(

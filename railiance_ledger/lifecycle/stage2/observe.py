@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain import canary as dc
+from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact, redact_value
 from railiance_ledger.errors import AdapterError, InvalidInput
@@ -137,7 +138,7 @@ def _collect(
             False, f"routing read-back failed: {redact(exc.reason)}", False, available=False
         )
     logs = _scan_pod_logs(kube, dep.namespace, dep.selector)
-    revoked = _approval_revoked_since(history, digest, dep.started.seq)
+    revoked = CandidateState.from_events(history, digest).revoked_since(2, dep.started.seq)
     er = stable_m.error_rate
     prod_ok = not (er.usable and er.value is not None and er.value > thresholds.max_error_rate)
     return dc.CanarySample(
@@ -153,16 +154,6 @@ def _collect(
         logs=logs,
         approval_revoked=revoked,
         production_available=prod_ok,
-    )
-
-
-def _approval_revoked_since(history: Sequence[RecordedEvent], digest: str, after_seq: int) -> bool:
-    return any(
-        ev.kind == EventKind.APPROVAL_REVOKED
-        and ev.candidate == digest
-        and ev.seq > after_seq
-        and (ev.stage in (None, 2))
-        for ev in history
     )
 
 

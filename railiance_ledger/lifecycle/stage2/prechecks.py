@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.adapters.health import HttpProbe
 from railiance_ledger.domain import canary as dc
+from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.digests import parse_image_ref
 from railiance_ledger.domain.durations import format_duration
 from railiance_ledger.domain.redaction import redact
-from railiance_ledger.domain.rules import stage_excepted, stage_passed
 from railiance_ledger.domain.stage_result import (
     Check,
     CheckStatus,
@@ -100,16 +100,33 @@ def check_distinguishable(ctx: CanaryContext, store: EventStore) -> Check:
 
 
 def check_stage1(ctx: CanaryContext) -> Check:
-    if stage_passed(ctx.history, ctx.digest, 1):
+    """Stage 1 passed (or was skipped by an emergency exception) for the digest, by the one definition
+    the ledger's rule also applies (``CandidateState``): results before the candidate's latest rollback
+    do not count, and a blocked or abandoned candidate never deploys again."""
+    state = CandidateState.from_events(ctx.history, ctx.digest)
+    if state.terminal:
+        return _check(
+            "stage1_passed",
+            False,
+            f"{ctx.digest} was {state.fate} by a rollback and may not move toward production again",
+        )
+    if state.passed(1):
         return _check(
             "stage1_passed",
             True,
             f"Stage 1 passed for {ctx.digest}",
             evidence=[Evidence(kind="digest", ref=ctx.digest, detail="stage 1 pass")],
         )
-    if stage_excepted(ctx.history, ctx.digest, 1):
+    if state.excepted(1):
         return _check(
             "stage1_passed", True, f"Stage 1 skipped by a recorded emergency exception for {ctx.digest}"
+        )
+    if state.rolled_back and 1 in state.all_results:
+        return _check(
+            "stage1_passed",
+            False,
+            f"the Stage 1 result of {ctx.digest} predates its rollback ({state.fate or 'returned-to-stage1'}): "
+            "run Stage 1 again (`railiance run APP_DIR`)",
         )
     return _check("stage1_passed", False, f"no passing Stage 1 result for {ctx.digest} (the same digest)")
 

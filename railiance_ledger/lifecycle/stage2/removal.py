@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, format_timestamp
+from railiance_ledger.domain.payloads import CandidateFate, RollbackCompleted
 from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.errors import InvalidInput
 from railiance_ledger.lifecycle.cluster.canary import remove_canary_objects
@@ -30,8 +31,10 @@ def roll_back_canary(
     operator: str,
     symptom: str,
     now: Callable[[], datetime],
+    fate: CandidateFate = "returned-to-stage1",
 ) -> list[RecordedEvent]:
-    """Append ``rollback.started``, remove the canary, append ``rollback.completed``."""
+    """Append ``rollback.started``, remove the canary, append ``rollback.completed`` recording the
+    candidate's ``fate`` (``candidate_fate``, the one key the candidate-state fold reads)."""
     workload, digest = ctx.workload, ctx.digest
     target = ctx.rollback_target or {}
     begun = store.append(
@@ -89,7 +92,8 @@ def roll_back_canary(
                         "remaining_cleanup": "retry the failed removal steps listed in action"
                         if failed
                         else "none",
-                        "candidate_disposition": "returned to Stage 1",
+                        "candidate_fate": fate,
+                        "payload_version": RollbackCompleted.VERSION,
                         "succeeded": not failed,
                         "at": format_timestamp(now()),
                     }
@@ -109,6 +113,7 @@ def remove_canary(
     helm: HelmPort,
     reason: str,
     now: Callable[[], datetime] = SYSTEM_CLOCK.now,
+    fate: CandidateFate = "returned-to-stage1",
 ) -> list[RecordedEvent]:
     """Operator-triggered Stage 2 rollback of the canary being observed (``railiance rollback`` during Stage 2)."""
     dep = open_deployment(store.read_stream(decl.workload.name), None)
@@ -119,5 +124,13 @@ def remove_canary(
     )
     ctx.rollback_target = dep.started.payload.get("rollback_target")
     return roll_back_canary(
-        store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator, symptom=reason, now=now
+        store=store,
+        ctx=ctx,
+        dep=dep,
+        kube=kube,
+        helm=helm,
+        operator=operator,
+        symptom=reason,
+        now=now,
+        fate=fate,
     )

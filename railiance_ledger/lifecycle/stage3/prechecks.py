@@ -12,6 +12,7 @@ import yaml  # type: ignore[import-untyped]
 
 from railiance_ledger.adapters.process import run_command
 from railiance_ledger.domain import canary as dc
+from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.events import EventKind, RecordedEvent
 from railiance_ledger.domain.rules import stage_excepted
 from railiance_ledger.domain.stage_result import (
@@ -42,12 +43,13 @@ _LAST = re.compile(r"\blast_backup\s*[=:]\s*(\S+)")
 
 def check_stage2(ctx: PromotionContext) -> Check:
     last_rb = latest_result(ctx.history, EventKind.ROLLBACK_COMPLETED, ctx.digest)
-    if last_rb is not None and last_rb.payload.get("candidate_fate") in ("blocked", "abandoned"):
+    state = CandidateState.from_events(ctx.history, ctx.digest)
+    if state.terminal:
+        by = f" by rollback {last_rb.event_id}" if last_rb is not None else ""
         return _check(
             "stage2_accepted",
             False,
-            f"{ctx.digest} was {last_rb.payload['candidate_fate']} by rollback {last_rb.event_id}: "
-            "it may not be promoted again",
+            f"{ctx.digest} was {state.fate}{by}: it may not be promoted again",
         )
     after = last_rb.seq if last_rb is not None and last_rb.stage == 3 else 0
     result = latest_result(ctx.history, EventKind.STAGE_COMPLETED, ctx.digest, 2)
