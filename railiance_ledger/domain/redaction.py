@@ -160,7 +160,10 @@ def is_secret_key(name: str) -> bool:
         return False
     if words == ["pwd"]:  # the shell's current directory, not a password
         return False
-    if words == ["tls", "secret"]:  # routing.tls_secret: the NAME of the Ingress TLS Secret (spec.tls[].secretName)
+    if words == [
+        "tls",
+        "secret",
+    ]:  # routing.tls_secret: the NAME of the Ingress TLS Secret (spec.tls[].secretName)
         return False
     if words[-1] in _NEUTRAL_LAST or words[0] in _REFERENCE_FIRST:
         return False

@@ -79,7 +79,9 @@ SERVERS: dict[str, Callable[[int, Path], Service]] = {
     "registry-token": _start_registry_token,
     "prometheus": _start_prometheus,
     # the real control plane (etcd, kube-apiserver, controllers, scheduler, kwok); kube-real: old name
-    "kube": lambda port, workdir: __import__("tests.harness.kube_real", fromlist=["start"]).start(port, workdir),
+    "kube": lambda port, workdir: __import__("tests.harness.kube_real", fromlist=["start"]).start(
+        port, workdir
+    ),
     "kube-real": lambda port, workdir: __import__("tests.harness.kube_real", fromlist=["start"]).start(
         port, workdir
     ),
