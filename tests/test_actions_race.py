@@ -1,5 +1,5 @@
-"""Races between real ``bin/railiance`` processes (issue 11), against the Kubernetes emulator with the
-real helm, the real registry, Prometheus and State Hub (the ``cli_stage2`` fixture).
+"""Races between real ``bin/railiance`` processes (issue 11), against the real Kubernetes control
+plane with the real helm, the real registry, Prometheus and State Hub (the ``cli_stage2`` fixture).
 
 Two ``promote`` started together, and ``promote`` against ``rollback``: exactly one acts, the other
 exits 3 naming the holder of the workload's lease; the ledger verifies, holds one promotion, and

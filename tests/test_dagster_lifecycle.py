@@ -1,6 +1,6 @@
 """Stage 2 and Stage 3 through Dagster, for real: the code location's jobs executed in process on a
-persistent instance, with the same resource classes the code location uses pointed at the Kubernetes
-API emulator (its kubeconfig, CA inlined; the real helm installs, upgrades, uninstalls and rolls back
+persistent instance, with the same resource classes the code location uses pointed at the real
+Kubernetes control plane (its kubeconfig, CA inlined; the real helm installs, upgrades, uninstalls and rolls back
 releases in it), the real OCI registry, the session Prometheus scraping a fresh stable/canary metrics
 pair, the recording State Hub and a SQLite ledger (``tests.fixtures.dagster.dagster_lifecycle``).
 
@@ -73,7 +73,7 @@ def _deploy(d: DagsterLifecycleEnv, key: str, operator: str = "alice") -> Any:
     return meta
 
 
-def test_stage2_and_stage3_jobs_against_the_emulator_then_rollback(
+def test_stage2_and_stage3_jobs_against_the_control_plane_then_rollback(
     dagster_lifecycle: DagsterLifecycleEnv,
 ) -> None:
     """stage1 -> canary -> observe -> approve (another operator) -> promote -> lineage -> rollback, each a job

@@ -2,8 +2,8 @@
 
 Everything runs for real except the Kubernetes API (the real control plane, through the official client) and
 the ingress controller (``http`` forwards the production host to the app): git and Stage 1, the
-OCI registry, the real ``helm`` binary installing, upgrading and rolling back releases in the
-emulator, a real State Hub, a real app behind the services, and a SQLite ledger.
+OCI registry, the real ``helm`` binary installing, upgrading and rolling back releases on the
+real control plane, a real State Hub, a real app behind the services, and a SQLite ledger.
 """
 
 from __future__ import annotations
