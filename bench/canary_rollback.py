@@ -1,6 +1,6 @@
 """Budget: a canary degradation leads to a rollback within two sample intervals.
 
-Each trial deploys a canary on the Kubernetes API emulator with the real helm, the real registry
+Each trial deploys a canary on the real Kubernetes control plane (tests/harness/kube_real.py) with the real helm, the real registry
 and real Prometheus scraping the stable and canary metrics apps, starts observing, and after the
 second sample raises the canary's error rate to 20 %. The figure is the time from that change to
 the recorded ``rollback.completed``; the baseline is the sample interval measured in the same run

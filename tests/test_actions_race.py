@@ -1,5 +1,5 @@
-"""Races between real ``bin/railiance`` processes (issue 11), against the Kubernetes emulator with the
-real helm, the real registry, Prometheus and State Hub (the ``cli_stage2`` fixture).
+"""Races between real ``bin/railiance`` processes (issue 11), against the real Kubernetes control
+plane with the real helm, the real registry, Prometheus and State Hub (the ``cli_stage2`` fixture).
 
 Two ``promote`` started together, and ``promote`` against ``rollback``: exactly one acts, the other
 exits 3 naming the holder of the workload's lease; the ledger verifies, holds one promotion, and
@@ -91,7 +91,7 @@ def test_two_actions_raced_from_two_processes_exactly_one_acts(
     code, doc, out = c.run("ledger", "verify", "--json")
     assert (0, True) == (code, doc.get("ok")), out
     d1, d2 = v1.split("@")[1], v2.split("@")[1]
-    if rival == "promote" or codes[0] == 0:  # a promote won: v2 is stable, v1 the rollback target
+    if rival == "promote" or codes[0] == 0:  # a promote of v2 won (either process): v2 stable, v1 the target
         assert [e.candidate for e in promotions] == [d1, d2]
         assert (d2, d1) == (lin.current_stable.digest, lin.rollback_target.digest)
     else:  # the rollback won (the promote refused before touching anything)

@@ -1,15 +1,15 @@
-"""The Kube adapter against the emulator (and, with ``-m live``, against a real cluster from KUBECONFIG)."""
+"""The Kube adapter against the real control plane (``real_kube``: etcd, kube-apiserver, controllers,
+scheduler, kwok), and, with ``-m live``, against a real cluster from KUBECONFIG. Both use a throw-away
+namespace."""
 
 from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import kubernetes
@@ -23,7 +23,7 @@ from railiance_ledger.errors import (
     AdapterTimeout,
     AdapterUnavailable,
 )
-from tests.kube_emulator import KubeEmulator, PodMode
+from tests.fixtures.kube import KubeCluster
 
 FM = "railiance-tests"
 LIVE_IMAGE = "registry.k8s.io/pause:3.9"
@@ -31,25 +31,28 @@ LIVE_IMAGE = "registry.k8s.io/pause:3.9"
 
 @dataclass
 class Cluster:
-    """The adapter under test, the namespace it may use, and the emulator when there is one."""
+    """The adapter under test, the namespace it may use, and the test control plane when there is one."""
 
     kube: Kube
     namespace: str
-    emulator: KubeEmulator | None
+    control: KubeCluster | None
 
-    def need_emulator(self) -> KubeEmulator:
-        """The emulator, or skip (a test that scripts pod behaviour or faults)."""
-        if self.emulator is None:
-            pytest.skip("needs the emulator's test controls")
-        return self.emulator
+    def need_control(self) -> KubeCluster:
+        """The test control plane's controls (kwok behaviours, pod logs, Gateway API toggle), or skip."""
+        if self.control is None:
+            pytest.skip("needs the test control plane's controls (kwok behaviours, logs, CRD toggle)")
+        return self.control
 
 
-@pytest.fixture(params=["emulator", pytest.param("live", marks=pytest.mark.live)])
+@pytest.fixture(params=["control-plane", pytest.param("live", marks=pytest.mark.live)])
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """The emulator by default; with ``-m live`` a real cluster from KUBECONFIG in a throw-away namespace."""
-    if request.param == "emulator":
+    """The real control plane by default; with ``-m live`` a real cluster from KUBECONFIG; each in a
+    throw-away namespace."""
+    if request.param == "control-plane":
+        control = request.getfixturevalue("kube_cluster")
         client = request.getfixturevalue("kube_api_client")
-        yield Cluster(Kube(client, timeout=5), "default", request.getfixturevalue("kube_emulator"))
+        namespace = request.getfixturevalue("real_kube_namespace")
+        yield Cluster(Kube(client, timeout=10), namespace, control)
         return
     if not os.environ.get("KUBECONFIG"):
         pytest.skip("set KUBECONFIG to a disposable cluster (k3d, kind) for the live lane")
@@ -180,41 +183,48 @@ def test_pod_summary_counts_ready_pods(cluster: Cluster) -> None:
 
 def test_pod_summary_crashloop_and_pending(cluster: Cluster) -> None:
     """Crashlooping and unschedulable pods are counted with their reasons and restarts."""
-    em = cluster.need_emulator()
-    em.behaviours.set("crash:1", PodMode.CRASHLOOP, restart_interval=0.1)
-    em.behaviours.set("stuck:1", PodMode.PENDING)
-    cluster.kube.apply(
-        manifests=[
-            deployment("default", "crash", "crash:1", 2),
-            deployment("default", "stuck", "stuck:1", 1),
-        ],
-        field_manager=FM,
-    )
+    control = cluster.need_control()
+    ns = cluster.namespace
+    control.behaviours.set("crash:1", "crashloop")
+    stuck = deployment(ns, "stuck", "stuck:1", 1)
+    stuck["spec"]["template"]["spec"]["nodeSelector"] = {
+        "railiance.test/node": "none"
+    }  # really unschedulable
+    cluster.kube.apply(manifests=[deployment(ns, "crash", "crash:1", 2), stuck], field_manager=FM)
     crash = eventually(
         lambda: (
-            (s := cluster.kube.pod_summary(namespace="default", selector="app=crash")).restarts_max >= 2 and s
+            (s := cluster.kube.pod_summary(namespace=ns, selector="app=crash")).restarts_max >= 2
+            and s.crashlooping == 2
+            and s
         ),
-        timeout=5,
+        timeout=30,
     )
     assert (2, 0, 2) == (crash.total, crash.ready, crash.crashlooping)
     assert crash.restarts_total >= crash.restarts_max >= 2
     assert {"CrashLoopBackOff"} == {p.waiting_reason for p in crash.pods}
     stuck = eventually(
-        lambda: (s := cluster.kube.pod_summary(namespace="default", selector="app=stuck")).total and s
+        lambda: (
+            (s := cluster.kube.pod_summary(namespace=ns, selector="app=stuck")).total
+            and s.pods[0].waiting_reason
+            and s
+        )
     )
     assert (1, 0, "Unschedulable") == (stuck.pending, stuck.ready, stuck.pods[0].waiting_reason)
 
 
 def test_pod_logs_are_bounded(cluster: Cluster) -> None:
     """pod_logs returns each pod's tail, at most limit_bytes."""
-    em = cluster.need_emulator()
-    em.behaviours.set("chatty:1", logs=[f"line {i} Authorization: Bearer abc" for i in range(500)])
-    cluster.kube.apply(manifests=[deployment("default", "chatty", "chatty:1", 1)], field_manager=FM)
-    eventually(lambda: cluster.kube.pod_summary(namespace="default", selector="app=chatty").total, timeout=5)
-    logs = cluster.kube.pod_logs(namespace="default", selector="app=chatty", tail_lines=3, limit_bytes=1000)
+    control = cluster.need_control()
+    ns = cluster.namespace
+    control.behaviours.set(
+        "chatty:1", logs=[f"line {i} Authorization: Bearer abc" for i in range(500)], namespace=ns
+    )
+    cluster.kube.apply(manifests=[deployment(ns, "chatty", "chatty:1", 1)], field_manager=FM)
+    eventually(lambda: cluster.kube.pod_summary(namespace=ns, selector="app=chatty").ready, timeout=30)
+    logs = cluster.kube.pod_logs(namespace=ns, selector="app=chatty", tail_lines=3, limit_bytes=1000)
     (text,) = logs.values()
     assert text.startswith("line 497") and 3 == text.count("\n")
-    (short,) = cluster.kube.pod_logs(namespace="default", selector="app=chatty", limit_bytes=10).values()
+    (short,) = cluster.kube.pod_logs(namespace=ns, selector="app=chatty", limit_bytes=10).values()
     assert 10 == len(short)
 
 
@@ -235,25 +245,27 @@ def test_ingress_read_write_and_class(cluster: Cluster) -> None:
     got = cluster.kube.read_ingress(namespace=ns, name="web")
     assert got is not None and got["metadata"]["uid"] == written["metadata"]["uid"]
     assert cluster.kube.ingress_class_exists(name="no-such-class-" + uuid.uuid4().hex[:6]) is False
-    if cluster.emulator is not None:
-        cluster.emulator.create(
+    if cluster.control is not None:
+        name = f"nginx-{ns}"
+        cluster.control.create(
             {
                 "apiVersion": "networking.k8s.io/v1",
                 "kind": "IngressClass",
-                "metadata": {"name": "nginx"},
+                "metadata": {"name": name},
                 "spec": {"controller": "k8s.io/ingress-nginx"},
             }
         )
-        assert cluster.kube.ingress_class_exists(name="nginx") is True
+        assert cluster.kube.ingress_class_exists(name=name) is True
 
 
 def test_httproute_and_gateway_api_discovery(cluster: Cluster) -> None:
     """has_api follows discovery; without Gateway API, HTTPRoute calls raise AdapterNotFound."""
-    em = cluster.need_emulator()
+    control = cluster.need_control()
+    ns = cluster.namespace
     assert cluster.kube.has_api(group="gateway.networking.k8s.io", version="v1", kind="HTTPRoute") is True
     assert cluster.kube.has_api(group="apps", version="v1", kind="Deployment") is True
     route = {
-        "metadata": {"name": "web", "namespace": "default"},
+        "metadata": {"name": "web", "namespace": ns},
         "spec": {
             "rules": [
                 {
@@ -271,11 +283,14 @@ def test_httproute_and_gateway_api_discovery(cluster: Cluster) -> None:
             "weight"
         ]
     )
-    assert cluster.kube.read_httproute(namespace="default", name="web") is not None
-    em.set_gateway_api(False)
-    assert cluster.kube.has_api(group="gateway.networking.k8s.io", version="v1", kind="HTTPRoute") is False
+    assert cluster.kube.read_httproute(namespace=ns, name="web") is not None
+    control.set_gateway_api(False)  # reinstalled by the next test's reset
+    assert (
+        Kube(cluster.kube.api).has_api(group="gateway.networking.k8s.io", version="v1", kind="HTTPRoute")
+        is False
+    )
     with pytest.raises(AdapterNotFound, match="does not serve HTTPRoute"):
-        Kube(cluster.kube.api).read_httproute(namespace="default", name="web")
+        Kube(cluster.kube.api).read_httproute(namespace=ns, name="web")
 
 
 def test_secret_exists_never_returns_data(cluster: Cluster) -> None:
@@ -296,48 +311,39 @@ def test_secret_exists_never_returns_data(cluster: Cluster) -> None:
     assert cluster.kube.secret_exists(namespace=ns, name="nope") is False
 
 
-@pytest.fixture
-def backend() -> Iterator[str]:
-    """A health backend: /healthz 200, /fail 500."""
+def test_service_proxy_get(cluster: Cluster) -> None:
+    """Answers of the Service's ready pods come back through the API server's proxy as (status, text);
+    a missing service raises AdapterNotFound."""
+    cluster.need_control()
+    ns = cluster.namespace
+    web = deployment(ns, "web", "web:1", 1)
+    pod = web["spec"]["template"]
+    pod["metadata"]["annotations"] = {"kwok.railiance.dev/error-rate": "1"}  # the pod host answers 500
+    pod["spec"]["containers"][0]["ports"] = [{"name": "http", "containerPort": 8080}]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 8080, "targetPort": "http"}]},
+    }
+    cluster.kube.apply(manifests=[web, service], field_manager=FM)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            code, body = (200, b"ok") if self.path == "/healthz" else (500, b"boom")
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def healthz() -> Any:
+        try:
+            return cluster.kube.service_proxy_get(
+                namespace=ns, service="web", port=8080, path="/healthz", timeout=2
+            )
+        except AdapterError:
+            return None
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def test_service_proxy_get(cluster: Cluster, backend: str) -> None:
-    """Backend answers come back as (status, text); a missing service raises AdapterNotFound."""
-    em = cluster.need_emulator()
-    em.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"ports": [{"port": 8080}]},
-        }
+    status, text = eventually(lambda: (h := healthz()) and h[0] == 200 and h, timeout=30)
+    assert (200, "ok") == (status, text.strip())
+    status, text = cluster.kube.service_proxy_get(
+        namespace=ns, service="web", port=8080, path="fail", timeout=2
     )
-    em.register_service_backend("default", "web", 8080, backend)
-    assert (200, "ok") == cluster.kube.service_proxy_get(
-        namespace="default", service="web", port=8080, path="/healthz", timeout=2
-    )
-    assert (500, "boom") == cluster.kube.service_proxy_get(
-        namespace="default", service="web", port=8080, path="fail", timeout=2
-    )
+    assert 500 == status and '"code": 500' in text
     with pytest.raises(AdapterNotFound, match='services "ghost" not found'):
-        cluster.kube.service_proxy_get(namespace="default", service="ghost", port=80, path="/", timeout=2)
+        cluster.kube.service_proxy_get(namespace=ns, service="ghost", port=80, path="/", timeout=2)
 
 
 def test_apply_conflict_without_force_is_kube_conflict(cluster: Cluster) -> None:
@@ -381,7 +387,7 @@ def refused_address() -> str:
     ],
 )
 def test_errors_are_typed_and_readable(
-    kube_emulator: KubeEmulator, kube_api_client: Any, fault: Any, expected: type[AdapterError], text: str
+    kube_cluster: KubeCluster, kube_api_client: Any, fault: Any, expected: type[AdapterError], text: str
 ) -> None:
     """Each failure of ``list`` is the documented error type, naming kubernetes, the operation and address."""
     kube = Kube(kube_api_client, timeout=0.3)
@@ -394,7 +400,7 @@ def test_errors_are_typed_and_readable(
         )  # discovery known; the list fails
     else:
         kube._served("apps/v1")
-        kube_emulator.faults.add(r"/deployments$", **fault)
+        kube_cluster.faults.add(r"/deployments$", **fault)
     with pytest.raises(expected) as err:
         kube.list(api_version="apps/v1", kind="Deployment", namespace="default")
     message = str(err.value)

@@ -1,6 +1,6 @@
 """Stage 2 and Stage 3 through Dagster, for real: the code location's jobs executed in process on a
-persistent instance, with the same resource classes the code location uses pointed at the Kubernetes
-API emulator (its kubeconfig, CA inlined; the real helm installs, upgrades, uninstalls and rolls back
+persistent instance, with the same resource classes the code location uses pointed at the real
+Kubernetes control plane (its kubeconfig, CA inlined; the real helm installs, upgrades, uninstalls and rolls back
 releases in it), the real OCI registry, the session Prometheus scraping a fresh stable/canary metrics
 pair, the recording State Hub and a SQLite ledger (``tests.fixtures.dagster.dagster_lifecycle``).
 
@@ -73,7 +73,7 @@ def _deploy(d: DagsterLifecycleEnv, key: str, operator: str = "alice") -> Any:
     return meta
 
 
-def test_stage2_and_stage3_jobs_against_the_emulator_then_rollback(
+def test_stage2_and_stage3_jobs_against_the_control_plane_then_rollback(
     dagster_lifecycle: DagsterLifecycleEnv,
 ) -> None:
     """stage1 -> canary -> observe -> approve (another operator) -> promote -> lineage -> rollback, each a job
@@ -104,7 +104,7 @@ def test_stage2_and_stage3_jobs_against_the_emulator_then_rollback(
     )
     assert (
         image
-        == env.emulator.get("deployments", NS, "hello-web-canary")["spec"]["template"]["spec"]["containers"][
+        == env.cluster.get("deployments", NS, "hello-web-canary")["spec"]["template"]["spec"]["containers"][
             0
         ]["image"]
     )
@@ -179,7 +179,7 @@ def test_stage2_and_stage3_jobs_against_the_emulator_then_rollback(
     )  # not critical
     assert all(s["ok"] for s in promotion.payload.get("smoke") or doc.get("smoke") or [{"ok": True}])
     assert image == env.live_image() and [image] == env.served_images()
-    assert env.emulator.get("deployments", NS, "hello-web-canary") is None
+    assert env.cluster.get("deployments", NS, "hello-web-canary") is None
 
     # ---- lineage: the job's report and the materialized rollback target agree with the projection
     store = d.store()
@@ -241,7 +241,7 @@ def test_crashlooping_canary_fails_closed_is_rolled_back_and_nothing_downstream_
     from the instance), the ledger records the rejection, and stage_gate_sensor requests no promotion."""
     d, env = dagster_lifecycle, dagster_lifecycle.stage3
     image, key = _candidate_through_stage1(d)
-    env.emulator.behaviours.set(image, "crashloop", restart_interval=0.2)
+    env.cluster.behaviours.set(image, "crashloop")
     _deploy(d, key)
     gate = d.tick(stage_gate_sensor)
     assert [("observe", key)] == _requests(gate)
@@ -260,8 +260,8 @@ def test_crashlooping_canary_fails_closed_is_rolled_back_and_nothing_downstream_
     assert ("fail", completed.seq) == (completed.payload["status"], meta["ledger_seq"].value)
     assert EventKind.ROLLBACK_COMPLETED in [e.kind for e in d.ledger_events()]
     # removed from the cluster: no canary Deployment, Ingress or helm release; the stable untouched
-    assert env.emulator.get("deployments", NS, "hello-web-canary") is None
-    assert env.emulator.get("ingresses", NS, "hello-web-canary") is None
+    assert env.cluster.get("deployments", NS, "hello-web-canary") is None
+    assert env.cluster.get("ingresses", NS, "hello-web-canary") is None
     assert [] == [h for h in _helm_history(env, "hello-web-canary") if h.get("status") == "deployed"]
     assert env.stable0 == env.live_image()
 
@@ -327,7 +327,7 @@ def test_canary_guard_requests_one_rollback_after_a_revocation_in_the_window(
     out = rolled.output_for_node("rollback_workload")["document"]
     assert ("canary-removed", "pass") == (out["phase"], out["status"])
     assert "helm uninstall hello-web-canary" in out["action"]
-    assert env.emulator.get("deployments", NS, "hello-web-canary") is None
+    assert env.cluster.get("deployments", NS, "hello-web-canary") is None
     assert env.stable0 == env.live_image()
     done = d.ledger_events(EventKind.ROLLBACK_COMPLETED)[-1]
     assert (_digest(image), "dagster") == (done.candidate, done.actor)

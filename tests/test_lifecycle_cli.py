@@ -1,7 +1,7 @@
 """The whole lifecycle through the real CLI (``bin/railiance`` in subprocesses), end to end.
 
 v1 -> v2 -> v3, each: ``railiance run`` (Stage 1, real ``helm template``) on its own commit,
-``deploy --stage 2`` and ``observe`` (the Kubernetes emulator with the real helm, the real registry,
+``deploy --stage 2`` and ``observe`` (the real Kubernetes control plane with the real helm, the real registry,
 real Prometheus, the recording State Hub), ``approve --stage 3`` by a second operator, ``promote``;
 then ``rollback`` from v3 restores exactly v2, and ``ledger verify`` passes with every stage result,
 approval and rollback record in the ledger. Outside probes (smoke, rollback verification) enter
@@ -93,7 +93,7 @@ def test_full_lifecycle_v1_v2_v3_then_rollback_through_the_cli(
         doc = _through_stage3(c, images[-1])
         assert images[-2].split("@", 1)[1] == (doc.get("rollback_target") or {}).get("digest"), doc
     v1, v2, v3 = images
-    deploy = c.emulator.get("deployments", "hello-web", "hello-web")
+    deploy = c.cluster.get("deployments", "hello-web", "hello-web")
     assert v3 in json.dumps(deploy["spec"]["template"])
 
     code, doc, out = c.run("lineage", "hello-web", "--json")
@@ -105,7 +105,7 @@ def test_full_lifecycle_v1_v2_v3_then_rollback_through_the_cli(
 
     code, doc, out = c.run("rollback", str(c.app), "--reason", "v3 error budget burning", "--json")
     assert 0 == code, out
-    deploy = c.emulator.get("deployments", "hello-web", "hello-web")
+    deploy = c.cluster.get("deployments", "hello-web", "hello-web")
     assert v2 in json.dumps(deploy["spec"]["template"]) and v3 not in json.dumps(deploy["spec"]["template"])
 
     store = EventStore.open(c.ledger)

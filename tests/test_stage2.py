@@ -1,6 +1,6 @@
 """Stage 2 service: deploy the canary (prechecks first), observe it, accept or roll back.
 
-Everything is real except the cluster: the Kubernetes emulator (official client; the real helm
+Everything is real except the cluster: the real Kubernetes control plane (official client; the real helm
 binary installs, lists and uninstalls the releases), the real registry (distribution), real
 Prometheus scraping a stable and a canary metrics app per test, and a SQLite ledger. Windows are
 4 s with 1 s samples.
@@ -21,6 +21,7 @@ from tests.fixtures.stage2 import (
     events_of,
     not_passed,
     observe_env,
+    starve_service,
     use_form,
     wait_for_metric,
     with_env_statehub,
@@ -66,7 +67,7 @@ def check(doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def stable_image(env: CanaryEnv) -> str:
-    dep = env.emulator.get("deployments", "hello-web", "hello-web")
+    dep = env.cluster.get("deployments", "hello-web", "hello-web")
     return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
@@ -77,7 +78,7 @@ def test_stage2_weighted_canary_accepted(canary_env: CanaryEnv) -> None:
     """Weighted 10 % on ingress-nginx, observed for 4 s against real Prometheus: accepted, stable untouched."""
     out = deploy(canary_env)
     assert 0 == out.exit_code, not_passed(out.document)
-    ing = canary_env.emulator.get("ingresses", "hello-web", "hello-web-canary")
+    ing = canary_env.cluster.get("ingresses", "hello-web", "hello-web-canary")
     assert "10" == ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"]
     # the canary is helm's own release (real helm history), pinned to the candidate digest
     assert 1 == canary_env.helm.deployed_revision(release="hello-web-canary", namespace="hello-web")
@@ -98,9 +99,7 @@ def test_stage2_weighted_canary_accepted(canary_env: CanaryEnv) -> None:
     assert canary_env.pair is not None and canary_env.pair.job in first["canary"]["error_rate"]["query"]
     assert first["canary"]["p95_latency_ms"]["available"] and first["stable"]["saturation"]["value"] == 0.2
     # health from inside went through the API server's service proxy (percent-encoded, as a client sends it)
-    assert any(
-        "/services/hello-web-canary%3A8080/proxy/healthz 200" in p for p in canary_env.emulator.paths()
-    )
+    assert any("/services/hello-web-canary%3A8080/proxy/healthz 200" in p for p in canary_env.cluster.paths())
     assert "HTTP 200" == first["health_inside"]["reason"]
     evidence = {e["detail"].split(":")[0]: e for e in res.document["evidence"]}
     assert {"rendered release identity", "key health inside", "key health outside", "progress note"} <= set(
@@ -116,7 +115,7 @@ def test_stage2_weighted_canary_accepted(canary_env: CanaryEnv) -> None:
 def test_stage2_gateway_api_weighted_canary_accepted(canary_env: CanaryEnv) -> None:
     canary_env.edit('provider = "ingress-nginx"', 'provider = "gateway-api"')
     assert 0 == deploy(canary_env).exit_code
-    route = canary_env.emulator.get("httproutes", "hello-web", "hello-web")
+    route = canary_env.cluster.get("httproutes", "hello-web", "hello-web")
     weights = {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
     assert {"hello-web": 90, "hello-web-canary": 10} == weights
     res = observe(canary_env)
@@ -168,7 +167,7 @@ def test_stage2_fails_when_digest_missing_from_registry(canary_env: CanaryEnv) -
     out = deploy_env(canary_env, image=other)
     assert 1 == out.exit_code
     assert "fail" == check(out.document, "digest_in_registry")["status"]
-    assert canary_env.emulator.get("ingresses", "hello-web", "hello-web-canary") is None
+    assert canary_env.cluster.get("ingresses", "hello-web", "hello-web-canary") is None
     assert canary_env.helm.deployed_revision(release="hello-web-canary", namespace="hello-web") is None
 
 
@@ -189,7 +188,7 @@ def test_stage2_fails_when_rollback_target_unknown(canary_env: CanaryEnv) -> Non
     out = deploy(canary_env)
     assert 1 == out.exit_code
     assert "rollback target unknown" in check(out.document, "rollback_target_known")["reason"]
-    assert canary_env.emulator.get("deployments", "hello-web", "hello-web-canary") is None
+    assert canary_env.cluster.get("deployments", "hello-web", "hello-web-canary") is None
 
 
 def test_stage2_fails_on_undeclared_secret(canary_env: CanaryEnv) -> None:
@@ -200,11 +199,11 @@ def test_stage2_fails_on_undeclared_secret(canary_env: CanaryEnv) -> None:
 
 
 def test_stage2_fails_when_server_dry_run_refuses(canary_env: CanaryEnv) -> None:
-    canary_env.emulator.faults.add(r"/deployments", status=422, methods=["PATCH", "POST"], times=5)
+    canary_env.cluster.faults.add(r"/deployments", status=422, methods=["PATCH", "POST"], times=5)
     out = deploy(canary_env)
     assert 1 == out.exit_code
     assert "fail" == check(out.document, "server_dry_run")["status"]
-    assert canary_env.emulator.get("deployments", "hello-web", "hello-web-canary") is None
+    assert canary_env.cluster.get("deployments", "hello-web", "hello-web-canary") is None
 
 
 def test_stage2_canary_release_renders_without_its_own_ingress(canary_env: CanaryEnv) -> None:
@@ -213,7 +212,7 @@ def test_stage2_canary_release_renders_without_its_own_ingress(canary_env: Canar
     assert 0 == deploy(canary_env).exit_code
     manifest = canary_env.helm.get_manifest(release="hello-web-canary", namespace="hello-web")
     assert "kind: Ingress" not in manifest and "kind: Deployment" in manifest
-    ing = canary_env.emulator.get("ingresses", "hello-web", "hello-web-canary")
+    ing = canary_env.cluster.get("ingresses", "hello-web", "hello-web-canary")
     assert [m["manager"] for m in ing["metadata"]["managedFields"]] == ["railiance-ledger"]
 
 
@@ -221,14 +220,14 @@ def test_stage2_canary_release_renders_without_its_own_ingress(canary_env: Canar
 
 
 def test_stage2_crashlooping_canary_rolled_back(canary_env: CanaryEnv) -> None:
-    canary_env.emulator.behaviours.set(canary_env.image, "crashloop", restart_interval=0.2)
+    canary_env.cluster.behaviours.set(canary_env.image, "crashloop")
     assert 0 == deploy(canary_env).exit_code
     res = observe(canary_env, sleep=time.sleep)
     assert 1 == res.exit_code and res.rolled_back
     assert "crash-looping" in check(res.document, "immediate_rollback")["reason"]
     assert EventKind.ROLLBACK_COMPLETED in kinds(canary_env)
-    assert canary_env.emulator.get("ingresses", "hello-web", "hello-web-canary") is None
-    assert canary_env.emulator.get("deployments", "hello-web", "hello-web-canary") is None
+    assert canary_env.cluster.get("ingresses", "hello-web", "hello-web-canary") is None
+    assert canary_env.cluster.get("deployments", "hello-web", "hello-web-canary") is None
     # helm uninstall removed the canary release and its history; the stable release is untouched
     assert canary_env.helm.deployed_revision(release="hello-web-canary", namespace="hello-web") is None
     assert 1 == canary_env.helm.deployed_revision(release="hello-web", namespace="hello-web")
@@ -313,7 +312,7 @@ def test_stage2_prometheus_going_away_mid_window_fails_closed(canary_env: Canary
 
 def test_stage2_secret_in_pod_logs_fails_and_is_never_stored(canary_env: CanaryEnv) -> None:
     secret = "AKIAIOSFODNN7EXAMPLE"
-    canary_env.emulator.behaviours.set(
+    canary_env.cluster.behaviours.set(
         canary_env.image, "ready", logs=[f"connecting with aws_access_key_id={secret}"]
     )
     assert 0 == deploy(canary_env).exit_code
@@ -325,10 +324,10 @@ def test_stage2_secret_in_pod_logs_fails_and_is_never_stored(canary_env: CanaryE
 
 
 def test_stage2_health_from_inside_failing_through_the_service_proxy(canary_env: CanaryEnv) -> None:
-    """The API server's proxy to the canary Service answers 503: ``canary_health`` fails on "inside"
+    """The canary Service selects no ready pod, so the API server's own proxy answers 503: ``canary_health`` fails on "inside"
     (outside stays fine, so no immediate rollback) and the canary is removed at the end of the window."""
-    canary_env.emulator.faults.add(r"/services/hello-web-canary:8080/proxy/", status=503)
     assert 0 == deploy(canary_env).exit_code
+    starve_service(canary_env, "hello-web-canary")  # the real proxy: no ready endpoint, 503
     res = observe(canary_env)
     assert (1, True) == (res.exit_code, res.rolled_back)
     c = check(res.document, "canary_health")
@@ -339,22 +338,22 @@ def test_stage2_health_from_inside_failing_through_the_service_proxy(canary_env:
 def test_stage2_gateway_api_rejected_canary_removes_the_route_it_built(canary_env: CanaryEnv) -> None:
     """No stable HTTPRoute existed: the one the canary built is deleted on rollback, not left weighted."""
     canary_env.edit('provider = "ingress-nginx"', 'provider = "gateway-api"')
-    canary_env.emulator.behaviours.set(canary_env.image, "crashloop", restart_interval=0.2)
+    canary_env.cluster.behaviours.set(canary_env.image, "crashloop")
     assert 0 == deploy(canary_env).exit_code
-    assert canary_env.emulator.get("httproutes", "hello-web", "hello-web") is not None
+    assert canary_env.cluster.get("httproutes", "hello-web", "hello-web") is not None
     res = observe(canary_env, sleep=time.sleep)
     assert (1, True) == (res.exit_code, res.rolled_back)
-    assert canary_env.emulator.get("httproutes", "hello-web", "hello-web") is None
+    assert canary_env.cluster.get("httproutes", "hello-web", "hello-web") is None
 
 
 def test_stage2_shadow_apply_failure_restores_stable_ingress(canary_env: CanaryEnv) -> None:
     """An apply failure after the stable Ingress was patched restores it and never deletes it."""
     use_form(canary_env, "shadow")
-    canary_env.emulator.faults.add(r"/namespaces/hello-web/ingresses$", status=500, methods=["GET"])
+    canary_env.cluster.faults.add(r"/namespaces/hello-web/ingresses$", status=500, methods=["GET"])
     out = deploy(canary_env)
     assert 1 == out.exit_code
     assert "fail" == check(out.document, "canary_applied")["status"]
-    canary_env.emulator.faults.clear()
-    stable = canary_env.emulator.get("ingresses", "hello-web", "hello-web")
+    canary_env.cluster.faults.clear()
+    stable = canary_env.cluster.get("ingresses", "hello-web", "hello-web")
     assert stable is not None
     assert "nginx.ingress.kubernetes.io/mirror-target" not in (stable["metadata"].get("annotations") or {})

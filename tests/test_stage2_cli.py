@@ -1,6 +1,6 @@
 """Stage 2 acceptance through the real CLI (``bin/railiance`` in a subprocess), as the issue's
 "Done when" asks: ``railiance run`` (Stage 1) on a git-committed copy of hello-web, then
-``railiance deploy --stage 2`` and ``railiance observe`` against the Kubernetes emulator
+``railiance deploy --stage 2`` and ``railiance observe`` against the real Kubernetes control plane
 (``KUBECONFIG``; the real helm), the real registry (``RAILIANCE_REGISTRY_URL``), real Prometheus
 (``RAILIANCE_PROMETHEUS_URL``) and the recording State Hub (``RAILIANCE_STATEHUB_URL``).
 Outside probes enter through ``RAILIANCE_INGRESS_URL`` (the canary metrics app plays the ingress).
@@ -66,7 +66,7 @@ def test_stage2_cli_run_deploy_observe_accepted(cli_stage2: CliStage2, statehub:
 
 def test_stage2_cli_crashlooping_canary_exits_1_naming_the_gate(cli_stage2: CliStage2) -> None:
     c = cli_stage2
-    c.emulator.behaviours.set(c.image, "crashloop", restart_interval=0.2)
+    c.cluster.behaviours.set(c.image, "crashloop")
     assert 0 == c.run("run", str(c.app), "--image", c.image, "--json")[0]
     assert 0 == c.run("deploy", "--stage", "2", str(c.app), "--json")[0]
     code, doc, out = c.run("observe", str(c.app), "--json")
@@ -76,4 +76,4 @@ def test_stage2_cli_crashlooping_canary_exits_1_naming_the_gate(cli_stage2: CliS
     assert "crash-looping" in first["reason"]
     code, _, text = c.run("observe", str(c.app))  # nothing left to observe: the canary was removed
     assert 2 == code, text
-    assert c.emulator.get("deployments", "hello-web", "hello-web-canary") is None
+    assert c.cluster.get("deployments", "hello-web", "hello-web-canary") is None

@@ -1,5 +1,5 @@
 """Stage 2 required evidence (spec "Required Stage 2 evidence"), each in a passing/failing pair, end
-to end (emulator + real helm + real registry + real Prometheus + the recording State Hub).
+to end (real control plane + real helm + real registry + real Prometheus + the recording State Hub).
 
 "Stage 2 fails closed when any required evidence is missing and no operator waiver is recorded":
 every item the result could not collect fails a named check (exit 1, the canary removed like any
@@ -39,6 +39,7 @@ from tests.fixtures.stage2 import (
     events_of,
     not_passed,
     observe_env,
+    starve_service,
 )
 
 STATEHUB_ENV = "RAILIANCE_STATEHUB_URL"
@@ -46,8 +47,8 @@ STATEHUB_ENV = "RAILIANCE_STATEHUB_URL"
 
 def canary_removed(env: CanaryEnv) -> None:
     """The canary release, its pods' Deployment and its routing are gone; stable untouched."""
-    assert env.emulator.get("deployments", "hello-web", "hello-web-canary") is None
-    assert env.emulator.get("ingresses", "hello-web", "hello-web-canary") is None
+    assert env.cluster.get("deployments", "hello-web", "hello-web-canary") is None
+    assert env.cluster.get("ingresses", "hello-web", "hello-web-canary") is None
     assert env.helm.deployed_revision(release="hello-web-canary", namespace="hello-web") is None
     assert 1 == env.helm.deployed_revision(release="hello-web", namespace="hello-web")
 
@@ -92,7 +93,7 @@ def test_stage2_statehub_note_delivered_passes_with_the_note_id(canary_env: Cana
     sent = canary_env.hub.notes[-1]
     assert "hello-web: Stage 2 canary acceptance gates passed" == sent["title"]
     assert "accepted" not in (sent["title"] + sent["body"]).lower()
-    assert canary_env.emulator.get("deployments", "hello-web", "hello-web-canary") is not None  # kept
+    assert canary_env.cluster.get("deployments", "hello-web", "hello-web-canary") is not None  # kept
 
 
 def test_stage2_statehub_not_configured_fails_statehub_note_and_removes_the_canary(
@@ -191,15 +192,15 @@ def test_stage2_statehub_note_waiver_accepts_with_waived(
     assert ("waived", waiver.event_id, None) == (c["status"], c["waiver"], c["failure"])
     assert "RAILIANCE_STATEHUB_URL is not set" in c["reason"] and "waived by bob" in c["reason"]
     assert (
-        canary_env.emulator.get("deployments", "hello-web", "hello-web-canary") is not None
+        canary_env.cluster.get("deployments", "hello-web", "hello-web-canary") is not None
     )  # accepted, kept
 
 
 def test_stage2_statehub_fails_on_a_rejected_canary_still_reported(canary_env: CanaryEnv) -> None:
     """A canary the gates reject is removed first; the "rejected" note is judged by statehub_note too."""
     assert canary_env.hub is not None
-    canary_env.emulator.faults.add(r"/services/hello-web-canary:8080/proxy/", status=503)
     assert 0 == deploy_env(canary_env).exit_code
+    starve_service(canary_env, "hello-web-canary")  # the real proxy: no ready endpoint, 503
     res = observe_env(canary_env, fast=True)
     assert (1, True) == (res.exit_code, res.rolled_back)
     assert "pass" == check_named(res.document, "statehub_note")["status"]
@@ -256,6 +257,8 @@ def test_stage2_canary_release_changed_mid_window_fails_release_identity(canary_
                     "image.digest": STABLE_DIGEST,
                     "track": "canary",
                 },
+                wait=True,  # a real rolling update: the next sample sees it finished, pods ready
+                timeout=60,
             )
 
     res = observe_env(canary_env, fast=True, on_progress=progress)
@@ -280,10 +283,10 @@ def test_stage2_pod_status_unreadable_fails_pod_readiness_and_restart_checks(can
 
     def progress(done: int, total: int, sample: Any) -> None:
         if done == 2:
-            canary_env.emulator.faults.add(r"/api/v1/namespaces/hello-web/pods$", status=500, methods=["GET"])
+            canary_env.cluster.faults.add(r"/api/v1/namespaces/hello-web/pods$", status=500, methods=["GET"])
 
     res = observe_env(canary_env, fast=True, on_progress=progress)
-    canary_env.emulator.faults.clear()
+    canary_env.cluster.faults.clear()
     assert (1, True) == (res.exit_code, res.rolled_back)
     for gate, what in (
         ("canary_pods_ready", "pod status unavailable"),
@@ -320,10 +323,10 @@ def test_stage2_routing_read_back_failing_fails_canary_routing(canary_env: Canar
 
     def progress(done: int, total: int, sample: Any) -> None:
         if done == 2:
-            canary_env.emulator.faults.add(r"/namespaces/hello-web/ingresses$", status=500, methods=["GET"])
+            canary_env.cluster.faults.add(r"/namespaces/hello-web/ingresses$", status=500, methods=["GET"])
 
     res = observe_env(canary_env, fast=True, on_progress=progress)
-    canary_env.emulator.faults.clear()
+    canary_env.cluster.faults.clear()
     assert (1, True) == (res.exit_code, res.rolled_back)
     assert ["canary_routing"] == failing(res.document), not_passed(res.document)
     c = check_named(res.document, "canary_routing")

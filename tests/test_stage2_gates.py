@@ -1,4 +1,4 @@
-"""Stage 2 gates in passing/failing pairs, end to end (emulator + real helm + real registry + real
+"""Stage 2 gates in passing/failing pairs, end to end (real control plane + real helm + real registry + real
 Prometheus + the recording State Hub): each failure names its check or gate and exits 1.
 """
 
@@ -25,8 +25,8 @@ AUTH_FAILURES = [f"GET /api/orders -> 403 Forbidden (attempt {i})" for i in rang
 
 
 def nothing_applied(env: CanaryEnv) -> None:
-    assert env.emulator.get("deployments", "hello-web", "hello-web-canary") is None
-    assert env.emulator.get("ingresses", "hello-web", "hello-web-canary") is None
+    assert env.cluster.get("deployments", "hello-web", "hello-web-canary") is None
+    assert env.cluster.get("ingresses", "hello-web", "hello-web-canary") is None
     assert env.helm.deployed_revision(release="hello-web-canary", namespace="hello-web") is None
 
 
@@ -144,7 +144,7 @@ def test_stage2_approval_revoked_mid_window_rolls_back_immediately(canary_env: C
 
 
 def test_stage2_repeated_authorization_failures_roll_back_immediately(canary_env: CanaryEnv) -> None:
-    canary_env.emulator.behaviours.set(canary_env.image, "ready", logs=AUTH_FAILURES)
+    canary_env.cluster.behaviours.set(canary_env.image, "ready", logs=AUTH_FAILURES)
     assert 0 == deploy_env(canary_env).exit_code
     res = observe_env(canary_env, fast=True)
     assert (1, True) == (res.exit_code, res.rolled_back)
@@ -158,7 +158,7 @@ def test_stage2_repeated_authorization_failures_roll_back_immediately(canary_env
 
 
 def test_stage2_occasional_authorization_failure_is_not_repeated(canary_env: CanaryEnv) -> None:
-    canary_env.emulator.behaviours.set(canary_env.image, "ready", logs=AUTH_FAILURES[:1])
+    canary_env.cluster.behaviours.set(canary_env.image, "ready", logs=AUTH_FAILURES[:1])
     assert 0 == deploy_env(canary_env).exit_code
     res = observe_env(canary_env, fast=True)
     assert 0 == res.exit_code, not_passed(res.document)
@@ -167,7 +167,7 @@ def test_stage2_occasional_authorization_failure_is_not_repeated(canary_env: Can
 
 
 def test_stage2_pending_pods_fail_canary_pods_stable(canary_env: CanaryEnv) -> None:
-    canary_env.emulator.behaviours.set(canary_env.image, "pending")
+    canary_env.cluster.behaviours.set(canary_env.image, "pending")
     out = deploy_env(canary_env, rollout_timeout=1.0)
     assert 0 == out.exit_code, not_passed(out.document)
     assert any(

@@ -1,5 +1,5 @@
-"""``adapters.helm.Helm`` release methods (Stage 2/3) with the real helm binary against the Kubernetes
-emulator: install_or_upgrade, history, get_manifest, rollback, uninstall, and their typed errors."""
+"""``adapters.helm.Helm`` release methods (Stage 2/3) with the real helm binary against the real Kubernetes
+control plane: install_or_upgrade, history, get_manifest, rollback, uninstall, and their typed errors."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from railiance_ledger.adapters.helm import Helm, HelmCommandFailed, HelmReleaseNotFound
 from railiance_ledger.adapters.kube import Kube
 from railiance_ledger.errors import AdapterNotFound
-from tests.fixtures.stage2 import EXAMPLE, EmulatorHelm, helm_binary, helm_env, seed_cluster
-from tests.kube_emulator import KubeEmulator
+from tests.fixtures.kube import KubeCluster
+from tests.fixtures.stage2 import EXAMPLE, ClusterHelm, helm_binary, helm_env, seed_cluster
 
 CHART = EXAMPLE / "chart"
 VALUES = [CHART / "values.yaml", CHART / "values-production.yaml"]
@@ -22,18 +22,20 @@ def digest(ch: str) -> str:
 
 
 @pytest.fixture
-def helm(kube_emulator: KubeEmulator, kube_api_client: object, tmp_path: Path) -> Helm:
+def helm(kube_cluster: KubeCluster, kube_api_client: object, tmp_path: Path) -> Helm:
     seed_cluster(Kube(kube_api_client))  # type: ignore[arg-type]
-    return Helm(helm_binary(), env=helm_env(kube_emulator.kubeconfig_path, tmp_path / "helm"))
+    return Helm(helm_binary(), env=helm_env(kube_cluster.kubeconfig_path, tmp_path / "helm"))
 
 
-def image_of(emulator: KubeEmulator) -> str:
-    dep = emulator.get("deployments", "hello-web", "hello-web")
+def image_of(cluster: KubeCluster) -> str:
+    dep = cluster.get("deployments", "hello-web", "hello-web")
     assert dep is not None
     return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
-def test_stage2_helm_release_lifecycle_against_the_emulator(helm: Helm, kube_emulator: KubeEmulator) -> None:
+def test_stage2_helm_release_lifecycle_against_the_control_plane(
+    helm: Helm, kube_cluster: KubeCluster
+) -> None:
     first = helm.install_or_upgrade(
         chart=CHART,
         release="hello-web",
@@ -49,7 +51,7 @@ def test_stage2_helm_release_lifecycle_against_the_emulator(helm: Helm, kube_emu
         first["version"],
         first["info"]["status"],
     )  # type: ignore[index]
-    assert image_of(kube_emulator).endswith(digest("a"))
+    assert image_of(kube_cluster).endswith(digest("a"))
     second = helm.install_or_upgrade(
         chart=CHART,
         release="hello-web",
@@ -67,11 +69,11 @@ def test_stage2_helm_release_lifecycle_against_the_emulator(helm: Helm, kube_emu
     helm.rollback(release="hello-web", namespace="hello-web", revision=1, wait=True, timeout=30)
     history = helm.history(release="hello-web", namespace="hello-web")
     assert (3, "deployed") == (history[-1]["revision"], history[-1]["status"])
-    assert image_of(kube_emulator).endswith(digest("a"))
+    assert image_of(kube_cluster).endswith(digest("a"))
 
     helm.uninstall(release="hello-web", namespace="hello-web", wait=True)
-    assert [] == kube_emulator.list("deployments", "hello-web") == kube_emulator.list("services", "hello-web")
-    assert [] == kube_emulator.list("secrets", "hello-web", "owner=helm")
+    assert [] == kube_cluster.list("deployments", "hello-web") == kube_cluster.list("services", "hello-web")
+    assert [] == kube_cluster.list("secrets", "hello-web", "owner=helm")
 
 
 def test_stage2_helm_unknown_release_raises_release_not_found(helm: Helm) -> None:
@@ -88,9 +90,9 @@ def test_stage2_helm_unknown_release_raises_release_not_found(helm: Helm) -> Non
 
 
 def test_stage2_helm_wait_on_crashlooping_release_fails_within_its_timeout(
-    helm: Helm, kube_emulator: KubeEmulator
+    helm: Helm, kube_cluster: KubeCluster
 ) -> None:
-    kube_emulator.behaviours.set("registry.local/railiance/hello-web", "crashloop", restart_interval=0.2)
+    kube_cluster.behaviours.set("registry.local/railiance/hello-web", "crashloop")
     with pytest.raises(HelmCommandFailed) as info:
         helm.install_or_upgrade(
             chart=CHART, release="hello-web", namespace="hello-web", values_files=VALUES, wait=True, timeout=3
@@ -100,15 +102,15 @@ def test_stage2_helm_wait_on_crashlooping_release_fails_within_its_timeout(
     assert [(1, "failed")] == [(h["revision"], h["status"]) for h in history]
 
 
-def test_stage2_emulator_helm_writes_a_kubeconfig_from_the_kube_adapter(
-    kube_emulator: KubeEmulator, kube_api_client: object, tmp_path: Path
+def test_stage2_cluster_helm_writes_a_kubeconfig_from_the_kube_adapter(
+    kube_cluster: KubeCluster, kube_api_client: object, tmp_path: Path
 ) -> None:
-    """``EmulatorHelm(kube)`` (the name the first Stage 2 fixture used) is the real helm now."""
+    """``ClusterHelm(kube)`` (the name the first Stage 2 fixture used) is the real helm now."""
     kube = Kube(kube_api_client)  # type: ignore[arg-type]
     seed_cluster(kube)
-    helm = EmulatorHelm(kube, home=tmp_path / "h")
+    helm = ClusterHelm(kube, home=tmp_path / "h")
     status = helm.install_or_upgrade(
         chart=CHART, release="hello-web", namespace="hello-web", values_files=VALUES
     )
     assert 1 == status["version"] == helm.deployed_revision(release="hello-web", namespace="hello-web")
-    assert kube_emulator.list("secrets", "hello-web", "owner=helm,name=hello-web")
+    assert kube_cluster.list("secrets", "hello-web", "owner=helm,name=hello-web")

@@ -1,9 +1,9 @@
 """Stage 3 promotion and rollback through the lifecycle services, on real servers.
 
-Everything runs for real except the Kubernetes API (the emulator, through the official client) and
+Everything runs for real except the Kubernetes API (the real control plane, through the official client) and
 the ingress controller (``http`` forwards the production host to the app): git and Stage 1, the
-OCI registry, the real ``helm`` binary installing, upgrading and rolling back releases in the
-emulator, a real State Hub, a real app behind the services, and a SQLite ledger.
+OCI registry, the real ``helm`` binary installing, upgrading and rolling back releases on the
+real control plane, a real State Hub, a real app behind the services, and a SQLite ledger.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def live_matches(env: Stage3Env, sha: str) -> list[str]:
     problems: list[str] = []
     plural = {"Deployment": "deployments", "Service": "services", "Ingress": "ingresses"}
     for doc in split_docs(load_manifests(sha, env.home)):
-        live = env.emulator.get(plural[doc["kind"]], NS, doc["metadata"]["name"])
+        live = env.cluster.get(plural[doc["kind"]], NS, doc["metadata"]["name"])
         if live is None:
             problems.append(f"{doc['kind']} missing")
             continue
@@ -74,7 +74,7 @@ def host_routes(env: Stage3Env) -> dict[str, str]:
     """Ingress name -> backend service of every Ingress in the namespace."""
     return {
         i["metadata"]["name"]: i["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
-        for i in env.emulator.list("ingresses", NS)
+        for i in env.cluster.list("ingresses", NS)
     }
 
 
@@ -123,7 +123,7 @@ def test_stage3_full_lifecycle_v1_v2_v3_then_rollback_restores_v2(stage3_env: St
         assert {"hello-web": "hello-web"} == host_routes(
             env
         )  # canary Ingress removed, stable serves the host
-        assert env.emulator.get("deployments", NS, "hello-web-canary") is None
+        assert env.cluster.get("deployments", NS, "hello-web-canary") is None
         promoted[tag] = out
     v1, v2, v3 = (env.versions[t] for t in ("v1.0.0", "v2.0.0", "v3.0.0"))
 
@@ -329,7 +329,7 @@ def test_stage2_approval_revoked_mid_window_rolls_back(stage3_env: Stage3Env) ->
     res = env.observe(on_progress=progress)
     assert (1, True) == (res.exit_code, res.rolled_back)
     assert "approval" in env.events(EventKind.ROLLBACK_STARTED)[-1].payload["symptom"].lower()
-    assert env.emulator.get("deployments", NS, "hello-web-canary") is None
+    assert env.cluster.get("deployments", NS, "hello-web-canary") is None
     assert env.live_image() == v1
     assert "stage2_accepted" in failed(env.promote(v2).document)
     assert env.live_image() == v1
@@ -345,7 +345,7 @@ def test_rollback_of_stage2_canary_keeps_the_stable_lineage(stage3_env: Stage3En
     assert 0 == env.deploy(v2).exit_code
     out = env.rollback("canary returns 502s")
     assert (0, "canary-removed") == (out.exit_code, out.phase), out.document
-    assert env.emulator.get("deployments", NS, "hello-web-canary") is None and env.live_image() == v1
+    assert env.cluster.get("deployments", NS, "hello-web-canary") is None and env.live_image() == v1
     assert digest(v1) == lineage(env.store, "hello-web").current_stable.digest
 
 
@@ -489,7 +489,7 @@ def test_promote_gateway_api_weighted_canary_shifts_then_replaces(stage3_env: St
         shifted.payload["weight"],
         shifted.payload["action"],
     )
-    route = env.emulator.get("httproutes", NS, "hello-web")
+    route = env.cluster.get("httproutes", NS, "hello-web")
     assert route is None or {"hello-web"} == {
         b["name"] for r in route["spec"]["rules"] for b in r["backendRefs"]
     }

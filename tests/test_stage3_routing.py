@@ -3,7 +3,7 @@
 ``[promotion] form = "routing-switch"`` (with ``rollback.strategy = "routing"``): promote points the
 stable Service at the accepted canary release's pods instead of upgrading the production release,
 records the exact routing objects it replaced, and a rollback re-applies them. Everything runs as
-in tests/test_stage3_promote.py: the Kubernetes API emulator through the official client, the real
+in tests/test_stage3_promote.py: the real Kubernetes control plane through the official client, the real
 ``helm`` binary, the real registry and State Hub, a SQLite ledger.
 """
 
@@ -54,13 +54,13 @@ def host_routes(env: Stage3Env) -> dict[str, str]:
     """Ingress name -> backend service of every Ingress in the namespace."""
     return {
         i["metadata"]["name"]: i["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
-        for i in env.emulator.list("ingresses", NS)
+        for i in env.cluster.list("ingresses", NS)
     }
 
 
 def routing_now(env: Stage3Env) -> list[dict[str, Any]]:
     """The live stable routing objects (Service, Ingress) as a routing switch records them."""
-    return [clean_object(env.service()), clean_object(env.emulator.get("ingresses", NS, "hello-web"))]
+    return [clean_object(env.service()), clean_object(env.cluster.get("ingresses", NS, "hello-web"))]
 
 
 def same_objects(recorded: list[dict[str, Any]], live: list[dict[str, Any]]) -> None:
@@ -143,7 +143,7 @@ def test_promote_routing_switch_then_rollback_restores_previous_routing(stage3_e
     assert rolled.document["verification"]["routing"]["ok"] and rolled.document["verification"]["check"]["ok"]
     assert "re-applied the previous routing configuration" in rolled.document["action"]
     assert (
-        env.emulator.get("deployments", NS, "hello-web-canary") is None
+        env.cluster.get("deployments", NS, "hello-web-canary") is None
     )  # v2's release retired once verified
     done = env.events(EventKind.ROLLBACK_COMPLETED)[-1]
     assert (digest(v2), digest(v1), "routing") == (
@@ -171,7 +171,7 @@ def test_promote_routing_switch_smoke_failure_restores_previous_routing(stage3_e
     assert "pass" == check(out.document, "automatic_rollback")["status"]
     same_objects(before, routing_now(env))
     assert [env.stable0] == env.served_images()
-    assert env.emulator.get("deployments", NS, "hello-web-canary") is None
+    assert env.cluster.get("deployments", NS, "hello-web-canary") is None
     assert [] == env.events(EventKind.PROMOTION_COMPLETED)
     switched = [e for e in env.events(EventKind.ROUTING_CHANGED) if e.stage == 3]
     assert 1 == len(switched)
@@ -221,7 +221,7 @@ def test_promote_routing_switch_alternating_canary_releases(stage3_env: Stage3En
     rolled = env.rollback("v2 leaks memory")
     assert 0 == rolled.exit_code, rolled.document
     assert [v1] == env.served_images()
-    assert env.emulator.get("deployments", NS, "hello-web-canary-b") is None
+    assert env.cluster.get("deployments", NS, "hello-web-canary-b") is None
     assert digest(v1) == current_stable(env)
 
     # a canary aimed at the release that serves the stable is refused before anything is applied

@@ -1,4 +1,4 @@
-"""One canary degradation per trial, on the emulator, the real registry and real Prometheus.
+"""One canary degradation per trial, on the real control plane, the real registry and real Prometheus.
 
 Driven by ``bench/canary_rollback.py`` through pytest only to reuse the harness fixtures; every
 figure is written to ``$RAILIANCE_BENCH_OUT`` (JSON Lines) and judged by the bench script, never here.

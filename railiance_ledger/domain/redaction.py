@@ -160,6 +160,9 @@ def is_secret_key(name: str) -> bool:
         return False
     if words == ["pwd"]:  # the shell's current directory, not a password
         return False
+    # routing.tls_secret: the NAME of the Ingress TLS Secret (spec.tls[].secretName), a reference
+    if words == ["tls", "secret"]:
+        return False
     if words[-1] in _NEUTRAL_LAST or words[0] in _REFERENCE_FIRST:
         return False
     if any(w in _REFERENCE_ANYWHERE for w in words):

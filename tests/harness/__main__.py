@@ -78,7 +78,10 @@ SERVERS: dict[str, Callable[[int, Path], Service]] = {
     "registry": _start_registry,
     "registry-token": _start_registry_token,
     "prometheus": _start_prometheus,
-    "kube": lambda port, workdir: __import__("tests.harness.kube", fromlist=["start"]).start(port, workdir),
+    # the real control plane (etcd, kube-apiserver, controllers, scheduler, kwok); kube-real: old name
+    "kube": lambda port, workdir: __import__("tests.harness.kube_real", fromlist=["start"]).start(
+        port, workdir
+    ),
     "kube-real": lambda port, workdir: __import__("tests.harness.kube_real", fromlist=["start"]).start(
         port, workdir
     ),
