@@ -18,6 +18,7 @@ from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
 from railiance_ledger.domain.identity import Operator, OperatorLike
 from railiance_ledger.domain.redaction import redact
+from railiance_ledger.domain.text import NAME_MAX, REASON_MAX, text_problem
 from railiance_ledger.errors import InvalidInput
 from railiance_ledger.lifecycle.approvals.signing import seal, to_sign
 from railiance_ledger.lifecycle.candidates import select_candidate
@@ -92,8 +93,14 @@ def _record_waiver(
             "a waiver needs an operator", hint="pass --operator NAME or set RAILIANCE_OPERATOR"
         )
     identity = Operator.of(operator)
+    name_problem = text_problem(identity.name, limit=NAME_MAX)
+    if name_problem:
+        raise InvalidInput(f"the operator name {name_problem}", hint="pass a plain --operator NAME")
     if not reason or not reason.strip():
         raise InvalidInput("a waiver needs a reason", hint="pass --reason TEXT saying why the gate may fail")
+    problem = text_problem(reason.strip(), limit=REASON_MAX, allow_newlines=True)
+    if problem:
+        raise InvalidInput(f"the waiver's reason {problem}", hint="pass a shorter, plain --reason TEXT")
     if stage not in (1, 2, 3):
         raise InvalidInput(f"stage {stage} does not exist", hint="use --stage 1, 2 or 3")
     if not _GATE_RE.match(gate):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from railiance_ledger import config
 from railiance_ledger.domain.identity import Operator, OperatorLike
 from railiance_ledger.domain.redaction import redact
+from railiance_ledger.domain.text import NAME_MAX, REASON_MAX, text_problem
 from railiance_ledger.errors import InvalidInput
 from railiance_ledger.lifecycle.candidates import ResolvedCandidate
 
@@ -46,6 +47,7 @@ def require_identity(operator: OperatorLike | None, *, what: str = "an approval"
     a human decision needs a named human.
     """
     if isinstance(operator, Operator):
+        _check_name(operator.name)
         if not operator.explicit:
             raise InvalidInput(
                 f"{what} needs an explicit operator identity, not the default {operator.name!r}", hint=_HINT
@@ -54,7 +56,15 @@ def require_identity(operator: OperatorLike | None, *, what: str = "an approval"
     who = config.explicit_operator(operator.strip() if operator else None)
     if not who or not who.strip():
         raise InvalidInput(f"{what} needs an operator identity", hint=_HINT)
+    _check_name(who.strip())
     return Operator.given(who.strip())
+
+
+def _check_name(name: str) -> None:
+    """The same free-text rule for an operator name from every entry point (CLI, Dagster launchpad)."""
+    problem = text_problem(name, limit=NAME_MAX)
+    if problem:
+        raise InvalidInput(f"the operator name {problem}", hint=_HINT)
 
 
 def require_operator(operator: OperatorLike | None, *, what: str = "an approval") -> str:
@@ -66,6 +76,9 @@ def require_reason(reason: str | None, *, what: str, flag: str = "--reason TEXT"
     """The reason, stripped and redacted; ``InvalidInput`` when it is empty."""
     if not reason or not reason.strip():
         raise InvalidInput(f"{what} needs a reason", hint=f"pass {flag}")
+    problem = text_problem(reason.strip(), limit=REASON_MAX, allow_newlines=True)
+    if problem:
+        raise InvalidInput(f"the reason of {what} {problem}", hint=f"pass a shorter, plain {flag}")
     return redact(reason.strip())
 
 
