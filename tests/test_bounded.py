@@ -45,6 +45,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
+DEFAULT_SIGNALS = (
+    "import signal\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("kind", ["local-process", "run-command"])
 def test_a_signal_to_the_cli_stops_the_child_process_group(tmp_path: Path, sig: int, kind: str) -> None:
@@ -65,6 +72,10 @@ def test_a_signal_to_the_cli_stops_the_child_process_group(tmp_path: Path, sig: 
         )
         + body
     )
+    # The CLI as a shell starts it: default dispositions (Python's KeyboardInterrupt for SIGINT).
+    # Another test of the session (Dagster) may leave SIGINT/SIGTERM ignored in this process, and
+    # ignored signals are inherited across exec.
+    script = DEFAULT_SIGNALS + script
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
