@@ -83,6 +83,9 @@ def test_a_signal_to_the_cli_stops_the_child_process_group(tmp_path: Path, sig: 
             time.sleep(0.05)
         child = int(pidfile.read_text())
         assert _alive(child)
+        # Let the CLI return from Popen() first: SIGTERM inside Popen() is handled (the new group is
+        # killed), SIGINT there is a known gap (see docs/secrets.md), not what this test measures.
+        time.sleep(0.5)
         proc.send_signal(sig)
         proc.wait(timeout=60)
         deadline = time.monotonic() + 30
