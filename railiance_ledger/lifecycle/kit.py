@@ -42,6 +42,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from railiance_ledger.domain.candidate_state import CandidateState, Grant
+from railiance_ledger.domain.digests import parse_image_ref
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact, redact_value
 from railiance_ledger.domain.stage_result import (
@@ -332,3 +333,42 @@ class StageRun:
 def make_evidence(kind: str, ref: str, detail: str = "") -> Evidence:
     """An evidence reference with ``ref`` and ``detail`` redacted."""
     return Evidence(kind=kind, ref=redact(ref), detail=redact(detail))  # type: ignore[arg-type]
+
+
+class RunView:
+    """The facts every stage context reads from its ``run`` (a ``StageRun``): one set of accessors
+    for Stage 2's and Stage 3's contexts instead of a copy in each."""
+
+    run: StageRun
+
+    @property
+    def decl(self) -> Declaration:
+        return self.run.decl
+
+    @property
+    def workload(self) -> str:
+        return self.run.workload
+
+    @property
+    def digest(self) -> str:
+        return self.run.require_digest()
+
+    @property
+    def image(self) -> str:
+        return self.run.image or self.digest
+
+    @property
+    def repository(self) -> str:
+        return parse_image_ref(self.image).repository if "@" in self.image else ""
+
+    @property
+    def revision(self) -> str | None:
+        return self.run.revision
+
+    @property
+    def history(self) -> list[RecordedEvent]:
+        return self.run.history
+
+    @history.setter
+    def history(self, value: list[RecordedEvent]) -> None:
+        self.run.history = value

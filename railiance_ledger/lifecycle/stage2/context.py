@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from railiance_ledger import config
 from railiance_ledger.domain import canary as dc
 from railiance_ledger.domain import gates
-from railiance_ledger.domain.digests import parse_image_ref
 from railiance_ledger.domain.events import RecordedEvent
 from railiance_ledger.domain.stage_result import (
     Approval,
@@ -24,7 +23,7 @@ from railiance_ledger.domain.stage_result import (
     StageResult,
 )
 from railiance_ledger.lifecycle.cluster.objects import first_of_kind
-from railiance_ledger.lifecycle.kit import ApprovalDecision, StageRun
+from railiance_ledger.lifecycle.kit import ApprovalDecision, RunView, StageRun
 from railiance_ledger.lifecycle.notes import post_and_record
 
 if TYPE_CHECKING:
@@ -77,7 +76,7 @@ class StageOutcome:
 
 
 @dataclass
-class CanaryContext:
+class CanaryContext(RunView):
     """One Stage 2 call: the stage run (candidate, history, operator, clock) and the canary's facts."""
 
     run: StageRun
@@ -93,38 +92,6 @@ class CanaryContext:
     rollback_target: dict[str, Any] | None = None
     approval_event: ApprovalDecision | None = None
     home: Path | None = None
-
-    @property
-    def decl(self) -> Declaration:
-        return self.run.decl
-
-    @property
-    def workload(self) -> str:
-        return self.run.workload
-
-    @property
-    def digest(self) -> str:
-        return self.run.require_digest()
-
-    @property
-    def image(self) -> str:
-        return self.run.image or self.digest
-
-    @property
-    def repository(self) -> str:
-        return parse_image_ref(self.image).repository if "@" in self.image else ""
-
-    @property
-    def revision(self) -> str | None:
-        return self.run.revision
-
-    @property
-    def history(self) -> list[RecordedEvent]:
-        return self.run.history
-
-    @history.setter
-    def history(self, value: list[RecordedEvent]) -> None:
-        self.run.history = value
 
 
 def repo_path(repository: str) -> str:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from railiance_ledger import config
 from railiance_ledger.domain import gates
-from railiance_ledger.domain.digests import parse_image_ref
 from railiance_ledger.domain.events import EventKind, RecordedEvent
 from railiance_ledger.domain.stage_result import (
     Approval,
@@ -24,7 +23,7 @@ from railiance_ledger.domain.stage_result import (
 from railiance_ledger.errors import ActionNotConfirmed, AdapterNotFound
 from railiance_ledger.lifecycle.cluster.manifests import canonical_manifests
 from railiance_ledger.lifecycle.cluster.objects import split_docs
-from railiance_ledger.lifecycle.kit import ApprovalDecision, StageRun
+from railiance_ledger.lifecycle.kit import ApprovalDecision, RunView, StageRun
 from railiance_ledger.lifecycle.rollback.model import RestoreTarget
 from railiance_ledger.lifecycle.stage2 import StageOutcome
 
@@ -58,7 +57,7 @@ class PromotionOutcome(StageOutcome):
 
 
 @dataclass
-class PromotionContext:
+class PromotionContext(RunView):
     """One promotion: the stage run (candidate, history, operator, clock) and the promotion's facts."""
 
     run: StageRun
@@ -73,34 +72,6 @@ class PromotionContext:
     approval: ApprovalDecision | None = None
     canary: RecordedEvent | None = None
     switch: dict[str, Any] | None = None
-
-    @property
-    def decl(self) -> Declaration:
-        return self.run.decl
-
-    @property
-    def workload(self) -> str:
-        return self.run.workload
-
-    @property
-    def digest(self) -> str:
-        return self.run.require_digest()
-
-    @property
-    def image(self) -> str:
-        return self.run.image or self.digest
-
-    @property
-    def repository(self) -> str:
-        return parse_image_ref(self.image).repository if "@" in self.image else ""
-
-    @property
-    def revision(self) -> str | None:
-        return self.run.revision
-
-    @property
-    def history(self) -> list[RecordedEvent]:
-        return self.run.history
 
     @property
     def operator(self) -> str:
