@@ -36,7 +36,7 @@ from railiance_ledger.lifecycle.stage1.context import (
 from railiance_ledger.lifecycle.stage1.declared import check_migrations, check_observability
 from railiance_ledger.lifecycle.stage1.local import check_local_commands, check_local_health
 from railiance_ledger.lifecycle.stage1.render import check_manifests
-from railiance_ledger.lifecycle.stage1.secrets import check_secrets
+from railiance_ledger.lifecycle.stage1.secrets import check_secrets, with_printed_secrets
 from railiance_ledger.lifecycle.stage1.source import (
     check_artifact_deterministic,
     check_candidate_immutable,
@@ -159,6 +159,9 @@ def run_stage1(
     )
     local_checks = judge_all_or_unevaluated(
         f"{LOCAL_CHECK_PREFIX}*", "local checks", lambda: check_local_commands(ctx, set(skip_checks), run_env)
+    )
+    checks_fixed["secrets_by_reference"] = with_printed_secrets(
+        checks_fixed["secrets_by_reference"], ctx.printed_secrets
     )
     checks_fixed["migrations_classified"] = judge_or_unevaluated(
         "migrations_classified", lambda: check_migrations(ctx)
