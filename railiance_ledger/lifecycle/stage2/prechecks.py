@@ -220,18 +220,51 @@ def check_routing_prereqs(ctx: CanaryContext, kube: KubePort, resolve: Callable[
     )
 
 
-def check_dependencies(ctx: CanaryContext, http: httpx.Client) -> Check:
+DEGRADED_DEPENDENCY_PREFIX = "dependency:"
+"""Gate name prefix of an operator's approval that one declared dependency may be degraded or unknown
+(``railiance waive APP --stage 2 --gate dependency:NAME``; always signed, see ``waivers``)."""
 
+
+def check_dependencies(ctx: CanaryContext, http: httpx.Client) -> Check:
+    """Every declared platform dependency healthy, or explicitly degraded with operator approval.
+
+    A dependency with a health URL is probed; one without is "unknown" (nothing shows it healthy).
+    A required dependency that is unhealthy or unknown fails the gate unless a signed
+    ``dependency:NAME`` approval is recorded for the candidate (the spec's "explicitly degraded with
+    operator approval"); the older ``dependencies_healthy`` waiver still covers unhealthy ones, not
+    unknown ones. A dependency declared ``required = false`` never blocks.
+    """
     probe = HttpProbe(http)
     bad: list[str] = []
+    unknown: list[str] = []
+    approved: list[tuple[str, str]] = []
     ok: list[str] = []
     for dep in ctx.decl.dependencies:
         if not dep.health_url:
-            ok.append(f"{dep.name} (no health URL declared)")
+            verdict: str | None = f"{dep.name}: unknown (no health URL declared)"
+        else:
+            res = probe.probe(url=dep.health_url, retries=1, timeout=3.0, backoff=0.1)
+            verdict = None if res.ok else f"{dep.name}: {res.reason}"
+            if res.ok:
+                ok.append(f"{dep.name} {res.reason}")
+        if verdict is None:
             continue
-        res = probe.probe(url=dep.health_url, retries=1, timeout=3.0, backoff=0.1)
-        (ok if res.ok else bad).append(
-            f"{dep.name}: {res.reason}" if not res.ok else f"{dep.name} {res.reason}"
+        if not dep.required:
+            ok.append(f"{verdict} (not required)")
+            continue
+        approval = ctx.waivers.get(DEGRADED_DEPENDENCY_PREFIX + dep.name)
+        if approval is not None and approval.payload.get("signature"):
+            approved.append((verdict, approval.event_id))
+        elif dep.health_url:
+            bad.append(verdict)
+        else:
+            unknown.append(verdict)
+    hint = f"record a signed approval: railiance waive APP --stage 2 --gate {DEGRADED_DEPENDENCY_PREFIX}NAME"
+    if unknown:
+        return _check(
+            "dependencies_healthy",
+            False,
+            "dependencies unknown, not approved as degraded: " + "; ".join(unknown + bad) + f" ({hint})",
         )
     if bad:
         waiver = ctx.waivers.get("dependencies_healthy")
@@ -243,6 +276,17 @@ def check_dependencies(ctx: CanaryContext, http: httpx.Client) -> Check:
                 reason=redact("degraded with operator approval: " + "; ".join(bad)),
             )
         return _check("dependencies_healthy", False, "dependencies unhealthy: " + "; ".join(bad))
+    if approved:
+        return Check(
+            name="dependencies_healthy",
+            status=CheckStatus.WAIVED,
+            waiver=approved[0][1],
+            reason=redact(
+                "degraded with operator approval: "
+                + "; ".join(f"{what} (approved by {ev})" for what, ev in approved)
+                + (f"; healthy: {', '.join(ok)}" if ok else "")
+            ),
+        )
     return _check("dependencies_healthy", True, "healthy: " + (", ".join(ok) or "no dependencies declared"))
 
 
