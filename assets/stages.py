@@ -164,12 +164,13 @@ def stage1_validation(
     from railiance_ledger.errors import RailianceError
     from railiance_ledger.lifecycle.stage1 import run_stage1
 
+    from railiance_ledger.lifecycle.environment import open_registries
     key = context.partition_key
     with ledger.open() as store:
         target = resolve_target(store, apps, key)
         check_candidate_matches(key, target.digest, config.candidate)
         try:
-            with http_client() as http:
+            with http_client() as http, open_registries() as registries:
                 outcome = run_stage1(
                     store=store,
                     app_dir=target.workload.app_dir,
@@ -179,6 +180,7 @@ def stage1_validation(
                     http=http,
                 )
         except RailianceError as exc:
+                    registries=registries,
             raise _fail_from(exc) from exc
     for line in outcome.human_lines():
         log_of(context).info(line)

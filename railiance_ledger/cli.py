@@ -536,6 +536,7 @@ def deploy(
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.errors import InvalidInput
+                registries=ad.registries,
 
         if stage != 2:
             raise InvalidInput(

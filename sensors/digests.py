@@ -1,5 +1,6 @@
 """``new_digest_sensor``: new image digests in the registry become candidates and get a Stage 1 run."""
 
+from contextlib import ExitStack
 from typing import Any
 
 from dagster import (
@@ -25,8 +26,10 @@ NAME = "new_digest_sensor"
     minimum_interval_seconds=interval(30),
     default_status=default_status(NAME),
     description=(
-        "Polls the OCI registry for every workload declared under the apps directory (image.repository, "
-        "tags matching image.tag_pattern), registers each new digest as a candidate in the ledger "
+        "Polls the OCI registry each workload's image.repository names (Docker Hub defaults; "
+        "RAILIANCE_REGISTRY_URL overrides) with the user's docker credentials, for every workload declared "
+        "under the apps directory (tags matching image.tag_pattern), registers each new digest as a "
+        "candidate in the ledger "
         "(source 'sensor'), adds its partition and requests Stage 1. Cursor: {workload: {tag: digest}}. "
         "A registry outage is a skip with the reason."
     ),
@@ -36,8 +39,7 @@ def new_digest_sensor(
 ) -> SensorResult | SkipReason:
     """One tick: poll every declared workload concurrently, register what is new, request Stage 1."""
     from railiance_ledger.errors import RailianceError
-    from railiance_ledger.ledger.projections import partition_key
-    from railiance_ledger.lifecycle.registry_poll import poll_registry, register_polled
+    from railiance_ledger.lifecycle.registry_poll import poll_registry
     from railiance_ledger.lifecycle.workloads import discover_workloads
 
     seen: dict[str, dict[str, str]] = load_cursor(context.cursor, {})
@@ -48,21 +50,49 @@ def new_digest_sensor(
         return SkipReason(
             f"no workload declared under {apps.path()}" + (f" ({'; '.join(problems)})" if problems else "")
         )
-    url = registry.resolved_url()
-    if not url:
-        return SkipReason(
-            "no registry configured: set RAILIANCE_REGISTRY_URL (or the registry resource's url)"
-        )
-    try:
-        with registry.open() as reg:
-            polls = poll_registry(reg, workloads, max_workers=registry.max_workers)
-    except RailianceError as exc:
-        return SkipReason(f"registry {url} could not be asked: {exc}")
-    failed = [p for p in polls if not p.ok]
-    if failed and len(failed) == len(polls):
-        return SkipReason(f"registry {url} unavailable for all {len(polls)} workload(s): {failed[0].error}")
-    for poll in failed:
-        log_of(context).warning(f"{poll.workload}: {poll.error} (cursor kept; retried next tick)")
+    url = registry.resolved_url() or "named by each image reference"
+    with ExitStack() as stack:
+        try:
+            pool = stack.enter_context(open_pool(registry))
+            polls = poll_registry(pool, workloads, max_workers=registry.max_workers)
+        except RailianceError as exc:
+            return SkipReason(f"registry {url} could not be asked: {exc}")
+        failed = [p for p in polls if not p.ok]
+        if failed and len(failed) == len(polls):
+            return SkipReason(
+                f"registry {url} unavailable for all {len(polls)} workload(s): {failed[0].error}"
+            )
+        for poll in failed:
+            log_of(context).warning(f"{poll.workload}: {poll.error} (cursor kept; retried next tick)")
+        return register_polls(context, ledger, pool, workloads, polls, seen)
+
+
+def open_pool(registry: RegistryResource) -> Any:
+    """The registry pool of the resource's settings (``lifecycle.environment.open_registries``)."""
+    from railiance_ledger.lifecycle.environment import open_registries
+
+    return open_registries(
+        url=registry.url,
+        username=registry.username,
+        password=registry.password,
+        token=registry.token,
+        timeout=registry.timeout,
+        max_workers=registry.max_workers,
+    )
+
+
+def register_polls(
+    context: SensorEvaluationContext,
+    ledger: LedgerResource,
+    pool: Any,
+    workloads: list[Any],
+    polls: list[Any],
+    seen: dict[str, dict[str, str]],
+) -> SensorResult:
+    """Register every new digest of ``polls`` (with what the registry says of it) and request Stage 1."""
+    from railiance_ledger.errors import RailianceError
+    from railiance_ledger.ledger.projections import partition_key
+    from railiance_ledger.lifecycle.registry_poll import register_polled, workload_reference
 
     known = set(context.instance.get_dynamic_partitions(candidates_partitions.name or "candidates"))
     cursor: dict[str, dict[str, str]] = {}
@@ -83,7 +113,12 @@ def new_digest_sensor(
                     continue
                 try:
                     event, created = register_polled(
-                        store=store, workload=workload, tag=tag, digest=digest, operator=ledger.sensor_actor
+                        store=store,
+                        workload=workload,
+                        tag=tag,
+                        digest=digest,
+                        operator=ledger.sensor_actor,
+                        registry=pool.for_reference(workload_reference(workload)),
                     )
                 except RailianceError as exc:
                     log_of(context).error(f"{workload.name}:{tag} -> {digest}: not registered: {exc}")

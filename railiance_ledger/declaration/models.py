@@ -297,6 +297,9 @@ class Image(_Table):
     """Regular expression of the tags the new-digest sensor watches (None: every tag)."""
     digest_policy: Literal["digest-required"] = "digest-required"
     """Candidates are named by ``@sha256:`` digest; a tag alone is never a candidate."""
+    platform: Annotated[str, Field(pattern=r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")] | None = None
+    """The platform the workload runs on (``linux/amd64``, ``linux/arm64/v8``): Stage 1 checks a
+    multi-platform candidate (an image index) has it, and a single-platform one is it."""
 
     @model_validator(mode="after")
     def _repository_has_no_tag(self) -> Image:

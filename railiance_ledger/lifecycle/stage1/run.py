@@ -40,12 +40,15 @@ from railiance_ledger.lifecycle.stage1.secrets import check_secrets, with_printe
 from railiance_ledger.lifecycle.stage1.source import (
     check_artifact_deterministic,
     check_candidate_immutable,
+    check_platform,
     check_source_revision,
+    read_artifact,
 )
 from railiance_ledger.ports import Clock, HelmPort
 
 if TYPE_CHECKING:
     from railiance_ledger.ledger.store import EventStore
+    from railiance_ledger.lifecycle.registry_poll import ArtifactFacts, RegistryLookup
 
 _APPEND_ATTEMPTS = 3
 
@@ -103,6 +106,7 @@ def run_stage1(
     skip_checks: Sequence[str] = (),
     now: Clock | Callable[[], datetime] | None = None,
     env: Mapping[str, str] | None = None,
+    registries: RegistryLookup | None = None,
 ) -> Stage1Outcome:
     """Run Stage 1 (local validation) for the workload in ``app_dir`` and record its result.
 
@@ -113,6 +117,8 @@ def run_stage1(
     on pass, 1 on fail. Raises ``DeclarationError``/``InvalidInput`` (exit 2) for an invalid
     declaration or an unknown ``--skip-check`` name before anything is recorded, and ledger
     errors (exit 3) when the ledger refuses. ``now`` is the clock (default: the system clock).
+    ``registries`` gives the registry the candidate's image configuration is read from (provenance
+    label, platforms); without it an ``image-label`` revision policy or a declared platform fails.
     """
     app_dir = Path(app_dir)
     decl = load_declaration(app_dir)
@@ -132,6 +138,8 @@ def run_stage1(
     run.events.extend(appended)
     if appended:
         run.refresh()
+    artifact = read_artifact(ctx, registries)
+    candidate_check = check_platform(ctx, candidate_check, artifact)
 
     if run.digest is not None:
         run.record_started(
@@ -175,7 +183,7 @@ def run_stage1(
         # Ledger-derived checks are judged on the history we append after, so a concurrent
         # writer (another digest for this revision, a new waiver) is never missed.
         history = run.refresh()
-        checks = assemble_checks(ctx, checks_fixed, local_checks, history)
+        checks = assemble_checks(ctx, checks_fixed, local_checks, history, artifact)
         result = run.result(checks, evidence=result_evidence(ctx, checks))
         doc = redact_value(result.to_document())
         if run.digest is None:
@@ -214,11 +222,12 @@ def assemble_checks(
     fixed: Mapping[str, Check],
     local_checks: list[Check],
     history: Sequence[RecordedEvent],
+    artifact: ArtifactFacts | None = None,
 ) -> list[Check]:
     """Stage 1's checks in report order, the ledger-derived ``artifact_deterministic`` judged on
-    ``history``, with the candidate's recorded waivers applied."""
+    ``history`` (and the image's labels in ``artifact``), with the candidate's recorded waivers applied."""
     deterministic = judge_or_unevaluated(
-        "artifact_deterministic", lambda: check_artifact_deterministic(ctx, history)
+        "artifact_deterministic", lambda: check_artifact_deterministic(ctx, history, artifact)
     )
     judged = {**fixed, "artifact_deterministic": deterministic}
     ordered: list[Check] = []
