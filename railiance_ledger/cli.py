@@ -1064,6 +1064,19 @@ _strict_opt = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write here.",
 )
+@click.option(
+    "--push",
+    "push",
+    is_flag=True,
+    default=False,
+    help="Also push the bundle next to the image (cosign's sha256-<hex>.att tag) in RAILIANCE_REGISTRY_URL.",
+)
+@click.option(
+    "--image",
+    "image",
+    default=None,
+    help="verify: read the bundle from the registry, attached to REPOSITORY@sha256:... (no FILE).",
+)
 @_json_opt
 @pass_options
 def evidence(
@@ -1073,9 +1086,12 @@ def evidence(
     candidate: str | None,
     key_file: Path | None,
     output: Path | None,
+    push: bool,
+    image: str | None,
     json_out: bool,
 ) -> None:
-    """`evidence APP_DIR --candidate DIGEST`: the signed in-toto bundle; `evidence verify FILE --key PUB`."""
+    """`evidence APP_DIR --candidate DIGEST [--push]`: the signed in-toto bundle;
+    `evidence verify FILE --key PUB` or `evidence verify --image REPO@sha256:... --key PUB`."""
     import json
     import os
     from datetime import datetime
@@ -1089,15 +1105,19 @@ def evidence(
         if key is None:
             raise InvalidInput("evidence needs a key", hint=f"pass --key FILE or set {EVIDENCE_KEY_ENV}")
         if target == "verify":
-            if bundle is None:
+            expect: str | None = None
+            if image is not None:
+                text, expect = _attached_bundle(opts, image)
+            elif bundle is None:
                 raise InvalidInput(
                     "evidence verify needs the bundle FILE", hint="railiance evidence verify FILE --key PUB"
                 )
-            try:
-                text = bundle.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise InvalidInput(f"cannot read {bundle}: {exc}") from exc
-            verified = verify_bundle(text, key)
+            else:
+                try:
+                    text = bundle.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise InvalidInput(f"cannot read {bundle}: {exc}") from exc
+            verified = verify_bundle(text, key, expect_digest=expect)
             if as_json:
                 echo(json.dumps(verified.as_dict(), indent=2, sort_keys=True))
             else:
@@ -1124,6 +1144,39 @@ def evidence(
             echo(f"evidence bundle written to {output}", err=as_json)
         else:
             sys.stdout.write(text)
+        if push:
+            pushed = _push_bundle(opts, decl, text)
+            echo(f"evidence pushed to {pushed.repository}:{pushed.tag} ({pushed.manifest_digest})", err=True)
+
+
+def _push_bundle(opts: CliOptions, decl: Any, text: str) -> Any:
+    """``evidence --push``: the bundle's envelopes at the image's ``sha256-<hex>.att`` tag."""
+    from railiance_ledger.lifecycle.environment import Environment, open_attestations
+    from railiance_ledger.lifecycle.evidence import push_bundle
+
+    env = Environment.from_env()
+    with open_attestations(
+        env.registry_base(decl), username=env.registry_username, password=env.registry_password
+    ) as store:
+        return push_bundle(text, store)
+
+
+def _attached_bundle(opts: CliOptions, image: str) -> tuple[str, str]:
+    """``evidence verify --image REPO@sha256:...``: the bundle attached to that image, and its digest."""
+    from railiance_ledger.errors import InvalidInput
+    from railiance_ledger.lifecycle.environment import Environment, open_attestations
+    from railiance_ledger.lifecycle.evidence import fetch_bundle, repository_path
+
+    name, sep, digest = image.partition("@")
+    if not sep or not digest.startswith("sha256:"):
+        raise InvalidInput(
+            f"{image!r} is not REPOSITORY@sha256:...", hint="pass --image REPOSITORY@sha256:..."
+        )
+    env = Environment.from_env()
+    host = name.split("/", 1)[0]
+    base = (env.registry_url or f"https://{host}").rstrip("/")
+    with open_attestations(base, username=env.registry_username, password=env.registry_password) as store:
+        return fetch_bundle(store, repository=repository_path(name), digest=digest), digest
 
 
 @app.command("status")
@@ -1230,6 +1283,43 @@ def _normalise_at(at: str) -> str:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+# ---------------------------------------------------------------------------- webhook (registry pushes)
+
+webhook_app = click.Group(
+    "webhook", help="Registry push notifications.", no_args_is_help=True, context_settings=CONTEXT
+)
+app.add_command(webhook_app)
+
+
+@webhook_app.command("serve")
+@click.option("--listen", default="127.0.0.1:9400", show_default=True, help="HOST:PORT to listen on.")
+@click.option(
+    "--spool",
+    "spool",
+    default=None,
+    help=(
+        "Spool file the push sensor reads "
+        "(default RAILIANCE_WEBHOOK_SPOOL, else $RAILIANCE_HOME/registry-events.db)."
+    ),
+)
+def webhook_serve(listen: str, spool: str | None) -> None:
+    """Receive the Distribution registry's push notifications (notifications.endpoints in its config),
+    authenticated by the shared secret of RAILIANCE_WEBHOOK_SECRET, and store them for the Dagster
+    registry_push_sensor. Runs until interrupted."""
+    from pathlib import Path
+
+    from railiance_ledger.lifecycle.registry_push import serve_webhook, spool_path
+
+    with _guard(False):
+        target = Path(spool).expanduser() if spool else spool_path()
+        try:
+            serve_webhook(
+                listen=listen, spool=target, ready=lambda url: echo(f"listening on {url}; spool {target}")
+            )
+        except KeyboardInterrupt:
+            echo("stopped")
 
 
 # ---------------------------------------------------------------------------- ledger

@@ -52,11 +52,12 @@ import httpx
 from railiance_ledger.lifecycle.notes import STATEHUB_URL_ENV
 
 if TYPE_CHECKING:
+    from railiance_ledger.adapters.attestations import OciAttestations
     from railiance_ledger.adapters.helm import Helm
     from railiance_ledger.adapters.kube import Kube
     from railiance_ledger.adapters.metrics import PrometheusMetrics
-    from railiance_ledger.adapters.registry import OciRegistry
     from railiance_ledger.adapters.registries import RegistryPool
+    from railiance_ledger.adapters.registry import OciRegistry
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ports import StateHubPort, StateHubWitnessPort
 
@@ -174,8 +175,8 @@ class LocalAdapters:
 
     helm: Helm
     http: httpx.Client
-
     registries: RegistryPool | None = None
+
 
 @contextmanager
 def open_local() -> Iterator[LocalAdapters]:
@@ -393,6 +394,17 @@ def open_metrics(url: str, *, timeout: float = 10.0) -> Iterator[PrometheusMetri
 
     with httpx.Client(timeout=timeout, trust_env=False) as client:
         yield PrometheusMetrics(client, url)
+
+
+@contextmanager
+def open_attestations(
+    url: str, *, username: str | None = None, password: str | None = None, timeout: float = 10.0
+) -> Iterator[OciAttestations]:
+    """Attestations (cosign's ``sha256-<hex>.att`` tags) in the registry at ``url`` (closed afterwards)."""
+    from railiance_ledger.adapters.attestations import OciAttestations
+
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
+        yield OciAttestations(client, url, username=username, password=password)
 
 
 @contextmanager
