@@ -170,3 +170,100 @@ def register_polls(
         dynamic_partitions_requests=[candidates_partitions.build_add_request(new_keys)] if new_keys else None,
         asset_events=events,
     )
+
+
+PUSH_NAME = "registry_push_sensor"
+
+
+@sensor(
+    name=PUSH_NAME,
+    job=stage1_job,
+    minimum_interval_seconds=1,
+    default_status=default_status(PUSH_NAME),
+    description=(
+        "Reads the push notifications `railiance webhook serve` stored (RAILIANCE_WEBHOOK_SPOOL, default "
+        "$RAILIANCE_HOME/registry-events.db), registers each pushed digest of a watched tag as a candidate "
+        "(source 'webhook', with the image's revision label and an index's platforms) and requests Stage 1. "
+        "Cursor: the last spool sequence read. A digest registered before (a replayed notification, the "
+        "polling sensor, the CLI) requests nothing; new_digest_sensor stays the fallback."
+    ),
+)
+def registry_push_sensor(
+    context: SensorEvaluationContext, ledger: LedgerResource, apps: AppsResource, registry: RegistryResource
+) -> SensorResult | SkipReason:
+    """One tick: read the spool after the cursor, register what matches, request Stage 1."""
+    from railiance_ledger.adapters.push_spool import PushSpool
+    from railiance_ledger.errors import RailianceError
+    from railiance_ledger.ledger.projections import partition_key
+    from railiance_ledger.lifecycle.registry_push import register_pushes, spool_path
+    from railiance_ledger.lifecycle.workloads import discover_workloads
+
+    last = int(load_cursor(context.cursor, 0) or 0)
+    spool = PushSpool(spool_path())
+    try:
+        notices = spool.since(last)
+    except RailianceError as exc:
+        return SkipReason(f"push spool {spool.path} unreadable: {exc}")
+    if not notices:
+        return SkipReason(f"no push notification after spool seq {last}")
+    workloads, problems = discover_workloads(apps.path())
+    for problem in problems:
+        log_of(context).warning(problem)
+    with open_pool(registry) as pool, ledger.open() as store:
+        done = register_pushes(
+            store=store,
+            workloads=workloads,
+            notices=notices,
+            registries=pool,
+            operator=ledger.sensor_actor,
+            any_host=bool(registry.resolved_url()),
+        )
+    known = set(context.instance.get_dynamic_partitions(candidates_partitions.name or "candidates"))
+    run_requests: list[RunRequest] = []
+    new_keys: list[str] = []
+    events: list[Any] = []
+    for item in done:
+        if item.error is not None or item.event is None or item.workload is None:
+            log_of(context).error(
+                f"push {item.notice.repository}:{item.notice.tag}: not registered: {item.error}"
+            )
+            continue
+        key = partition_key(item.workload.name, item.notice.digest)
+        if key not in known:
+            known.add(key)
+            new_keys.append(key)
+        if not item.created:
+            log_of(context).info(f"{key}: already registered (seq {item.event.seq}); no run")
+            continue
+        events.append(
+            AssetMaterialization(
+                asset_key=candidate.key,
+                partition=key,
+                description=f"registered by {PUSH_NAME} from a push of tag {item.notice.tag}",
+                metadata=ledger_metadata(
+                    item.event.payload,
+                    [item.event],
+                    digest=item.notice.digest,
+                    image=str(item.event.payload.get("image") or ""),
+                ),
+            )
+        )
+        run_requests.append(
+            RunRequest(
+                partition_key=key,
+                run_key=f"{key}:stage1",
+                tags={
+                    "railiance/workload": item.workload.name,
+                    "railiance/digest": item.notice.digest,
+                    "railiance/tag": item.notice.tag or "",
+                    "railiance/source": "webhook",
+                },
+            )
+        )
+    return SensorResult(
+        run_requests=run_requests,
+        skip_reason=None if run_requests else f"{len(notices)} notification(s), nothing new to register",
+        cursor=dump_cursor(notices[-1].seq),
+        dynamic_partitions_requests=[candidates_partitions.build_add_request(new_keys)] if new_keys else None,
+        asset_events=events,
+    )
