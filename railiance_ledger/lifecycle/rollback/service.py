@@ -46,6 +46,7 @@ def rollback(
     accept_forward_only: bool = False,
     automatic: bool = False,
     manual_done: bool = False,
+    to: str | None = None,
     now: Callable[[], datetime] = SYSTEM_CLOCK.now,
     home: Path | None = None,
     ready_timeout: float = 120.0,
@@ -59,6 +60,8 @@ def rollback(
     terminal (sensors, the promotion's own rollback): they never get past a forward-only migration.
 
     While a Stage 2 canary is being observed, the rollback removes the canary (``stage2.remove_canary``).
+    ``to`` (a digest) returns to that earlier stable of the lineage instead of the previous one
+    (``plan.plan_rollback``; refused with ``InvalidInput`` when it is not one, or while a canary is open).
     Raises ``InvalidInput`` (exit 2) for a missing reason, operator or unknown fate, and ``GateFailed``
     (exit 1) when there is nothing to roll back to, a deferral or forward-only override lacks its
     approval, or a forward-only migration blocks an automatic rollback.
@@ -76,6 +79,12 @@ def rollback(
     history = store.read_stream(workload)
 
     if not defer and open_deployment(history, None) is not None and open_stage3(history) is None:
+        if to is not None:
+            raise InvalidInput(
+                f"--to {to}: a Stage 2 canary of {workload} is open; its rollback removes the canary and "
+                "production stays as it is",
+                hint="run `railiance rollback APP_DIR --reason TEXT` without --to first",
+            )
         events = remove_canary(
             store=store,
             decl=decl,
@@ -100,7 +109,7 @@ def rollback(
         }
         return RollbackOutcome(document=doc, exit_code=0 if ok else 1, phase="canary-removed", events=events)
 
-    plan = plan_rollback(store, decl)
+    plan = plan_rollback(store, decl, to=to)
     leaving = plan.leaving_digest or ""
     forward_only = plan.leaving_restore.get("migrations") == "forward-only" or (
         plan.open_stage3 is not None and decl.migrations.classification == "forward-only"
