@@ -46,9 +46,16 @@ def make_critical(env: CanaryEnv) -> None:
 
 
 def approve(env: CanaryEnv) -> Any:
-    """bob approves the canary, signed with his test key (a critical workload's approval must be)."""
+    """bob approves the canary, signed with his test key (a critical workload's approval must be), noted
+    in the recording State Hub (an undelivered note would block Stage 2)."""
     return signed_approve(
-        keys=test_keys(), store=env.store, decl=env.decl(), operator="bob", stage=2, image=env.image
+        keys=test_keys(),
+        store=env.store,
+        decl=env.decl(),
+        operator="bob",
+        stage=2,
+        image=env.image,
+        statehub=statehub_poster(env.hub.url) if env.hub else None,
     )
 
 

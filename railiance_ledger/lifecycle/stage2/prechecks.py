@@ -12,6 +12,7 @@ from railiance_ledger.domain import canary as dc
 from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.digests import parse_image_ref
 from railiance_ledger.domain.durations import format_duration
+from railiance_ledger.domain.events import EventKind
 from railiance_ledger.domain.redaction import redact
 from railiance_ledger.domain.stage_result import (
     Check,
@@ -29,7 +30,9 @@ from railiance_ledger.lifecycle.cluster.objects import (
     GATEWAY_VERSION,
     split_docs,
 )
+from railiance_ledger.lifecycle.notes import note_gate
 from railiance_ledger.lifecycle.stage2.context import (
+    STATEHUB_GATE,
     CanaryContext,
     canary_values_files,
     join_selector,
@@ -119,8 +122,22 @@ def check_stage1(ctx: CanaryContext) -> Check:
             evidence=[Evidence(kind="digest", ref=ctx.digest, detail="stage 1 pass")],
         )
     if state.excepted(1):
+        exc = next(
+            ev
+            for ev in reversed(ctx.history)
+            if ev.kind == EventKind.EXCEPTION_EMERGENCY
+            and ev.candidate == ctx.digest
+            and int(ev.payload.get("skip_stage", 0) or 0) == 1
+        )
+        ok, noted = note_gate(
+            ctx.history, exc.event_id, f"emergency exception {exc.event_id}", ctx.waivers.get(STATEHUB_GATE)
+        )
+        if not ok:
+            return _check("stage1_passed", False, f"Stage 1 is skipped, but {noted}")
         return _check(
-            "stage1_passed", True, f"Stage 1 skipped by a recorded emergency exception for {ctx.digest}"
+            "stage1_passed",
+            True,
+            f"Stage 1 skipped by a recorded emergency exception for {ctx.digest} ({exc.event_id}){noted}",
         )
     if state.rolled_back and 1 in state.all_results:
         return _check(
@@ -438,7 +455,15 @@ def check_approval(ctx: CanaryContext) -> Check:
             "production-critical: no approval.granted for this digest and stage 2 before traffic changes",
         )
     ctx.approval_event = ev
-    return _check("operator_approval", True, f"approved by {ev.actor} (event {ev.event_id})")
+    ok, noted = note_gate(
+        ctx.history,
+        ev.event_id,
+        f"production-critical approval {ev.event_id} by {ev.actor}",
+        ctx.waivers.get(STATEHUB_GATE),
+    )
+    if not ok:
+        return _check("operator_approval", False, noted)
+    return _check("operator_approval", True, f"approved by {ev.actor} (event {ev.event_id}){noted}")
 
 
 def default_resolve(host: str) -> bool:
