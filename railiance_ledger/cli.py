@@ -414,9 +414,9 @@ def _require_workload(store: EventStore, workload: str) -> None:
 
     from railiance_ledger.errors import UnknownName
 
-    known = store.streams()
-    if workload in known:
+    if store.has_stream(workload):
         return
+    known = store.streams()
     nearest = difflib.get_close_matches(workload, known, n=3, cutoff=0.5)
     if nearest:
         hint = f"did you mean {', '.join(nearest)}?"
@@ -1447,13 +1447,28 @@ def notes(opts: CliOptions, workload: str, repost: bool, json_out: bool) -> None
 @app.command("history")
 @click.argument("workload")
 @click.option(
-    "--limit", "limit", default=None, type=click.IntRange(1, 10**9), help="Only the newest N events."
+    "--limit",
+    "limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10**9),
+    help="The newest N events.",
 )
+@click.option("--before", "before", default=None, type=click.IntRange(1), help="Only events below this seq.")
+@click.option("--all", "show_all", is_flag=True, default=False, help="Every event (no paging).")
 @_strict_opt
 @_json_opt
 @pass_options
-def history(opts: CliOptions, workload: str, limit: int | None, strict: bool, json_out: bool) -> None:
-    """The workload's events, oldest first."""
+def history(
+    opts: CliOptions,
+    workload: str,
+    limit: int,
+    before: int | None,
+    show_all: bool,
+    strict: bool,
+    json_out: bool,
+) -> None:
+    """The workload's events, oldest first; paged (the newest --limit), the next page with --before SEQ."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import render_history
@@ -1462,17 +1477,40 @@ def history(opts: CliOptions, workload: str, limit: int | None, strict: bool, js
         store = opts.store()
         _require_workload(store, workload)
         _read_integrity(store, strict=strict)
-        render_history(workload, read_history(store, workload, limit=limit), as_json=as_json)
+        page = read_history(store, workload, limit=None if show_all else limit, before=before)
+        render_history(workload, page, as_json=as_json)
+        if not show_all and len(page) == limit and not as_json:
+            echo(f"older events: --before {page[0].seq} (or --all)", err=True)
 
 
 @app.command("lineage")
 @click.argument("workload")
 @click.option("--at", "at", default=None, help="ISO timestamp: what was stable at that moment.")
+@click.option(
+    "--limit",
+    "limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10**9),
+    help="The newest N stables.",
+)
+@click.option("--before", "before", default=None, type=click.IntRange(1), help="Only stables below this seq.")
+@click.option("--all", "show_all", is_flag=True, default=False, help="Every stable and rollback (no paging).")
 @_strict_opt
 @_json_opt
 @pass_options
-def lineage(opts: CliOptions, workload: str, at: str | None, strict: bool, json_out: bool) -> None:
-    """Stable history and the rollback target (what we would roll back to, and how)."""
+def lineage(
+    opts: CliOptions,
+    workload: str,
+    at: str | None,
+    limit: int,
+    before: int | None,
+    show_all: bool,
+    strict: bool,
+    json_out: bool,
+) -> None:
+    """Stable history and the rollback target (what we would roll back to, and how); the stables and
+    rollbacks are paged (the newest --limit), the next page with --before SEQ."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import render_lineage
@@ -1481,9 +1519,18 @@ def lineage(opts: CliOptions, workload: str, at: str | None, strict: bool, json_
         store = opts.store()
         _require_workload(store, workload)
         _read_integrity(store, strict=strict)
-        data = lineage_with_evidence(store, workload, at=_normalise_at(at) if at else None)
+        data = lineage_with_evidence(
+            store,
+            workload,
+            at=_normalise_at(at) if at else None,
+            limit=None if show_all else limit,
+            before=before,
+        )
         _add_revisions(store, workload, data)
         render_lineage(workload, data, at=at, as_json=as_json)
+        stables = data.get("stables") or []
+        if not show_all and len(stables) == limit and not as_json:
+            echo(f"older stables: --before {stables[0]['seq']} (or --all)", err=True)
 
 
 def _add_revisions(store: EventStore, workload: str, data: dict[str, Any]) -> None:
@@ -1653,6 +1700,24 @@ def ledger_export(opts: CliOptions, output: Path | None) -> None:
         else:
             with output.open("w", encoding="utf-8") as fp:
                 export_jsonl(store, fp)
+
+
+@ledger_app.command("rebuild-projections")
+@_json_opt
+@pass_options
+def ledger_rebuild_projections(opts: CliOptions, json_out: bool) -> None:
+    """Rebuild the projection tables (status, lineage, rollback target) from the log (it must verify)."""
+    as_json = opts.want_json(json_out)
+    with _guard(as_json):
+        store = opts.store()
+        _read_integrity(store, strict=True)  # never rebuild from a log that was changed after it was recorded
+        replayed = store.rebuild_projections()
+        if as_json:
+            from railiance_ledger.cli_render import emit_json
+
+            emit_json({"ok": True, "ledger": store.url, "events_replayed": replayed})
+        else:
+            echo(f"ok: projections rebuilt from {replayed} events at {store.url}")
 
 
 def _quiet_broken_pipe() -> NoReturn:
