@@ -596,6 +596,12 @@ class EventStore:
             row = conn.execute(_HEAD).first()
         return (int(row[0]), str(row[1])) if row is not None else (0, GENESIS_HASH)
 
+    def has_stream(self, stream: str) -> bool:
+        """True when ``stream`` has at least one event (one index probe)."""
+        with self.reading("has_stream") as conn:
+            stmt = sa.select(events.c.seq).where(events.c.stream == stream).limit(1)
+            return conn.execute(stmt).first() is not None
+
     def streams(self) -> list[str]:
         """Every stream (workload) that has events, sorted."""
         with self.reading("streams") as conn:
