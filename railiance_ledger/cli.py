@@ -1340,10 +1340,21 @@ def status(opts: CliOptions, workload: str, strict: bool, json_out: bool) -> Non
         data["integrity"] = integrity
         data.update(action_summary(store, workload))
         data.update(_status_extras(store, workload))
+        _retrospective_deadlines(store, workload, data)
         if as_json:
             emit_json(data)
             return
         render_status(data)
+
+
+def _retrospective_deadlines(store: EventStore, workload: str, data: dict[str, Any]) -> None:
+    """Each emergency action awaiting its retrospective approval gains ``due_at`` and ``overdue``."""
+    from railiance_ledger.lifecycle.approvals import pending_retrospective
+
+    due = {p["exception_id"]: p for p in pending_retrospective(store, workload)}
+    for e in data.get("awaiting_retrospective") or []:
+        if e.get("event_id") in due:
+            e.update(due_at=due[e["event_id"]]["due_at"], overdue=due[e["event_id"]]["overdue"])
 
 
 def _status_extras(store: EventStore, workload: str) -> dict[str, Any]:
@@ -1439,6 +1450,10 @@ def notes(opts: CliOptions, workload: str, repost: bool, json_out: bool) -> None
                         "--repost needs a State Hub", hint=f"set {hub_notes.STATEHUB_URL_ENV} to its base URL"
                     )
                 reposted = hub_notes.repost_undelivered(store=store, workload=workload, statehub=statehub)
+                from railiance_ledger.lifecycle.approvals import post_overdue_notes
+
+                # emergency exceptions past their retrospective deadline: one State Hub note each
+                reposted += post_overdue_notes(store=store, workload=workload, statehub=statehub)
         pending = hub_notes.undelivered_notes(store, workload)
         render_notes(workload, reposted, pending, as_json=as_json)
         raise click.exceptions.Exit(EXIT_FAILED if pending else EXIT_OK)

@@ -340,6 +340,8 @@ def render_status(data: dict[str, Any]) -> None:
             f"  emergency action awaiting retrospective approval: skip stage {e.get('skip_stage')} for "
             f"{e.get('digest')} by {e.get('operator')} at {e.get('recorded_at')}: {e.get('reason')} "
             f"(event {e.get('event_id')})"
+            + (f"; OVERDUE since {e.get('due_at')}" if e.get("overdue") else "")
+            + (f"; due by {e.get('due_at')}" if e.get("due_at") and not e.get("overdue") else "")
         )
     last = data.get("last_rollback")
     if last:

@@ -675,6 +675,79 @@ def test_exception_only_skips_stage_1_or_2(store: Any, decl: Any, skip: int) -> 
         record_exception(store=store, decl=decl, operator=DEPLOYER, skip_stage=skip, reason="x")
 
 
+def test_retrospective_approval_deadline_overdue_in_status_and_a_state_hub_note(
+    store: Any, tmp_path: Path, hub: StateHub, statehub: StateHubServer
+) -> None:
+    """The declared deadline (here 2h; default 24h) is recorded with the exception; past it the pending
+    exception is overdue: ``status`` says so and one State Hub note reports it (retried while undelivered),
+    without touching the exception's own note."""
+    from datetime import datetime, timedelta
+
+    from click.testing import CliRunner
+
+    from railiance_ledger.cli import app
+    from railiance_ledger.lifecycle.notes import note_problem
+
+    decl = write_app(tmp_path, extra='[approval]\nretrospective_deadline = "2h"\n')
+    digest = register(store, decl)
+    pass_stage(store, decl, digest, 1)
+    exc = record_exception(
+        store=store, decl=decl, operator=DEPLOYER, skip_stage=2, reason="CVE hotfix", statehub=hub
+    )
+    assert (7200, "declaration approval.retrospective_deadline") == (
+        exc.payload["retrospective_deadline"]["seconds"],
+        exc.payload["retrospective_deadline"]["source"],
+    )
+    recorded = datetime.fromisoformat(exc.recorded_at)
+    [early] = pending_retrospective(store, "forge", now=recorded + timedelta(hours=1))
+    [late] = pending_retrospective(store, "forge", now=recorded + timedelta(hours=3))
+    assert (False, True) == (early["overdue"], late["overdue"])
+    assert datetime.fromisoformat(late["due_at"]) == recorded + timedelta(hours=2)
+
+    # status (text and JSON) shows the deadline; not overdue yet in real time
+    shown = CliRunner().invoke(app, ["--ledger", store.url, "status", "forge", "--json"])
+    assert shown.exit_code == 0, shown.output
+    import json
+
+    [entry] = json.loads(shown.output)["awaiting_retrospective"]
+    assert (False, late["due_at"]) == (entry["overdue"], entry["due_at"])
+
+    # past the deadline: one note, not repeated once delivered; State Hub down -> recorded, retried
+    later = recorded + timedelta(hours=3)
+    statehub.down()
+    [failed] = approvals.post_overdue_notes(store=store, workload="forge", statehub=hub, now=later)
+    assert not failed.delivered
+    statehub.up()
+    [sent] = approvals.post_overdue_notes(store=store, workload="forge", statehub=hub, now=later)
+    assert sent.delivered and "OVERDUE" in statehub.notes[-1]["title"]
+    assert [] == approvals.post_overdue_notes(store=store, workload="forge", statehub=hub, now=later)
+    assert note_problem(store.read_stream("forge"), exc.event_id) is None  # its own note still counts
+    assert [] == undelivered_notes(store, "forge")
+    # the default deadline is 24h
+    other = write_app(tmp_path / "b", name="blog", category="internal-service")
+    blog = register(store, other, "b")
+    pass_stage(store, other, blog, 1)
+    record_exception(store=store, decl=other, operator=DEPLOYER, skip_stage=2, reason="outage", statehub=hub)
+    [pending] = pending_retrospective(store, "blog")
+    assert (86400, False) == (pending["deadline_seconds"], pending["overdue"])
+
+
+def test_overdue_retrospective_approval_shows_in_status_text(store: Any, tmp_path: Path) -> None:
+    import time
+
+    from click.testing import CliRunner
+
+    from railiance_ledger.cli import app
+
+    decl = write_app(tmp_path, extra='[approval]\nretrospective_deadline = "1s"\n')
+    digest = register(store, decl)
+    record_exception(store=store, decl=decl, operator=DEPLOYER, skip_stage=1, reason="outage")
+    time.sleep(1.5)
+    shown = CliRunner().invoke(app, ["--ledger", store.url, "status", "forge"])
+    assert shown.exit_code == 0, shown.output
+    assert "OVERDUE since" in shown.output and digest in shown.output
+
+
 def test_exception_without_statehub_warns_that_the_spec_wants_it_there(store: Any, decl: Any) -> None:
     """The spec asks emergency exceptions be recorded in State Hub: no State Hub is a warning."""
     register(store, decl)

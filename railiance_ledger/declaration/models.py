@@ -669,9 +669,12 @@ class Approval(_Table):
     """Operators who may approve; empty means anyone but the deployer."""
     allowed_signers: Text | None = None
     """Path (relative to ``railiance/``) of the SSH allowed-signers file (git's ``allowedSignersFile``
-    format) whose keys sign human records; with it, production-critical approvals must be signed."""
+    format) whose keys sign human records; production-critical approvals must always be signed."""
     require_signatures: bool = False
     """Every human record (approval, revocation, waiver, emergency exception) must be signed."""
+    retrospective_deadline: Duration = 24 * 3600
+    """How long after an emergency exception its retrospective approval is due (default 24h); past it the
+    exception is overdue (``status``, Dagster, a State Hub note)."""
 
 
 class Acceptance(_Table):

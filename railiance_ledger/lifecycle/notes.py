@@ -153,6 +153,7 @@ def post_and_record(
     evidence: list[dict[str, Any]] | None = None,
     required: bool = False,
     required_reason: str = "",
+    purpose: str | None = None,
 ) -> NoteOutcome:
     """Post a State Hub note about ``event`` and append ``note.posted`` with the outcome.
 
@@ -216,6 +217,8 @@ def post_and_record(
     }
     if not delivered:
         payload.update({"error": error, "error_type": error_type, "attempts": attempts})
+    if purpose:
+        payload["purpose"] = purpose  # a further note about the event (e.g. an overdue reminder)
     record = store.append(
         [
             NewEvent(
@@ -282,7 +285,11 @@ def note_problem(history: Iterable[RecordedEvent], event_id: str) -> str | None:
     ``note.posted`` says delivered): never posted (no State Hub configured then), or not delivered."""
     latest: RecordedEvent | None = None
     for ev in history:
-        if ev.kind == EventKind.NOTE_POSTED and ev.payload.get("ref_event_id") == event_id:
+        if (
+            ev.kind == EventKind.NOTE_POSTED
+            and ev.payload.get("ref_event_id") == event_id
+            and not ev.payload.get("purpose")
+        ):
             latest = ev
     if latest is None:
         return (
@@ -318,7 +325,11 @@ def undelivered_notes(store: EventStore, workload: str) -> list[UndeliveredNote]
     latest: dict[str, RecordedEvent] = {}
     history = store.read_stream(workload)
     for ev in history:
-        if ev.kind == EventKind.NOTE_POSTED and ev.payload.get("ref_event_id"):
+        if (
+            ev.kind == EventKind.NOTE_POSTED
+            and ev.payload.get("ref_event_id")
+            and not ev.payload.get("purpose")
+        ):
             latest[str(ev.payload["ref_event_id"])] = ev
     out: list[UndeliveredNote] = [
         UndeliveredNote(
