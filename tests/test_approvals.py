@@ -746,6 +746,11 @@ def test_overdue_retrospective_approval_shows_in_status_text(store: Any, tmp_pat
     shown = CliRunner().invoke(app, ["--ledger", store.url, "status", "forge"])
     assert shown.exit_code == 0, shown.output
     assert "OVERDUE since" in shown.output and digest in shown.output
+    # what the Dagster production asset shows (overdue_approvals, with due_at)
+    from railiance_ledger.lifecycle.production import production_view
+
+    [overdue] = production_view(store, "forge", decl).overdue_approvals
+    assert (True, digest) == (overdue["overdue"], overdue["digest"]) and overdue["due_at"]
 
 
 def test_exception_without_statehub_warns_that_the_spec_wants_it_there(store: Any, decl: Any) -> None:

@@ -85,9 +85,11 @@ def production_view(store: EventStore, workload: str, decl: Declaration | None =
 
     Pending approvals are the ledger's (a candidate whose last stage passed, without an approval for
     the next one, on a workload that requires one); overdue ones are emergency exceptions still
-    awaiting their retrospective approval (the approval was owed before the action).
+    awaiting their retrospective approval past its deadline (``approval.retrospective_deadline``,
+    default 24 h; each with ``due_at``).
     """
     from railiance_ledger.ledger.projections import lineage, workload_status
+    from railiance_ledger.lifecycle.approvals import pending_retrospective
     from railiance_ledger.lifecycle.gating import open_canary
 
     lin = lineage(store, workload)
@@ -124,7 +126,7 @@ def production_view(store: EventStore, workload: str, decl: Declaration | None =
         rollback_target_kind=target.kind if target else None,
         open_canary=canary,
         pending_approvals=tuple(p.as_dict() for p in status.pending_approvals),
-        overdue_approvals=tuple(e.as_dict() for e in status.awaiting_retrospective),
+        overdue_approvals=tuple(p for p in pending_retrospective(store, workload) if p["overdue"]),
         last_rollback_at=last.recorded_at if last else None,
         last_rollback_by=last.actor if last else None,
         last_rollback_from=last.from_stable if last else None,
