@@ -49,7 +49,10 @@ def test_reference_tag_digest_and_credential_keys() -> None:
     assert ref.tag == "v1.2" and ref.digest == "sha256:" + "b" * 64
     assert "registry.example:5000" in ref.credential_keys
     hub = parse_reference("nginx")
-    assert hub.credential_keys[0] == "https://index.docker.io/v1/" and hub.helper_server == hub.credential_keys[0]
+    assert (
+        hub.credential_keys[0] == "https://index.docker.io/v1/"
+        and hub.helper_server == hub.credential_keys[0]
+    )
 
 
 @pytest.mark.parametrize(
@@ -79,7 +82,9 @@ def test_plain_http_only_declared_and_loopback(tmp_path: Path) -> None:
     toml.write_text('[registries."registry.example:5000"]\nplain_http = true\n')
     with pytest.raises(InvalidInput, match="loopback"):
         load_registry_settings(toml)
-    toml.write_text('[registries."localhost:5000"]\nplain_http = true\n[registries."r.example"]\nca_bundle = "/x.pem"\n')
+    toml.write_text(
+        '[registries."localhost:5000"]\nplain_http = true\n[registries."r.example"]\nca_bundle = "/x.pem"\n'
+    )
     loaded = load_registry_settings(toml)
     assert loaded["localhost:5000"].plain_http and loaded["r.example"].ca_bundle == "/x.pem"
     toml.write_text('[registries."r.example"]\nverify = false\n')
@@ -92,7 +97,8 @@ def test_ca_bundle_is_loaded_per_registry(tmp_path: Path) -> None:
     certs.mkdir(parents=True)
     (certs / "ca.crt").write_text("not a certificate")
     pool = RegistryPool(
-        credentials=DockerCredentialStore({}, home=tmp_path), env={"RAILIANCE_CERTS_D": str(tmp_path / "certs.d")}
+        credentials=DockerCredentialStore({}, home=tmp_path),
+        env={"RAILIANCE_CERTS_D": str(tmp_path / "certs.d")},
     )
     with pytest.raises(InvalidInput, match="CA bundle .*ca.crt for registry registry.example:5000"):
         pool.for_reference(parse_reference("registry.example:5000/a/b"))
@@ -148,8 +154,12 @@ def test_cred_helpers_then_auths_then_creds_store(tmp_path: Path) -> None:
 def test_registry_auth_file_comes_first(tmp_path: Path) -> None:
     env = _docker_config(tmp_path, {"auths": {"r.example": {"username": "docker", "password": "d"}}})
     auth_file = tmp_path / "auth.json"
-    auth_file.write_text(json.dumps({"auths": {"r.example": {"auth": base64.b64encode(b"podman:p").decode()}}}))
-    creds = DockerCredentialStore({**env, "REGISTRY_AUTH_FILE": str(auth_file)}).lookup(parse_reference("r.example/a"))
+    auth_file.write_text(
+        json.dumps({"auths": {"r.example": {"auth": base64.b64encode(b"podman:p").decode()}}})
+    )
+    creds = DockerCredentialStore({**env, "REGISTRY_AUTH_FILE": str(auth_file)}).lookup(
+        parse_reference("r.example/a")
+    )
     assert creds is not None and creds.username == "podman"
 
 
@@ -212,7 +222,10 @@ def test_two_registries_at_once_with_the_users_credentials(
     assert not problems
     with open_registries(env) as pool:
         polls = poll_registry(pool, workloads)
-    assert {p.workload: p.tags for p in polls} == {"app-a": {"v1.0.0": a_digest}, "app-b": {"v1.0.0": b_digest}}
+    assert {p.workload: p.tags for p in polls} == {
+        "app-a": {"v1.0.0": a_digest},
+        "app-b": {"v1.0.0": b_digest},
+    }
     assert (tmp_path / "bin" / "railtest.calls").read_text().split() == [token_registry_server.host]
 
     # Without the user's credentials the token registry refuses (the error names no secret).

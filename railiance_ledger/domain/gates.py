@@ -79,6 +79,7 @@ class Gate(StrEnum):
     LOCAL_HEALTH = "local_health"
     MIGRATIONS_CLASSIFIED = "migrations_classified"
     OBSERVABILITY_DECLARED = "observability_declared"
+    ARTIFACT_TRACEABLE = "artifact_traceable"
 
     # Stage 2 prechecks, in the order they run
     CANARY_FORM_DECLARED = "canary_form_declared"
@@ -173,6 +174,7 @@ def _rows() -> dict[Gate, GateInfo]:
         Gate.LOCAL_HEALTH,
         Gate.MIGRATIONS_CLASSIFIED,
         Gate.OBSERVABILITY_DECLARED,
+        Gate.ARTIFACT_TRACEABLE,  # the image's revision label (issue 12 item 6): waivable
     ]
     # Stage 2 waivable: the spec's "explicitly degraded with operator approval" dependencies, the
     # production-critical window "unless explicitly waived", and every end-of-window acceptance gate
@@ -297,6 +299,7 @@ _SUMMARY: dict[Gate, str] = {  # one line per gate: what it means when it passes
     Gate.LOCAL_HEALTH: "the workload starts locally and answers its health check",
     Gate.MIGRATIONS_CLASSIFIED: "database migrations are classified",
     Gate.OBSERVABILITY_DECLARED: "the workload states how it will be observed in Stage 2",
+    Gate.ARTIFACT_TRACEABLE: "the image's revision label traces it to the source revision (revision_policy)",
     Gate.CANARY_FORM_DECLARED: "the declaration names a canary form Stage 2 can build",
     Gate.CANARY_DISTINGUISHABLE: "canary traffic and pods can be told apart from stable",
     Gate.STAGE1_PASSED: "Stage 1 passed for the same digest (or an emergency exception skips it)",

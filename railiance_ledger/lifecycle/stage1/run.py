@@ -38,7 +38,9 @@ from railiance_ledger.lifecycle.stage1.local import check_local_commands, check_
 from railiance_ledger.lifecycle.stage1.render import check_manifests
 from railiance_ledger.lifecycle.stage1.secrets import check_secrets, with_printed_secrets
 from railiance_ledger.lifecycle.stage1.source import (
+    NOT_READ,
     check_artifact_deterministic,
+    check_artifact_traceable,
     check_candidate_immutable,
     check_platform,
     check_source_revision,
@@ -229,7 +231,10 @@ def assemble_checks(
     deterministic = judge_or_unevaluated(
         "artifact_deterministic", lambda: check_artifact_deterministic(ctx, history, artifact)
     )
-    judged = {**fixed, "artifact_deterministic": deterministic}
+    traceable = judge_or_unevaluated(
+        "artifact_traceable", lambda: check_artifact_traceable(ctx, artifact or NOT_READ)
+    )
+    judged = {**fixed, "artifact_deterministic": deterministic, "artifact_traceable": traceable}
     ordered: list[Check] = []
     for name in REQUIRED_CHECKS:
         ordered.append(judged[name])

@@ -1,8 +1,8 @@
 """Stage 1 gates about where the candidate comes from: ``source_revision_identified``,
-``candidate_immutable`` and ``artifact_deterministic``.
+``candidate_immutable``, ``artifact_deterministic`` and ``artifact_traceable``.
 
 Provenance (``read_artifact``): the candidate's image configuration is read from the registry its
-reference names; ``artifact_deterministic`` compares the ``org.opencontainers.image.revision`` label
+reference names; ``artifact_traceable`` compares the ``org.opencontainers.image.revision`` label
 with the work tree's commit. With ``revision_policy = "image-label"`` the label is required: missing,
 different, or unreadable (registry unreachable, none configured) fails the gate (waivable). With
 ``git-commit`` a label that names another commit fails it; no label leaves the work tree's binding.
@@ -107,17 +107,24 @@ def check_platform(ctx: Stage1Context, candidate: Check, artifact: ArtifactFacts
     )
 
 
-def check_image_label(ctx: Stage1Context, artifact: ArtifactFacts) -> Check | None:
-    """The provenance part of ``artifact_deterministic``: a failing check, or ``None`` when the image's
-    labels agree with the work tree (or, under ``git-commit``, say nothing)."""
+def check_artifact_traceable(ctx: Stage1Context, artifact: ArtifactFacts) -> Check:
+    """``artifact_traceable``: the image's revision label names the work tree's commit (required under
+    ``revision_policy = "image-label"``; under ``git-commit`` only a contradicting label fails)."""
     from railiance_ledger.lifecycle.registry_poll import REVISION_LABEL
 
-    name = "artifact_deterministic"
+    name = "artifact_traceable"
     policy = getattr(getattr(ctx.decl, "source", None), "revision_policy", "git-commit")
     required = policy == "image-label"
+    if ctx.run.digest is None:
+        artifact = ArtifactFacts(error="no candidate digest")
     if artifact.error is not None:
         if not required:
-            return None
+            return make_check(
+                name,
+                True,
+                f"revision_policy = git-commit: traced by the work tree's commit "
+                f"(image labels not read: {artifact.error})",
+            )
         return make_check(
             name,
             False,
@@ -132,7 +139,13 @@ def check_image_label(ctx: Stage1Context, artifact: ArtifactFacts) -> Check | No
         evidence.append(make_evidence("summary", source_url, "org.opencontainers.image.source"))
     if label is None:
         if not required:
-            return None
+            return make_check(
+                name,
+                True,
+                "revision_policy = git-commit: traced by the work tree's commit "
+                "(the image has no revision label)",
+                evidence=evidence,
+            )
         return make_check(
             name,
             False,
@@ -147,7 +160,20 @@ def check_image_label(ctx: Stage1Context, artifact: ArtifactFacts) -> Check | No
             f"the image was built from revision {label[:40]}, but the work tree is at {ctx.run.revision}",
             evidence=[*evidence, make_evidence("commit", ctx.run.revision, "work tree")],
         )
-    return None
+    if ctx.run.revision is None:
+        return make_check(
+            name,
+            False,
+            f"the image names revision {label[:40]}, but the work tree's revision is unknown",
+            failure=FailureKind.TECHNICAL,
+            evidence=evidence,
+        )
+    return make_check(
+        name,
+        True,
+        f"the image's {REVISION_LABEL} label is the work tree's commit {ctx.run.revision[:12]}",
+        evidence=evidence,
+    )
 
 
 def check_source_revision(ctx: Stage1Context, *, waiver_note: str = "") -> Check:
@@ -259,14 +285,9 @@ def check_candidate_immutable(ctx: Stage1Context, *, image: str | None) -> tuple
 def check_artifact_deterministic(
     ctx: Stage1Context, history: Sequence[RecordedEvent], artifact: ArtifactFacts | None = None
 ) -> Check:
-    """``artifact_deterministic``: the image's revision label agrees with the work tree
-    (``check_image_label``, when ``artifact`` is given) and this digest is the only digest ever
-    recorded for this revision."""
+    """``artifact_deterministic``: this digest is the only digest ever recorded for this revision
+    (``artifact``, when given, adds the image's revision label to the evidence)."""
     name = "artifact_deterministic"
-    if artifact is not None:
-        refused = check_image_label(ctx, artifact)
-        if refused is not None:
-            return refused
     if ctx.run.revision is None:
         return make_check(
             name,
