@@ -1,16 +1,20 @@
-# make demo: bootstrap, then run the main job on the embedded default (SQLite ledger, local tools).
+# make demo: bootstrap, then the whole lifecycle on local servers, told as it runs (scripts/demo).
+# make playground: the same, then `dagster dev` on the demo's ledger until Ctrl-C.
 # make test: bootstrap (with the Debian test servers), the layer contract, then the test suite.
 SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test lint bench bootstrap clean
+.PHONY: demo playground test lint bench bootstrap clean
 
 bootstrap:
 	./scripts/bootstrap
 
 demo: bootstrap
 	./scripts/demo
+
+playground: bootstrap
+	./scripts/playground
 
 test:
 	./scripts/bootstrap --test-deps
