@@ -1110,11 +1110,14 @@ def rollback(
     stable), then verify and record."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.errors import InvalidInput
+
+        if resolve and (dry_run or to is not None):
+            raise InvalidInput("--resolve records a manual clean-up; it takes neither --dry-run nor --to")
         if resolve:
             _resolve_incomplete(opts, app_dir, reason, operator, as_json=as_json)
             return
         from railiance_ledger.cli_render import render_rollback
-        from railiance_ledger.errors import InvalidInput
         from railiance_ledger.lifecycle import rollback as rb
 
         fates = ("returned-to-stage1", "blocked", "abandoned")

@@ -376,3 +376,38 @@ def test_deploy_defaults_to_stage_2_and_refuses_other_stages(three_stables: str)
     code, out = invoke("--json", "deploy", "--stage", "3", str(EXAMPLE), "--dry-run")
     assert (2, "InvalidInput") == (code, json.loads(out)["error"])
     assert "railiance promote" in json.loads(out)["message"]
+
+
+def test_shell_completion_is_clicks(tmp_path: Path) -> None:
+    """``_RAILIANCE_COMPLETE=bash_source railiance`` prints the bash completion script (README), and the
+    completion itself offers the commands and their options."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_RAILIANCE")}
+    script = subprocess.run(
+        [RAILIANCE],
+        env={**env, "_RAILIANCE_COMPLETE": "bash_source"},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert 0 == script.returncode and "_railiance_completion" in script.stdout, script.stderr
+    words = {
+        "COMP_WORDS": "railiance rollback --t",
+        "COMP_CWORD": "2",
+        "_RAILIANCE_COMPLETE": "bash_complete",
+    }
+    done = subprocess.run(
+        [RAILIANCE], env={**env, **words}, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "plain,--to" in done.stdout.splitlines(), done.stdout
+
+
+def test_rollback_resolve_is_never_a_dry_run(three_stables: str) -> None:
+    """``--resolve`` records a manual clean-up: with --dry-run (or --to) it is refused, nothing recorded."""
+    before = head_seq(three_stables)
+    for extra in (["--dry-run"], ["--to", V1]):
+        code, out = invoke(
+            "--json", "rollback", str(EXAMPLE), "--reason", "done by hand", "--resolve", *extra
+        )
+        assert (2, "InvalidInput") == (code, json.loads(out)["error"]), out
+    assert before == head_seq(three_stables)
