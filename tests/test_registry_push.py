@@ -218,3 +218,80 @@ def test_an_image_index_registers_the_index_digest_with_its_platforms(
     assert reg.candidate == index
     assert reg.payload["platforms"] == {"linux/amd64": amd, "linux/arm64/v8": arm}
     assert reg.payload["revision"] == revision
+
+
+def test_webhook_serve_command(tmp_path: Path) -> None:
+    """``railiance webhook serve``: the secret from the environment only, stores what it is sent, exit 2
+    without a secret."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.harness import free_port
+
+    exe = str(Path(sys.executable).parent / "railiance")
+    env = {k: v for k, v in os.environ.items() if k != "RAILIANCE_WEBHOOK_SECRET"}
+    env["RAILIANCE_HOME"] = str(tmp_path / "home")
+    missing = subprocess.run(
+        [exe, "webhook", "serve", "--listen", "127.0.0.1:0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "RAILIANCE_WEBHOOK_SECRET" in missing.stderr
+
+    port = free_port()
+    spool = tmp_path / "events.db"
+    proc = subprocess.Popen(
+        [exe, "webhook", "serve", "--listen", f"127.0.0.1:{port}", "--spool", str(spool)],
+        env={**env, "RAILIANCE_WEBHOOK_SECRET": WEBHOOK_SECRET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"127.0.0.1:{port}/registry/events" in line, line + (
+            proc.stderr.read() if proc.poll() is not None else ""
+        )
+        envelope = {
+            "events": [
+                {
+                    "id": "cli-1",
+                    "action": "push",
+                    "target": {
+                        "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "digest": "sha256:" + "d" * 64,
+                        "repository": "team/app",
+                        "tag": "v1.0.0",
+                    },
+                    "request": {"host": "127.0.0.1:5000"},
+                },
+                {
+                    "id": "cli-2",
+                    "action": "pull",
+                    "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json"},
+                },
+            ]
+        }
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/registry/events",
+            json=envelope,
+            headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"},
+        )
+        assert answer.status_code == 200 and answer.text.strip() == "stored 1"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    from railiance_ledger.adapters.push_spool import PushSpool
+
+    [notice] = PushSpool(spool).since(0)
+    assert (notice.id, notice.host, notice.repository, notice.tag) == (
+        "cli-1",
+        "127.0.0.1:5000",
+        "team/app",
+        "v1.0.0",
+    )
