@@ -272,10 +272,13 @@ def ledger_mirror_sensor(
     still_held: list[str] = []
     asset_events: list[Any] = []
     new_keys: list[str] = []
+    retiring = {partition_key(w, d) for w, digests in retired.items() for d in digests}
     for ev in [*held, *fresh]:
         if not ev.candidate:
             continue  # no candidate: no partition to show it on (it stays in `railiance history`)
         key = partition_key(ev.stream, ev.candidate)
+        if key in retiring:
+            continue  # out of the retention window already: no partition (the ledger keeps its events)
         if key in active:
             still_held.append(ev.event_id)
             continue
@@ -292,12 +295,7 @@ def ledger_mirror_sensor(
         asset_events.extend(mirrored_events(ev, key))
         covered[key].add(ev.seq)
     # retention: only the registrations pushed out of the window by this tick's arrivals are looked at
-    retire: list[str] = []
-    for workload, digests in retired.items():
-        for digest in digests:
-            key = partition_key(workload, digest)
-            if key not in new_keys and key not in active and _has(instance, cands, key, exists):
-                retire.append(key)
+    retire = sorted(k for k in retiring if k not in active and _has(instance, cands, k, exists))
     # the production view of every workload a new event may have changed (once per workload per tick)
     touched = sorted({ev.stream for ev in fresh if ev.kind in PRODUCTION_KINDS})
     new_workloads = [
