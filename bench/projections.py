@@ -106,7 +106,7 @@ def raw_vs_append(store: EventStore, n: int) -> tuple[float, float]:
         *(sa.Column(c.name, c.type, primary_key=c.primary_key) for c in store_events_table().columns),
     )
     meta.create_all(engine)
-    base = int(time.time() * 1000) % 1_000_000_000 * 100
+    base = int(time.time() * 1000) % 1_000_000_000 * 100  # seq is BIGINT; version stays small
     t = time.perf_counter()
     for i in range(n):
         with engine.begin() as conn:
@@ -115,7 +115,7 @@ def raw_vs_append(store: EventStore, n: int) -> tuple[float, float]:
                     seq=base + i,
                     event_id=str(uuid.uuid4()),
                     stream="raw",
-                    version=base + i,
+                    version=i + 1,
                     kind="note.posted",
                     candidate=None,
                     stage=None,

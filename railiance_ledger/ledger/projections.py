@@ -18,15 +18,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.sql.elements import ColumnElement
 
 from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.events import EventKind, RecordedEvent, format_timestamp
 from railiance_ledger.domain.text import shown
 from railiance_ledger.errors import LedgerError
+from railiance_ledger.ledger.projector import FoldEvent
 from railiance_ledger.ledger.schema import (
     EVENT_COLUMNS,
     events,
@@ -279,13 +279,6 @@ def partition_key(workload: str, digest: str) -> str:
     return f"{workload}@{digest.split(':', 1)[-1][:12]}"
 
 
-def _json_field(store: EventStore, key: str) -> ColumnElement[Any]:
-    """``payload.<key>`` as text, extracted by the database (no payload shipped or parsed)."""
-    if store.dialect == "postgresql":
-        return sa.func.json_extract_path_text(sa.cast(events.c.payload, sa.JSON), key)
-    return sa.func.json_extract(events.c.payload, f"$.{key}")
-
-
 def _normalize_at(at: str | None) -> str | None:
     if at is None:
         return None
@@ -296,31 +289,6 @@ def _normalize_at(at: str | None) -> str | None:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return format_timestamp(ts)
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-class _RowEvent(NamedTuple):
-    """A status or lineage row as the candidate-state fold reads it (``domain.candidate_state.EventLike``)."""
-
-    seq: int
-    event_id: str
-    kind: str
-    candidate: str | None
-    stage: int | None
-    actor: str
-    recorded_at: str
-    payload: dict[str, Any]
-
-
-def _row_event(row: Any, payload: dict[str, Any]) -> _RowEvent:
-    seq, event_id, kind, candidate, stage, actor, recorded_at = row[:7]
-    return _RowEvent(seq, event_id, kind, candidate, stage, actor, recorded_at, payload)
 
 
 def _approval_records(state: CandidateState) -> tuple[ApprovalRecord, ...]:
@@ -340,16 +308,6 @@ def _approval_records(state: CandidateState) -> tuple[ApprovalRecord, ...]:
     )
 
 
-_BASE_COLS = (
-    events.c.seq,
-    events.c.event_id,
-    events.c.kind,
-    events.c.candidate,
-    events.c.stage,
-    events.c.actor,
-    events.c.recorded_at,
-)
-
 # -- projections (read from the projection tables) ------------------------------------------------
 
 DEFAULT_PAGE = 50
@@ -367,9 +325,6 @@ _STACK_WALK = sa.text(
             JOIN walk ON s.stream = :stream AND s.seq = walk.below_seq
         WHERE walk.n + 1 < :limit
     ) SELECT digest FROM walk ORDER BY n"""
-)
-_CAND_SELECT = sa.select(_PC.c.digest, _PC.c.summary, _PC.c.promoted, _PC.c.rolled_back, _PC.c.reg_seq).where(
-    _PC.c.stream == sa.bindparam("stream"), _PC.c.reg_seq.is_not(None)
 )
 _STABLE_COLS = tuple(
     _PS.c[name]
@@ -452,11 +407,32 @@ def _candidate_status(workload: str, row: Any, current: str | None) -> Candidate
     )
 
 
-def _newest(conn: sa.Connection, stmt: Any, params: dict[str, Any], limit: int) -> list[Any]:
-    """The newest ``limit`` rows of a registration-ordered query, oldest first."""
-    rows = list(conn.execute(stmt.order_by(_PC.c.reg_seq.desc()).limit(limit), params).all())
+_CANDIDATE_PAGES: dict[tuple[str, int], Any] = {}
+
+
+def _newest(conn: sa.Connection, workload: str, key: str, limit: int) -> list[Any]:
+    """The newest ``limit`` candidate rows whose ``key`` column is set (``reg_seq``: every registered
+    one; ``pending_key``, ``awaiting_key``, ``open_key``: those lists), oldest first. One backward
+    range scan of the ``(stream, key)`` index."""
+    stmt = _CANDIDATE_PAGES.get((key, limit))
+    if stmt is None:
+        column = _PC.c[key]
+        stmt = (
+            sa.select(_PC.c.digest, _PC.c.summary, _PC.c.promoted, _PC.c.rolled_back, _PC.c.open_stage)
+            .where(_PC.c.stream == sa.bindparam("stream"), column.is_not(None))
+            .order_by(column.desc())
+            .limit(limit)
+        )
+        if len(_CANDIDATE_PAGES) < 256:
+            _CANDIDATE_PAGES[(key, limit)] = stmt
+    rows = list(conn.execute(stmt, {"stream": workload}).all())
     rows.reverse()
     return rows
+
+
+_WORKLOAD_ROW = sa.select(
+    proj_workloads.c.last_seq, proj_workloads.c.top_seq, proj_workloads.c.candidates
+).where(proj_workloads.c.stream == sa.bindparam("stream"))
 
 
 def workload_status(store: EventStore, workload: str, *, limit: int | None = DEFAULT_PAGE) -> WorkloadStatus:
@@ -469,29 +445,16 @@ def workload_status(store: EventStore, workload: str, *, limit: int | None = DEF
     """
     lim = _page(limit)
     with store.reading("status") as conn:
-        work = _workload_row(conn, workload)
+        work = conn.execute(_WORKLOAD_ROW, {"stream": workload}).first()
         if work is None:
             return WorkloadStatus(workload, 0, (), None, (), (), ())
         last_seq, top, count = int(work[0]), work[1], int(work[2])
         stack = _stack_digests(conn, workload, top, lim + 1 if lim < _NO_LIMIT else lim)
         current = stack[0] if stack else None
-        params = {"stream": workload}
-        rows = _newest(conn, _CAND_SELECT, params, lim)
-        pending_rows = _newest(
-            conn,
-            _CAND_SELECT.where(
-                _PC.c.pending_stage.is_not(None), _PC.c.promoted == 0, _PC.c.rolled_back == 0
-            ).where(_PC.c.digest != (current or "")),
-            params,
-            lim,
-        )
-        awaiting_rows = _newest(conn, _CAND_SELECT.where(_PC.c.awaiting > 0), params, lim)
-        canary = conn.execute(
-            sa.select(_PC.c.digest)
-            .where(_PC.c.stream == workload, _PC.c.open_stage == 2, _PC.c.reg_seq.is_not(None))
-            .order_by(_PC.c.reg_seq.desc())
-            .limit(1)
-        ).scalar()
+        rows = _newest(conn, workload, "reg_seq", lim) if lim else []
+        pending_rows = [r for r in _newest(conn, workload, "pending_key", lim) if r[0] != current]
+        awaiting_rows = _newest(conn, workload, "awaiting_key", lim)
+        open_rows = _newest(conn, workload, "open_key", 8)
     pending: list[PendingApproval] = []
     for row in pending_rows:
         p = json.loads(row[1])["pending"]
@@ -502,6 +465,7 @@ def workload_status(store: EventStore, workload: str, *, limit: int | None = DEF
         for x in _exception_records(row[0], json.loads(row[1]))
         if not x.retrospectively_approved
     ]
+    canary = next((str(r[0]) for r in reversed(open_rows) if r[4] == 2), None)
     return WorkloadStatus(
         workload=workload,
         last_seq=last_seq,
@@ -544,16 +508,6 @@ def history(
     return [row_to_event(row) for row in rows]
 
 
-_APPROVALS_STMT = (
-    sa.select(*_BASE_COLS, events.c.payload)
-    .where(
-        events.c.stream == sa.bindparam("stream"),
-        events.c.kind.in_([_K.APPROVAL_GRANTED.value, _K.APPROVAL_REVOKED.value]),
-        events.c.candidate.in_(sa.bindparam("digests", expanding=True)),
-        events.c.recorded_at <= sa.bindparam("at"),
-    )
-    .order_by(events.c.seq)
-)
 _LINEAGE_AT = (
     sa.select(_PL.c.seq, _PL.c.top_seq)
     .where(_PL.c.stream == sa.bindparam("stream"), _PL.c.recorded_at <= sa.bindparam("at"))
@@ -682,7 +636,7 @@ def _lineage(
         if at_norm is None:
             approvals = _current_approvals(conn, workload, sorted(wanted))
         else:
-            approvals = _approvals_for(conn, workload, sorted(wanted), at_norm)
+            approvals = _approvals_at(conn, workload, sorted(wanted), at_norm)
 
     def state_of(row: Any) -> StableState:
         if top is not None and int(row.seq) == int(top):
@@ -729,21 +683,87 @@ def _lineage(
     )
 
 
-def _approvals_for(
+_APPROVAL_KINDS = frozenset({_K.APPROVAL_GRANTED.value, _K.APPROVAL_REVOKED.value})
+
+
+def _approvals_at(
     conn: sa.Connection, workload: str, digests: Sequence[str], at: str
 ) -> dict[str, tuple[ApprovalRecord, ...]]:
-    """Approvals as they stood at ``at``: the fold over these digests' approval events up to then."""
+    """Approvals as they stood at ``at``: the fold over each digest's approval events recorded up to
+    then, read from the candidates' projection rows (their fold inputs), not from the log."""
     if not digests:
         return {}
-    rows: dict[str, list[_RowEvent]] = {}
-    for row in conn.execute(_APPROVALS_STMT, {"stream": workload, "digests": list(digests), "at": at}):
-        rows.setdefault(row[3], []).append(_row_event(row, json.loads(row[7])))
-    return {d: _approval_records(CandidateState.from_events(evs, d)) for d, evs in rows.items()}
+    wanted = sorted(set(digests))
+    out: dict[str, tuple[ApprovalRecord, ...]] = {}
+    refold: list[str] = []
+    summaries = sa.select(_PC.c.digest, _PC.c.summary).where(
+        _PC.c.stream == workload, _PC.c.digest.in_(wanted)
+    )
+    for digest, text in conn.execute(summaries):
+        summary = json.loads(text)
+        last = summary.get("approvals_at")
+        if last is None:
+            continue
+        if last <= at:  # nothing about its approvals changed after ``at``: the current answer holds
+            out[str(digest)] = _summary_approvals(str(digest), summary)
+        else:
+            refold.append(str(digest))
+    if refold:
+        stmt = sa.select(_PC.c.digest, _PC.c.fold_events).where(
+            _PC.c.stream == workload, _PC.c.digest.in_(refold)
+        )
+        for digest, text in conn.execute(stmt):
+            evs = [
+                FoldEvent(*item) for item in json.loads(text) if item[2] in _APPROVAL_KINDS and item[6] <= at
+            ]
+            if evs:
+                out[str(digest)] = _approval_records(CandidateState.from_events(evs, str(digest)))
+    return out
+
+
+_TARGET = sa.text(
+    """SELECT t.seq, t.digest, t.previous_stable, b.seq, b.digest, b.image, b.promoted_at, b.event_id,
+              b.restore, c.summary
+       FROM proj_workloads w
+       JOIN proj_stables t ON t.stream = w.stream AND t.seq = w.top_seq
+       LEFT JOIN proj_stables b ON b.stream = w.stream AND b.seq = t.below_seq
+       LEFT JOIN proj_candidates c ON c.stream = w.stream AND c.digest = b.digest
+       WHERE w.stream = :stream"""
+)
 
 
 def rollback_target(store: EventStore, workload: str) -> RollbackTarget | None:
-    """Where a rollback of ``workload`` goes now (None when the ledger knows no earlier stable)."""
-    return _lineage(store, workload, at=None, limit=0, before=None, page=False).rollback_target
+    """Where a rollback of ``workload`` goes now (None when the ledger knows no earlier stable).
+
+    One indexed query over the projection tables (current stable, the one below it, its approvals).
+    """
+    with store.reading("rollback_target") as conn:
+        row = conn.execute(_TARGET, {"stream": workload}).first()
+    if row is None:
+        return None
+    _top_seq, _top_digest, previous, below_seq, digest, image, promoted_at, event_id, restore, summary = row
+    if below_seq is None:
+        if not previous:
+            return None
+        return RollbackTarget(
+            digest=previous,
+            image=None,
+            restore={},
+            approvals=(),
+            promoted_at=None,
+            promotion_event_id=None,
+            known=False,
+            kind="digest-only",
+        )
+    return RollbackTarget(
+        digest=digest,
+        image=image,
+        restore=json.loads(restore),
+        approvals=_summary_approvals(digest, json.loads(summary)) if summary else (),
+        promoted_at=promoted_at,
+        promotion_event_id=event_id,
+        known=event_id is not None,
+    )
 
 
 def candidates_to_retain(store: EventStore, workload: str, keep: int) -> set[str]:
@@ -767,7 +787,7 @@ def candidates_to_retain(store: EventStore, workload: str, keep: int) -> set[str
         keep_set.update(
             str(d)
             for d in conn.execute(
-                sa.select(_PC.c.digest).where(_PC.c.stream == workload, _PC.c.open_stage.is_not(None))
+                sa.select(_PC.c.digest).where(_PC.c.stream == workload, _PC.c.open_key.is_not(None))
             ).scalars()
         )
     return keep_set

@@ -67,6 +67,9 @@ _CAND_COLS = (
     "open_stage",
     "promoted",
     "rolled_back",
+    "pending_key",
+    "awaiting_key",
+    "open_key",
 )
 _WORK_COLS = ("stream", "last_seq", "top_seq", "candidates")
 _STABLE_COLS = (
@@ -141,6 +144,12 @@ class CandidateRow:
             self.open_stage,
             int(self.promoted),
             int(self.rolled_back),
+            # a promoted or rolled-back candidate is no longer listed as waiting for an approval
+            self.reg_seq
+            if self.pending_stage is not None and not (self.promoted or self.rolled_back)
+            else None,
+            self.reg_seq if self.awaiting else None,
+            self.reg_seq if self.open_stage is not None else None,
         )
 
     def refresh(self) -> None:
@@ -213,6 +222,10 @@ def candidate_summary(digest: str, events: Sequence[FoldEvent]) -> dict[str, Any
             }
             for x in state.exceptions
         ],
+        "approvals_at": max(
+            (e.recorded_at for e in events if e.kind in (_K.APPROVAL_GRANTED, _K.APPROVAL_REVOKED)),
+            default=None,
+        ),
         "base_phase": phase,
         "pending": pending,
         "open_stage": state.open_stage,

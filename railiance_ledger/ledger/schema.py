@@ -81,10 +81,15 @@ proj_candidates = sa.Table(
     sa.Column("open_stage", sa.Integer, nullable=True),
     sa.Column("promoted", sa.Integer, nullable=False),
     sa.Column("rolled_back", sa.Integer, nullable=False),
+    # ``reg_seq`` when the candidate waits for an approval / has an unreviewed emergency exception /
+    # has a stage open, else NULL: each list is one backward range scan of its index (newest first).
+    sa.Column("pending_key", _SEQ, nullable=True),
+    sa.Column("awaiting_key", _SEQ, nullable=True),
+    sa.Column("open_key", _SEQ, nullable=True),
     sa.Index("ix_proj_candidates_reg", "stream", "reg_seq"),
-    sa.Index("ix_proj_candidates_pending", "stream", "pending_stage", "reg_seq"),
-    sa.Index("ix_proj_candidates_awaiting", "stream", "awaiting", "reg_seq"),
-    sa.Index("ix_proj_candidates_open", "stream", "open_stage", "reg_seq"),
+    sa.Index("ix_proj_candidates_pending", "stream", "pending_key"),
+    sa.Index("ix_proj_candidates_awaiting", "stream", "awaiting_key"),
+    sa.Index("ix_proj_candidates_open", "stream", "open_key"),
 )
 """One row per candidate: its fold inputs (the status kinds, stage results reduced to their status),
 the status summary the fold gives, and the columns the workload queries filter on."""
