@@ -289,6 +289,7 @@ def render_rollback(outcome: Any, workload: str, *, as_json: bool) -> None:
         "final_stable",
         "verification",
         "remaining_cleanup",
+        "manual_command",
         "candidate_fate",
         "statehub_note",
         "ledger",

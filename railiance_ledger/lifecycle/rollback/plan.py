@@ -65,30 +65,23 @@ def human_decision(
 
 
 def open_stage3(history: Sequence[RecordedEvent]) -> RecordedEvent | None:
-    """The latest stage 3 ``stage.started`` with no ``stage.completed`` (stage 3) or rollback after it."""
+    """The latest stage 3 ``stage.started`` not finished: no ``stage.completed`` (stage 3) or
+    ``rollback.completed`` after it, or a ``rollback.incomplete`` after it that no ``rollback.completed``
+    (its own, or an operator's ``--resolve``) has closed yet."""
     current: RecordedEvent | None = None
+    left_behind = False
     for ev in history:
         if ev.kind == EventKind.STAGE_STARTED and ev.stage == 3:
-            current = ev
-        elif (
-            current is not None
-            and ev.candidate == current.candidate
-            and (
-                (ev.kind == EventKind.STAGE_COMPLETED and ev.stage == 3)
-                or ev.kind == EventKind.ROLLBACK_COMPLETED
-            )
-        ):
+            current, left_behind = ev, False
+        elif current is None or ev.candidate not in (current.candidate, None):
+            continue
+        elif ev.kind == EventKind.ROLLBACK_COMPLETED:
+            current = None
+        elif ev.kind == EventKind.ROLLBACK_INCOMPLETE:
+            left_behind = True
+        elif ev.kind == EventKind.STAGE_COMPLETED and ev.stage == 3 and not left_behind:
             current = None
     return current
-
-
-def earlier_stables(store: EventStore, workload: str) -> list[tuple[str, str | None]]:
-    """``(digest, image)`` of every stable ``rollback --to`` may return to, most recent first: the
-    stables still below the current one in the lineage (never rolled back), each with the restore
-    information of its own completed promotion (so the ledger knows how to bring it back)."""
-    lin = lineage(store, workload)
-    by_digest = {s.digest: s for s in lin.stables if s.event_id is not None and s.state == "superseded"}
-    return [(d, by_digest[d].image) for d in reversed(lin.stack[:-1]) if d in by_digest]
 
 
 def plan_rollback(store: EventStore, decl: Declaration, *, to: str | None = None) -> RollbackPlan:

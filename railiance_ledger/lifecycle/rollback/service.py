@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from railiance_ledger.domain.events import RecordedEvent, format_timestamp
+from railiance_ledger.domain.events import EventKind, RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact
 from railiance_ledger.errors import GateFailed, InvalidInput
 from railiance_ledger.lifecycle.approvals import require_operator
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from railiance_ledger.domain.payloads import CandidateFate
     from railiance_ledger.ledger.store import EventStore
     from railiance_ledger.ports import HelmPort, KubePort, StateHubPort
+
+_ROLLBACK_ENDS = (EventKind.ROLLBACK_COMPLETED, EventKind.ROLLBACK_INCOMPLETE)
 
 
 def rollback(
@@ -95,19 +97,22 @@ def rollback(
             now=now,
             fate=cast("CandidateFate", candidate_fate),
         )
-        done = events[-1] if events else None
-        ok = bool(done and done.payload.get("succeeded", True))
+        done = next((e for e in reversed(events) if e.kind in _ROLLBACK_ENDS), None)
+        ok = done is not None and done.kind == EventKind.ROLLBACK_COMPLETED
+        phase = "canary-removed" if ok else "incomplete"
         doc = {
             "kind": "railiance.rollback/v1",
             "workload": workload,
-            "phase": "canary-removed",
+            "phase": phase,
             "symptom": symptom,
             "action": done.payload.get("action") if done else None,
             "final_stable": done.payload.get("final_stable") if done else None,
+            "remaining_cleanup": done.payload.get("remaining_cleanup") if done else None,
+            "manual_command": done.payload.get("manual_command") if done else None,
             "status": "pass" if ok else "fail",
             "ledger": {"seq": done.seq, "hash": done.hash} if done else None,
         }
-        return RollbackOutcome(document=doc, exit_code=0 if ok else 1, phase="canary-removed", events=events)
+        return RollbackOutcome(document=doc, exit_code=0 if ok else 1, phase=phase, events=events)
 
     plan = plan_rollback(store, decl, to=to)
     leaving = plan.leaving_digest or ""
