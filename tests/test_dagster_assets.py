@@ -220,8 +220,9 @@ def test_approval_refuses_self_approval_and_records_another_operator(
     )
 
     def approve_as(operator: str) -> Any:
-        cfg = {
+        cfg = {  # the canary's approval: Stage 1 has passed, so the candidate has reached Stage 2
             "operator": operator,
+            "stage": 2,
             "rollback_target": "manual: helm rollback hello-web to the last good revision",
         }
         return materialize(
@@ -242,7 +243,7 @@ def test_approval_refuses_self_approval_and_records_another_operator(
     approved = approve_as("alice")
     assert approved.success
     [grant] = [e for e in _events(dagster_env) if e.kind == EventKind.APPROVAL_GRANTED]
-    assert ("alice", digest, 3) == (grant.actor, grant.candidate, grant.stage)
+    assert ("alice", digest, 2) == (grant.actor, grant.candidate, grant.stage)
     meta = _materialization(approved, "promotion_approval").metadata
     assert ("alice", grant.seq) == (meta["operator"].value, meta["ledger_seq"].value)
     assert (True, True) == (

@@ -96,7 +96,7 @@ def _launch_approval(page: Any, base: str, key: str, operator: str, shot: str) -
     page.keyboard.press("Control+a")
     page.keyboard.press("Delete")
     page.keyboard.type(
-        "ops: {promotion_approval: {config: {operator: "
+        "ops: {promotion_approval: {config: {stage: 2, operator: "  # Stage 1 passed: the canary's approval
         + operator
         + ', rollback_target: "manual: helm rollback ui-web to the previous revision"}}}'
     )
@@ -168,7 +168,7 @@ def test_operator_finds_candidate_and_gates_then_approves_from_launchpad(
         grants = [e for e in store.read_stream("ui-web") if e.kind == EventKind.APPROVAL_GRANTED]
     finally:
         store.close()
-    assert [("alice", digest, 3)] == [(g.actor, g.candidate, g.stage) for g in grants]
+    assert [("alice", digest, 2)] == [(g.actor, g.candidate, g.stage) for g in grants]
 
 
 def test_production_after_rollback_names_stable_and_target_and_rolled_back_stage_is_red(
