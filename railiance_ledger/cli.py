@@ -1682,8 +1682,9 @@ def ledger_verify(opts: CliOptions, expect_head: str | None, witness: str | None
 
 
 def _witness_statehub(store: EventStore, report: VerifyReport) -> VerifyReport:
-    """``report`` checked against the ledger heads State Hub's notes recorded (``--witness statehub``)."""
-    from railiance_ledger.errors import InvalidInput
+    """``report`` checked against the ledger heads State Hub's notes recorded (``--witness statehub``);
+    a State Hub that does not answer is ``EnvironmentUnavailable`` (exit 4)."""
+    from railiance_ledger.errors import AdapterError, EnvironmentUnavailable, InvalidInput
     from railiance_ledger.ledger.verify import check_witness
     from railiance_ledger.lifecycle.environment import Environment
     from railiance_ledger.lifecycle.notes import STATEHUB_URL_ENV, witnessed_heads
@@ -1694,7 +1695,14 @@ def _witness_statehub(store: EventStore, report: VerifyReport) -> VerifyReport:
             raise InvalidInput(
                 "--witness statehub needs a State Hub", hint=f"set {STATEHUB_URL_ENV} to its base URL"
             )
-        return check_witness(store, report, witnessed_heads(hub))
+        try:
+            heads = witnessed_heads(hub)
+        except AdapterError as exc:  # the witness cannot be asked: the check could not start (exit 4)
+            raise EnvironmentUnavailable(
+                f"the State Hub witness cannot be read: {exc.message}",
+                hint=f"check {STATEHUB_URL_ENV} and that the State Hub answers",
+            ) from exc
+        return check_witness(store, report, heads)
 
 
 @ledger_app.command("export")

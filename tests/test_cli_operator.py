@@ -411,3 +411,16 @@ def test_rollback_resolve_is_never_a_dry_run(three_stables: str) -> None:
         )
         assert (2, "InvalidInput") == (code, json.loads(out)["error"]), out
     assert before == head_seq(three_stables)
+
+
+def test_ledger_verify_with_a_witness_that_does_not_answer_is_exit_4(
+    three_stables: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain verifies, but the State Hub witness cannot be read: the check could not start (4), not a
+    ledger integrity error (3)."""
+    monkeypatch.setenv("RAILIANCE_STATEHUB_URL", "http://127.0.0.1:9")
+    code, out = invoke("--json", "ledger", "verify", "--witness", "statehub")
+    assert (4, "EnvironmentUnavailable") == (code, json.loads(out)["error"]), out
+    monkeypatch.delenv("RAILIANCE_STATEHUB_URL")
+    code, out = invoke("--json", "ledger", "verify")
+    assert (0, True) == (code, json.loads(out)["ok"]), out

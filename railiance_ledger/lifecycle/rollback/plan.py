@@ -84,6 +84,15 @@ def open_stage3(history: Sequence[RecordedEvent]) -> RecordedEvent | None:
     return current
 
 
+def earlier_stables(store: EventStore, workload: str) -> list[tuple[str, str | None]]:
+    """``(digest, image)`` of every stable ``rollback --to`` may return to, most recent first: the
+    stables still below the current one in the lineage (never rolled back), each with the restore
+    information of its own completed promotion (so the ledger knows how to bring it back)."""
+    lin = lineage(store, workload)
+    by_digest = {s.digest: s for s in lin.stables if s.event_id is not None and s.state == "superseded"}
+    return [(d, by_digest[d].image) for d in reversed(lin.stack[:-1]) if d in by_digest]
+
+
 def plan_rollback(store: EventStore, decl: Declaration, *, to: str | None = None) -> RollbackPlan:
     """The rollback's target: the stable before the current one (``to``: an earlier stable of the
     lineage, refused with ``InvalidInput``, exit 2, naming the allowed digests, when it is not one)."""
