@@ -92,7 +92,11 @@ def test_operator_approval_is_not_required_for_a_workload_that_is_not_production
 def test_operator_approval_needs_an_approval_in_force_for_stage2_when_production_critical() -> None:
     """Production-critical: an ``approval.granted`` for stage 2 and this digest, not revoked since."""
     assert CheckStatus.FAIL == check_approval(context([], critical=True)).status
-    grant = event(1, EventKind.APPROVAL_GRANTED, {"stage": 2, "operator": "bob"}, stage=2, actor="bob")
+    unsigned = event(1, EventKind.APPROVAL_GRANTED, {"stage": 2, "operator": "bob"}, stage=2, actor="bob")
+    c = check_approval(context([unsigned], critical=True))  # an unsigned approval does not count
+    assert (CheckStatus.FAIL, True) == (c.status, "no signature" in c.reason)
+    signed = {"stage": 2, "operator": "bob", "signature": {"principal": "bob"}}
+    grant = event(1, EventKind.APPROVAL_GRANTED, signed, stage=2, actor="bob")
     c = check_approval(context([grant], critical=True))  # never noted in State Hub: blocks
     assert (CheckStatus.FAIL, True) == (c.status, "not recorded in State Hub" in c.reason)
     noted = event(2, EventKind.NOTE_POSTED, {"ref_event_id": "ev-1", "delivered": True, "note_id": "n-1"})

@@ -15,6 +15,7 @@ against the allowed signers and attaches the signature block, or refuses the rec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,10 +38,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEGRADED_DEPENDENCY_GATE_PREFIX",
+    "UNSIGNED",
     "always_signed",
     "load_signers",
     "seal",
     "signatures_required",
+    "signed_principal",
     "signers_path",
     "to_sign",
 ]
@@ -89,6 +92,21 @@ def always_signed(event: NewEvent) -> bool:
         and isinstance(gate, str)
         and gate.startswith(DEGRADED_DEPENDENCY_GATE_PREFIX)
     )
+
+
+UNSIGNED = (
+    "carries no signature by an allowed signer: a production-critical gate counts only a signed approval "
+    "(approve again with --payload / --signature, docs/approvals.md)"
+)
+"""The reason a production-critical gate gives for an approval recorded unsigned (e.g. before the rule)."""
+
+
+def signed_principal(payload: Mapping[str, Any]) -> str | None:
+    """The verified principal of a sealed record's signature block (verified at append and by ``ledger
+    verify``), or ``None`` when the record was stored unsigned."""
+    block = payload.get(SIGNATURE_KEY)
+    principal = block.get("principal") if isinstance(block, Mapping) else None
+    return str(principal) if principal else None
 
 
 def signatures_required(decl: Declaration, kind: str) -> bool:

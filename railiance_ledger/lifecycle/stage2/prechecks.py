@@ -22,6 +22,11 @@ from railiance_ledger.domain.stage_result import (
 from railiance_ledger.errors import AdapterError
 from railiance_ledger.ledger.projections import lineage
 from railiance_ledger.lifecycle.approvals import current_stable_target
+from railiance_ledger.lifecycle.approvals.signing import (
+    DEGRADED_DEPENDENCY_GATE_PREFIX,
+    UNSIGNED,
+    signed_principal,
+)
 from railiance_ledger.lifecycle.checks import make_check as _check
 from railiance_ledger.lifecycle.cluster.manifests import canonical_manifests
 from railiance_ledger.lifecycle.cluster.objects import (
@@ -237,11 +242,6 @@ def check_routing_prereqs(ctx: CanaryContext, kube: KubePort, resolve: Callable[
     )
 
 
-DEGRADED_DEPENDENCY_PREFIX = "dependency:"
-"""Gate name prefix of an operator's approval that one declared dependency may be degraded or unknown
-(``railiance waive APP --stage 2 --gate dependency:NAME``; always signed, see ``waivers``)."""
-
-
 def check_dependencies(ctx: CanaryContext, http: httpx.Client) -> Check:
     """Every declared platform dependency healthy, or explicitly degraded with operator approval.
 
@@ -269,14 +269,15 @@ def check_dependencies(ctx: CanaryContext, http: httpx.Client) -> Check:
         if not dep.required:
             ok.append(f"{verdict} (not required)")
             continue
-        approval = ctx.waivers.get(DEGRADED_DEPENDENCY_PREFIX + dep.name)
+        approval = ctx.waivers.get(DEGRADED_DEPENDENCY_GATE_PREFIX + dep.name)
         if approval is not None and approval.payload.get("signature"):
             approved.append((verdict, approval.event_id))
         elif dep.health_url:
             bad.append(verdict)
         else:
             unknown.append(verdict)
-    hint = f"record a signed approval: railiance waive APP --stage 2 --gate {DEGRADED_DEPENDENCY_PREFIX}NAME"
+    gates = ", ".join(DEGRADED_DEPENDENCY_GATE_PREFIX + v.split(":", 1)[0] for v in unknown + bad)
+    hint = f"record a signed approval: railiance waive APP --stage 2 --gate {gates}"
     if unknown:
         return _check(
             "dependencies_healthy",
@@ -455,6 +456,10 @@ def check_approval(ctx: CanaryContext) -> Check:
             "production-critical: no approval.granted for this digest and stage 2 before traffic changes",
         )
     ctx.approval_event = ev
+    if not signed_principal(ev.payload.model_dump()):
+        return _check(
+            "operator_approval", False, f"production-critical approval {ev.event_id} by {ev.actor} {UNSIGNED}"
+        )
     ok, noted = note_gate(
         ctx.history,
         ev.event_id,

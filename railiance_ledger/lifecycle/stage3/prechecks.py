@@ -22,6 +22,7 @@ from railiance_ledger.domain.stage_result import (
 )
 from railiance_ledger.ledger.projections import lineage
 from railiance_ledger.lifecycle.approvals import approval_state
+from railiance_ledger.lifecycle.approvals.signing import UNSIGNED, signed_principal
 from railiance_ledger.lifecycle.checks import make_check as _check
 from railiance_ledger.lifecycle.cluster.manifests import store_manifests
 from railiance_ledger.lifecycle.cluster.objects import clean_object, deployment_of
@@ -336,6 +337,10 @@ def check_human(store: EventStore, ctx: PromotionContext) -> Check:
             "human_approval",
             False,
             f"separation of duties: {ctx.operator} approved this candidate and cannot also promote it",
+        )
+    if not signed_principal(ev.payload):
+        return _check(
+            "human_approval", False, f"production-critical approval {ev.event_id} by {ev.actor} {UNSIGNED}"
         )
     ok, noted = _noted(ctx, ev, f"production-critical approval {ev.event_id} by {ev.actor}")
     if not ok:
