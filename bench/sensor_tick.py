@@ -139,7 +139,13 @@ def sensor_ticks(
 
 
 def dev_latency(
-    work: Path, registry_url: str, pushes: int, *, spool: Path | None = None, tag: str = "poll"
+    work: Path,
+    registry_url: str,
+    pushes: int,
+    *,
+    spool: Path | None = None,
+    tag: str = "poll",
+    on_ready: Any = None,
 ) -> list[float]:
     """Seconds from a completed push to a Stage 1 run existing for it, under dagster dev: polling
     (interval 1 s), or with ``spool`` the push sensor reading what the webhook receiver stored."""
@@ -164,6 +170,7 @@ def dev_latency(
     if spool is not None:
         env["RAILIANCE_WEBHOOK_SPOOL"] = str(spool)
     dev = start_dagster_dev(dev_work, env)
+    stop_receiver = on_ready(dev, env) if on_ready is not None else None
     helper = RegistryHelper(registry_url)
     query = """query Runs($key: String!) {
                  runsOrError(filter: {tags: [{key: "dagster/partition", value: $key}]}) {
@@ -183,12 +190,15 @@ def dev_latency(
             time.sleep(2)
     finally:
         helper.close()
+        if stop_receiver is not None:
+            stop_receiver()
         dev.stop()
     return out
 
 
 def notify_latency(work: Path, pushes: int) -> list[float]:
-    """A registry notifying ``railiance webhook serve`` (a process); push -> run under dagster dev."""
+    """A registry notifying ``railiance webhook serve`` (a process, with the fast path pointed at the
+    dagster dev webserver); push -> Stage 1 run under dagster dev (registry_push_sensor also running)."""
     import subprocess
 
     from tests.harness import free_port, wait_until
@@ -196,38 +206,48 @@ def notify_latency(work: Path, pushes: int) -> list[float]:
 
     port = free_port()
     spool = work / "notify-spool.db"
-    receiver = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "railiance"),
-            "webhook",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--spool",
-            str(spool),
-        ],
-        env={**os.environ, "RAILIANCE_WEBHOOK_SECRET": WEBHOOK_SECRET, "RAILIANCE_HOME": str(work / "home")},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    registry = start_registry(
+        work / "notify-registry",
+        notify_url=f"http://127.0.0.1:{port}/registry/events",
+        notify_secret=WEBHOOK_SECRET,
     )
-    registry = None
-    try:
+
+    def start_receiver(dev: Any, env: dict[str, str]) -> Any:
+        receiver = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "railiance"),
+                "webhook",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--spool",
+                str(spool),
+            ],
+            env={
+                **os.environ,
+                **env,
+                "RAILIANCE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "RAILIANCE_DAGSTER_URL": dev.url,
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_until(
             lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200,
             timeout=30,
             what="webhook receiver",
         )
-        registry = start_registry(
-            work / "notify-registry",
-            notify_url=f"http://127.0.0.1:{port}/registry/events",
-            notify_secret=WEBHOOK_SECRET,
-        )
-        return dev_latency(work, registry.url, pushes, spool=spool, tag="notify")
+
+        def stop() -> None:
+            receiver.terminate()
+            receiver.wait(timeout=30)
+
+        return stop
+
+    try:
+        return dev_latency(work, registry.url, pushes, spool=spool, tag="notify", on_ready=start_receiver)
     finally:
-        if registry is not None:
-            registry.stop()
-        receiver.terminate()
-        receiver.wait(timeout=30)
+        registry.stop()
 
 
 def describe(samples: list[float]) -> str:
