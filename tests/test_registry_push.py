@@ -8,6 +8,7 @@ point at a ``WebhookServer`` storing into a spool; the Dagster sensors are evalu
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,7 @@ def test_webhook_serve_command(tmp_path: Path) -> None:
     env["RAILIANCE_HOME"] = str(tmp_path / "home")
     missing = subprocess.run(
         [exe, "webhook", "serve", "--listen", "127.0.0.1:0"],
+        check=False,
         env=env,
         capture_output=True,
         text=True,
@@ -323,7 +325,7 @@ def test_registered_without_a_run_gets_one_from_the_push_sensor(
         dagster=None,
         operator="webhook",
         any_host=False,
-        env=dict(__import__("os").environ),
+        env=dict(os.environ),
     )
     fast([notice])
     [reg] = _registrations(push_env)

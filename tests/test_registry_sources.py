@@ -252,11 +252,11 @@ def test_tls_registry_trusted_only_with_its_ca_bundle(tmp_path: Path) -> None:
         helper.close()
         ref = parse_reference(f"{server.host}/team/app")
         base_env = {"HOME": str(tmp_path), "RAILIANCE_CERTS_D": str(tmp_path / "no-certs.d")}
-        with open_registries(base_env) as pool:
-            with pytest.raises(
-                AdapterUnavailable, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"
-            ):
-                pool.for_reference(ref).resolve_tag(repository="team/app", tag="v1.0.0")
+        with (
+            open_registries(base_env) as pool,
+            pytest.raises(AdapterUnavailable, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"),
+        ):
+            pool.for_reference(ref).resolve_tag(repository="team/app", tag="v1.0.0")
         settings = tmp_path / "registries.toml"
         settings.write_text(f'[registries."{server.host}"]\nca_bundle = "{tls.ca}"\n')
         with open_registries({**base_env, "RAILIANCE_REGISTRIES": str(settings)}) as pool:
