@@ -195,39 +195,47 @@ def test_production_after_rollback_names_stable_and_target_and_rolled_back_stage
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_context(viewport={"width": 1400, "height": 1200}).new_page()
-            page.goto(f"{base}/assets/production?view=partitions&partition=prod-web")
+            page.goto(f"{base}/assets/production")
             _skip_onboarding(page)
-            text = _wait_reload(
-                page, ["stable", digests["v2"], "rollback_target", digests["v1"], ROLLBACK_REASON]
+            text = _wait_goto(
+                page,
+                f"{base}/assets/production?view=partitions&partition=prod-web",
+                ["stable", digests["v2"], "rollback_target", digests["v1"], ROLLBACK_REASON],
             )
             page.screenshot(path=str(SHOTS / "5-production.png"), full_page=True)
             stable_at = text.index(digests["v2"])
             assert "stable" in text[:stable_at] and digests["v1"] in text
 
-            page.goto(f"{base}/assets/stage3_promotion?view=checks&checkDetail=not_rolled_back")
-            text = _wait_reload(page, ["not_rolled_back", ROLLBACK_REASON])
+            text = _wait_goto(
+                page,
+                f"{base}/assets/stage3_promotion?view=checks&checkDetail=not_rolled_back",
+                ["not_rolled_back", ROLLBACK_REASON],
+            )
             page.screenshot(path=str(SHOTS / "6-stage3-rolled-back-check.png"), full_page=True)
             assert "Failed" in text or "failed" in text.lower()
 
-            page.goto(f"{base}/assets/stage3_promotion?view=partitions&partition={quote(v3)}")
-            _wait_reload(page, [v3, "not_rolled_back"])
+            _wait_goto(page, f"{base}/assets/stage3_promotion?view=partitions&partition={quote(v3)}", [v3])
             page.screenshot(path=str(SHOTS / "7-stage3-v3-partition.png"), full_page=True)
 
-            page.goto(f"{base}/assets/promotion_approval?view=partitions&partition={quote(v2)}")
-            text = _wait_reload(page, ["approved_by", "alice", "recorded_at"])
+            text = _wait_goto(
+                page,
+                f"{base}/assets/promotion_approval?view=partitions&partition={quote(v2)}",
+                ["approved_by", "alice", "recorded_at"],
+            )
             page.screenshot(path=str(SHOTS / "8-approval-principal.png"), full_page=True)
         finally:
             browser.close()
 
 
-def _wait_reload(page: Any, needles: list[str], timeout: float = 90.0) -> str:
-    """The page text once every needle is on it, reloading while the mirror sensor catches up."""
+def _wait_goto(page: Any, url: str, needles: list[str], timeout: float = 120.0) -> str:
+    """Open ``url`` until its text has every needle (the mirror sensor catches up; the UI drops a partition
+    parameter it does not know yet, so the URL is opened again rather than reloaded)."""
     deadline = time.monotonic() + timeout
     text = ""
     while time.monotonic() < deadline:
+        page.goto(url)
         try:
             return _wait_text(page, needles, timeout=8.0)
         except AssertionError as exc:
             text = str(exc)
-        page.reload()
     raise AssertionError(f"{needles!r} not all on {page.url}: {text[:3000]}")
