@@ -74,8 +74,14 @@ def push_all(registry_url: str, repos: list[str]) -> None:
     try:
 
         def push(repo: str) -> None:
-            digest = helper.push_image(repo, "v1.0.0")
-            helper.move_tag(repo, "latest", digest)
+            for attempt in range(3):  # a loaded machine occasionally drops a pooled connection
+                try:
+                    digest = helper.push_image(repo, "v1.0.0")
+                    helper.move_tag(repo, "latest", digest)
+                    return
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
 
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(push, repos))
