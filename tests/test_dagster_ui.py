@@ -61,9 +61,21 @@ def _skip_onboarding(page: Any) -> None:
         page._railiance_onboarding = True
     try:
         button.wait_for(timeout=2500)
-        button.click()
+        button.click(timeout=3000)
     except Exception:  # noqa: BLE001, S110 - the dialog only shows once per instance
         pass
+
+
+def _dismiss_onboarding(page: Any) -> None:
+    """Close the onboarding dialog if it is showing now (a screenshot is not an action, so the locator
+    handler does not run before it)."""
+    button = page.get_by_role("button", name="Skip")
+    try:
+        if button.is_visible():
+            button.click(timeout=3000)  # the locator handler may click it first: then this times out
+    except Exception:  # noqa: BLE001, S110 - gone already is what we want
+        pass
+    page.wait_for_timeout(300)
 
 
 def _text(page: Any) -> str:
@@ -202,6 +214,7 @@ def test_production_after_rollback_names_stable_and_target_and_rolled_back_stage
                 f"{base}/assets/production?view=partitions&partition=prod-web",
                 ["stable", digests["v2"], "rollback_target", digests["v1"], ROLLBACK_REASON],
             )
+            _dismiss_onboarding(page)
             page.screenshot(path=str(SHOTS / "5-production.png"), full_page=True)
             stable_at = text.index(digests["v2"])
             assert "stable" in text[:stable_at] and digests["v1"] in text
@@ -211,10 +224,23 @@ def test_production_after_rollback_names_stable_and_target_and_rolled_back_stage
                 f"{base}/assets/stage3_promotion?view=checks&checkDetail=not_rolled_back",
                 ["not_rolled_back", ROLLBACK_REASON],
             )
+            _dismiss_onboarding(page)
             page.screenshot(path=str(SHOTS / "6-stage3-rolled-back-check.png"), full_page=True)
             assert "Failed" in text or "failed" in text.lower()
 
-            _wait_goto(page, f"{base}/assets/stage3_promotion?view=partitions&partition={quote(v3)}", [v3])
+            # the mirror requested a `promote` run with record_rollback: it fails with the rollback's reason,
+            # so v3's Stage 3 partition is Failed (red); v2's stays Materialized
+            text = _wait_goto(
+                page, f"{base}/assets/stage3_promotion?view=partitions&partition={quote(v3)}", [v3, "Failed"]
+            )
+            _dismiss_onboarding(page)
+            page.screenshot(path=str(SHOTS / "7-stage3-v3-partition-failed.png"), full_page=True)
+            runs = env.dev.graphql(RUNS, {"key": v3})["runsOrError"]["results"]
+            assert [("promote", "FAILURE")] == [(r["jobName"], r["status"]) for r in runs]
+            page.goto(f"{base}/runs/{runs[0]['runId']}")
+            _wait_text(page, [ROLLBACK_REASON, "was rolled back"], timeout=60)
+            _dismiss_onboarding(page)
+            page.screenshot(path=str(SHOTS / "7b-stage3-v3-rollback-run.png"), full_page=True)
             page.screenshot(path=str(SHOTS / "7-stage3-v3-partition.png"), full_page=True)
 
             text = _wait_goto(
@@ -222,6 +248,7 @@ def test_production_after_rollback_names_stable_and_target_and_rolled_back_stage
                 f"{base}/assets/promotion_approval?view=partitions&partition={quote(v2)}",
                 ["approved_by", "alice", "recorded_at"],
             )
+            _dismiss_onboarding(page)
             page.screenshot(path=str(SHOTS / "8-approval-principal.png"), full_page=True)
         finally:
             browser.close()
