@@ -7,9 +7,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from railiance_ledger.domain.canary import RoutingSpec
 from railiance_ledger.domain.events import EventKind, NewEvent
 from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.errors import AdapterError, AdapterNotFound, InvalidInput, LedgerError, RailianceError
+from railiance_ledger.lifecycle.cluster.canary import StepOutcome, remove_canary_objects
 from railiance_ledger.lifecycle.cluster.manifests import load_manifests
 from railiance_ledger.lifecycle.cluster.objects import FIELD_MANAGER, api_version_of, split_docs
 from railiance_ledger.lifecycle.cluster.routing import routing_objects
@@ -186,6 +188,8 @@ def perform(
             restore()
         raise
     action, failures, cleanup = restore()
+    if plan.open_stage3 is not None and strategy != "routing":
+        action = _remove_leftover_canary(store, workload, kube, helm, plan, action, failures)
     try:
         verification = verify_restored(
             decl=decl,
@@ -247,6 +251,39 @@ def perform(
         if result is not None:
             outcome.events.append(result)
     return outcome
+
+
+def _remove_leftover_canary(
+    store: EventStore,
+    workload: str,
+    kube: KubePort,
+    helm: HelmPort,
+    plan: RollbackPlan,
+    action: str,
+    failures: list[str],
+) -> str:
+    """An unfinished release-replace promotion may have shifted all traffic to the candidate's Stage 2
+    canary (or died before removing it): remove the canary's routing and release too, so no traffic
+    stays on a candidate the rollback returns to Stage 1. Failed steps go to ``failures``."""
+    canary = None
+    for ev in store.read_stream(workload):
+        if ev.kind == EventKind.STAGE_STARTED and ev.stage == 2 and ev.candidate == plan.leaving_digest:
+            canary = ev
+    if canary is None or not (canary.payload.get("routing") and canary.payload.get("release")):
+        return action
+    p = canary.payload
+    removal = remove_canary_objects(
+        kube=kube,
+        helm=helm,
+        spec=RoutingSpec.from_dict(p["routing"]),
+        release=str(p["release"]["name"]),
+        namespace=str(p["release"]["namespace"]),
+        creates=p.get("routing_created") or [],
+        previous=p.get("routing_previous") or [],
+    )
+    failures += [step.text for step in removal.steps if step.outcome is StepOutcome.FAILED]
+    done = [step.text for step in removal.steps if step.outcome is StepOutcome.DONE]
+    return action + (f"; the candidate's canary removed: {'; '.join(done)}" if done else "")
 
 
 def _retire_switched_release(
