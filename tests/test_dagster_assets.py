@@ -32,6 +32,7 @@ ASSET_CHECKS = {
         "local_health",
         "migrations_classified",
         "observability_declared",
+        "artifact_traceable",
     ],
     "stage2_canary": [
         "canary_form_declared",
@@ -74,6 +75,7 @@ ASSET_CHECKS = {
         "migrations_approved",
         "human_approval",
         "rollback_available",
+        "readiness_answered",
         "statehub_configured",
         "promotion_applied",
         "stable_routing_points_at_candidate",

@@ -59,6 +59,7 @@ def test_stage3_prechecks_include_statehub_configured_last() -> None:
         "migrations_approved",
         "human_approval",
         "rollback_available",
+        "readiness_answered",
         "statehub_configured",
     ) == gates.names_for(3, GatePhase.PRECHECK)
 
@@ -136,3 +137,13 @@ def test_docs_gate_table_is_the_catalogue() -> None:
     start, end = "<!-- gate-table:start -->\n", "<!-- gate-table:end -->"
     table = text[text.index(start) + len(start) : text.index(end)]
     assert gates.markdown_table() == table
+
+
+def test_readiness_waivers_are_stage3_and_per_question() -> None:
+    assert (True, 3, True) == (
+        gates.is_gate("readiness:data_protection"),
+        gates.stage_of("readiness:data_protection"),
+        gates.is_waivable("readiness:data_protection"),
+    )
+    assert not gates.is_waivable("readiness_answered")  # no blanket waiver
+    assert not gates.is_readiness_waiver("readiness:")

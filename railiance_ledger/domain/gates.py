@@ -28,6 +28,7 @@ __all__ = [
     "ACCEPTANCE_PREFIX",
     "CATALOGUE",
     "LOCAL_CHECK_PREFIX",
+    "READINESS_PREFIX",
     "CandidatePhase",
     "Gate",
     "GateInfo",
@@ -37,6 +38,7 @@ __all__ = [
     "is_acceptance_check",
     "is_gate",
     "is_local_check",
+    "is_readiness_waiver",
     "is_waivable",
     "markdown_table",
     "names_for",
@@ -49,6 +51,10 @@ __all__ = [
 
 LOCAL_CHECK_PREFIX = "local_check:"
 """Stage 1 reports each declared local check as ``local_check:<name>`` (waivable)."""
+
+READINESS_PREFIX = "readiness:"
+"""A Stage 3 waiver named ``readiness:<question id>`` covers that one unanswered readiness question
+in ``readiness_answered`` (the gate itself takes no blanket waiver)."""
 
 ACCEPTANCE_PREFIX = "acceptance:"
 """Stage 2 reports each declared ``[[acceptance]]`` check as ``acceptance:<name>`` (waivable)."""
@@ -122,6 +128,7 @@ class Gate(StrEnum):
     MIGRATIONS_APPROVED = "migrations_approved"
     HUMAN_APPROVAL = "human_approval"
     ROLLBACK_AVAILABLE = "rollback_available"
+    READINESS_ANSWERED = "readiness_answered"
     STATEHUB_CONFIGURED = "statehub_configured"
 
     # Stage 3 after the production change
@@ -245,6 +252,7 @@ def _rows() -> dict[Gate, GateInfo]:
         Gate.MIGRATIONS_APPROVED,
         Gate.HUMAN_APPROVAL,
         Gate.ROLLBACK_AVAILABLE,
+        Gate.READINESS_ANSWERED,
     ]
     rows: dict[Gate, GateInfo] = {}
 
@@ -334,6 +342,8 @@ _SUMMARY: dict[Gate, str] = {  # one line per gate: what it means when it passes
     Gate.MIGRATIONS_APPROVED: "migrations that require approval have one",
     Gate.HUMAN_APPROVAL: "a human approval for Stage 3 is in force",
     Gate.ROLLBACK_AVAILABLE: "production can be rolled back to the previous stable",
+    Gate.READINESS_ANSWERED: "every readiness question is answered (production-critical; each waivable by "
+    "a `readiness:<question>` waiver)",
     Gate.STATEHUB_CONFIGURED: "the required State Hub note has somewhere to go",
     Gate.PROMOTION_APPLIED: "the promotion was applied to production",
     Gate.STABLE_ROUTING_POINTS_AT_CANDIDATE: "stable routing reads back as pointing at the candidate",
@@ -354,14 +364,19 @@ def info(name: str | Gate) -> GateInfo:
 
 
 def is_gate(name: str) -> bool:
-    """True when ``name`` is a catalogued gate, a Stage 1 ``local_check:<name>`` or a Stage 2
-    ``acceptance:<name>``."""
-    return name in _VALUES or is_local_check(name) or is_acceptance_check(name)
+    """True when ``name`` is a catalogued gate, a Stage 1 ``local_check:<name>``, a Stage 2
+    ``acceptance:<name>`` or a Stage 3 ``readiness:<question>`` waiver name."""
+    return name in _VALUES or is_local_check(name) or is_acceptance_check(name) or is_readiness_waiver(name)
 
 
 def is_local_check(name: str) -> bool:
     """True for Stage 1's per-declaration ``local_check:<name>`` checks."""
     return name.startswith(LOCAL_CHECK_PREFIX) and len(name) > len(LOCAL_CHECK_PREFIX)
+
+
+def is_readiness_waiver(name: str) -> bool:
+    """True for Stage 3's per-question ``readiness:<question id>`` waiver names."""
+    return name.startswith(READINESS_PREFIX) and len(name) > len(READINESS_PREFIX)
 
 
 def is_acceptance_check(name: str) -> bool:
@@ -400,6 +415,8 @@ def stage_of(name: str) -> int | None:
         return 1
     if is_acceptance_check(name):
         return 2
+    if is_readiness_waiver(name):
+        return 3
     try:
         return info(name).stage
     except ValueError:
@@ -412,7 +429,7 @@ def is_waivable(name: str) -> bool:
     Stage 1 local checks and Stage 2 declared acceptance checks are waivable; names the catalogue
     does not know are not.
     """
-    if is_local_check(name) or is_acceptance_check(name):
+    if is_local_check(name) or is_acceptance_check(name) or is_readiness_waiver(name):
         return True
     try:
         return info(name).waivable

@@ -22,6 +22,7 @@ from railiance_ledger.domain.text import NAME_MAX, REASON_MAX, text_problem
 from railiance_ledger.errors import InvalidInput
 from railiance_ledger.lifecycle.approvals.signing import DEGRADED_DEPENDENCY_GATE_PREFIX, seal, to_sign
 from railiance_ledger.lifecycle.candidates import select_candidate
+from railiance_ledger.lifecycle.readiness import QUESTIONS
 
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
@@ -112,6 +113,8 @@ def _record_waiver(
         )
     if gate.startswith(DEGRADED_DEPENDENCY_GATE_PREFIX):
         _check_dependency_gate(decl, gate, stage)
+    if gates.is_readiness_waiver(gate):
+        _check_readiness_gate(gate, stage)
     if stage == 1:
         known = stage1_gates(decl)
         if gate not in known:
@@ -142,6 +145,21 @@ def _record_waiver(
         return None
     recorded = store.append([seal(decl, event, signature)])[0]
     return _post_waiver_note(store=store, decl=decl, event=recorded, statehub=statehub)
+
+
+def _check_readiness_gate(gate: str, stage: int) -> None:
+    """A readiness waiver names one readiness question and Stage 3 (where cut-over checks it)."""
+    question = gate[len(gates.READINESS_PREFIX) :]
+    if question not in QUESTIONS:
+        raise InvalidInput(
+            f"{question!r} is not a readiness question",
+            hint="one of: " + ", ".join(f"{gates.READINESS_PREFIX}{q}" for q in QUESTIONS),
+        )
+    if stage != 3:
+        raise InvalidInput(
+            f"readiness answers are checked before the Stage 3 cut-over, not stage {stage}",
+            hint=f"pass --stage 3 --gate {gate}",
+        )
 
 
 def _check_dependency_gate(decl: Declaration, gate: str, stage: int) -> None:

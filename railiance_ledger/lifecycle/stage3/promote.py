@@ -33,6 +33,7 @@ from railiance_ledger.lifecycle.stage3.prechecks import (
     check_stage2,
     check_statehub,
 )
+from railiance_ledger.lifecycle.stage3.readiness_gate import check_readiness
 from railiance_ledger.ports import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ def promote(
     checks.append(_guard("migrations_approved", lambda: check_migrations(store, ctx)))
     checks.append(_guard("human_approval", lambda: check_human(store, ctx)))
     checks.append(_guard("rollback_available", lambda: check_rollback(ctx, kube, helm)))
+    checks.append(_guard("readiness_answered", lambda: check_readiness(store, ctx)))
 
     checks.append(_guard("statehub_configured", lambda: check_statehub(ctx, statehub)))
     if overall_status(checks) == "fail":
