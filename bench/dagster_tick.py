@@ -134,6 +134,19 @@ def measure(candidates: int, workloads: int, ticks: int) -> dict[str, float]:
             ("mirror", ledger_mirror_sensor, dump_cursor({"seq": before, "held": []})),
         ):
             out[name] = statistics.median(tick(sensor, instance, url, cursor) for _ in range(ticks))
+        # the same 10 new events, now in the busiest workload (candidates / workloads of history)
+        from railiance_ledger.ledger.store import EventStore
+
+        store = EventStore.open(url)
+        busy = store.head()[0]
+        for i in range(5):
+            store.append(_events("bulk-0", _digest(f"bulk-0-new-{i}")))
+        store.close()
+        for name, sensor, cursor in (
+            ("gate_busy", stage_gate_sensor, dump_cursor({"seq": busy})),
+            ("mirror_busy", ledger_mirror_sensor, dump_cursor({"seq": busy, "held": []})),
+        ):
+            out[name] = statistics.median(tick(sensor, instance, url, cursor) for _ in range(ticks))
         instance.dispose()
     return out
 
@@ -155,13 +168,19 @@ def main() -> int:
         print(f"measured {c} candidates (ledger and partitions built in {m['build_s']:.0f} s)", flush=True)
     base = rows[0][1]
     print(f"\n10 new events; median of {args.ticks} ticks; {args.workloads} bulk workloads; SQLite ledger")
-    print(f"{'candidates':>10} | {'gate tick':>10} | {'ratio':>6} | {'mirror tick':>11} | {'ratio':>6}")
-    for c, m in rows:
-        print(
-            f"{c:>10} | {m['gate'] * 1000:>7.1f} ms | {m['gate'] / base['gate']:>5.2f}x | "
-            f"{m['mirror'] * 1000:>8.1f} ms | {m['mirror'] / base['mirror']:>5.2f}x"
-        )
-    worst = max(max(m["gate"], m["mirror"]) for _c, m in rows)
+    for suffix, label in (
+        ("", "new events in a small declared workload (hello-web)"),
+        ("_busy", "new events in the busiest workload (bulk-0)"),
+    ):
+        print(f"\n{label}")
+        print(f"{'candidates':>10} | {'gate tick':>10} | {'ratio':>6} | {'mirror tick':>11} | {'ratio':>6}")
+        g, mi = f"gate{suffix}", f"mirror{suffix}"
+        for c, m in rows:
+            print(
+                f"{c:>10} | {m[g] * 1000:>7.1f} ms | {m[g] / base[g]:>5.2f}x | "
+                f"{m[mi] * 1000:>8.1f} ms | {m[mi] / base[mi]:>5.2f}x"
+            )
+    worst = max(max(v for k, v in m.items() if k != "build_s") for _c, m in rows)
     verdict = "PASS" if worst < 1.0 else "FAIL"
     print(f"\nbudget: every tick < 1 s: {verdict} (worst {worst * 1000:.0f} ms)")
     return 0 if verdict == "PASS" else 1
