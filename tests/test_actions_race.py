@@ -1,13 +1,15 @@
 """Races between real ``bin/railiance`` processes (issue 11), against the real Kubernetes control
-plane with the real helm, the real registry, Prometheus and State Hub (the ``cli_stage2`` fixture).
+plane with the real helm, the real registry, Prometheus and State Hub (the ``cli_stage2`` fixture),
+on a SQLite and on a PostgreSQL ledger (``raced``).
 
-Two ``promote`` started together, and ``promote`` against ``rollback``: exactly one acts, the other
-exits 3 naming the holder of the workload's lease; the ledger verifies, holds one promotion, and
-lineage keeps the previous stable as the rollback target.
+Two ``promote`` started together, ``promote`` against ``rollback``, and ``deploy`` against
+``observe``: exactly one acts, the other exits 3 naming the holder of the workload's lease; the
+ledger verifies, holds one promotion, and lineage keeps the previous stable as the rollback target.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from typing import Any
 
@@ -20,6 +22,16 @@ from tests.fixtures.cli import RAILIANCE, CliStage2
 from tests.fixtures.stage1 import git
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def raced(request: pytest.FixtureRequest, cli_stage2: CliStage2) -> CliStage2:
+    """``cli_stage2`` on each ledger backend (the PostgreSQL one a fresh database of the test server)."""
+    if request.param == "sqlite":
+        return cli_stage2
+    url = str(request.getfixturevalue("pg_database_url"))
+    EventStore.open(url).close()  # an explicit ledger URL must name an existing ledger
+    return dataclasses.replace(cli_stage2, env={**cli_stage2.env, "RAILIANCE_LEDGER_URL": url}, ledger=url)
 
 
 def release(c: CliStage2, tag: str, registry_helper: Any, repository: str) -> str:
@@ -58,9 +70,9 @@ def together(c: CliStage2, *commands: tuple[str, ...]) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize("rival", ["promote", "rollback"])
 def test_two_actions_raced_from_two_processes_exactly_one_acts(
-    cli_stage2: CliStage2, registry_helper: Any, registry_repository: str, rival: str
+    raced: CliStage2, registry_helper: Any, registry_repository: str, rival: str
 ) -> None:
-    c = cli_stage2
+    c = raced
     v1 = release(c, "v1.0.0", registry_helper, registry_repository)
     ready_to_promote(c, v1)
     code, doc, out = c.run("promote", str(c.app), "--image", v1, "--json")
@@ -97,3 +109,40 @@ def test_two_actions_raced_from_two_processes_exactly_one_acts(
     else:  # the rollback won (the promote refused before touching anything)
         assert [e.candidate for e in promotions] == [d1]
     assert all(e.kind != EventKind.LEASE_ACQUIRED or "holder" in e.payload for e in events)
+
+
+def test_deploy_and_observe_raced_from_two_processes_exactly_one_acts(
+    raced: CliStage2, registry_helper: Any, registry_repository: str
+) -> None:
+    """A canary of v1 is deployed; ``observe`` (the window takes seconds) and a second ``deploy``
+    start together: one holds the lease and acts, the other exits 3 before touching anything."""
+    c = raced
+    v1 = release(c, "v1.0.0", registry_helper, registry_repository)
+    for args in (
+        ("run", str(c.app), "--image", v1, "--json"),
+        ("deploy", "--stage", "2", str(c.app), "--image", v1, "--json"),
+    ):
+        code, _doc, out = c.run(*args)
+        assert code == 0, (args, out)
+    before = c.events()
+    results = together(
+        c,
+        ("observe", str(c.app), "--image", v1, "--json"),
+        ("deploy", "--stage", "2", str(c.app), "--image", v1, "--json"),
+    )
+    codes = [code for code, _ in results]
+    assert codes.count(3) == 1, results  # exactly one refused (the lease) ...
+    winner, loser = (results[0], results[1]) if codes[1] == 3 else (results[1], results[0])
+    assert winner[0] in (0, 1), results  # ... the other acted (observed, or deployed / failed a precheck)
+    assert "is held by" in loser[1], loser
+    after = c.events()[len(before) :]
+    leases = [e for e in after if e.kind == EventKind.LEASE_ACQUIRED]
+    assert len(leases) == 1, [e.kind for e in after]  # the loser appended nothing, not even a lease
+    assert after[-1].kind == EventKind.LEASE_RELEASED
+    if codes[0] != 3:  # observe won: its samples and its result, no second canary
+        assert any(e.kind == EventKind.CANARY_SAMPLE for e in after)
+        assert not any(e.kind == EventKind.STAGE_STARTED for e in after)
+    else:  # deploy won: no sample was taken
+        assert not any(e.kind == EventKind.CANARY_SAMPLE for e in after)
+    code, doc, out = c.run("ledger", "verify", "--json")
+    assert (0, True) == (code, doc.get("ok")), out
