@@ -4,6 +4,7 @@ outside-in probe of the canary and the status of a probe answer.
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +61,9 @@ def outside_probe(
 
 
 def run_smoke(decl: Declaration, kube: KubePort, http: httpx.Client, namespace: str) -> list[dict[str, Any]]:
-    """Every declared ``[[smoke]]`` check through the production URL (else the stable service proxy)."""
+    """Every declared ``[[smoke]]`` check through the production URL (else the stable service proxy),
+    then every declared ``[[acceptance]]`` check again against production (``acceptance:<name>``): the
+    checks that accepted the canary must hold for the promoted release too."""
     out: list[dict[str, Any]] = []
     for s in decl.smoke:
         if decl.routing.host:
@@ -68,7 +71,65 @@ def run_smoke(decl: Declaration, kube: KubePort, http: httpx.Client, namespace: 
         else:
             res = run_check(decl=decl, kube=kube, http=http, name=s.name, namespace=namespace)
         out.append({"name": s.name, "path": s.path, "expect_status": s.expect_status, **res})
+    for a in decl.acceptance:
+        res = run_check(decl=decl, kube=kube, http=http, name=a.name, namespace=namespace)
+        out.append({"name": f"acceptance:{a.name}", "path": a.path, "expect_status": a.expect_status, **res})
     return out
+
+
+def ready_pod_ips(kube: KubePort, namespace: str, selector: str) -> list[tuple[str, str]]:
+    """``(pod name, pod IP)`` of every ready pod matching ``selector``."""
+    out: list[tuple[str, str]] = []
+    for pod in kube.list(api_version="v1", kind="Pod", namespace=namespace, label_selector=selector):
+        status: dict[str, Any] = pod.get("status") or {}
+        conditions = status.get("conditions") or []
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        if ready and status.get("podIP"):
+            out.append((str((pod.get("metadata") or {}).get("name", "?")), str(status["podIP"])))
+    return out
+
+
+def tcp_connect_all(
+    pods: list[tuple[str, str]], port: int, timeout: float
+) -> list[tuple[str, str, str | None]]:
+    """Connect to ``port`` on each pod: ``(pod, ip, None)`` when it accepted, else the redacted error."""
+    out: list[tuple[str, str, str | None]] = []
+    for name, ip in pods:
+        try:
+            with socket.create_connection((ip, port), timeout=timeout):
+                out.append((name, ip, None))
+        except OSError as exc:
+            out.append((name, ip, redact(f"{type(exc).__name__}: {exc}")))
+    return out
+
+
+def _tcp_check(
+    kube: KubePort, name: str | None, namespace: str, service: str, port: int, timeout: float
+) -> dict[str, Any]:
+    """A ``tcp`` acceptance check against production: connect to ``port`` on every ready pod the
+    stable Service selects (no ready pod, or any refusing, fails)."""
+    target = f"service/{namespace}/{service} pods:{port}"
+    svc = kube.get(api_version="v1", kind="Service", namespace=namespace, name=service)
+    selector = ((svc or {}).get("spec") or {}).get("selector") or {}
+    if not selector:
+        return {"check": name, "ok": False, "detail": f"service {service} selects no pods", "target": target}
+    pods = ready_pod_ips(kube, namespace, ",".join(f"{k}={v}" for k, v in sorted(selector.items())))
+    if not pods:
+        return {"check": name, "ok": False, "detail": "no ready pod to connect to", "target": target}
+    refused = [f"{pod} {ip}: {err}" for pod, ip, err in tcp_connect_all(pods, port, timeout) if err]
+    if refused:
+        return {
+            "check": name,
+            "ok": False,
+            "detail": "tcp connect failed: " + "; ".join(refused),
+            "target": target,
+        }
+    return {
+        "check": name,
+        "ok": True,
+        "detail": f"tcp {port} accepted on {len(pods)} pod(s)",
+        "target": target,
+    }
 
 
 def find_check(decl: Declaration, name: str | None) -> tuple[str, Any] | None:
@@ -114,12 +175,10 @@ def run_check(
             return {"check": name, "ok": False, "detail": redact(str(exc)), "target": "command"}
         return {"check": name, "ok": res.ok, "detail": f"exit {res.exit_code}", "target": "command"}
     if kind == "acceptance" and item.kind == "tcp":
-        return {
-            "check": name,
-            "ok": False,
-            "detail": "tcp verification checks are not supported yet",
-            "target": None,
-        }
+        try:
+            return _tcp_check(kube, name, ns, svc, int(item.port), float(item.timeout))
+        except AdapterError as exc:
+            return {"check": name, "ok": False, "detail": redact(exc.reason), "target": f"service/{ns}/{svc}"}
     path, expect = str(item.path), int(item.expect_status)
     retries = int(getattr(item, "retries", 2) or 0)
     if kind != "health" and decl.routing.host:

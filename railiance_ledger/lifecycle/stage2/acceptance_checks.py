@@ -15,15 +15,14 @@ A check that could not be run (API server unreachable, command missing) fails cl
 
 from __future__ import annotations
 
-import socket
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from railiance_ledger.adapters.process import run_command
 from railiance_ledger.domain.gates import ACCEPTANCE_PREFIX
-from railiance_ledger.domain.redaction import redact
 from railiance_ledger.domain.stage_result import Check, Evidence
 from railiance_ledger.lifecycle.checks import judge, make_check
+from railiance_ledger.lifecycle.cluster.probes import ready_pod_ips, tcp_connect_all
 from railiance_ledger.lifecycle.stage1.context import local_env, seconds_of
 
 if TYPE_CHECKING:
@@ -82,37 +81,17 @@ def _http(dep: CanaryDeployment, kube: KubePort, item: Acceptance, gate: str, ti
     )
 
 
-def _ready_pod_ips(dep: CanaryDeployment, kube: KubePort) -> list[tuple[str, str]]:
-    pods = kube.list(api_version="v1", kind="Pod", namespace=dep.namespace, label_selector=dep.selector)
-    out: list[tuple[str, str]] = []
-    for pod in pods:
-        status: dict[str, Any] = pod.get("status") or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-        )
-        ip = status.get("podIP")
-        if ready and ip:
-            out.append((str((pod.get("metadata") or {}).get("name", "?")), str(ip)))
-    return out
-
-
 def _tcp(dep: CanaryDeployment, kube: KubePort, item: Acceptance, gate: str, timeout: float) -> Check:
     port = int(item.port or 0)
-    pods = _ready_pod_ips(dep, kube)
+    pods = ready_pod_ips(kube, dep.namespace, dep.selector)
     if not pods:
         return make_check(gate, False, f"no ready canary pod to connect to on port {port}", technical=True)
-    evidence: list[Evidence] = []
-    refused: list[str] = []
-    for name, ip in pods:
-        try:
-            with socket.create_connection((ip, port), timeout=timeout):
-                evidence.append(
-                    Evidence(kind="summary", ref=f"pod/{name}", detail=f"tcp {ip}:{port} connected")
-                )
-        except OSError as exc:
-            reason = redact(f"{type(exc).__name__}: {exc}")
-            refused.append(f"pod/{name} {ip}:{port}: {reason}")
-            evidence.append(Evidence(kind="summary", ref=f"pod/{name}", detail=f"tcp {ip}:{port}: {reason}"))
+    results = tcp_connect_all(pods, port, timeout)
+    evidence = [
+        Evidence(kind="summary", ref=f"pod/{name}", detail=f"tcp {ip}:{port} " + (err or "connected"))
+        for name, ip, err in results
+    ]
+    refused = [f"pod/{name} {ip}:{port}: {err}" for name, ip, err in results if err]
     if refused:
         return make_check(gate, False, "tcp connect failed: " + "; ".join(refused), evidence=evidence)
     return make_check(
