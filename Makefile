@@ -22,7 +22,7 @@ test:
 	$(VENV)/bin/ruff format --check railiance_ledger tests assets sensors bench tools definitions.py
 	$(VENV)/bin/ruff check railiance_ledger assets sensors tools definitions.py
 	$(VENV)/bin/mypy
-	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal --durations=25 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 lint:
 	$(VENV)/bin/ruff check railiance_ledger tests assets sensors bench
