@@ -1,10 +1,11 @@
-# make demo: bootstrap, then run the main job on the embedded default (SQLite ledger, local tools).
+# make demo: bootstrap, then the whole lifecycle on local servers, told as it runs (scripts/demo).
+# make playground: the same, then `dagster dev` on the demo's ledger until Ctrl-C.
 # make test: bootstrap (with the Debian test servers), the layer contract, then the test suite.
 SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test lint bench bootstrap clean lock
+.PHONY: demo playground test lint bench bootstrap clean lock
 
 # pytest runs in parallel (pytest-xdist, docs/testing.md "Parallel runs"): each worker starts its own
 # servers. PYTEST_WORKERS=0 runs in one process; PYTEST_ARGS adds options (e.g. -k, -x).
@@ -15,6 +16,9 @@ bootstrap:
 
 demo: bootstrap
 	./scripts/demo
+
+playground: bootstrap
+	./scripts/playground
 
 test:
 	./scripts/bootstrap --test-deps

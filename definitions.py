@@ -23,18 +23,30 @@ from collections.abc import Mapping
 from typing import Any
 
 from assets import ASSETS, GATES, JOBS, default_resources
+from assets.gates import local_check_gates
 from sensors import SENSORS
+
+
+def declared_local_checks(apps: Any) -> list[str]:
+    """``local_check:<name>`` for every ``[[local_checks]]`` of every workload under the apps directory
+    (each becomes an asset check of ``stage1_validation``; a declaration that does not load adds none)."""
+    from railiance_ledger.domain.gates import LOCAL_CHECK_PREFIX
+    from railiance_ledger.lifecycle.workloads import discover_workloads
+
+    found, _problems = discover_workloads(apps.path())
+    return [f"{LOCAL_CHECK_PREFIX}{lc.name}" for w in found for lc in w.decl.local_checks]
 
 
 def build_definitions(resources: Mapping[str, Any] | None = None) -> Definitions:
     """The code location's definitions; ``resources`` replace the defaults by key (tests point them at
     their own servers with the same resource classes)."""
+    merged = {**default_resources(), **dict(resources or {})}
     return Definitions(
         assets=ASSETS,
-        asset_checks=GATES,
+        asset_checks=[*GATES, *local_check_gates(declared_local_checks(merged["apps"]))],
         jobs=JOBS,
         sensors=SENSORS,
-        resources={**default_resources(), **dict(resources or {})},
+        resources=merged,
     )
 
 

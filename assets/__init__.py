@@ -8,10 +8,11 @@ from __future__ import annotations
 from assets.candidates import candidate, candidates_partitions
 from assets.gates import GATES
 from assets.jobs import JOBS
+from assets.production import production, workloads_partitions
 from assets.resources import default_resources
 from assets.stages import STAGE_ASSETS
 
-ASSETS = [candidate, *STAGE_ASSETS]
+ASSETS = [candidate, *STAGE_ASSETS, production]
 """Every asset, in lineage order."""
 
-__all__ = ["ASSETS", "GATES", "JOBS", "candidates_partitions", "default_resources"]
+__all__ = ["ASSETS", "GATES", "JOBS", "candidates_partitions", "default_resources", "workloads_partitions"]

@@ -10,7 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
     AssetExecutionContext,
+    AssetKey,
+    AssetObservation,
     DynamicPartitionsDefinition,
     Failure,
     MaterializeResult,
@@ -124,9 +128,109 @@ def ledger_metadata(
     if hash_:
         meta["ledger_hash"] = MetadataValue.text(str(hash_))
     meta["ledger_seqs"] = MetadataValue.text(",".join(str(e.seq) for e in appended))
+    if appended:
+        meta.update(top_level(next((e for e in appended if e.kind == "approval.granted"), appended[-1])))
     for k, v in (extra or {}).items():
         meta[k] = v if not isinstance(v, (dict, list)) else MetadataValue.json(redact_value(v))
     return meta
+
+
+def top_level(ev: RecordedEvent) -> dict[str, Any]:
+    """What an operator scans for, as top-level metadata of the Dagster event reporting ``ev``: when the
+    ledger recorded it (``recorded_at``, also as a timestamp: Dagster stamps its own events with its own
+    clock and offers no way to set it), who acted (``operator``), who approved (``approved_by``) and why
+    (``reason``)."""
+    from datetime import datetime
+
+    from railiance_ledger.domain.redaction import redact
+
+    meta: dict[str, Any] = {
+        "recorded_at": MetadataValue.text(ev.recorded_at),
+        "recorded_at_ts": MetadataValue.timestamp(datetime.fromisoformat(ev.recorded_at)),
+        "operator": MetadataValue.text(str(ev.payload.get("operator") or ev.actor)),
+    }
+    if ev.kind == "approval.granted":
+        meta["approved_by"] = MetadataValue.text(str(ev.payload.get("operator") or ev.actor))
+        signed = ev.payload.get("signature")
+        if isinstance(signed, dict) and signed.get("principal"):
+            meta["approved_by"] = MetadataValue.text(f"{signed['principal']} (signed)")
+    reason = ev.payload.get("reason") or ev.payload.get("symptom")
+    if reason:
+        meta["reason"] = MetadataValue.text(redact(str(reason)))
+    return meta
+
+
+def stage_failed(document: Mapping[str, Any] | None) -> str | None:
+    """Why a stage's outcome is a failure (its document reports ``fail``, or it was rolled back), or None."""
+    if not document:
+        return None
+    checks = [c for c in document.get("checks") or [] if isinstance(c, Mapping)]
+    failed = [
+        f"{c.get('name')}: {c.get('reason') or c.get('status')}" for c in checks if c.get("status") == "fail"
+    ]
+    if document.get("status") == "fail" or document.get("rolled_back"):
+        return "; ".join(failed) or str(document.get("reason") or document.get("status") or "rolled back")
+    return None
+
+
+def check_evaluations(
+    asset_key: AssetKey, key: str, document: Mapping[str, Any], names: Iterable[str], seq: int | None
+) -> list[AssetCheckEvaluation]:
+    """One evaluation per gate ``names`` from a stage-result document (pass and waived pass; else red)."""
+    from railiance_ledger.domain.redaction import redact
+
+    checks = {str(c.get("name")): c for c in document.get("checks") or [] if isinstance(c, Mapping)}
+    out = []
+    for name in names:
+        c = checks.get(name)
+        status = str(c.get("status")) if c else "missing"
+        reason = redact(str(c.get("reason") or "")) if c else "not reported"
+        meta: dict[str, Any] = {"status": MetadataValue.text(status), "reason": MetadataValue.text(reason)}
+        if seq is not None:
+            meta["ledger_seq"] = MetadataValue.int(seq)
+        out.append(
+            AssetCheckEvaluation(
+                asset_key=asset_key,
+                check_name=check_name_of(name),
+                passed=status in ("pass", "waived"),
+                severity=AssetCheckSeverity.ERROR,
+                description=f"{status}: {reason}",
+                partition=key,
+                metadata=meta,
+            )
+        )
+    return out
+
+
+def check_name_of(gate: str) -> str:
+    """The Dagster check name of a gate (``local_check:unit`` -> ``local_check_unit``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_]", "_", gate)
+
+
+def finish_stage(
+    context: AssetExecutionContext,
+    meta: dict[str, Any],
+    document: Mapping[str, Any] | None,
+    gates: Iterable[str],
+) -> MaterializeResult:  # type: ignore[type-arg]
+    """The stage asset's result: a materialization when the stage passed; when it failed (or was rolled
+    back) the document is an observation, every gate of the asset is evaluated from it (red where it
+    failed), and the step fails, so the partition is Failed, never a green "Materialized"."""
+    why = stage_failed(document)
+    if why is None:
+        return MaterializeResult(metadata=meta)
+    key = context.partition_key
+    asset_key = context.asset_key
+    context.log_event(AssetObservation(asset_key=asset_key, partition=key, metadata=meta))
+    seq = meta.get("ledger_seq")
+    seq_value = getattr(seq, "value", seq)
+    for evaluation in check_evaluations(
+        asset_key, key, document or {}, gates, int(seq_value) if seq_value is not None else None
+    ):
+        context.log_event(evaluation)
+    raise Failure(description=f"{asset_key.to_user_string()} failed for {key}: {why}", metadata=meta)
 
 
 @asset(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
@@ -20,7 +21,7 @@ from dagster import (
     asset_check,
 )
 
-from assets.candidates import candidates_partitions, resolve_digest, workload_of
+from assets.candidates import candidates_partitions, check_name_of, resolve_digest, workload_of
 from assets.resources import LedgerResource
 from assets.stages import (
     canary_acceptance,
@@ -119,7 +120,7 @@ def _stage3_doc(
 def _gate_check(asset_def: Any, name: str, stage_label: str, find: DocFinder) -> AssetChecksDefinition:
     @asset_check(
         asset=asset_def,
-        name=name,
+        name=check_name_of(name),
         partitions_def=candidates_partitions,
         blocking=True,
         description=f"{stage_label} gate `{name}`: its status and reason in the latest stage-result document "
@@ -222,6 +223,90 @@ def approval_in_force(context: AssetCheckExecutionContext, ledger: LedgerResourc
     )
 
 
+NOT_ROLLED_BACK = "not_rolled_back"
+"""The check that turns a stage red when a rollback later left its candidate."""
+
+
+def rollback_of(history: Sequence[RecordedEvent], digest: str, stage: int) -> RecordedEvent | None:
+    """The latest ``rollback.completed`` that left ``digest`` at ``stage`` (2: its canary, 3: production)."""
+    for ev in reversed(history):
+        if ev.kind == "rollback.completed" and ev.candidate == digest and (ev.stage or 3) == stage:
+            return ev
+    return None
+
+
+def rolled_back_result(found: RecordedEvent | None, stage: int) -> AssetCheckResult:
+    """Red with the rollback's reason when ``found``; green otherwise."""
+    from railiance_ledger.domain.redaction import redact
+
+    if found is None:
+        return AssetCheckResult(
+            passed=True,
+            severity=AssetCheckSeverity.ERROR,
+            description=f"no rollback has left this candidate at stage {stage}",
+        )
+    reason = redact(str(found.payload.get("reason") or found.payload.get("symptom") or "no reason recorded"))
+    return AssetCheckResult(
+        passed=False,
+        severity=AssetCheckSeverity.ERROR,
+        description=f"rolled back by {found.actor} at {found.recorded_at}: {reason}",
+        metadata={
+            "reason": MetadataValue.text(reason),
+            "operator": MetadataValue.text(found.actor),
+            "recorded_at": MetadataValue.text(found.recorded_at),
+            "final_stable": MetadataValue.text(str(found.payload.get("final_stable") or "none")),
+            "ledger_seq": MetadataValue.int(found.seq),
+        },
+    )
+
+
+def rollback_evaluation(ev: RecordedEvent, key: str) -> AssetCheckEvaluation:
+    """``not_rolled_back`` red on the stage a ``rollback.completed`` left (2: the canary, 3: production)."""
+    from railiance_ledger.domain.redaction import redact
+
+    reason = redact(str(ev.payload.get("reason") or ev.payload.get("symptom") or "no reason recorded"))
+    return AssetCheckEvaluation(
+        asset_key=(stage2_canary if ev.stage == 2 else stage3_promotion).key,
+        check_name=NOT_ROLLED_BACK,
+        passed=False,
+        severity=AssetCheckSeverity.ERROR,
+        description=f"rolled back by {ev.actor} at {ev.recorded_at}: {reason}",
+        partition=key,
+        metadata={
+            "reason": MetadataValue.text(reason),
+            "operator": MetadataValue.text(ev.actor),
+            "recorded_at": MetadataValue.text(ev.recorded_at),
+            "final_stable": MetadataValue.text(str(ev.payload.get("final_stable") or "none")),
+            "ledger_seq": MetadataValue.int(ev.seq),
+        },
+    )
+
+
+def _rollback_check(asset_def: Any, stage: int) -> AssetChecksDefinition:
+    @asset_check(
+        asset=asset_def,
+        name=NOT_ROLLED_BACK,
+        partitions_def=candidates_partitions,
+        blocking=False,
+        description=f"Red when a rollback.completed in the ledger left this candidate at stage {stage} "
+        "(with the rollback's reason): a rolled-back stage is never a green success.",
+    )
+    def _check(context: AssetCheckExecutionContext, ledger: LedgerResource) -> AssetCheckResult:
+        key = context.op_execution_context.partition_key
+        with ledger.open() as store:
+            digest = resolve_digest(store, key)
+            history = store.read_candidate(workload_of(key), digest)
+        return rolled_back_result(rollback_of(history, digest, stage), stage)
+
+    return _check
+
+
+def local_check_gates(names: Sequence[str]) -> list[AssetChecksDefinition]:
+    """One ``stage1_validation`` check per declared local check (``local_check:unit`` ->
+    ``local_check_unit``), judged from the Stage 1 document like the catalogue's gates."""
+    return [_gate_check(stage1_validation, n, "Stage 1", _stage1_doc) for n in sorted(set(names))]
+
+
 STAGE1_GATES = [_gate_check(stage1_validation, n, "Stage 1", _stage1_doc) for n in STAGE1_CHECKS]
 STAGE2_GATES = [_gate_check(stage2_canary, n, "Stage 2 deploy", _canary_doc) for n in STAGE2_DEPLOY_CHECKS]
 ACCEPTANCE_GATES = [
@@ -234,4 +319,6 @@ GATES: list[AssetChecksDefinition] = [
     *ACCEPTANCE_GATES,
     approval_in_force,
     *STAGE3_GATES,
+    _rollback_check(stage2_canary, 2),
+    _rollback_check(stage3_promotion, 3),
 ]

@@ -67,6 +67,24 @@ class LedgerResource(ConfigurableResource):  # type: ignore[type-arg]
     sensor_actor: str = Field(
         default="dagster-sensor", description="Actor recorded for sensor registrations."
     )
+    partitions_keep: int | None = Field(
+        default=None,
+        description="Candidate partitions kept per workload (the newest N; every stable and rollback target "
+        "stays too); else RAILIANCE_PARTITIONS_KEEP, else 50. Older partitions are removed from Dagster; "
+        "the ledger keeps everything.",
+    )
+
+    def keep(self) -> int:
+        """How many of a workload's newest candidates keep their partition (at least 1)."""
+        import os
+
+        from railiance_ledger.lifecycle.retention import DEFAULT_KEEP
+
+        raw = self.partitions_keep
+        if raw is None:
+            text = os.environ.get("RAILIANCE_PARTITIONS_KEEP", "").strip()
+            raw = int(text) if text.isdigit() else DEFAULT_KEEP
+        return max(1, int(raw))
 
     def resolved_url(self) -> str:
         """The URL the ledger opens (the CLI's resolution order)."""

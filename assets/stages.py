@@ -4,10 +4,10 @@
 ``promotion_approval`` -> ``stage3_promotion``.
 
 Each asset calls one lifecycle service and materializes what it recorded: the stage-result document
-(redacted), the ledger seq and hash. A failed stage still materializes (the failing document is the
-record); its gates (``assets.gates``: the ``@asset_check``s named like the document's checks) fail,
-and because they are blocking nothing downstream runs in the same run. Across runs the ledger
-decides: the gate sensor asks it before requesting the next stage.
+(redacted), the ledger seq and hash. A failed (or rolled-back) stage does not materialize: its document
+is an observation, its gates (``assets.gates``) are evaluated from it in the run (red where they
+failed), and the step fails, so the partition shows Failed. Across runs the ledger decides: the gate
+sensor asks it before requesting the next stage.
 """
 
 from collections.abc import Iterator
@@ -29,6 +29,7 @@ from assets.candidates import (
     candidate,
     candidates_partitions,
     check_candidate_matches,
+    finish_stage,
     ledger_metadata,
     resolve_target,
 )
@@ -44,6 +45,7 @@ from assets.resources import (
     log_of,
 )
 from railiance_ledger.domain.events import RecordedEvent
+from railiance_ledger.domain.gates import GatePhase, is_local_check, names_for
 from railiance_ledger.domain.identity import Operator
 from railiance_ledger.ledger.store import EventStore
 
@@ -182,8 +184,13 @@ def stage1_validation(
             raise _fail_from(exc) from exc
     for line in outcome.human_lines():
         log_of(context).info(line)
-    return MaterializeResult(
-        metadata=ledger_metadata(outcome.document, outcome.events, digest=target.digest, image=target.image)
+    doc = outcome.document or {}
+    local = [str(c.get("name")) for c in doc.get("checks") or [] if is_local_check(str(c.get("name")))]
+    return finish_stage(
+        context,
+        ledger_metadata(outcome.document, outcome.events, digest=target.digest, image=target.image),
+        outcome.document,
+        [*names_for(1), *local],
     )
 
 
@@ -246,8 +253,11 @@ def stage2_canary(
             raise _fail_from(exc) from exc
     for warning in outcome.warnings:
         log_of(context).warning(warning)
-    return MaterializeResult(
-        metadata=ledger_metadata(outcome.document, outcome.events, digest=target.digest, image=target.image)
+    return finish_stage(
+        context,
+        ledger_metadata(outcome.document, outcome.events, digest=target.digest, image=target.image),
+        outcome.document,
+        [*names_for(2, GatePhase.PRECHECK), *names_for(2, GatePhase.EVIDENCE)],
     )
 
 
@@ -309,8 +319,9 @@ def canary_acceptance(
                 )
         except RailianceError as exc:
             raise _fail_from(exc) from exc
-    return MaterializeResult(
-        metadata=ledger_metadata(
+    return finish_stage(
+        context,
+        ledger_metadata(
             outcome.document,
             outcome.events,
             digest=target.digest,
@@ -319,7 +330,9 @@ def canary_acceptance(
                 "rolled_back": MetadataValue.bool(outcome.rolled_back),
                 "samples": MetadataValue.text(f"{outcome.samples}/{outcome.expected_samples}"),
             },
-        )
+        ),
+        {**(outcome.document or {}), "rolled_back": bool(outcome.rolled_back)},
+        names_for(2, GatePhase.ACCEPTANCE),
     )
 
 
@@ -460,8 +473,9 @@ def stage3_promotion(
         lin = lineage(store, target.workload.name).as_dict()
     for warning in outcome.warnings:
         log_of(context).warning(warning)
-    return MaterializeResult(
-        metadata=ledger_metadata(
+    return finish_stage(
+        context,
+        ledger_metadata(
             outcome.document,
             outcome.events,
             digest=target.digest,
@@ -471,7 +485,9 @@ def stage3_promotion(
                 "rollback_target": lin.get("rollback_target") or {},
                 "rolled_back": MetadataValue.bool(bool(outcome.rolled_back)),
             },
-        )
+        ),
+        {**(outcome.document or {}), "rolled_back": bool(outcome.rolled_back)},
+        [*names_for(3, GatePhase.PRECHECK), *names_for(3, GatePhase.PROMOTION)],
     )
 
 

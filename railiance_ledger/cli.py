@@ -7,7 +7,10 @@ client, the cluster clients) are built once per command by ``lifecycle.environme
 every service call. Imports are lazy so ``railiance status`` stays cheap, and nothing here imports
 dagster. Every byte printed goes through the one redaction path.
 
-Exit codes: 0 pass/ok, 1 a gate or stage failed, 2 invalid input, 3 ledger integrity/concurrency.
+Exit codes: 0 pass/ok, 1 a gate or stage failed, 2 invalid input (including an unknown workload or
+candidate), 3 ledger integrity/concurrency/refused, 4 the environment is missing or does not answer before
+the command could start (no kubeconfig, an API server that does not answer, no helm). A broken pipe on
+stdout (``railiance history W | head -1``) ends the command quietly with exit 0.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
     from railiance_ledger.lifecycle.environment import Adapters
     from railiance_ledger.ports import StateHubPort
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_LEDGER = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_LEDGER, EXIT_ENVIRONMENT = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,21 @@ _context_opt = click.option(
 )
 
 
+_dry_run_opt = click.option(
+    "--dry-run",
+    "dry_run",
+    is_flag=True,
+    default=False,
+    help="Print the plan (candidate, rollback target, objects, routing) and change nothing.",
+)
+
+
+def _render_plan(plan: Any, *, as_json: bool) -> None:
+    from railiance_ledger.cli_render import render_plan
+
+    render_plan(plan, as_json=as_json)
+
+
 class _RedactingGroup(click.Group):
     """The top-level group: click's own usage errors (a bad option value, a missing argument) are
     printed through the redaction path with control characters made visible, like everything else."""
@@ -187,6 +205,7 @@ class _RedactingGroup(click.Group):
             if args is not None and any("\x00" in str(a) for a in args):
                 raise click.UsageError("an argument contains a NUL character")
             code = super().main(args, prog_name, complete_var, False, **extra)
+            sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
         except click.ClickException as exc:
             import io
             import unicodedata
@@ -202,7 +221,17 @@ class _RedactingGroup(click.Group):
         except click.exceptions.Abort:
             echo("Aborted!", err=True)
             sys.exit(1)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         sys.exit(code if isinstance(code, int) else 0)  # click.exceptions.Exit(n) comes back as n
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a reader of stdout that went away ends it with exit 0 (click itself would
+        turn the broken pipe into exit 1)."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
 
 
 @click.group(name="railiance", cls=_RedactingGroup, context_settings=CONTEXT, no_args_is_help=True)
@@ -214,6 +243,7 @@ class _RedactingGroup(click.Group):
 )
 @_json_opt
 @click.option("--operator", "operator", default=None, callback=_free_text("name"), help="Who is acting.")
+@click.version_option(package_name="railiance-ledger", prog_name="railiance", message="%(prog)s %(version)s")
 @click.pass_context
 def _main(ctx: click.Context, ledger: str | None, json_out: bool, operator: str | None) -> None:
     """Railiance Ledger: gated, evidence-recording promotion of workloads."""
@@ -255,6 +285,8 @@ def _guard(as_json: bool) -> Iterator[None]:
         yield
     except click.exceptions.Exit:
         raise
+    except BrokenPipeError:
+        raise  # the reader went away (``| head``): not an input error; the group ends with exit 0
     except RailianceError as exc:
         _fail(exc, as_json=as_json)
     except OSError as exc:
@@ -286,12 +318,61 @@ def _adapters(
 ) -> Iterator[Adapters]:
     """The real adapters for ``decl`` (lifecycle.environment); with ``metrics`` (Stage 2), configuration
     gaps that make metrics fail closed are warned about first."""
+    from contextlib import ExitStack
+
+    from railiance_ledger.errors import AdapterError, EnvironmentUnavailable
     from railiance_ledger.lifecycle.environment import Environment
 
-    with Environment.from_env(kubeconfig=kubeconfig, context=context).open(decl) as ad:
+    with ExitStack() as stack:
+        try:
+            ad = stack.enter_context(Environment.from_env(kubeconfig=kubeconfig, context=context).open(decl))
+            version = ad.kube.server_version()  # the pre-flight: the API server answers at all
+        except AdapterError as exc:
+            raise EnvironmentUnavailable(
+                f"the cluster cannot be reached, so nothing was asked or recorded: {exc.message}",
+                hint="check --kubeconfig / KUBECONFIG, --context / RAILIANCE_KUBE_CONTEXT, and that the API "
+                "server answers",
+            ) from exc
+        if not version:
+            raise EnvironmentUnavailable("the cluster's API server answered /version with nothing")
+        _require_helm(ad.helm.binary)
         for warning in ad.warnings if metrics else ():
             echo(f"warning: {warning}", err=True)
         yield ad
+
+
+def _require_helm(binary: str) -> None:
+    """The helm binary exists and is executable, else ``EnvironmentUnavailable`` (exit 4)."""
+    import os
+    import shutil
+
+    from railiance_ledger.errors import EnvironmentUnavailable
+
+    found = shutil.which(binary) if os.sep not in binary else binary
+    if not found or not os.access(found, os.X_OK):
+        raise EnvironmentUnavailable(
+            f"the helm binary {_shown(binary)} is not there", hint="install helm or set RAILIANCE_HELM"
+        )
+
+
+@contextmanager
+def _cluster_action(
+    opts: CliOptions,
+    decl: Declaration,
+    action: str,
+    operator: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    *,
+    metrics: bool = True,
+) -> Iterator[tuple[EventStore, Adapters]]:
+    """The skeleton of a command that changes the cluster: the environment first (exit 4 when it is
+    missing, before anything is recorded), then the ledger checks and the workload's lease (exit 3)."""
+    with (
+        _adapters(decl, kubeconfig, context, metrics=metrics) as ad,
+        _acting(opts, decl, action, operator) as store,
+    ):
+        yield store, ad
 
 
 @contextmanager
@@ -324,6 +405,26 @@ def _read_integrity(store: EventStore, *, strict: bool) -> dict[str, Any]:
         echo(f"WARNING: THE LEDGER DOES NOT VERIFY: {exc.message}", err=True)
         echo("WARNING: what follows is read from a ledger that was changed after it was recorded", err=True)
         return {"ok": False, "first_bad_seq": exc.seq, "problem": exc.problem, "detail": exc.message}
+
+
+def _require_workload(store: EventStore, workload: str) -> None:
+    """Refuse (``UnknownName``, exit 2) a workload the ledger has no events for, naming the nearest known
+    names: a typo (``status hello-wbe``) must not read as an empty, healthy workload."""
+    import difflib
+
+    from railiance_ledger.errors import UnknownName
+
+    if store.has_stream(workload):
+        return
+    known = store.streams()
+    nearest = difflib.get_close_matches(workload, known, n=3, cutoff=0.5)
+    if nearest:
+        hint = f"did you mean {', '.join(nearest)}?"
+    elif known:
+        hint = f"the ledger knows {', '.join(known[:10])}" + (" ..." if len(known) > 10 else "")
+    else:
+        hint = "the ledger is empty: register a candidate with `railiance candidate add APP_DIR --image ...`"
+    raise UnknownName(f"no workload {_shown(workload)} in the ledger", nearest=nearest, hint=hint)
 
 
 # ---------------------------------------------------------------------------- validate
@@ -435,6 +536,7 @@ def run(
                 helm=ad.helm,
                 http=ad.http,
                 skip_checks=list(skip_check),
+                registries=ad.registries,
             )
         render_stage1(outcome.document, as_json=as_json)
         raise click.exceptions.Exit(outcome.exit_code)
@@ -514,9 +616,15 @@ def waive(
 @app.command("deploy")
 @_app_dir
 @click.option(
-    "--stage", "stage", required=True, type=int, help="Only Stage 2 (canary) is deployed by this command."
+    "--stage",
+    "stage",
+    default=2,
+    show_default=True,
+    type=int,
+    help="Only Stage 2 (canary) is deployed by this command.",
 )
 @_image_opt
+@_dry_run_opt
 @_kubeconfig_opt
 @_context_opt
 @_operator_opt
@@ -527,6 +635,7 @@ def deploy(
     app_dir: Path,
     stage: int,
     image: str | None,
+    dry_run: bool,
     kubeconfig: str | None,
     context: str | None,
     operator: str | None,
@@ -547,7 +656,12 @@ def deploy(
         from railiance_ledger.lifecycle import stage2
 
         decl = _load(app_dir)
-        with _acting(opts, decl, "deploy", operator) as store, _adapters(decl, kubeconfig, context) as ad:
+        if dry_run:
+            from railiance_ledger.lifecycle.plans import deploy_plan
+
+            _render_plan(deploy_plan(opts.store(), decl, image), as_json=as_json)
+            return
+        with _cluster_action(opts, decl, "deploy", operator, kubeconfig, context) as (store, ad):
             outcome = stage2.deploy_canary(
                 store=store,
                 decl=decl,
@@ -601,10 +715,7 @@ def observe(
         decl = _load(app_dir)
         progress_cb, finish = progress_bar(enabled=not as_json and sys.stderr.isatty(), quiet=opts.json)
         try:
-            with (
-                _acting(opts, decl, "observe", operator) as store,
-                _adapters(decl, kubeconfig, context) as ad,
-            ):
+            with _cluster_action(opts, decl, "observe", operator, kubeconfig, context) as (store, ad):
                 outcome = stage2.observe_canary(
                     store=store,
                     decl=decl,
@@ -870,6 +981,7 @@ def readiness(opts: CliOptions, app_dir: Path, image: str | None, json_out: bool
 @app.command("promote")
 @_app_dir
 @_image_opt
+@_dry_run_opt
 @_kubeconfig_opt
 @_context_opt
 @_operator_opt
@@ -879,6 +991,7 @@ def promote(
     opts: CliOptions,
     app_dir: Path,
     image: str | None,
+    dry_run: bool,
     kubeconfig: str | None,
     context: str | None,
     operator: str | None,
@@ -892,9 +1005,14 @@ def promote(
         from railiance_ledger.lifecycle import stage3
 
         decl = _load(app_dir)
-        with (
-            _acting(opts, decl, "promote", operator) as store,
-            _adapters(decl, kubeconfig, context, metrics=False) as ad,
+        if dry_run:
+            from railiance_ledger.lifecycle.plans import promote_plan
+
+            _render_plan(promote_plan(opts.store(), decl, image), as_json=as_json)
+            return
+        with _cluster_action(opts, decl, "promote", operator, kubeconfig, context, metrics=False) as (
+            store,
+            ad,
         ):
             outcome = stage3.promote(
                 store=store,
@@ -958,6 +1076,14 @@ def promote(
     default=False,
     help="Record that an incomplete rollback was finished by hand (unblocks the workload).",
 )
+@click.option(
+    "--to",
+    "to",
+    default=None,
+    metavar="DIGEST",
+    help="Return to this earlier verified stable of the lineage (else the previous stable).",
+)
+@_dry_run_opt
 @_kubeconfig_opt
 @_context_opt
 @_operator_opt
@@ -973,19 +1099,25 @@ def rollback(
     candidate: str,
     manual_done: bool,
     resolve: bool,
+    to: str | None,
+    dry_run: bool,
     kubeconfig: str | None,
     context: str | None,
     operator: str | None,
     json_out: bool,
 ) -> None:
-    """Roll back to the previous stable target from the ledger's lineage, then verify and record."""
+    """Roll back to the previous stable target from the ledger's lineage (or --to an earlier verified
+    stable), then verify and record."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
+        from railiance_ledger.errors import InvalidInput
+
+        if resolve and (dry_run or to is not None):
+            raise InvalidInput("--resolve records a manual clean-up; it takes neither --dry-run nor --to")
         if resolve:
             _resolve_incomplete(opts, app_dir, reason, operator, as_json=as_json)
             return
         from railiance_ledger.cli_render import render_rollback
-        from railiance_ledger.errors import InvalidInput
         from railiance_ledger.lifecycle import rollback as rb
 
         fates = ("returned-to-stage1", "blocked", "abandoned")
@@ -995,9 +1127,21 @@ def rollback(
                 hint="e.g. --candidate blocked",
             )
         decl = _load(app_dir)
-        with (
-            _acting(opts, decl, "rollback", operator) as store,
-            _adapters(decl, kubeconfig, context, metrics=False) as ad,
+        target = None
+        if to is not None:
+            from railiance_ledger.lifecycle.candidates import candidate_digest
+
+            target = candidate_digest(to)
+        if dry_run or target is not None:  # a --to that is no earlier stable is refused (exit 2) first
+            from railiance_ledger.lifecycle.plans import rollback_plan
+
+            plan = rollback_plan(opts.store(), decl, to=target)
+            if dry_run:
+                _render_plan(plan, as_json=as_json)
+                return
+        with _cluster_action(opts, decl, "rollback", operator, kubeconfig, context, metrics=False) as (
+            store,
+            ad,
         ):
             outcome = rb.rollback(
                 store=store,
@@ -1013,6 +1157,7 @@ def rollback(
                 candidate_fate=candidate,
                 accept_forward_only=accept_forward_only,
                 manual_done=manual_done,
+                to=target,
             )
         render_rollback(outcome, decl.workload.name, as_json=as_json)
         raise click.exceptions.Exit(outcome.exit_code)
@@ -1063,6 +1208,19 @@ _strict_opt = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write here.",
 )
+@click.option(
+    "--push",
+    "push",
+    is_flag=True,
+    default=False,
+    help="Also push the bundle next to the image (cosign's sha256-<hex>.att tag) in RAILIANCE_REGISTRY_URL.",
+)
+@click.option(
+    "--image",
+    "image",
+    default=None,
+    help="verify: read the bundle from the registry, attached to REPOSITORY@sha256:... (no FILE).",
+)
 @_json_opt
 @pass_options
 def evidence(
@@ -1072,9 +1230,12 @@ def evidence(
     candidate: str | None,
     key_file: Path | None,
     output: Path | None,
+    push: bool,
+    image: str | None,
     json_out: bool,
 ) -> None:
-    """`evidence APP_DIR --candidate DIGEST`: the signed in-toto bundle; `evidence verify FILE --key PUB`."""
+    """`evidence APP_DIR --candidate DIGEST [--push]`: the signed in-toto bundle;
+    `evidence verify FILE --key PUB` or `evidence verify --image REPO@sha256:... --key PUB`."""
     import json
     import os
     from datetime import datetime
@@ -1088,15 +1249,19 @@ def evidence(
         if key is None:
             raise InvalidInput("evidence needs a key", hint=f"pass --key FILE or set {EVIDENCE_KEY_ENV}")
         if target == "verify":
-            if bundle is None:
+            expect: str | None = None
+            if image is not None:
+                text, expect = _attached_bundle(opts, image)
+            elif bundle is None:
                 raise InvalidInput(
                     "evidence verify needs the bundle FILE", hint="railiance evidence verify FILE --key PUB"
                 )
-            try:
-                text = bundle.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise InvalidInput(f"cannot read {bundle}: {exc}") from exc
-            verified = verify_bundle(text, key)
+            else:
+                try:
+                    text = bundle.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise InvalidInput(f"cannot read {bundle}: {exc}") from exc
+            verified = verify_bundle(text, key, expect_digest=expect)
             if as_json:
                 echo(json.dumps(verified.as_dict(), indent=2, sort_keys=True))
             else:
@@ -1123,6 +1288,39 @@ def evidence(
             echo(f"evidence bundle written to {output}", err=as_json)
         else:
             sys.stdout.write(text)
+        if push:
+            pushed = _push_bundle(opts, decl, text)
+            echo(f"evidence pushed to {pushed.repository}:{pushed.tag} ({pushed.manifest_digest})", err=True)
+
+
+def _push_bundle(opts: CliOptions, decl: Any, text: str) -> Any:
+    """``evidence --push``: the bundle's envelopes at the image's ``sha256-<hex>.att`` tag."""
+    from railiance_ledger.lifecycle.environment import Environment, open_attestations
+    from railiance_ledger.lifecycle.evidence import push_bundle
+
+    env = Environment.from_env()
+    with open_attestations(
+        env.registry_base(decl), username=env.registry_username, password=env.registry_password
+    ) as store:
+        return push_bundle(text, store)
+
+
+def _attached_bundle(opts: CliOptions, image: str) -> tuple[str, str]:
+    """``evidence verify --image REPO@sha256:...``: the bundle attached to that image, and its digest."""
+    from railiance_ledger.errors import InvalidInput
+    from railiance_ledger.lifecycle.environment import Environment, open_attestations
+    from railiance_ledger.lifecycle.evidence import fetch_bundle, repository_path
+
+    name, sep, digest = image.partition("@")
+    if not sep or not digest.startswith("sha256:"):
+        raise InvalidInput(
+            f"{image!r} is not REPOSITORY@sha256:...", hint="pass --image REPOSITORY@sha256:..."
+        )
+    env = Environment.from_env()
+    host = name.split("/", 1)[0]
+    base = (env.registry_url or f"https://{host}").rstrip("/")
+    with open_attestations(base, username=env.registry_username, password=env.registry_password) as store:
+        return fetch_bundle(store, repository=repository_path(name), digest=digest), digest
 
 
 @app.command("status")
@@ -1139,14 +1337,97 @@ def status(opts: CliOptions, workload: str, strict: bool, json_out: bool) -> Non
         from railiance_ledger.lifecycle.actions import action_summary
 
         store = opts.store()
+        _require_workload(store, workload)
         integrity = _read_integrity(store, strict=strict)
         data = as_dict(workload_status(store, workload))
         data["integrity"] = integrity
         data.update(action_summary(store, workload))
+        data.update(_status_extras(store, workload))
+        _retrospective_deadlines(store, workload, data)
         if as_json:
             emit_json(data)
             return
         render_status(data)
+
+
+def _retrospective_deadlines(store: EventStore, workload: str, data: dict[str, Any]) -> None:
+    """Each emergency action awaiting its retrospective approval gains ``due_at`` and ``overdue``."""
+    from railiance_ledger.lifecycle.approvals import pending_retrospective
+
+    due = {p["exception_id"]: p for p in pending_retrospective(store, workload)}
+    for e in data.get("awaiting_retrospective") or []:
+        if e.get("event_id") in due:
+            e.update(due_at=due[e["event_id"]]["due_at"], overdue=due[e["event_id"]]["overdue"])
+
+
+def _status_extras(store: EventStore, workload: str) -> dict[str, Any]:
+    """What ``status`` adds to the workload projection: the stable's promotion, the rollback target,
+    the open canary, the last rollback and the last failed stage with its failed checks' reasons."""
+    from railiance_ledger.domain.events import EventKind
+    from railiance_ledger.ledger.projections import lineage
+    from railiance_ledger.lifecycle.gating import open_canary
+
+    lin = lineage(store, workload)
+    history = store.read_stream(workload)
+    current, target = lin.current_stable, lin.rollback_target
+    opened = open_canary(history)
+    failed = next(
+        (
+            ev
+            for ev in reversed(history)
+            if ev.kind == EventKind.STAGE_COMPLETED and ev.payload.get("status") == "fail"
+        ),
+        None,
+    )
+    last = lin.rollbacks[-1] if lin.rollbacks else None
+    return {
+        "stable": {
+            "digest": current.digest,
+            "image": current.image,
+            "promoted_at": current.promoted_at,
+            "promoted_by": current.promoted_by,
+            "approved_by": [
+                {"operator": a.operator, "at": a.recorded_at} for a in current.approvals if not a.revoked
+            ],
+        }
+        if current
+        else None,
+        "rollback_target": {"digest": target.digest, "image": target.image, "kind": target.kind}
+        if target
+        else None,
+        "open_canary": _canary_window(opened) if opened else None,
+        "last_rollback": last.as_dict() if last else None,
+        "last_failure": {
+            "digest": failed.candidate,
+            "stage": failed.stage,
+            "seq": failed.seq,
+            "recorded_at": failed.recorded_at,
+            "failed_checks": [
+                {"name": c.get("name"), "reason": c.get("reason")}
+                for c in failed.payload.get("checks") or []
+                if isinstance(c, dict) and c.get("status") == "fail"
+            ],
+        }
+        if failed
+        else None,
+    }
+
+
+def _canary_window(opened: Any) -> dict[str, Any]:
+    """The open canary's ``stage.started``: its candidate, when it opened and when its window closes."""
+    from datetime import datetime, timedelta
+
+    window = opened.payload.get("observation_window_seconds")
+    closes = None
+    if isinstance(window, int):
+        closes = (datetime.fromisoformat(opened.recorded_at) + timedelta(seconds=window)).isoformat()
+    return {
+        "digest": opened.candidate,
+        "opened_at": opened.recorded_at,
+        "seq": opened.seq,
+        "window_seconds": window,
+        "closes_at": closes,
+    }
 
 
 @app.command("notes")
@@ -1163,6 +1444,7 @@ def notes(opts: CliOptions, workload: str, repost: bool, json_out: bool) -> None
         from railiance_ledger.lifecycle import notes as hub_notes
 
         store = opts.store()
+        _require_workload(store, workload)
         reposted: list[Any] = []
         if repost:
             with _statehub() as statehub:
@@ -1171,6 +1453,10 @@ def notes(opts: CliOptions, workload: str, repost: bool, json_out: bool) -> None
                         "--repost needs a State Hub", hint=f"set {hub_notes.STATEHUB_URL_ENV} to its base URL"
                     )
                 reposted = hub_notes.repost_undelivered(store=store, workload=workload, statehub=statehub)
+                from railiance_ledger.lifecycle.approvals import post_overdue_notes
+
+                # emergency exceptions past their retrospective deadline: one State Hub note each
+                reposted += post_overdue_notes(store=store, workload=workload, statehub=statehub)
         pending = hub_notes.undelivered_notes(store, workload)
         render_notes(workload, reposted, pending, as_json=as_json)
         raise click.exceptions.Exit(EXIT_FAILED if pending else EXIT_OK)
@@ -1179,40 +1465,104 @@ def notes(opts: CliOptions, workload: str, repost: bool, json_out: bool) -> None
 @app.command("history")
 @click.argument("workload")
 @click.option(
-    "--limit", "limit", default=None, type=click.IntRange(1, 10**9), help="Only the newest N events."
+    "--limit",
+    "limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10**9),
+    help="The newest N events.",
 )
+@click.option("--before", "before", default=None, type=click.IntRange(1), help="Only events below this seq.")
+@click.option("--all", "show_all", is_flag=True, default=False, help="Every event (no paging).")
 @_strict_opt
 @_json_opt
 @pass_options
-def history(opts: CliOptions, workload: str, limit: int | None, strict: bool, json_out: bool) -> None:
-    """The workload's events, oldest first."""
+def history(
+    opts: CliOptions,
+    workload: str,
+    limit: int,
+    before: int | None,
+    show_all: bool,
+    strict: bool,
+    json_out: bool,
+) -> None:
+    """The workload's events, oldest first; paged (the newest --limit), the next page with --before SEQ."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import render_history
         from railiance_ledger.ledger.projections import history as read_history
 
         store = opts.store()
+        _require_workload(store, workload)
         _read_integrity(store, strict=strict)
-        render_history(workload, read_history(store, workload, limit=limit), as_json=as_json)
+        page = read_history(store, workload, limit=None if show_all else limit, before=before)
+        render_history(workload, page, as_json=as_json)
+        if not show_all and len(page) == limit and not as_json:
+            echo(f"older events: --before {page[0].seq} (or --all)", err=True)
 
 
 @app.command("lineage")
 @click.argument("workload")
 @click.option("--at", "at", default=None, help="ISO timestamp: what was stable at that moment.")
+@click.option(
+    "--limit",
+    "limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10**9),
+    help="The newest N stables.",
+)
+@click.option("--before", "before", default=None, type=click.IntRange(1), help="Only stables below this seq.")
+@click.option("--all", "show_all", is_flag=True, default=False, help="Every stable and rollback (no paging).")
 @_strict_opt
 @_json_opt
 @pass_options
-def lineage(opts: CliOptions, workload: str, at: str | None, strict: bool, json_out: bool) -> None:
-    """Stable history and the rollback target (what we would roll back to, and how)."""
+def lineage(
+    opts: CliOptions,
+    workload: str,
+    at: str | None,
+    limit: int,
+    before: int | None,
+    show_all: bool,
+    strict: bool,
+    json_out: bool,
+) -> None:
+    """Stable history and the rollback target (what we would roll back to, and how); the stables and
+    rollbacks are paged (the newest --limit), the next page with --before SEQ."""
     as_json = opts.want_json(json_out)
     with _guard(as_json):
         from railiance_ledger.cli_render import render_lineage
         from railiance_ledger.lifecycle.stage3 import lineage_with_evidence
 
         store = opts.store()
+        _require_workload(store, workload)
         _read_integrity(store, strict=strict)
-        data = lineage_with_evidence(store, workload, at=_normalise_at(at) if at else None)
+        data = lineage_with_evidence(
+            store,
+            workload,
+            at=_normalise_at(at) if at else None,
+            limit=None if show_all else limit,
+            before=before,
+        )
+        _add_revisions(store, workload, data)
         render_lineage(workload, data, at=at, as_json=as_json)
+        stables = data.get("stables") or []
+        if not show_all and len(stables) == limit and not as_json:
+            echo(f"older stables: --before {stables[0]['seq']} (or --all)", err=True)
+
+
+def _add_revisions(store: EventStore, workload: str, data: dict[str, Any]) -> None:
+    """Each stable of ``data`` gets the source ``revision`` its candidate was registered with."""
+    from railiance_ledger.domain.events import EventKind
+
+    revisions = {
+        ev.candidate: ev.payload.get("revision")
+        for ev in store.read_stream(workload)
+        if ev.kind == EventKind.CANDIDATE_REGISTERED and ev.candidate
+    }
+    for stable in [*(data.get("stables") or []), data.get("current_stable") or {}]:
+        if stable.get("digest") in revisions:
+            stable["revision"] = revisions[stable["digest"]]
 
 
 def _normalise_at(at: str) -> str:
@@ -1229,6 +1579,43 @@ def _normalise_at(at: str) -> str:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+# ---------------------------------------------------------------------------- webhook (registry pushes)
+
+webhook_app = click.Group(
+    "webhook", help="Registry push notifications.", no_args_is_help=True, context_settings=CONTEXT
+)
+app.add_command(webhook_app)
+
+
+@webhook_app.command("serve")
+@click.option("--listen", default="127.0.0.1:9400", show_default=True, help="HOST:PORT to listen on.")
+@click.option(
+    "--spool",
+    "spool",
+    default=None,
+    help=(
+        "Spool file the push sensor reads "
+        "(default RAILIANCE_WEBHOOK_SPOOL, else $RAILIANCE_HOME/registry-events.db)."
+    ),
+)
+def webhook_serve(listen: str, spool: str | None) -> None:
+    """Receive the Distribution registry's push notifications (notifications.endpoints in its config),
+    authenticated by the shared secret of RAILIANCE_WEBHOOK_SECRET, and store them for the Dagster
+    registry_push_sensor. Runs until interrupted."""
+    from pathlib import Path
+
+    from railiance_ledger.lifecycle.registry_push import serve_webhook, spool_path
+
+    with _guard(False):
+        target = Path(spool).expanduser() if spool else spool_path()
+        try:
+            serve_webhook(
+                listen=listen, spool=target, ready=lambda url: echo(f"listening on {url}; spool {target}")
+            )
+        except KeyboardInterrupt:
+            echo("stopped")
 
 
 # ---------------------------------------------------------------------------- ledger
@@ -1295,8 +1682,9 @@ def ledger_verify(opts: CliOptions, expect_head: str | None, witness: str | None
 
 
 def _witness_statehub(store: EventStore, report: VerifyReport) -> VerifyReport:
-    """``report`` checked against the ledger heads State Hub's notes recorded (``--witness statehub``)."""
-    from railiance_ledger.errors import InvalidInput
+    """``report`` checked against the ledger heads State Hub's notes recorded (``--witness statehub``);
+    a State Hub that does not answer is ``EnvironmentUnavailable`` (exit 4)."""
+    from railiance_ledger.errors import AdapterError, EnvironmentUnavailable, InvalidInput
     from railiance_ledger.ledger.verify import check_witness
     from railiance_ledger.lifecycle.environment import Environment
     from railiance_ledger.lifecycle.notes import STATEHUB_URL_ENV, witnessed_heads
@@ -1307,7 +1695,14 @@ def _witness_statehub(store: EventStore, report: VerifyReport) -> VerifyReport:
             raise InvalidInput(
                 "--witness statehub needs a State Hub", hint=f"set {STATEHUB_URL_ENV} to its base URL"
             )
-        return check_witness(store, report, witnessed_heads(hub))
+        try:
+            heads = witnessed_heads(hub)
+        except AdapterError as exc:  # the witness cannot be asked: the check could not start (exit 4)
+            raise EnvironmentUnavailable(
+                f"the State Hub witness cannot be read: {exc.message}",
+                hint=f"check {STATEHUB_URL_ENV} and that the State Hub answers",
+            ) from exc
+        return check_witness(store, report, heads)
 
 
 @ledger_app.command("export")
@@ -1333,6 +1728,39 @@ def ledger_export(opts: CliOptions, output: Path | None) -> None:
                 export_jsonl(store, fp)
 
 
+@ledger_app.command("rebuild-projections")
+@_json_opt
+@pass_options
+def ledger_rebuild_projections(opts: CliOptions, json_out: bool) -> None:
+    """Rebuild the projection tables (status, lineage, rollback target) from the log (it must verify)."""
+    as_json = opts.want_json(json_out)
+    with _guard(as_json):
+        store = opts.store()
+        _read_integrity(store, strict=True)  # never rebuild from a log that was changed after it was recorded
+        replayed = store.rebuild_projections()
+        if as_json:
+            from railiance_ledger.cli_render import emit_json
+
+            emit_json({"ok": True, "ledger": store.url, "events_replayed": replayed})
+        else:
+            echo(f"ok: projections rebuilt from {replayed} events at {store.url}")
+
+
+def _quiet_broken_pipe() -> NoReturn:
+    """The reader of stdout went away (``railiance history W | head -1``): exit 0 without a traceback.
+
+    stdout is pointed at /dev/null first so the interpreter's final flush cannot fail again.
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (an in-memory stdout): nothing to flush
+        pass
+    sys.exit(EXIT_OK)
+
+
 def main() -> None:
     """Console-script entry point. The last line against tracebacks: anything that escaped the
     commands' own translation is reported in one redacted line (exit 1; ``RAILIANCE_DEBUG=1`` re-raises)."""
@@ -1340,6 +1768,8 @@ def main() -> None:
 
     try:
         app(prog_name="railiance")
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     except Exception as exc:  # the contract: a message, never a traceback
         if os.environ.get("RAILIANCE_DEBUG"):
             raise

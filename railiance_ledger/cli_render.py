@@ -59,7 +59,7 @@ def short(stable: Any) -> str:
 def render_error(exc: Exception, *, code: int, as_json: bool) -> None:
     """An error as ``{"ok": false, ...}`` or as ``error: ...`` lines on stderr (declaration issues one a
     line)."""
-    from railiance_ledger.errors import DeclarationError
+    from railiance_ledger.errors import DeclarationError, UnknownName
 
     if as_json:
         body: dict[str, Any] = {
@@ -70,6 +70,8 @@ def render_error(exc: Exception, *, code: int, as_json: bool) -> None:
         }
         if isinstance(exc, DeclarationError):
             body["issues"] = [i.as_dict() for i in exc.issues]
+        if isinstance(exc, UnknownName):
+            body["nearest"] = exc.nearest
         emit_json(body)
     elif isinstance(exc, DeclarationError) and exc.issues:
         echo(f"error: {exc.message}", err=True)
@@ -287,6 +289,7 @@ def render_rollback(outcome: Any, workload: str, *, as_json: bool) -> None:
         "final_stable",
         "verification",
         "remaining_cleanup",
+        "manual_command",
         "candidate_fate",
         "statehub_note",
         "ledger",
@@ -302,15 +305,35 @@ def render_rollback(outcome: Any, workload: str, *, as_json: bool) -> None:
 def render_status(data: dict[str, Any]) -> None:
     """``railiance status``: the stable, earlier stables, each candidate, pending approvals, emergencies."""
     echo(f"workload {data.get('workload')}")
-    stable = data.get("current_stable")
-    echo(f"  stable: {short(stable)}")
+    stable = data.get("stable")
+    if stable:
+        approved = ", ".join(f"{a.get('operator')} at {a.get('at')}" for a in stable.get("approved_by") or [])
+        echo(
+            f"  stable: {short(stable)} since {stable.get('promoted_at')} (promoted by "
+            f"{stable.get('promoted_by')}; approved by {approved or 'none recorded'})"
+        )
+    else:
+        echo(f"  stable: {short(data.get('current_stable'))}")
     for earlier in data.get("earlier_stables") or []:
         echo(f"  earlier stable: {short(earlier)}")
+    target = data.get("rollback_target")
+    echo(f"  rollback target: {short(target) if target else 'none recorded (no earlier stable)'}")
+    canary = data.get("open_canary")
+    if canary:
+        closes = f", window closes {canary['closes_at']}" if canary.get("closes_at") else ""
+        echo(f"  open canary: {canary.get('digest')} since {canary.get('opened_at')}{closes}")
     cands = data.get("candidates") or []
     if not cands:
         echo("  no candidates registered")
     for c in cands:
         echo(f"  candidate {c.get('image') or c.get('digest')}: {c.get('state')}")
+        for a in c.get("approvals") or []:
+            kind = "retrospective approval" if a.get("retrospective") else "approval"
+            revoked = " (revoked)" if a.get("revoked") else ""
+            echo(
+                f"    {kind} stage {a.get('stage')} by {a.get('operator')} at {a.get('recorded_at')}"
+                f"{revoked} (event {a.get('event_id')})"
+            )
     for p in data.get("pending_approvals") or []:
         echo(f"  pending approval: stage {p.get('stage')} for {p.get('digest')} ({p.get('reason')})")
     for e in data.get("awaiting_retrospective") or []:
@@ -318,6 +341,22 @@ def render_status(data: dict[str, Any]) -> None:
             f"  emergency action awaiting retrospective approval: skip stage {e.get('skip_stage')} for "
             f"{e.get('digest')} by {e.get('operator')} at {e.get('recorded_at')}: {e.get('reason')} "
             f"(event {e.get('event_id')})"
+            + (f"; OVERDUE since {e.get('due_at')}" if e.get("overdue") else "")
+            + (f"; due by {e.get('due_at')}" if e.get("due_at") and not e.get("overdue") else "")
+        )
+    last = data.get("last_rollback")
+    if last:
+        echo(
+            f"  last rollback: {last.get('from_stable')} -> {last.get('final_stable')} by "
+            f"{last.get('actor')} at {last.get('recorded_at')}: {last.get('reason')}"
+        )
+    failure = data.get("last_failure")
+    if failure:
+        reasons = "; ".join(f"{c.get('name')}: {c.get('reason')}" for c in failure.get("failed_checks") or [])
+        echo(
+            f"  last failure: stage {failure.get('stage')} of {failure.get('digest')} at "
+            f"{failure.get('recorded_at')} (seq {failure.get('seq')}): "
+            f"{reasons or 'no failed check recorded'}"
         )
     lease = data.get("lease")
     if lease:
@@ -380,37 +419,116 @@ def render_history(workload: str, events: list[Any], *, as_json: bool) -> None:
 
 
 def render_lineage(workload: str, data: dict[str, Any], *, at: str | None, as_json: bool) -> None:
-    """``railiance lineage``: stable history with its evidence, and the rollback target."""
+    """``railiance lineage``: the stables as a table (revision, digest, promoted at and by, approved by,
+    state), then the rollback target in words; ``--json`` gives the full record with its evidence."""
     if as_json:
         emit_json(data)
         return
     echo(f"lineage of {workload}" + (f" at {at}" if at else ""))
     echo(f"  current stable: {short(data.get('current_stable'))}")
     stables = data.get("stables") or []
-    for s in stables:
-        approvers = (
-            ", ".join(sorted({str(a.get("operator")) for a in s.get("approvals") or []})) or "none recorded"
-        )
-        echo(
-            f"  stable {short(s)} ({s.get('state', '')}) promoted at {s.get('promoted_at', '?')} "
-            f"by {s.get('promoted_by', '?')}; approved by {approvers}"
-        )
-        ev = s.get("evidence") or {}
-        promo, result = ev.get("promotion") or {}, ev.get("stage_result") or {}
-        if promo or result:
-            echo(
-                f"    evidence: promotion seq {promo.get('seq')} workflow {promo.get('workflow_id')}; "
-                f"stage 3 result seq {result.get('seq')} ({result.get('status')}); "
-                f"State Hub notes {', '.join(ev.get('notes') or []) or 'none'}"
+    if stables:
+        rows = []
+        for s in stables:
+            approvers = sorted(
+                {
+                    f"{a.get('operator')} ({a.get('recorded_at')})"
+                    for a in s.get("approvals") or []
+                    if not a.get("revoked")
+                }
             )
+            rows.append(
+                [
+                    str(s.get("revision") or "-")[:12],
+                    short_digest(s.get("digest")),
+                    str(s.get("promoted_at") or "?"),
+                    str(s.get("promoted_by") or "?"),
+                    ", ".join(approvers) or "none recorded",
+                    str(s.get("state") or ""),
+                ]
+            )
+        echo(
+            table(["revision", "digest", "promoted at", "promoted by", "approved by", "state"], rows),
+        )
+    else:
+        echo("  no stable recorded")
     target = data.get("rollback_target")
     if target:
-        echo(f"  rollback target: {short(target)} ({json.dumps(target.get('restore', {}), sort_keys=True)})")
+        echo(f"  rollback target: {target_words(target)}")
     else:
         echo("  rollback target: none recorded (no earlier stable)")
-    cands = data.get("candidates") or []
-    for c in cands:
+    for c in data.get("candidates") or []:
         echo(f"  candidate {c.get('image') or c.get('digest')}: {c.get('state', '')}")
+
+
+def short_digest(digest: Any) -> str:
+    """``sha256:`` and the first 12 hex characters (``-`` when there is none)."""
+    text = str(digest or "")
+    return text[: len("sha256:") + 12] if text.startswith("sha256:") else (text or "-")
+
+
+def target_words(target: dict[str, Any]) -> str:
+    """A rollback target in one line of words: what, and how it would be restored."""
+    restore = target.get("restore") or {}
+    how = []
+    if target.get("kind") and target.get("kind") != "ledger-stable":
+        how.append(f"{target['kind']}: the ledger knows only its digest; restoring it needs a human")
+    if restore.get("release"):
+        how.append(f"release {restore.get('namespace', '?')}/{restore['release']}")
+    if restore.get("helm_revision") is not None:
+        how.append(f"helm revision {restore['helm_revision']}")
+    if restore.get("manifests_sha256"):
+        how.append(f"manifests {str(restore['manifests_sha256'])[:12]}")
+    if target.get("promoted_at"):
+        how.append(f"promoted at {target['promoted_at']}")
+    return short(target) + (f" ({'; '.join(how)})" if how else "")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table drawn by rich (no colour, wide enough for full timestamps), indented by two
+    spaces, as a string."""
+    import io
+
+    from rich.box import SIMPLE
+    from rich.console import Console
+    from rich.table import Table
+
+    grid = Table(box=SIMPLE, show_edge=False, pad_edge=False)
+    for name in header:
+        grid.add_column(name, overflow="fold")
+    for row in rows:
+        grid.add_row(*row)
+    buf = io.StringIO()
+    Console(file=buf, width=200, color_system=None, force_terminal=False, highlight=False).print(grid)
+    return "\n".join(f"  {line}".rstrip() for line in buf.getvalue().rstrip("\n").splitlines())
+
+
+def render_plan(plan: Any, *, as_json: bool) -> None:
+    """``--dry-run`` of deploy, promote, rollback: the plan, and that nothing was changed."""
+    data = as_dict(plan)
+    if as_json:
+        emit_json(data)
+        return
+    cand = data.get("candidate") or {}
+    echo(
+        f"plan: {data['command']} {data['workload']} {cand.get('image') or cand.get('digest') or ''}".rstrip()
+    )
+    target = data.get("rollback_target")
+    if target:
+        what = target.get("image") or target.get("digest") or target.get("detail") or "-"
+        how = ", ".join(
+            f"{k} {target[k]}"
+            for k in ("kind", "release", "namespace", "helm_revision", "source")
+            if target.get(k)
+        )
+        echo(f"  rollback target: {what}" + (f" ({how})" if how else ""))
+    else:
+        echo("  rollback target: none known (the real command's precheck fails without one)")
+    for obj in data.get("objects") or []:
+        echo(f"  object: {obj}")
+    echo(f"  routing: {data.get('routing')}")
+    for note in data.get("notes") or []:
+        echo(f"  {note}")
 
 
 def render_verification(report: Any, *, as_json: bool) -> None:

@@ -9,6 +9,7 @@ and never escape into business code. Policy failures (a gate said no) and techni
     ├── InvalidInput                    exit 2: usage, declaration, digest, duration
     │   ├── DeclarationError            app.toml invalid; carries a list of DeclarationIssue
     │   ├── InvalidDigest               image reference not pinned by a well-formed sha256 digest
+    │   ├── UnknownName                 no such workload or candidate in the ledger (names the nearest)
     │   └── InvalidDuration             a duration string that does not parse
     ├── LedgerError                     exit 3: the ledger itself
     │   ├── ConcurrencyConflict         stale expected_version; re-read and retry
@@ -18,6 +19,7 @@ and never escape into business code. Policy failures (a gate said no) and techni
     │   └── RuleViolation               a domain rule refused the append (e.g. skipped stage)
     ├── GateFailed                      exit 1: a policy failure, the gate said no
     ├── ActionNotConfirmed              exit 1: an action on the cluster did not read back as asked
+    ├── EnvironmentUnavailable          exit 4: the command cannot start (no kubeconfig, no server, no helm)
     └── AdapterError                    exit 1: a technical failure, could not ask
         ├── AdapterTimeout
         ├── AdapterUnavailable          connection refused, DNS, 5xx
@@ -84,6 +86,15 @@ class InvalidDigest(InvalidInput):
     """An image reference that is not pinned by ``@sha256:<64 lowercase hex>``."""
 
 
+class UnknownName(InvalidInput):
+    """A workload or candidate the ledger does not know (exit 2); ``nearest`` lists the closest known
+    names (``difflib``), most similar first."""
+
+    def __init__(self, message: str, *, nearest: list[str] | None = None, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.nearest = list(nearest or [])
+
+
 class InvalidDuration(InvalidInput):
     """A duration that does not parse (use forms like ``90s``, ``15m``, ``1h30m``)."""
 
@@ -144,6 +155,17 @@ class ActionNotConfirmed(RailianceError):
     a rollout): production may have changed, so the caller restores what it replaced (exit 1)."""
 
     exit_code = 1
+
+
+class EnvironmentUnavailable(RailianceError):
+    """The environment a command needs is missing or does not answer before any gate could be asked
+    (no kubeconfig, an API server that does not answer, no helm binary): exit 4, nothing recorded.
+
+    A fact that could not be collected *during* a stage is a failed check (``AdapterError``, exit 1):
+    fail closed. This error is only raised by the pre-flight before a command takes its lease.
+    """
+
+    exit_code = 4
 
 
 class AdapterError(RailianceError):

@@ -13,7 +13,6 @@ from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
-    AssetCheckSeverity,
     AssetKey,
     AssetMaterialization,
     AssetObservation,
@@ -27,10 +26,12 @@ from dagster import (
     sensor,
 )
 
-from assets.candidates import candidates_partitions
-from assets.resources import LedgerResource, log_of
+from assets.candidates import candidates_partitions, check_evaluations, stage_failed, top_level
+from assets.gates import rollback_evaluation
+from assets.production import production_event, read_view, workloads_partitions
+from assets.resources import AppsResource, LedgerResource, log_of
 from railiance_ledger.domain.events import RecordedEvent
-from railiance_ledger.domain.gates import names_for, sample_gate_names
+from railiance_ledger.domain.gates import GatePhase, is_local_check, names_for, sample_gate_names
 from sensors.settings import chain_refusal, default_status, dump_cursor, interval, load_cursor
 
 NAME = "ledger_mirror_sensor"
@@ -87,16 +88,31 @@ def placement(ev: RecordedEvent) -> tuple[str, bool]:
     return "candidate", False
 
 
+def stage_gates(ev: RecordedEvent, asset_name: str) -> list[str]:
+    """The gates a stage result on ``asset_name`` is judged on (Stage 1: with its declared local checks)."""
+    checks = [str(c.get("name")) for c in ev.payload.get("checks") or [] if isinstance(c, dict)]
+    if asset_name == "stage1_validation":
+        return [*names_for(1), *(n for n in checks if is_local_check(n))]
+    if asset_name == "stage2_canary":
+        return [*names_for(2, GatePhase.PRECHECK), *names_for(2, GatePhase.EVIDENCE)]
+    if asset_name == "canary_acceptance":
+        return list(names_for(2, GatePhase.ACCEPTANCE))
+    return [*names_for(3, GatePhase.PRECHECK), *names_for(3, GatePhase.PROMOTION)]
+
+
 def mirrored_events(ev: RecordedEvent, key: str) -> list[Any]:
-    """The runless asset events that report ``ev`` (and, for a Stage 1 result, its gate evaluations)."""
-    from railiance_ledger.domain.redaction import redact, redact_value
+    """The runless asset events that report ``ev``: a stage result that failed is an observation with its
+    gates evaluated (red where they failed), never a materialization; a rollback turns the stage it
+    left red (``not_rolled_back``)."""
+    from railiance_ledger.domain.redaction import redact_value
 
     asset_name, is_mat = placement(ev)
     payload = redact_value(ev.payload)
+    failed = ev.kind == "stage.completed" and isinstance(payload, dict) and payload.get("status") == "fail"
     meta: dict[str, Any] = {
         "kind": MetadataValue.text(ev.kind),
         "actor": MetadataValue.text(ev.actor),
-        "recorded_at": MetadataValue.text(ev.recorded_at),
+        **top_level(ev),
         "ledger_seq": MetadataValue.int(ev.seq),
         "ledger_hash": MetadataValue.text(ev.hash),
         "ledger_seqs": MetadataValue.text(str(ev.seq)),
@@ -106,32 +122,19 @@ def mirrored_events(ev: RecordedEvent, key: str) -> list[Any]:
     }
     if isinstance(payload, dict) and payload.get("status"):
         meta["status"] = MetadataValue.text(str(payload["status"]))
-    description = f"{ev.kind} by {ev.actor} (ledger seq {ev.seq}), appended outside Dagster"
-    cls = AssetMaterialization if is_mat else AssetObservation
+    description = (
+        f"{ev.kind} by {ev.actor} at {ev.recorded_at} (ledger seq {ev.seq}), appended outside Dagster"
+    )
+    if failed:
+        description = f"FAILED: {stage_failed(payload) or 'fail'} ({description})"
+    cls = AssetMaterialization if is_mat and not failed else AssetObservation
     out: list[Any] = [
         cls(asset_key=AssetKey(asset_name), partition=key, description=description, metadata=meta)
     ]
-    if ev.kind == "stage.completed" and ev.stage == 1 and isinstance(payload, dict):
-        checks = {str(c.get("name")): c for c in payload.get("checks") or [] if isinstance(c, dict)}
-        for name in names_for(1):
-            c = checks.get(name)
-            status = str(c.get("status")) if c else "missing"
-            reason = redact(str(c.get("reason") or "")) if c else "not reported"
-            out.append(
-                AssetCheckEvaluation(
-                    asset_key=AssetKey(asset_name),
-                    check_name=name,
-                    passed=status in ("pass", "waived"),
-                    severity=AssetCheckSeverity.ERROR,
-                    description=f"{status}: {reason}",
-                    partition=key,
-                    metadata={
-                        "status": MetadataValue.text(status),
-                        "reason": MetadataValue.text(reason),
-                        "ledger_seq": MetadataValue.int(ev.seq),
-                    },
-                )
-            )
+    if ev.kind == "stage.completed" and isinstance(payload, dict):
+        out.extend(check_evaluations(AssetKey(asset_name), key, payload, stage_gates(ev, asset_name), ev.seq))
+    if ev.kind == "rollback.completed":
+        out.append(rollback_evaluation(ev, key))
     return out
 
 
@@ -196,36 +199,70 @@ def active_partitions(instance: Any) -> set[str]:
     return out
 
 
+def shown_production_seq(instance: Any, workload: str) -> int | None:
+    """The ledger seq of the production view Dagster shows last for ``workload`` (one record read)."""
+    result = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("production"), asset_partitions=[workload]), limit=1
+    )
+    for record in result.records:
+        mat = getattr(record.event_log_entry, "asset_materialization", None)
+        value = (getattr(mat, "metadata", None) or {}).get("ledger_seq")
+        raw = getattr(value, "value", value)
+        return int(raw) if raw is not None else None
+    return None
+
+
+def _has(instance: Any, name: str, key: str, cache: dict[tuple[str, str], bool]) -> bool:
+    """Whether the dynamic partition exists (one indexed lookup per key, never the whole list)."""
+    if (name, key) not in cache:
+        cache[(name, key)] = bool(instance.has_dynamic_partition(name, key))
+    return cache[(name, key)]
+
+
 @sensor(
     name=NAME,
     minimum_interval_seconds=interval(15),
     default_status=default_status(NAME),
     description=(
         "Mirrors ledger events appended outside Dagster (e.g. the railiance CLI) as runless materializations "
-        "and observations on the matching asset and candidate partition (Stage 1 results with their gate "
-        'evaluations), so the UI audits every action. Cursor: {"seq": N, "held": [...]}.'
+        "and observations on the matching asset and candidate partition (stage results with their gate "
+        "evaluations; failed stages and rollbacks red), keeps the `production` asset current per workload, "
+        "and retires old candidate partitions (the newest N per workload, every stable and rollback target "
+        'stay). Tick cost depends on the new events only. Cursor: {"seq": N, "held": [...]}.'
     ),
 )
 def ledger_mirror_sensor(
-    context: SensorEvaluationContext, ledger: LedgerResource
+    context: SensorEvaluationContext, ledger: LedgerResource, apps: AppsResource
 ) -> SensorResult | SkipReason:
-    """One tick: report new (and previously held) ledger events that Dagster's log does not show yet."""
+    """One tick: report new (and previously held) ledger events that Dagster's log does not show yet,
+    refresh the production view of every workload they touch, retire partitions out of the window."""
     from railiance_ledger.ledger.projections import partition_key
+    from railiance_ledger.lifecycle.production import PRODUCTION_KINDS
+    from railiance_ledger.lifecycle.retention import retired_candidates
 
     state = load_cursor(context.cursor, {"seq": 0, "held": []})
     after = int(state.get("seq", 0))
     held_ids = [str(i) for i in state.get("held") or []]
+    keep = ledger.keep()
+    arrived: dict[str, int] = {}
+    retired: dict[str, list[str]] = {}
     with ledger.open() as store:
         refusal = chain_refusal(store, context)
         if refusal is not None:
             return refusal
         held = [ev for ev in (store.get(i) for i in held_ids) if ev is not None]
         fresh = list(store.read_all(after_seq=after, limit=BATCH))
+        for ev in fresh:
+            if ev.kind == "candidate.registered":
+                arrived[ev.stream] = arrived.get(ev.stream, 0) + 1
+        for workload, count in arrived.items():
+            retired[workload] = retired_candidates(store, workload, keep=keep, arrived=count)
     if not fresh and not held:
         return SkipReason(f"no ledger events after seq {after}")
     instance = context.instance
     active = active_partitions(instance)
-    known = set(instance.get_dynamic_partitions(candidates_partitions.name or "candidates"))
+    exists: dict[tuple[str, str], bool] = {}
+    cands = candidates_partitions.name or "candidates"
     covered: dict[str, set[int]] = {}
     oldest: dict[str, float] = {}
     for ev in [*held, *fresh]:
@@ -235,31 +272,56 @@ def ledger_mirror_sensor(
     still_held: list[str] = []
     asset_events: list[Any] = []
     new_keys: list[str] = []
+    retiring = {partition_key(w, d) for w, digests in retired.items() for d in digests}
     for ev in [*held, *fresh]:
         if not ev.candidate:
             continue  # no candidate: no partition to show it on (it stays in `railiance history`)
         key = partition_key(ev.stream, ev.candidate)
+        if key in retiring:
+            continue  # out of the retention window already: no partition (the ledger keeps its events)
         if key in active:
             still_held.append(ev.event_id)
             continue
+        known = _has(instance, cands, key, exists)
         if key not in covered:
             covered[key] = (
-                covered_seqs(instance, key, since=oldest[key] - LOOKBACK_SECONDS) if key in known else set()
+                covered_seqs(instance, key, since=oldest[key] - LOOKBACK_SECONDS) if known else set()
             )
         if ev.seq in covered[key]:
             continue
-        if key not in known:
-            known.add(key)
+        if not known:
+            exists[(cands, key)] = True
             new_keys.append(key)
         asset_events.extend(mirrored_events(ev, key))
         covered[key].add(ev.seq)
+    # retention: only the registrations pushed out of the window by this tick's arrivals are looked at
+    retire = sorted(k for k in retiring if k not in active and _has(instance, cands, k, exists))
+    # the production view of every workload a new event may have changed (once per workload per tick)
+    touched = sorted({ev.stream for ev in fresh if ev.kind in PRODUCTION_KINDS})
+    new_workloads = [
+        w for w in touched if not _has(instance, workloads_partitions.name or "workloads", w, exists)
+    ]
+    for workload in touched:
+        view = read_view(ledger, apps, workload)
+        if view.last_seq != shown_production_seq(instance, workload):
+            asset_events.append(production_event(view))
     last = fresh[-1].seq if fresh else after
     cursor = dump_cursor({"seq": last, "held": still_held})
     reported = sum(1 for e in asset_events if not isinstance(e, AssetCheckEvaluation))
-    log_of(context).info(f"ledger seq {after}->{last}: {reported} event(s) mirrored, {len(still_held)} held")
+    log_of(context).info(
+        f"ledger seq {after}->{last}: {reported} event(s) reported, {len(still_held)} held, "
+        f"{len(retire)} partition(s) retired (keep {keep} per workload)"
+    )
+    requests: list[Any] = []
+    if new_keys:
+        requests.append(candidates_partitions.build_add_request(new_keys))
+    if retire:
+        requests.append(candidates_partitions.build_delete_request(retire))
+    if new_workloads:
+        requests.append(workloads_partitions.build_add_request(new_workloads))
     return SensorResult(
         cursor=cursor,
         skip_reason=None if asset_events else f"nothing appended outside Dagster up to seq {last}",
-        dynamic_partitions_requests=[candidates_partitions.build_add_request(new_keys)] if new_keys else None,
+        dynamic_partitions_requests=requests or None,
         asset_events=asset_events,
     )

@@ -22,12 +22,12 @@ from railiance_ledger.errors import GateFailed, InvalidInput
 from railiance_ledger.lifecycle import approvals
 from railiance_ledger.lifecycle.approvals import (
     approval_state,
-    approve,
     pending_retrospective,
     record_exception,
     revoke,
 )
 from railiance_ledger.lifecycle.notes import NotedEvent, undelivered_notes
+from tests.fixtures.signing import install_signers, signed_approve, test_keys
 from tests.fixtures.statehub import StateHubServer
 
 REPO = "registry.local/railiance/hello-web"
@@ -114,8 +114,10 @@ def write_app(
     category: str = "source-forge",
     extra: str = "",
     rollback_extra: str = "",
+    signed: bool = True,
 ) -> Any:
-    """A declaration (default: a production-critical forge) written to ``tmp_path/name`` and loaded."""
+    """A declaration (default: a production-critical forge) written to ``tmp_path/name`` and loaded;
+    ``signed`` declares ``allowed_signers`` listing every test operator's key (tests.fixtures.signing)."""
     from railiance_ledger.declaration.loader import load_declaration
 
     app = tmp_path / name
@@ -124,7 +126,14 @@ def write_app(
     if rollback_extra:
         text += rollback_extra + "\n"
     (app / "railiance" / "app.toml").write_text(text + "\n" + extra, encoding="utf-8")
+    if signed:
+        install_signers(app / "railiance", test_keys())
     return load_declaration(app)
+
+
+def approve(**kwargs: Any) -> Any:
+    """``approvals.approve``, signed by the operator's test key (production-critical approvals must be)."""
+    return signed_approve(keys=test_keys(), **kwargs)
 
 
 @pytest.fixture(autouse=True)
@@ -194,6 +203,13 @@ def pass_stage(store: Any, decl: Any, digest: str, stage: int, actor: str = "ci"
     )
 
 
+def reach(store: Any, decl: Any, digest: str, stage: int) -> str:
+    """Every stage before ``stage`` passed for ``digest``: the candidate may be approved for ``stage``."""
+    for before in range(1, stage):
+        pass_stage(store, decl, digest, before)
+    return digest
+
+
 def deploy_canary(store: Any, decl: Any, digest: str, actor: str = DEPLOYER) -> None:
     """Stage 1 passed, Stage 2 started by ``actor`` (the canary is in its observation window)."""
     pass_stage(store, decl, digest, 1)
@@ -220,6 +236,7 @@ def test_approval_record_names_operator_candidate_stage_window_rollback_target_a
 
     digest = register(store, decl)
     deploy_canary(store, decl, digest)
+    pass_stage(store, decl, digest, 2)
     record_waiver(
         store=store,
         decl=decl,
@@ -293,6 +310,7 @@ def test_approval_defaults_window_to_the_declaration_and_rollback_target_to_prev
     """Without ``window`` and ``rollback_target``: the declared window and the declared previous stable."""
     decl = write_app(tmp_path, rollback_extra=f'previous_stable = "{image_of("e")}"')
     digest = register(store, decl)
+    reach(store, decl, digest, 3)
 
     event = approve(store=store, decl=decl, operator=APPROVER, stage=3, statehub=hub)
 
@@ -313,7 +331,7 @@ def test_approval_rollback_target_defaults_to_the_ledger_current_stable(
     append(
         store, decl, EventKind.PROMOTION_COMPLETED, DEPLOYER, old, 3, {"image": image_of("b"), "digest": old}
     )
-    register(store, decl, "a")
+    reach(store, decl, register(store, decl, "a"), 3)
 
     event = approve(store=store, decl=decl, operator=APPROVER, stage=3, image=image_of("a"), statehub=hub)
 
@@ -323,7 +341,7 @@ def test_approval_rollback_target_defaults_to_the_ledger_current_stable(
 
 def test_approval_refused_when_rollback_target_unknown(store: Any, decl: Any, hub: StateHub) -> None:
     """No stable in the ledger, none declared, none given: fail closed, nothing written."""
-    register(store, decl)
+    reach(store, decl, register(store, decl), 3)
     before = len(store.read_stream("forge"))
 
     with pytest.raises(GateFailed, match="rollback target"):
@@ -353,7 +371,7 @@ def test_approval_takes_the_operator_from_railiance_operator(
     store: Any, decl: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """RAILIANCE_OPERATOR is an explicit identity."""
-    register(store, decl)
+    reach(store, decl, register(store, decl), 3)
     monkeypatch.setenv("RAILIANCE_OPERATOR", APPROVER)
 
     event = approve(store=store, decl=decl, operator=None, stage=3, rollback_target="manual: redeploy")
@@ -398,7 +416,7 @@ def test_routing_changer_cannot_approve(store: Any, decl: Any) -> None:
 def test_operator_outside_declared_approvers_is_refused(store: Any, tmp_path: Path) -> None:
     """``[approval] approvers`` restricts who may approve."""
     decl = write_app(tmp_path, extra='[approval]\napprovers = ["alice"]\n')
-    register(store, decl)
+    reach(store, decl, register(store, decl), 3)
 
     with pytest.raises(GateFailed, match="not a declared approver"):
         approve(store=store, decl=decl, operator=OTHER, stage=3, rollback_target="manual: x")
@@ -417,7 +435,7 @@ def test_approval_only_for_stages_2_and_3(store: Any, decl: Any, stage: int) -> 
 
 def test_short_window_of_production_critical_workload_needs_a_waiver(store: Any, decl: Any) -> None:
     """Under 60 minutes for a production-critical workload: refused unless the window is waived."""
-    register(store, decl)
+    reach(store, decl, register(store, decl), 3)
 
     with pytest.raises(GateFailed, match="minimum"):
         approve(store=store, decl=decl, operator=APPROVER, stage=3, window="30m", rollback_target="manual: x")
@@ -442,6 +460,7 @@ def test_recorded_stage2_window_waiver_covers_a_stage3_approval(store: Any, decl
     from railiance_ledger.lifecycle.waivers import record_waiver
 
     digest = register(store, decl)
+    reach(store, decl, digest, 3)
     waiver = record_waiver(
         store=store,
         decl=decl,
@@ -493,6 +512,7 @@ def test_revoke_withdraws_the_approval(
 ) -> None:
     """``approval.revoked`` references the approval; approval_state says revoked; a note is posted."""
     digest = register(store, decl)
+    reach(store, decl, digest, 3)
     granted = approve(
         store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x", statehub=hub
     )
@@ -547,6 +567,7 @@ def test_revoke_during_observation_window_requires_immediate_rollback(store: Any
 
 def test_a_new_approval_after_revocation_is_in_force(store: Any, decl: Any) -> None:
     digest = register(store, decl)
+    reach(store, decl, digest, 3)
     approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x")
     revoke(store=store, decl=decl, operator=OTHER, reason="wrong window", image=digest)
     again = approve(store=store, decl=decl, operator=OTHER, stage=3, rollback_target="manual: x")
@@ -569,7 +590,7 @@ def test_revoke_needs_operator_and_reason_and_a_known_approval(store: Any, decl:
 
 
 def test_retrospective_approval_refused_without_emergency_exception(store: Any, decl: Any) -> None:
-    register(store, decl)
+    reach(store, decl, register(store, decl), 3)
     with pytest.raises(GateFailed, match="no emergency exception"):
         approve(
             store=store,
@@ -654,6 +675,84 @@ def test_exception_only_skips_stage_1_or_2(store: Any, decl: Any, skip: int) -> 
         record_exception(store=store, decl=decl, operator=DEPLOYER, skip_stage=skip, reason="x")
 
 
+def test_retrospective_approval_deadline_overdue_in_status_and_a_state_hub_note(
+    store: Any, tmp_path: Path, hub: StateHub, statehub: StateHubServer
+) -> None:
+    """The declared deadline (here 2h; default 24h) is recorded with the exception; past it the pending
+    exception is overdue: ``status`` says so and one State Hub note reports it (retried while undelivered),
+    without touching the exception's own note."""
+    from datetime import datetime, timedelta
+
+    from click.testing import CliRunner
+
+    from railiance_ledger.cli import app
+    from railiance_ledger.lifecycle.notes import note_problem
+
+    decl = write_app(tmp_path, extra='[approval]\nretrospective_deadline = "2h"\n')
+    digest = register(store, decl)
+    pass_stage(store, decl, digest, 1)
+    exc = record_exception(
+        store=store, decl=decl, operator=DEPLOYER, skip_stage=2, reason="CVE hotfix", statehub=hub
+    )
+    assert (7200, "declaration approval.retrospective_deadline") == (
+        exc.payload["retrospective_deadline"]["seconds"],
+        exc.payload["retrospective_deadline"]["source"],
+    )
+    recorded = datetime.fromisoformat(exc.recorded_at)
+    [early] = pending_retrospective(store, "forge", now=recorded + timedelta(hours=1))
+    [late] = pending_retrospective(store, "forge", now=recorded + timedelta(hours=3))
+    assert (False, True) == (early["overdue"], late["overdue"])
+    assert datetime.fromisoformat(late["due_at"]) == recorded + timedelta(hours=2)
+
+    # status (text and JSON) shows the deadline; not overdue yet in real time
+    shown = CliRunner().invoke(app, ["--ledger", store.url, "status", "forge", "--json"])
+    assert shown.exit_code == 0, shown.output
+    import json
+
+    [entry] = json.loads(shown.output)["awaiting_retrospective"]
+    assert (False, late["due_at"]) == (entry["overdue"], entry["due_at"])
+
+    # past the deadline: one note, not repeated once delivered; State Hub down -> recorded, retried
+    later = recorded + timedelta(hours=3)
+    statehub.down()
+    [failed] = approvals.post_overdue_notes(store=store, workload="forge", statehub=hub, now=later)
+    assert not failed.delivered
+    statehub.up()
+    [sent] = approvals.post_overdue_notes(store=store, workload="forge", statehub=hub, now=later)
+    assert sent.delivered and "OVERDUE" in statehub.notes[-1]["title"]
+    assert [] == approvals.post_overdue_notes(store=store, workload="forge", statehub=hub, now=later)
+    assert note_problem(store.read_stream("forge"), exc.event_id) is None  # its own note still counts
+    assert [] == undelivered_notes(store, "forge")
+    # the default deadline is 24h
+    other = write_app(tmp_path / "b", name="blog", category="internal-service")
+    blog = register(store, other, "b")
+    pass_stage(store, other, blog, 1)
+    record_exception(store=store, decl=other, operator=DEPLOYER, skip_stage=2, reason="outage", statehub=hub)
+    [pending] = pending_retrospective(store, "blog")
+    assert (86400, False) == (pending["deadline_seconds"], pending["overdue"])
+
+
+def test_overdue_retrospective_approval_shows_in_status_text(store: Any, tmp_path: Path) -> None:
+    import time
+
+    from click.testing import CliRunner
+
+    from railiance_ledger.cli import app
+
+    decl = write_app(tmp_path, extra='[approval]\nretrospective_deadline = "1s"\n')
+    digest = register(store, decl)
+    record_exception(store=store, decl=decl, operator=DEPLOYER, skip_stage=1, reason="outage")
+    time.sleep(1.5)
+    shown = CliRunner().invoke(app, ["--ledger", store.url, "status", "forge"])
+    assert shown.exit_code == 0, shown.output
+    assert "OVERDUE since" in shown.output and digest in shown.output
+    # what the Dagster production asset shows (overdue_approvals, with due_at)
+    from railiance_ledger.lifecycle.production import production_view
+
+    [overdue] = production_view(store, "forge", decl).overdue_approvals
+    assert (True, digest) == (overdue["overdue"], overdue["digest"]) and overdue["due_at"]
+
+
 def test_exception_without_statehub_warns_that_the_spec_wants_it_there(store: Any, decl: Any) -> None:
     """The spec asks emergency exceptions be recorded in State Hub: no State Hub is a warning."""
     register(store, decl)
@@ -694,7 +793,7 @@ def test_statehub_down_is_retried_then_reported_in_the_ledger_not_dropped(
     store: Any, decl: Any, hub: StateHub, statehub: StateHubServer
 ) -> None:
     """The approval stands; ``note.posted`` says delivered false with the error; a warning is returned."""
-    register(store, decl)
+    reach(store, decl, register(store, decl), 3)
     statehub.down()
 
     event = approve(
@@ -720,7 +819,7 @@ def test_statehub_down_is_retried_then_reported_in_the_ledger_not_dropped(
 def test_statehub_5xx_then_recovers_delivers_the_note(
     store: Any, decl: Any, hub: StateHub, statehub: StateHubServer
 ) -> None:
-    register(store, decl)
+    reach(store, decl, register(store, decl), 3)
     statehub.fail_next(2, 502)
 
     event = approve(
@@ -736,7 +835,7 @@ def test_services_never_build_a_statehub_from_the_environment(
 ) -> None:
     """RAILIANCE_STATEHUB_URL is read by the composition root (``Environment``), not by the service:
     without an injected State Hub nothing is posted and the missing note is reported."""
-    register(store, decl)
+    reach(store, decl, register(store, decl), 3)
     monkeypatch.setenv("RAILIANCE_STATEHUB_URL", statehub.url)
 
     event = approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x")
@@ -746,7 +845,7 @@ def test_services_never_build_a_statehub_from_the_environment(
 
 
 def test_production_critical_approval_without_statehub_warns(store: Any, decl: Any) -> None:
-    register(store, decl)
+    reach(store, decl, register(store, decl), 3)
     event = approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x")
     assert any("no State Hub configured" in w for w in event.warnings)
 
@@ -757,7 +856,7 @@ def test_secrets_in_reasons_reach_neither_statehub_nor_the_ledger(
     """A token pasted into a reason is redacted in every approval, waiver, exception and revocation."""
     from railiance_ledger.lifecycle.waivers import record_waiver
 
-    register(store, decl)
+    reach(store, decl, register(store, decl), 3)
     record_waiver(
         store=store,
         decl=decl,
@@ -791,7 +890,7 @@ def test_secrets_in_reasons_reach_neither_statehub_nor_the_ledger(
 
 def test_noted_event_round_trips_as_the_stored_event(store: Any, decl: Any) -> None:
     """The warnings ride outside the envelope: dump and hash are the stored event's."""
-    register(store, decl)
+    reach(store, decl, register(store, decl), 3)
     event = approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x")
 
     stored = next(e for e in store.read_stream("forge") if e.event_id == event.event_id)
@@ -802,7 +901,7 @@ def test_noted_event_round_trips_as_the_stored_event(store: Any, decl: Any) -> N
 
 def test_approval_of_non_critical_workload_is_recorded_without_warning(store: Any, tmp_path: Path) -> None:
     decl = write_app(tmp_path, name="hello-web", category="internal-service")
-    register(store, decl)
+    reach(store, decl, register(store, decl), 3)
     event = approve(store=store, decl=decl, operator=APPROVER, stage=3, rollback_target="manual: x")
     assert (False, False, []) == (
         event.payload["production_critical"],

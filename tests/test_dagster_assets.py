@@ -48,6 +48,7 @@ ASSET_CHECKS = {
         "observation_window",
         "operator_approval",
         "canary_applied",
+        "not_rolled_back",
     ],
     "canary_acceptance": [
         "canary_pods_ready",
@@ -77,6 +78,7 @@ ASSET_CHECKS = {
         "promotion_applied",
         "stable_routing_points_at_candidate",
         "post_promotion_smoke",
+        "not_rolled_back",
     ],
 }
 """The asset checks of each stage asset, by their stable names, in report order (the UI shows these)."""
@@ -88,7 +90,11 @@ def test_asset_checks_derive_from_the_gate_catalogue_under_their_stable_names() 
     for checks in GATES:
         for key in checks.check_keys:
             by_asset.setdefault(key.asset_key.to_user_string(), []).append(key.name)
-    assert ASSET_CHECKS == by_asset
+    # GATES lists them per stage, then the rollback checks (stage 2's, stage 3's) at the end
+    assert {k: sorted(v) for k, v in ASSET_CHECKS.items()} == {k: sorted(v) for k, v in by_asset.items()}
+    assert [n for n in ASSET_CHECKS["stage3_promotion"] if n != "not_rolled_back"] == [
+        n for n in by_asset["stage3_promotion"] if n != "not_rolled_back"
+    ]
 
 
 def _registered_key(env: DagsterEnv, registry_helper: Any) -> tuple[str, str]:
@@ -149,8 +155,9 @@ def test_stage1_materializes_document_seq_hash_and_passing_gates(
 def test_stage1_failure_records_failing_document_and_fails_closed(
     dagster_env: DagsterEnv, registry_helper: Any
 ) -> None:
-    """An unclassified migration: the materialization still records the failing document, the
-    migrations_classified gate fails with the document's reason, and stage2_canary does not run."""
+    """An unclassified migration: the failing document is an observation (never a green "Materialized"
+    partition), the step fails, every Stage 1 gate is evaluated from the document in the run (the
+    migrations_classified gate red with the document's reason), and stage2_canary does not run."""
     app = dagster_env.apps_dir / "hello-web"
     toml = app / "railiance" / "app.toml"
     toml.write_text(
@@ -168,9 +175,29 @@ def test_stage1_failure_records_failing_document_and_fails_closed(
     )
 
     assert not result.success
-    doc = _materialization(result, "stage1_validation").metadata["document"].value
+    assert [] == [
+        m for m in result.get_asset_materialization_events() if m.asset_key == AssetKey("stage1_validation")
+    ]
+    assert key not in dagster_env.instance.get_materialized_partitions(AssetKey("stage1_validation"))
+    logged = [e.dagster_event for e in dagster_env.instance.all_logs(result.run_id) if e.dagster_event]
+    [obs] = [
+        e.event_specific_data.asset_observation
+        for e in logged
+        if e.event_type_value == "ASSET_OBSERVATION"
+        and e.event_specific_data.asset_observation.asset_key == AssetKey("stage1_validation")
+    ]
+    doc = obs.metadata["document"].value
     assert "fail" == doc["status"]
-    passed, description = _checks(result)["migrations_classified"]
+    assert obs.metadata["recorded_at"].value and obs.metadata["operator"].value
+    failure = next(e for e in logged if e.event_type_value == "STEP_FAILURE")
+    assert "migrations_classified" in str(failure.event_specific_data.error.message)
+    checks = {
+        e.event_specific_data.check_name: (e.event_specific_data.passed, e.event_specific_data.description)
+        for e in logged
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert set(names_for(1)) <= set(checks)
+    passed, description = checks["migrations_classified"]
     reason = next(c["reason"] for c in doc["checks"] if c["name"] == "migrations_classified")
     assert (False, f"fail: {reason}") == (passed, description)
     assert [] == [
@@ -193,8 +220,9 @@ def test_approval_refuses_self_approval_and_records_another_operator(
     )
 
     def approve_as(operator: str) -> Any:
-        cfg = {
+        cfg = {  # the canary's approval: Stage 1 has passed, so the candidate has reached Stage 2
             "operator": operator,
+            "stage": 2,
             "rollback_target": "manual: helm rollback hello-web to the last good revision",
         }
         return materialize(
@@ -215,7 +243,7 @@ def test_approval_refuses_self_approval_and_records_another_operator(
     approved = approve_as("alice")
     assert approved.success
     [grant] = [e for e in _events(dagster_env) if e.kind == EventKind.APPROVAL_GRANTED]
-    assert ("alice", digest, 3) == (grant.actor, grant.candidate, grant.stage)
+    assert ("alice", digest, 2) == (grant.actor, grant.candidate, grant.stage)
     meta = _materialization(approved, "promotion_approval").metadata
     assert ("alice", grant.seq) == (meta["operator"].value, meta["ledger_seq"].value)
     assert (True, True) == (

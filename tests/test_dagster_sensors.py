@@ -267,7 +267,7 @@ def test_mirror_reports_cli_events_as_runless_asset_events(dagster_env: DagsterE
     mats = [
         (type(e).__name__, e.asset_key.path[-1], getattr(e, "partition", None))
         for e in result.asset_events
-        if type(e).__name__ != "AssetCheckEvaluation"
+        if type(e).__name__ != "AssetCheckEvaluation" and e.asset_key.path[-1] != "production"
     ]
     assert [
         ("AssetMaterialization", "candidate", key),
@@ -320,7 +320,8 @@ def test_mirror_never_repeats_events_of_a_busy_partition(dagster_env: DagsterEnv
     ]
     _append(dagster_env, reg, *samples)
     first = dagster_env.tick(ledger_mirror_sensor)
-    assert isinstance(first, SensorResult) and 141 == len(first.asset_events)
+    assert isinstance(first, SensorResult)
+    assert 141 == len([e for e in first.asset_events if e.asset_key.path[-1] != "production"])
     for event in first.asset_events:  # what the daemon persists for a sensor's runless events
         dagster_env.instance.report_runless_asset_event(event)
 

@@ -65,7 +65,8 @@ def test_launchpad_signature_records_the_verified_principal(
     )
 
     def run(signature: str) -> Any:
-        cfg = {"operator": "alice", "rollback_target": TARGET, "signature": signature}
+        # the canary's approval (stage 2): Stage 1 has passed, so the candidate has reached it
+        cfg = {"operator": "alice", "rollback_target": TARGET, "signature": signature, "stage": 2}
         return materialize(
             [promotion_approval],
             partition_key=key_name,
@@ -86,7 +87,7 @@ def test_launchpad_signature_records_the_verified_principal(
             store=store,
             decl=load_declaration(app),
             operator="alice",
-            stage=3,
+            stage=2,
             image=None,  # the newest registered candidate: this partition's
             rollback_target=TARGET,
         )

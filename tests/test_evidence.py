@@ -170,3 +170,157 @@ def test_another_key_does_not_verify(bundle: tuple[Any, Path], tmp_path: Path) -
     )
     with pytest.raises(GateFailed, match="does not verify"):
         evidence.verify_bundle(path.read_text(), other)
+
+
+# ---------------------------------------------------------------------------- next to the image
+
+
+def _registry_app(tmp_path: Path, store: Any, repository: str, digest: str) -> Any:
+    """An internal-service app whose image lives in the real test registry; ``digest`` registered, Stages 1
+    and 2 passed."""
+    from railiance_ledger.declaration.loader import load_declaration
+    from railiance_ledger.lifecycle.candidates import register_candidate
+
+    decl = write_app(tmp_path, name="blog", category="internal-service")
+    toml = decl.railiance_dir / "app.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            'repository = "registry.local/railiance/hello-web"', f'repository = "{repository}"'
+        )
+    )
+    decl = load_declaration(decl.app_dir)
+    register_candidate(
+        store=store,
+        decl=decl,
+        image=f"{repository}@{digest}",
+        operator="rita",
+        revision="c0ffee" * 6 + "abcd",
+    )
+    pass_stage(store, decl, digest, 1)
+    pass_stage(store, decl, digest, 2)
+    return decl
+
+
+def test_push_attaches_the_bundle_at_the_cosign_tag_and_a_consumer_verifies_it(
+    tmp_path: Path,
+    store: Any,
+    keypair: tuple[Path, Path],
+    registry_server: Any,
+    registry_helper: Any,
+    registry_repository: str,
+) -> None:
+    """``evidence --push`` against the real docker-registry: the envelopes are DSSE layers of the manifest at
+    ``sha256-<hex>.att``; ``evidence verify --image`` reads them back by that tag and verifies them; an image
+    with nothing attached, evidence attached to the wrong image, a changed layer and an unreachable registry
+    all fail."""
+    import httpx
+
+    from railiance_ledger.adapters.attestations import DSSE_MEDIA_TYPE, OciAttestations, attestation_tag
+
+    digest = registry_helper.push_image(registry_repository, "v1")
+    other = registry_helper.push_image(registry_repository, "v2")
+    repository = f"{registry_server.host}/{registry_repository}"
+    decl = _registry_app(tmp_path, store, repository, digest)
+    env = {"RAILIANCE_REGISTRY_URL": registry_server.url}
+    base = ["--ledger", store.url]
+    out = tmp_path / "bundle.jsonl"
+    pushed = CliRunner().invoke(
+        app,
+        [
+            *base,
+            "evidence",
+            str(decl.app_dir),
+            "--candidate",
+            digest,
+            "--key",
+            str(keypair[0]),
+            "-o",
+            str(out),
+            "--push",
+        ],
+        env=env,
+    )
+    assert pushed.exit_code == 0, pushed.output
+    tag = attestation_tag(digest)
+    assert tag == "sha256-" + digest.removeprefix("sha256:") + ".att" and tag in pushed.output
+
+    # what cosign's tooling reads: an OCI manifest at the tag whose layers are the DSSE envelopes
+    with httpx.Client(trust_env=False) as client:
+        manifest = client.get(
+            f"{registry_server.url}/v2/{registry_repository}/manifests/{tag}",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        ).json()
+        layers = manifest["layers"]
+        assert [layer["mediaType"] for layer in layers] == [DSSE_MEDIA_TYPE, DSSE_MEDIA_TYPE]
+        assert [layer["annotations"]["predicateType"] for layer in layers] == [
+            evidence.VSA_PREDICATE,
+            evidence.RAILIANCE_PREDICATE,
+        ]
+        blobs = [
+            client.get(f"{registry_server.url}/v2/{registry_repository}/blobs/{layer['digest']}").content
+            for layer in layers
+        ]
+    assert [b.decode() for b in blobs] == out.read_text().splitlines()
+
+    # the consumer: read back by the tag, verify offline with the public key
+    verify = ["evidence", "verify", "--image", f"{repository}@{digest}", "--key", str(keypair[1]), "--json"]
+    ok = CliRunner().invoke(app, verify, env=env)
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["verification_result"] == "PASSED"
+    # pushing again adds nothing (same layers), the tag still verifies
+    again = CliRunner().invoke(
+        app,
+        [
+            *base,
+            "evidence",
+            str(decl.app_dir),
+            "--candidate",
+            digest,
+            "--key",
+            str(keypair[0]),
+            "-o",
+            str(tmp_path / "b2"),
+            "--push",
+        ],
+        env=env,
+    )
+    assert again.exit_code == 0, again.output
+
+    # nothing attached to the other image
+    none = CliRunner().invoke(app, [*verify[:3], f"{repository}@{other}", *verify[4:]], env=env)
+    assert none.exit_code == 1 and "no Railiance evidence" in none.output, none.output
+    # this bundle attached to the other image: the subject does not match
+    with httpx.Client(trust_env=False) as client:
+        store_ = OciAttestations(client, registry_server.url)
+        store_.push(
+            repository=registry_repository,
+            digest=other,
+            envelopes=[
+                (b, t)
+                for b, t in zip(blobs, [evidence.VSA_PREDICATE, evidence.RAILIANCE_PREDICATE], strict=True)
+            ],
+        )
+    wrong = CliRunner().invoke(app, [*verify[:3], f"{repository}@{other}", *verify[4:]], env=env)
+    assert wrong.exit_code == 1 and "wrong image" in wrong.output, wrong.output
+
+    # a changed envelope (one byte of the signed payload) pushed under a third image: the signature fails
+    third = registry_helper.push_image(registry_repository, "v3")
+    envelope = json.loads(blobs[0])
+    payload = bytearray(base64.b64decode(envelope["payload"]))
+    payload[payload.index(b"PASSED")] = ord("Q")
+    envelope["payload"] = base64.b64encode(bytes(payload)).decode()
+    forged = [json.dumps(envelope, sort_keys=True).encode(), blobs[1]]
+    with httpx.Client(trust_env=False) as client:
+        OciAttestations(client, registry_server.url).push(
+            repository=registry_repository,
+            digest=third,
+            envelopes=list(zip(forged, [evidence.VSA_PREDICATE, evidence.RAILIANCE_PREDICATE], strict=True)),
+        )
+    bad = CliRunner().invoke(app, [*verify[:3], f"{repository}@{third}", *verify[4:]], env=env)
+    assert bad.exit_code == 1 and "does not verify" in bad.output, bad.output
+
+    # the registry unreachable: not a pass
+    from tests.harness import free_port
+
+    down = CliRunner().invoke(app, verify, env={"RAILIANCE_REGISTRY_URL": f"http://127.0.0.1:{free_port()}"})
+    assert down.exit_code != 0 and "registry" in down.output, down.output

@@ -18,6 +18,7 @@ def test_stage1_required_checks_in_report_order() -> None:
         "local_health",
         "migrations_classified",
         "observability_declared",
+        "artifact_traceable",
     )
     assert expected == gates.names_for(1)
 

@@ -221,6 +221,96 @@ def test_approving_a_candidate_whose_previous_stage_failed_is_refused_unless_exc
     assert signed_approval(store, decl, keys[APPROVER], APPROVER).kind == EventKind.APPROVAL_GRANTED
 
 
+def test_approving_before_the_previous_stage_has_passed_is_refused_naming_it(
+    tmp_path: Path, store: Any, decl: Any, keys: dict[str, Path]
+) -> None:
+    """Stage 3 while the canary has no result: refused (exit 1) naming stage 2; the CLI says the same."""
+    from click.testing import CliRunner
+
+    from railiance_ledger.cli import app
+
+    digest = ready(store, decl)  # Stage 1 passed, Stage 2 started: no Stage 2 result yet
+    args = {**approval_args(decl, APPROVER), "stage": 3}
+    with pytest.raises(GateFailed, match="stage 2 of .* has not passed") as info:
+        approvals.approval_to_sign(store=store, **args)
+    assert info.value.exit_code == 1 and "exception" in (info.value.hint or "")
+    cli = CliRunner().invoke(
+        app,
+        ["--ledger", store.url, "approve", str(decl.app_dir), "--stage", "3", "--operator", APPROVER]
+        + ["--image", image_of("a"), "--rollback-target", image_of("f"), "--payload"],
+    )
+    assert cli.exit_code == 1 and "stage 2" in cli.output and "has not passed" in cli.output, cli.output
+    # a registered candidate with no Stage 1 result cannot be approved for the canary either
+    register(store, decl, "b")
+    with pytest.raises(GateFailed, match="stage 1 of .* has not passed"):
+        signed_approval(store, decl, keys[APPROVER], APPROVER, "b")
+    assert count(store, EventKind.APPROVAL_GRANTED) == 0
+    # the canary passes: now the promotion may be approved, signed
+    store.append(
+        [
+            NewEvent(
+                stream=decl.workload.name,
+                kind=EventKind.STAGE_COMPLETED,
+                actor="ci",
+                candidate=digest,
+                stage=2,
+                payload={"stage": 2, "status": "pass", "candidate": {"digest": digest}},
+            )
+        ]
+    )
+    record = approvals.approval_to_sign(store=store, **args)
+    granted = approvals.approve(store=store, signature=sign_bytes(record, keys[APPROVER]), **args)
+    assert (granted.stage, granted.payload["signature"]["principal"]) == (3, APPROVER)
+
+
+def test_an_emergency_exception_covers_an_unreached_stage(
+    store: Any, decl: Any, keys: dict[str, Path]
+) -> None:
+    """Stage 2 skipped by a recorded emergency exception: the Stage 3 approval is accepted."""
+    ready(store, decl)
+    args = {**approval_args(decl, APPROVER), "stage": 3}
+    with pytest.raises(GateFailed, match="stage 2"):
+        approvals.approval_to_sign(store=store, **args)
+    approvals.record_exception(store=store, decl=decl, operator=REGISTRAR, skip_stage=2, reason="CVE fix")
+    record = approvals.approval_to_sign(store=store, **args)
+    assert approvals.approve(store=store, signature=sign_bytes(record, keys[APPROVER]), **args).stage == 3
+
+
+def test_production_critical_approval_needs_a_signature_even_without_declared_signers(
+    tmp_path: Path, store: Any
+) -> None:
+    """No ``allowed_signers`` declared: an unsigned production-critical approval is refused (exit 2),
+    naming the fix; a workload that is not production-critical is not."""
+    bare = write_app(tmp_path, signed=False)
+    ready(store, bare)
+    with pytest.raises(InvalidInput, match="must be signed") as info:
+        approvals.approve(store=store, **approval_args(bare, APPROVER))
+    assert info.value.exit_code == 2 and "allowed_signers" in (info.value.hint or "")
+    with pytest.raises(InvalidInput, match="allowed-signers"):
+        approvals.approval_to_sign(store=store, **approval_args(bare, APPROVER))
+    assert count(store, EventKind.APPROVAL_GRANTED) == 0
+    blog = write_app(tmp_path, name="blog", category="internal-service", signed=False)
+    digest = register(store, blog)
+    deploy_canary(store, blog, digest)
+    unsigned = approvals.approve(store=store, **approval_args(blog, APPROVER))
+    assert "signature" not in unsigned.payload
+
+
+def test_require_signatures_makes_every_workloads_approval_signed(
+    tmp_path: Path, store: Any, keys: dict[str, Path]
+) -> None:
+    decl = write_app(
+        tmp_path, name="blog", category="internal-service", extra=SIGNED_TOML + "require_signatures = true\n"
+    )
+    write_signers(decl, keys, (APPROVER,))
+    ready(store, decl)
+    with pytest.raises(InvalidInput, match="require_signatures"):
+        approvals.approve(store=store, **approval_args(decl, APPROVER))
+    assert (
+        signed_approval(store, decl, keys[APPROVER], APPROVER).payload["signature"]["principal"] == APPROVER
+    )
+
+
 def test_require_signatures_covers_waivers_and_exceptions(
     tmp_path: Path, store: Any, keys: dict[str, Path]
 ) -> None:

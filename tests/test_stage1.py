@@ -409,13 +409,17 @@ def test_stage1_waiver_for_other_candidate_does_not_apply(stage1_env: Stage1Env)
     assert_fails_only(out, "local_check:unit")
 
 
-def test_stage1_secret_printed_by_local_check_never_reaches_ledger(stage1_env: Stage1Env) -> None:
-    """Output of a local check is redacted before it is kept: no secret in any event or the document."""
+def test_stage1_secret_printed_by_local_check_fails_and_never_reaches_ledger(stage1_env: Stage1Env) -> None:
+    """ "Secrets are not printed": a local check that prints secrets fails ``secrets_by_reference``
+    (naming the check and the kinds), and its output is redacted: no secret in any event or the
+    document. The local check itself, which exited 0, passes."""
     stage1_env.add_local_check("leaky", [PY, str(STAGE1_APPS / "prints_secrets.py")])
     stage1_env.register("a")
     out = stage1_env.run()
 
-    assert 0 == out.exit_code, statuses(out)
+    assert_fails_only(out, "secrets_by_reference")
+    reason = check(out, "secrets_by_reference")["reason"]
+    assert "local_check:leaky printed a" in reason, reason
     stored = stage1_env.stored_payload_text()
     returned = json.dumps(out.document) + "\n".join(out.human_lines())
     for secret in LEAKED:
@@ -423,6 +427,22 @@ def test_stage1_secret_printed_by_local_check_never_reaches_ledger(stage1_env: S
         assert secret not in returned
     tail = " ".join(e["detail"] for e in check(out, "local_check:leaky")["evidence"])
     assert "[REDACTED:" in tail and "starting smoke check" in tail
+
+
+def test_stage1_secret_printed_by_the_local_workload_fails_secrets_by_reference(
+    stage1_env: Stage1Env,
+) -> None:
+    """The workload started for ``local_health`` printing a credential fails ``secrets_by_reference``
+    while its health endpoints pass; the credential is in no event."""
+    leak = "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
+    stage1_env.set_local_command([PY, str(STAGE1_APPS / "leaky_server.py"), "--port", "{port}"])
+    stage1_env.register("a")
+    out = stage1_env.run()
+
+    assert_fails_only(out, "secrets_by_reference")
+    assert "local workload printed a" in check(out, "secrets_by_reference")["reason"]
+    assert leak not in stage1_env.stored_payload_text()
+    assert leak not in json.dumps(out.document)
 
 
 def test_stage1_refuses_unknown_skip_check_before_recording(stage1_env: Stage1Env) -> None:

@@ -76,7 +76,10 @@ def test_stage1_passed_needs_a_passing_stage1_result_or_an_emergency_exception()
     failed_after = event(2, EventKind.STAGE_COMPLETED, {"status": "fail"}, stage=1)
     assert CheckStatus.FAIL == check_stage1(context([passed, failed_after])).status
     skipped = event(1, EventKind.EXCEPTION_EMERGENCY, {"skip_stage": 1, "reason": "outage"})
-    c = check_stage1(context([skipped]))
+    c = check_stage1(context([skipped]))  # the exception is not in State Hub: it does not unlock Stage 2
+    assert (CheckStatus.FAIL, True) == (c.status, "not recorded in State Hub" in c.reason)
+    noted = event(2, EventKind.NOTE_POSTED, {"ref_event_id": "ev-1", "delivered": True, "note_id": "n-1"})
+    c = check_stage1(context([skipped, noted]))
     assert (CheckStatus.PASS, True) == (c.status, "emergency exception" in c.reason)
 
 
@@ -89,13 +92,20 @@ def test_operator_approval_is_not_required_for_a_workload_that_is_not_production
 def test_operator_approval_needs_an_approval_in_force_for_stage2_when_production_critical() -> None:
     """Production-critical: an ``approval.granted`` for stage 2 and this digest, not revoked since."""
     assert CheckStatus.FAIL == check_approval(context([], critical=True)).status
-    grant = event(1, EventKind.APPROVAL_GRANTED, {"stage": 2, "operator": "bob"}, stage=2, actor="bob")
-    ctx = context([grant], critical=True)
+    unsigned = event(1, EventKind.APPROVAL_GRANTED, {"stage": 2, "operator": "bob"}, stage=2, actor="bob")
+    c = check_approval(context([unsigned], critical=True))  # an unsigned approval does not count
+    assert (CheckStatus.FAIL, True) == (c.status, "no signature" in c.reason)
+    signed = {"stage": 2, "operator": "bob", "signature": {"principal": "bob"}}
+    grant = event(1, EventKind.APPROVAL_GRANTED, signed, stage=2, actor="bob")
+    c = check_approval(context([grant], critical=True))  # never noted in State Hub: blocks
+    assert (CheckStatus.FAIL, True) == (c.status, "not recorded in State Hub" in c.reason)
+    noted = event(2, EventKind.NOTE_POSTED, {"ref_event_id": "ev-1", "delivered": True, "note_id": "n-1"})
+    ctx = context([grant, noted], critical=True)
     c = check_approval(ctx)
     assert (CheckStatus.PASS, "approved by bob (event ev-1)") == (c.status, c.reason)
     assert ctx.approval_event is not None and "ev-1" == ctx.approval_event.event_id
-    revoked = event(2, EventKind.APPROVAL_REVOKED, {"stage": 2, "approval_id": "ev-1"}, stage=2, actor="bob")
-    assert CheckStatus.FAIL == check_approval(context([grant, revoked], critical=True)).status
+    revoked = event(3, EventKind.APPROVAL_REVOKED, {"stage": 2, "approval_id": "ev-1"}, stage=2, actor="bob")
+    assert CheckStatus.FAIL == check_approval(context([grant, noted, revoked], critical=True)).status
 
 
 def test_declared_references_fails_closed_without_rendered_manifests() -> None:

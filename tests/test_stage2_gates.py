@@ -18,6 +18,7 @@ from tests.fixtures.stage2 import (
     observe_env,
     statehub_poster,
 )
+from tests.fixtures.signing import signed_approve, test_keys
 from tests.fixtures.statehub import StateHubServer
 from tests.harness import free_port
 
@@ -45,7 +46,17 @@ def make_critical(env: CanaryEnv) -> None:
 
 
 def approve(env: CanaryEnv) -> Any:
-    return approvals.approve(store=env.store, decl=env.decl(), operator="bob", stage=2, image=env.image)
+    """bob approves the canary, signed with his test key (a critical workload's approval must be), noted
+    in the recording State Hub (an undelivered note would block Stage 2)."""
+    return signed_approve(
+        keys=test_keys(),
+        store=env.store,
+        decl=env.decl(),
+        operator="bob",
+        stage=2,
+        image=env.image,
+        statehub=statehub_poster(env.hub.url) if env.hub else None,
+    )
 
 
 # ------------------------------------------------------------------------------- dependencies

@@ -96,6 +96,11 @@ def test_stage2_accepted_predating_a_stage3_rollback_needs_new_results() -> None
 def test_stage2_accepted_by_an_emergency_exception_skipping_stage2() -> None:
     """A recorded emergency exception skipping Stage 2 stands in for the acceptance (retrospective approval due)."""
     history = [event(1, EventKind.EXCEPTION_EMERGENCY, {"skip_stage": 2, "reason": "outage"})]
+    c = check_stage2(context(history))  # the exception never reached State Hub: it does not unlock Stage 3
+    assert (CheckStatus.FAIL, True) == (c.status, "not recorded in State Hub" in c.reason)
+    history.append(
+        event(2, EventKind.NOTE_POSTED, {"ref_event_id": "ev-1", "delivered": True, "note_id": "n"})
+    )
     ctx = context(history)
     c = check_stage2(ctx)
     assert (CheckStatus.PASS, True) == (c.status, "emergency exception ev-1" in c.reason)

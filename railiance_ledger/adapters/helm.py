@@ -47,6 +47,8 @@ class HelmReleaseNotFound(HelmCommandFailed, AdapterNotFound):
 
 
 _NOT_FOUND_MARKERS = ("release: not found", "release not loaded", "has no deployed releases")
+_LOOKUP_FAILED_MARKERS = ("failed to query", "failed to list")
+"""helm says "release not loaded" also when it could not ask the apiserver: that is no "not found"."""
 
 
 class Helm:
@@ -99,7 +101,9 @@ class Helm:
                 err = err[:_STDERR_LIMIT] + " [...]"
             kind = (
                 HelmReleaseNotFound
-                if operation in _RELEASE_OPERATIONS and any(m in err.lower() for m in _NOT_FOUND_MARKERS)
+                if operation in _RELEASE_OPERATIONS
+                and any(m in err.lower() for m in _NOT_FOUND_MARKERS)
+                and not any(m in err.lower() for m in _LOOKUP_FAILED_MARKERS)
                 else HelmCommandFailed
             )
             raise kind(

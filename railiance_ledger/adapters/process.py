@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from railiance_ledger.domain.redaction import redact_log
+from railiance_ledger.domain.redaction import find_secrets, redact_log
 from railiance_ledger.errors import AdapterError, AdapterUnavailable
 
 DEFAULT_TAIL_BYTES = 4096
@@ -83,11 +83,19 @@ class CommandResult:
     duration_s: float
     output_tail: str
     timed_out: bool = False
+    secret_kinds: tuple[str, ...] = ()
+    """The kinds of secret the command printed (found before redaction; the values are never kept):
+    Stage 1 fails ``secrets_by_reference`` on any, because "secrets are not printed"."""
 
     @property
     def ok(self) -> bool:
         """True when the command exited 0 within its timeout."""
         return self.exit_code == 0 and not self.timed_out
+
+
+def printed_secret_kinds(raw: bytes) -> tuple[str, ...]:
+    """The sorted kinds of secret found in ``raw`` output (decoded leniently); never the values."""
+    return tuple(sorted({f.kind for f in find_secrets(raw.decode("utf-8", errors="replace"))}))
 
 
 def redacted_tail(raw: bytes, *, limit: int = DEFAULT_TAIL_BYTES, truncated: bool = False) -> str:
@@ -242,6 +250,7 @@ def _run_command(
         duration_s=round(duration, 3),
         output_tail=redacted_tail(bytes(buf), limit=tail_bytes, truncated=dropped),
         timed_out=timed_out,
+        secret_kinds=printed_secret_kinds(bytes(buf)),
     )
 
 
@@ -342,6 +351,15 @@ class LocalProcess:
         self._log.seek(start)
         raw = self._log.read()
         return redacted_tail(raw, limit=limit, truncated=start > 0)
+
+    def printed_secret_kinds(self) -> tuple[str, ...]:
+        """The kinds of secret the process printed so far (its last 64 KiB), never the values."""
+        if self._log is None:
+            return ()
+        self._log.flush()
+        size = self._log.seek(0, os.SEEK_END)
+        self._log.seek(max(0, size - _WINDOW_BYTES))
+        return printed_secret_kinds(self._log.read())
 
     def __del__(self) -> None:  # pragma: no cover - best effort
         try:

@@ -53,7 +53,7 @@ from railiance_ledger.ports import RegistryPort
 Registry = RegistryPort
 """Old name of :class:`railiance_ledger.ports.RegistryPort` (still imported by the Dagster support code)."""
 
-__all__ = ["MANIFEST_MEDIA_TYPES", "OciRegistry", "Registry"]
+__all__ = ["MANIFEST_MEDIA_TYPES", "ImageConfig", "ManifestInfo", "OciRegistry", "Registry"]
 
 SYSTEM = "registry"
 
@@ -116,6 +116,34 @@ def _registry_error_text(response: httpx.Response) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class ManifestInfo:
+    """What a manifest is: its digest and media type; an index's platform manifests; an image's config."""
+
+    digest: str
+    media_type: str
+    platforms: tuple[tuple[str, str], ...] = ()
+    """``(os/architecture[/variant], manifest digest)`` of each entry of an index; empty for an image."""
+    config_digest: str | None = None
+
+    @property
+    def is_index(self) -> bool:
+        """True for an OCI image index or a Docker manifest list."""
+        return bool(self.platforms) or self.media_type in (
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        )
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The parts of an image configuration the lifecycle reads: platform and labels."""
+
+    manifest_digest: str
+    platform: str
+    labels: Mapping[str, str]
+
+
 class OciRegistry:
     """``Registry`` over the OCI distribution HTTP API, with bearer-token or basic authentication."""
 
@@ -127,6 +155,7 @@ class OciRegistry:
         username: str | None = None,
         password: str | None = None,
         token: str | None = None,
+        identity_token: str | None = None,
         page_size: int | None = None,
         max_workers: int = 8,
     ) -> None:
@@ -143,6 +172,7 @@ class OciRegistry:
         self._username = username
         self._password = password
         self._static_token = token
+        self._identity_token = identity_token
         self._page_size = page_size
         self._max_workers = max(1, max_workers)
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -204,6 +234,103 @@ class OciRegistry:
         if response.status_code == 404:
             return False
         self._raise_status(response, operation, url)
+
+    def inspect(self, *, repository: str, reference: str) -> ManifestInfo:
+        """The manifest ``repository:reference`` (tag or digest) names: digest, type, platforms.
+
+        For an image index (OCI index or Docker manifest list) ``platforms`` lists each platform
+        manifest (``os/architecture[/variant]`` -> digest); for an image manifest it is empty and
+        ``config_digest`` names its config blob.
+        """
+        operation = f"inspect {repository}:{reference}"
+        self._check_repository(repository, operation)
+        if not (is_digest(reference) or _TAG_RE.match(reference)):
+            raise InvalidInput(f"{operation}: {reference!r} is neither a tag nor a digest")
+        url = f"{self._base}/v2/{repository}/manifests/{reference}"
+        response = self._send(
+            "GET", url, operation=operation, scope=self._pull_scope(repository), headers={"Accept": _ACCEPT}
+        )
+        if response.status_code != 200:
+            self._raise_status(response, operation, url)
+        digest = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        if is_digest(reference) and reference != digest:
+            raise AdapterProtocolError(
+                f"manifest body hashes to {digest}, not {reference}",
+                system=SYSTEM,
+                operation=operation,
+                address=self._display(url),
+            )
+        body = self._json(response, operation, url)
+        if not isinstance(body, dict):
+            raise AdapterProtocolError(
+                "manifest is not a JSON object",
+                system=SYSTEM,
+                operation=operation,
+                address=self._display(url),
+            )
+        media_type = str(body.get("mediaType") or response.headers.get("Content-Type", "").split(";")[0])
+        platforms: list[tuple[str, str]] = []
+        config_digest: str | None = None
+        if isinstance(body.get("manifests"), list):
+            for entry in body["manifests"]:
+                if not isinstance(entry, dict) or not is_digest(str(entry.get("digest", ""))):
+                    continue
+                raw_plat = entry.get("platform")
+                plat: dict[str, Any] = raw_plat if isinstance(raw_plat, dict) else {}
+                name = "/".join(
+                    str(plat[k]) for k in ("os", "architecture", "variant") if isinstance(plat.get(k), str)
+                )
+                platforms.append((name or "unknown/unknown", str(entry["digest"])))
+        else:
+            config = body.get("config")
+            if isinstance(config, dict) and is_digest(str(config.get("digest", ""))):
+                config_digest = str(config["digest"])
+        return ManifestInfo(
+            digest=digest, media_type=media_type, platforms=tuple(platforms), config_digest=config_digest
+        )
+
+    def image_config(self, *, repository: str, digest: str, platform: str | None = None) -> ImageConfig:
+        """The image configuration of ``repository@digest``: platform and labels.
+
+        For an index, the config of the ``platform`` manifest (else the first ``linux`` one, else the
+        first) is read. The config blob's digest is checked against its body.
+        """
+        operation = f"image_config {repository}@{digest}"
+        info = self.inspect(repository=repository, reference=digest)
+        if info.platforms:
+            chosen = next((d for p, d in info.platforms if platform and p == platform), None)
+            chosen = chosen or next((d for p, d in info.platforms if p.startswith("linux/")), None)
+            chosen = chosen or info.platforms[0][1]
+            info = self.inspect(repository=repository, reference=chosen)
+        if info.config_digest is None:
+            raise AdapterProtocolError(
+                f"manifest {info.digest} names no config blob",
+                system=SYSTEM,
+                operation=operation,
+                address=self._display(f"{self._base}/v2/{repository}/manifests/{digest}"),
+            )
+        url = f"{self._base}/v2/{repository}/blobs/{info.config_digest}"
+        response = self._send("GET", url, operation=operation, scope=self._pull_scope(repository))
+        if response.status_code != 200:
+            self._raise_status(response, operation, url)
+        if "sha256:" + hashlib.sha256(response.content).hexdigest() != info.config_digest:
+            raise AdapterProtocolError(
+                "config blob does not match its digest",
+                system=SYSTEM,
+                operation=operation,
+                address=self._display(url),
+            )
+        body = self._json(response, operation, url)
+        body = body if isinstance(body, dict) else {}
+        raw_inner = body.get("config")
+        inner: dict[str, Any] = raw_inner if isinstance(raw_inner, dict) else {}
+        raw = inner.get("Labels")
+        raw_labels: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        labels = {str(k): str(v) for k, v in raw_labels.items() if isinstance(v, str)}
+        plat = "/".join(
+            str(body[k]) for k in ("os", "architecture", "variant") if isinstance(body.get(k), str)
+        )
+        return ImageConfig(manifest_digest=info.digest, platform=plat, labels=labels)
 
     def list_tags(self, *, repository: str, pattern: str | None = None) -> list[str]:
         """Every tag of ``repository`` in registry order, following ``Link: <...>; rel="next"`` pages.
@@ -372,11 +499,18 @@ class OciRegistry:
         address = self._display(realm)
         token_operation = f"{operation} (token request)"
         try:
-            response = (
-                self._client.get(realm, params=query, auth=auth)
-                if auth
-                else self._client.get(realm, params=query)
-            )
+            if self._identity_token is not None:  # OAuth2 refresh-token grant (docker login's identity token)
+                form = {
+                    "grant_type": "refresh_token",
+                    "refresh_token": self._identity_token,
+                    "client_id": "railiance",
+                    **query,
+                }
+                response = self._client.post(realm, data=form)
+            elif auth:
+                response = self._client.get(realm, params=query, auth=auth)
+            else:
+                response = self._client.get(realm, params=query)
         except httpx.HTTPError as exc:
             self._raise_transport(exc, token_operation, realm)
         if response.status_code in (401, 403):

@@ -297,6 +297,9 @@ class Image(_Table):
     """Regular expression of the tags the new-digest sensor watches (None: every tag)."""
     digest_policy: Literal["digest-required"] = "digest-required"
     """Candidates are named by ``@sha256:`` digest; a tag alone is never a candidate."""
+    platform: Annotated[str, Field(pattern=r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")] | None = None
+    """The platform the workload runs on (``linux/amd64``, ``linux/arm64/v8``): Stage 1 checks a
+    multi-platform candidate (an image index) has it, and a single-platform one is it."""
 
     @model_validator(mode="after")
     def _repository_has_no_tag(self) -> Image:
@@ -666,9 +669,12 @@ class Approval(_Table):
     """Operators who may approve; empty means anyone but the deployer."""
     allowed_signers: Text | None = None
     """Path (relative to ``railiance/``) of the SSH allowed-signers file (git's ``allowedSignersFile``
-    format) whose keys sign human records; with it, production-critical approvals must be signed."""
+    format) whose keys sign human records; production-critical approvals must always be signed."""
     require_signatures: bool = False
     """Every human record (approval, revocation, waiver, emergency exception) must be signed."""
+    retrospective_deadline: Duration = 24 * 3600
+    """How long after an emergency exception its retrospective approval is due (default 24h); past it the
+    exception is overdue (``status``, Dagster, a State Hub note)."""
 
 
 class Acceptance(_Table):

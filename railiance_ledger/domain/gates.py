@@ -12,6 +12,8 @@ again at the end of the window), so it belongs to two phases.
 
 Stage 1 also reports one ``local_check:<name>`` check per declared ``[[local_checks]]`` command;
 those names are open-ended, so they are not members, but ``is_waivable`` and ``stage_of`` know them.
+Stage 2 likewise reports one ``acceptance:<name>`` acceptance gate per declared ``[[acceptance]]``
+check, run against the live canary at the end of the window (waivable).
 
 ``CandidatePhase`` is where a candidate stands in the lifecycle (its fate), as the candidate-state
 fold computes it.
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "ACCEPTANCE_PREFIX",
     "CATALOGUE",
     "LOCAL_CHECK_PREFIX",
     "CandidatePhase",
@@ -31,6 +34,7 @@ __all__ = [
     "GatePhase",
     "gates_for",
     "info",
+    "is_acceptance_check",
     "is_gate",
     "is_local_check",
     "is_waivable",
@@ -45,6 +49,9 @@ __all__ = [
 
 LOCAL_CHECK_PREFIX = "local_check:"
 """Stage 1 reports each declared local check as ``local_check:<name>`` (waivable)."""
+
+ACCEPTANCE_PREFIX = "acceptance:"
+"""Stage 2 reports each declared ``[[acceptance]]`` check as ``acceptance:<name>`` (waivable)."""
 
 
 class GatePhase(StrEnum):
@@ -72,6 +79,7 @@ class Gate(StrEnum):
     LOCAL_HEALTH = "local_health"
     MIGRATIONS_CLASSIFIED = "migrations_classified"
     OBSERVABILITY_DECLARED = "observability_declared"
+    ARTIFACT_TRACEABLE = "artifact_traceable"
 
     # Stage 2 prechecks, in the order they run
     CANARY_FORM_DECLARED = "canary_form_declared"
@@ -166,6 +174,7 @@ def _rows() -> dict[Gate, GateInfo]:
         Gate.LOCAL_HEALTH,
         Gate.MIGRATIONS_CLASSIFIED,
         Gate.OBSERVABILITY_DECLARED,
+        Gate.ARTIFACT_TRACEABLE,  # the image's revision label (issue 12 item 6): waivable
     ]
     # Stage 2 waivable: the spec's "explicitly degraded with operator approval" dependencies, the
     # production-critical window "unless explicitly waived", and every end-of-window acceptance gate
@@ -290,6 +299,7 @@ _SUMMARY: dict[Gate, str] = {  # one line per gate: what it means when it passes
     Gate.LOCAL_HEALTH: "the workload starts locally and answers its health check",
     Gate.MIGRATIONS_CLASSIFIED: "database migrations are classified",
     Gate.OBSERVABILITY_DECLARED: "the workload states how it will be observed in Stage 2",
+    Gate.ARTIFACT_TRACEABLE: "the image's revision label traces it to the source revision (revision_policy)",
     Gate.CANARY_FORM_DECLARED: "the declaration names a canary form Stage 2 can build",
     Gate.CANARY_DISTINGUISHABLE: "canary traffic and pods can be told apart from stable",
     Gate.STAGE1_PASSED: "Stage 1 passed for the same digest (or an emergency exception skips it)",
@@ -344,13 +354,19 @@ def info(name: str | Gate) -> GateInfo:
 
 
 def is_gate(name: str) -> bool:
-    """True when ``name`` is a catalogued gate or a Stage 1 ``local_check:<name>``."""
-    return name in _VALUES or is_local_check(name)
+    """True when ``name`` is a catalogued gate, a Stage 1 ``local_check:<name>`` or a Stage 2
+    ``acceptance:<name>``."""
+    return name in _VALUES or is_local_check(name) or is_acceptance_check(name)
 
 
 def is_local_check(name: str) -> bool:
     """True for Stage 1's per-declaration ``local_check:<name>`` checks."""
     return name.startswith(LOCAL_CHECK_PREFIX) and len(name) > len(LOCAL_CHECK_PREFIX)
+
+
+def is_acceptance_check(name: str) -> bool:
+    """True for Stage 2's per-declaration ``acceptance:<name>`` gates."""
+    return name.startswith(ACCEPTANCE_PREFIX) and len(name) > len(ACCEPTANCE_PREFIX)
 
 
 def gates_for(stage: int, phase: GatePhase | None = None, *, conditional: bool = False) -> tuple[Gate, ...]:
@@ -382,6 +398,8 @@ def stage_of(name: str) -> int | None:
     """The stage gate ``name`` belongs to (1 for ``local_check:<name>``), ``None`` when unknown."""
     if is_local_check(name):
         return 1
+    if is_acceptance_check(name):
+        return 2
     try:
         return info(name).stage
     except ValueError:
@@ -391,9 +409,10 @@ def stage_of(name: str) -> int | None:
 def is_waivable(name: str) -> bool:
     """True when a recorded waiver may turn gate ``name``'s failure into ``waived``.
 
-    Stage 1 local checks are waivable; names the catalogue does not know are not.
+    Stage 1 local checks and Stage 2 declared acceptance checks are waivable; names the catalogue
+    does not know are not.
     """
-    if is_local_check(name):
+    if is_local_check(name) or is_acceptance_check(name):
         return True
     try:
         return info(name).waivable
@@ -415,6 +434,8 @@ def summary(name: str) -> str:
     """The one-line summary of gate ``name`` (of a ``local_check:<name>``: the declared command)."""
     if is_local_check(name):
         return f"the declared local check {name[len(LOCAL_CHECK_PREFIX) :]} passed"
+    if is_acceptance_check(name):
+        return f"the declared acceptance check {name[len(ACCEPTANCE_PREFIX) :]} passed against the canary"
     return info(name).summary
 
 
@@ -428,6 +449,10 @@ def markdown_table() -> str:
             waivable += f" (by a `{row.waiver_name}` waiver)"
         lines.append(f"| `{row.gate.value}` | {row.stage} | {phases} | {waivable} | {row.summary} |")
     lines.append(f"| `{LOCAL_CHECK_PREFIX}<name>` | 1 | evidence | yes | the declared local check passed |")
+    lines.append(
+        f"| `{ACCEPTANCE_PREFIX}<name>` | 2 | acceptance | yes | the declared `[[acceptance]]` check "
+        "passed against the live canary at the end of the window |"
+    )
     return "\n".join(lines) + "\n"
 
 

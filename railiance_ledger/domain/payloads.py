@@ -102,6 +102,12 @@ class CandidateRegistered(Payload):
     repository: str | None = None
     approval_required: bool | None = None
     """Older registrations did not record it: readers treat ``None`` as required (fail closed)."""
+    platforms: dict[str, str] | None = None
+    """An image index's platform manifests (``os/arch[/variant]`` -> digest), as the registry listed them."""
+    revision_source: str | None = None
+    """Where ``revision`` came from: ``image-label`` (the image's OCI revision label) or the CLI."""
+    source_url: str | None = None
+    """The image's ``org.opencontainers.image.source`` label, when it has one."""
 
 
 class StageStarted(Payload):

@@ -1,10 +1,11 @@
 """Read-side projections: workload status, history, stable lineage, rollback target, partition keys.
 
-Everything here is derived from the events on every call; nothing is stored, so there is nothing to
-rebuild or to edit by hand. The queries stay fast on large ledgers by asking only for the kinds a
-projection needs (index ``(stream, kind, seq)``), by extracting the one field needed from big
-stage-result documents inside the database instead of shipping and parsing them, and by working on
-raw Core rows (no pydantic model per row).
+Status, lineage (now and ``--at``), rollback target, pending approvals and the open canary are read
+from the projection tables (``schema.proj_*``), which the append keeps in its own transaction
+(``ledger/projector.py``) and ``railiance ledger rebuild-projections`` rebuilds from the log: their
+cost does not grow with a workload's history. Lists are paged (newest ``limit`` first, default
+:data:`DEFAULT_PAGE`). ``history`` and partition-key resolution read the events themselves through
+their indexes.
 
 The CLI renders these objects (``as_dict()`` gives JSON-ready dicts); Dagster sensors ask the same
 functions.
@@ -15,24 +16,25 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.sql.elements import ColumnElement
 
 from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.events import EventKind, RecordedEvent, format_timestamp
-from railiance_ledger.domain.payloads import (
-    CandidateRegistered,
-    PromotionCompleted,
-    RollbackCompleted,
-    read_or_default,
-)
 from railiance_ledger.domain.text import shown
 from railiance_ledger.errors import LedgerError
-from railiance_ledger.ledger.schema import EVENT_COLUMNS, events
+from railiance_ledger.ledger.projector import FoldEvent
+from railiance_ledger.ledger.schema import (
+    EVENT_COLUMNS,
+    events,
+    proj_candidates,
+    proj_lineage,
+    proj_stables,
+    proj_workloads,
+)
 from railiance_ledger.ledger.store import EventStore, row_to_event
 
 _K = EventKind
@@ -159,6 +161,10 @@ class WorkloadStatus:
     earlier_stables: tuple[str, ...]
     pending_approvals: tuple[PendingApproval, ...]
     awaiting_retrospective: tuple[ExceptionRecord, ...]
+    candidate_count: int = 0
+    """Registered candidates in all (``candidates`` may hold only the newest page)."""
+    open_canary: str | None = None
+    """The candidate whose Stage 2 canary is open, if any."""
 
     def candidate(self, digest: str) -> CandidateStatus | None:
         """The status of one candidate, or None."""
@@ -174,6 +180,8 @@ class WorkloadStatus:
             "earlier_stables": list(self.earlier_stables),
             "pending_approvals": [p.as_dict() for p in self.pending_approvals],
             "awaiting_retrospective": [e.as_dict() for e in self.awaiting_retrospective],
+            "candidate_count": self.candidate_count,
+            "open_canary_digest": self.open_canary,
         }
 
 
@@ -271,13 +279,6 @@ def partition_key(workload: str, digest: str) -> str:
     return f"{workload}@{digest.split(':', 1)[-1][:12]}"
 
 
-def _json_field(store: EventStore, key: str) -> ColumnElement[Any]:
-    """``payload.<key>`` as text, extracted by the database (no payload shipped or parsed)."""
-    if store.dialect == "postgresql":
-        return sa.func.json_extract_path_text(sa.cast(events.c.payload, sa.JSON), key)
-    return sa.func.json_extract(events.c.payload, f"$.{key}")
-
-
 def _normalize_at(at: str | None) -> str | None:
     if at is None:
         return None
@@ -288,31 +289,6 @@ def _normalize_at(at: str | None) -> str | None:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return format_timestamp(ts)
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-class _RowEvent(NamedTuple):
-    """A status or lineage row as the candidate-state fold reads it (``domain.candidate_state.EventLike``)."""
-
-    seq: int
-    event_id: str
-    kind: str
-    candidate: str | None
-    stage: int | None
-    actor: str
-    recorded_at: str
-    payload: dict[str, Any]
-
-
-def _row_event(row: Any, payload: dict[str, Any]) -> _RowEvent:
-    seq, event_id, kind, candidate, stage, actor, recorded_at = row[:7]
-    return _RowEvent(seq, event_id, kind, candidate, stage, actor, recorded_at, payload)
 
 
 def _approval_records(state: CandidateState) -> tuple[ApprovalRecord, ...]:
@@ -332,289 +308,180 @@ def _approval_records(state: CandidateState) -> tuple[ApprovalRecord, ...]:
     )
 
 
-_BASE_COLS = (
-    events.c.seq,
-    events.c.event_id,
-    events.c.kind,
-    events.c.candidate,
-    events.c.stage,
-    events.c.actor,
-    events.c.recorded_at,
+# -- projections (read from the projection tables) ------------------------------------------------
+
+DEFAULT_PAGE = 50
+"""Candidates, stables, rollbacks and events a read returns unless told otherwise (``limit=None``: all)."""
+
+_NO_LIMIT = 2**62
+_PC = proj_candidates
+_PS = proj_stables
+_PL = proj_lineage
+_STACK_WALK = sa.text(
+    """WITH RECURSIVE walk(seq, digest, below_seq, n) AS (
+        SELECT seq, digest, below_seq, 0 FROM proj_stables WHERE stream = :stream AND seq = :top
+        UNION ALL
+        SELECT s.seq, s.digest, s.below_seq, walk.n + 1 FROM proj_stables s
+            JOIN walk ON s.stream = :stream AND s.seq = walk.below_seq
+        WHERE walk.n + 1 < :limit
+    ) SELECT digest FROM walk ORDER BY n"""
+)
+_STABLE_COLS = tuple(
+    _PS.c[name]
+    for name in (
+        "seq",
+        "digest",
+        "image",
+        "promoted_at",
+        "promoted_by",
+        "event_id",
+        "previous_stable",
+        "restore",
+        "below_seq",
+        "popped_seq",
+    )
 )
 
-_STATUS_KINDS = (
-    _K.CANDIDATE_REGISTERED,
-    _K.STAGE_STARTED,
-    _K.STAGE_COMPLETED,
-    _K.APPROVAL_GRANTED,
-    _K.APPROVAL_REVOKED,
-    _K.EXCEPTION_EMERGENCY,
-    _K.PROMOTION_COMPLETED,
-    _K.ROLLBACK_COMPLETED,
-)
-_LINEAGE_KINDS = (_K.PROMOTION_COMPLETED, _K.ROLLBACK_COMPLETED)
-_FOLDED_KINDS = frozenset(
-    {
-        _K.STAGE_COMPLETED,
-        _K.APPROVAL_GRANTED,
-        _K.APPROVAL_REVOKED,
-        _K.EXCEPTION_EMERGENCY,
-        _K.ROLLBACK_COMPLETED,
-    }
-)
-"""The kinds whose rules the status asks the fold about (results, approvals, exceptions, resets)."""
+
+def _page(limit: int | None) -> int:
+    return _NO_LIMIT if limit is None else max(0, int(limit))
 
 
-_STATEMENTS: dict[tuple[str, str], Any] = {}
+def _workload_row(conn: sa.Connection, workload: str) -> Any:
+    return conn.execute(
+        sa.select(proj_workloads.c.last_seq, proj_workloads.c.top_seq, proj_workloads.c.candidates).where(
+            proj_workloads.c.stream == workload
+        )
+    ).first()
 
 
-def _status_statement(store: EventStore) -> Any:
-    """The status query for this dialect, built once: stage events ship no payload, results only
-    ``status``."""
-    key = ("status", store.dialect)
-    stmt = _STATEMENTS.get(key)
+def _stack_digests(conn: sa.Connection, workload: str, top: int | None, limit: int) -> list[str]:
+    """Digests on the stack from ``top`` down (at most ``limit``)."""
+    if top is None or limit <= 0:
+        return []
+    rows = conn.execute(_STACK_WALK, {"stream": workload, "top": top, "limit": limit})
+    return [str(d) for d in rows.scalars()]
+
+
+def _summary_approvals(digest: str, summary: dict[str, Any]) -> tuple[ApprovalRecord, ...]:
+    return tuple(
+        ApprovalRecord(
+            event_id=a[0],
+            seq=a[1],
+            digest=digest,
+            stage=a[2],
+            operator=a[3],
+            recorded_at=a[4],
+            retrospective=a[5],
+            revoked=a[6],
+        )
+        for a in summary["approvals"]
+    )
+
+
+def _exception_records(digest: str, summary: dict[str, Any]) -> tuple[ExceptionRecord, ...]:
+    return tuple(ExceptionRecord(digest=digest, **x) for x in summary["exceptions"])
+
+
+def _candidate_status(workload: str, row: Any, current: str | None) -> CandidateStatus:
+    digest, summary_text, promoted, rolled_back = row[0], row[1], row[2], row[3]
+    summary = json.loads(summary_text)
+    if digest == current:
+        phase = "stable"
+    elif rolled_back:
+        phase = "rolled-back"
+    elif promoted:
+        phase = "superseded"
+    else:
+        phase = summary["base_phase"]
+    return CandidateStatus(
+        digest=digest,
+        image=summary["image"],
+        partition_key=partition_key(workload, digest),
+        registered_at=summary["registered_at"],
+        registered_by=summary["registered_by"],
+        stages=tuple(StageResult(*r) for r in summary["stages"]),
+        state=phase,
+        approvals=_summary_approvals(digest, summary),
+        exceptions=_exception_records(digest, summary),
+    )
+
+
+_CANDIDATE_PAGES: dict[tuple[str, int], Any] = {}
+
+
+def _newest(conn: sa.Connection, workload: str, key: str, limit: int) -> list[Any]:
+    """The newest ``limit`` candidate rows whose ``key`` column is set (``reg_seq``: every registered
+    one; ``pending_key``, ``awaiting_key``, ``open_key``: those lists), oldest first. One backward
+    range scan of the ``(stream, key)`` index."""
+    stmt = _CANDIDATE_PAGES.get((key, limit))
     if stmt is None:
-        is_doc = events.c.kind == _K.STAGE_COMPLETED.value
-        no_payload = events.c.kind.in_([_K.STAGE_COMPLETED.value, _K.STAGE_STARTED.value])
+        column = _PC.c[key]
         stmt = (
-            sa.select(
-                *_BASE_COLS,
-                sa.case((no_payload, sa.null()), else_=events.c.payload).label("payload"),
-                sa.case((is_doc, _json_field(store, "status")), else_=sa.null()).label("status"),
-            )
-            .where(
-                events.c.stream == sa.bindparam("stream"),
-                events.c.kind.in_([k.value for k in _STATUS_KINDS]),
-            )
-            .order_by(events.c.seq)
+            sa.select(_PC.c.digest, _PC.c.summary, _PC.c.promoted, _PC.c.rolled_back, _PC.c.open_stage)
+            .where(_PC.c.stream == sa.bindparam("stream"), column.is_not(None))
+            .order_by(column.desc())
+            .limit(limit)
         )
-        _STATEMENTS[key] = stmt
-    return stmt
+        if len(_CANDIDATE_PAGES) < 256:
+            _CANDIDATE_PAGES[(key, limit)] = stmt
+    rows = list(conn.execute(stmt, {"stream": workload}).all())
+    rows.reverse()
+    return rows
 
 
-def _status_rows(store: EventStore, workload: str) -> list[Any]:
-    """The rows a status needs, in seq order."""
+_WORKLOAD_ROW = sa.select(
+    proj_workloads.c.last_seq, proj_workloads.c.top_seq, proj_workloads.c.candidates
+).where(proj_workloads.c.stream == sa.bindparam("stream"))
+
+
+def workload_status(store: EventStore, workload: str, *, limit: int | None = DEFAULT_PAGE) -> WorkloadStatus:
+    """Every candidate's stage state, the stables, pending approvals and unreviewed emergency exceptions.
+
+    Read from the projection tables: the cost does not grow with the workload's history. With
+    ``limit`` (default :data:`DEFAULT_PAGE`) the newest ``limit`` candidates, pending approvals,
+    unreviewed exceptions and earlier stables are listed (``candidate_count`` tells how many
+    there are); ``limit=None`` lists all.
+    """
+    lim = _page(limit)
     with store.reading("status") as conn:
-        return list(conn.execute(_status_statement(store), {"stream": workload}).all())
-
-
-# -- stable history ---------------------------------------------------------------------------------
-
-
-@dataclass
-class _Stack:
-    records: list[StableRecord] = field(default_factory=list)
-    stack: list[int] = field(default_factory=list)  # indexes into records
-    rolled_back: set[int] = field(default_factory=set)
-    rolled_back_digests: set[str] = field(default_factory=set)
-    rollbacks: list[RollbackRecord] = field(default_factory=list)
-
-    def promote(self, row: Any, payload: dict[str, Any]) -> None:
-        seq, event_id, _kind, candidate, _stage, actor, recorded_at = row[:7]
-        promo = read_or_default(PromotionCompleted, payload)
-        digest = str(promo.digest or candidate)
-        self.records.append(
-            StableRecord(
-                digest=digest,
-                image=promo.image,
-                promoted_at=recorded_at,
-                promoted_by=actor,
-                event_id=event_id,
-                seq=int(seq),
-                previous_stable=promo.previous_stable,
-                restore=payload,
-                approvals=(),
-                state="current",
-            )
-        )
-        self.stack.append(len(self.records) - 1)
-
-    def rollback(self, row: Any, payload: dict[str, Any]) -> None:
-        seq, event_id, _kind, candidate, stage, actor, recorded_at = row[:7]
-        done = read_or_default(RollbackCompleted, payload)
-        final = done.final_stable
-        from_stable = self.records[self.stack[-1]].digest if self.stack else None
-        if candidate:
-            self.rolled_back_digests.add(candidate)
-        if stage == 2:
-            # A Stage 2 rollback removes a canary; stable production never changed, so neither does lineage.
-            final = from_stable
-        if final is None:
-            popped, self.stack = self.stack, []
-        else:
-            popped = []
-            while self.stack and self.records[self.stack[-1]].digest != final:
-                popped.append(self.stack.pop())
-            if not self.stack:
-                # The final stable predates what the ledger knows: record it from the rollback.
-                self.records.append(
-                    StableRecord(
-                        digest=str(final),
-                        image=done.final_image or done.image,
-                        promoted_at=recorded_at,
-                        promoted_by=actor,
-                        event_id=None,
-                        seq=int(seq),
-                        previous_stable=None,
-                        restore=dict(done.restore or {}),
-                        approvals=(),
-                        state="current",
-                    )
-                )
-                self.stack.append(len(self.records) - 1)
-        for index in popped:
-            self.rolled_back.add(index)
-            self.rolled_back_digests.add(self.records[index].digest)
-        self.rollbacks.append(
-            RollbackRecord(
-                event_id=event_id,
-                seq=int(seq),
-                recorded_at=recorded_at,
-                actor=actor,
-                from_stable=from_stable,
-                final_stable=final,
-                candidate=candidate,
-                reason=str(done.reason or ""),
-            )
-        )
-
-    def finish(self, approvals: dict[str, tuple[ApprovalRecord, ...]]) -> list[StableRecord]:
-        top = self.stack[-1] if self.stack else None
-        out: list[StableRecord] = []
-        for index, rec in enumerate(self.records):
-            state: StableState = (
-                "current" if index == top else "rolled-back" if index in self.rolled_back else "superseded"
-            )
-            out.append(replace(rec, approvals=approvals.get(rec.digest, ()), state=state))
-        return out
-
-    @property
-    def current_digest(self) -> str | None:
-        return self.records[self.stack[-1]].digest if self.stack else None
-
-    def earlier_digests(self) -> tuple[str, ...]:
-        """Digests below the current stable on the stack, most recent first."""
-        return tuple(self.records[i].digest for i in reversed(self.stack[:-1]))
-
-
-# -- projections ------------------------------------------------------------------------------------
-
-
-def workload_status(store: EventStore, workload: str) -> WorkloadStatus:
-    """Every candidate's stage state, the stables, pending approvals and unreviewed emergency exceptions."""
-    rows = _status_rows(store, workload)
-    order: list[str] = []
-    info: dict[str, dict[str, Any]] = {}
-    last_stage_event: dict[str, StageResult] = {}
-    folded: dict[str, list[_RowEvent]] = {}
-    stack = _Stack()
-    last_seq = 0
-    for row in rows:
-        seq, event_id, kind, digest, stage, actor, recorded_at, payload_text, status = row
-        last_seq = int(seq)
-        payload: dict[str, Any] = json.loads(payload_text) if payload_text else {}
-        if kind == _K.STAGE_COMPLETED:
-            # the query ships only the document's status; it is all the fold reads of a result
-            payload = {"status": status} if status in ("pass", "fail") else {}
-        if digest and kind in _FOLDED_KINDS:
-            folded.setdefault(digest, []).append(_row_event(row, payload))
-        if kind == _K.CANDIDATE_REGISTERED:
-            if digest not in info:
-                reg = read_or_default(CandidateRegistered, payload)
-                order.append(digest)
-                info[digest] = {
-                    "image": reg.image,
-                    "at": recorded_at,
-                    "by": actor,
-                    # Registrations record whether the declaration makes approval mandatory; older
-                    # ones did not, and for those a missing approval is listed (fail closed).
-                    "approval_required": reg.approval_required is not False,
-                }
-        elif kind == _K.STAGE_COMPLETED and digest and stage is not None:
-            last_stage_event[digest] = StageResult(
-                int(stage), str(status or "fail"), int(seq), event_id, recorded_at
-            )
-        elif kind == _K.STAGE_STARTED and digest and stage is not None:
-            last_stage_event[digest] = StageResult(int(stage), "running", int(seq), event_id, recorded_at)
-        elif kind == _K.PROMOTION_COMPLETED:
-            stack.promote(row, payload)
-        elif kind == _K.ROLLBACK_COMPLETED:
-            stack.rollback(row, payload)
-
-    current = stack.current_digest
-    promoted = {rec.digest for rec in stack.records}
-    candidates: list[CandidateStatus] = []
+        work = conn.execute(_WORKLOAD_ROW, {"stream": workload}).first()
+        if work is None:
+            return WorkloadStatus(workload, 0, (), None, (), (), ())
+        last_seq, top, count = int(work[0]), work[1], int(work[2])
+        stack = _stack_digests(conn, workload, top, lim + 1 if lim < _NO_LIMIT else lim)
+        current = stack[0] if stack else None
+        rows = _newest(conn, workload, "reg_seq", lim) if lim else []
+        pending_rows = [r for r in _newest(conn, workload, "pending_key", lim) if r[0] != current]
+        awaiting_rows = _newest(conn, workload, "awaiting_key", lim)
+        open_rows = _newest(conn, workload, "open_key", 8)
     pending: list[PendingApproval] = []
-    awaiting: list[ExceptionRecord] = []
-    for digest in order:
-        # the rules (approval in force, exception coverage, latest results) are the fold's
-        state = CandidateState.from_events(folded.get(digest, []), digest)
-        its_approvals = _approval_records(state)
-        its_exceptions: list[ExceptionRecord] = []
-        for exc in state.exceptions:
-            exc_record = ExceptionRecord(
-                event_id=exc.event_id,
-                seq=exc.seq,
-                digest=digest,
-                skip_stage=exc.skip_stage,
-                operator=exc.operator,
-                reason=exc.reason,
-                recorded_at=exc.recorded_at,
-                retrospectively_approved=not exc.awaiting_retrospective,
-            )
-            its_exceptions.append(exc_record)
-            if exc.awaiting_retrospective:
-                awaiting.append(exc_record)
-        latest = last_stage_event.get(digest)
-        if digest == current:
-            phase = "stable"
-        elif digest in stack.rolled_back_digests:
-            phase = "rolled-back"
-        elif digest in promoted:
-            phase = "superseded"
-        elif latest is None:
-            phase = "registered"
-        else:
-            phase = f"stage{latest.stage}:{latest.status}"
-            if latest.status == "pass" and latest.stage in (1, 2):
-                nxt = latest.stage + 1
-                phase += " (eligible for Stage 2 review)" if nxt == 2 else " (eligible for Stage 3 promotion)"
-                required = info[digest]["approval_required"]
-                if required and state.approval_in_force(nxt) is None:
-                    pending.append(
-                        PendingApproval(
-                            digest=digest,
-                            stage=nxt,
-                            since=latest.recorded_at,
-                            reason=f"stage {latest.stage} passed; no approval for stage {nxt} yet",
-                        )
-                    )
-        stages = [
-            StageResult(r.stage, r.status, r.seq, r.event_id, r.recorded_at)
-            for r in state.all_results.values()
-        ]
-        candidates.append(
-            CandidateStatus(
-                digest=digest,
-                image=info[digest]["image"],
-                partition_key=partition_key(workload, digest),
-                registered_at=info[digest]["at"],
-                registered_by=info[digest]["by"],
-                stages=tuple(sorted(stages, key=lambda r: r.stage)),
-                state=phase,
-                approvals=its_approvals,
-                exceptions=tuple(its_exceptions),
-            )
-        )
+    for row in pending_rows:
+        p = json.loads(row[1])["pending"]
+        pending.append(PendingApproval(digest=row[0], stage=p["stage"], since=p["since"], reason=p["reason"]))
+    awaiting = [
+        x
+        for row in awaiting_rows
+        for x in _exception_records(row[0], json.loads(row[1]))
+        if not x.retrospectively_approved
+    ]
+    canary = next((str(r[0]) for r in reversed(open_rows) if r[4] == 2), None)
     return WorkloadStatus(
         workload=workload,
         last_seq=last_seq,
-        candidates=tuple(candidates),
+        candidates=tuple(_candidate_status(workload, row, current) for row in rows),
         current_stable=current,
-        earlier_stables=stack.earlier_digests(),
+        earlier_stables=tuple(stack[1:]),
         pending_approvals=tuple(pending),
         awaiting_retrospective=tuple(awaiting),
+        candidate_count=count,
+        open_canary=canary,
     )
+
+
+def open_canary_digest(store: EventStore, workload: str) -> str | None:
+    """The candidate whose Stage 2 canary is open (started, not completed nor rolled back), or None."""
+    return workload_status(store, workload, limit=0).open_canary
 
 
 def candidates(store: EventStore, workload: str) -> list[CandidateStatus]:
@@ -622,9 +489,14 @@ def candidates(store: EventStore, workload: str) -> list[CandidateStatus]:
     return list(workload_status(store, workload).candidates)
 
 
-def history(store: EventStore, workload: str, *, limit: int | None = None) -> list[RecordedEvent]:
-    """The workload's events in order; with ``limit``, only the most recent ``limit`` of them."""
+def history(
+    store: EventStore, workload: str, *, limit: int | None = None, before: int | None = None
+) -> list[RecordedEvent]:
+    """The workload's events in order; with ``limit``, only the newest ``limit`` of them; with
+    ``before``, only events whose seq is below it (the next older page starts at the first seq shown)."""
     stmt = sa.select(*(events.c[name] for name in EVENT_COLUMNS)).where(events.c.stream == workload)
+    if before is not None:
+        stmt = stmt.where(events.c.seq < before)
     if limit is not None:
         stmt = stmt.order_by(events.c.version.desc()).limit(max(0, limit))
         with store.reading("history") as conn:
@@ -636,57 +508,150 @@ def history(store: EventStore, workload: str, *, limit: int | None = None) -> li
     return [row_to_event(row) for row in rows]
 
 
-_LINEAGE_STMT = (
-    sa.select(*_BASE_COLS, events.c.payload)
-    .where(
-        events.c.stream == sa.bindparam("stream"),
-        events.c.kind.in_([k.value for k in _LINEAGE_KINDS]),
-        events.c.recorded_at <= sa.bindparam("at"),
-    )
-    .order_by(events.c.seq)
+_LINEAGE_AT = (
+    sa.select(_PL.c.seq, _PL.c.top_seq)
+    .where(_PL.c.stream == sa.bindparam("stream"), _PL.c.recorded_at <= sa.bindparam("at"))
+    .order_by(_PL.c.recorded_at.desc(), _PL.c.seq.desc())
+    .limit(1)
 )
-_APPROVALS_STMT = (
-    sa.select(*_BASE_COLS, events.c.payload)
-    .where(
-        events.c.stream == sa.bindparam("stream"),
-        events.c.kind.in_([_K.APPROVAL_GRANTED.value, _K.APPROVAL_REVOKED.value]),
-        events.c.candidate.in_(sa.bindparam("digests", expanding=True)),
-        events.c.recorded_at <= sa.bindparam("at"),
-    )
-    .order_by(events.c.seq)
-)
-_END_OF_TIME = "9999-12-31T23:59:59.999999+00:00"
 
 
-def lineage(store: EventStore, workload: str, *, at: str | None = None) -> Lineage:
+def _stable_record(row: Any, state: StableState, approvals: tuple[ApprovalRecord, ...]) -> StableRecord:
+    return StableRecord(
+        digest=row.digest,
+        image=row.image,
+        promoted_at=row.promoted_at,
+        promoted_by=row.promoted_by,
+        event_id=row.event_id,
+        seq=int(row.seq),
+        previous_stable=row.previous_stable,
+        restore=json.loads(row.restore),
+        approvals=approvals,
+        state=state,
+    )
+
+
+def _stable_rows(conn: sa.Connection, workload: str, seqs: Sequence[int]) -> dict[int, Any]:
+    if not seqs:
+        return {}
+    stmt = sa.select(*_STABLE_COLS).where(_PS.c.stream == workload, _PS.c.seq.in_(list(seqs)))
+    return {int(r.seq): r for r in conn.execute(stmt)}
+
+
+def _current_approvals(
+    conn: sa.Connection, workload: str, digests: Sequence[str]
+) -> dict[str, tuple[ApprovalRecord, ...]]:
+    """Approvals as they stand now, from the candidates' projection rows."""
+    if not digests:
+        return {}
+    stmt = sa.select(_PC.c.digest, _PC.c.summary).where(
+        _PC.c.stream == workload, _PC.c.digest.in_(sorted(set(digests)))
+    )
+    return {str(d): _summary_approvals(str(d), json.loads(t)) for d, t in conn.execute(stmt)}
+
+
+def lineage(
+    store: EventStore,
+    workload: str,
+    *,
+    at: str | None = None,
+    limit: int | None = DEFAULT_PAGE,
+    before: int | None = None,
+) -> Lineage:
     """The stable history of ``workload``: promotions push a stable, rollbacks return to ``final_stable``.
 
-    With ``at`` (ISO-8601), only events recorded at or before that instant count.
+    With ``at`` (ISO-8601), only events recorded at or before that instant count: the answer is the
+    last promotion or rollback at or before ``at`` (an index on time), not a replay. ``stables`` and
+    ``rollbacks`` hold the newest ``limit`` of each (``limit=None``: all), below seq ``before`` when
+    given; ``stack`` the top ``limit`` entries. ``current_stable`` and ``rollback_target`` are
+    always given.
     """
-    return _lineage(store, workload, at=at, all_approvals=True)
+    return _lineage(store, workload, at=at, limit=limit, before=before, page=True)
 
 
-def _lineage(store: EventStore, workload: str, *, at: str | None, all_approvals: bool) -> Lineage:
+def _lineage(
+    store: EventStore,
+    workload: str,
+    *,
+    at: str | None,
+    limit: int | None,
+    before: int | None,
+    page: bool,
+) -> Lineage:
     at_norm = _normalize_at(at)
-    bound = at_norm or _END_OF_TIME
-    stack = _Stack()
+    lim = _page(limit)
+    empty = Lineage(
+        workload=workload, at=at_norm, current_stable=None, rollback_target=None, stables=(), rollbacks=()
+    )
     with store.reading("lineage") as conn:
-        for row in conn.execute(_LINEAGE_STMT, {"stream": workload, "at": bound}):
-            payload = json.loads(row[7])
-            if row[2] == _K.PROMOTION_COMPLETED:
-                stack.promote(row, payload)
-            else:
-                stack.rollback(row, payload)
-        if all_approvals:
-            digests = sorted({rec.digest for rec in stack.records})
-        else:  # only the rollback target's approvals are asked for
-            digests = [stack.records[stack.stack[-2]].digest] if len(stack.stack) >= 2 else []
-        approvals = _approvals_for(conn, workload, digests, bound)
-    records = stack.finish(approvals)
-    current = records[stack.stack[-1]] if stack.stack else None
+        if at_norm is None:
+            work = _workload_row(conn, workload)
+            if work is None:
+                return empty
+            top, bound = work[1], _NO_LIMIT
+        else:
+            found = conn.execute(_LINEAGE_AT, {"stream": workload, "at": at_norm}).first()
+            if found is None:
+                return empty
+            bound, top = int(found[0]), found[1]
+        head = _stable_rows(conn, workload, [top] if top is not None else [])
+        top_row = head.get(top) if top is not None else None
+        below_row = None
+        if top_row is not None and top_row.below_seq is not None:
+            below_row = _stable_rows(conn, workload, [top_row.below_seq]).get(int(top_row.below_seq))
+        upper = min(bound, (before - 1) if before is not None else _NO_LIMIT)
+        stable_rows: list[Any] = []
+        rollback_rows: list[Any] = []
+        stack: list[str] = []
+        if page:
+            stable_rows = list(
+                conn.execute(
+                    sa.select(*_STABLE_COLS)
+                    .where(_PS.c.stream == workload, _PS.c.seq <= upper)
+                    .order_by(_PS.c.seq.desc())
+                    .limit(lim)
+                )
+            )
+            stable_rows.reverse()
+            rollback_rows = list(
+                conn.execute(
+                    sa.select(_PL.c.rollback)
+                    .where(
+                        _PL.c.stream == workload,
+                        _PL.c.kind == _K.ROLLBACK_COMPLETED.value,
+                        _PL.c.seq <= upper,
+                    )
+                    .order_by(_PL.c.seq.desc())
+                    .limit(lim)
+                ).scalars()
+            )
+            rollback_rows.reverse()
+            stack = _stack_digests(conn, workload, top, lim)
+            stack.reverse()
+        wanted = {r.digest for r in stable_rows}
+        if top_row is not None:
+            wanted.add(top_row.digest)
+        if below_row is not None:
+            wanted.add(below_row.digest)
+        if at_norm is None:
+            approvals = _current_approvals(conn, workload, sorted(wanted))
+        else:
+            approvals = _approvals_at(conn, workload, sorted(wanted), at_norm)
+
+    def state_of(row: Any) -> StableState:
+        if top is not None and int(row.seq) == int(top):
+            return "current"
+        if row.popped_seq is not None and int(row.popped_seq) <= bound:
+            return "rolled-back"
+        return "superseded"
+
+    def record(row: Any) -> StableRecord:
+        return _stable_record(row, state_of(row), approvals.get(row.digest, ()))
+
+    current = record(top_row) if top_row is not None else None
     target: RollbackTarget | None = None
-    if len(stack.stack) >= 2:
-        prev = records[stack.stack[-2]]
+    if below_row is not None:
+        prev = record(below_row)
         target = RollbackTarget(
             digest=prev.digest,
             image=prev.image,
@@ -712,26 +677,126 @@ def _lineage(store: EventStore, workload: str, *, at: str | None, all_approvals:
         at=at_norm,
         current_stable=current,
         rollback_target=target,
-        stables=tuple(records),
-        rollbacks=tuple(stack.rollbacks),
-        stack=tuple(records[i].digest for i in stack.stack),
+        stables=tuple(record(r) for r in stable_rows),
+        rollbacks=tuple(RollbackRecord(**json.loads(text)) for text in rollback_rows),
+        stack=tuple(stack),
     )
 
 
-def _approvals_for(
+_APPROVAL_KINDS = frozenset({_K.APPROVAL_GRANTED.value, _K.APPROVAL_REVOKED.value})
+
+
+def _approvals_at(
     conn: sa.Connection, workload: str, digests: Sequence[str], at: str
 ) -> dict[str, tuple[ApprovalRecord, ...]]:
+    """Approvals as they stood at ``at``: the fold over each digest's approval events recorded up to
+    then, read from the candidates' projection rows (their fold inputs), not from the log."""
     if not digests:
         return {}
-    rows: dict[str, list[_RowEvent]] = {}
-    for row in conn.execute(_APPROVALS_STMT, {"stream": workload, "digests": list(digests), "at": at}):
-        rows.setdefault(row[3], []).append(_row_event(row, json.loads(row[7])))
-    return {d: _approval_records(CandidateState.from_events(evs, d)) for d, evs in rows.items()}
+    wanted = sorted(set(digests))
+    out: dict[str, tuple[ApprovalRecord, ...]] = {}
+    refold: list[str] = []
+    summaries = sa.select(_PC.c.digest, _PC.c.summary).where(
+        _PC.c.stream == workload, _PC.c.digest.in_(wanted)
+    )
+    for digest, text in conn.execute(summaries):
+        summary = json.loads(text)
+        last = summary.get("approvals_at")
+        if last is None:
+            continue
+        if last <= at:  # nothing about its approvals changed after ``at``: the current answer holds
+            out[str(digest)] = _summary_approvals(str(digest), summary)
+        else:
+            refold.append(str(digest))
+    if refold:
+        stmt = sa.select(_PC.c.digest, _PC.c.fold_events).where(
+            _PC.c.stream == workload, _PC.c.digest.in_(refold)
+        )
+        for digest, text in conn.execute(stmt):
+            evs = [
+                FoldEvent(*item) for item in json.loads(text) if item[2] in _APPROVAL_KINDS and item[6] <= at
+            ]
+            if evs:
+                out[str(digest)] = _approval_records(CandidateState.from_events(evs, str(digest)))
+    return out
+
+
+_TARGET = sa.text(
+    """SELECT t.seq, t.digest, t.previous_stable, b.seq, b.digest, b.image, b.promoted_at, b.event_id,
+              b.restore, c.summary
+       FROM proj_workloads w
+       JOIN proj_stables t ON t.stream = w.stream AND t.seq = w.top_seq
+       LEFT JOIN proj_stables b ON b.stream = w.stream AND b.seq = t.below_seq
+       LEFT JOIN proj_candidates c ON c.stream = w.stream AND c.digest = b.digest
+       WHERE w.stream = :stream"""
+)
 
 
 def rollback_target(store: EventStore, workload: str) -> RollbackTarget | None:
-    """Where a rollback of ``workload`` goes now (None when the ledger knows no earlier stable)."""
-    return _lineage(store, workload, at=None, all_approvals=False).rollback_target
+    """Where a rollback of ``workload`` goes now (None when the ledger knows no earlier stable).
+
+    One indexed query over the projection tables (current stable, the one below it, its approvals).
+    """
+    with store.reading("rollback_target") as conn:
+        row = conn.execute(_TARGET, {"stream": workload}).first()
+    if row is None:
+        return None
+    _top_seq, _top_digest, previous, below_seq, digest, image, promoted_at, event_id, restore, summary = row
+    if below_seq is None:
+        if not previous:
+            return None
+        return RollbackTarget(
+            digest=previous,
+            image=None,
+            restore={},
+            approvals=(),
+            promoted_at=None,
+            promotion_event_id=None,
+            known=False,
+            kind="digest-only",
+        )
+    return RollbackTarget(
+        digest=digest,
+        image=image,
+        restore=json.loads(restore),
+        approvals=_summary_approvals(digest, json.loads(summary)) if summary else (),
+        promoted_at=promoted_at,
+        promotion_event_id=event_id,
+        known=event_id is not None,
+    )
+
+
+def candidates_to_retain(store: EventStore, workload: str, keep: int) -> set[str]:
+    """The digests whose Dagster partitions stay under retention (issue 17 item 3).
+
+    The newest ``keep`` registered candidates, every digest that was ever stable (the current one
+    and every possible rollback target among them), and any candidate with a stage open. Reads the
+    projection tables only (cost O(keep + stables)).
+    """
+    with store.reading("candidates_to_retain") as conn:
+        newest = conn.execute(
+            sa.select(_PC.c.digest)
+            .where(_PC.c.stream == workload, _PC.c.reg_seq.is_not(None))
+            .order_by(_PC.c.reg_seq.desc())
+            .limit(max(0, keep))
+        ).scalars()
+        keep_set = {str(d) for d in newest}
+        keep_set.update(
+            str(d) for d in conn.execute(sa.select(_PS.c.digest).where(_PS.c.stream == workload)).scalars()
+        )
+        keep_set.update(
+            str(d)
+            for d in conn.execute(
+                sa.select(_PC.c.digest).where(_PC.c.stream == workload, _PC.c.open_key.is_not(None))
+            ).scalars()
+        )
+    return keep_set
+
+
+def events_after(store: EventStore, seq: int, *, limit: int = 1_000) -> list[RecordedEvent]:
+    """Events with a seq above ``seq``, oldest first, at most ``limit``: a sensor's cursor read,
+    whose cost depends on the new events only (primary key range)."""
+    return list(store.read_all(after_seq=seq, limit=limit))
 
 
 def resolve_partition_key(store: EventStore, key: str) -> str:

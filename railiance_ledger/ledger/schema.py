@@ -17,7 +17,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code writes and expects."""
 
 APPEND_ONLY_MESSAGE = "railiance ledger is append-only"
@@ -62,6 +62,84 @@ ledger_meta = sa.Table(
     sa.Column("value", sa.String(200), nullable=False),
 )
 """Key/value facts about the ledger itself; ``schema_version`` drives migrations."""
+
+# -- projections (schema 3): derived from the events, updated in the append's transaction, rebuildable --
+
+_SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+proj_candidates = sa.Table(
+    "proj_candidates",
+    metadata,
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("digest", sa.String(200), primary_key=True),
+    sa.Column("reg_seq", _SEQ, nullable=True),
+    sa.Column("last_seq", _SEQ, nullable=False),
+    sa.Column("fold_events", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("pending_stage", sa.Integer, nullable=True),
+    sa.Column("awaiting", sa.Integer, nullable=False),
+    sa.Column("open_stage", sa.Integer, nullable=True),
+    sa.Column("promoted", sa.Integer, nullable=False),
+    sa.Column("rolled_back", sa.Integer, nullable=False),
+    # ``reg_seq`` when the candidate waits for an approval / has an unreviewed emergency exception /
+    # has a stage open, else NULL: each list is one backward range scan of its index (newest first).
+    sa.Column("pending_key", _SEQ, nullable=True),
+    sa.Column("awaiting_key", _SEQ, nullable=True),
+    sa.Column("open_key", _SEQ, nullable=True),
+    sa.Index("ix_proj_candidates_reg", "stream", "reg_seq"),
+    sa.Index("ix_proj_candidates_pending", "stream", "pending_key"),
+    sa.Index("ix_proj_candidates_awaiting", "stream", "awaiting_key"),
+    sa.Index("ix_proj_candidates_open", "stream", "open_key"),
+)
+"""One row per candidate: its fold inputs (the status kinds, stage results reduced to their status),
+the status summary the fold gives, and the columns the workload queries filter on."""
+
+proj_workloads = sa.Table(
+    "proj_workloads",
+    metadata,
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("last_seq", _SEQ, nullable=False),
+    sa.Column("top_seq", _SEQ, nullable=True),
+    sa.Column("candidates", sa.Integer, nullable=False),
+)
+"""One row per workload: the last status-relevant seq, the current stable (``top_seq`` into
+``proj_stables``) and the number of registered candidates."""
+
+proj_stables = sa.Table(
+    "proj_stables",
+    metadata,
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("seq", _SEQ, primary_key=True),
+    sa.Column("digest", sa.String(200), nullable=False),
+    sa.Column("image", sa.Text, nullable=True),
+    sa.Column("promoted_at", sa.String(40), nullable=False),
+    sa.Column("promoted_by", sa.String(200), nullable=False),
+    sa.Column("event_id", sa.String(36), nullable=True),
+    sa.Column("previous_stable", sa.String(200), nullable=True),
+    sa.Column("restore", sa.Text, nullable=False),
+    sa.Column("below_seq", _SEQ, nullable=True),
+    sa.Column("popped_seq", _SEQ, nullable=True),
+)
+"""The stable stack as a linked list: each promotion (or a rollback to a stable the ledger did not
+know) is a row; ``below_seq`` never changes after the push, ``popped_seq`` is the rollback that
+popped it. The stack at any instant is the chain from that instant's top."""
+
+proj_lineage = sa.Table(
+    "proj_lineage",
+    metadata,
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("seq", _SEQ, primary_key=True),
+    sa.Column("recorded_at", sa.String(40), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("top_seq", _SEQ, nullable=True),
+    sa.Column("rollback", sa.Text, nullable=True),
+    sa.Index("ix_proj_lineage_at", "stream", "recorded_at", "seq"),
+    sa.Index("ix_proj_lineage_kind", "stream", "kind", "seq"),
+)
+"""The stable history: one row per promotion or rollback with the top of the stack after it
+(``lineage --at T`` reads the last row at or before T through ``ix_proj_lineage_at``)."""
+
+PROJECTION_TABLES = (proj_candidates, proj_workloads, proj_stables, proj_lineage)
 
 EVENT_COLUMNS = (
     "seq",
@@ -121,7 +199,17 @@ def _migrate_1_to_2(conn: Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
+def _migrate_2_to_3(conn: Connection) -> None:
+    """Create the projection tables; the store builds their rows right after (``rebuild``)."""
+    for table in PROJECTION_TABLES:
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    0: _migrate_0_to_1,
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+}
 """``MIGRATIONS[v]`` takes a schema at version ``v`` to ``v + 1``; add one entry per new version."""
 
 

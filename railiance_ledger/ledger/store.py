@@ -5,9 +5,11 @@ switched off (``isolation_level = None``, WAL, ``busy_timeout``): every append t
 with ``BEGIN IMMEDIATE``, and SQLAlchemy's ``begin`` hook issues ``BEGIN``/``BEGIN IMMEDIATE`` for
 the engine's own transactions (schema creation, reads). On PostgreSQL the append transaction starts
 with ``pg_advisory_xact_lock``. Inside the lock the store reads the head, checks
-``expected_version``, checks the domain rules against the candidate's history, assigns
-``seq``/``version``/``event_id``/``recorded_at``/hashes and inserts the whole batch. Either every
-event of a call is stored or none is.
+``expected_version``, checks the domain rules against the candidate's projection row (its fold
+inputs, ``ledger/projector.py``: never the workload's history), assigns
+``seq``/``version``/``event_id``/``recorded_at``/hashes, inserts the whole batch and updates the
+projection rows it touched. Either every event of a call (and its projection update) is stored or
+none is.
 
 The append is the budgeted hot path ("at least half the rate of a raw Core single-row insert"), so
 it runs a handful of fixed statements on the pooled driver connection (prepared automatically by
@@ -22,12 +24,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -49,6 +51,7 @@ from railiance_ledger.domain.rules import RuleBroken, check_append
 from railiance_ledger.errors import ConcurrencyConflict, LedgerError, LedgerNotFound, RuleViolation
 from railiance_ledger.ledger import schema
 from railiance_ledger.ledger.chain import row_hash
+from railiance_ledger.ledger.projector import ProjectionSql, Projector, rebuild
 from railiance_ledger.ledger.schema import ADVISORY_LOCK_KEY, SCHEMA_LOCK_KEY, SCHEMA_VERSION, events
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -69,10 +72,11 @@ RULE_HISTORY_KINDS: tuple[str, ...] = (
     EventKind.EXCEPTION_EMERGENCY.value,
     EventKind.ROLLBACK_COMPLETED.value,
 )
-"""The kinds ``domain.rules.check_append`` looks at; the append loads only these for the candidate.
+"""The kinds ``domain.rules.check_append`` looks at. The append reads them from the candidate's
+projection row (``projector.STATUS_KINDS`` holds all of them, stage results reduced to their status).
 
 Keep in step with ``domain/rules.py``: a rule that starts reading another kind must be added here
-(``test_rule_history_kinds_cover_rules`` pins the current set).
+and to ``projector.STATUS_KINDS`` (``test_rule_history_kinds_cover_rules`` pins the current set).
 """
 
 _DRIVER_MODULES = ("sqlite3", "psycopg", "psycopg2", "psycopg_pool", "sqlalchemy")
@@ -95,20 +99,11 @@ class _AppendSql:
     begin: str | None
     lock: str | None
     head: str
-    history: str
     insert: str
 
     @classmethod
     def for_dialect(cls, dialect: str) -> _AppendSql:
         p = "%s" if dialect == "postgresql" else "?"
-        assert all(k.replace(".", "").replace("_", "").isalnum() for k in RULE_HISTORY_KINDS)
-        # One equality lookup per kind: a prepared (generic) PostgreSQL plan for "kind IN (...)" filters
-        # every event of the candidate instead of seeking (stream, candidate, kind) in the index.
-        history = " UNION ALL ".join(
-            f"SELECT kind, stage, payload, seq FROM events WHERE stream = {p} AND candidate = {p} AND kind = "
-            f"'{k}'"
-            for k in RULE_HISTORY_KINDS
-        )
         return cls(
             begin=None if dialect == "postgresql" else "BEGIN IMMEDIATE",
             lock=f"SELECT pg_advisory_xact_lock({p})" if dialect == "postgresql" else None,
@@ -117,7 +112,6 @@ class _AppendSql:
                 "(SELECT hash FROM events ORDER BY seq DESC LIMIT 1), "
                 f"(SELECT max(version) FROM events WHERE stream = {p})"
             ),
-            history=f"{history} ORDER BY seq",
             insert=(
                 f"INSERT INTO events ({', '.join(schema.EVENT_COLUMNS)}) "
                 f"VALUES ({', '.join([p] * len(schema.EVENT_COLUMNS))})"
@@ -128,15 +122,6 @@ class _AppendSql:
         """The insert with ``rows`` value tuples (PostgreSQL batches)."""
         head, values = self.insert.split(" VALUES ", 1)
         return f"{head} VALUES {', '.join([values] * rows)}"
-
-
-class _HistoryEvent(NamedTuple):
-    """The four fields the domain rules read, without building a pydantic model per row."""
-
-    kind: str
-    candidate: str | None
-    stage: int | None
-    payload: Mapping[str, Any]
 
 
 def redact_url(url: str | URL) -> str:
@@ -195,6 +180,7 @@ class EventStore:
         self._url = url
         self._is_pg = engine.dialect.name == "postgresql"
         self._sql = _AppendSql.for_dialect(engine.dialect.name)
+        self._projection_sql = ProjectionSql(engine.dialect.name)
         dbapi = engine.dialect.dbapi
         self._driver_integrity_error: type[Exception] = getattr(
             dbapi, "IntegrityError", sa_exc.IntegrityError
@@ -257,7 +243,22 @@ class EventStore:
             with self._write_transaction() as conn:
                 if self._is_pg:
                     conn.execute(_PG_LOCK, {"key": SCHEMA_LOCK_KEY})
-                schema.migrate(conn, schema.read_schema_version(conn))
+                found = schema.read_schema_version(conn)
+                schema.migrate(conn, found)
+                if 0 < found < 3:
+                    # a ledger from before the projections: build them from its log, in this transaction
+                    rebuild(conn.connection.driver_connection, self.dialect)
+
+    def rebuild_projections(self, streams: Sequence[str] | None = None) -> int:
+        """Delete and rebuild the projection tables from the log (every stream, or ``streams``).
+
+        Runs under the append lock in one transaction, so appends wait and readers see the old or
+        the new projections, never a half-built one. Returns the number of events replayed.
+        """
+        with self._translated("rebuild-projections"), self._write_transaction() as conn:
+            if self._is_pg:
+                conn.execute(_PG_LOCK, {"key": ADVISORY_LOCK_KEY})
+            return rebuild(conn.connection.driver_connection, self.dialect, streams)
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -412,22 +413,24 @@ class EventStore:
                 if sql.lock is not None:
                     cur.execute(sql.lock, (ADVISORY_LOCK_KEY,))  # PostgreSQL: serialize appends
                 cur.execute(sql.head, (stream,))  # runs after the lock: a fresh READ COMMITTED snapshot
-                pending = []
-                for digest in digests:  # queued together on PostgreSQL: one round trip for all reads
-                    hist_cur = raw.cursor()
-                    hist_cur.execute(sql.history, (stream, digest) * len(RULE_HISTORY_KINDS))
-                    pending.append((digest, hist_cur))
                 seq, prev, current = self._head(cur.fetchone())
-                histories = {digest: self._history_rows(digest, hc.fetchall()) for digest, hc in pending}
                 if expected_version is not None and expected_version != current:
                     raise ConcurrencyConflict(
                         f"stream {stream!r}: expected version {expected_version}, actual {current}; "
                         "another writer appended first",
                         hint="re-read the stream and retry",
                     )
-                self._check_rules(stream, batch, histories)
+                # The rules read the candidate's own projection row (its fold inputs), never its
+                # events: the append costs the same however long the workload's history is.
+                projector = Projector(self._projection_sql, stream, raw.cursor())
+                projector.prefetch(digests)
                 rows: list[tuple[Any, ...]] = []
                 for ev, payload_text in zip(batch, payload_texts):
+                    history = projector.history(ev.candidate) if ev.candidate is not None else []
+                    try:
+                        check_append(list(history), ev)
+                    except RuleBroken as exc:
+                        raise RuleViolation(f"ledger append refused for {stream!r}: {exc}") from exc
                     seq += 1
                     current += 1
                     event_id = str(uuid.uuid4())
@@ -461,8 +464,12 @@ class EventStore:
                             event_hash,
                         )
                     )
+                    projector.apply(
+                        seq, event_id, kind, ev.candidate, ev.stage, ev.actor, recorded_at, ev.payload
+                    )
                     prev = event_hash
                 self._insert(cur, rows)
+                projector.flush(cur)
                 if self._is_pg:
                     # Queued behind the insert: both travel with the pipeline's closing sync, so an append
                     # costs two round trips (raw insert: BEGIN, INSERT, COMMIT = three).
@@ -489,12 +496,6 @@ class EventStore:
             str(head_hash) if head_hash is not None else GENESIS_HASH,
             int(version or 0),
         )
-
-    @staticmethod
-    def _history_rows(digest: str, rows: Sequence[Sequence[Any]]) -> list[_HistoryEvent]:
-        return [
-            _HistoryEvent(kind, digest, stage, json.loads(payload)) for kind, stage, payload, _seq in rows
-        ]
 
     @contextmanager
     def _unique_violation_is_conflict(self, stream: str) -> Iterator[None]:
@@ -524,19 +525,6 @@ class EventStore:
                 f"{exc}"
             ) from exc
         return text
-
-    def _check_rules(
-        self, stream: str, batch: list[NewEvent], histories: dict[str, list[_HistoryEvent]]
-    ) -> None:
-        """Run the domain rules for each event against its candidate's history (plus the batch so far)."""
-        for ev in batch:
-            history = histories[ev.candidate] if ev.candidate is not None else []
-            try:
-                check_append(list(history), ev)
-            except RuleBroken as exc:
-                raise RuleViolation(f"ledger append refused for {stream!r}: {exc}") from exc
-            if ev.candidate is not None and ev.kind.value in RULE_HISTORY_KINDS:
-                history.append(_HistoryEvent(ev.kind.value, ev.candidate, ev.stage, ev.payload))
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -607,6 +595,12 @@ class EventStore:
         with self.reading("head") as conn:
             row = conn.execute(_HEAD).first()
         return (int(row[0]), str(row[1])) if row is not None else (0, GENESIS_HASH)
+
+    def has_stream(self, stream: str) -> bool:
+        """True when ``stream`` has at least one event (one index probe)."""
+        with self.reading("has_stream") as conn:
+            stmt = sa.select(events.c.seq).where(events.c.stream == stream).limit(1)
+            return conn.execute(stmt).first() is not None
 
     def streams(self) -> list[str]:
         """Every stream (workload) that has events, sorted."""

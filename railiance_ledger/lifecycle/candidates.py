@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,7 @@ from railiance_ledger.adapters.git import GitRepo
 from railiance_ledger.domain.digests import DigestFormatError, is_digest, parse_image_ref
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent
 from railiance_ledger.domain.text import shown
-from railiance_ledger.errors import AdapterError, InvalidDigest, InvalidInput
+from railiance_ledger.errors import AdapterError, InvalidDigest, InvalidInput, UnknownName
 
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
@@ -34,6 +35,13 @@ def candidate_digest(image: str) -> str:
     text = image.strip()
     if is_digest(text):
         return text
+    if "@" not in text and text.lower().startswith("sha256:"):
+        # a bare digest, malformed: say so (the tag message would mislead)
+        raise InvalidDigest(
+            f"{shown(text)} is not a well-formed digest: expected sha256: followed by 64 lowercase hex "
+            "characters",
+            hint="copy the full digest from `railiance status WORKLOAD` (or name REPOSITORY@sha256:...)",
+        )
     return parse_candidate_image(text)[1]
 
 
@@ -79,9 +87,13 @@ def select_candidate(
         digest = candidate_digest(image)
         reg_or_none = next((ev for ev in registered if ev.candidate == digest), None)
         if reg_or_none is None:
-            raise InvalidInput(
-                f"candidate {digest} is not registered for {workload}",
-                hint="register it with `railiance candidate add APP_DIR --image REF@sha256:...`",
+            known = [str(ev.candidate) for ev in registered]
+            nearest = difflib.get_close_matches(digest, known, n=3, cutoff=0.0) if known else []
+            hint = "register it with `railiance candidate add APP_DIR --image REF@sha256:...`"
+            if nearest:
+                hint = f"the nearest registered: {', '.join(nearest)}; or {hint}"
+            raise UnknownName(
+                f"candidate {digest} is not registered for {workload}", nearest=nearest, hint=hint
             )
         reg = reg_or_none
     digest = str(reg.candidate)

@@ -17,6 +17,10 @@ Environment (flags win where the CLI has one):
 - ``KUBECONFIG`` / ``RAILIANCE_KUBE_CONTEXT``: the cluster (``--kubeconfig`` / ``--context``).
 - ``RAILIANCE_REGISTRY_URL``: the OCI registry base URL; default ``https://<host of image.repository>``.
   ``RAILIANCE_REGISTRY_USERNAME`` / ``RAILIANCE_REGISTRY_PASSWORD`` for the token flow.
+- ``open_registries()``: the registry of each image reference (``RegistryPool``) with the user's
+  docker credentials (``~/.docker/config.json``, ``REGISTRY_AUTH_FILE``, credential helpers) and the
+  per-registry TLS settings of ``RAILIANCE_REGISTRIES`` (default ``$RAILIANCE_HOME/registries.toml``);
+  ``RAILIANCE_REGISTRY_URL`` there is an override (every registry's requests go to it).
 - ``RAILIANCE_PROMETHEUS_URL``: Prometheus; when unset the metrics adapter points nowhere and every
   metric is "metrics unavailable" (which fails closed unless waived).
 - ``RAILIANCE_STATEHUB_URL``: State Hub for progress notes; unset means none is configured (the
@@ -48,9 +52,11 @@ import httpx
 from railiance_ledger.lifecycle.notes import STATEHUB_URL_ENV
 
 if TYPE_CHECKING:
+    from railiance_ledger.adapters.attestations import OciAttestations
     from railiance_ledger.adapters.helm import Helm
     from railiance_ledger.adapters.kube import Kube
     from railiance_ledger.adapters.metrics import PrometheusMetrics
+    from railiance_ledger.adapters.registries import RegistryPool
     from railiance_ledger.adapters.registry import OciRegistry
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ports import StateHubPort, StateHubWitnessPort
@@ -164,18 +170,73 @@ class Environment:
 
 @dataclass
 class LocalAdapters:
-    """The adapters of Stage 1 (``railiance run``): helm for ``helm template`` and a probe client."""
+    """The adapters of Stage 1 (``railiance run``): helm for ``helm template``, a probe client, and the
+    registries the candidate's image configuration is read from (provenance, platforms)."""
 
     helm: Helm
     http: httpx.Client
+    registries: RegistryPool | None = None
 
 
 @contextmanager
 def open_local() -> Iterator[LocalAdapters]:
-    """Stage 1's adapters: the helm on ``PATH`` (else ``.venv/bin/helm``) and a probe client with no
-    proxies (closed afterwards). Stage 1 renders and probes locally, so no cluster setting applies."""
-    with probe_client(LOCAL_PROBE_TIMEOUT) as http:
-        yield LocalAdapters(helm=build_helm(), http=http)
+    """Stage 1's adapters: the helm on ``PATH`` (else ``.venv/bin/helm``), a probe client with no
+    proxies and the registry pool of ``open_registries`` (closed afterwards). Stage 1 renders and
+    probes locally, so no cluster setting applies."""
+    with (
+        probe_client(LOCAL_PROBE_TIMEOUT) as http,
+        open_registries(timeout=LOCAL_PROBE_TIMEOUT) as registries,
+    ):
+        yield LocalAdapters(helm=build_helm(), http=http, registries=registries)
+
+
+@contextmanager
+def open_registries(
+    env: Mapping[str, str] | None = None,
+    *,
+    url: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    timeout: float = 10.0,
+    max_workers: int = 8,
+) -> Iterator[RegistryPool]:
+    """The registry of each image reference, with the user's credentials (closed afterwards).
+
+    ``url`` (else ``RAILIANCE_REGISTRY_URL``) overrides every registry's address, with ``username``/
+    ``password``/``token`` (else ``RAILIANCE_REGISTRY_USERNAME``/``_PASSWORD``/``_TOKEN``) when given
+    and the docker config's credentials otherwise. Per-registry TLS and plain-HTTP settings come from
+    ``RAILIANCE_REGISTRIES`` (default ``$RAILIANCE_HOME/registries.toml``).
+    """
+    from railiance_ledger.adapters.docker_credentials import Credentials, DockerCredentialStore
+    from railiance_ledger.adapters.registries import RegistryPool, load_registry_settings
+    from railiance_ledger.config import railiance_home
+
+    e = dict(os.environ if env is None else env)
+    settings_file = e.get("RAILIANCE_REGISTRIES")
+    settings = load_registry_settings(
+        Path(settings_file) if settings_file else railiance_home() / "registries.toml"
+    )
+    override = url or e.get("RAILIANCE_REGISTRY_URL") or None
+    user = username or e.get("RAILIANCE_REGISTRY_USERNAME") or None
+    secret = password or e.get("RAILIANCE_REGISTRY_PASSWORD") or None
+    creds = (
+        Credentials(username=user, password=secret, source="RAILIANCE_REGISTRY_USERNAME") if user else None
+    )
+    pool = RegistryPool(
+        credentials=DockerCredentialStore(e),
+        settings=settings,
+        override_url=override,
+        override_credentials=creds,
+        override_token=None if user else (token or e.get("RAILIANCE_REGISTRY_TOKEN") or None),
+        timeout=timeout,
+        max_workers=max_workers,
+        env=e,
+    )
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 @dataclass
@@ -333,6 +394,17 @@ def open_metrics(url: str, *, timeout: float = 10.0) -> Iterator[PrometheusMetri
 
     with httpx.Client(timeout=timeout, trust_env=False) as client:
         yield PrometheusMetrics(client, url)
+
+
+@contextmanager
+def open_attestations(
+    url: str, *, username: str | None = None, password: str | None = None, timeout: float = 10.0
+) -> Iterator[OciAttestations]:
+    """Attestations (cosign's ``sha256-<hex>.att`` tags) in the registry at ``url`` (closed afterwards)."""
+    from railiance_ledger.adapters.attestations import OciAttestations
+
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
+        yield OciAttestations(client, url, username=username, password=password)
 
 
 @contextmanager

@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.events import EventKind
@@ -48,6 +48,8 @@ __all__ = [
     "VerifiedBundle",
     "build_bundle",
     "build_statements",
+    "fetch_bundle",
+    "push_bundle",
     "verify_bundle",
 ]
 
@@ -223,11 +225,12 @@ def _public_key(key_file: Path) -> Any:
     return SSlibKey.from_crypto(public)
 
 
-def verify_bundle(text: str, key_file: Path) -> VerifiedBundle:
+def verify_bundle(text: str, key_file: Path, *, expect_digest: str | None = None) -> VerifiedBundle:
     """Verify every envelope of a bundle with the project's public key; ``GateFailed`` when one does not.
 
     Checks each DSSE signature (``securesystemslib``), the payload type, that every Statement is an
-    in-toto v1 Statement about the same subject, and that both predicates are present.
+    in-toto v1 Statement about the same subject, and that both predicates are present; with
+    ``expect_digest`` (a bundle read from the registry), that the subject is that very image.
     """
     from securesystemslib.dsse import Envelope
     from securesystemslib.exceptions import VerificationError
@@ -263,6 +266,15 @@ def verify_bundle(text: str, key_file: Path) -> VerifiedBundle:
         raise GateFailed(
             "evidence bundle: the SLSA verification summary or the Railiance predicate is missing"
         )
+    if expect_digest is not None:
+        named = {
+            f"sha256:{(s.get('digest') or {}).get('sha256')}" for s in statements[0].get("subject") or []
+        }
+        if expect_digest not in named:
+            raise GateFailed(
+                f"evidence bundle: it is about {', '.join(sorted(named))}, not {expect_digest} "
+                "(attached to the wrong image)"
+            )
     return VerifiedBundle(
         subject=list(statements[0]["subject"]),
         result=str(by_type[VSA_PREDICATE]["predicate"].get("verificationResult")),
@@ -270,3 +282,76 @@ def verify_bundle(text: str, key_file: Path) -> VerifiedBundle:
         keyid=str(key.keyid),
         statements=statements,
     )
+
+
+# ---------------------------------------------------------------------------- next to the image
+
+
+class AttestationStore(Protocol):
+    """Where attestations live next to the image (``adapters.attestations.OciAttestations``)."""
+
+    def push(self, *, repository: str, digest: str, envelopes: list[tuple[bytes, str]]) -> Any: ...
+
+    def fetch(self, *, repository: str, digest: str) -> list[tuple[bytes, str]]: ...
+
+
+def _statements(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """Each envelope line of a bundle with its decoded Statement (not verified: that is ``verify_bundle``)."""
+    import base64
+
+    out: list[tuple[str, dict[str, Any]]] = []
+    for line in (line.strip() for line in text.splitlines() if line.strip()):
+        try:
+            statement = json.loads(base64.b64decode(json.loads(line)["payload"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"not an evidence bundle (a line is not a DSSE envelope): {exc}") from exc
+        if not isinstance(statement, dict):
+            raise InvalidInput("not an evidence bundle: an envelope's payload is not a Statement")
+        out.append((line, statement))
+    if not out:
+        raise InvalidInput("the evidence bundle is empty")
+    return out
+
+
+def _subject(statement: Mapping[str, Any]) -> tuple[str, str]:
+    """The Statement's subject as ``(image name, sha256 digest)``."""
+    subjects = statement.get("subject") or [{}]
+    subject = subjects[0] if isinstance(subjects, list) and subjects else {}
+    name, sha = str(subject.get("name", "")), str((subject.get("digest") or {}).get("sha256", ""))
+    if not name or len(sha) != 64:
+        raise InvalidInput("the evidence bundle names no image subject (name and sha256 digest)")
+    return name, f"sha256:{sha}"
+
+
+def repository_path(image_name: str) -> str:
+    """``registry.example/team/app`` -> ``team/app``: the repository part the registry API names."""
+    first, _, rest = image_name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return rest
+    return image_name
+
+
+def push_bundle(text: str, store: AttestationStore) -> Any:
+    """Push every envelope of the bundle ``text`` to the ``sha256-<hex>.att`` tag of its subject image.
+
+    Returns what the store reports (``PushedAttestation``: tag, manifest digest, layers).
+    """
+    statements = _statements(text)
+    name, digest = _subject(statements[0][1])
+    envelopes = [(line.encode("utf-8"), str(st.get("predicateType", ""))) for line, st in statements]
+    return store.push(repository=repository_path(name), digest=digest, envelopes=envelopes)
+
+
+def fetch_bundle(store: AttestationStore, *, repository: str, digest: str) -> str:
+    """The bundle (JSON Lines) read back from the ``.att`` tag of ``repository@digest``; ``GateFailed`` when
+    there is none. Verify it with ``verify_bundle(..., expect_digest=digest)``."""
+    envelopes = store.fetch(repository=repository, digest=digest)
+    ours = [
+        data.decode("utf-8") for data, ptype in envelopes if ptype in (VSA_PREDICATE, RAILIANCE_PREDICATE)
+    ]
+    if not ours:
+        raise GateFailed(
+            f"no Railiance evidence is attached to {repository}@{digest}",
+            hint="railiance evidence APP_DIR --candidate DIGEST --push",
+        )
+    return "\n".join(line.strip() for line in ours) + "\n"

@@ -121,9 +121,9 @@ def next_stage_requests(
             touched[(ev.stream, ev.candidate)] = ev.seq
     go: list[NextStage] = []
     held: list[HeldStage] = []
-    histories: dict[str, list[RecordedEvent]] = {}
     for (workload, digest), seq in touched.items():
-        history = histories.setdefault(workload, store.read_stream(workload))
+        # the candidate's own events only (indexed): the cost never grows with the workload's history
+        history = store.read_candidate(workload, digest)
         decl = decls.get(workload)
         key = partition_key(workload, digest)
         if decl is None:

@@ -66,7 +66,6 @@ def rollback_conditions(
     One condition per candidate (the first seen).
     """
     out: dict[tuple[str, str], RollbackCondition] = {}
-    histories: dict[str, list[RecordedEvent]] = {}
     for ev in events:
         if not ev.candidate or (ev.stream, ev.candidate) in out:
             continue
@@ -79,8 +78,8 @@ def rollback_conditions(
                 reason = f"canary sample seq {ev.seq}: {symptom}"
         if reason is None:
             continue
-        history = histories.setdefault(ev.stream, store.read_stream(ev.stream))
-        if open_canary(history, ev.candidate) is None:
+        # the candidate's own events only (indexed): the cost never grows with the workload's history
+        if open_canary(store.read_candidate(ev.stream, ev.candidate), ev.candidate) is None:
             continue  # the window already closed (observe rolled back itself, or it completed)
         out[(ev.stream, ev.candidate)] = RollbackCondition(ev.stream, ev.candidate, reason, ev.seq)
     return list(out.values())

@@ -19,6 +19,7 @@ the one path for posting:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +35,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LEDGER_HEAD_REF",
+    "NOTE_FIX",
     "STATEHUB_URL_ENV",
     "NoteOutcome",
     "NotedEvent",
     "UndeliveredNote",
+    "note_gate",
+    "note_problem",
+    "note_required",
     "post_and_record",
     "repost_undelivered",
     "undelivered_notes",
@@ -46,6 +51,12 @@ __all__ = [
 
 LEDGER_HEAD_REF = "ledger-head:"
 """Prefix of the evidence ``ref`` every note carries: ``ledger-head:<seq>:<hash>``."""
+
+NOTE_FIX = (
+    "deliver it (railiance notes WORKLOAD --repost, with RAILIANCE_STATEHUB_URL set) or record a waiver for "
+    "gate statehub_note of this stage"
+)
+"""How an operator clears a gate blocked by an undelivered note."""
 
 STATEHUB_URL_ENV = "RAILIANCE_STATEHUB_URL"
 """Environment variable naming the State Hub base URL; unset means no State Hub is configured."""
@@ -142,6 +153,7 @@ def post_and_record(
     evidence: list[dict[str, Any]] | None = None,
     required: bool = False,
     required_reason: str = "",
+    purpose: str | None = None,
 ) -> NoteOutcome:
     """Post a State Hub note about ``event`` and append ``note.posted`` with the outcome.
 
@@ -205,6 +217,8 @@ def post_and_record(
     }
     if not delivered:
         payload.update({"error": error, "error_type": error_type, "attempts": attempts})
+    if purpose:
+        payload["purpose"] = purpose  # a further note about the event (e.g. an overdue reminder)
     record = store.append(
         [
             NewEvent(
@@ -259,13 +273,76 @@ class UndeliveredNote:
         }
 
 
+def note_required(event: RecordedEvent) -> bool:
+    """True for what the spec wants in State Hub: emergency exceptions and production-critical approvals."""
+    if event.kind == EventKind.EXCEPTION_EMERGENCY:
+        return True
+    return event.kind == EventKind.APPROVAL_GRANTED and bool(event.payload.get("production_critical"))
+
+
+def note_problem(history: Iterable[RecordedEvent], event_id: str) -> str | None:
+    """Why the State Hub note about event ``event_id`` is not delivered (``None`` when its latest
+    ``note.posted`` says delivered): never posted (no State Hub configured then), or not delivered."""
+    latest: RecordedEvent | None = None
+    for ev in history:
+        if (
+            ev.kind == EventKind.NOTE_POSTED
+            and ev.payload.get("ref_event_id") == event_id
+            and not ev.payload.get("purpose")
+        ):
+            latest = ev
+    if latest is None:
+        return (
+            f"no State Hub note was posted for {event_id} (no State Hub was configured when it was recorded)"
+        )
+    if latest.payload.get("delivered"):
+        return None
+    return (
+        f"the State Hub note for {event_id} was not delivered "
+        f"({latest.payload.get('error') or 'unknown error'}; note.posted seq {latest.seq})"
+    )
+
+
+def note_gate(
+    history: Iterable[RecordedEvent], event_id: str, what: str, waiver: RecordedEvent | None
+) -> tuple[bool, str]:
+    """The State Hub part of a gate that relies on the record ``event_id`` (``what`` names it).
+
+    ``(True, "")`` when its note was delivered; ``(True, suffix)`` naming ``waiver`` (a ``statehub_note``
+    waiver of the stage) when it was not but is waived; ``(False, reason)`` with the fix otherwise.
+    """
+    problem = note_problem(history, event_id)
+    if problem is None:
+        return True, ""
+    if waiver is not None:
+        return True, f"; its State Hub note is missing ({problem}), waived by {waiver.event_id}"
+    return False, f"{what} is not recorded in State Hub as the spec requires: {problem}; {NOTE_FIX}"
+
+
 def undelivered_notes(store: EventStore, workload: str) -> list[UndeliveredNote]:
-    """Events of ``workload`` whose latest ``note.posted`` says ``delivered: false``."""
+    """Events of ``workload`` whose latest ``note.posted`` says ``delivered: false``, and records the spec
+    wants in State Hub (``note_required``) that were never posted (no State Hub configured then)."""
     latest: dict[str, RecordedEvent] = {}
-    for ev in store.read_stream(workload):
-        if ev.kind == EventKind.NOTE_POSTED and ev.payload.get("ref_event_id"):
+    history = store.read_stream(workload)
+    for ev in history:
+        if (
+            ev.kind == EventKind.NOTE_POSTED
+            and ev.payload.get("ref_event_id")
+            and not ev.payload.get("purpose")
+        ):
             latest[str(ev.payload["ref_event_id"])] = ev
-    out: list[UndeliveredNote] = []
+    out: list[UndeliveredNote] = [
+        UndeliveredNote(
+            ref_event_id=ev.event_id,
+            ref_kind=ev.kind,
+            ref_seq=ev.seq,
+            note_event_id="",
+            error="never posted: no State Hub was configured when it was recorded",
+            recorded_at=ev.recorded_at,
+        )
+        for ev in history
+        if note_required(ev) and ev.event_id not in latest
+    ]
     for ref, ev in latest.items():
         if ev.payload.get("delivered"):
             continue

@@ -20,7 +20,7 @@ from railiance_ledger.domain.identity import Operator, OperatorLike
 from railiance_ledger.domain.redaction import redact
 from railiance_ledger.domain.text import NAME_MAX, REASON_MAX, text_problem
 from railiance_ledger.errors import InvalidInput
-from railiance_ledger.lifecycle.approvals.signing import seal, to_sign
+from railiance_ledger.lifecycle.approvals.signing import DEGRADED_DEPENDENCY_GATE_PREFIX, seal, to_sign
 from railiance_ledger.lifecycle.candidates import select_candidate
 
 if TYPE_CHECKING:
@@ -110,6 +110,8 @@ def _record_waiver(
             f"gate {gate} of stage {stage} cannot be waived: the lifecycle makes it fail closed",
             hint="fix the cause instead (see docs/stage1.md)",
         )
+    if gate.startswith(DEGRADED_DEPENDENCY_GATE_PREFIX):
+        _check_dependency_gate(decl, gate, stage)
     if stage == 1:
         known = stage1_gates(decl)
         if gate not in known:
@@ -140,6 +142,22 @@ def _record_waiver(
         return None
     recorded = store.append([seal(decl, event, signature)])[0]
     return _post_waiver_note(store=store, decl=decl, event=recorded, statehub=statehub)
+
+
+def _check_dependency_gate(decl: Declaration, gate: str, stage: int) -> None:
+    """A degraded-dependency approval names a declared dependency and Stage 2 (where it is checked)."""
+    name = gate[len(DEGRADED_DEPENDENCY_GATE_PREFIX) :]
+    declared = [d.name for d in decl.dependencies]
+    if name not in declared:
+        raise InvalidInput(
+            f"{name!r} is not a declared dependency of {decl.workload.name}",
+            hint="one of: " + (", ".join(declared) or "(no [[dependencies]] declared)"),
+        )
+    if stage != 2:
+        raise InvalidInput(
+            f"platform dependencies are checked before Stage 2, not stage {stage}",
+            hint=f"pass --stage 2 --gate {gate}",
+        )
 
 
 def _post_waiver_note(

@@ -49,6 +49,11 @@ class DeclaredWorkload:
         return registry_path(self.repository)
 
     @property
+    def platform(self) -> str | None:
+        """The declared ``image.platform`` (``os/arch[/variant]``), or ``None``."""
+        return getattr(self.decl.image, "platform", None)
+
+    @property
     def tag_pattern(self) -> str | None:
         """The declared ``image.tag_pattern`` (a regular expression), or ``None`` for every tag."""
         pattern = getattr(self.decl.image, "tag_pattern", None)

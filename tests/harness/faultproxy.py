@@ -13,13 +13,18 @@ query string) and method; the first matching rule applies:
 - ``latency`` seconds of delay before anything else happens;
 - ``status``: answer with that code and a Kubernetes ``Status`` body instead of forwarding;
 - ``drop``: close the connection without answering (the client sees EOF);
-- ``times``: apply to that many matching requests, then the rule retires (default: forever).
+- ``times``: apply to that many matching requests, then the rule retires (default: forever);
+- ``query``: a regex the raw query string must match as well (e.g. ``fieldManager=helm``);
+- ``hold`` (with ``latency``): hold the request that long, then drop it, never forwarding it: a
+  deterministic pause point (the rule's ``hits`` shows the request arrived; a test SIGKILLs the
+  client then).
 
 Control endpoint (plain HTTP on loopback, ``control_url``), JSON in and out:
 
     GET    /faults            the rules
     POST   /faults            {"path": REGEX, "methods": ["GET"], "status": 500, "latency": 0.5,
-                               "drop": false, "times": 3, "message": "..."} -> 201 the rule with "id"
+                               "drop": false, "times": 3, "message": "...", "query": REGEX,
+                               "hold": false} -> 201 the rule with "id"
     DELETE /faults            remove all rules;  DELETE /faults/<id>  remove one
     GET    /requests          the last 2000 requests: {"method","path","status","fault","time"}
     DELETE /requests          forget them
@@ -87,12 +92,19 @@ class Fault:
     drop: bool = False
     times: int | None = None
     message: str = ""
+    query: str = ""
+    """A regex the raw query string must match too (empty: any query)."""
+    hold: bool = False
+    """With ``latency``: the request is held that long and then dropped, never forwarded (a
+    deterministic pause point: ``hits`` tells the test the request arrived)."""
     id: int = 0
     hits: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
-        """True when this rule applies to ``method`` ``path``."""
+    def matches(self, method: str, path: str, query: str = "") -> bool:
+        """True when this rule applies to ``method`` ``path`` (and ``query``)."""
         if self.methods and method.upper() not in {m.upper() for m in self.methods}:
+            return False
+        if self.query and re.search(self.query, query) is None:
             return False
         return re.search(self.path, path) is not None
 
@@ -185,9 +197,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _proxy(self) -> None:
         proxy = self.server.proxy
-        path = urlsplit(self.path).path
+        parts = urlsplit(self.path)
+        path = parts.path
         body = self._read_body()
-        fault = proxy._match(self.command, path)
+        fault = proxy._match(self.command, path, parts.query)
         record: dict[str, Any] = {
             "method": self.command,
             "path": self.path,
@@ -198,7 +211,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             if fault is not None:
                 if fault.latency:
                     time.sleep(fault.latency)
-                if fault.drop:
+                if fault.drop or fault.hold:
                     record["status"] = "dropped"
                     raise _Dropped
                 if fault.status is not None:
@@ -329,6 +342,8 @@ class _ControlHandler(BaseHTTPRequestHandler):
                 drop=bool(spec.get("drop", False)),
                 times=spec.get("times"),
                 message=str(spec.get("message") or ""),
+                query=str(spec.get("query") or ""),
+                hold=bool(spec.get("hold", False)),
             )
         except (KeyError, TypeError, ValueError, re.error) as exc:
             self._reply(400, {"error": f"bad fault: {exc}"})
@@ -413,9 +428,12 @@ class FaultProxy:
         drop: bool = False,
         times: int | None = None,
         message: str = "",
+        query: str = "",
+        hold: bool = False,
     ) -> Fault:
         """Add a rule (see the module docstring) and return it with its ``id``."""
         re.compile(path)
+        re.compile(query)
         if status is None and not drop and not latency:
             raise ValueError("a fault needs a status, latency or drop")
         fault = Fault(
@@ -426,6 +444,8 @@ class FaultProxy:
             drop=drop,
             times=int(times) if times is not None else None,
             message=message,
+            query=query,
+            hold=hold,
         )
         with self._lock:
             fault.id = next(self._ids)
@@ -459,10 +479,10 @@ class FaultProxy:
         with self._lock:
             self._requests.clear()
 
-    def _match(self, method: str, path: str) -> Fault | None:
+    def _match(self, method: str, path: str, query: str = "") -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path, query):
                     fault.hits += 1
                     if fault.times is not None and fault.hits >= fault.times:
                         self._faults.remove(fault)

@@ -221,6 +221,10 @@ class RegistryServer:
     port: int = 0
     token_server: TokenServer | None = None
     process: ManagedProcess | None = None
+    notify_url: str | None = None
+    """Where the registry POSTs its notification events (``notifications.endpoints``), if anywhere."""
+    notify_secret: str = ""
+    """The shared secret it sends as ``Authorization: Bearer <secret>``."""
 
     @property
     def url(self) -> str:
@@ -267,6 +271,18 @@ class RegistryServer:
                 f"    issuer: {ISSUER}",
                 f"    rootcertbundle: {bundle}",
             ]
+        if self.notify_url:
+            lines += [
+                "notifications:",
+                "  endpoints:",
+                "    - name: railiance",
+                f"      url: {self.notify_url}",
+                "      headers:",
+                f"        Authorization: [Bearer {self.notify_secret}]",
+                "      timeout: 2s",
+                "      threshold: 3",
+                "      backoff: 500ms",
+            ]
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 20.0) -> RegistryServer:
@@ -303,14 +319,28 @@ class RegistryServer:
             self.token_server.stop()
 
 
-def start_registry(workdir: Path, *, port: int = 0, token_auth: bool = False) -> RegistryServer:
-    """Start a registry (optionally with its token server) and return it running."""
+def start_registry(
+    workdir: Path,
+    *,
+    port: int = 0,
+    token_auth: bool = False,
+    notify_url: str | None = None,
+    notify_secret: str = "",
+) -> RegistryServer:
+    """Start a registry (optionally with its token server, optionally notifying ``notify_url`` of
+    every event with ``Authorization: Bearer <notify_secret>``) and return it running."""
     token_server = TokenServer().start() if token_auth else None
     attempts = 1 if port else 3  # a free port can be taken by someone else before the child binds it
     try:
         for attempt in range(attempts):
             try:
-                return RegistryServer(workdir=workdir, port=port, token_server=token_server).start()
+                return RegistryServer(
+                    workdir=workdir,
+                    port=port,
+                    token_server=token_server,
+                    notify_url=notify_url,
+                    notify_secret=notify_secret,
+                ).start()
             except HarnessError as exc:
                 if attempt == attempts - 1 or "address already in use" not in str(exc):
                     raise
@@ -401,18 +431,24 @@ class RegistryHelper:
         *,
         media_type: Literal["oci", "docker"] = "oci",
         payload: bytes | None = None,
+        labels: dict[str, str] | None = None,
+        platform: str = "linux/amd64",
     ) -> str:
         """Push a one-layer image (config + layer blobs, then manifest) and return its digest.
 
         Without ``tag`` the manifest is pushed by digest only. Without ``payload`` the layer is
-        unique, so every call makes a new digest.
+        unique, so every call makes a new digest. ``labels`` go in the config's ``config.Labels``
+        (e.g. ``org.opencontainers.image.revision``); ``platform`` is ``os/architecture[/variant]``.
         """
         layer = payload if payload is not None else f"layer {uuid.uuid4()}".encode()
+        os_name, _, arch = platform.partition("/")
+        arch, _, variant = arch.partition("/")
         config = json.dumps(
             {
-                "architecture": "amd64",
-                "os": "linux",
-                "config": {},
+                "architecture": arch,
+                "os": os_name,
+                **({"variant": variant} if variant else {}),
+                "config": {"Labels": labels} if labels else {},
                 "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]},
             },
             sort_keys=True,
@@ -434,17 +470,29 @@ class RegistryHelper:
         ).encode()
         return self.put_manifest(repository, tag or sha256_digest(manifest), manifest, manifest_type)
 
-    def push_index(self, repository: str, tag: str, manifests: list[str]) -> str:
-        """Push an OCI image index over already-pushed OCI manifests (by digest); return its digest."""
+    def push_index(
+        self, repository: str, tag: str, manifests: list[str], platforms: list[str] | None = None
+    ) -> str:
+        """Push an OCI image index over already-pushed OCI manifests (by digest); return its digest.
+
+        ``platforms[i]`` (``os/architecture[/variant]``, default ``linux/amd64``) is manifest i's platform.
+        """
         entries = []
-        for digest in manifests:
+        for i, digest in enumerate(manifests):
             raw, media_type = self.get_manifest(repository, digest)
+            plat = platforms[i] if platforms else "linux/amd64"
+            os_name, _, arch = plat.partition("/")
+            arch, _, variant = arch.partition("/")
             entries.append(
                 {
                     "mediaType": media_type,
                     "digest": digest,
                     "size": len(raw),
-                    "platform": {"architecture": "amd64", "os": "linux"},
+                    "platform": {
+                        "architecture": arch,
+                        "os": os_name,
+                        **({"variant": variant} if variant else {}),
+                    },
                 }
             )
         index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()

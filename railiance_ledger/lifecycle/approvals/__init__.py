@@ -43,6 +43,7 @@ from railiance_ledger.lifecycle.approvals.common import (
 from railiance_ledger.lifecycle.approvals.exceptions import (
     exception_to_sign,
     pending_retrospective,
+    post_overdue_notes,
     record_exception,
 )
 from railiance_ledger.lifecycle.approvals.revoke import revocation_to_sign, revoke
@@ -66,6 +67,7 @@ __all__ = [
     "current_stable_target",
     "exception_to_sign",
     "pending_retrospective",
+    "post_overdue_notes",
     "record_exception",
     "recorded_waivers",
     "require_identity",

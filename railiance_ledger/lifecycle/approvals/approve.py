@@ -303,22 +303,26 @@ def _approve(
 
 
 def _check_reached(state: CandidateState, stage: int, cand: ResolvedCandidate) -> None:
-    """Refuse approving ``stage`` when the stage before it failed (and no emergency exception skips it).
+    """Refuse approving ``stage`` unless every stage before it passed or is skipped by an emergency exception.
 
-    A stage with no result yet is not refused here (the stage's own prechecks require it to have
-    passed before anything is deployed); a recorded failure is.
+    Stages are sequential: a Stage 2 approval needs Stage 1 passed, a Stage 3 approval needs Stages 1
+    and 2 passed (the canary's observation window over). A stage that failed, or that has no result
+    yet, is refused by name; an emergency exception (``railiance exception --skip-stage N``) covers it.
     """
-    before = stage - 1
-    result = state.results.get(before)
-    if result is None or result.passed or state.excepted(before):
+    missing = state.first_unsatisfied_before(stage)
+    if missing is None:
         return
+    result = state.results.get(missing)
+    if result is not None:
+        what = f"stage {missing} of {cand.image} failed (seq {result.seq})"
+    else:
+        what = f"stage {missing} of {cand.image} has not passed (no stage {missing} result is recorded)"
     raise GateFailed(
-        f"approval refused: stage {before} of {cand.image} failed (seq {result.seq}), "
-        f"so it has not reached stage {stage}; "
+        f"approval refused: {what}, so the candidate has not reached stage {stage}; "
         "an approval cannot stand in for a stage result",
         hint=(
-            f"run stage {before} first, or record an emergency exception (railiance exception --skip-stage "
-            f"{before})"
+            f"run stage {missing} until it passes, then approve; or record an emergency exception "
+            f"(railiance exception APP_DIR --skip-stage {missing} --reason TEXT) and approve retrospectively"
         ),
     )
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain.candidate_state import candidate_states
+from railiance_ledger.domain.durations import format_duration
 from railiance_ledger.domain.events import EventKind, NewEvent
 from railiance_ledger.domain.identity import OperatorLike
 from railiance_ledger.domain.redaction import redact_value
@@ -18,14 +21,24 @@ from railiance_ledger.lifecycle.approvals.common import (
 )
 from railiance_ledger.lifecycle.approvals.signing import seal, to_sign
 from railiance_ledger.lifecycle.candidates import resolve_candidate
-from railiance_ledger.lifecycle.notes import NotedEvent, post_and_record
+from railiance_ledger.lifecycle.notes import NotedEvent, NoteOutcome, post_and_record
 
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ledger.store import EventStore
     from railiance_ledger.ports import StateHubPort
 
-__all__ = ["exception_to_sign", "pending_retrospective", "record_exception"]
+__all__ = [
+    "DEFAULT_RETROSPECTIVE_DEADLINE",
+    "OVERDUE_PURPOSE",
+    "exception_to_sign",
+    "pending_retrospective",
+    "post_overdue_notes",
+    "record_exception",
+]
+
+DEFAULT_RETROSPECTIVE_DEADLINE = 24 * 3600
+"""Seconds after an emergency exception its retrospective approval is due, unless declared otherwise."""
 
 
 def record_exception(**kwargs: Any) -> NotedEvent:
@@ -88,6 +101,15 @@ def _record_exception(
         },
         "awaiting_retrospective_approval": True,
         "production_critical": decl.production_critical,
+        "retrospective_deadline": {
+            "seconds": decl.approval.retrospective_deadline,
+            "text": format_duration(decl.approval.retrospective_deadline),
+            "source": (
+                "declaration approval.retrospective_deadline"
+                if "retrospective_deadline" in decl.approval.model_fields_set
+                else "default"
+            ),
+        },
     }
     draft = NewEvent(
         stream=workload,
@@ -105,7 +127,8 @@ def _record_exception(
         f"EMERGENCY EXCEPTION: {who} skips stage {skip_stage} for {cand.image} of {workload}.\n"
         f"Reason: {why}.\n"
         "A retrospective approval by another operator must be recorded immediately after stabilization "
-        f"(railiance approve APP_DIR --stage {skip_stage + 1} --retrospective).\n"
+        f"(railiance approve APP_DIR --stage {skip_stage + 1} --retrospective), within "
+        f"{format_duration(decl.approval.retrospective_deadline)}.\n"
         f"Ledger event {event.event_id} (seq {event.seq})."
     )
     note = post_and_record(
@@ -121,12 +144,17 @@ def _record_exception(
     return NotedEvent.wrap(event, note)
 
 
-def pending_retrospective(store: EventStore, workload: str) -> list[dict[str, Any]]:
+def pending_retrospective(
+    store: EventStore, workload: str, *, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """Every emergency exception of ``workload`` still awaiting its retrospective approval.
 
     An exception stops being pending when a retrospective ``approval.granted`` covering it is
-    recorded (and not revoked). Oldest first.
+    recorded (and not revoked). Oldest first. Each names its deadline: ``due_at`` (recorded time plus
+    the deadline the exception recorded, ``approval.retrospective_deadline``, default 24 h) and
+    ``overdue`` (past it at ``now``, default the current time).
     """
+    at = now or datetime.now(UTC)
     states = candidate_states(store.read_stream(workload))
     pending = [(digest, exc) for digest, state in states.items() for exc in state.awaiting_retrospective]
     out: list[dict[str, Any]] = []
@@ -144,6 +172,71 @@ def pending_retrospective(store: EventStore, workload: str) -> list[dict[str, An
                 "operator": exc.actor,
                 "recorded_at": exc.recorded_at,
                 "scope": exc.payload.scope,
+                **_deadline(exc.recorded_at, exc.payload.model_dump(), at),
             }
         )
     return out
+
+
+def _deadline(recorded_at: str, payload: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """``due_at``, ``deadline_seconds`` and ``overdue`` of an exception recorded at ``recorded_at``."""
+    declared = payload.get("retrospective_deadline")
+    seconds = int(declared.get("seconds") or 0) if isinstance(declared, Mapping) else 0
+    seconds = seconds or DEFAULT_RETROSPECTIVE_DEADLINE
+    recorded = datetime.fromisoformat(recorded_at)
+    if recorded.tzinfo is None:
+        recorded = recorded.replace(tzinfo=UTC)
+    due = recorded + timedelta(seconds=seconds)
+    return {
+        "deadline_seconds": seconds,
+        "due_at": due.isoformat().replace("+00:00", "Z"),
+        "overdue": now >= due,
+    }
+
+
+OVERDUE_PURPOSE = "retrospective-overdue"
+"""``note.posted`` purpose of the State Hub note saying a retrospective approval is overdue."""
+
+
+def post_overdue_notes(
+    *, store: EventStore, workload: str, statehub: StateHubPort | None, now: datetime | None = None
+) -> list[NoteOutcome]:
+    """Post a State Hub note for every emergency exception whose retrospective approval is overdue.
+
+    Once per exception: a delivered overdue note is not posted again (an undelivered one is retried on
+    the next call). Each outcome is recorded as ``note.posted`` with ``purpose: retrospective-overdue``.
+    """
+    history = store.read_stream(workload)
+    done = {
+        ev.payload.get("ref_event_id")
+        for ev in history
+        if ev.kind == EventKind.NOTE_POSTED
+        and ev.payload.get("purpose") == OVERDUE_PURPOSE
+        and ev.payload.get("delivered")
+    }
+    outcomes: list[NoteOutcome] = []
+    for pending in pending_retrospective(store, workload, now=now):
+        if not pending["overdue"] or pending["exception_id"] in done:
+            continue
+        event = store.get(pending["exception_id"])
+        if event is None:
+            continue
+        outcomes.append(
+            post_and_record(
+                store=store,
+                statehub=statehub,
+                event=event,
+                title=f"{workload}: retrospective approval OVERDUE for emergency exception {event.event_id}",
+                body=(
+                    f"The emergency exception {event.event_id} by {event.actor} (skip stage "
+                    f"{pending['skip_stage']} for {pending['image']}, recorded {event.recorded_at}) still "
+                    f"has no retrospective approval; it was due at {pending['due_at']}.\n"
+                    f"Reason given: {pending['reason']}.\n"
+                    "Record it: railiance approve APP_DIR --retrospective --stage N (another operator)."
+                ),
+                required=True,
+                required_reason="an overdue retrospective approval is reported in State Hub",
+                purpose=OVERDUE_PURPOSE,
+            )
+        )
+    return outcomes

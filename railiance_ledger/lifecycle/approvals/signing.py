@@ -1,8 +1,9 @@
 """Signing human records: what the operator signs, and the policy a record passes before append.
 
 The declaration names the allowed-signers file (``[approval] allowed_signers``, relative to
-``railiance/``) and may require signatures on every human record (``require_signatures``). With an
-allowed-signers file declared, an approval of a production-critical workload must be signed: the
+``railiance/``) and may require signatures on every human record (``require_signatures``). An
+approval of a production-critical workload must always be signed (declared signers or not; there is
+no opt-out, since the spec's approval gate is what the signature proves): the
 gate counts only a valid signature by an allowed signer, and the separation-of-duties rule applies to
 the signed principal (the record's ``operator``), so the registrar's or deployer's own key cannot
 approve.
@@ -14,6 +15,7 @@ against the allowed signers and attaches the signature block, or refuses the rec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,17 @@ from railiance_ledger.errors import GateFailed, InvalidInput
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
 
-__all__ = ["load_signers", "seal", "signatures_required", "signers_path", "to_sign"]
+__all__ = [
+    "DEGRADED_DEPENDENCY_GATE_PREFIX",
+    "UNSIGNED",
+    "always_signed",
+    "load_signers",
+    "seal",
+    "signatures_required",
+    "signed_principal",
+    "signers_path",
+    "to_sign",
+]
 
 _SIGN_HINT = (
     "print the record with --payload, sign it with "
@@ -67,19 +79,45 @@ def load_signers(decl: Declaration) -> AllowedSigners | None:
         raise InvalidInput(f"approval.allowed_signers: {path}: {exc}") from exc
 
 
+DEGRADED_DEPENDENCY_GATE_PREFIX = "dependency:"
+"""A waiver of gate ``dependency:NAME`` is the operator's approval that a platform dependency is degraded
+(or unknown): always signed, whatever the workload."""
+
+
+def always_signed(event: NewEvent) -> bool:
+    """True for records that must be signed under every declaration: degraded-dependency approvals."""
+    gate = event.payload.get("gate")
+    return (
+        event.kind == EventKind.WAIVER_GRANTED
+        and isinstance(gate, str)
+        and gate.startswith(DEGRADED_DEPENDENCY_GATE_PREFIX)
+    )
+
+
+UNSIGNED = (
+    "carries no signature by an allowed signer: a production-critical gate counts only a signed approval "
+    "(approve again with --payload / --signature, docs/approvals.md)"
+)
+"""The reason a production-critical gate gives for an approval recorded unsigned (e.g. before the rule)."""
+
+
+def signed_principal(payload: Mapping[str, Any]) -> str | None:
+    """The verified principal of a sealed record's signature block (verified at append and by ``ledger
+    verify``), or ``None`` when the record was stored unsigned."""
+    block = payload.get(SIGNATURE_KEY)
+    principal = block.get("principal") if isinstance(block, Mapping) else None
+    return str(principal) if principal else None
+
+
 def signatures_required(decl: Declaration, kind: str) -> bool:
     """True when a record of ``kind`` must be signed under ``decl``.
 
-    Every human record when ``require_signatures``; approvals of production-critical workloads
-    whenever an allowed-signers file is declared.
+    Every human record when ``require_signatures``; approvals of production-critical workloads always
+    (without an allowed-signers file declared they cannot be recorded at all: the refusal names the fix).
     """
     if decl.approval.require_signatures:
         return True
-    return (
-        kind == EventKind.APPROVAL_GRANTED
-        and decl.production_critical
-        and bool(decl.approval.allowed_signers)
-    )
+    return kind == EventKind.APPROVAL_GRANTED and decl.production_critical
 
 
 def _with_signers(decl: Declaration, event: NewEvent) -> NewEvent:
@@ -118,18 +156,25 @@ def seal(decl: Declaration, event: NewEvent, signature: str | None) -> NewEvent:
     """
     what = f"{event.kind} for {event.stream}"
     if signature is None or not signature.strip():
-        if signatures_required(decl, event.kind):
+        if signatures_required(decl, event.kind) or always_signed(event):
             raise InvalidInput(
                 f"{what} must be signed: "
                 + (
                     "the declaration sets approval.require_signatures"
                     if decl.approval.require_signatures
+                    else "an operator approval of a degraded platform dependency counts only when signed"
+                    if always_signed(event)
                     else (
                         "approvals of a production-critical workload count only when signed by an allowed "
                         "signer"
                     )
                 ),
-                hint=_SIGN_HINT,
+                hint=(
+                    _SIGN_HINT
+                    if decl.approval.allowed_signers
+                    else 'add [approval] allowed_signers = "allowed_signers" to railiance/app.toml (git '
+                    "allowedSignersFile format: `principal ssh-ed25519 AAAA...`), then " + _SIGN_HINT
+                ),
             )
         if decl.approval.allowed_signers:
             return _with_signers(decl, event)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from railiance_ledger.domain.events import EventKind, RecordedEvent
-from railiance_ledger.errors import GateFailed
+from railiance_ledger.errors import GateFailed, InvalidInput
 from railiance_ledger.ledger.projections import lineage
 from railiance_ledger.lifecycle.approvals import approval_state
 from railiance_ledger.lifecycle.rollback.model import RestoreTarget, RollbackPlan
@@ -65,28 +65,49 @@ def human_decision(
 
 
 def open_stage3(history: Sequence[RecordedEvent]) -> RecordedEvent | None:
-    """The latest stage 3 ``stage.started`` with no ``stage.completed`` (stage 3) or rollback after it."""
+    """The latest stage 3 ``stage.started`` not finished: no ``stage.completed`` (stage 3) or
+    ``rollback.completed`` after it, or a ``rollback.incomplete`` after it that no ``rollback.completed``
+    (its own, or an operator's ``--resolve``) has closed yet."""
     current: RecordedEvent | None = None
+    left_behind = False
     for ev in history:
         if ev.kind == EventKind.STAGE_STARTED and ev.stage == 3:
-            current = ev
-        elif (
-            current is not None
-            and ev.candidate == current.candidate
-            and (
-                (ev.kind == EventKind.STAGE_COMPLETED and ev.stage == 3)
-                or ev.kind == EventKind.ROLLBACK_COMPLETED
-            )
-        ):
+            current, left_behind = ev, False
+        elif current is None or ev.candidate not in (current.candidate, None):
+            continue
+        elif ev.kind == EventKind.ROLLBACK_COMPLETED:
+            current = None
+        elif ev.kind == EventKind.ROLLBACK_INCOMPLETE:
+            left_behind = True
+        elif ev.kind == EventKind.STAGE_COMPLETED and ev.stage == 3 and not left_behind:
             current = None
     return current
 
 
-def plan_rollback(store: EventStore, decl: Declaration) -> RollbackPlan:
+def earlier_stables(store: EventStore, workload: str) -> list[tuple[str, str | None]]:
+    """``(digest, image)`` of every stable ``rollback --to`` may return to, most recent first: the
+    stables still below the current one in the lineage (never rolled back), each with the restore
+    information of its own completed promotion (so the ledger knows how to bring it back)."""
+    lin = lineage(store, workload)
+    by_digest = {s.digest: s for s in lin.stables if s.event_id is not None and s.state == "superseded"}
+    return [(d, by_digest[d].image) for d in reversed(lin.stack[:-1]) if d in by_digest]
 
+
+def plan_rollback(store: EventStore, decl: Declaration, *, to: str | None = None) -> RollbackPlan:
+    """The rollback's target: the stable before the current one (``to``: an earlier stable of the
+    lineage, refused with ``InvalidInput``, exit 2, naming the allowed digests, when it is not one)."""
     workload = decl.workload.name
     history = store.read_stream(workload)
     open3 = open_stage3(history)
+    if to is not None:
+        allowed = earlier_stables(store, workload)
+        if open3 is not None or to not in {d for d, _ in allowed}:
+            names = ", ".join(d for d, _ in allowed) or "none"
+            why = "a Stage 3 promotion is unfinished; " if open3 is not None else ""
+            raise InvalidInput(
+                f"--to {to} is not an earlier verified stable of {workload} ({why}allowed: {names})",
+                hint="see `railiance lineage WORKLOAD`; without --to it returns to the previous stable",
+            )
     if open3 is not None:
         prev = open3.payload.get("previous_stable") or {}
         return RollbackPlan(
@@ -106,6 +127,22 @@ def plan_rollback(store: EventStore, decl: Declaration) -> RollbackPlan:
             f"{workload} has no stable version in the ledger: nothing was promoted, so there is nothing to "
             "roll back",
             hint="a Stage 2 canary is rolled back by `railiance rollback` while it is observed",
+        )
+    if to is not None:
+        chosen = next(s for s in lin.stables if s.digest == to and s.event_id is not None)
+        return RollbackPlan(
+            leaving_digest=current.digest,
+            leaving_image=current.image,
+            leaving_restore=dict(current.restore),
+            leaving_seq=current.seq,
+            target=RestoreTarget.from_restore(
+                chosen.restore,
+                decl,
+                source="ledger lineage (earlier stable chosen with --to)",
+                digest=chosen.digest,
+                image=chosen.image,
+            ),
+            open_stage3=None,
         )
     target = lin.rollback_target
     if target is None:

@@ -11,11 +11,16 @@ from railiance_ledger.domain.payloads import RollbackCompleted
 from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.lifecycle.notes import post_and_record
 from railiance_ledger.lifecycle.rollback.model import FATE_TEXT, RollbackOutcome, RollbackPlan
+from railiance_ledger.lifecycle.unfinished import incomplete_event, manual_command
 
 if TYPE_CHECKING:
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ledger.store import EventStore
     from railiance_ledger.ports import StateHubPort
+
+
+_NOT_INCOMPLETE = frozenset({"reason", "remaining_cleanup", "failures", "payload_version", "succeeded"})
+"""Keys of ``rollback.completed`` a ``rollback.incomplete`` does not carry (it has its own)."""
 
 
 def complete_rollback(
@@ -60,27 +65,41 @@ def complete_rollback(
         "succeeded": ok,
         "at": format_timestamp(now()),
     }
-    done = store.append(
-        [
-            NewEvent(
-                stream=workload,
-                kind=EventKind.ROLLBACK_COMPLETED,
-                actor=operator,
-                candidate=plan.leaving_digest,
-                stage=stage,
-                payload=redact_value(payload),
-            )
-        ]
-    )[0]
+    if failures:
+        # Steps of the rollback itself failed: the cluster is not where the ledger would say, so the
+        # rollback is recorded as incomplete (blocking the workload), never as completed.
+        payload["manual_command"] = manual_command(restore_by_hand(plan, strategy), "finish the rollback")
+        event = incomplete_event(
+            workload=workload,
+            operator=operator,
+            candidate=plan.leaving_digest,
+            stage=stage,
+            reason=f"the rollback to {target.text} could not finish: " + "; ".join(failures),
+            remaining=cleanup,
+            failures=failures,
+            command=str(payload["manual_command"]),
+            extra={k: v for k, v in payload.items() if k not in _NOT_INCOMPLETE},
+        )
+    else:
+        event = NewEvent(
+            stream=workload,
+            kind=EventKind.ROLLBACK_COMPLETED,
+            actor=operator,
+            candidate=plan.leaving_digest,
+            stage=stage,
+            payload=redact_value(payload),
+        )
+    done = store.append([event])[0]
     events.append(done)
     warnings: list[str] = []
+    title = f"{workload}: rolled back to {target.text}" + ("" if ok else " (verification FAILED)")
     note_id = post_rollback_note(
         store,
         statehub,
         done,
         decl,
         warnings,
-        title=f"{workload}: rolled back to {target.text}" + ("" if ok else " (verification FAILED)"),
+        title=title if not failures else f"{workload}: rollback to {target.text} INCOMPLETE",
         body=(
             f"Symptom: {symptom}.\nAction: {action}.\nFinal stable: {target.text}.\n"
             f"Verification ({verification['check'].get('check')}): {verification['check'].get('detail')}; "
@@ -90,7 +109,7 @@ def complete_rollback(
             f"Candidate {plan.leaving_image or plan.leaving_digest}: {FATE_TEXT[fate]}."
         ),
     )
-    phase = "rolled-back" if ok else "verification-failed"
+    phase = "incomplete" if failures else "rolled-back" if ok else "verification-failed"
     doc = {
         "kind": "railiance.rollback/v1",
         "workload": workload,
@@ -111,6 +130,7 @@ def complete_rollback(
                 "failures",
             )
         },
+        "manual_command": payload.get("manual_command"),
         "rollback_target": target.as_dict(),
         "statehub_note": note_id,
         "ledger": {"seq": done.seq, "hash": done.hash},
@@ -118,6 +138,21 @@ def complete_rollback(
     return RollbackOutcome(
         document=doc, exit_code=0 if ok else 1, phase=phase, events=events, warnings=warnings
     )
+
+
+def restore_by_hand(plan: RollbackPlan, strategy: str) -> list[str]:
+    """The commands that put ``plan``'s target back by hand, for the strategy that failed."""
+    target = plan.target
+    ns, release = target.namespace, target.release
+    if strategy == "helm-revision" and target.helm_revision is not None:
+        return [f"helm rollback {release} {target.helm_revision} --namespace {ns} --wait"]
+    if strategy in ("helm-revision", "digest-and-values") and target.manifests_sha256:
+        path = f"$RAILIANCE_HOME/manifests/{target.manifests_sha256}.yaml"
+        return [f"kubectl apply --server-side --force-conflicts --namespace {ns} -f {path}"]
+    if strategy == "routing":
+        where = f"seq {plan.leaving_seq} (`railiance history WORKLOAD --json`)"
+        return [f"re-apply the routing_previous objects recorded with {where}"]
+    return []
 
 
 def post_rollback_note(

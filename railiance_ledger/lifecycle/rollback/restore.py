@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain.events import EventKind, NewEvent
 from railiance_ledger.domain.redaction import redact_value
-from railiance_ledger.errors import AdapterError, AdapterNotFound, InvalidInput
+from railiance_ledger.errors import AdapterError, AdapterNotFound, InvalidInput, LedgerError, RailianceError
 from railiance_ledger.lifecycle.cluster.manifests import load_manifests
 from railiance_ledger.lifecycle.cluster.objects import FIELD_MANAGER, api_version_of, split_docs
 from railiance_ledger.lifecycle.cluster.routing import routing_objects
 from railiance_ledger.lifecycle.rollback.model import RestoreTarget, RollbackOutcome, RollbackPlan
 from railiance_ledger.lifecycle.rollback.record import complete_rollback
 from railiance_ledger.lifecycle.rollback.verify import verify_restored
+from railiance_ledger.lifecycle.unfinished import record_unfinished_result
 
 if TYPE_CHECKING:
     import httpx
@@ -144,40 +145,67 @@ def perform(
     ready_timeout: float,
     sleep: Callable[[float], None],
     stage: int = 3,
+    finish_open_stage: bool = True,
 ) -> RollbackOutcome:
+    """``rollback.started``, the restore, its verification, then ``rollback.completed`` (or
+    ``rollback.incomplete`` when a step failed). A Stage 3 left open by an action that stopped gets
+    its failed ``stage.completed`` once the rollback completed (unless ``finish_open_stage`` is
+    False: the promotion records its own result). When the ledger refuses ``rollback.started`` after
+    a promotion changed production, the restore still runs and the ledger's error propagates."""
     workload = decl.workload.name
-    events = store.append(
-        [
-            NewEvent(
-                stream=workload,
-                kind=EventKind.ROLLBACK_STARTED,
-                actor=operator,
-                candidate=plan.leaving_digest,
-                stage=stage,
-                payload=redact_value(started_payload),
+
+    def restore() -> tuple[str, list[str], list[str]]:
+        try:
+            return restore_stable(
+                decl=decl,
+                kube=kube,
+                helm=helm,
+                target=plan.target,
+                leaving=plan.leaving_restore,
+                strategy=strategy,
+                home=home,
             )
-        ]
-    )
-    action, failures, cleanup = restore_stable(
-        decl=decl,
-        kube=kube,
-        helm=helm,
-        target=plan.target,
-        leaving=plan.leaving_restore,
-        strategy=strategy,
-        home=home,
-    )
-    verification = verify_restored(
-        decl=decl,
-        kube=kube,
-        http=http,
-        target=plan.target,
-        strategy=strategy,
-        home=home,
-        timeout=ready_timeout,
-        sleep=sleep,
-        routing=routing_objects(plan.leaving_restore) if strategy == "routing" else (),
-    )
+        except (RailianceError, OSError, ValueError) as exc:  # never leave a half-done restore unrecorded
+            return f"restore {plan.target.text} by {strategy}", [f"the restore stopped: {exc}"], []
+
+    try:
+        events = store.append(
+            [
+                NewEvent(
+                    stream=workload,
+                    kind=EventKind.ROLLBACK_STARTED,
+                    actor=operator,
+                    candidate=plan.leaving_digest,
+                    stage=stage,
+                    payload=redact_value(started_payload),
+                )
+            ]
+        )
+    except LedgerError:
+        if plan.open_stage3 is not None:  # a promotion changed production: put the stable back anyway
+            restore()
+        raise
+    action, failures, cleanup = restore()
+    try:
+        verification = verify_restored(
+            decl=decl,
+            kube=kube,
+            http=http,
+            target=plan.target,
+            strategy=strategy,
+            home=home,
+            timeout=ready_timeout,
+            sleep=sleep,
+            routing=routing_objects(plan.leaving_restore) if strategy == "routing" else (),
+        )
+    except (RailianceError, OSError, ValueError) as exc:
+        failure = f"the rollback verification could not run: {exc}"
+        verification = {
+            "ok": False,
+            "rollout": {"ok": False, "detail": failure},
+            "manifests": {"checked": False},
+            "check": {"ok": False, "detail": failure},
+        }
     if strategy == "routing":
         action = _retire_switched_release(
             decl=decl,
@@ -188,7 +216,7 @@ def perform(
             action=action,
             cleanup=cleanup,
         )
-    return complete_rollback(
+    outcome = complete_rollback(
         store=store,
         decl=decl,
         operator=operator,
@@ -205,6 +233,20 @@ def perform(
         strategy=strategy,
         stage=stage,
     )
+    opened = plan.open_stage3
+    if opened is not None and outcome.phase != "incomplete" and finish_open_stage:
+        image = str((opened.payload.get("candidate") or {}).get("image") or plan.leaving_image or "")
+        result = record_unfinished_result(
+            store=store,
+            decl=decl,
+            operator=operator,
+            started=opened,
+            image=image,
+            reason=f"the promotion stopped before recording its result; rolled back to {plan.target.text}",
+        )
+        if result is not None:
+            outcome.events.append(result)
+    return outcome
 
 
 def _retire_switched_release(

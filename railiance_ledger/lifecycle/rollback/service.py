@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from railiance_ledger.domain.events import RecordedEvent, format_timestamp
+from railiance_ledger.domain.events import EventKind, RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact
 from railiance_ledger.errors import GateFailed, InvalidInput
 from railiance_ledger.lifecycle.approvals import require_operator
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from railiance_ledger.ledger.store import EventStore
     from railiance_ledger.ports import HelmPort, KubePort, StateHubPort
 
+_ROLLBACK_ENDS = (EventKind.ROLLBACK_COMPLETED, EventKind.ROLLBACK_INCOMPLETE)
+
 
 def rollback(
     *,
@@ -46,6 +48,7 @@ def rollback(
     accept_forward_only: bool = False,
     automatic: bool = False,
     manual_done: bool = False,
+    to: str | None = None,
     now: Callable[[], datetime] = SYSTEM_CLOCK.now,
     home: Path | None = None,
     ready_timeout: float = 120.0,
@@ -59,6 +62,8 @@ def rollback(
     terminal (sensors, the promotion's own rollback): they never get past a forward-only migration.
 
     While a Stage 2 canary is being observed, the rollback removes the canary (``stage2.remove_canary``).
+    ``to`` (a digest) returns to that earlier stable of the lineage instead of the previous one
+    (``plan.plan_rollback``; refused with ``InvalidInput`` when it is not one, or while a canary is open).
     Raises ``InvalidInput`` (exit 2) for a missing reason, operator or unknown fate, and ``GateFailed``
     (exit 1) when there is nothing to roll back to, a deferral or forward-only override lacks its
     approval, or a forward-only migration blocks an automatic rollback.
@@ -76,6 +81,12 @@ def rollback(
     history = store.read_stream(workload)
 
     if not defer and open_deployment(history, None) is not None and open_stage3(history) is None:
+        if to is not None:
+            raise InvalidInput(
+                f"--to {to}: a Stage 2 canary of {workload} is open; its rollback removes the canary and "
+                "production stays as it is",
+                hint="run `railiance rollback APP_DIR --reason TEXT` without --to first",
+            )
         events = remove_canary(
             store=store,
             decl=decl,
@@ -86,21 +97,24 @@ def rollback(
             now=now,
             fate=cast("CandidateFate", candidate_fate),
         )
-        done = events[-1] if events else None
-        ok = bool(done and done.payload.get("succeeded", True))
+        done = next((e for e in reversed(events) if e.kind in _ROLLBACK_ENDS), None)
+        ok = done is not None and done.kind == EventKind.ROLLBACK_COMPLETED
+        phase = "canary-removed" if ok else "incomplete"
         doc = {
             "kind": "railiance.rollback/v1",
             "workload": workload,
-            "phase": "canary-removed",
+            "phase": phase,
             "symptom": symptom,
             "action": done.payload.get("action") if done else None,
             "final_stable": done.payload.get("final_stable") if done else None,
+            "remaining_cleanup": done.payload.get("remaining_cleanup") if done else None,
+            "manual_command": done.payload.get("manual_command") if done else None,
             "status": "pass" if ok else "fail",
             "ledger": {"seq": done.seq, "hash": done.hash} if done else None,
         }
-        return RollbackOutcome(document=doc, exit_code=0 if ok else 1, phase="canary-removed", events=events)
+        return RollbackOutcome(document=doc, exit_code=0 if ok else 1, phase=phase, events=events)
 
-    plan = plan_rollback(store, decl)
+    plan = plan_rollback(store, decl, to=to)
     leaving = plan.leaving_digest or ""
     forward_only = plan.leaving_restore.get("migrations") == "forward-only" or (
         plan.open_stage3 is not None and decl.migrations.classification == "forward-only"

@@ -46,6 +46,9 @@ class Stage1Context:
     rendered: list[dict[str, Any]] | None = None
     render_error: str | None = None
     values_files: list[Path] = field(default_factory=list)
+    printed_secrets: list[tuple[str, str]] = field(default_factory=list)
+    """(where, kind) for each kind of secret a local command printed: the workload started for
+    ``local_health`` or a declared local check. Fails ``secrets_by_reference``."""
 
     @property
     def decl(self) -> Declaration:

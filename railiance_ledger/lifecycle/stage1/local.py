@@ -50,6 +50,7 @@ def check_local_health(ctx: Stage1Context, http: httpx.Client, env: Mapping[str,
             exited = proc.poll()
             if exited is not None:
                 tail = proc.output_tail(limit=WORKLOAD_TAIL_CHARS)
+                ctx.printed_secrets += [("local workload", k) for k in proc.printed_secret_kinds()]
                 return make_check(
                     name,
                     False,
@@ -88,6 +89,7 @@ def check_local_health(ctx: Stage1Context, http: httpx.Client, env: Mapping[str,
                         f"after {result.attempts} attempt(s), {result.elapsed_ms} ms",
                     )
                 )
+            ctx.printed_secrets += [("local workload", k) for k in proc.printed_secret_kinds()]
     except AdapterError as exc:
         return make_check(
             name,
@@ -149,6 +151,7 @@ def check_local_commands(ctx: Stage1Context, skip: set[str], env: Mapping[str, s
                 )
             )
             continue
+        ctx.printed_secrets += [(name, k) for k in res.secret_kinds]
         evidence = [
             make_evidence(
                 "summary",

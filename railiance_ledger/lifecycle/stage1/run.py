@@ -36,16 +36,21 @@ from railiance_ledger.lifecycle.stage1.context import (
 from railiance_ledger.lifecycle.stage1.declared import check_migrations, check_observability
 from railiance_ledger.lifecycle.stage1.local import check_local_commands, check_local_health
 from railiance_ledger.lifecycle.stage1.render import check_manifests
-from railiance_ledger.lifecycle.stage1.secrets import check_secrets
+from railiance_ledger.lifecycle.stage1.secrets import check_secrets, with_printed_secrets
 from railiance_ledger.lifecycle.stage1.source import (
+    NOT_READ,
     check_artifact_deterministic,
+    check_artifact_traceable,
     check_candidate_immutable,
+    check_platform,
     check_source_revision,
+    read_artifact,
 )
 from railiance_ledger.ports import Clock, HelmPort
 
 if TYPE_CHECKING:
     from railiance_ledger.ledger.store import EventStore
+    from railiance_ledger.lifecycle.registry_poll import ArtifactFacts, RegistryLookup
 
 _APPEND_ATTEMPTS = 3
 
@@ -103,6 +108,7 @@ def run_stage1(
     skip_checks: Sequence[str] = (),
     now: Clock | Callable[[], datetime] | None = None,
     env: Mapping[str, str] | None = None,
+    registries: RegistryLookup | None = None,
 ) -> Stage1Outcome:
     """Run Stage 1 (local validation) for the workload in ``app_dir`` and record its result.
 
@@ -113,6 +119,8 @@ def run_stage1(
     on pass, 1 on fail. Raises ``DeclarationError``/``InvalidInput`` (exit 2) for an invalid
     declaration or an unknown ``--skip-check`` name before anything is recorded, and ledger
     errors (exit 3) when the ledger refuses. ``now`` is the clock (default: the system clock).
+    ``registries`` gives the registry the candidate's image configuration is read from (provenance
+    label, platforms); without it an ``image-label`` revision policy or a declared platform fails.
     """
     app_dir = Path(app_dir)
     decl = load_declaration(app_dir)
@@ -132,6 +140,8 @@ def run_stage1(
     run.events.extend(appended)
     if appended:
         run.refresh()
+    artifact = read_artifact(ctx, registries)
+    candidate_check = check_platform(ctx, candidate_check, artifact)
 
     if run.digest is not None:
         run.record_started(
@@ -160,6 +170,9 @@ def run_stage1(
     local_checks = judge_all_or_unevaluated(
         f"{LOCAL_CHECK_PREFIX}*", "local checks", lambda: check_local_commands(ctx, set(skip_checks), run_env)
     )
+    checks_fixed["secrets_by_reference"] = with_printed_secrets(
+        checks_fixed["secrets_by_reference"], ctx.printed_secrets
+    )
     checks_fixed["migrations_classified"] = judge_or_unevaluated(
         "migrations_classified", lambda: check_migrations(ctx)
     )
@@ -172,7 +185,7 @@ def run_stage1(
         # Ledger-derived checks are judged on the history we append after, so a concurrent
         # writer (another digest for this revision, a new waiver) is never missed.
         history = run.refresh()
-        checks = assemble_checks(ctx, checks_fixed, local_checks, history)
+        checks = assemble_checks(ctx, checks_fixed, local_checks, history, artifact)
         result = run.result(checks, evidence=result_evidence(ctx, checks))
         doc = redact_value(result.to_document())
         if run.digest is None:
@@ -211,13 +224,17 @@ def assemble_checks(
     fixed: Mapping[str, Check],
     local_checks: list[Check],
     history: Sequence[RecordedEvent],
+    artifact: ArtifactFacts | None = None,
 ) -> list[Check]:
     """Stage 1's checks in report order, the ledger-derived ``artifact_deterministic`` judged on
-    ``history``, with the candidate's recorded waivers applied."""
+    ``history`` (and the image's labels in ``artifact``), with the candidate's recorded waivers applied."""
     deterministic = judge_or_unevaluated(
-        "artifact_deterministic", lambda: check_artifact_deterministic(ctx, history)
+        "artifact_deterministic", lambda: check_artifact_deterministic(ctx, history, artifact)
     )
-    judged = {**fixed, "artifact_deterministic": deterministic}
+    traceable = judge_or_unevaluated(
+        "artifact_traceable", lambda: check_artifact_traceable(ctx, artifact or NOT_READ)
+    )
+    judged = {**fixed, "artifact_deterministic": deterministic, "artifact_traceable": traceable}
     ordered: list[Check] = []
     for name in REQUIRED_CHECKS:
         ordered.append(judged[name])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import yaml  # type: ignore[import-untyped]
 
 from railiance_ledger.domain.manifest_scan import SecretFinding, object_ref, scan_manifest, scan_values
-from railiance_ledger.domain.stage_result import Check, FailureKind
+from railiance_ledger.domain.stage_result import Check, CheckStatus, FailureKind
 from railiance_ledger.lifecycle.checks import make_check
 from railiance_ledger.lifecycle.kit import make_evidence
 from railiance_ledger.lifecycle.stage1.context import Stage1Context, relative_to
@@ -67,3 +67,24 @@ def check_secrets(ctx: Stage1Context) -> Check:
         f"{len(set(references))} secret reference(s) by name",
         evidence=evidence,
     )
+
+
+def with_printed_secrets(check: Check, printed: list[tuple[str, str]]) -> Check:
+    """``secrets_by_reference`` judged again once the local commands ran: a secret a local command
+    printed fails it ("secrets are not printed"), even though the evidence only keeps the redacted
+    output. The evidence names the command and the kind of secret, never the value."""
+    if not printed:
+        return check
+    pairs = sorted(set(printed))
+    listed = "; ".join(f"{where} printed a {kind}" for where, kind in pairs[:5])
+    evidence = list(check.evidence) + [
+        make_evidence("summary", f"printed secret: {where}", f"{kind} (redacted in the evidence)")
+        for where, kind in pairs
+    ]
+    reason = (
+        f"{len(pairs)} secret(s) printed by local commands: {listed}; "
+        "a workload and its checks must not print secrets (read them by reference, log only their names)"
+    )
+    if check.status != CheckStatus.PASS:
+        reason = f"{check.reason}; {reason}"
+    return make_check(check.name, False, reason, evidence=evidence)

@@ -1,9 +1,19 @@
 """Stage 1 gates about where the candidate comes from: ``source_revision_identified``,
-``candidate_immutable`` and ``artifact_deterministic``."""
+``candidate_immutable``, ``artifact_deterministic`` and ``artifact_traceable``.
+
+Provenance (``read_artifact``): the candidate's image configuration is read from the registry its
+reference names; ``artifact_traceable`` compares the ``org.opencontainers.image.revision`` label
+with the work tree's commit. With ``revision_policy = "image-label"`` the label is required: missing,
+different, or unreadable (registry unreachable, none configured) fails the gate (waivable). With
+``git-commit`` a label that names another commit fails it; no label leaves the work tree's binding.
+``check_platform`` (part of ``candidate_immutable``): the declared ``image.platform`` is among an
+index's platform manifests, or is the platform of a single-platform image.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from railiance_ledger.adapters.git import GitRepo
 from railiance_ledger.domain.digests import DigestFormatError, parse_image_ref
@@ -13,7 +23,157 @@ from railiance_ledger.errors import AdapterError, InvalidInput
 from railiance_ledger.lifecycle.candidates import register_candidate, select_candidate
 from railiance_ledger.lifecycle.checks import make_check
 from railiance_ledger.lifecycle.kit import make_evidence
+from railiance_ledger.lifecycle.registry_poll import ArtifactFacts, describe_digest
 from railiance_ledger.lifecycle.stage1.context import STAGE, Stage1Context
+
+if TYPE_CHECKING:
+    from railiance_ledger.lifecycle.registry_poll import RegistryLookup
+
+NOT_READ = ArtifactFacts(error="no registry was consulted (none configured for this run)")
+"""The artifact facts of a run that had no registry to read them from."""
+
+
+def read_artifact(ctx: Stage1Context, registries: RegistryLookup | None) -> ArtifactFacts:
+    """What the registry says about the candidate (labels, platforms); failures are answers."""
+    from railiance_ledger.domain.image_ref import ReferenceError, parse_reference
+
+    if ctx.run.digest is None or not ctx.run.image:
+        return ArtifactFacts(error="no candidate digest")
+    if registries is None:
+        return NOT_READ
+    try:
+        ref = parse_reference(ctx.run.image)
+        registry = registries.for_reference(ref)
+    except (ReferenceError, InvalidInput) as exc:
+        return ArtifactFacts(error=f"cannot name the candidate's registry: {exc}")
+    except AdapterError as exc:
+        return ArtifactFacts(error=str(exc))
+    platform = getattr(ctx.decl.image, "platform", None)
+    return describe_digest(registry, repository=ref.path, digest=ctx.run.digest, platform=platform)
+
+
+def check_platform(ctx: Stage1Context, candidate: Check, artifact: ArtifactFacts) -> Check:
+    """``candidate_immutable`` with the declared platform checked: an index must list it, a single image
+    must be it. Without a declared platform, or a failed ``candidate``, ``candidate`` is returned."""
+    declared = getattr(ctx.decl.image, "platform", None)
+    if artifact.platforms:
+        listed = ", ".join(sorted(artifact.platforms))
+        candidate = candidate.model_copy(
+            update={
+                "evidence": [
+                    *candidate.evidence,
+                    make_evidence(
+                        "summary", "platforms", f"image index of {len(artifact.platforms)}: {listed}"
+                    ),
+                ]
+            }
+        )
+    if not declared or candidate.status != "pass":
+        return candidate
+    if artifact.error is not None:
+        return make_check(
+            candidate.name,
+            False,
+            f"cannot check the declared platform {declared}: {artifact.error}",
+            failure=FailureKind.TECHNICAL,
+            evidence=list(candidate.evidence),
+        )
+    if artifact.platforms:
+        if declared in artifact.platforms:
+            return make_check(
+                candidate.name,
+                True,
+                f"{candidate.reason}; the image index has the declared platform {declared}",
+                evidence=list(candidate.evidence),
+            )
+        return make_check(
+            candidate.name,
+            False,
+            f"the image index has no {declared} manifest (it has {', '.join(sorted(artifact.platforms))})",
+            evidence=list(candidate.evidence),
+        )
+    if artifact.platform == declared or artifact.platform.startswith(declared + "/"):
+        return make_check(
+            candidate.name,
+            True,
+            f"{candidate.reason}; a single-platform image for the declared {declared}",
+            evidence=list(candidate.evidence),
+        )
+    return make_check(
+        candidate.name,
+        False,
+        f"the image is for {artifact.platform or 'an unknown platform'}, not the declared {declared}",
+        evidence=list(candidate.evidence),
+    )
+
+
+def check_artifact_traceable(ctx: Stage1Context, artifact: ArtifactFacts) -> Check:
+    """``artifact_traceable``: the image's revision label names the work tree's commit (required under
+    ``revision_policy = "image-label"``; under ``git-commit`` only a contradicting label fails)."""
+    from railiance_ledger.lifecycle.registry_poll import REVISION_LABEL
+
+    name = "artifact_traceable"
+    policy = getattr(getattr(ctx.decl, "source", None), "revision_policy", "git-commit")
+    required = policy == "image-label"
+    if ctx.run.digest is None:
+        artifact = ArtifactFacts(error="no candidate digest")
+    if artifact.error is not None:
+        if not required:
+            return make_check(
+                name,
+                True,
+                f"revision_policy = git-commit: traced by the work tree's commit "
+                f"(image labels not read: {artifact.error})",
+            )
+        return make_check(
+            name,
+            False,
+            f"cannot read the image's {REVISION_LABEL} label ({artifact.error}): "
+            "the artifact cannot be traced to source",
+            failure=FailureKind.TECHNICAL,
+        )
+    label = artifact.revision
+    source_url = artifact.source_url
+    evidence = [make_evidence("commit", label or "(none)", f"{REVISION_LABEL} of {ctx.run.digest}")]
+    if source_url:
+        evidence.append(make_evidence("summary", source_url, "org.opencontainers.image.source"))
+    if label is None:
+        if not required:
+            return make_check(
+                name,
+                True,
+                "revision_policy = git-commit: traced by the work tree's commit "
+                "(the image has no revision label)",
+                evidence=evidence,
+            )
+        return make_check(
+            name,
+            False,
+            f"the image has no {REVISION_LABEL} label: the artifact cannot be traced to source "
+            "(revision_policy = image-label); build it with the label, or waive this gate",
+            evidence=evidence,
+        )
+    if ctx.run.revision is not None and label.strip().lower() != ctx.run.revision.lower():
+        return make_check(
+            name,
+            False,
+            f"the image was built from revision {label[:40]}, but the work tree is at {ctx.run.revision}",
+            evidence=[*evidence, make_evidence("commit", ctx.run.revision, "work tree")],
+        )
+    if ctx.run.revision is None:
+        return make_check(
+            name,
+            False,
+            f"the image names revision {label[:40]}, but the work tree's revision is unknown",
+            failure=FailureKind.TECHNICAL,
+            evidence=evidence,
+        )
+    return make_check(
+        name,
+        True,
+        f"the image's {REVISION_LABEL} label is the work tree's commit {ctx.run.revision[:12]}",
+        evidence=evidence,
+    )
 
 
 def check_source_revision(ctx: Stage1Context, *, waiver_note: str = "") -> Check:
@@ -122,8 +282,11 @@ def check_candidate_immutable(ctx: Stage1Context, *, image: str | None) -> tuple
     ), appended
 
 
-def check_artifact_deterministic(ctx: Stage1Context, history: Sequence[RecordedEvent]) -> Check:
-    """``artifact_deterministic``: this digest is the only digest ever recorded for this revision."""
+def check_artifact_deterministic(
+    ctx: Stage1Context, history: Sequence[RecordedEvent], artifact: ArtifactFacts | None = None
+) -> Check:
+    """``artifact_deterministic``: this digest is the only digest ever recorded for this revision
+    (``artifact``, when given, adds the image's revision label to the evidence)."""
     name = "artifact_deterministic"
     if ctx.run.revision is None:
         return make_check(
@@ -176,6 +339,8 @@ def check_artifact_deterministic(ctx: Stage1Context, history: Sequence[RecordedE
     traced = (
         "registration and this result" if reg_rev else "this result (the registration carried no revision)"
     )
+    if artifact is not None and artifact.revision:
+        traced += " and the image's revision label"
     return make_check(
         name,
         True,

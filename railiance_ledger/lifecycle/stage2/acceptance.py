@@ -21,6 +21,7 @@ from railiance_ledger.errors import AdapterNotFound
 from railiance_ledger.lifecycle.checks import judge as _guard
 from railiance_ledger.lifecycle.checks import make_check as _check
 from railiance_ledger.lifecycle.notes import STATEHUB_URL_ENV
+from railiance_ledger.lifecycle.stage2.acceptance_checks import not_run, run_acceptance_checks
 from railiance_ledger.lifecycle.stage2.canary import CanaryDeployment
 from railiance_ledger.lifecycle.stage2.context import (
     IDENTITY_GATE,
@@ -51,9 +52,11 @@ def verdicts(
     helm: HelmPort | None,
     *,
     read_back: bool,
+    declared: Sequence[Check] = (),
 ) -> list[Check]:
-    """The acceptance gates, ``canary_release_identity`` and ``operator_approval`` (``statehub_note``
-    is added by the caller once the note about them was posted)."""
+    """The acceptance gates, ``canary_release_identity``, the declared ``acceptance:<name>`` checks
+    (``declared``, already run against the canary) and ``operator_approval`` (``statehub_note`` is
+    added by the caller once the note about them was posted)."""
     rb = ctx.decl.rollback
     target = ctx.rollback_target
     readiness = dc.RollbackReadiness(
@@ -69,6 +72,7 @@ def verdicts(
     checks = [v.to_check() for v in verdicts]
     identity = _guard(IDENTITY_GATE, lambda: _check_release_identity(ctx, dep, helm if read_back else None))
     checks.append(_waive(ctx, identity))
+    checks += [_waive(ctx, c) for c in declared]
     checks.append(check_approval(ctx))
     return checks
 
@@ -277,7 +281,8 @@ def finish(
     removed first, then the "rejected" note is posted and ``statehub_note`` judges it too.
     """
     refresh_context(ctx)
-    checks = verdicts(ctx, dep, samples, thresholds, expected, helm, read_back=True)
+    declared = run_acceptance_checks(ctx, dep, kube)  # while the canary still runs
+    checks = verdicts(ctx, dep, samples, thresholds, expected, helm, read_back=True, declared=declared)
     warnings: list[str] = []
     rolled_back = False
     if overall_status(checks) == "pass":
@@ -419,7 +424,8 @@ def rollback_and_fail(
         store=store, ctx=ctx, dep=dep, kube=kube, helm=helm, operator=operator, symptom=symptom, now=now
     )
     refresh_context(ctx)
-    checks = verdicts(ctx, dep, samples, thresholds, expected, helm, read_back=False)
+    declared = not_run(ctx, f"the canary was rolled back before the end of the window ({symptom})")
+    checks = verdicts(ctx, dep, samples, thresholds, expected, helm, read_back=False, declared=declared)
     checks.insert(0, _check("immediate_rollback", False, f"rolled back immediately: {symptom}"))
     warnings: list[str] = []
     note = post_rejection(store, ctx, dep, statehub, samples, checks, expected, warnings)

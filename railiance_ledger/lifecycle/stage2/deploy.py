@@ -16,10 +16,9 @@ from railiance_ledger.domain.stage_result import (
     Evidence,
     overall_status,
 )
-from railiance_ledger.errors import AdapterError
+from railiance_ledger.errors import AdapterError, LedgerError, RailianceError
 from railiance_ledger.lifecycle.checks import judge as _guard
 from railiance_ledger.lifecycle.checks import make_check as _check
-from railiance_ledger.lifecycle.cluster.canary import remove_canary_objects
 from railiance_ledger.lifecycle.cluster.manifests import store_manifests
 from railiance_ledger.lifecycle.cluster.objects import (
     FIELD_MANAGER,
@@ -29,6 +28,7 @@ from railiance_ledger.lifecycle.cluster.objects import (
 )
 from railiance_ledger.lifecycle.cluster.rollout import await_pods
 from railiance_ledger.lifecycle.cluster.routing import read_routing
+from railiance_ledger.lifecycle.stage2.canary import CanaryDeployment
 from railiance_ledger.lifecycle.stage2.context import (
     STATEHUB_GATE,
     CanaryContext,
@@ -59,6 +59,7 @@ from railiance_ledger.lifecycle.stage2.prechecks import (
     check_window,
     default_resolve,
 )
+from railiance_ledger.lifecycle.stage2.removal import roll_back_canary
 from railiance_ledger.ports import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
@@ -121,20 +122,7 @@ def deploy_canary(
 
     assert ctx.routing is not None
     spec = ctx.routing
-    applied: list[dict[str, Any]] = []
-    previous: list[dict[str, Any]] = []
     try:
-        status = helm.install_or_upgrade(
-            chart=decl.resolve(decl.chart.path),
-            release=ctx.release,
-            namespace=ctx.namespace,
-            values_files=canary_values_files(ctx),
-            set_values=set_values(ctx),
-            extra_args=list(helm_upgrade_args),
-        )
-        revision = status.get("version")
-        rollout = await_pods(kube, ctx.namespace, canary_selector(ctx), rollout_timeout, sleep, clock)
-        sha, _path = store_manifests(ctx.rendered_text, home)
         stable_ing = (
             kube.get(
                 api_version=INGRESS_GV, kind="Ingress", name=decl.routing.service, namespace=ctx.namespace
@@ -148,47 +136,24 @@ def deploy_canary(
             else None
         )
         plan = dc.plan_routing(spec, stable_ingress=stable_ing, stable_route=stable_route)
-        previous = [clean_object(o, keep_ownership=True) for o in (stable_ing, stable_route) if o is not None]
-        for obj in plan.objects:
-            kube.apply(manifests=[obj], field_manager=FIELD_MANAGER)
-            applied.append(obj)
-        observed = read_routing(kube, spec)
-        ok, reason = dc.routing_matches(spec, observed)
-        if not ok:
-            raise _ApplyFailed(f"routing read back after apply does not match: {reason}")
-    except (AdapterError, _ApplyFailed, ValueError) as exc:
-        patched = {(o["kind"], o["metadata"]["name"]) for o in previous}
-        cleanup = remove_canary_objects(
-            kube=kube,
-            helm=helm,
-            spec=spec,
-            release=ctx.release,
-            namespace=ctx.namespace,
-            creates=[o for o in applied if (o["kind"], o["metadata"]["name"]) not in patched],
-            previous=previous,
-        )
-        checks.append(
-            _check(
-                "canary_applied",
-                False,
-                f"{exc}; cleanup: {cleanup.text}",
-                technical=isinstance(exc, AdapterError),
-            )
-        )
+    except (AdapterError, ValueError) as exc:
+        reason = f"the stable routing could not be read to plan the canary: {exc}; nothing was applied"
+        checks.append(_check("canary_applied", False, reason, technical=isinstance(exc, AdapterError)))
         doc, events, failed_warnings = complete_stage(ctx, stage_result(ctx, checks, [], started, now()))
         return StageOutcome(document=doc, exit_code=1, events=events, warnings=failed_warnings)
-
+    previous = [clean_object(o, keep_ownership=True) for o in (stable_ing, stable_route) if o is not None]
     # A stable HTTPRoute built because none existed is ours: rollback deletes it (nothing to restore).
     built_route = [o for o in plan.patches if o.get("kind") == "HTTPRoute" and stable_route is None]
     creates = [clean_object(o, keep_ownership=True) for o in [*plan.creates, *built_route]]
-    evidence = _deploy_evidence(ctx, revision, sha, spec, reason)
-    evidence.append(Evidence(kind="pod-status", ref=canary_selector(ctx), detail=rollout))
-    payload = {
-        "phase": "deployed",
+    sha, _path = store_manifests(ctx.rendered_text, home)
+    # The intent, before anything is applied: what will change (release, routing objects created and
+    # patched, with the stable objects as they are now) and the rollback target.
+    payload: dict[str, Any] = {
+        "phase": "deploying",
         "release": {
             "name": ctx.release,
             "namespace": ctx.namespace,
-            "revision": revision,
+            "revision": None,
             "chart": str(decl.chart.path),
             "image": ctx.image,
         },
@@ -198,7 +163,6 @@ def deploy_canary(
             "store": "$RAILIANCE_HOME/manifests/<sha256>.yaml",
         },
         "selector": canary_selector(ctx),
-        "rollout": rollout,
         "routing": spec.as_dict(),
         "routing_objects": [f"{o['kind']}/{o['metadata']['name']}" for o in plan.objects],
         "routing_created": creates,
@@ -208,12 +172,11 @@ def deploy_canary(
         else None,
         "rollback_target": ctx.rollback_target,
         "prechecks": [c.model_dump(mode="json") for c in checks],
-        "evidence": [e.model_dump(mode="json") for e in evidence],
         "observation_window_seconds": decl.observation_window_seconds,
         "sample_interval_seconds": int(decl.canary.sample_interval),
         "started_at": format_timestamp(started),
     }
-    events = store.append(
+    intent = store.append(
         [
             NewEvent(
                 stream=ctx.workload,
@@ -222,27 +185,84 @@ def deploy_canary(
                 candidate=ctx.digest,
                 stage=2,
                 payload=redact_value(payload),
-            ),
-            NewEvent(
-                stream=ctx.workload,
-                kind=EventKind.ROUTING_CHANGED,
-                actor=operator,
-                candidate=ctx.digest,
-                stage=2,
-                payload=redact_value(
-                    {
-                        "action": "canary routing applied",
-                        "form": str(spec.form),
-                        "provider": str(spec.provider),
-                        "weight": spec.weight,
-                        "objects": payload["routing_objects"],
-                        "read_back": reason,
-                        "fallback_from": spec.fallback_from,
-                    }
-                ),
-            ),
+            )
         ]
     )
+    dep = CanaryDeployment(
+        started=intent[0],
+        samples=[],
+        spec=spec,
+        release=ctx.release,
+        namespace=ctx.namespace,
+        selector=canary_selector(ctx),
+        deployed=False,
+    )
+    try:
+        status = helm.install_or_upgrade(
+            chart=decl.resolve(decl.chart.path),
+            release=ctx.release,
+            namespace=ctx.namespace,
+            values_files=canary_values_files(ctx),
+            set_values=set_values(ctx),
+            extra_args=list(helm_upgrade_args),
+        )
+        revision = status.get("version")
+        rollout = await_pods(kube, ctx.namespace, canary_selector(ctx), rollout_timeout, sleep, clock)
+        for obj in plan.objects:
+            kube.apply(manifests=[obj], field_manager=FIELD_MANAGER)
+        observed = read_routing(kube, spec)
+        ok, reason = dc.routing_matches(spec, observed)
+        if not ok:
+            raise _ApplyFailed(f"routing read back after apply does not match: {reason}")
+        evidence = _deploy_evidence(ctx, revision, sha, spec, reason)
+        evidence.append(Evidence(kind="pod-status", ref=canary_selector(ctx), detail=rollout))
+        deployed: dict[str, Any] = {
+            "phase": "deployed",
+            "revision": revision,
+            "rollout": rollout,
+            "evidence": [e.model_dump(mode="json") for e in evidence],
+        }
+        outcome = store.append(
+            [
+                NewEvent(
+                    stream=ctx.workload,
+                    kind=EventKind.ROUTING_CHANGED,
+                    actor=operator,
+                    candidate=ctx.digest,
+                    stage=2,
+                    payload=redact_value(
+                        {
+                            "action": "canary routing applied",
+                            "form": str(spec.form),
+                            "provider": str(spec.provider),
+                            "weight": spec.weight,
+                            "objects": payload["routing_objects"],
+                            "read_back": reason,
+                            "fallback_from": spec.fallback_from,
+                            "deployed": deployed,
+                        }
+                    ),
+                )
+            ]
+        )
+    except LedgerError:
+        # The ledger refused the outcome: take the canary out of traffic anyway, then exit 3.
+        roll_back_canary(
+            store=store,
+            ctx=ctx,
+            dep=dep,
+            kube=kube,
+            helm=helm,
+            operator=operator,
+            symptom="the ledger refused the deploy's record",
+            now=now,
+        )
+        raise
+    except (RailianceError, _ApplyFailed, ValueError, OSError) as exc:  # adapters, timeouts, drops, read-back
+        return _fail_after_intent(ctx, dep, checks, exc, kube=kube, helm=helm, operator=operator, now=now)
+    events = intent + outcome
+    payload = {**payload, "phase": "deployed", "evidence": deployed["evidence"]}
+    payload["release"] = {**payload["release"], "revision": revision}
     warnings: list[str] = []
     note = post_note(
         store,
@@ -288,6 +308,51 @@ def deploy_canary(
         "ledger": {"seq": events[-1].seq, "hash": events[-1].hash},
     }
     return StageOutcome(document=doc, exit_code=0, events=events, warnings=warnings)
+
+
+def _fail_after_intent(
+    ctx: CanaryContext,
+    dep: CanaryDeployment,
+    checks: list[Check],
+    exc: RailianceError | _ApplyFailed | ValueError | OSError,
+    *,
+    kube: KubePort,
+    helm: HelmPort,
+    operator: str,
+    now: Callable[[], datetime],
+) -> StageOutcome:
+    """The deploy failed after recording its intent: remove what was applied (``rollback.started``,
+    ``rollback.completed``, or ``rollback.incomplete`` naming what remains), then record the failed
+    result (``stage.completed``, stage 2). Exit 1."""
+    what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RailianceError) else str(exc)
+    rolled = roll_back_canary(
+        store=ctx.run.store,
+        ctx=ctx,
+        dep=dep,
+        kube=kube,
+        helm=helm,
+        operator=operator,
+        symptom=f"the canary deploy failed: {what}",
+        now=now,
+    )
+    last = rolled[-1]
+    cleanup = str(last.payload.get("action") or "")
+    if last.kind == EventKind.ROLLBACK_INCOMPLETE:
+        cleanup += f"; INCOMPLETE (seq {last.seq}): {last.payload.get('manual_command')}"
+    checks.append(
+        _check(
+            "canary_applied",
+            False,
+            f"{what}; rolled back: {cleanup}",
+            technical=isinstance(exc, AdapterError),
+        )
+    )
+    started = ctx.run.started_at
+    doc, events, warnings = complete_stage(ctx, stage_result(ctx, checks, [], started, now()))
+    doc["rolled_back"] = True
+    return StageOutcome(
+        document=doc, exit_code=1, events=rolled + events, warnings=warnings, rolled_back=True
+    )
 
 
 class _ApplyFailed(Exception):

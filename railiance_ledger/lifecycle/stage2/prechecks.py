@@ -12,6 +12,7 @@ from railiance_ledger.domain import canary as dc
 from railiance_ledger.domain.candidate_state import CandidateState
 from railiance_ledger.domain.digests import parse_image_ref
 from railiance_ledger.domain.durations import format_duration
+from railiance_ledger.domain.events import EventKind
 from railiance_ledger.domain.redaction import redact
 from railiance_ledger.domain.stage_result import (
     Check,
@@ -21,6 +22,11 @@ from railiance_ledger.domain.stage_result import (
 from railiance_ledger.errors import AdapterError
 from railiance_ledger.ledger.projections import lineage
 from railiance_ledger.lifecycle.approvals import current_stable_target
+from railiance_ledger.lifecycle.approvals.signing import (
+    DEGRADED_DEPENDENCY_GATE_PREFIX,
+    UNSIGNED,
+    signed_principal,
+)
 from railiance_ledger.lifecycle.checks import make_check as _check
 from railiance_ledger.lifecycle.cluster.manifests import canonical_manifests
 from railiance_ledger.lifecycle.cluster.objects import (
@@ -29,7 +35,9 @@ from railiance_ledger.lifecycle.cluster.objects import (
     GATEWAY_VERSION,
     split_docs,
 )
+from railiance_ledger.lifecycle.notes import note_gate
 from railiance_ledger.lifecycle.stage2.context import (
+    STATEHUB_GATE,
     CanaryContext,
     canary_values_files,
     join_selector,
@@ -119,8 +127,22 @@ def check_stage1(ctx: CanaryContext) -> Check:
             evidence=[Evidence(kind="digest", ref=ctx.digest, detail="stage 1 pass")],
         )
     if state.excepted(1):
+        exc = next(
+            ev
+            for ev in reversed(ctx.history)
+            if ev.kind == EventKind.EXCEPTION_EMERGENCY
+            and ev.candidate == ctx.digest
+            and int(ev.payload.get("skip_stage", 0) or 0) == 1
+        )
+        ok, noted = note_gate(
+            ctx.history, exc.event_id, f"emergency exception {exc.event_id}", ctx.waivers.get(STATEHUB_GATE)
+        )
+        if not ok:
+            return _check("stage1_passed", False, f"Stage 1 is skipped, but {noted}")
         return _check(
-            "stage1_passed", True, f"Stage 1 skipped by a recorded emergency exception for {ctx.digest}"
+            "stage1_passed",
+            True,
+            f"Stage 1 skipped by a recorded emergency exception for {ctx.digest} ({exc.event_id}){noted}",
         )
     if state.rolled_back and 1 in state.all_results:
         return _check(
@@ -221,17 +243,46 @@ def check_routing_prereqs(ctx: CanaryContext, kube: KubePort, resolve: Callable[
 
 
 def check_dependencies(ctx: CanaryContext, http: httpx.Client) -> Check:
+    """Every declared platform dependency healthy, or explicitly degraded with operator approval.
 
+    A dependency with a health URL is probed; one without is "unknown" (nothing shows it healthy).
+    A required dependency that is unhealthy or unknown fails the gate unless a signed
+    ``dependency:NAME`` approval is recorded for the candidate (the spec's "explicitly degraded with
+    operator approval"); the older ``dependencies_healthy`` waiver still covers unhealthy ones, not
+    unknown ones. A dependency declared ``required = false`` never blocks.
+    """
     probe = HttpProbe(http)
     bad: list[str] = []
+    unknown: list[str] = []
+    approved: list[tuple[str, str]] = []
     ok: list[str] = []
     for dep in ctx.decl.dependencies:
         if not dep.health_url:
-            ok.append(f"{dep.name} (no health URL declared)")
+            verdict: str | None = f"{dep.name}: unknown (no health URL declared)"
+        else:
+            res = probe.probe(url=dep.health_url, retries=1, timeout=3.0, backoff=0.1)
+            verdict = None if res.ok else f"{dep.name}: {res.reason}"
+            if res.ok:
+                ok.append(f"{dep.name} {res.reason}")
+        if verdict is None:
             continue
-        res = probe.probe(url=dep.health_url, retries=1, timeout=3.0, backoff=0.1)
-        (ok if res.ok else bad).append(
-            f"{dep.name}: {res.reason}" if not res.ok else f"{dep.name} {res.reason}"
+        if not dep.required:
+            ok.append(f"{verdict} (not required)")
+            continue
+        approval = ctx.waivers.get(DEGRADED_DEPENDENCY_GATE_PREFIX + dep.name)
+        if approval is not None and approval.payload.get("signature"):
+            approved.append((verdict, approval.event_id))
+        elif dep.health_url:
+            bad.append(verdict)
+        else:
+            unknown.append(verdict)
+    gates = ", ".join(DEGRADED_DEPENDENCY_GATE_PREFIX + v.split(":", 1)[0] for v in unknown + bad)
+    hint = f"record a signed approval: railiance waive APP --stage 2 --gate {gates}"
+    if unknown:
+        return _check(
+            "dependencies_healthy",
+            False,
+            "dependencies unknown, not approved as degraded: " + "; ".join(unknown + bad) + f" ({hint})",
         )
     if bad:
         waiver = ctx.waivers.get("dependencies_healthy")
@@ -243,6 +294,17 @@ def check_dependencies(ctx: CanaryContext, http: httpx.Client) -> Check:
                 reason=redact("degraded with operator approval: " + "; ".join(bad)),
             )
         return _check("dependencies_healthy", False, "dependencies unhealthy: " + "; ".join(bad))
+    if approved:
+        return Check(
+            name="dependencies_healthy",
+            status=CheckStatus.WAIVED,
+            waiver=approved[0][1],
+            reason=redact(
+                "degraded with operator approval: "
+                + "; ".join(f"{what} (approved by {ev})" for what, ev in approved)
+                + (f"; healthy: {', '.join(ok)}" if ok else "")
+            ),
+        )
     return _check("dependencies_healthy", True, "healthy: " + (", ".join(ok) or "no dependencies declared"))
 
 
@@ -394,7 +456,19 @@ def check_approval(ctx: CanaryContext) -> Check:
             "production-critical: no approval.granted for this digest and stage 2 before traffic changes",
         )
     ctx.approval_event = ev
-    return _check("operator_approval", True, f"approved by {ev.actor} (event {ev.event_id})")
+    if not signed_principal(ev.payload.model_dump()):
+        return _check(
+            "operator_approval", False, f"production-critical approval {ev.event_id} by {ev.actor} {UNSIGNED}"
+        )
+    ok, noted = note_gate(
+        ctx.history,
+        ev.event_id,
+        f"production-critical approval {ev.event_id} by {ev.actor}",
+        ctx.waivers.get(STATEHUB_GATE),
+    )
+    if not ok:
+        return _check("operator_approval", False, noted)
+    return _check("operator_approval", True, f"approved by {ev.actor} (event {ev.event_id}){noted}")
 
 
 def default_resolve(host: str) -> bool:

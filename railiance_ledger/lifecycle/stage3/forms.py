@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from railiance_ledger.domain.events import EventKind, NewEvent, RecordedEvent, format_timestamp
 from railiance_ledger.domain.redaction import redact_value
 from railiance_ledger.domain.stage_result import Check
-from railiance_ledger.errors import AdapterError, RailianceError
+from railiance_ledger.errors import AdapterError, LedgerError, RailianceError
 from railiance_ledger.lifecycle.checks import make_check as _check
+from railiance_ledger.lifecycle.cluster.canary import CanaryRemoval, StepOutcome
 from railiance_ledger.lifecycle.rollback.model import RESTORE_KEYS, new_workflow_id
 from railiance_ledger.lifecycle.stage3.context import PromotionContext, PromotionOutcome
 from railiance_ledger.lifecycle.stage3.record import fail_and_restore, judge_promotion, record_promotion
@@ -91,10 +92,35 @@ class PromotionForm(Protocol):
         """
         ...
 
+    def undo(self, run: PromotionRun) -> CanaryRemoval | None:
+        """After a failure, before the restore: undo what the rollback strategy does not (a weighted
+        shift of the host's traffic to the candidate); the removal's steps, or ``None``."""
+        ...
+
     def record_fields(self, run: PromotionRun) -> dict[str, Any]:
         """Form-specific fields of ``promotion.completed``: ``release`` through ``routing_snapshot`` and
         whatever the form adds after it (the ``routing`` read-back is added by the skeleton)."""
         ...
+
+
+def _undo(form: PromotionForm, run: PromotionRun) -> list[str]:
+    """``form.undo`` recorded as ``routing.changed``; the steps that failed (what remains)."""
+    undone = form.undo(run)
+    if undone is None:
+        return []
+    failed = [step.text for step in undone.steps if step.outcome is StepOutcome.FAILED]
+    try:
+        run.record_routing(
+            {
+                "action": "canary routing removed after the failed promotion: no traffic on the candidate",
+                "workflow_id": run.workflow_id,
+                "detail": undone.text,
+                "removed": not failed,
+            }
+        )
+    except LedgerError:
+        pass  # the restore that follows records the outcome (or the ledger error stops it)
+    return failed
 
 
 def run_promotion(
@@ -157,13 +183,14 @@ def run_promotion(
         routing = form.apply(run)
         smoke, smoke_check, failure = judge_promotion(decl, kube, http, ctx.namespace, routing)
         run.steps.append(smoke_check)
-    except RailianceError as exc:  # PromotionFailed, ActionNotConfirmed, adapter errors, ...
-        failure = str(exc)
+    except (RailianceError, OSError, ValueError) as exc:  # PromotionFailed, adapters, a refused record...
+        failure = str(exc) if isinstance(exc, RailianceError) else f"{type(exc).__name__}: {exc}"
         if not any(c.name == "promotion_applied" for c in run.steps):
             run.steps.append(
                 _check("promotion_applied", False, failure, technical=isinstance(exc, AdapterError))
             )
     if failure is not None:
+        undo_failures = _undo(form, run)
         return fail_and_restore(
             store=store,
             ctx=ctx,
@@ -181,6 +208,7 @@ def run_promotion(
             ready_timeout=ready_timeout,
             sleep=sleep,
             strategy=form.restore_strategy,
+            undo_failures=undo_failures,
         )
     fields = form.record_fields(run)
     head = {k: fields.pop(k) for k in ("release", "namespace", "serving_release", "helm_revision")}

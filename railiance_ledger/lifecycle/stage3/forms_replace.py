@@ -14,7 +14,7 @@ from typing import Any
 from railiance_ledger.domain import canary as dc
 from railiance_ledger.domain.stage_result import Evidence
 from railiance_ledger.lifecycle.checks import make_check as _check
-from railiance_ledger.lifecycle.cluster.canary import remove_canary_objects
+from railiance_ledger.lifecycle.cluster.canary import CanaryRemoval, remove_canary_objects
 from railiance_ledger.lifecycle.cluster.manifests import store_manifests
 from railiance_ledger.lifecycle.cluster.objects import deployment_of
 from railiance_ledger.lifecycle.cluster.rollout import await_rollout
@@ -49,6 +49,9 @@ class ReleaseReplace:
         self.weighted = self.spec is not None and self.spec.form is dc.CanaryForm.WEIGHTED
         self.name = "weighted-shift-then-release-replace" if self.weighted else "release-replace"
         self.new_rev: Any = None
+        self.shifted = False
+        """True once the weighted shift was attempted (a timed-out write may still have landed)."""
+        self.canary_removed = False
         self._restore = {
             "digest": ctx.digest,
             "image": ctx.image,
@@ -70,6 +73,7 @@ class ReleaseReplace:
         """Shift (weighted), upgrade the stable release, await the rollout, remove the canary, read back."""
         ctx, decl, kube, helm, spec = self.ctx, self.ctx.decl, run.kube, run.helm, self.spec
         if self.weighted and spec is not None:
+            self.shifted = True
             reason = shift_weight(kube, spec)
             run.record_routing(
                 {
@@ -121,6 +125,7 @@ class ReleaseReplace:
                 creates=p.get("routing_created") or [],
                 previous=p.get("routing_previous") or [],
             ).text
+        self.canary_removed = True
         routing = production_routing(
             kube,
             decl,
@@ -149,6 +154,22 @@ class ReleaseReplace:
             }
         )
         return routing
+
+    def undo(self, run: PromotionRun) -> CanaryRemoval | None:
+        """After a failure: take all traffic off the candidate again by removing the canary's routing
+        (its release stays); ``None`` when nothing was shifted or the canary is already gone."""
+        if not self.shifted or self.canary_removed or self.ctx.canary is None or self.spec is None:
+            return None
+        p = self.ctx.canary.payload
+        return remove_canary_objects(
+            kube=run.kube,
+            helm=None,
+            spec=self.spec,
+            release=str(p["release"]["name"]),
+            namespace=str(p["release"]["namespace"]),
+            creates=p.get("routing_created") or [],
+            previous=p.get("routing_previous") or [],
+        )
 
     def record_fields(self, run: PromotionRun) -> dict[str, Any]:
         """The upgraded stable release, its new Helm revision and the routing as it is now."""

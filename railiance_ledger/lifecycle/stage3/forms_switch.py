@@ -16,7 +16,7 @@ from typing import Any
 from railiance_ledger.domain import canary as dc
 from railiance_ledger.domain.stage_result import Evidence
 from railiance_ledger.lifecycle.checks import make_check as _check
-from railiance_ledger.lifecycle.cluster.canary import remove_canary_objects
+from railiance_ledger.lifecycle.cluster.canary import CanaryRemoval, remove_canary_objects
 from railiance_ledger.lifecycle.cluster.objects import FIELD_MANAGER, clean_object
 from railiance_ledger.lifecycle.cluster.routing import production_routing, routing_read_back, routing_snapshot
 from railiance_ledger.lifecycle.stage3.context import (
@@ -164,6 +164,11 @@ class RoutingSwitch:
             }
         )
         return routing
+
+    def undo(self, run: PromotionRun) -> CanaryRemoval | None:
+        """Nothing: the restore of a routing switch (strategy ``routing``) re-applies the routing it
+        replaced."""
+        return None
 
     def record_fields(self, run: PromotionRun) -> dict[str, Any]:
         """The canary release as the serving release, the switch, and the routing before and after."""

@@ -5,23 +5,31 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from railiance_ledger.domain.events import EventKind
-from railiance_ledger.ledger.projections import lineage
+from railiance_ledger.ledger.projections import DEFAULT_PAGE, lineage
 
 if TYPE_CHECKING:
     from railiance_ledger.ledger.store import EventStore
 
 
-def lineage_with_evidence(store: EventStore, workload: str, *, at: str | None = None) -> dict[str, Any]:
+def lineage_with_evidence(
+    store: EventStore,
+    workload: str,
+    *,
+    at: str | None = None,
+    limit: int | None = DEFAULT_PAGE,
+    before: int | None = None,
+) -> dict[str, Any]:
     """``ledger.projections.lineage`` (as a dict) with each stable's evidence added.
 
     For every stable promoted through the ledger, ``evidence`` gives the Stage 3 stage-result ledger
     reference (seq, hash, status), the promotion's workflow id, and the State Hub note ids recorded
     for the promotion and its stage result; ``approvals`` (from the projection) says who approved
-    it. With ``at`` only events recorded at or before that instant count (what was stable then, who
+    it. ``limit``/``before`` page the stables and rollbacks (``ledger.projections.lineage``). With ``at``
+    only events recorded at or before that instant count (what was stable then, who
     approved it, with which evidence).
     """
 
-    lin = lineage(store, workload, at=at)
+    lin = lineage(store, workload, at=at, limit=limit, before=before)
     data = lin.as_dict()
     bound = lin.at  # ``at`` normalized by the projection
     history = [ev for ev in store.read_stream(workload) if bound is None or ev.recorded_at <= bound]

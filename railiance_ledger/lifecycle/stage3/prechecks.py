@@ -22,10 +22,12 @@ from railiance_ledger.domain.stage_result import (
 )
 from railiance_ledger.ledger.projections import lineage
 from railiance_ledger.lifecycle.approvals import approval_state
+from railiance_ledger.lifecycle.approvals.signing import UNSIGNED, signed_principal
 from railiance_ledger.lifecycle.checks import make_check as _check
 from railiance_ledger.lifecycle.cluster.manifests import store_manifests
 from railiance_ledger.lifecycle.cluster.objects import clean_object, deployment_of
 from railiance_ledger.lifecycle.cluster.routing import pod_ready, routing_snapshot, selected_pods
+from railiance_ledger.lifecycle.notes import note_gate
 from railiance_ledger.lifecycle.rollback.model import RestoreTarget, image_digest
 from railiance_ledger.lifecycle.stage3.context import PromotionContext, helm_revision, latest_result, render
 from railiance_ledger.lifecycle.waivers import active_waivers
@@ -76,11 +78,14 @@ def check_stage2(ctx: PromotionContext) -> Check:
             and int(ev.payload.get("skip_stage", 0) or 0) == 2
         )
         ctx.exception = exc
+        ok, noted = _noted(ctx, exc, f"emergency exception {exc.event_id}")
+        if not ok:
+            return _check("stage2_accepted", False, f"Stage 2 is skipped, but {noted}")
         return _check(
             "stage2_accepted",
             True,
             f"Stage 2 skipped by emergency exception {exc.event_id} ({exc.actor}: "
-            f"{exc.payload.get('reason')}); a retrospective approval must follow",
+            f"{exc.payload.get('reason')}); a retrospective approval must follow{noted}",
             evidence=[Evidence(kind="summary", ref=f"ledger:{exc.event_id}", detail="exception.emergency")],
         )
     if result is not None and result.seq <= after:
@@ -333,13 +338,26 @@ def check_human(store: EventStore, ctx: PromotionContext) -> Check:
             False,
             f"separation of duties: {ctx.operator} approved this candidate and cannot also promote it",
         )
+    if not signed_principal(ev.payload):
+        return _check(
+            "human_approval", False, f"production-critical approval {ev.event_id} by {ev.actor} {UNSIGNED}"
+        )
+    ok, noted = _noted(ctx, ev, f"production-critical approval {ev.event_id} by {ev.actor}")
+    if not ok:
+        return _check("human_approval", False, noted)
     ctx.approval = ev
     return _check(
         "human_approval",
         True,
-        why,
+        why + noted,
         evidence=[Evidence(kind="summary", ref=f"ledger:{ev.event_id}", detail=f"approval by {ev.actor}")],
     )
+
+
+def _noted(ctx: PromotionContext, ev: RecordedEvent, what: str) -> tuple[bool, str]:
+    """``notes.note_gate`` with the stage 3 ``statehub_note`` waiver."""
+    waiver = active_waivers(ctx.history, digest=ctx.digest, stage=3).get("statehub_note")
+    return note_gate(ctx.history, ev.event_id, what, waiver)
 
 
 def check_rollback(ctx: PromotionContext, kube: KubePort, helm: HelmPort) -> Check:

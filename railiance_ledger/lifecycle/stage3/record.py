@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from railiance_ledger.lifecycle.stage3.context import (
     complete_stage,
     stage_result,
 )
+from railiance_ledger.lifecycle.unfinished import incomplete_event, manual_command
 
 if TYPE_CHECKING:
     import httpx
@@ -198,8 +200,12 @@ def fail_and_restore(
     ready_timeout: float,
     sleep: Callable[[float], None],
     strategy: str | None = None,
+    undo_failures: Sequence[str] = (),
 ) -> PromotionOutcome:
     """The promotion changed production and failed: restore the previous stable, then record the stage.
+
+    A restore whose steps fail is recorded as ``rollback.incomplete`` (and the ``automatic_rollback``
+    check names what remains); so is a restore blocked by a forward-only migration.
 
     ``strategy`` overrides the declared rollback strategy (a routing switch is always undone by
     restoring the routing it replaced).
@@ -219,6 +225,25 @@ def fail_and_restore(
             )
         )
         rolled_back = False
+        events += store.append(
+            [
+                incomplete_event(
+                    workload=ctx.workload,
+                    operator=ctx.operator,
+                    candidate=ctx.digest,
+                    stage=3,
+                    reason=f"{failure}; the automatic rollback is blocked by a forward-only migration",
+                    remaining=[
+                        f"production may still serve the candidate {ctx.image} (promotion {workflow_id})"
+                    ],
+                    command=(
+                        "railiance rollback APP_DIR --reason TEXT --accept-forward-only --approval <id>; "
+                        "or, keeping the candidate after review, "
+                        "railiance rollback APP_DIR --resolve --reason TEXT"
+                    ),
+                )
+            ]
+        )
     else:
         plan = RollbackPlan(
             leaving_digest=ctx.digest,
@@ -254,21 +279,45 @@ def fail_and_restore(
             home=ctx.home,
             ready_timeout=ready_timeout,
             sleep=sleep,
+            finish_open_stage=False,
         )
         events += out.events
         warnings += out.warnings
         rollback_doc = out.document
         rolled_back = True
-        checks.append(
-            _check(
-                "automatic_rollback",
-                out.passed,
-                f"{failure}. Previous stable {ctx.previous.text} restored automatically: "
-                f"{out.document.get('action')}; verification "
-                f"{'passed' if out.passed else 'FAILED'}: "
-                f"{out.document['verification']['check'].get('detail')}",
-            )
+        restored = (
+            f"{failure}. Previous stable {ctx.previous.text} restored automatically: "
+            f"{out.document.get('action')}; verification "
+            f"{'passed' if out.passed else 'FAILED'}: "
+            f"{out.document['verification']['check'].get('detail')}"
         )
+        if undo_failures and out.phase != "incomplete":
+            # The stable is back but the candidate's routing could not be taken off: still incomplete.
+            left = incomplete_event(
+                workload=ctx.workload,
+                operator=ctx.operator,
+                candidate=ctx.digest,
+                stage=3,
+                reason=f"{failure}; the canary routing could not be removed after the failed promotion",
+                remaining=list(undo_failures),
+                failures=list(undo_failures),
+                command=manual_command(
+                    [f"kubectl --namespace {ctx.namespace} delete the canary routing objects listed"],
+                    "remove the canary routing",
+                ),
+            )
+            events += store.append([left])
+            out = replace(out, phase="incomplete", exit_code=1)
+            out.document["ledger"] = {"seq": events[-1].seq, "hash": events[-1].hash}
+            out.document["failures"] = list(undo_failures)
+            out.document["manual_command"] = left.payload["manual_command"]
+        if out.phase == "incomplete":
+            restored = (
+                f"{failure}. The automatic rollback to {ctx.previous.text} is INCOMPLETE (seq "
+                f"{out.document['ledger']['seq']}): {'; '.join(out.document.get('failures') or [])}; "
+                f"manual command: {out.document.get('manual_command')}"
+            )
+        checks.append(_check("automatic_rollback", out.passed, restored))
     evidence = [Evidence(kind="workflow", ref=workflow_id, detail="promotion (failed)")]
     if rollback_doc is not None:
         evidence.append(
