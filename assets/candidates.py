@@ -5,7 +5,7 @@ One ``DynamicPartitionsDefinition(name="candidates")``: a partition per candidat
 key (``projections.resolve_partition_key``) and refuses an ambiguous one.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,6 +207,40 @@ def check_name_of(gate: str) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9_]", "_", gate)
+
+
+NOT_ROLLED_BACK = "not_rolled_back"
+"""The check that turns a stage red when a rollback later left its candidate."""
+
+
+def rollback_of(history: Sequence[RecordedEvent], digest: str, stage: int) -> RecordedEvent | None:
+    """The latest ``rollback.completed`` that left ``digest`` at ``stage`` (2: its canary, 3: production)."""
+    for ev in reversed(history):
+        if ev.kind == "rollback.completed" and ev.candidate == digest and (ev.stage or 3) == stage:
+            return ev
+    return None
+
+
+def rollback_evaluation(asset_key: AssetKey, key: str, ev: RecordedEvent) -> AssetCheckEvaluation:
+    """``not_rolled_back`` red on ``asset_key`` (the stage a ``rollback.completed`` left), with its reason."""
+    from railiance_ledger.domain.redaction import redact
+
+    reason = redact(str(ev.payload.get("reason") or ev.payload.get("symptom") or "no reason recorded"))
+    return AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=NOT_ROLLED_BACK,
+        passed=False,
+        severity=AssetCheckSeverity.ERROR,
+        description=f"rolled back by {ev.actor} at {ev.recorded_at}: {reason}",
+        partition=key,
+        metadata={
+            "reason": MetadataValue.text(reason),
+            "operator": MetadataValue.text(ev.actor),
+            "recorded_at": MetadataValue.text(ev.recorded_at),
+            "final_stable": MetadataValue.text(str(ev.payload.get("final_stable") or "none")),
+            "ledger_seq": MetadataValue.int(ev.seq),
+        },
+    )
 
 
 def finish_stage(

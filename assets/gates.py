@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dagster import (
-    AssetCheckEvaluation,
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
@@ -21,7 +20,14 @@ from dagster import (
     asset_check,
 )
 
-from assets.candidates import candidates_partitions, check_name_of, resolve_digest, workload_of
+from assets.candidates import (
+    NOT_ROLLED_BACK,
+    candidates_partitions,
+    check_name_of,
+    resolve_digest,
+    rollback_of,
+    workload_of,
+)
 from assets.resources import LedgerResource
 from assets.stages import (
     canary_acceptance,
@@ -223,18 +229,6 @@ def approval_in_force(context: AssetCheckExecutionContext, ledger: LedgerResourc
     )
 
 
-NOT_ROLLED_BACK = "not_rolled_back"
-"""The check that turns a stage red when a rollback later left its candidate."""
-
-
-def rollback_of(history: Sequence[RecordedEvent], digest: str, stage: int) -> RecordedEvent | None:
-    """The latest ``rollback.completed`` that left ``digest`` at ``stage`` (2: its canary, 3: production)."""
-    for ev in reversed(history):
-        if ev.kind == "rollback.completed" and ev.candidate == digest and (ev.stage or 3) == stage:
-            return ev
-    return None
-
-
 def rolled_back_result(found: RecordedEvent | None, stage: int) -> AssetCheckResult:
     """Red with the rollback's reason when ``found``; green otherwise."""
     from railiance_ledger.domain.redaction import redact
@@ -256,28 +250,6 @@ def rolled_back_result(found: RecordedEvent | None, stage: int) -> AssetCheckRes
             "recorded_at": MetadataValue.text(found.recorded_at),
             "final_stable": MetadataValue.text(str(found.payload.get("final_stable") or "none")),
             "ledger_seq": MetadataValue.int(found.seq),
-        },
-    )
-
-
-def rollback_evaluation(ev: RecordedEvent, key: str) -> AssetCheckEvaluation:
-    """``not_rolled_back`` red on the stage a ``rollback.completed`` left (2: the canary, 3: production)."""
-    from railiance_ledger.domain.redaction import redact
-
-    reason = redact(str(ev.payload.get("reason") or ev.payload.get("symptom") or "no reason recorded"))
-    return AssetCheckEvaluation(
-        asset_key=(stage2_canary if ev.stage == 2 else stage3_promotion).key,
-        check_name=NOT_ROLLED_BACK,
-        passed=False,
-        severity=AssetCheckSeverity.ERROR,
-        description=f"rolled back by {ev.actor} at {ev.recorded_at}: {reason}",
-        partition=key,
-        metadata={
-            "reason": MetadataValue.text(reason),
-            "operator": MetadataValue.text(ev.actor),
-            "recorded_at": MetadataValue.text(ev.recorded_at),
-            "final_stable": MetadataValue.text(str(ev.payload.get("final_stable") or "none")),
-            "ledger_seq": MetadataValue.int(ev.seq),
         },
     )
 

@@ -33,8 +33,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.candidates import candidate, candidates_partitions
-from assets.gates import rollback_evaluation
+from assets.candidates import candidate, candidates_partitions, rollback_evaluation
 from assets.resources import (
     AppsResource,
     HelmResource,
@@ -185,7 +184,13 @@ def rollback_workload(
             )
         )
         for done in (e for e in events if e.kind == "rollback.completed" and e.candidate):
-            context.log_event(rollback_evaluation(done, partition_key(workload.name, str(done.candidate))))
+            context.log_event(
+                rollback_evaluation(
+                    (stage2_canary if done.stage == 2 else stage3_promotion).key,
+                    partition_key(workload.name, str(done.candidate)),
+                    done,
+                )
+            )
     document = getattr(outcome, "document", None) or {}
     exit_code = int(getattr(outcome, "exit_code", 0) or 0)
     if exit_code != 0:

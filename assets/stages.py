@@ -61,6 +61,16 @@ class StageConfig(Config):
     )
 
 
+class PromoteConfig(StageConfig):
+    """Launchpad config of a promotion."""
+
+    record_rollback: bool = Field(
+        default=False,
+        description="Set by ledger_mirror_sensor after a rollback left this candidate: promote nothing; the "
+        "run fails with the ledger's rollback reason, so the partition shows Failed (red).",
+    )
+
+
 class ApprovalConfig(Config):
     """Launchpad config of an approval: the human decision, recorded via lifecycle.approvals.approve."""
 
@@ -431,7 +441,7 @@ def promotion_approval(
 )
 def stage3_promotion(
     context: AssetExecutionContext,
-    config: StageConfig,
+    config: PromoteConfig,
     ledger: LedgerResource,
     apps: AppsResource,
     kube: KubeResource,
@@ -444,6 +454,8 @@ def stage3_promotion(
     from railiance_ledger.lifecycle.stage3 import promote
 
     key = context.partition_key
+    if config.record_rollback:
+        record_rollback(context, ledger, key)
     try:
         kube_client = kube.build()
     except RailianceError as exc:
@@ -488,6 +500,24 @@ def stage3_promotion(
         ),
         {**(outcome.document or {}), "rolled_back": bool(outcome.rolled_back)},
         [*names_for(3, GatePhase.PRECHECK), *names_for(3, GatePhase.PROMOTION)],
+    )
+
+
+def record_rollback(context: AssetExecutionContext, ledger: LedgerResource, key: str) -> None:
+    """The rollback verdict of a promoted candidate: fail the step with the ledger's rollback reason (and
+    log ``not_rolled_back`` red), so the partition is Failed; without a rollback, refuse to promote."""
+    from assets.candidates import resolve_digest, rollback_evaluation, rollback_of, workload_of
+
+    with ledger.open() as store:
+        digest = resolve_digest(store, key)
+        found = rollback_of(store.read_candidate(workload_of(key), digest), digest, 3)
+    if found is None:
+        raise Failure(description=f"record_rollback: no rollback left {key} in the ledger; nothing promoted")
+    context.log_event(rollback_evaluation(context.asset_key, key, found))
+    reason = found.payload.get("reason") or found.payload.get("symptom") or "no reason recorded"
+    raise Failure(
+        description=f"{key} was rolled back by {found.actor} at {found.recorded_at}: {reason}",
+        metadata={"reason": str(reason), "operator": found.actor, "recorded_at": found.recorded_at},
     )
 
 

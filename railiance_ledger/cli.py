@@ -366,13 +366,38 @@ def _cluster_action(
     *,
     metrics: bool = True,
 ) -> Iterator[tuple[EventStore, Adapters]]:
-    """The skeleton of a command that changes the cluster: the environment first (exit 4 when it is
-    missing, before anything is recorded), then the ledger checks and the workload's lease (exit 3)."""
-    with (
-        _adapters(decl, kubeconfig, context, metrics=metrics) as ad,
-        _acting(opts, decl, action, operator) as store,
-    ):
+    """The skeleton of a command that changes the cluster: the ledger's own refusals first (a chain that
+    does not verify, a blocked workload, a lease held by another action: exit 3), then the environment
+    (exit 4 when it is missing, before the lease is taken: nothing is recorded), then the lease."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        if _ledger_refuses(opts.store(), decl.workload.name, action):  # acting() raises the exit-3 error
+            store = stack.enter_context(_acting(opts, decl, action, operator))
+            ad = stack.enter_context(_adapters(decl, kubeconfig, context, metrics=metrics))
+        else:
+            ad = stack.enter_context(_adapters(decl, kubeconfig, context, metrics=metrics))
+            store = stack.enter_context(_acting(opts, decl, action, operator))
         yield store, ad
+
+
+def _ledger_refuses(store: EventStore, workload: str, action: str) -> bool:
+    """Whether ``acting`` would refuse ``action`` now (read only): the chain does not verify, an
+    incomplete rollback blocks the workload, or another action holds an unexpired lease."""
+    from datetime import datetime
+
+    from railiance_ledger.errors import IntegrityError
+    from railiance_ledger.ledger.checkpoint import check_integrity
+    from railiance_ledger.lifecycle.actions import UNBLOCKING_ACTIONS, action_state
+
+    try:
+        check_integrity(store)
+    except IntegrityError:
+        return True
+    state = action_state(store, workload)
+    if state.blocker is not None and action not in UNBLOCKING_ACTIONS:
+        return True
+    return state.lease is not None and not state.lease.expired(datetime.now(UTC))
 
 
 @contextmanager

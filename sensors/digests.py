@@ -175,6 +175,15 @@ def register_polls(
 PUSH_NAME = "registry_push_sensor"
 
 
+def has_run(context: SensorEvaluationContext, key: str) -> bool:
+    """True when a run of partition ``key`` exists (requested by a sensor or the webhook's fast path)."""
+    from dagster import RunsFilter
+
+    return bool(
+        context.instance.get_run_records(filters=RunsFilter(tags={"dagster/partition": key}), limit=1)
+    )
+
+
 @sensor(
     name=PUSH_NAME,
     job=stage1_job,
@@ -185,7 +194,8 @@ PUSH_NAME = "registry_push_sensor"
         "$RAILIANCE_HOME/registry-events.db), registers each pushed digest of a watched tag as a candidate "
         "(source 'webhook', with the image's revision label and an index's platforms) and requests Stage 1. "
         "Cursor: the last spool sequence read. A digest registered before (a replayed notification, the "
-        "polling sensor, the CLI) requests nothing; new_digest_sensor stays the fallback."
+        "polling sensor, the CLI, the receiver's fast path) requests a run only when its partition has "
+        "none; new_digest_sensor stays the fallback."
     ),
 )
 def registry_push_sensor(
@@ -232,8 +242,8 @@ def registry_push_sensor(
         if key not in known:
             known.add(key)
             new_keys.append(key)
-        if not item.created:
-            log_of(context).info(f"{key}: already registered (seq {item.event.seq}); no run")
+        if not item.created and has_run(context, key):
+            log_of(context).info(f"{key}: already registered (seq {item.event.seq}) and run; no run")
             continue
         events.append(
             AssetMaterialization(

@@ -19,6 +19,7 @@ from dagster import (
     AssetRecordsFilter,
     DagsterRunStatus,
     MetadataValue,
+    RunRequest,
     RunsFilter,
     SensorEvaluationContext,
     SensorResult,
@@ -26,8 +27,14 @@ from dagster import (
     sensor,
 )
 
-from assets.candidates import candidates_partitions, check_evaluations, stage_failed, top_level
-from assets.gates import rollback_evaluation
+from assets.candidates import (
+    candidates_partitions,
+    check_evaluations,
+    rollback_evaluation,
+    stage_failed,
+    top_level,
+)
+from assets.jobs import promote_job
 from assets.production import production_event, read_view, workloads_partitions
 from assets.resources import AppsResource, LedgerResource, log_of
 from railiance_ledger.domain.events import RecordedEvent
@@ -134,7 +141,7 @@ def mirrored_events(ev: RecordedEvent, key: str) -> list[Any]:
     if ev.kind == "stage.completed" and isinstance(payload, dict):
         out.extend(check_evaluations(AssetKey(asset_name), key, payload, stage_gates(ev, asset_name), ev.seq))
     if ev.kind == "rollback.completed":
-        out.append(rollback_evaluation(ev, key))
+        out.append(rollback_evaluation(AssetKey(asset_name), key, ev))
     return out
 
 
@@ -221,6 +228,7 @@ def _has(instance: Any, name: str, key: str, cache: dict[tuple[str, str], bool])
 
 @sensor(
     name=NAME,
+    jobs=[promote_job],
     minimum_interval_seconds=interval(15),
     default_status=default_status(NAME),
     description=(
@@ -305,6 +313,26 @@ def ledger_mirror_sensor(
         view = read_view(ledger, apps, workload)
         if view.last_seq != shown_production_seq(instance, workload):
             asset_events.append(production_event(view))
+    # a production rollback fails the candidate's Stage 3 partition in Dagster's own terms: a `promote`
+    # run with record_rollback (promotes nothing, fails with the ledger's reason), so it shows Failed
+    run_requests = [
+        RunRequest(
+            job_name=promote_job.name,
+            partition_key=partition_key(ev.stream, ev.candidate),
+            run_key=f"{partition_key(ev.stream, ev.candidate)}:rolled-back:{ev.seq}",
+            run_config={"ops": {"stage3_promotion": {"config": {"record_rollback": True}}}},
+            tags={
+                "railiance/workload": ev.stream,
+                "railiance/digest": ev.candidate,
+                "railiance/reason": "rollback",
+            },
+        )
+        for ev in fresh
+        if ev.kind == "rollback.completed"
+        and ev.candidate
+        and (ev.stage or 3) == 3
+        and partition_key(ev.stream, ev.candidate) not in retiring
+    ]
     last = fresh[-1].seq if fresh else after
     cursor = dump_cursor({"seq": last, "held": still_held})
     reported = sum(1 for e in asset_events if not isinstance(e, AssetCheckEvaluation))
@@ -321,7 +349,10 @@ def ledger_mirror_sensor(
         requests.append(workloads_partitions.build_add_request(new_workloads))
     return SensorResult(
         cursor=cursor,
-        skip_reason=None if asset_events else f"nothing appended outside Dagster up to seq {last}",
+        run_requests=run_requests,
+        skip_reason=(
+            None if asset_events or run_requests else f"nothing appended outside Dagster up to seq {last}"
+        ),
         dynamic_partitions_requests=requests or None,
         asset_events=asset_events,
     )

@@ -110,6 +110,7 @@ def good_sample(i: int = 0, **kw: Any) -> CanarySample:
         "stable": tm(0.001 + (i % 2) * 1e-5, 100 + (i + 1) % 3),
         "routing": RoutingState(True, "as declared"),
         "logs": LogScan(lines=10),
+        "integrity": Probe(True, None, "dead-letters: value 0 within bounds"),
     }
     base.update(kw)
     return CanarySample(**base)
@@ -616,3 +617,12 @@ def test_canary_statistical_comparison_negligible_shift_passes() -> None:
         min_effect=1.0,
     )
     assert ok and "negligible" in reason
+
+
+def test_no_integrity_probe_declared_is_not_evaluated_and_fails_side_effects() -> None:
+    """No ``[[integrity]]`` probe: ``canary_side_effects`` is "not evaluated" and fails (never a pass
+    nobody checked), but it is no immediate rollback (nothing showed integrity at risk)."""
+    sample = good_sample(integrity=None)
+    v = verdict(c.evaluate_sample(sample, TH), "canary_side_effects")
+    assert (False, True) == (v.passed, v.reason.startswith("not evaluated: no [[integrity]] probe declared"))
+    assert c.immediate_rollback_reason(sample, TH) is None

@@ -248,10 +248,11 @@ def test_crashlooping_canary_fails_closed_is_rolled_back_and_nothing_downstream_
 
     observed = d.run("observe", key, _cfg("canary_acceptance", operator="alice"))
 
-    meta = d.materialization("canary_acceptance", key).metadata
+    assert d.materialization("canary_acceptance", key) is None  # a failed stage is never green
+    meta = d.observation("canary_acceptance", key).metadata
     doc = meta["document"].value
     assert ("fail", True) == (meta["status"].value, meta["rolled_back"].value)
-    assert not observed.success  # the blocking gates failed the run (fail closed)
+    assert not observed.success  # the stage failed the run (fail closed), its gates red
     reasons = {c["name"]: c["reason"] for c in doc["checks"]}
     assert "crash-looping" in reasons["immediate_rollback"]
     failed = _failed(d.checks("canary_acceptance", ACCEPTANCE_CHECKS, key))
@@ -352,7 +353,8 @@ def test_promotion_whose_smoke_fails_fails_the_run_after_its_automatic_rollback(
     promoted = d.run("promote", key, _cfg("stage3_promotion", operator="alice"))
 
     assert not promoted.success
-    meta = d.materialization("stage3_promotion", key).metadata
+    assert d.materialization("stage3_promotion", key) is None  # a rolled-back promotion is never green
+    meta = d.observation("stage3_promotion", key).metadata
     assert ("fail", True) == (meta["status"].value, meta["rolled_back"].value)
     checks = d.checks("stage3_promotion", (*STAGE3_PRECHECKS, *PROMOTION_CHECKS), key)
     assert ["post_promotion_smoke"] == list(_failed(checks))

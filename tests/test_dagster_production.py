@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from dagster import AssetKey, SensorResult
+from dagster import AssetKey, AssetPartitionStatus, SensorResult, materialize
 
+from assets.stages import stage3_promotion
 from railiance_ledger.domain.events import EventKind, NewEvent
 from railiance_ledger.ledger.projections import partition_key
 from sensors import ledger_mirror_sensor, stage_gate_sensor
@@ -30,6 +31,13 @@ def _seed(env: DagsterEnv, stream: str = "hello-web") -> dict[str, str]:
         return seed_rollback_story(store, stream)
     finally:
         store.close()
+
+
+def _status(env: DagsterEnv, key: str) -> Any:
+    from assets.candidates import candidates_partitions
+
+    found = env.instance.get_status_by_partition(AssetKey("stage3_promotion"), [key], candidates_partitions)
+    return (found or {}).get(key)
 
 
 def _by(result: Any, kind: str, asset: str, partition: str | None = None) -> list[Any]:
@@ -77,6 +85,29 @@ def test_production_names_stable_target_and_last_rollback_after_v3_is_rolled_bac
     assert [(v3, False)] == [(e.partition, e.passed) for e in rolled]
     assert ROLLBACK_REASON in rolled[0].description
     assert AssetKey("stage3_promotion") == rolled[0].asset_key
+
+    # ... and its partition is Failed in Dagster's own terms: the mirror requests a `promote` run with
+    # record_rollback, which promotes nothing and fails with the ledger's reason
+    assert [(v3, "promote", True)] == [
+        (r.partition_key, r.job_name, r.run_config["ops"]["stage3_promotion"]["config"]["record_rollback"])
+        for r in result.run_requests
+    ]
+    assert AssetPartitionStatus.MATERIALIZED == _status(dagster_env, v3)
+    run = materialize(
+        [stage3_promotion],
+        partition_key=v3,
+        run_config=result.run_requests[0].run_config,
+        resources=dagster_env.resources(),
+        instance=dagster_env.instance,
+        raise_on_error=False,
+    )
+    assert not run.success
+    failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
+    assert ROLLBACK_REASON in str(failure.event_specific_data.error.message)
+    assert AssetPartitionStatus.FAILED == _status(dagster_env, v3)
+    assert AssetPartitionStatus.MATERIALIZED == _status(
+        dagster_env, partition_key("hello-web", digests["v2"])
+    )
 
     # the approval's principal and the ledger's time are top-level metadata
     v2 = partition_key("hello-web", digests["v2"])

@@ -61,9 +61,21 @@ def _skip_onboarding(page: Any) -> None:
         page._railiance_onboarding = True
     try:
         button.wait_for(timeout=2500)
-        button.click()
+        button.click(timeout=3000)
     except Exception:  # noqa: BLE001, S110 - the dialog only shows once per instance
         pass
+
+
+def _dismiss_onboarding(page: Any) -> None:
+    """Close the onboarding dialog if it is showing now (a screenshot is not an action, so the locator
+    handler does not run before it)."""
+    button = page.get_by_role("button", name="Skip")
+    try:
+        if button.is_visible():
+            button.click(timeout=3000)  # the locator handler may click it first: then this times out
+    except Exception:  # noqa: BLE001, S110 - gone already is what we want
+        pass
+    page.wait_for_timeout(300)
 
 
 def _text(page: Any) -> str:
@@ -195,39 +207,62 @@ def test_production_after_rollback_names_stable_and_target_and_rolled_back_stage
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_context(viewport={"width": 1400, "height": 1200}).new_page()
-            page.goto(f"{base}/assets/production?view=partitions&partition=prod-web")
+            page.goto(f"{base}/assets/production")
             _skip_onboarding(page)
-            text = _wait_reload(
-                page, ["stable", digests["v2"], "rollback_target", digests["v1"], ROLLBACK_REASON]
+            text = _wait_goto(
+                page,
+                f"{base}/assets/production?view=partitions&partition=prod-web",
+                ["stable", digests["v2"], "rollback_target", digests["v1"], ROLLBACK_REASON],
             )
+            _dismiss_onboarding(page)
             page.screenshot(path=str(SHOTS / "5-production.png"), full_page=True)
             stable_at = text.index(digests["v2"])
             assert "stable" in text[:stable_at] and digests["v1"] in text
 
-            page.goto(f"{base}/assets/stage3_promotion?view=checks&checkDetail=not_rolled_back")
-            text = _wait_reload(page, ["not_rolled_back", ROLLBACK_REASON])
+            text = _wait_goto(
+                page,
+                f"{base}/assets/stage3_promotion?view=checks&checkDetail=not_rolled_back",
+                ["not_rolled_back", ROLLBACK_REASON],
+            )
+            _dismiss_onboarding(page)
             page.screenshot(path=str(SHOTS / "6-stage3-rolled-back-check.png"), full_page=True)
             assert "Failed" in text or "failed" in text.lower()
 
-            page.goto(f"{base}/assets/stage3_promotion?view=partitions&partition={quote(v3)}")
-            _wait_reload(page, [v3, "not_rolled_back"])
+            # the mirror requested a `promote` run with record_rollback: it fails with the rollback's reason,
+            # so v3's Stage 3 partition is Failed (red); v2's stays Materialized
+            text = _wait_goto(
+                page, f"{base}/assets/stage3_promotion?view=partitions&partition={quote(v3)}", [v3, "Failed"]
+            )
+            _dismiss_onboarding(page)
+            page.screenshot(path=str(SHOTS / "7-stage3-v3-partition-failed.png"), full_page=True)
+            runs = env.dev.graphql(RUNS, {"key": v3})["runsOrError"]["results"]
+            assert [("promote", "FAILURE")] == [(r["jobName"], r["status"]) for r in runs]
+            page.goto(f"{base}/runs/{runs[0]['runId']}")
+            _wait_text(page, [ROLLBACK_REASON, "was rolled back"], timeout=60)
+            _dismiss_onboarding(page)
+            page.screenshot(path=str(SHOTS / "7b-stage3-v3-rollback-run.png"), full_page=True)
             page.screenshot(path=str(SHOTS / "7-stage3-v3-partition.png"), full_page=True)
 
-            page.goto(f"{base}/assets/promotion_approval?view=partitions&partition={quote(v2)}")
-            text = _wait_reload(page, ["approved_by", "alice", "recorded_at"])
+            text = _wait_goto(
+                page,
+                f"{base}/assets/promotion_approval?view=partitions&partition={quote(v2)}",
+                ["approved_by", "alice", "recorded_at"],
+            )
+            _dismiss_onboarding(page)
             page.screenshot(path=str(SHOTS / "8-approval-principal.png"), full_page=True)
         finally:
             browser.close()
 
 
-def _wait_reload(page: Any, needles: list[str], timeout: float = 90.0) -> str:
-    """The page text once every needle is on it, reloading while the mirror sensor catches up."""
+def _wait_goto(page: Any, url: str, needles: list[str], timeout: float = 120.0) -> str:
+    """Open ``url`` until its text has every needle (the mirror sensor catches up; the UI drops a partition
+    parameter it does not know yet, so the URL is opened again rather than reloaded)."""
     deadline = time.monotonic() + timeout
     text = ""
     while time.monotonic() < deadline:
+        page.goto(url)
         try:
             return _wait_text(page, needles, timeout=8.0)
         except AssertionError as exc:
             text = str(exc)
-        page.reload()
     raise AssertionError(f"{needles!r} not all on {page.url}: {text[:3000]}")

@@ -8,6 +8,7 @@ point at a ``WebhookServer`` storing into a spool; the Dagster sensors are evalu
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,17 @@ def _resources(env: DagsterEnv) -> dict[str, Any]:
     return {"registry": RegistryResource(url=None, timeout=5.0)}
 
 
+def _launch(env: DagsterEnv, result: Any) -> Any:
+    """Create a run for each run request, as the daemon does (a test context launches nothing)."""
+    from dagster._core.test_utils import create_run_for_test
+
+    for req in getattr(result, "run_requests", None) or []:
+        create_run_for_test(
+            env.instance, job_name="stage1", tags={**req.tags, "dagster/partition": req.partition_key}
+        )
+    return result
+
+
 def _registrations(env: DagsterEnv) -> list[Any]:
     with env.store() as store:
         return [e for e in store.read_stream("hello-web") if e.kind == EventKind.CANDIDATE_REGISTERED]
@@ -105,7 +117,7 @@ def test_a_push_registers_the_candidate_and_requests_stage1(
     notice = _wait_for_notice(notifying_registry, digest)
     assert notice.host == notifying_registry.server.host and notice.tag == "v1.0.0"
 
-    result = push_env.tick(registry_push_sensor, **_resources(push_env))
+    result = _launch(push_env, push_env.tick(registry_push_sensor, **_resources(push_env)))
 
     assert isinstance(result, SensorResult)
     key = partition_key("hello-web", digest)
@@ -129,7 +141,7 @@ def test_replayed_and_forged_notifications_register_nothing_twice(
 ) -> None:
     digest = notifying_registry.helper.push_image(push_env.repository, "v1.0.0")
     notice = _wait_for_notice(notifying_registry, digest)
-    first = push_env.tick(registry_push_sensor, **_resources(push_env))
+    first = _launch(push_env, push_env.tick(registry_push_sensor, **_resources(push_env)))
     assert 1 == len(first.run_requests)
     stored_before = len(notifying_registry.spool.since(0))
 
@@ -185,7 +197,7 @@ def test_receiver_down_during_a_push_polling_catches_it(
     digest = notifying_registry.helper.push_image(push_env.repository, "v1.0.0")
     assert not [n for n in notifying_registry.spool.since(0) if n.digest == digest]
 
-    polled = push_env.tick(new_digest_sensor, **_resources(push_env))
+    polled = _launch(push_env, push_env.tick(new_digest_sensor, **_resources(push_env)))
 
     assert [partition_key("hello-web", digest)] == [r.partition_key for r in polled.run_requests]
     [reg] = _registrations(push_env)
@@ -235,6 +247,7 @@ def test_webhook_serve_command(tmp_path: Path) -> None:
     env["RAILIANCE_HOME"] = str(tmp_path / "home")
     missing = subprocess.run(
         [exe, "webhook", "serve", "--listen", "127.0.0.1:0"],
+        check=False,
         env=env,
         capture_output=True,
         text=True,
@@ -295,3 +308,31 @@ def test_webhook_serve_command(tmp_path: Path) -> None:
         "team/app",
         "v1.0.0",
     )
+
+
+def test_registered_without_a_run_gets_one_from_the_push_sensor(
+    push_env: DagsterEnv, notifying_registry: NotifyingRegistry
+) -> None:
+    """The receiver's fast path registered the push but could not launch Stage 1 (Dagster down): the
+    push sensor reads the same spool and requests the run, once."""
+    from railiance_ledger.lifecycle.registry_push import FastPath
+
+    digest = notifying_registry.helper.push_image(push_env.repository, "v1.0.0")
+    notice = _wait_for_notice(notifying_registry, digest)
+    fast = FastPath(
+        apps_dir=push_env.apps_dir,
+        ledger_url=push_env.ledger_url,
+        dagster=None,
+        operator="webhook",
+        any_host=False,
+        env=dict(os.environ),
+    )
+    fast([notice])
+    [reg] = _registrations(push_env)
+    assert reg.payload["source"] == "webhook"
+
+    result = _launch(push_env, push_env.tick(registry_push_sensor, **_resources(push_env)))
+    assert [partition_key("hello-web", digest)] == [r.partition_key for r in result.run_requests]
+    again = push_env.tick(registry_push_sensor, cursor=None, **_resources(push_env))
+    assert not getattr(again, "run_requests", None)
+    assert 1 == len(_registrations(push_env))

@@ -235,3 +235,36 @@ def test_two_registries_at_once_with_the_users_credentials(
     refused = next(p for p in polls if p.workload == "app-a")
     assert not refused.ok and "anonymously" in (refused.error or "") and password not in (refused.error or "")
     assert next(p for p in polls if p.workload == "app-b").ok
+
+
+def test_tls_registry_trusted_only_with_its_ca_bundle(tmp_path: Path) -> None:
+    """A registry over HTTPS with a private CA: refused without the bundle, read with it (from the
+    registries file's ca_bundle, or a certs.d directory as the container tools keep them)."""
+    pytest.importorskip("cryptography")
+    from railiance_ledger.lifecycle.environment import open_registries
+    from tests.harness.registry import RegistryHelper, make_tls, start_registry
+
+    tls = make_tls(tmp_path / "tls")
+    server = start_registry(tmp_path / "tls-registry", tls=tls)
+    try:
+        helper = RegistryHelper(server.url, verify=str(tls.ca))
+        digest = helper.push_image("team/app", "v1.0.0")
+        helper.close()
+        ref = parse_reference(f"{server.host}/team/app")
+        base_env = {"HOME": str(tmp_path), "RAILIANCE_CERTS_D": str(tmp_path / "no-certs.d")}
+        with (
+            open_registries(base_env) as pool,
+            pytest.raises(AdapterUnavailable, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"),
+        ):
+            pool.for_reference(ref).resolve_tag(repository="team/app", tag="v1.0.0")
+        settings = tmp_path / "registries.toml"
+        settings.write_text(f'[registries."{server.host}"]\nca_bundle = "{tls.ca}"\n')
+        with open_registries({**base_env, "RAILIANCE_REGISTRIES": str(settings)}) as pool:
+            assert pool.for_reference(ref).resolve_tag(repository="team/app", tag="v1.0.0") == digest
+        certs_d = tmp_path / "certs.d" / server.host
+        certs_d.mkdir(parents=True)
+        (certs_d / "ca.crt").write_bytes(tls.ca.read_bytes())
+        with open_registries({**base_env, "RAILIANCE_CERTS_D": str(tmp_path / "certs.d")}) as pool:
+            assert pool.for_reference(ref).resolve_tag(repository="team/app", tag="v1.0.0") == digest
+    finally:
+        server.stop()

@@ -202,6 +202,7 @@ def test_checks_are_reported_in_catalogue_order_with_local_checks_after_local_he
         "local_check:unit",
         "migrations_classified",
         "observability_declared",
+        "artifact_traceable",
     ]
 
 

@@ -85,19 +85,37 @@ class PushSpool:
 
     def add(self, notices: Iterable[PushedManifest]) -> int:
         """Store the notices whose id is new, durably (committed before returning); the count stored."""
+        return len(self.add_new(notices))
+
+    def add_new(self, notices: Iterable[PushedManifest]) -> list[PushNotice]:
+        """Store the notices whose id is new, durably; those (with their spool seq), in order."""
         now = time.time()
-        rows = [(n.id, now, n.host, n.repository, n.tag, n.digest, n.media_type) for n in notices]
-        if not rows:
-            return 0
+        pending = list(notices)
+        if not pending:
+            return []
+        stored: list[PushNotice] = []
         with self._lock, self._connect() as conn:
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO notices (id, received_at, host, repository, tag, digest, media_type) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            for n in pending:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO notices (id, received_at, host, repository, tag, digest, "
+                    "media_type) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (n.id, now, n.host, n.repository, n.tag, n.digest, n.media_type),
+                )
+                if cursor.rowcount == 1:
+                    stored.append(
+                        PushNotice(
+                            id=n.id,
+                            host=n.host,
+                            repository=n.repository,
+                            tag=n.tag,
+                            digest=n.digest,
+                            media_type=n.media_type,
+                            received_at=now,
+                            seq=int(cursor.lastrowid or 0),
+                        )
+                    )
             conn.commit()
-            return conn.total_changes - before
+        return stored
 
     def since(self, seq: int, *, limit: int = 1000) -> list[PushNotice]:
         """The notices stored after ``seq``, oldest first (at most ``limit``)."""

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import hmac
 import logging
+import queue
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from railiance_ledger.adapters.push_spool import PushSpool
+from railiance_ledger.adapters.push_spool import PushNotice, PushSpool
 from railiance_ledger.domain.registry_events import MAX_BODY, NotificationError, parse_envelope
 from railiance_ledger.errors import InvalidInput, RailianceError
 
@@ -42,13 +44,26 @@ log = logging.getLogger("railiance.webhook")
 class WebhookServer:
     """The receiver on ``host:port`` (``port=0``: a free one), storing into ``spool``."""
 
-    def __init__(self, spool: PushSpool, *, secret: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        spool: PushSpool,
+        *,
+        secret: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_stored: Callable[[list[PushNotice]], None] | None = None,
+    ) -> None:
+        """``on_stored`` (the fast path) is called, in one worker thread and after the registry has its
+        answer, with each request's newly stored notices; its failures are logged (the sensor has them)."""
         if len(secret) < MIN_SECRET:
             raise InvalidInput(
                 f"the webhook secret must be at least {MIN_SECRET} characters",
                 hint="set RAILIANCE_WEBHOOK_SECRET to a long random value (e.g. openssl rand -hex 32)",
             )
         self.spool = spool
+        self._work: queue.Queue[list[PushNotice] | None] = queue.Queue()
+        self._on_stored = on_stored
+        self._worker: threading.Thread | None = None
         self._expected = {secret.encode(), f"Bearer {secret}".encode()}
         self.received = 0
         self.stored = 0
@@ -96,16 +111,18 @@ class WebhookServer:
                     self._answer(400, str(exc))
                     return
                 try:
-                    stored = server.spool.add(pushed)
+                    stored = server.spool.add_new(pushed)
                 except RailianceError as exc:
                     log.error("push spool unavailable: %s", exc)
                     self._answer(503, "spool unavailable")  # the registry retries
                     return
                 server.received += len(pushed)
-                server.stored += stored
+                server.stored += len(stored)
                 if stored:
-                    log.info("stored %d manifest push(es) of %d received", stored, len(pushed))
-                self._answer(200, f"stored {stored}")
+                    log.info("stored %d manifest push(es) of %d received", len(stored), len(pushed))
+                self._answer(200, f"stored {len(stored)}")
+                if stored and server._on_stored is not None:
+                    server._work.put(stored)
 
         self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._httpd.daemon_threads = True
@@ -117,14 +134,32 @@ class WebhookServer:
         """Where the registry should POST: ``http://host:port/registry/events``."""
         return f"http://{self.host}:{self.port}{EVENTS_PATH}"
 
+    def _drain(self) -> None:
+        while True:
+            batch = self._work.get()
+            if batch is None:
+                return
+            try:
+                assert self._on_stored is not None
+                self._on_stored(batch)
+            except Exception as exc:  # noqa: BLE001 - the fast path is best effort; the sensor has the spool
+                log.error("fast path failed (%s); the push sensor will pick the push up", type(exc).__name__)
+
+    def _start_worker(self) -> None:
+        if self._on_stored is not None and self._worker is None:
+            self._worker = threading.Thread(target=self._drain, name="webhook-fast-path", daemon=True)
+            self._worker.start()
+
     def start(self) -> WebhookServer:
         """Serve in a daemon thread."""
+        self._start_worker()
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="webhook", daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in this thread until interrupted."""
+        self._start_worker()
         self._httpd.serve_forever()
 
     def stop(self) -> None:
@@ -133,3 +168,7 @@ class WebhookServer:
             self._httpd.shutdown()
             self._thread = None
         self._httpd.server_close()
+        if self._worker is not None:
+            self._work.put(None)
+            self._worker.join(timeout=10)
+            self._worker = None

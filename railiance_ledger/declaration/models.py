@@ -52,6 +52,7 @@ __all__ = [
     "Dependency",
     "Health",
     "Image",
+    "Integrity",
     "Local",
     "LocalCheck",
     "Migrations",
@@ -705,6 +706,43 @@ class Acceptance(_Table):
         return self
 
 
+class Integrity(_Table):
+    """``[[integrity]]``: a data-integrity probe (schema, storage, queue) evaluated every sample of the
+    Stage 2 window. A failing probe is an immediate rollback ("data integrity is at risk")."""
+
+    name: Text
+    kind: Literal["promql", "http"]
+    """``promql``: evaluate ``query`` (``$SELECTOR`` becomes the canary's selector) and compare with
+    ``max``/``min``; ``http``: GET ``path`` on the canary Service and expect ``expect_status``."""
+    query: Text | None = None
+    max: float | None = None
+    """The probe fails when any returned value is above this."""
+    min: float | None = None
+    """The probe fails when any returned value is below this."""
+    path: HttpPath | None = None
+    expect_status: Status = 200
+    description: Text | None = None
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> Integrity:
+        problems: list[tuple[str, str, str]] = []
+        if self.kind == "promql":
+            if self.query is None:
+                problems.append(("query", "the promql kind needs query", "set query (PromQL)"))
+            if self.max is None and self.min is None:
+                problems.append(("max", "the promql kind needs max or min", "set max, min or both"))
+            if self.path is not None:
+                problems.append(("path", "path is not used by the promql kind", "remove it"))
+        else:
+            if self.path is None:
+                problems.append(("path", "the http kind needs path", "set path"))
+            for fld in ("query", "max", "min"):
+                if getattr(self, fld) is not None:
+                    problems.append((fld, f"{fld} is not used by the http kind", "remove it"))
+        _rules(problems)
+        return self
+
+
 class Readiness(_Table):
     """``[readiness]``: free-text answers to the spec's readiness questions (used by the readiness report)."""
 
@@ -746,6 +784,7 @@ class Declaration(_Table):
     smoke: Seq[Smoke] = ()
     approval: Approval = Approval()
     acceptance: Seq[Acceptance] = ()
+    integrity: Seq[Integrity] = ()
     readiness: Readiness = Readiness()
 
     _app_dir: Path | None = PrivateAttr(default=None)
@@ -852,7 +891,15 @@ class Declaration(_Table):
     @model_validator(mode="after")
     def _cross_table_rules(self) -> Declaration:
         problems: list[tuple[str, str, str]] = []
-        for table in ("health", "smoke", "local_checks", "dependencies", "secrets", "acceptance"):
+        for table in (
+            "health",
+            "smoke",
+            "local_checks",
+            "dependencies",
+            "secrets",
+            "acceptance",
+            "integrity",
+        ):
             seen: set[str] = set()
             for index, item in enumerate(getattr(self, table)):
                 if item.name in seen:

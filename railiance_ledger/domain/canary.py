@@ -647,6 +647,9 @@ class Probe:
     status: int | None = None
     reason: str = ""
     target: str = ""
+    available: bool = True
+    """False when the answer could not be collected (the probe fails closed, but nothing showed a
+    breach: for integrity probes, no immediate rollback on that alone)."""
 
 
 @dataclass(frozen=True)
@@ -963,9 +966,24 @@ def evaluate_sample(
     else:
         out.append(_pass("canary_routing", r.reason) if r.ok else _fail("canary_routing", r.reason))
     if sample.integrity is None:
-        out.append(_pass("canary_side_effects", "no data-integrity check declared"))
+        out.append(
+            _fail(
+                "canary_side_effects",
+                "not evaluated: no [[integrity]] probe declared, so nothing shows the canary free of "
+                "schema, storage or queue side effects; declare one or record a stage 2 waiver for "
+                "canary_side_effects with the reason",
+            )
+        )
     elif sample.integrity.ok:
         out.append(_pass("canary_side_effects", f"integrity check passed: {sample.integrity.reason}"))
+    elif not sample.integrity.available:
+        out.append(
+            _fail(
+                "canary_side_effects",
+                f"integrity probes could not be answered: {sample.integrity.reason}",
+                technical=True,
+            )
+        )
     else:
         out.append(_fail("canary_side_effects", f"integrity check failing: {sample.integrity.reason}"))
     out.append(_logs_verdict([sample.logs], thresholds))
@@ -1224,7 +1242,7 @@ def immediate_rollback_reason(sample: CanarySample, thresholds: Thresholds) -> s
         return "approval revoked during the observation window"
     if sample.routing.escaped:
         return f"canary traffic escaped the declared blast radius: {sample.routing.reason}"
-    if sample.integrity is not None and not sample.integrity.ok:
+    if sample.integrity is not None and sample.integrity.available and not sample.integrity.ok:
         return f"data integrity at risk: {sample.integrity.reason}"
     if sample.logs.secrets_found:
         kinds = ", ".join(sorted(sample.logs.secret_kinds))

@@ -309,7 +309,7 @@ _SUMMARY: dict[Gate, str] = {  # one line per gate: what it means when it passes
     Gate.ROUTING_PREREQUISITES: "the routing objects the canary form needs exist",
     Gate.DEPENDENCIES_HEALTHY: "declared platform dependencies are healthy",
     Gate.ROLLBACK_TARGET_KNOWN: "a rollback target is known before the canary is applied",
-    Gate.MONITORING_AVAILABLE: "the metrics backend answers the declared queries",
+    Gate.MONITORING_AVAILABLE: "the canary's (or stable's) selector returns series; the log source answers",
     Gate.DECLARED_REFERENCES: "every secret and config the declaration references exists",
     Gate.OBSERVATION_WINDOW: "the observation window meets the minimum",
     Gate.CANARY_APPLIED: "the canary release was applied and rolled out",

@@ -531,11 +531,36 @@ def _stable_record(row: Any, state: StableState, approvals: tuple[ApprovalRecord
     )
 
 
-def _stable_rows(conn: sa.Connection, workload: str, seqs: Sequence[int]) -> dict[int, Any]:
-    if not seqs:
-        return {}
-    stmt = sa.select(*_STABLE_COLS).where(_PS.c.stream == workload, _PS.c.seq.in_(list(seqs)))
-    return {int(r.seq): r for r in conn.execute(stmt)}
+_BELOW = (
+    sa.select(_PS.c.below_seq)
+    .where(_PS.c.stream == sa.bindparam("stream"), _PS.c.seq == sa.bindparam("top"))
+    .scalar_subquery()
+)
+_TOP_AND_BELOW = sa.select(*_STABLE_COLS).where(
+    _PS.c.stream == sa.bindparam("stream"), sa.or_(_PS.c.seq == sa.bindparam("top"), _PS.c.seq == _BELOW)
+)
+_STABLES_PAGE = (
+    sa.select(*_STABLE_COLS)
+    .where(_PS.c.stream == sa.bindparam("stream"), _PS.c.seq <= sa.bindparam("upper"))
+    .order_by(_PS.c.seq.desc())
+    .limit(sa.bindparam("lim"))
+)
+_ROLLBACKS_PAGE = (
+    sa.select(_PL.c.rollback)
+    .where(
+        _PL.c.stream == sa.bindparam("stream"),
+        _PL.c.kind == _K.ROLLBACK_COMPLETED.value,
+        _PL.c.seq <= sa.bindparam("upper"),
+    )
+    .order_by(_PL.c.seq.desc())
+    .limit(sa.bindparam("lim"))
+)
+_SUMMARIES = sa.select(_PC.c.digest, _PC.c.summary).where(
+    _PC.c.stream == sa.bindparam("stream"), _PC.c.digest.in_(sa.bindparam("digests", expanding=True))
+)
+_FOLD_INPUTS = sa.select(_PC.c.digest, _PC.c.fold_events).where(
+    _PC.c.stream == sa.bindparam("stream"), _PC.c.digest.in_(sa.bindparam("digests", expanding=True))
+)
 
 
 def _current_approvals(
@@ -544,10 +569,8 @@ def _current_approvals(
     """Approvals as they stand now, from the candidates' projection rows."""
     if not digests:
         return {}
-    stmt = sa.select(_PC.c.digest, _PC.c.summary).where(
-        _PC.c.stream == workload, _PC.c.digest.in_(sorted(set(digests)))
-    )
-    return {str(d): _summary_approvals(str(d), json.loads(t)) for d, t in conn.execute(stmt)}
+    rows = conn.execute(_SUMMARIES, {"stream": workload, "digests": sorted(set(digests))})
+    return {str(d): _summary_approvals(str(d), json.loads(t)) for d, t in rows}
 
 
 def lineage(
@@ -594,37 +617,22 @@ def _lineage(
             if found is None:
                 return empty
             bound, top = int(found[0]), found[1]
-        head = _stable_rows(conn, workload, [top] if top is not None else [])
-        top_row = head.get(top) if top is not None else None
-        below_row = None
-        if top_row is not None and top_row.below_seq is not None:
-            below_row = _stable_rows(conn, workload, [top_row.below_seq]).get(int(top_row.below_seq))
+        top_row = below_row = None
+        if top is not None:
+            for row in conn.execute(_TOP_AND_BELOW, {"stream": workload, "top": top}):
+                if int(row.seq) == int(top):
+                    top_row = row
+                else:
+                    below_row = row
         upper = min(bound, (before - 1) if before is not None else _NO_LIMIT)
         stable_rows: list[Any] = []
         rollback_rows: list[Any] = []
         stack: list[str] = []
         if page:
-            stable_rows = list(
-                conn.execute(
-                    sa.select(*_STABLE_COLS)
-                    .where(_PS.c.stream == workload, _PS.c.seq <= upper)
-                    .order_by(_PS.c.seq.desc())
-                    .limit(lim)
-                )
-            )
+            params = {"stream": workload, "upper": upper, "lim": lim}
+            stable_rows = list(conn.execute(_STABLES_PAGE, params))
             stable_rows.reverse()
-            rollback_rows = list(
-                conn.execute(
-                    sa.select(_PL.c.rollback)
-                    .where(
-                        _PL.c.stream == workload,
-                        _PL.c.kind == _K.ROLLBACK_COMPLETED.value,
-                        _PL.c.seq <= upper,
-                    )
-                    .order_by(_PL.c.seq.desc())
-                    .limit(lim)
-                ).scalars()
-            )
+            rollback_rows = list(conn.execute(_ROLLBACKS_PAGE, params).scalars())
             rollback_rows.reverse()
             stack = _stack_digests(conn, workload, top, lim)
             stack.reverse()
@@ -696,10 +704,7 @@ def _approvals_at(
     wanted = sorted(set(digests))
     out: dict[str, tuple[ApprovalRecord, ...]] = {}
     refold: list[str] = []
-    summaries = sa.select(_PC.c.digest, _PC.c.summary).where(
-        _PC.c.stream == workload, _PC.c.digest.in_(wanted)
-    )
-    for digest, text in conn.execute(summaries):
+    for digest, text in conn.execute(_SUMMARIES, {"stream": workload, "digests": wanted}):
         summary = json.loads(text)
         last = summary.get("approvals_at")
         if last is None:
@@ -709,10 +714,7 @@ def _approvals_at(
         else:
             refold.append(str(digest))
     if refold:
-        stmt = sa.select(_PC.c.digest, _PC.c.fold_events).where(
-            _PC.c.stream == workload, _PC.c.digest.in_(refold)
-        )
-        for digest, text in conn.execute(stmt):
+        for digest, text in conn.execute(_FOLD_INPUTS, {"stream": workload, "digests": refold}):
             evs = [
                 FoldEvent(*item) for item in json.loads(text) if item[2] in _APPROVAL_KINDS and item[6] <= at
             ]

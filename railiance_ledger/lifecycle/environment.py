@@ -40,7 +40,7 @@ import os
 import shlex
 import shutil
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,11 +53,13 @@ from railiance_ledger.lifecycle.notes import STATEHUB_URL_ENV
 
 if TYPE_CHECKING:
     from railiance_ledger.adapters.attestations import OciAttestations
+    from railiance_ledger.adapters.dagster_web import DagsterWeb
     from railiance_ledger.adapters.helm import Helm
     from railiance_ledger.adapters.kube import Kube
     from railiance_ledger.adapters.metrics import PrometheusMetrics
     from railiance_ledger.adapters.registries import RegistryPool
     from railiance_ledger.adapters.registry import OciRegistry
+    from railiance_ledger.adapters.webhook_server import WebhookServer
     from railiance_ledger.declaration.models import Declaration
     from railiance_ledger.ports import StateHubPort, StateHubWitnessPort
 
@@ -188,6 +190,28 @@ def open_local() -> Iterator[LocalAdapters]:
         open_registries(timeout=LOCAL_PROBE_TIMEOUT) as registries,
     ):
         yield LocalAdapters(helm=build_helm(), http=http, registries=registries)
+
+
+@contextmanager
+def open_dagster_web(url: str | None, *, timeout: float = 10.0) -> Iterator[DagsterWeb | None]:
+    """The Dagster webserver's GraphQL API at ``url`` (closed afterwards), or ``None`` when unset."""
+    if not url:
+        yield None
+        return
+    from railiance_ledger.adapters.dagster_web import DagsterWeb
+
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
+        yield DagsterWeb(client, url)
+
+
+def build_webhook_server(
+    spool: Path, *, secret: str, host: str, port: int, on_stored: Callable[[list[Any]], None] | None = None
+) -> WebhookServer:
+    """The push-notification receiver storing into the spool file ``spool``."""
+    from railiance_ledger.adapters.push_spool import PushSpool
+    from railiance_ledger.adapters.webhook_server import WebhookServer
+
+    return WebhookServer(PushSpool(spool), secret=secret, host=host, port=port, on_stored=on_stored)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from railiance_ledger.domain.events import RecordedEvent
 from railiance_ledger.errors import RailianceError
@@ -29,9 +29,21 @@ if TYPE_CHECKING:
     from railiance_ledger.adapters.push_spool import PushNotice
     from railiance_ledger.ledger.store import EventStore
 
+
+class DagsterWebPort(Protocol):
+    """The Dagster webserver as the fast path uses it (``adapters.dagster_web.DagsterWeb``)."""
+
+    def stage1_requested(self, key: str) -> bool: ...
+
+    def launch_stage1(self, key: str, tags: dict[str, str]) -> str: ...
+
+
 __all__ = [
+    "DAGSTER_URL_ENV",
     "SECRET_ENV",
     "SPOOL_ENV",
+    "DagsterWebPort",
+    "FastPath",
     "PushRegistration",
     "match_push",
     "parse_listen",
@@ -42,6 +54,7 @@ __all__ = [
 
 SPOOL_ENV = "RAILIANCE_WEBHOOK_SPOOL"
 SECRET_ENV = "RAILIANCE_WEBHOOK_SECRET"
+DAGSTER_URL_ENV = "RAILIANCE_DAGSTER_URL"
 
 
 def spool_path(env: Mapping[str, str] | None = None) -> Path:
@@ -135,6 +148,65 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class FastPath:
+    """What the receiver does with newly stored pushes when ``RAILIANCE_DAGSTER_URL`` is set: register
+    them in the ledger at once and launch Stage 1 through the Dagster webserver (unless a run of the
+    partition exists). Best effort: the push sensor reads the same spool and requests what is missing."""
+
+    def __init__(
+        self,
+        *,
+        apps_dir: Path,
+        ledger_url: str,
+        dagster: DagsterWebPort | None,
+        operator: str,
+        any_host: bool,
+        env: Mapping[str, str],
+    ) -> None:
+        self.apps_dir, self.ledger_url, self.dagster = apps_dir, ledger_url, dagster
+        self.operator, self.any_host, self.env = operator, any_host, dict(env)
+        self.launched: list[str] = []
+
+    def __call__(self, notices: list[PushNotice]) -> None:
+        from railiance_ledger.domain.digests import partition_key
+        from railiance_ledger.ledger.store import EventStore
+        from railiance_ledger.lifecycle.environment import open_registries
+        from railiance_ledger.lifecycle.workloads import discover_workloads
+
+        workloads, _problems = discover_workloads(self.apps_dir)
+        store = EventStore.open(self.ledger_url)
+        try:
+            with open_registries(self.env) as pool:
+                done = register_pushes(
+                    store=store,
+                    workloads=workloads,
+                    notices=notices,
+                    registries=pool,
+                    operator=self.operator,
+                    any_host=self.any_host,
+                )
+        finally:
+            store.close()
+        if self.dagster is None:
+            return
+        for item in done:
+            if item.event is None or item.workload is None:
+                continue
+            key = partition_key(item.workload.name, item.notice.digest)
+            if self.dagster.stage1_requested(key):
+                continue
+            self.dagster.launch_stage1(
+                key,
+                {
+                    "railiance/workload": item.workload.name,
+                    "railiance/digest": item.notice.digest,
+                    "railiance/tag": item.notice.tag or "",
+                    "railiance/source": "webhook",
+                },
+            )
+            self.launched.append(key)
+
+
 def serve_webhook(
     *,
     listen: str,
@@ -145,11 +217,13 @@ def serve_webhook(
     """Run the push-notification receiver on ``listen`` until interrupted, storing into ``spool``.
 
     The shared secret is read from ``RAILIANCE_WEBHOOK_SECRET`` (never a flag: flags show in ``ps``).
-    ``ready`` is called with the events URL once listening.
+    ``ready`` is called with the events URL once listening. With ``RAILIANCE_DAGSTER_URL`` set, the
+    fast path (``FastPath``) registers each stored push in the ledger (``RAILIANCE_LEDGER_URL``,
+    workloads under ``RAILIANCE_APPS_DIR``) and launches Stage 1 at once.
     """
-    from railiance_ledger.adapters.push_spool import PushSpool
-    from railiance_ledger.adapters.webhook_server import WebhookServer
+    from railiance_ledger.config import ledger_url
     from railiance_ledger.errors import InvalidInput
+    from railiance_ledger.lifecycle.environment import build_webhook_server, open_dagster_web
 
     e = os.environ if env is None else env
     secret = e.get(SECRET_ENV, "")
@@ -159,13 +233,25 @@ def serve_webhook(
             hint="set it to the secret the registry sends in its notifications.endpoints headers",
         )
     host, port = parse_listen(listen)
-    try:
-        server = WebhookServer(PushSpool(spool), secret=secret, host=host, port=port)
-    except OSError as exc:
-        raise InvalidInput(f"cannot listen on {listen}: {exc.strerror}") from None
-    if ready is not None:
-        ready(server.url)
-    try:
-        server.serve_forever()
-    finally:
-        server.stop()
+    dagster_url = e.get(DAGSTER_URL_ENV, "").strip() or None
+    with open_dagster_web(dagster_url) as dagster:
+        fast = None
+        if dagster is not None:
+            fast = FastPath(
+                apps_dir=Path(e.get("RAILIANCE_APPS_DIR") or "examples").expanduser().resolve(),
+                ledger_url=e.get("RAILIANCE_LEDGER_URL") or ledger_url(),
+                dagster=dagster,
+                operator="webhook",
+                any_host=bool(e.get("RAILIANCE_REGISTRY_URL")),
+                env=e,
+            )
+        try:
+            server = build_webhook_server(spool, secret=secret, host=host, port=port, on_stored=fast)
+        except OSError as exc:
+            raise InvalidInput(f"cannot listen on {listen}: {exc.strerror}") from None
+        if ready is not None:
+            ready(server.url)
+        try:
+            server.serve_forever()
+        finally:
+            server.stop()

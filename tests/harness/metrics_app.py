@@ -73,11 +73,13 @@ class AppState:
     latency_ms: float = 20.0
     saturation: float = 0.2
     rate: float = 50.0
+    dead_letters: float = 0.0
+    """Messages in the app's dead-letter queue (a data-integrity signal, ``app_dead_letters``)."""
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply validated changes; raise ``ValueError``/``TypeError`` naming the bad field."""
         for name, value in changes.items():
-            if name not in ("error_rate", "latency_ms", "saturation", "rate"):
+            if name not in ("error_rate", "latency_ms", "saturation", "rate", "dead_letters"):
                 raise ValueError(f"unknown field {name!r}")
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise TypeError(f"{name} must be a number")
@@ -133,6 +135,10 @@ class MetricsApp:
         self._saturation = Gauge(
             "app_saturation_ratio", "Busiest resource, 0..1", ["track"], registry=self.registry
         )
+        self._dead_letters = Gauge(
+            "app_dead_letters", "Messages in the dead-letter queue", ["track"], registry=self.registry
+        )
+        self._dead_letters.labels(track=track).set(0.0)
         self._server: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
 
@@ -189,7 +195,9 @@ class MetricsApp:
             now = time.monotonic()
             with self._lock:
                 rate, saturation = self._state.rate, self._state.saturation
+                dead_letters = self._state.dead_letters
             self._saturation.labels(track=self.track).set(saturation)
+            self._dead_letters.labels(track=self.track).set(dead_letters)
             owed += rate * (now - last)
             last = now
             while owed >= 1.0:

@@ -210,6 +210,91 @@ def libtrust_key_id(spki_der: bytes) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# TLS
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A test CA and a server certificate for ``127.0.0.1`` signed by it (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls(directory: Path) -> TlsFiles:
+    """Write a fresh CA (``ca.pem``) and a ``127.0.0.1``/``localhost`` server certificate signed by it."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "railiance test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(ca=directory / "ca.pem", cert=directory / "server.pem", key=directory / "server-key.pem")
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return files
+
+
+# --------------------------------------------------------------------------------------------------
 # Registry process
 
 
@@ -225,11 +310,13 @@ class RegistryServer:
     """Where the registry POSTs its notification events (``notifications.endpoints``), if anywhere."""
     notify_secret: str = ""
     """The shared secret it sends as ``Authorization: Bearer <secret>``."""
+    tls: TlsFiles | None = None
+    """When set, the registry serves HTTPS with this certificate (``url`` is then ``https://``)."""
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:5123``."""
-        return f"http://127.0.0.1:{self.port}"
+        """Base URL, e.g. ``http://127.0.0.1:5123`` (``https://`` with TLS)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def host(self) -> str:
@@ -256,6 +343,11 @@ class RegistryServer:
             "http:",
             f"  addr: 127.0.0.1:{self.port}",
             f"  secret: {secrets.token_hex(16)}",
+            *(
+                ["  tls:", f"    certificate: {self.tls.cert}", f"    key: {self.tls.key}"]
+                if self.tls is not None
+                else []
+            ),
             "health:",
             "  storagedriver:",
             "    enabled: false",
@@ -302,7 +394,8 @@ class RegistryServer:
 
         def ready() -> bool:
             process.check_alive("docker-registry")
-            return httpx.get(self.url + "/v2/", timeout=1.0).status_code in ready_statuses
+            verify: Any = str(self.tls.ca) if self.tls is not None else True
+            return httpx.get(self.url + "/v2/", timeout=1.0, verify=verify).status_code in ready_statuses
 
         try:
             wait_until(ready, timeout=timeout, what=f"docker-registry at {self.url}/v2/")
@@ -326,6 +419,7 @@ def start_registry(
     token_auth: bool = False,
     notify_url: str | None = None,
     notify_secret: str = "",
+    tls: TlsFiles | None = None,
 ) -> RegistryServer:
     """Start a registry (optionally with its token server, optionally notifying ``notify_url`` of
     every event with ``Authorization: Bearer <notify_secret>``) and return it running."""
@@ -340,6 +434,7 @@ def start_registry(
                     token_server=token_server,
                     notify_url=notify_url,
                     notify_secret=notify_secret,
+                    tls=tls,
                 ).start()
             except HarnessError as exc:
                 if attempt == attempts - 1 or "address already in use" not in str(exc):
@@ -395,12 +490,19 @@ def _split_challenge(text: str) -> Iterator[str]:
 class RegistryHelper:
     """Puts test images into a real registry: blobs through the upload API, then the manifest."""
 
-    def __init__(self, base_url: str, *, username: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        verify: str | bool = True,
+    ) -> None:
         auth = (
             BearerChallengeAuth(username, password) if username is not None and password is not None else None
         )
         self.base_url = base_url.rstrip("/")
-        self.client = httpx.Client(base_url=self.base_url, timeout=10.0, auth=auth)
+        self.client = httpx.Client(base_url=self.base_url, timeout=10.0, auth=auth, verify=verify)
 
     def close(self) -> None:
         """Close the helper's HTTP client."""

@@ -43,6 +43,7 @@ from railiance_ledger.lifecycle.stage2.context import (
     stage_result,
     target_text,
 )
+from railiance_ledger.lifecycle.stage2.monitoring import check_monitoring
 from railiance_ledger.lifecycle.stage2.prechecks import (
     check_approval,
     check_cluster,
@@ -50,7 +51,6 @@ from railiance_ledger.lifecycle.stage2.prechecks import (
     check_distinguishable,
     check_dry_run,
     check_form,
-    check_monitoring,
     check_references,
     check_registry,
     check_rollback_target,

@@ -27,6 +27,7 @@ from railiance_ledger.lifecycle.stage2.context import (
     make_context,
     strip_braces,
 )
+from railiance_ledger.lifecycle.stage2.integrity import probe_integrity
 from railiance_ledger.ports import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
@@ -126,7 +127,8 @@ def _collect(
         outside = outside_probe(http, spec, key.path, key.expect_status, ingress_url)
     obs = decl.observability
     base = strip_braces(obs.prometheus_selector)
-    canary_m = _track(metrics, join_selector(base, f'{obs.track_label}="canary"'), metrics_window)
+    canary_selector = join_selector(base, f'{obs.track_label}="canary"')
+    canary_m = _track(metrics, canary_selector, metrics_window)
     stable_m = _track(metrics, join_selector(base, f'{obs.track_label}="stable"'), metrics_window)
     try:
         observed = read_routing(kube, spec)
@@ -151,6 +153,7 @@ def _collect(
         stable=stable_m,
         routing=routing,
         logs=logs,
+        integrity=probe_integrity(decl, dep, kube, metrics, canary_selector),
         approval_revoked=revoked,
         production_available=prod_ok,
     )

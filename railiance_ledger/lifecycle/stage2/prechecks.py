@@ -40,18 +40,16 @@ from railiance_ledger.lifecycle.stage2.context import (
     STATEHUB_GATE,
     CanaryContext,
     canary_values_files,
-    join_selector,
     repo_path,
     routing_spec,
     set_values,
-    strip_braces,
 )
 
 if TYPE_CHECKING:
     import httpx
 
     from railiance_ledger.ledger.store import EventStore
-    from railiance_ledger.ports import HelmPort, KubePort, MetricsPort, RegistryPort
+    from railiance_ledger.ports import HelmPort, KubePort, RegistryPort
 
 
 def check_form(ctx: CanaryContext, kube: KubePort) -> Check:
@@ -363,41 +361,6 @@ def check_rollback_target(ctx: CanaryContext, store: EventStore, helm: HelmPort)
         else target.get("detail")
     )
     return _check("rollback_target_known", True, f"{target['kind']}: {what} ({target['source']})")
-
-
-def check_monitoring(ctx: CanaryContext, kube: KubePort, metrics: MetricsPort) -> Check:
-    obs = ctx.decl.observability
-    selector = join_selector(obs.prometheus_selector, f'{obs.track_label}="canary"')
-    try:
-        metrics.instant(query=f"count(up{{{strip_braces(obs.prometheus_selector)}}}) or vector(0)")
-    except AdapterError as exc:
-        return _check("monitoring_available", False, f"metrics unavailable: {exc}", technical=True)
-    # Pod-log reads are proven on a running pod: the canary namespace's, else (an isolated canary
-    # namespace is empty before the deploy) the stable namespace's.
-    namespaces = list(dict.fromkeys([ctx.namespace, ctx.stable_namespace]))
-    found = [(ns, p) for ns in namespaces for p in kube.list(api_version="v1", kind="Pod", namespace=ns)[:1]]
-    if not found:
-        return _check(
-            "monitoring_available",
-            False,
-            f"no pod in {' or '.join(namespaces)} to prove pod-log reads work",
-            technical=True,
-        )
-    ns, pod = found[0]
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    name = f"{ns}/{pod['metadata']['name']}"
-    kube.pod_logs(
-        namespace=ns,
-        selector=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
-        tail_lines=1,
-        max_pods=1,
-    )
-    return _check(
-        "monitoring_available",
-        True,
-        f"Prometheus answers for {{{selector}}}; pod logs readable ({name})",
-        evidence=[Evidence(kind="query", ref=f"{{{selector}}}", detail="prometheus")],
-    )
 
 
 def check_references(ctx: CanaryContext) -> Check:
