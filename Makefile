@@ -5,7 +5,11 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo playground test lint bench bootstrap clean
+.PHONY: demo playground test lint bench bootstrap clean lock
+
+# pytest runs in parallel (pytest-xdist, docs/testing.md "Parallel runs"): each worker starts its own
+# servers. PYTEST_WORKERS=0 runs in one process; PYTEST_ARGS adds options (e.g. -k, -x).
+PYTEST_WORKERS ?= 3
 
 bootstrap:
 	./scripts/bootstrap
@@ -22,7 +26,7 @@ test:
 	$(VENV)/bin/ruff format --check railiance_ledger tests assets sensors bench tools definitions.py
 	$(VENV)/bin/ruff check railiance_ledger assets sensors tools definitions.py
 	$(VENV)/bin/mypy
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 lint:
 	$(VENV)/bin/ruff check railiance_ledger tests assets sensors bench
@@ -30,6 +34,11 @@ lint:
 
 bench: bootstrap
 	$(VENV)/bin/python bench/ledger.py
+
+# requirements-dev.lock: the exact versions bootstrap installs, resolved by uv from pyproject.toml.
+# Run after changing a dependency in pyproject.toml and commit both files.
+lock:
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache
