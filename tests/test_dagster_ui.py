@@ -254,7 +254,7 @@ def test_production_after_rollback_names_stable_and_target_and_rolled_back_stage
             browser.close()
 
 
-def _wait_goto(page: Any, url: str, needles: list[str], timeout: float = 120.0) -> str:
+def _wait_goto(page: Any, url: str, needles: list[str], timeout: float = 300.0) -> str:
     """Open ``url`` until its text has every needle (the mirror sensor catches up; the UI drops a partition
     parameter it does not know yet, so the URL is opened again rather than reloaded)."""
     deadline = time.monotonic() + timeout
@@ -262,7 +262,7 @@ def _wait_goto(page: Any, url: str, needles: list[str], timeout: float = 120.0) 
     while time.monotonic() < deadline:
         page.goto(url)
         try:
-            return _wait_text(page, needles, timeout=8.0)
+            return _wait_text(page, needles, timeout=30.0)  # a loaded machine renders slowly
         except AssertionError as exc:
             text = str(exc)
     raise AssertionError(f"{needles!r} not all on {page.url}: {text[:3000]}")
