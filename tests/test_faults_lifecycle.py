@@ -322,3 +322,47 @@ def test_a_fault_at_a_rollback_step_records_rollback_incomplete_not_a_completed_
     assert env.live_image() == env.stable0
     assert verify(env.store).ok
     assert_unblocked(env)
+
+
+def test_a_fault_during_observes_automatic_rollback_records_rollback_incomplete(
+    stage3_env: Stage3Env,
+) -> None:
+    """A crash-looping canary is rolled back by ``observe`` itself; helm uninstall cannot delete its
+    Deployment: ``rollback.incomplete`` names the release, the result is recorded failed, the workload
+    is blocked until a rollback completes."""
+    env = stage3_env
+    image = env.push("v1.0.0")
+    assert env.stage1(image).exit_code == 0
+    env.cluster.behaviours.set(image, "crashloop")
+    with leased(env, "deploy"):
+        assert env.deploy(image).exit_code == 0
+    inject(
+        env,
+        Step(
+            "helm uninstall deletes the canary Deployment",
+            "DELETE",
+            r"/deployments/hello-web-canary$",
+            "incomplete",
+        ),
+        "error",
+    )
+    with leased(env, "observe"):
+        out = env.observe()
+    heal(env)
+    assert (1, True) == (out.exit_code, out.rolled_back), out.document
+    (intent,) = [e for e in env.store.read_stream(W) if e.kind == EventKind.STAGE_STARTED and e.stage == 2]
+    events = after(env, intent.seq)
+    end = rollback_end(events)
+    assert end.kind == EventKind.ROLLBACK_INCOMPLETE, end.payload
+    assert "helm uninstall hello-web-canary" in " ".join(map(str, end.payload["remaining_cleanup"]))
+    assert_failed_result(events, 2, image.rsplit("@", 1)[1])
+    assert verify(env.store).ok
+    assert canary_weight(env) is None  # the routing came off first: no traffic on the canary
+    assert env.cluster.get("deployments", NS, "hello-web-canary") is not None  # what the ledger names remains
+    assert_blocked_until_resolved(env, end)
+    with leased(env, "rollback", "bob"):
+        done = env.rollback(reason="finish removing the canary")
+    assert (0, "canary-removed") == (done.exit_code, done.phase), done.document
+    assert canary_gone(env)
+    assert verify(env.store).ok
+    assert_unblocked(env)
