@@ -106,12 +106,19 @@ PROMOTE = {
         "incomplete",
     ),
 }
+PROMOTE["canary-removal"] = Step(
+    "the canary Ingress is deleted after the upgrade (and again by the rollback)",
+    "DELETE",
+    r"/ingresses/hello-web-canary$",
+    "incomplete",
+)
 PROMOTE_CASES = [
     ("weighted-shift", "error"),
     ("weighted-shift", "drop"),
     ("weighted-shift", "slow"),
     ("helm-upgrade", "error-once"),
     ("helm-upgrade-and-rollback", "error"),
+    ("canary-removal", "error"),
 ]
 
 ROLLBACK = {
@@ -271,7 +278,8 @@ def test_a_fault_at_a_promote_step_ends_in_a_failed_result_and_a_recorded_rollba
     assert_failed_result(events, 3, digest)
     assert not [e for e in events if e.kind == EventKind.PROMOTION_COMPLETED]
     assert verify(env.store).ok
-    assert canary_weight(env) != 100  # never all traffic on a candidate that was not promoted
+    if step != "canary-removal":
+        assert canary_weight(env) != 100  # never all traffic on a candidate that was not promoted
     stable = lineage(env.store, W).current_stable  # the ledger: nothing promoted, v0 (pre-ledger) serves
     assert stable is None or stable.digest == env.stable0.rsplit("@", 1)[1], stable
     if where.expect == "completed":
@@ -280,14 +288,20 @@ def test_a_fault_at_a_promote_step_ends_in_a_failed_result_and_a_recorded_rollba
         assert_unblocked(env)
         return
     assert end.kind == EventKind.ROLLBACK_INCOMPLETE, end.payload
-    assert "helm rollback hello-web" in end.payload["manual_command"]
-    history = env.helm.history(release="hello-web", namespace=NS)
-    assert str(history[-1]["status"]).lower() != "deployed", history  # helm's record is what remains
+    remaining = " ".join(map(str, [*end.payload["remaining_cleanup"], *end.payload["failures"]]))
+    if step == "canary-removal":  # the stable is back; the canary Ingress the ledger names remains
+        assert "Ingress/hello-web-canary" in remaining, remaining
+        assert canary_weight(env) is not None and env.live_image() == env.stable0
+    else:
+        assert "helm rollback hello-web" in end.payload["manual_command"]
+        history = env.helm.history(release="hello-web", namespace=NS)
+        assert str(history[-1]["status"]).lower() != "deployed", history  # helm's record is what remains
     assert_blocked_until_resolved(env, end)
     with leased(env, "rollback", "bob"):
         done = env.rollback(reason="finish the automatic rollback")
     assert (0, "rolled-back") == (done.exit_code, done.phase), done.document
     assert env.live_image() == env.stable0
+    assert canary_weight(env) is None
     assert verify(env.store).ok
     assert_unblocked(env)
 
