@@ -289,14 +289,17 @@ class OciRegistry:
             digest=digest, media_type=media_type, platforms=tuple(platforms), config_digest=config_digest
         )
 
-    def image_config(self, *, repository: str, digest: str, platform: str | None = None) -> ImageConfig:
+    def image_config(
+        self, *, repository: str, digest: str, platform: str | None = None, info: ManifestInfo | None = None
+    ) -> ImageConfig:
         """The image configuration of ``repository@digest``: platform and labels.
 
         For an index, the config of the ``platform`` manifest (else the first ``linux`` one, else the
         first) is read. The config blob's digest is checked against its body.
         """
         operation = f"image_config {repository}@{digest}"
-        info = self.inspect(repository=repository, reference=digest)
+        if info is None or info.digest != digest:
+            info = self.inspect(repository=repository, reference=digest)
         if info.platforms:
             chosen = next((d for p, d in info.platforms if platform and p == platform), None)
             chosen = chosen or next((d for p, d in info.platforms if p.startswith("linux/")), None)

@@ -94,7 +94,7 @@ def describe_digest(
     manifest in an index). A registry failure is an answer (``error``), never an exception."""
     try:
         info = registry.inspect(repository=repository, reference=digest)
-        config = registry.image_config(repository=repository, digest=digest, platform=platform)
+        config = registry.image_config(repository=repository, digest=digest, platform=platform, info=info)
     except RailianceError as exc:
         return ArtifactFacts(error=str(exc))
     return ArtifactFacts(
