@@ -627,7 +627,29 @@ class Promotion(_Table):
     ``manual``) and a canary in the production namespace.
     """
 
-    form: Literal["release-replace", "routing-switch"] = "release-replace"
+    form: Literal["release-replace", "routing-switch", "workflow"] = "release-replace"
+    workflow: Command | None = None
+    """``form = "workflow"``: the operator-approved rollout command Stage 3 runs after approval, in
+    ``railiance/``, with ``CANDIDATE_IMAGE``, ``CANDIDATE_DIGEST``, ``RELEASE``, ``NAMESPACE`` and
+    ``WORKFLOW_ID`` set. It must roll the candidate out; Stage 3 then judges it like a release replace
+    (rollout read-back, production routing, smoke) and restores the previous stable on failure."""
+    workflow_timeout: Duration = 600
+
+    @model_validator(mode="after")
+    def _workflow_needs_command(self) -> Promotion:
+        if self.form == "workflow" and self.workflow is None:
+            _rules([("workflow", 'form = "workflow" needs the workflow command', "set workflow = [...]")])
+        if self.form != "workflow" and self.workflow is not None:
+            _rules(
+                [
+                    (
+                        "workflow",
+                        f"workflow is not used by form {self.form!r}",
+                        'set form = "workflow" or remove it',
+                    )
+                ]
+            )
+        return self
 
 
 class Backup(_Table):

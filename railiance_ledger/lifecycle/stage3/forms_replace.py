@@ -83,17 +83,7 @@ class ReleaseReplace:
                     "read_back": reason,
                 }
             )
-        status = helm.install_or_upgrade(
-            chart=decl.resolve(decl.chart.path),
-            release=ctx.release,
-            namespace=ctx.namespace,
-            values_files=values_files(decl),
-            set_values=set_values(ctx),
-            wait=True,
-            extra_args=self.helm_upgrade_args,
-            timeout=run.ready_timeout,
-        )
-        self.new_rev = status.get("version")
+        acted, evidence = self.act(run)
         name, _ = deployment_of(ctx.rendered_docs, ctx.release)
         ok, detail = await_rollout(
             kube=kube,
@@ -103,14 +93,7 @@ class ReleaseReplace:
             timeout=run.ready_timeout,
             sleep=run.sleep,
         )
-        run.steps.append(
-            _check(
-                "promotion_applied",
-                ok,
-                f"`{self.command}` -> revision {self.new_rev}; {detail}",
-                evidence=[Evidence(kind="workflow", ref=run.workflow_id, detail=self.command)],
-            )
-        )
+        run.steps.append(_check("promotion_applied", ok, f"{acted}; {detail}", evidence=evidence))
         if not ok:
             raise PromotionFailed(f"the stable release did not become ready on the candidate: {detail}")
         removal = "no canary to remove"
@@ -154,6 +137,25 @@ class ReleaseReplace:
             }
         )
         return routing
+
+    def act(self, run: PromotionRun) -> tuple[str, list[Evidence]]:
+        """Replace the stable release with the candidate (``helm upgrade``); what ran, as evidence."""
+        ctx, decl = self.ctx, self.ctx.decl
+        status = run.helm.install_or_upgrade(
+            chart=decl.resolve(decl.chart.path),
+            release=ctx.release,
+            namespace=ctx.namespace,
+            values_files=values_files(decl),
+            set_values=set_values(ctx),
+            wait=True,
+            extra_args=self.helm_upgrade_args,
+            timeout=run.ready_timeout,
+        )
+        self.new_rev = status.get("version")
+        return (
+            f"`{self.command}` -> revision {self.new_rev}",
+            [Evidence(kind="workflow", ref=run.workflow_id, detail=self.command)],
+        )
 
     def undo(self, run: PromotionRun) -> CanaryRemoval | None:
         """After a failure: take all traffic off the candidate again by removing the canary's routing

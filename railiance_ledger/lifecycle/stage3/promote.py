@@ -24,6 +24,7 @@ from railiance_ledger.lifecycle.stage3.context import (
 from railiance_ledger.lifecycle.stage3.forms import PromotionForm, run_promotion
 from railiance_ledger.lifecycle.stage3.forms_replace import ReleaseReplace
 from railiance_ledger.lifecycle.stage3.forms_switch import RoutingSwitch
+from railiance_ledger.lifecycle.stage3.forms_workflow import RolloutWorkflow
 from railiance_ledger.lifecycle.stage3.prechecks import (
     check_backup,
     check_human,
@@ -85,11 +86,13 @@ def promote(
     if overall_status(checks) == "fail":
         doc, events, warnings = complete_stage(ctx, stage_result(ctx, checks, []))
         return PromotionOutcome(document=doc, exit_code=1, events=events, warnings=warnings)
-    form: PromotionForm = (
-        RoutingSwitch(ctx)
-        if ctx.form == "routing-switch"
-        else ReleaseReplace(ctx, helm_upgrade_args=helm_upgrade_args)
-    )
+    form: PromotionForm
+    if ctx.form == "routing-switch":
+        form = RoutingSwitch(ctx)
+    elif ctx.form == "workflow":
+        form = RolloutWorkflow(ctx)
+    else:
+        form = ReleaseReplace(ctx, helm_upgrade_args=helm_upgrade_args)
     return run_promotion(
         form,
         store=store,
