@@ -9,9 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from railiance_ledger.lifecycle.stage2 import deploy_canary, observe_canary
 from railiance_ledger.lifecycle.waivers import record_waiver
-from tests.fixtures.stage2 import CanaryEnv, check_named, not_passed, with_env_statehub
+from tests.fixtures.stage2 import CanaryEnv, check_named, deploy_env, not_passed, observe_env
 
 PY = sys.executable
 
@@ -30,30 +29,9 @@ def _command(name: str, code: str) -> str:
 
 
 def _run(env: CanaryEnv) -> Any:
-    out = deploy_canary(
-        store=env.store,
-        decl=env.decl(),
-        operator="alice",
-        kube=env.kube,
-        helm=env.helm,
-        registry=env.registry,
-        metrics=env.metrics,
-        http=env.http,
-        resolve_host=lambda h: True,
-        image=env.image,
-        **with_env_statehub({}),
-    )
+    out = deploy_env(env)
     assert 0 == out.exit_code, not_passed(out.document)
-    return observe_canary(
-        store=env.store,
-        decl=env.decl(),
-        operator="alice",
-        kube=env.kube,
-        helm=env.helm,
-        metrics=env.metrics,
-        http=env.http,
-        **with_env_statehub({"sleep": lambda s: None}),
-    )
+    return observe_env(env, fast=True)
 
 
 _SEES_CANARY = (
