@@ -80,16 +80,22 @@ def _canary_doc(
 ) -> tuple[dict[str, Any], RecordedEvent] | None:
     """The latest Stage 2 deploy decision: a deploy's prechecks (and ``canary_applied`` from its record),
     or a refusal or failed apply (the stage.completed that reports the prechecks)."""
+    outcome: dict[str, Any] | None = None  # the deploy's recorded outcome (after its intent)
     for ev in reversed(history):
         if ev.candidate != digest or ev.stage != 2:
             continue
+        if ev.kind == "routing.changed" and isinstance(ev.payload.get("deployed"), dict):
+            outcome = outcome or dict(ev.payload["deployed"])
         if ev.kind == "stage.started":
             release = ev.payload.get("release") or {}
+            deployed = ev.payload.get("phase") == "deployed" or outcome is not None
+            revision = release.get("revision") or (outcome or {}).get("revision")
+            phase = "deployed" if deployed else ev.payload.get("phase")
             applied = {
                 "name": CANARY_APPLIED,
-                "status": "pass" if ev.payload.get("phase") == "deployed" else "fail",
-                "reason": f"release {release.get('name')} revision {release.get('revision')} in "
-                f"{release.get('namespace')} (phase {ev.payload.get('phase')}); routing "
+                "status": "pass" if deployed else "fail",
+                "reason": f"release {release.get('name')} revision {revision} in "
+                f"{release.get('namespace')} (phase {phase}); routing "
                 f"{', '.join(ev.payload.get('routing_objects') or []) or 'none'}",
             }
             return {"checks": [*(ev.payload.get("prechecks") or []), applied], "status": "pass"}, ev

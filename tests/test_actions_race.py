@@ -68,6 +68,7 @@ def together(c: CliStage2, *commands: tuple[str, ...]) -> list[tuple[int, str]]:
     return [(p.wait(timeout=300), p.stdout.read() if p.stdout else "") for p in procs]
 
 
+@pytest.mark.timeout(900)  # two full lifecycles (v1 promoted, v2 accepted) before the race; slow under load
 @pytest.mark.parametrize("rival", ["promote", "rollback"])
 def test_two_actions_raced_from_two_processes_exactly_one_acts(
     raced: CliStage2, registry_helper: Any, registry_repository: str, rival: str
