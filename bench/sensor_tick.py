@@ -246,7 +246,11 @@ def notify_latency(work: Path, pushes: int) -> list[float]:
 
         def stop() -> None:
             receiver.terminate()
-            receiver.wait(timeout=30)
+            try:
+                receiver.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # SIGTERM inherited as ignored from a Dagster-using parent
+                receiver.kill()
+                receiver.wait(timeout=10)
 
         return stop
 
