@@ -27,10 +27,13 @@ def test_stage2_cli_run_deploy_observe_accepted(cli_stage2: CliStage2, statehub:
     events = c.events()
     started = next(e for e in events if e.kind == EventKind.STAGE_STARTED and e.stage == 2)
     release = started.payload["release"]
-    assert ("hello-web-canary", "hello-web", 1, c.image) == (
+    # stage.started is the intent (recorded before helm ran); the deploy's outcome carries the revision
+    outcome = next(e for e in events if e.kind == EventKind.ROUTING_CHANGED and "deployed" in e.payload)
+    assert ("deploying", "hello-web-canary", "hello-web", 1, c.image) == (
+        started.payload["phase"],
         release["name"],
         release["namespace"],
-        release["revision"],
+        outcome.payload["deployed"]["revision"],
         release["image"],
     )  # namespace/release
     assert len(started.payload["manifests"]["sha256"]) == 64  # rendered release identity
