@@ -88,21 +88,18 @@ def production_view(store: EventStore, workload: str, decl: Declaration | None =
     awaiting their retrospective approval past its deadline (``approval.retrospective_deadline``,
     default 24 h; each with ``due_at``).
     """
-    from railiance_ledger.ledger.projections import lineage, workload_status
+    from railiance_ledger.ledger.projections import lineage, open_canary_digest, workload_status
     from railiance_ledger.lifecycle.approvals import pending_retrospective
     from railiance_ledger.lifecycle.gating import open_canary
 
+    # projections only (O(1) in the workload's history); the candidate's own events for the canary
     lin = lineage(store, workload)
     status = workload_status(store, workload)
     current = lin.current_stable
     target = lin.rollback_target
     canary: OpenCanary | None = None
-    opened = None
-    for cand in reversed(status.candidates):
-        if cand.state.startswith("stage2:running"):
-            opened = open_canary(store.read_candidate(workload, cand.digest), cand.digest)
-            if opened is not None:
-                break
+    open_digest = open_canary_digest(store, workload)
+    opened = open_canary(store.read_candidate(workload, open_digest), open_digest) if open_digest else None
     if opened is not None and opened.candidate:
         window = decl.observation_window_seconds if decl is not None else None
         canary = OpenCanary(
@@ -126,7 +123,12 @@ def production_view(store: EventStore, workload: str, decl: Declaration | None =
         rollback_target_kind=target.kind if target else None,
         open_canary=canary,
         pending_approvals=tuple(p.as_dict() for p in status.pending_approvals),
-        overdue_approvals=tuple(p for p in pending_retrospective(store, workload) if p["overdue"]),
+        # the deadlines need the exceptions' own records: read only when the projection lists one awaiting
+        overdue_approvals=(
+            tuple(p for p in pending_retrospective(store, workload) if p["overdue"])
+            if status.awaiting_retrospective
+            else ()
+        ),
         last_rollback_at=last.recorded_at if last else None,
         last_rollback_by=last.actor if last else None,
         last_rollback_from=last.from_stable if last else None,
