@@ -180,9 +180,10 @@ def main() -> int:
                 f"{c:>10} | {m[g] * 1000:>7.1f} ms | {m[g] / base[g]:>5.2f}x | "
                 f"{m[mi] * 1000:>8.1f} ms | {m[mi] / base[mi]:>5.2f}x"
             )
-    worst = max(max(v for k, v in m.items() if k != "build_s") for _c, m in rows)
+    # the budget is stated at the largest scale (100,000 candidates); smaller rows show the growth
+    worst = max(v for k, v in rows[-1][1].items() if k != "build_s")
     verdict = "PASS" if worst < 1.0 else "FAIL"
-    print(f"\nbudget: every tick < 1 s: {verdict} (worst {worst * 1000:.0f} ms)")
+    print(f"\nbudget: every tick at {rows[-1][0]} candidates < 1 s: {verdict} (worst {worst * 1000:.0f} ms)")
     return 0 if verdict == "PASS" else 1
 
 
