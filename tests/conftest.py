@@ -4,12 +4,7 @@ tests that share an expensive per-process server onto one pytest-xdist worker (d
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections.abc import Generator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -50,41 +45,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # collection order, the same on every worker), so the run does not end with one worker
         # still in a 60 s test while the others idle.
         items.sort(key=_weight)
-
-
-# Fixture setup times: with RAILIANCE_FIXTURE_TIMES=FILE every pytest process (each xdist worker)
-# appends one JSON line per fixture to FILE at the end of its session: name, scope, how many setups
-# and their total seconds. docs/testing.md ("Where the time goes") is measured with it.
-_FIXTURE_TIMES: dict[tuple[str, str], list[float]] = {}
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_fixture_setup(
-    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
-) -> Generator[None]:
-    started = time.perf_counter()
-    yield
-    entry = _FIXTURE_TIMES.setdefault((fixturedef.argname, fixturedef.scope), [0, 0.0])
-    entry[0] += 1
-    entry[1] += time.perf_counter() - started
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    out = os.environ.get("RAILIANCE_FIXTURE_TIMES")
-    if not out or not _FIXTURE_TIMES:
-        return
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    with open(out, "a", encoding="utf-8") as fh:
-        fh.writelines(
-            json.dumps(
-                {
-                    "worker": worker,
-                    "fixture": name,
-                    "scope": scope,
-                    "setups": count,
-                    "seconds": round(total, 3),
-                }
-            )
-            + "\n"
-            for (name, scope), (count, total) in sorted(_FIXTURE_TIMES.items())
-        )
