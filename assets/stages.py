@@ -174,6 +174,7 @@ def stage1_validation(
 ) -> MaterializeResult:
     """Run Stage 1 for the partition's candidate and record the result (pass or fail) in the ledger."""
     from railiance_ledger.errors import RailianceError
+    from railiance_ledger.lifecycle.environment import open_registries
     from railiance_ledger.lifecycle.stage1 import run_stage1
 
     key = context.partition_key
@@ -181,7 +182,7 @@ def stage1_validation(
         target = resolve_target(store, apps, key)
         check_candidate_matches(key, target.digest, config.candidate)
         try:
-            with http_client() as http:
+            with http_client() as http, open_registries() as registries:
                 outcome = run_stage1(
                     store=store,
                     app_dir=target.workload.app_dir,
@@ -189,6 +190,7 @@ def stage1_validation(
                     image=target.image,
                     helm=helm.build(),
                     http=http,
+                    registries=registries,
                 )
         except RailianceError as exc:
             raise _fail_from(exc) from exc
