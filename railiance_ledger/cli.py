@@ -1629,10 +1629,18 @@ def webhook_serve(listen: str, spool: str | None) -> None:
     """Receive the Distribution registry's push notifications (notifications.endpoints in its config),
     authenticated by the shared secret of RAILIANCE_WEBHOOK_SECRET, and store them for the Dagster
     registry_push_sensor. Runs until interrupted."""
+    import signal
     from pathlib import Path
 
     from railiance_ledger.lifecycle.registry_push import serve_webhook, spool_path
 
+    def _stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # A server stops on Ctrl-C and on SIGTERM (systemd, Kubernetes), even when it was started with
+    # SIGINT ignored (a background job, or a parent that ignores it: ignored signals are inherited).
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     with _guard(False):
         target = Path(spool).expanduser() if spool else spool_path()
         try:

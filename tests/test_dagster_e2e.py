@@ -73,8 +73,8 @@ def test_pushed_digest_runs_stage1_and_ledger_and_event_log_agree(
     dagster_dev_env: DevEnv, registry_helper: Any
 ) -> None:
     """push -> new_digest_sensor registers (source sensor) and launches `stage1` for the partition -> run succeeds;
-    the ledger's stage.completed and the stage1_validation materialization carry the same seq and hash, and the
-    eight Stage 1 gates succeeded for that partition."""
+    the ledger's stage.completed and the stage1_validation materialization carry the same seq and hash, and
+    every Stage 1 gate (with the declared local check) succeeded for that partition."""
     env = dagster_dev_env
     workload = "e2e-web"
     digest = registry_helper.push_image(env.repositories[workload], "v1.0.0")
@@ -122,7 +122,8 @@ def test_pushed_digest_runs_stage1_and_ledger_and_event_log_agree(
     succeeded = {
         c["name"]: key in (c["partitionStatuses"] or {}).get("succeededPartitions", []) for c in checks
     }
-    assert {name: True for name in names_for(1)} == succeeded
+    # the eight required gates, artifact_traceable, and the app's declared local check `unit`
+    assert {**{name: True for name in names_for(1)}, "local_check_unit": True} == succeeded
 
     candidates = env.dev.graphql(MATERIALIZATIONS, {"asset": ["candidate"], "key": key})["assetOrError"]
     assert candidates["assetMaterializations"], "the candidate asset shows the registration"

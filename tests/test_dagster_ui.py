@@ -162,10 +162,13 @@ def test_operator_finds_candidate_and_gates_then_approves_from_launchpad(
             assert "pass" in text and "ledger_hash" in text
 
             page.goto(f"{base}/assets/stage1_validation?view=checks")
-            text = _wait_text(page, ["Checks (8)", *REQUIRED_CHECKS])
+            # every Stage 1 gate of the catalogue, and ui-web's declared local check `unit`
+            stage1_checks = [*REQUIRED_CHECKS, "local_check_unit"]
+            heading = f"Checks ({len(stage1_checks)})"
+            text = _wait_text(page, [heading, *stage1_checks])
             page.screenshot(path=str(SHOTS / "2-stage1-checks.png"), full_page=True)
-            assert all(name in text for name in REQUIRED_CHECKS)
-            assert "Succeeded" in text and "Failed" not in text.split("Checks (8)")[1][:1500]
+            assert all(name in text for name in stage1_checks)
+            assert "Succeeded" in text and "Failed" not in text.split(heading)[1][:1500]
 
             refused = _launch_approval(page, base, key, "dagster-sensor", "3-self-approval")
             assert "RUN_FAILURE" in refused and "separation of duties" in refused
