@@ -16,12 +16,12 @@ stdout (``railiance history W | head -1``) ends the command quietly with exit 0.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -1487,18 +1487,32 @@ def notes(opts: CliOptions, workload: str, repost: bool, json_out: bool) -> None
         raise click.exceptions.Exit(EXIT_FAILED if pending else EXIT_OK)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _paging_opts(what: str, every: str) -> Callable[[F], F]:
+    """``--limit`` (default 50), ``--before SEQ`` and ``--all``: one page of ``what``, newest first."""
+
+    def decorate(fn: F) -> F:
+        fn = click.option("--all", "show_all", is_flag=True, default=False, help=f"{every} (no paging).")(fn)
+        fn = click.option(
+            "--before", "before", default=None, type=click.IntRange(1), help=f"Only {what} below this seq."
+        )(fn)
+        return click.option(
+            "--limit",
+            "limit",
+            default=50,
+            show_default=True,
+            type=click.IntRange(1, 10**9),
+            help=f"The newest N {what}.",
+        )(fn)
+
+    return decorate
+
+
 @app.command("history")
 @click.argument("workload")
-@click.option(
-    "--limit",
-    "limit",
-    default=50,
-    show_default=True,
-    type=click.IntRange(1, 10**9),
-    help="The newest N events.",
-)
-@click.option("--before", "before", default=None, type=click.IntRange(1), help="Only events below this seq.")
-@click.option("--all", "show_all", is_flag=True, default=False, help="Every event (no paging).")
+@_paging_opts("events", "Every event")
 @_strict_opt
 @_json_opt
 @pass_options
@@ -1529,16 +1543,7 @@ def history(
 @app.command("lineage")
 @click.argument("workload")
 @click.option("--at", "at", default=None, help="ISO timestamp: what was stable at that moment.")
-@click.option(
-    "--limit",
-    "limit",
-    default=50,
-    show_default=True,
-    type=click.IntRange(1, 10**9),
-    help="The newest N stables.",
-)
-@click.option("--before", "before", default=None, type=click.IntRange(1), help="Only stables below this seq.")
-@click.option("--all", "show_all", is_flag=True, default=False, help="Every stable and rollback (no paging).")
+@_paging_opts("stables", "Every stable and rollback")
 @_strict_opt
 @_json_opt
 @pass_options
